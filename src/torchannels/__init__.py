@@ -1,0 +1,46 @@
+"""torchannels: real-time pub/sub channels for Tornado.
+
+>>> from torchannels import Hub
+>>> Hub().channel("news").send({"text": "hi"})["channel"]
+'news'
+"""
+
+from __future__ import annotations
+
+from .brokers import Broker, ChannelInfo, HistoryPolicy, MemoryBroker, ReadResult
+from .channel import Channel
+from .errors import BadRequest, ChannelNameError, MessageError, TorChannelsError
+from .frames import Frame, Publication
+from .handlers import ChannelMixin, Subscription
+from .hub import Hub, default_hub
+from .protocol import Position, format_cursor, parse_cursor
+from .settings import Settings
+from .transports import TRANSPORTS, Transport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TRANSPORTS",
+    "BadRequest",
+    "Broker",
+    "Channel",
+    "ChannelInfo",
+    "ChannelMixin",
+    "ChannelNameError",
+    "Frame",
+    "HistoryPolicy",
+    "Hub",
+    "MemoryBroker",
+    "MessageError",
+    "Position",
+    "Publication",
+    "ReadResult",
+    "Settings",
+    "Subscription",
+    "TorChannelsError",
+    "Transport",
+    "__version__",
+    "default_hub",
+    "format_cursor",
+    "parse_cursor",
+]

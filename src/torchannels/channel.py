@@ -1,0 +1,78 @@
+"""The publishing handle of one channel: the seed's ``send`` and ``set_state``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .brokers.base import ChannelInfo
+from .brokers.memory import MemoryBroker
+from .protocol import Position, check_message, check_messages
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+
+class Channel:
+    """Publish to one channel.
+
+    >>> from torchannels import Hub
+    >>> news = Hub().channel("news")
+    >>> msg = news.send({"headline": "torchannels 0.1"})
+    >>> sorted(msg)
+    ['channel', 'epoch', 'headline', 'offset', 'ts']
+    """
+
+    __slots__ = ("hub", "name")
+
+    def __init__(self, hub: Hub, name: str) -> None:
+        self.hub = hub
+        self.name = name
+
+    def _memory(self, what: str) -> MemoryBroker:
+        broker = self.hub.broker
+        if not isinstance(broker, MemoryBroker):
+            raise TypeError(
+                f"{what}() is synchronous and needs the in-memory broker; with "
+                f"{type(broker).__name__} use 'await channel.a{what}(...)'"
+            )
+        return broker
+
+    def send(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Publish ``message`` and return the delivered copy.
+
+        The copy carries ``channel``, ``ts``, ``epoch`` and ``offset``;
+        ``message`` itself is not changed, so it can be sent again elsewhere.
+        Raises :class:`~torchannels.MessageError` (nothing stored) for a
+        non-dict, a reserved key or a value JSON cannot carry.
+        """
+        return self._memory("send").publish_nowait(self.name, check_message(message)).data
+
+    async def asend(self, message: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`send` for any broker."""
+        pub = await self.hub.broker.publish(self.name, check_message(message))
+        return pub.data
+
+    def set_state(self, messages: list[dict[str, Any]]) -> Position:
+        """Give late joiners ``messages`` instead of all history up to now.
+
+        A subscriber that joins without a position receives these messages
+        (in one ``subscribed`` frame) and then what is sent afterwards. Those
+        that resume from a position still get exactly the messages they missed.
+        """
+        return self._memory("set_state").set_state_nowait(self.name, check_messages(messages))
+
+    async def aset_state(self, messages: list[dict[str, Any]]) -> Position:
+        """:meth:`set_state` for any broker."""
+        return await self.hub.broker.set_state(self.name, check_messages(messages))
+
+    def configure(
+        self, *, history_size: int | None = None, history_ttl: float | None = None
+    ) -> None:
+        """Override the history policy for this channel only."""
+        self.hub.broker.configure_channel(self.name, size=history_size, ttl=history_ttl)
+
+    async def info(self) -> ChannelInfo:
+        return await self.hub.info(self.name)
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.name}>"

@@ -1,0 +1,58 @@
+"""The one exception root of torchannels, and the error codes put on the wire.
+
+Every code here is also written in docs/protocol.md; clients switch on the
+code, humans read the message.
+"""
+
+from __future__ import annotations
+
+
+class TorChannelsError(Exception):
+    """Root of every exception torchannels raises on purpose."""
+
+
+class MessageError(TorChannelsError, ValueError):
+    """A message given to ``send``/``set_state`` cannot be published.
+
+    Raised before anything is stored, so a refused message has no effect.
+    """
+
+
+class ChannelNameError(TorChannelsError, ValueError):
+    """A channel name breaks the rules in docs/protocol.md."""
+
+
+class BadRequest(TorChannelsError):
+    """A subscriber's request is malformed; answered with HTTP 400.
+
+    ``code`` is one of the ``BAD_*`` constants below.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# Codes of 400 answers (``{"error": code, "message": text}``).
+UNKNOWN_TRANSPORT = "unknown_transport"
+MALFORMED_CURSOR = "malformed_cursor"
+INVALID_CHANNEL = "invalid_channel"
+TOO_MANY_CHANNELS = "too_many_channels"
+NO_CHANNELS = "no_channels"
+REQUEST_TOO_LARGE = "request_too_large"
+BAD_PARAMETER = "bad_parameter"
+
+# Codes of in-band ``error`` frames, which concern one channel only.
+FORBIDDEN = "forbidden"
+
+# Reasons of in-band ``reset`` frames.
+RESET_EPOCH = "epoch_changed"
+RESET_TRIMMED = "history_trimmed"
+RESET_INVALID = "position_ahead"
+
+# Reasons of ``reconnect`` frames: the server ends the response on purpose
+# and the client should come back at once with its positions.
+RECONNECT_BYTE_LIMIT = "byte_limit"
+RECONNECT_SLOW = "slow_consumer"
+RECONNECT_SHUTDOWN = "shutdown"

@@ -1,0 +1,175 @@
+"""Frames: the units every transport writes, each encoded once.
+
+A :class:`Publication` is one stored message. Its JSON ``payload`` is encoded
+once when it is published; its message :class:`Frame` is built once, the
+first time any subscriber needs it, and every transport caches its own
+framing of it on the frame (``Frame.cached``). So the fan-out path does no
+per-recipient JSON encoding. Control frames (subscribed, reset, error, ...)
+concern one subscriber and are built for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .protocol import Position, dumps, encode_message
+
+#: Frame types, as they appear in ``"type"`` and as SSE event names.
+MESSAGE = "message"
+SUBSCRIBED = "subscribed"
+RESET = "reset"
+ERROR = "error"
+CONNECTED = "connected"
+PING = "ping"
+RECONNECT = "reconnect"
+
+
+class Frame:
+    """One protocol frame.
+
+    ``envelope`` is the frame as a JSON object (``{"type": ..., ...}``);
+    ``sse_data`` is what SSE puts in its ``data:`` field (for messages the bare
+    message, so ``EventSource.onmessage`` sees exactly what was sent).
+    ``channel``/``position`` say how the frame moves the receiver's cursor:
+    a frame with a channel and a position sets it; one with a channel and no
+    position forgets it (reset, error).
+    """
+
+    __slots__ = ("_cache", "channel", "envelope", "kind", "position", "sse_data")
+
+    def __init__(
+        self,
+        kind: str,
+        envelope: bytes,
+        *,
+        channel: str | None = None,
+        position: Position | None = None,
+        sse_data: bytes | None = None,
+    ) -> None:
+        self.kind = kind
+        self.envelope = envelope
+        self.channel = channel
+        self.position = position
+        self.sse_data = envelope if sse_data is None else sse_data
+        self._cache: dict[str, bytes] = {}
+
+    def cached(self, key: str, build: Callable[[Frame], bytes]) -> bytes:
+        """Return ``build(self)``, computed once per ``key`` for all recipients."""
+        data = self._cache.get(key)
+        if data is None:
+            data = self._cache[key] = build(self)
+        return data
+
+    def __repr__(self) -> str:
+        return f"<Frame {self.kind} {self.channel} {self.position}>"
+
+
+class Publication:
+    """A message stored in a channel's history, stamped and encoded once."""
+
+    __slots__ = ("_frame", "channel", "data", "epoch", "offset", "payload", "ts")
+
+    def __init__(self, data: dict[str, Any], payload: bytes) -> None:
+        self.data = data
+        self.payload = payload
+        self.channel: str = data["channel"]
+        self.epoch: str = data["epoch"]
+        self.offset: int = data["offset"]
+        self.ts: float = data["ts"]
+        self._frame: Frame | None = None
+
+    @property
+    def position(self) -> Position:
+        return Position(self.epoch, self.offset)
+
+    @property
+    def frame(self) -> Frame:
+        """The shared message frame of this publication."""
+        if self._frame is None:
+            self._frame = Frame(
+                MESSAGE,
+                b'{"type":"message","data":' + self.payload + b"}",
+                channel=self.channel,
+                position=self.position,
+                sse_data=self.payload,
+            )
+        return self._frame
+
+    def __repr__(self) -> str:
+        return f"<Publication {self.channel} {self.epoch}:{self.offset}>"
+
+
+def _control(kind: str, channel: str | None, position: Position | None, **fields: Any) -> Frame:
+    body: dict[str, Any] = {"type": kind}
+    if channel is not None:
+        body["channel"] = channel
+    body.update(fields)
+    return Frame(kind, dumps(body), channel=channel, position=position)
+
+
+def subscribed(
+    channel: str, position: Position, state: Sequence[Publication] | None = None
+) -> Frame:
+    """The server gives the client a position in ``channel`` (join or after reset).
+
+    ``state`` (the channel's compressed state) rides in the same frame, so a
+    client can never hold the position without the state it stands for.
+    """
+    if state is None:
+        body = dumps(
+            {
+                "type": SUBSCRIBED,
+                "channel": channel,
+                "epoch": position.epoch,
+                "offset": position.offset,
+            }
+        )
+    else:
+        head = dumps(
+            {
+                "type": SUBSCRIBED,
+                "channel": channel,
+                "epoch": position.epoch,
+                "offset": position.offset,
+            }
+        )
+        body = head[:-1] + b',"state":[' + b",".join(p.payload for p in state) + b"]}"
+    return Frame(SUBSCRIBED, body, channel=channel, position=position)
+
+
+def reset(channel: str, reason: str) -> Frame:
+    """The client's position in ``channel`` cannot be served; state follows."""
+    return _control(RESET, channel, None, reason=reason)
+
+
+def error(channel: str, code: str, message: str) -> Frame:
+    """``channel`` is not served to this client (for example ``forbidden``)."""
+    return _control(ERROR, channel, None, code=code, message=message)
+
+
+def connected(transport: str, ping_interval: float) -> Frame:
+    """First frame of a streaming response, written at once."""
+    return _control(CONNECTED, None, None, transport=transport, ping=ping_interval)
+
+
+def reconnect(reason: str) -> Frame:
+    """Last frame of a response the server ends on purpose."""
+    return _control(RECONNECT, None, None, reason=reason)
+
+
+PING_FRAME = Frame(PING, b'{"type":"ping"}')
+
+
+def stamp(message: dict[str, Any], channel: str, position: Position, ts: float) -> Publication:
+    """Copy ``message``, add the reserved keys and encode it once.
+
+    Raises :class:`~torchannels.errors.MessageError` when the result is not
+    JSON, before any broker stores anything.
+    """
+    data = dict(message)
+    data["channel"] = channel
+    data["ts"] = ts
+    data["epoch"] = position.epoch
+    data["offset"] = position.offset
+    return Publication(data, encode_message(data))

@@ -1,0 +1,134 @@
+"""The hub: this process's registry of subscribers, fanning publications out.
+
+It subscribes the broker to a channel when the first local subscriber
+arrives and unsubscribes when the last one leaves, so a broker only carries
+channels somebody here listens to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from .brokers.base import Broker, ChannelInfo, Listener
+from .brokers.memory import MemoryBroker
+from .channel import Channel
+from .frames import Publication
+from .protocol import check_channel
+from .settings import Settings
+
+log = logging.getLogger("torchannels.hub")
+
+
+class _Local:
+    __slots__ = ("listeners", "ready")
+
+    def __init__(self, ready: asyncio.Future[None]) -> None:
+        self.listeners: set[Listener] = set()
+        self.ready = ready
+
+
+class Hub:
+    """Fans publications from a broker out to the subscribers of this process.
+
+    >>> hub = Hub()                      # in-memory broker, default settings
+    >>> hub.channel("news").send({"text": "hello"})["offset"]
+    1
+    """
+
+    def __init__(self, broker: Broker | None = None, settings: Settings | None = None) -> None:
+        self.broker: Broker = broker if broker is not None else MemoryBroker()
+        self.settings = settings or Settings()
+        self._local: dict[str, _Local] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def channel(self, name: str) -> Channel:
+        """The publishing handle of channel ``name`` (validated)."""
+        return Channel(self, check_channel(name))
+
+    def local_subscribers(self, channel: str) -> int:
+        local = self._local.get(channel)
+        return 0 if local is None else len(local.listeners)
+
+    async def info(self, channel: str) -> ChannelInfo:
+        info = await self.broker.info(check_channel(channel))
+        info.extra["local_subscribers"] = self.local_subscribers(channel)
+        return info
+
+    async def attach(self, channel: str, listener: Listener) -> None:
+        """Deliver ``channel``'s new publications to ``listener`` from now on."""
+        local = self._local.get(channel)
+        if local is not None:
+            local.listeners.add(listener)
+            if not local.ready.done():
+                await asyncio.shield(local.ready)
+            return
+        local = self._local[channel] = _Local(asyncio.get_running_loop().create_future())
+        local.listeners.add(listener)
+        try:
+            await self.broker.subscribe(channel, self._dispatch)
+        except BaseException as exc:
+            if self._local.get(channel) is local:
+                del self._local[channel]
+            local.ready.set_exception(exc)
+            local.ready.exception()  # waiters re-raise it; do not warn when none wait
+            raise
+        local.ready.set_result(None)
+
+    def detach(self, channel: str, listener: Listener) -> None:
+        """Stop delivering to ``listener``; synchronous so close paths stay simple."""
+        local = self._local.get(channel)
+        if local is None:
+            return
+        local.listeners.discard(listener)
+        if not local.listeners:
+            self._spawn(self._release(channel, local))
+
+    async def _release(self, channel: str, local: _Local) -> None:
+        if self._local.get(channel) is not local or local.listeners:
+            return  # somebody came back meanwhile
+        if not local.ready.done():
+            await asyncio.wait([local.ready])
+        if self._local.get(channel) is not local or local.listeners:
+            return
+        del self._local[channel]
+        if local.ready.exception() is None:
+            await self.broker.unsubscribe(channel, self._dispatch)
+
+    def _dispatch(self, pub: Publication) -> None:
+        local = self._local.get(pub.channel)
+        if local is None:
+            return
+        for listener in tuple(local.listeners):
+            try:
+                listener(pub)
+            except Exception:
+                log.exception("subscriber failed on %r", pub)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("hub task failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        """Wait for pending unsubscribes, then close the broker."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+        await self.broker.close()
+
+
+_default: Hub | None = None
+
+
+def default_hub() -> Hub:
+    """The process-wide hub used when a handler names none (in-memory broker)."""
+    global _default
+    if _default is None:
+        _default = Hub()
+    return _default

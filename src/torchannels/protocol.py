@@ -1,0 +1,163 @@
+"""Positions, cursors, channel names and the JSON codec.
+
+A *position* is where a client stands in one channel: the channel's ``epoch``
+(which changes whenever its history is lost) and the ``offset`` of the last
+message seen (0 before the first). A *cursor* carries positions for several
+channels in one string::
+
+    chat=k3j2x9:17,news=k3j2x9:4
+
+Channel names never contain ``=`` or ``,``, epochs never contain ``:``, so the
+format needs no escaping. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import (
+    MALFORMED_CURSOR,
+    BadRequest,
+    ChannelNameError,
+    MessageError,
+)
+
+_orjson: Any
+try:  # orjson is an optional fast path; standard json is the default.
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
+MAX_CHANNEL_LENGTH = 128
+CHANNEL_RE = re.compile(rf"[A-Za-z0-9_\-.:/@#$]{{1,{MAX_CHANNEL_LENGTH}}}")
+EPOCH_RE = re.compile(r"[a-z0-9]{1,32}")
+OFFSET_MAX_DIGITS = 18
+
+#: Keys that torchannels sets on every delivered message.
+RESERVED_KEYS = frozenset({"channel", "ts", "epoch", "offset"})
+
+
+def check_channel(name: object) -> str:
+    """Return ``name`` if it is a valid channel name, else raise.
+
+    >>> check_channel("chat:room-1")
+    'chat:room-1'
+    """
+    if not isinstance(name, str) or CHANNEL_RE.fullmatch(name) is None:
+        raise ChannelNameError(
+            f"invalid channel name {name!r}: use 1-{MAX_CHANNEL_LENGTH} characters "
+            "from A-Z a-z 0-9 _ - . : / @ # $"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A place in one channel's stream: epoch plus offset of the last message."""
+
+    epoch: str
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.epoch}:{self.offset}"
+
+    @classmethod
+    def parse(cls, text: str) -> Position:
+        """Parse ``epoch:offset``; raise :class:`BadRequest` when malformed."""
+        epoch, sep, digits = text.partition(":")
+        if (
+            not sep
+            or EPOCH_RE.fullmatch(epoch) is None
+            or not digits.isascii()
+            or not digits.isdigit()
+            or len(digits) > OFFSET_MAX_DIGITS
+            or (len(digits) > 1 and digits[0] == "0")
+        ):
+            raise BadRequest(MALFORMED_CURSOR, f"malformed position {text!r}: want epoch:offset")
+        return cls(epoch, int(digits))
+
+
+def parse_cursor(text: str, max_entries: int) -> dict[str, Position]:
+    """Parse a cursor string into ``{channel: Position}``.
+
+    An empty string is an empty cursor. Duplicate channels, bad names, bad
+    positions and more than ``max_entries`` entries raise :class:`BadRequest`.
+    """
+    if text == "":
+        return {}
+    entries = text.split(",")
+    if len(entries) > max_entries:
+        raise BadRequest(
+            MALFORMED_CURSOR, f"cursor has {len(entries)} entries, more than {max_entries}"
+        )
+    cursor: dict[str, Position] = {}
+    for entry in entries:
+        name, sep, pos = entry.partition("=")
+        if not sep:
+            raise BadRequest(
+                MALFORMED_CURSOR, f"malformed cursor entry {entry!r}: want name=epoch:offset"
+            )
+        try:
+            check_channel(name)
+        except ChannelNameError as exc:
+            raise BadRequest(MALFORMED_CURSOR, str(exc)) from None
+        if name in cursor:
+            raise BadRequest(MALFORMED_CURSOR, f"channel {name!r} appears twice in the cursor")
+        cursor[name] = Position.parse(pos)
+    return cursor
+
+
+def format_cursor(positions: Mapping[str, Position]) -> str:
+    """The inverse of :func:`parse_cursor`."""
+    return ",".join(f"{name}={pos}" for name, pos in positions.items())
+
+
+def dumps(value: Any) -> bytes:
+    """Encode ``value`` as compact UTF-8 JSON."""
+    if _orjson is not None:
+        encoded: bytes = _orjson.dumps(value)
+        return encoded
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def loads(data: bytes | str) -> Any:
+    """Decode JSON (used by brokers that store encoded messages)."""
+    if _orjson is not None:
+        return _orjson.loads(data)
+    return json.loads(data)
+
+
+def check_message(message: object) -> dict[str, Any]:
+    """Validate a user message before it is stamped; return a shallow copy.
+
+    Refuses non-dicts, reserved keys and anything JSON cannot carry, with a
+    :class:`MessageError` naming the problem.
+    """
+    if not isinstance(message, dict):
+        raise MessageError(f"a message must be a dict, not {type(message).__name__}")
+    clash = RESERVED_KEYS.intersection(message)
+    if clash:
+        raise MessageError(
+            f"message uses reserved key(s) {sorted(clash)}; torchannels sets "
+            f"{sorted(RESERVED_KEYS)} itself"
+        )
+    return dict(message)
+
+
+def encode_message(message: Mapping[str, Any]) -> bytes:
+    """Encode a stamped message, turning codec errors into :class:`MessageError`."""
+    try:
+        return dumps(message)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise MessageError(f"message is not JSON-serialisable: {exc}") from None
+
+
+def check_messages(messages: Iterable[object]) -> list[dict[str, Any]]:
+    """:func:`check_message` for each of ``messages`` (for ``set_state``)."""
+    if isinstance(messages, dict | str | bytes):
+        raise MessageError("set_state takes a list of message dicts")
+    return [check_message(m) for m in messages]

@@ -1,0 +1,113 @@
+"""Parsing a subscriber's request: transport, channels, cursor, timeout.
+
+Every problem becomes a :class:`~torchannels.errors.BadRequest` with a code
+from errors.py; the handler answers it with HTTP 400 and a JSON body.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from .errors import (
+    BAD_PARAMETER,
+    INVALID_CHANNEL,
+    NO_CHANNELS,
+    REQUEST_TOO_LARGE,
+    TOO_MANY_CHANNELS,
+    UNKNOWN_TRANSPORT,
+    BadRequest,
+    ChannelNameError,
+)
+from .protocol import Position, check_channel, parse_cursor
+from .settings import Settings
+
+DEFAULT_TRANSPORT = "longpoll"
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeRequest:
+    transport: str
+    channels: list[str]
+    cursor: dict[str, Position]
+    timeout: float | None
+
+
+def _one(args: Mapping[str, list[bytes]], name: str) -> str | None:
+    values = args.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadRequest(BAD_PARAMETER, f"parameter {name!r} given {len(values)} times")
+    return _text(values[0], name)
+
+
+def _text(raw: bytes, name: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(BAD_PARAMETER, f"parameter {name!r} is not UTF-8") from None
+
+
+def parse_request(
+    args: Mapping[str, list[bytes]],
+    query_size: int,
+    last_event_id: str | None,
+    settings: Settings,
+    transports: Collection[str],
+) -> SubscribeRequest:
+    """Validate a subscribe request given as query arguments (see protocol.md)."""
+    size = query_size + len(last_event_id or "")
+    if size > settings.max_request_bytes:
+        raise BadRequest(
+            REQUEST_TOO_LARGE,
+            f"request carries {size} bytes, more than {settings.max_request_bytes}",
+        )
+    transport = _one(args, "transport") or DEFAULT_TRANSPORT
+    if transport not in transports:
+        raise BadRequest(
+            UNKNOWN_TRANSPORT,
+            f"unknown transport {transport!r}; use one of {', '.join(sorted(transports))}",
+        )
+    names: list[str] = [_text(v, "channel") for v in args.get("channel", [])]
+    for value in args.get("channels", []):
+        names.extend(n for n in _text(value, "channels").split(",") if n)
+    channels: list[str] = []
+    for name in names:
+        try:
+            check_channel(name)
+        except ChannelNameError as exc:
+            raise BadRequest(INVALID_CHANNEL, str(exc)) from None
+        if name not in channels:
+            channels.append(name)
+        if len(channels) > settings.max_channels:
+            raise BadRequest(
+                TOO_MANY_CHANNELS, f"more than {settings.max_channels} channels in one request"
+            )
+    cursor = parse_cursor(_one(args, "cursor") or "", settings.max_channels)
+    if last_event_id:
+        # The browser's Last-Event-ID is newer than the cursor in the URL it
+        # reconnects to; its entries win.
+        cursor.update(parse_cursor(last_event_id, settings.max_channels))
+    if not channels:
+        channels = list(cursor)
+        if len(channels) > settings.max_channels:
+            raise BadRequest(
+                TOO_MANY_CHANNELS, f"more than {settings.max_channels} channels in one request"
+            )
+    if not channels:
+        raise BadRequest(NO_CHANNELS, "name at least one channel (channel=NAME)")
+    timeout: float | None = None
+    raw_timeout = _one(args, "timeout")
+    if raw_timeout is not None:
+        try:
+            timeout = float(raw_timeout)
+        except ValueError:
+            timeout = math.nan
+        if not 0 < timeout <= settings.longpoll_timeout:
+            raise BadRequest(
+                BAD_PARAMETER,
+                f"timeout must be a number of seconds in (0, {settings.longpoll_timeout}]",
+            )
+    return SubscribeRequest(transport, channels, cursor, timeout)

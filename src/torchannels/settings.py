@@ -1,0 +1,37 @@
+"""Limits and timings of the subscriber side, with their documented defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every limit a subscriber request is held to (docs/protocol.md, "Limits").
+
+    >>> Settings(longpoll_timeout=10).max_channels
+    64
+    """
+
+    #: Channels one request may name.
+    max_channels: int = 64
+    #: Bytes of query string plus Last-Event-ID one request may carry.
+    max_request_bytes: int = 16384
+    #: Longest a long-poll is held before an empty answer (a client may ask less).
+    longpoll_timeout: float = 25.0
+    #: Seconds between keep-alive pings on streaming responses.
+    ping_interval: float = 15.0
+    #: Bytes after which a stream or SSE response ends with ``reconnect``.
+    stream_max_bytes: int = 1 << 20
+    #: Bytes a streaming client may fall behind before it is dropped (it then
+    #: resumes from its positions; nothing is lost while history lasts).
+    max_pending_bytes: int = 1 << 20
+    #: Reconnect delay SSE asks of ``EventSource`` (``retry:`` field), ms.
+    sse_retry_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("max_channels", "max_request_bytes", "stream_max_bytes", "max_pending_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.longpoll_timeout <= 0 or self.ping_interval <= 0 or self.sse_retry_ms < 0:
+            raise ValueError("timeouts and intervals must be positive")

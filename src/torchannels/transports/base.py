@@ -1,0 +1,72 @@
+"""What every transport shares: the request it serves and the session it drives.
+
+A transport only frames and writes bytes. The session decides what to send.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+from tornado.web import RequestHandler
+
+from ..frames import Frame
+from ..hub import Hub
+from ..protocol import Position, dumps, format_cursor
+from ..request import SubscribeRequest
+from ..session import Authorize, Session
+
+
+class Transport(abc.ABC):
+    """Serves one subscribe request on one handler."""
+
+    #: The value of the ``transport`` query parameter that selects it.
+    name: ClassVar[str]
+
+    def __init__(
+        self, handler: RequestHandler, hub: Hub, request: SubscribeRequest, authorize: Authorize
+    ) -> None:
+        self.handler = handler
+        self.hub = hub
+        self.request = request
+        self.session = Session(hub, self.send, authorize)
+        self.closed = False  # the client went away
+        self.prepare()
+
+    def prepare(self) -> None:  # noqa: B027 - an optional hook
+        """Set up per-request state (called at the end of ``__init__``)."""
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """Serve the request until it is answered or the client leaves."""
+
+    @abc.abstractmethod
+    def send(self, frames: list[Frame]) -> None:
+        """Take frames from the session, in order."""
+
+    def on_connection_close(self) -> None:
+        """The client went away: stop at once (called once by the handler)."""
+        self.closed = True
+        self.session.close()
+
+
+def apply(cursor: dict[str, Position], frame: Frame) -> bool:
+    """Move ``cursor`` by ``frame``; True when the frame concerns a channel."""
+    if frame.channel is None:
+        return False
+    if frame.position is None:
+        cursor.pop(frame.channel, None)
+    else:
+        cursor[frame.channel] = frame.position
+    return True
+
+
+def document(cursor: dict[str, Position], frames: list[Frame]) -> bytes:
+    """The JSON answer of poll and long-poll: ``{"cursor": ..., "frames": [...]}``."""
+    return (
+        b'{"cursor":'
+        + dumps(format_cursor(cursor))
+        + b',"frames":['
+        + b",".join(f.envelope for f in frames)
+        + b"]}"
+    )

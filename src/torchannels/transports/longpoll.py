@@ -1,0 +1,35 @@
+"""Long-polling: hold the request until something is new, or a timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from ..frames import Frame
+from .poll import PollTransport
+
+
+class LongPollTransport(PollTransport):
+    name = "longpoll"
+    live = True
+
+    def prepare(self) -> None:
+        super().prepare()
+        self._wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def send(self, frames: list[Frame]) -> None:
+        super().send(frames)
+        if not self._wake.done():
+            self._wake.set_result(None)
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        if not self._wake.done():
+            self._wake.set_result(None)
+
+    async def wait(self) -> None:
+        if self.frames or self.closed:
+            return
+        timeout = self.request.timeout or self.hub.settings.longpoll_timeout
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._wake), timeout)

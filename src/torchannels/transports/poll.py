@@ -1,0 +1,38 @@
+"""Polling: answer at once with what is new since the client's cursor."""
+
+from __future__ import annotations
+
+from ..frames import Frame
+from .base import Transport, apply, document
+
+
+class PollTransport(Transport):
+    name = "poll"
+    live = False
+
+    def prepare(self) -> None:
+        self.frames: list[Frame] = []
+        self.cursor = dict(self.request.cursor)
+
+    def send(self, frames: list[Frame]) -> None:
+        self.frames.extend(frames)
+
+    async def run(self) -> None:
+        await self.session.subscribe(self.request.channels, self.request.cursor, live=self.live)
+        await self.wait()
+        self.session.close()
+        self.answer()
+
+    async def wait(self) -> None:
+        """Polling answers at once; long-polling waits here."""
+
+    def answer(self) -> None:
+        if self.closed:
+            return
+        cursor = {c: p for c, p in self.cursor.items() if c in self.request.channels}
+        for frame in self.frames:
+            apply(cursor, frame)
+        handler = self.handler
+        handler.set_header("Content-Type", "application/json")
+        handler.set_header("Cache-Control", "no-store")
+        handler.finish(document(cursor, self.frames))

@@ -1,0 +1,50 @@
+"""Server-Sent Events: ``text/event-stream`` for a plain browser EventSource.
+
+Messages are ``message`` events whose data is the message itself; control
+frames are named events (``subscribed``, ``reset``, ``error``, ``connected``,
+``reconnect``); pings are comments. Every event that moves a position has an
+``id`` holding the connection's whole cursor, so the browser's own reconnect
+(with ``Last-Event-ID``) resumes every channel without loss or duplicates.
+
+The event's ``event``/``data`` lines are built once per frame and shared by
+all recipients; only the short ``id`` line is per connection, because each
+connection's cursor spans its own set of channels.
+"""
+
+from __future__ import annotations
+
+from .. import frames as F
+from ..frames import Frame
+from ..protocol import Position, format_cursor
+from ..sse import encode_comment, encode_data, encode_event
+from .base import apply
+from .streaming import StreamingTransport
+
+_PING = encode_comment("ping")
+
+
+def _body(frame: Frame) -> bytes:
+    head = b"" if frame.kind == F.MESSAGE else b"event: " + frame.kind.encode() + b"\n"
+    return head + encode_data(frame.sse_data)
+
+
+class SSETransport(StreamingTransport):
+    name = "sse"
+    content_type = "text/event-stream; charset=utf-8"
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.cursor: dict[str, Position] = {
+            c: p for c, p in self.request.cursor.items() if c in self.request.channels
+        }
+
+    def preamble(self) -> bytes:
+        return encode_event(retry=self.hub.settings.sse_retry_ms)[:-1]
+
+    def encode(self, frame: Frame) -> bytes:
+        if frame.kind == F.PING:
+            return _PING
+        body = frame.cached("sse", _body)
+        if apply(self.cursor, frame):
+            return body + b"id: " + format_cursor(self.cursor).encode() + b"\n\n"
+        return body + b"\n"
