@@ -42,6 +42,7 @@ TOO_MANY_CHANNELS = "too_many_channels"
 NO_CHANNELS = "no_channels"
 REQUEST_TOO_LARGE = "request_too_large"
 BAD_PARAMETER = "bad_parameter"
+BAD_MESSAGE = "bad_message"  # WebSocket: a client frame that is not a valid command
 
 # Codes of in-band ``error`` frames, which concern one channel only.
 FORBIDDEN = "forbidden"
@@ -56,3 +57,9 @@ RESET_INVALID = "position_ahead"
 RECONNECT_BYTE_LIMIT = "byte_limit"
 RECONNECT_SLOW = "slow_consumer"
 RECONNECT_SHUTDOWN = "shutdown"
+
+# WebSocket close codes (RFC 6455 ones, and 4000-4999 for the application).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001  # server shutting down: reconnect
+CLOSE_TOO_BIG = 1009  # a client frame over max_request_bytes
+CLOSE_SLOW = 4001  # slow consumer: reconnect at once with positions

@@ -50,6 +50,30 @@ def _text(raw: bytes, name: str) -> str:
         raise BadRequest(BAD_PARAMETER, f"parameter {name!r} is not UTF-8") from None
 
 
+def check_channels(names: list[object], limit: int) -> list[str]:
+    """Validate channel names, drop repeats, and enforce ``limit``."""
+    channels: list[str] = []
+    for name in names:
+        try:
+            check_channel(name)
+        except ChannelNameError as exc:
+            raise BadRequest(INVALID_CHANNEL, str(exc)) from None
+        assert isinstance(name, str)
+        if name not in channels:
+            channels.append(name)
+        if len(channels) > limit:
+            raise BadRequest(TOO_MANY_CHANNELS, f"more than {limit} channels in one request")
+    return channels
+
+
+def query_channels(args: Mapping[str, list[bytes]], limit: int) -> list[str]:
+    """The channels named by ``channel`` and ``channels`` query parameters."""
+    names: list[object] = [_text(v, "channel") for v in args.get("channel", [])]
+    for value in args.get("channels", []):
+        names.extend(n for n in _text(value, "channels").split(",") if n)
+    return check_channels(names, limit)
+
+
 def parse_request(
     args: Mapping[str, list[bytes]],
     query_size: int,
@@ -70,32 +94,14 @@ def parse_request(
             UNKNOWN_TRANSPORT,
             f"unknown transport {transport!r}; use one of {', '.join(sorted(transports))}",
         )
-    names: list[str] = [_text(v, "channel") for v in args.get("channel", [])]
-    for value in args.get("channels", []):
-        names.extend(n for n in _text(value, "channels").split(",") if n)
-    channels: list[str] = []
-    for name in names:
-        try:
-            check_channel(name)
-        except ChannelNameError as exc:
-            raise BadRequest(INVALID_CHANNEL, str(exc)) from None
-        if name not in channels:
-            channels.append(name)
-        if len(channels) > settings.max_channels:
-            raise BadRequest(
-                TOO_MANY_CHANNELS, f"more than {settings.max_channels} channels in one request"
-            )
+    channels = query_channels(args, settings.max_channels)
     cursor = parse_cursor(_one(args, "cursor") or "", settings.max_channels)
     if last_event_id:
         # The browser's Last-Event-ID is newer than the cursor in the URL it
         # reconnects to; its entries win.
         cursor.update(parse_cursor(last_event_id, settings.max_channels))
     if not channels:
-        channels = list(cursor)
-        if len(channels) > settings.max_channels:
-            raise BadRequest(
-                TOO_MANY_CHANNELS, f"more than {settings.max_channels} channels in one request"
-            )
+        channels = check_channels(list(cursor), settings.max_channels)
     if not channels:
         raise BadRequest(NO_CHANNELS, "name at least one channel (channel=NAME)")
     timeout: float | None = None

@@ -68,14 +68,30 @@ class Session:
                 self.sink([F.error(channel, FORBIDDEN, f"access to {channel!r} is denied")])
                 continue
             if live:
+                if channel in self._buffers:
+                    continue  # already served on this session
                 self._buffers[channel] = []
                 await self.hub.attach(channel, self._on_publication)
-            await self._catch_up(channel, cursor.get(channel))
+            await self._catch_up(channel, cursor.get(channel), live=live)
 
-    async def _catch_up(self, channel: str, since: Position | None) -> None:
+    def unsubscribe(self, channel: str) -> bool:
+        """Stop serving ``channel``; False if it was not served."""
+        if channel not in self._buffers:
+            return False
+        del self._buffers[channel]
+        self.positions.pop(channel, None)
+        self.hub.detach(channel, self._on_publication)
+        return True
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels attached for live delivery."""
+        return list(self._buffers)
+
+    async def _catch_up(self, channel: str, since: Position | None, *, live: bool) -> None:
         result = await self.hub.broker.read(channel, since)
-        if self._closed:
-            return
+        if self._closed or (live and channel not in self._buffers):
+            return  # closed, or unsubscribed while reading
         out: list[Frame] = []
         if result.reset is not None:
             out.append(F.reset(channel, result.reset))
@@ -106,7 +122,7 @@ class Session:
         if out:
             self.sink(out)
         if resync:
-            await self._catch_up(channel, position)
+            await self._catch_up(channel, position, live=live)
 
     def _on_publication(self, pub: Publication) -> None:
         channel = pub.channel
@@ -123,7 +139,9 @@ class Session:
         elif verdict is False:
             # A gap in live delivery (a lost broker message): read it back.
             self._buffers[channel] = [pub]
-            task = asyncio.ensure_future(self._catch_up(channel, self.positions[channel]))
+            task = asyncio.ensure_future(
+                self._catch_up(channel, self.positions[channel], live=True)
+            )
             task.add_done_callback(_log_failure)
 
     def close(self) -> None:

@@ -28,6 +28,9 @@ class Settings:
     max_pending_bytes: int = 1 << 20
     #: Reconnect delay SSE asks of ``EventSource`` (``retry:`` field), ms.
     sse_retry_ms: int = 1000
+    #: Origins (``scheme://host[:port]``) allowed to open WebSockets besides
+    #: the page's own; same-origin only by default.
+    allowed_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("max_channels", "max_request_bytes", "stream_max_bytes", "max_pending_bytes"):
