@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from .assets import static_path, static_route
 from .brokers import Broker, ChannelInfo, HistoryPolicy, MemoryBroker, ReadResult
 from .channel import Channel
 from .errors import BadRequest, ChannelNameError, MessageError, TorChannelsError
@@ -43,4 +44,6 @@ __all__ = [
     "default_hub",
     "format_cursor",
     "parse_cursor",
+    "static_path",
+    "static_route",
 ]

@@ -1,0 +1,47 @@
+# torchannels: `make run` starts the example app, `make test` runs every check.
+# Both set up what they need from a clean clone (a venv in .venv, Chromium
+# from Debian's packages for the browser tests, jQuery from npm as a fixture).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+HOST   ?= 127.0.0.1
+PORT   ?= 8888
+
+.PHONY: setup run test lint typecheck test-js test-py browser clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+run: setup
+	$(PY) examples/seed_app.py --host $(HOST) --port $(PORT)
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+browser:
+	scripts/ensure-chromium.sh
+
+lint: setup
+	$(VENV)/bin/ruff check src tests examples
+	$(VENV)/bin/ruff format --check src
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+test-js: node_modules/.installed
+	node --test tests/js/
+
+test-py: setup browser node_modules/.installed
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck test-js test-py
+
+clean:
+	rm -rf $(VENV) node_modules test-output
