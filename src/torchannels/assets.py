@@ -23,7 +23,9 @@ def static_path() -> str:
     return os.path.join(_HERE, "static")
 
 
-def static_route(prefix: str = "/torchannels/") -> tuple[str, type[StaticFileHandler], dict[str, Any]]:
+def static_route(
+    prefix: str = "/torchannels/",
+) -> tuple[str, type[StaticFileHandler], dict[str, Any]]:
     """A route serving the client files under ``prefix``:
 
     ``(r"/torchannels/(.*)", StaticFileHandler, {"path": static_path()})``,

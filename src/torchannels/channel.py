@@ -45,11 +45,14 @@ class Channel:
         Raises :class:`~torchannels.MessageError` (nothing stored) for a
         non-dict, a reserved key or a value JSON cannot carry.
         """
-        return self._memory("send").publish_nowait(self.name, check_message(message)).data
+        pub = self._memory("send").publish_nowait(self.name, check_message(message))
+        self.hub.stats.published += 1
+        return pub.data
 
     async def asend(self, message: dict[str, Any]) -> dict[str, Any]:
         """:meth:`send` for any broker."""
         pub = await self.hub.broker.publish(self.name, check_message(message))
+        self.hub.stats.published += 1
         return pub.data
 
     def set_state(self, messages: list[dict[str, Any]]) -> Position:

@@ -22,6 +22,19 @@ class ChannelNameError(TorChannelsError, ValueError):
     """A channel name breaks the rules in docs/protocol.md."""
 
 
+class AccessDenied(TorChannelsError):
+    """Raise from ``can_access`` to deny a channel with a specific code.
+
+    >>> AccessDenied(TOKEN_EXPIRED, "token expired").code
+    'token_expired'
+    """
+
+    def __init__(self, code: str = "forbidden", message: str = "access denied") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class BadRequest(TorChannelsError):
     """A subscriber's request is malformed; answered with HTTP 400.
 
@@ -46,6 +59,7 @@ BAD_MESSAGE = "bad_message"  # WebSocket: a client frame that is not a valid com
 
 # Codes of in-band ``error`` frames, which concern one channel only.
 FORBIDDEN = "forbidden"
+TOKEN_EXPIRED = "token_expired"
 
 # Reasons of in-band ``reset`` frames.
 RESET_EPOCH = "epoch_changed"
@@ -57,9 +71,11 @@ RESET_INVALID = "position_ahead"
 RECONNECT_BYTE_LIMIT = "byte_limit"
 RECONNECT_SLOW = "slow_consumer"
 RECONNECT_SHUTDOWN = "shutdown"
+RECONNECT_EXPIRED = "token_expired"  # the authorization behind the connection lapsed
 
 # WebSocket close codes (RFC 6455 ones, and 4000-4999 for the application).
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001  # server shutting down: reconnect
 CLOSE_TOO_BIG = 1009  # a client frame over max_request_bytes
 CLOSE_SLOW = 4001  # slow consumer: reconnect at once with positions
+CLOSE_EXPIRED = 4002  # authorization lapsed: refresh the token, then reconnect

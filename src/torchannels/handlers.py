@@ -127,11 +127,20 @@ class ChannelMixin(RequestHandler):
         """
         return True
 
+    def subscription_expires(self) -> float | None:
+        """Override to end live connections at a Unix time (for example when
+        the token that authorized them expires); default: never. The client
+        gets ``reconnect`` with reason ``token_expired``."""
+        return None
+
     def check_xsrf_cookie(self) -> None:
         """Subscriptions only read; XSRF checks do not apply."""
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         hub = self.channel_hub
+        if hub.closing:
+            self._refuse(503, "shutting_down", "the server is shutting down; retry shortly")
+            return
         try:
             request = parse_request(
                 self.request.query_arguments,
@@ -141,15 +150,23 @@ class ChannelMixin(RequestHandler):
                 self.transports,
             )
         except BadRequest as exc:
-            self.set_status(400)
-            self.set_header("Content-Type", "application/json")
-            self.finish(dumps({"error": exc.code, "message": exc.message}))
+            self._refuse(400, exc.code, exc.message)
             return
         transport = self.transports[request.transport](
-            self, hub, request, lambda channel: self.can_access(Subscription(channel, self))
+            self,
+            hub,
+            request,
+            lambda channel: self.can_access(Subscription(channel, self)),
+            self.subscription_expires(),
         )
         self._channel_transport = transport
         await transport.run()
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(dumps({"error": code, "message": message}))
 
     def on_connection_close(self) -> None:
         transport = self._channel_transport

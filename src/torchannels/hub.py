@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from .brokers.base import Broker, ChannelInfo, Listener
 from .brokers.memory import MemoryBroker
@@ -17,8 +17,20 @@ from .channel import Channel
 from .frames import Publication
 from .protocol import check_channel
 from .settings import Settings
+from .stats import Stats
 
 log = logging.getLogger("torchannels.hub")
+
+
+class Connection(Protocol):
+    """A live subscriber connection the hub can ask to end (transports)."""
+
+    @property
+    def name(self) -> str:
+        """The transport's name, for metrics."""
+
+    def end(self, reason: str) -> None:
+        """Send ``reconnect`` with ``reason`` and end the connection soon."""
 
 
 class _Local:
@@ -40,8 +52,50 @@ class Hub:
     def __init__(self, broker: Broker | None = None, settings: Settings | None = None) -> None:
         self.broker: Broker = broker if broker is not None else MemoryBroker()
         self.settings = settings or Settings()
+        self.stats = Stats()
+        #: Live connections (long-polls, streams, sockets) of this process.
+        self.connections: set[Connection] = set()
+        #: True once :meth:`shutdown` began: new subscribe requests get 503.
+        self.closing = False
         self._local: dict[str, _Local] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._idle: asyncio.Event | None = None
+
+    def connection_opened(self, connection: Connection) -> None:
+        self.connections.add(connection)
+
+    def connection_closed(self, connection: Connection) -> None:
+        self.connections.discard(connection)
+        if not self.connections and self._idle is not None:
+            self._idle.set()
+
+    def connection_counts(self) -> dict[str, int]:
+        """Live connections by transport name."""
+        counts: dict[str, int] = {}
+        for connection in self.connections:
+            counts[connection.name] = counts.get(connection.name, 0) + 1
+        return counts
+
+    def subscription_count(self) -> int:
+        """Live subscriptions (connection x channel) in this process."""
+        return sum(len(local.listeners) for local in self._local.values())
+
+    async def shutdown(self, timeout: float) -> bool:
+        """Tell every connection to reconnect elsewhere and wait until they
+        have ended, at most ``timeout`` seconds. True if all ended in time."""
+        from .errors import RECONNECT_SHUTDOWN
+
+        self.closing = True
+        self._idle = asyncio.Event()
+        if not self.connections:
+            return True
+        for connection in list(self.connections):
+            connection.end(RECONNECT_SHUTDOWN)
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def channel(self, name: str) -> Channel:
         """The publishing handle of channel ``name`` (validated)."""

@@ -26,12 +26,6 @@ from .errors import (
     MessageError,
 )
 
-_orjson: Any
-try:  # orjson is an optional fast path; standard json is the default.
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
-
 MAX_CHANNEL_LENGTH = 128
 CHANNEL_RE = re.compile(rf"[A-Za-z0-9_\-.:/@#$]{{1,{MAX_CHANNEL_LENGTH}}}")
 EPOCH_RE = re.compile(r"[a-z0-9]{1,32}")
@@ -117,22 +111,21 @@ def format_cursor(positions: Mapping[str, Position]) -> str:
 
 
 def dumps(value: Any) -> bytes:
-    """Encode ``value`` as compact UTF-8 JSON."""
-    if _orjson is not None:
-        encoded: bytes = _orjson.dumps(value)
-        return encoded
+    """Encode ``value`` as compact UTF-8 JSON; NaN and infinities are refused.
+
+    The standard library is used on purpose: orjson would turn NaN into
+    ``null`` silently. Encoding happens once per message, not per recipient.
+    """
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def loads(data: bytes | str) -> Any:
     """Decode JSON (used by brokers that store encoded messages)."""
-    if _orjson is not None:
-        return _orjson.loads(data)
     return json.loads(data)
 
 
 def check_message(message: object) -> dict[str, Any]:
-    """Validate a user message before it is stamped; return a shallow copy.
+    """Validate a user message before it is stamped (``stamp`` copies it).
 
     Refuses non-dicts, reserved keys and anything JSON cannot carry, with a
     :class:`MessageError` naming the problem.
@@ -145,7 +138,7 @@ def check_message(message: object) -> dict[str, Any]:
             f"message uses reserved key(s) {sorted(clash)}; torchannels sets "
             f"{sorted(RESERVED_KEYS)} itself"
         )
-    return dict(message)
+    return message
 
 
 def encode_message(message: Mapping[str, Any]) -> bytes:

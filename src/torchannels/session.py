@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from . import frames as F
-from .errors import FORBIDDEN
+from .errors import FORBIDDEN, AccessDenied
 from .frames import Frame, Publication
 from .hub import Hub
 from .protocol import Position
@@ -29,18 +29,23 @@ Sink = Callable[[list[Frame]], None]
 Authorize = Callable[[str], "bool | Awaitable[bool]"]
 
 
-async def _allowed(authorize: Authorize, channel: str) -> bool:
+async def _refusal(authorize: Authorize, channel: str) -> Frame | None:
+    """None if ``channel`` may be read, else the ``error`` frame to send."""
     try:
         verdict = authorize(channel)
         if inspect.isawaitable(verdict):
             verdict = await verdict
+    except AccessDenied as exc:
+        return F.error(channel, exc.code, exc.message)
     except Exception as exc:
         from tornado.web import HTTPError
 
         if not isinstance(exc, HTTPError):
             log.exception("can_access failed for %r; access denied", channel)
-        return False
-    return bool(verdict)
+        verdict = False
+    if verdict:
+        return None
+    return F.error(channel, FORBIDDEN, f"access to {channel!r} is denied")
 
 
 class Session:
@@ -64,8 +69,9 @@ class Session:
         for channel in channels:
             if self._closed:
                 return
-            if not await _allowed(self.authorize, channel):
-                self.sink([F.error(channel, FORBIDDEN, f"access to {channel!r} is denied")])
+            refusal = await _refusal(self.authorize, channel)
+            if refusal is not None:
+                self.sink([refusal])
                 continue
             if live:
                 if channel in self._buffers:
@@ -94,6 +100,7 @@ class Session:
             return  # closed, or unsubscribed while reading
         out: list[Frame] = []
         if result.reset is not None:
+            self.hub.stats.resets += 1
             out.append(F.reset(channel, result.reset))
         if since is None or result.reset is not None:
             out.append(F.subscribed(channel, result.position, result.state))
@@ -120,6 +127,7 @@ class Session:
         if channel in self._buffers and not resync:
             self._buffers[channel] = None  # live from here on
         if out:
+            self.hub.stats.delivered += sum(f.kind == F.MESSAGE for f in out)
             self.sink(out)
         if resync:
             await self._catch_up(channel, position, live=live)
@@ -135,6 +143,7 @@ class Session:
         verdict = _follows(self.positions[channel], pub)
         if verdict:
             self.positions[channel] = pub.position
+            self.hub.stats.delivered += 1
             self.sink([pub.frame])
         elif verdict is False:
             # A gap in live delivery (a lost broker message): read it back.

@@ -24,11 +24,18 @@ class Transport(abc.ABC):
     name: ClassVar[str]
 
     def __init__(
-        self, handler: RequestHandler, hub: Hub, request: SubscribeRequest, authorize: Authorize
+        self,
+        handler: RequestHandler,
+        hub: Hub,
+        request: SubscribeRequest,
+        authorize: Authorize,
+        expires: float | None = None,
     ) -> None:
         self.handler = handler
         self.hub = hub
         self.request = request
+        #: Unix time at which the authorization behind this request lapses.
+        self.expires = expires
         self.session = Session(hub, self.send, authorize)
         self.closed = False  # the client went away
         self.prepare()
@@ -43,6 +50,10 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def send(self, frames: list[Frame]) -> None:
         """Take frames from the session, in order."""
+
+    def end(self, reason: str) -> None:  # noqa: B027 - poll answers at once
+        """Ask the client to reconnect (``reason``) and end soon; for live
+        transports, called by :meth:`Hub.shutdown` and at ``expires``."""
 
     def on_connection_close(self) -> None:
         """The client went away: stop at once (called once by the handler)."""

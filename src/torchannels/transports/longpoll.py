@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
+from .. import frames as F
 from ..frames import Frame
 from .poll import PollTransport
 
@@ -27,9 +29,18 @@ class LongPollTransport(PollTransport):
         if not self._wake.done():
             self._wake.set_result(None)
 
+    def end(self, reason: str) -> None:
+        self.send([F.reconnect(reason)])
+
     async def wait(self) -> None:
         if self.frames or self.closed:
             return
         timeout = self.request.timeout or self.hub.settings.longpoll_timeout
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._wake), timeout)
+        if self.expires is not None:
+            timeout = max(0.0, min(timeout, self.expires - time.time()))
+        self.hub.connection_opened(self)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._wake), timeout)
+        finally:
+            self.hub.connection_closed(self)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import time
 from typing import Any
 
 from tornado.ioloop import PeriodicCallback
 
 from .. import frames as F
-from ..errors import RECONNECT_BYTE_LIMIT, RECONNECT_SLOW
+from ..errors import RECONNECT_BYTE_LIMIT, RECONNECT_EXPIRED
 from ..frames import Frame
 from .base import Transport
 
@@ -51,11 +52,20 @@ class StreamingTransport(Transport):
         self._write(self.preamble() + self.encode(F.connected(self.name, settings.ping_interval)))
         pinger = PeriodicCallback(self._ping, settings.ping_interval * 1000)
         pinger.start()
+        expiry = None
+        if self.expires is not None:
+            expiry = asyncio.get_running_loop().call_later(
+                max(0.0, self.expires - time.time()), self.end, RECONNECT_EXPIRED
+            )
+        self.hub.connection_opened(self)
         try:
             await self.session.subscribe(self.request.channels, self.request.cursor, live=True)
             await self._done
         finally:
+            self.hub.connection_closed(self)
             pinger.stop()
+            if expiry is not None:
+                expiry.cancel()
             self.session.close()
         if not self.closed:
             handler.finish()
@@ -64,6 +74,13 @@ class StreamingTransport(Transport):
         if self._ending:
             return
         self._write(b"".join(self.encode(f) for f in frames))
+
+    def end(self, reason: str) -> None:
+        if self._ending or self.closed:
+            return
+        self._ending = True
+        self._pending.append(self.encode(F.reconnect(reason)))
+        self._pump()
 
     def _ping(self) -> None:
         if not self._ending:
@@ -74,7 +91,7 @@ class StreamingTransport(Transport):
         self._pending_bytes += len(data)
         self._sent_bytes += len(data)
         if self._pending_bytes > self.hub.settings.max_pending_bytes:
-            self._abort(RECONNECT_SLOW)
+            self._abort()
             return
         if self._sent_bytes >= self.hub.settings.stream_max_bytes and not self._ending:
             self._ending = True
@@ -101,8 +118,9 @@ class StreamingTransport(Transport):
             return
         self._pump()
 
-    def _abort(self, reason: str) -> None:
+    def _abort(self) -> None:
         """Drop a client that cannot keep up; it resumes from its positions."""
+        self.hub.stats.slow_dropped += 1
         self._ending = True
         self._pending.clear()
         self._pending_bytes = 0

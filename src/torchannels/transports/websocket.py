@@ -11,8 +11,10 @@ futures; a client more than ``max_pending_bytes`` behind is closed with
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
+import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +23,16 @@ from tornado.iostream import IOStream
 from tornado.websocket import WebSocketHandler
 
 from .. import frames as F
-from ..errors import BAD_MESSAGE, CLOSE_SLOW, BadRequest
+from ..errors import (
+    BAD_MESSAGE,
+    CLOSE_EXPIRED,
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    CLOSE_SLOW,
+    RECONNECT_EXPIRED,
+    RECONNECT_SHUTDOWN,
+    BadRequest,
+)
 from ..frames import Frame
 from ..protocol import dumps, parse_cursor
 from ..request import check_channels, query_channels
@@ -63,6 +74,8 @@ class ChannelSocketMixin(WebSocketHandler):
 
         def can_access(self, sub: Subscription) -> bool | Awaitable[bool]: ...
 
+        def subscription_expires(self) -> float | None: ...
+
     _session: Session | None = None
     _stream: IOStream | None = None
 
@@ -103,11 +116,16 @@ class ChannelSocketMixin(WebSocketHandler):
         self._write(_prepared(F.connected(self.name, hub.settings.ping_interval)))
         self._pinger = PeriodicCallback(self._ping, hub.settings.ping_interval * 1000)
         self._pinger.start()
+        self._expiry: asyncio.TimerHandle | None = None
+        expires = self.subscription_expires()
+        if expires is not None:
+            self._expiry = asyncio.get_running_loop().call_later(
+                max(0.0, expires - time.time()), self.end, RECONNECT_EXPIRED
+            )
+        hub.connection_opened(self)
         try:
             channels = query_channels(self.request.query_arguments, hub.settings.max_channels)
-            cursor = parse_cursor(
-                self.get_query_argument("cursor", ""), hub.settings.max_channels
-            )
+            cursor = parse_cursor(self.get_query_argument("cursor", ""), hub.settings.max_channels)
         except BadRequest as exc:
             self._error(exc.code, exc.message)
             return None
@@ -152,11 +170,22 @@ class ChannelSocketMixin(WebSocketHandler):
 
     def on_close(self) -> None:
         self._closing = True
-        if self._session is not None:
-            self._session.close()
-        pinger = getattr(self, "_pinger", None)
-        if pinger is not None:
-            pinger.stop()
+        if self._session is None:
+            return  # never opened
+        self._session.close()
+        self._pinger.stop()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self.channel_hub.connection_closed(self)
+
+    def end(self, reason: str) -> None:
+        """Send ``reconnect`` and close: 1001 on shutdown, 4002 on expiry."""
+        if self._closing:
+            return
+        self._write(_prepared(F.reconnect(reason)))
+        self._closing = True
+        code = {RECONNECT_SHUTDOWN: CLOSE_GOING_AWAY, RECONNECT_EXPIRED: CLOSE_EXPIRED}
+        self.close(code.get(reason, CLOSE_NORMAL), reason)
 
     # -- writing ------------------------------------------------------------------
 
@@ -179,6 +208,7 @@ class ChannelSocketMixin(WebSocketHandler):
         self._unflushed += len(data)
         if self._unflushed > self.channel_hub.settings.max_pending_bytes:
             self._closing = True
+            self.channel_hub.stats.slow_dropped += 1
             if self._session is not None:
                 self._session.close()
             self.close(CLOSE_SLOW, "slow_consumer")
