@@ -1,0 +1,169 @@
+"""The HTTP publish API of the standalone hub (docs/api.md, openapi.json).
+
+Backends in any language publish with a POST and an API key::
+
+    curl -H "Authorization: Bearer $KEY" -d '{"channel": "news", "data": {"text": "hi"}}' \\
+         http://127.0.0.1:8090/api/publish
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from tornado.web import RequestHandler
+
+from .errors import ChannelNameError, MessageError
+from .hub import Hub
+from .protocol import check_channel, dumps
+
+#: Error codes of the API (``{"error": code, "message": text}``).
+UNAUTHORIZED = "unauthorized"  # 401: no key given
+FORBIDDEN = "forbidden"  # 403: wrong key
+API_DISABLED = "api_disabled"  # 403: the hub has no API key configured
+PAYLOAD_TOO_LARGE = "payload_too_large"  # 413
+BAD_JSON = "bad_json"  # 400: body is not a JSON object of the right shape
+INVALID_CHANNEL = "invalid_channel"  # 400
+INVALID_MESSAGE = "invalid_message"  # 400: reserved key, not JSON-able, ...
+NOT_FOUND = "not_found"  # 404
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class ApiHandler(RequestHandler):
+    """Base of the API handlers: key check, body limit, JSON in and out."""
+
+    def initialize(self, hub: Hub, api_key: str | None, max_body: int) -> None:
+        self.hub = hub
+        self.api_key = api_key
+        self.max_body = max_body
+
+    def check_xsrf_cookie(self) -> None:
+        """The API authenticates with a key, not cookies."""
+
+    def prepare(self) -> None:
+        try:
+            self._authenticate()
+            if len(self.request.body) > self.max_body:
+                raise ApiError(413, PAYLOAD_TOO_LARGE, f"body is larger than {self.max_body} bytes")
+        except ApiError as exc:
+            self.fail(exc)
+
+    def _authenticate(self) -> None:
+        if self.api_key is None:
+            raise ApiError(403, API_DISABLED, "the publish API is disabled: set an API key")
+        given = self.request.headers.get("X-API-Key")
+        auth = self.request.headers.get("Authorization", "")
+        if given is None and auth[:7].lower() == "bearer ":
+            given = auth[7:].strip()
+        if not given:
+            self.set_header("WWW-Authenticate", 'Bearer realm="torchannels"')
+            raise ApiError(401, UNAUTHORIZED, "send the API key as 'Authorization: Bearer KEY'")
+        if not hmac.compare_digest(given.encode(), self.api_key.encode()):
+            raise ApiError(403, FORBIDDEN, "wrong API key")
+
+    def fail(self, exc: ApiError) -> None:
+        self.set_status(exc.status)
+        self.reply({"error": exc.code, "message": exc.message})
+
+    def reply(self, body: dict[str, Any]) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(dumps(body))
+
+    def body(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.request.body)
+        except ValueError:
+            raise ApiError(400, BAD_JSON, "the body is not valid JSON") from None
+        if not isinstance(value, dict):
+            raise ApiError(400, BAD_JSON, "the body must be a JSON object")
+        return value
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.reply(
+            {"error": "internal" if status_code >= 500 else "http_error", "message": self._reason}
+        )
+
+
+def _channel(value: object) -> str:
+    try:
+        return check_channel(value)
+    except ChannelNameError as exc:
+        raise ApiError(400, INVALID_CHANNEL, str(exc)) from None
+
+
+class PublishHandler(ApiHandler):
+    """``POST /api/publish``: one channel (``channel``) or several (``channels``)."""
+
+    async def post(self) -> None:
+        try:
+            body = self.body()
+            data = body.get("data")
+            if "channels" in body:
+                names = body["channels"]
+                if not isinstance(names, list) or not names:
+                    raise ApiError(400, BAD_JSON, '"channels" must be a non-empty list')
+                channels = [_channel(n) for n in names]
+                results = [await self._publish(c, data) for c in dict.fromkeys(channels)]
+                self.reply({"results": results})
+            else:
+                self.reply(await self._publish(_channel(body.get("channel")), data))
+        except ApiError as exc:
+            self.fail(exc)
+
+    async def _publish(self, channel: str, data: object) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise ApiError(400, INVALID_MESSAGE, '"data" must be a JSON object')
+        try:
+            message = await self.hub.channel(channel).asend(data)
+        except MessageError as exc:
+            raise ApiError(400, INVALID_MESSAGE, str(exc)) from None
+        return {k: message[k] for k in ("channel", "epoch", "offset", "ts")}
+
+
+class StateHandler(ApiHandler):
+    """``POST /api/state``: set a channel's state for late joiners."""
+
+    async def post(self) -> None:
+        try:
+            body = self.body()
+            channel = _channel(body.get("channel"))
+            messages = body.get("messages")
+            if not isinstance(messages, list):
+                raise ApiError(400, BAD_JSON, '"messages" must be a list of objects')
+            try:
+                position = await self.hub.channel(channel).aset_state(messages)
+            except MessageError as exc:
+                raise ApiError(400, INVALID_MESSAGE, str(exc)) from None
+            self.reply({"channel": channel, "epoch": position.epoch, "offset": position.offset})
+        except ApiError as exc:
+            self.fail(exc)
+
+
+class ChannelInfoHandler(ApiHandler):
+    """``GET /api/channels/NAME``: position, history length, subscribers here."""
+
+    async def get(self, name: str) -> None:
+        try:
+            info = await self.hub.info(_channel(name))
+        except ApiError as exc:
+            self.fail(exc)
+            return
+        self.reply(
+            {
+                "channel": info.channel,
+                "epoch": info.position.epoch,
+                "offset": info.position.offset,
+                "history_length": info.history_length,
+                "has_state": info.has_state,
+                "local_subscribers": info.extra.get("local_subscribers", 0),
+            }
+        )

@@ -1,0 +1,154 @@
+"""The standalone hub's Tornado application: subscriptions, API, demo, health.
+
+``make_app(config)`` builds everything ``torchannels serve`` serves:
+
+====================  ==========================================================
+``/channels``         subscriptions on poll, long-poll, stream and SSE
+``/channels/ws``      subscriptions on WebSocket
+``/torchannels/*``    the browser client (torchannel.js, .mjs, .d.ts)
+``/api/...``          the publish API (docs/api.md, ``/api/openapi.json``)
+``/health``           200 ``{"status": "ok"}``, 503 while shutting down
+``/metrics``          Prometheus metrics, with ``--metrics``
+``/``                 the demo page, unless ``--no-demo``
+====================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import tornado.web
+
+from .api import ChannelInfoHandler, PublishHandler, StateHandler
+from .assets import static_path, static_route
+from .brokers.memory import MemoryBroker
+from .config import HubConfig
+from .demo import DemoPageHandler, DemoPublishHandler
+from .errors import FORBIDDEN, AccessDenied
+from .handlers import ChannelMixin, Subscription
+from .hub import Hub
+from .protocol import dumps
+from .tokens import ChannelPatterns, Claims, TokenError, decode_token
+
+TOKEN_REQUIRED = "token_required"
+
+
+class HubChannelHandler(ChannelMixin):
+    """Subscriptions authorized by signed tokens and anonymous prefixes.
+
+    The token (JWT, HS256) comes from the ``token`` query parameter (an
+    ``EventSource`` or a browser WebSocket cannot send headers) or an
+    ``Authorization: Bearer`` header.
+    """
+
+    def initialize(self, **kwargs: Any) -> None:
+        self.token_secret: str | None = kwargs.pop("token_secret")
+        self.anonymous: ChannelPatterns = kwargs.pop("anonymous")
+        super().initialize(**kwargs)
+
+    def _token(self) -> str | None:
+        token = self.get_query_argument("token", None)
+        if token:
+            return token
+        auth = self.request.headers.get("Authorization", "")
+        return auth[7:].strip() if auth[:7].lower() == "bearer " else None
+
+    def claims(self) -> Claims | TokenError | None:
+        """The verified claims of this request's token (cached), the error
+        that refused it, or None when there is no token."""
+        if not hasattr(self, "_claims"):
+            token = self._token()
+            result: Claims | TokenError | None = None
+            if token is not None:
+                if self.token_secret is None:
+                    result = TokenError("token_unsupported", "this hub accepts no tokens")
+                else:
+                    try:
+                        result = decode_token(token, self.token_secret, now=time.time())
+                    except TokenError as exc:
+                        result = exc
+            self._claims = result
+        return self._claims
+
+    def can_access(self, sub: Subscription) -> bool:
+        if self.anonymous.matches(sub.channel):
+            return True
+        claims = self.claims()
+        if claims is None:
+            raise AccessDenied(TOKEN_REQUIRED, f"{sub.channel!r} needs a subscription token")
+        if isinstance(claims, TokenError):
+            raise AccessDenied(claims.code, str(claims))
+        if claims.expires <= time.time():
+            raise AccessDenied("token_expired", "the subscription token has expired")
+        if not claims.allows(sub.channel):
+            raise AccessDenied(FORBIDDEN, f"the token does not allow {sub.channel!r}")
+        return True
+
+    def subscription_expires(self) -> float | None:
+        claims = self.claims()
+        return claims.expires if isinstance(claims, Claims) else None
+
+
+class HealthHandler(tornado.web.RequestHandler):
+    def initialize(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        if self.hub.closing:
+            self.set_status(503)
+            self.finish(dumps({"status": "shutting_down"}))
+            return
+        self.finish(dumps({"status": "ok", "connections": len(self.hub.connections)}))
+
+
+class OpenApiHandler(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        with open(os.path.join(os.path.dirname(__file__), "openapi.json"), "rb") as f:
+            self.finish(f.read())
+
+
+def make_hub(config: HubConfig) -> Hub:
+    return Hub(MemoryBroker(config.history()), config.settings())
+
+
+def make_app(config: HubConfig, hub: Hub | None = None) -> tornado.web.Application:
+    """The hub application for ``config`` (with a new in-memory hub unless given)."""
+    hub = hub or make_hub(config)
+    subscribe = {
+        "hub": hub,
+        "token_secret": config.token_secret,
+        "anonymous": ChannelPatterns(config.anonymous),
+    }
+    api = {"hub": hub, "api_key": config.api_key, "max_body": config.max_publish_bytes}
+    routes: list[Any] = [
+        (r"/channels", HubChannelHandler, subscribe),
+        (r"/channels/ws", HubChannelHandler.websocket(), subscribe),
+        static_route(),
+        (r"/api/publish", PublishHandler, api),
+        (r"/api/state", StateHandler, api),
+        (r"/api/channels/([^/]+)", ChannelInfoHandler, api),
+        (r"/api/openapi.json", OpenApiHandler),
+        (r"/health", HealthHandler, {"hub": hub}),
+    ]
+    if config.metrics:
+        from .metrics import MetricsHandler
+
+        routes.append((r"/metrics", MetricsHandler, {"hub": hub}))
+    if config.demo:
+        routes += [
+            (r"/", DemoPageHandler),
+            (r"/demo/publish", DemoPublishHandler, {"hub": hub}),
+        ]
+    app = tornado.web.Application(
+        routes,
+        static_path=static_path(),
+        static_url_prefix="/torchannels/",
+        template_path=os.path.join(os.path.dirname(__file__), "templates"),
+    )
+    app.settings["torchannels_hub"] = hub
+    return app

@@ -1,0 +1,200 @@
+"""The ``torchannels`` command: ``serve``, ``publish`` and ``token``.
+
+::
+
+    torchannels serve --api-key s3cret           # a hub on http://127.0.0.1:8090/
+    torchannels publish news '{"text": "hi"}'    # publish through its API
+    torchannels token --channel 'chat:*'         # a subscription token for testing
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from . import __version__
+from .config import ConfigError, HubConfig, add_arguments, load_config
+
+log = logging.getLogger("torchannels.cli")
+
+DEFAULT_URL = "http://127.0.0.1:8090"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torchannels", description="Real-time channels for Tornado: a standalone hub."
+    )
+    parser.add_argument("--version", action="version", version=f"torchannels {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run a hub (subscriptions, publish API, demo page)",
+        description="Run a hub. Every option can also come from an environment variable "
+        "or a TOML file; flags win over the environment, which wins over the file.",
+    )
+    add_arguments(serve)
+
+    publish = commands.add_parser(
+        "publish",
+        help="publish a JSON message through a hub's API",
+        description="Publish one message to one channel through a running hub's HTTP API.",
+    )
+    publish.add_argument("channel", help="the channel to publish to")
+    publish.add_argument("message", help="the message: a JSON object, or - to read stdin")
+    publish.add_argument(
+        "--url", help=f"the hub's base URL (env TORCHANNELS_URL; default {DEFAULT_URL})"
+    )
+    publish.add_argument("--api-key", help="the hub's API key (env TORCHANNELS_API_KEY)")
+
+    token = commands.add_parser(
+        "token",
+        help="print a signed subscription token (JWT, HS256)",
+        description="Print a subscription token, as an app backend would issue one.",
+    )
+    token.add_argument(
+        "--channel",
+        action="append",
+        required=True,
+        help="a channel or prefix pattern ending in * the token allows; repeat for more",
+    )
+    token.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds (3600)")
+    token.add_argument("--sub", help="the subject (user id) to put in the token")
+    token.add_argument("--secret", help="the shared secret (env TORCHANNELS_TOKEN_SECRET)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    env = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            config = load_config(args, env)
+            logging.basicConfig(
+                level=config.log_level.upper(),
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            )
+            return asyncio.run(serve(config))
+        if args.command == "publish":
+            return publish(args, env)
+        return token(args, env)
+    except ConfigError as exc:
+        print(f"torchannels: {exc}", file=sys.stderr)
+        return 2
+
+
+async def serve(config: HubConfig) -> int:
+    """Run a hub until SIGTERM or SIGINT, then shut down gracefully."""
+    from .app import make_app, make_hub
+    from .demo import Ticker
+
+    hub = make_hub(config)
+    app = make_app(config, hub)
+    # Tornado refuses bodies over max_body_size before our handler can answer;
+    # leave room so a moderately oversized publish gets the API's clean 413.
+    server = HTTPServer(app, max_body_size=config.max_publish_bytes * 4 + 65536)
+    try:
+        sockets = bind_sockets(config.port, config.host)
+    except OSError as exc:
+        print(f"torchannels: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        return 1
+    server.add_sockets(sockets)
+    port = sockets[0].getsockname()[1]
+    ticker = Ticker(hub) if config.demo else None
+    if ticker is not None:
+        ticker.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    print(f"torchannels hub listening on http://{host}:{port}/", flush=True)
+    if config.api_key is None:
+        log.warning("no API key set (--api-key): the publish API is disabled")
+    await stop.wait()
+
+    started = time.monotonic()
+    log.info("shutting down: no new connections; asking clients to reconnect")
+    server.stop()
+    if ticker is not None:
+        ticker.stop()
+    clean = await hub.shutdown(config.shutdown_timeout)
+    remaining = max(0.1, config.shutdown_timeout - (time.monotonic() - started))
+    try:
+        await asyncio.wait_for(server.close_all_connections(), remaining)
+    except TimeoutError:
+        clean = False
+    await hub.close()
+    log.info("stopped in %.2fs (%s)", time.monotonic() - started, "clean" if clean else "forced")
+    print("torchannels hub stopped", flush=True)
+    return 0
+
+
+def publish(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    text = sys.stdin.read() if args.message == "-" else args.message
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        print(f"torchannels: the message is not JSON: {exc}", file=sys.stderr)
+        return 2
+    url = (args.url or env.get("TORCHANNELS_URL") or DEFAULT_URL).rstrip("/") + "/api/publish"
+    key = args.api_key or env.get("TORCHANNELS_API_KEY")
+    if not key:
+        print("torchannels: give the API key (--api-key or TORCHANNELS_API_KEY)", file=sys.stderr)
+        return 2
+    body = json.dumps({"channel": args.channel, "data": data}).encode()
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            print(response.read().decode())
+            return 0
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        print(f"torchannels: {exc.code} {detail}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"torchannels: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+
+
+def token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from .errors import ChannelNameError
+    from .tokens import check_pattern, encode_token
+
+    secret = args.secret or env.get("TORCHANNELS_TOKEN_SECRET")
+    if not secret:
+        print(
+            "torchannels: give the secret (--secret or TORCHANNELS_TOKEN_SECRET)", file=sys.stderr
+        )
+        return 2
+    try:
+        channels = [check_pattern(c) for c in args.channel]
+    except ChannelNameError as exc:
+        print(f"torchannels: {exc}", file=sys.stderr)
+        return 2
+    claims: dict[str, object] = {"exp": int(time.time() + args.ttl), "channels": channels}
+    if args.sub:
+        claims["sub"] = args.sub
+    print(encode_token(claims, secret))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

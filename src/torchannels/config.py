@@ -1,0 +1,308 @@
+"""Configuration of the standalone hub (``torchannels serve``).
+
+Every option of :class:`HubConfig` comes, highest precedence first, from a
+command-line flag (``--max-channels``), an environment variable
+(``TORCHANNELS_MAX_CHANNELS``), a TOML file named by ``--config`` or
+``TORCHANNELS_CONFIG`` (``max_channels = 64`` or ``max-channels = 64``), or
+the default. Problems raise :class:`ConfigError` naming where the bad value
+came from.
+
+An empty string is a value, not "unset": it disables ``api_key`` and
+``token_secret`` and empties lists, so a higher layer can switch off what a
+lower one set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import Field, dataclass, field, fields
+from typing import Any
+
+from .brokers import HistoryPolicy
+from .errors import ChannelNameError, TorChannelsError
+from .settings import Settings
+from .tokens import ChannelPatterns, check_pattern
+
+ENV_PREFIX = "TORCHANNELS_"
+CONFIG_ENV = "TORCHANNELS_CONFIG"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_ORIGIN_RE = re.compile(r"https?://[^\s/?#@]+")
+
+
+class ConfigError(TorChannelsError, ValueError):
+    """An option has a bad value; the message names its source and the problem."""
+
+
+def _opt(default: Any, kind: str, help: str, *, low: float | None = None, **extra: Any) -> Any:
+    # ``low`` is inclusive unless ``above`` is set; ``high`` is inclusive.
+    meta = {"kind": kind, "help": help, "low": low, **extra}
+    # Secrets stay out of repr() so a logged config does not leak them.
+    return field(default=default, repr=kind != "secret", metadata=meta)
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    """Options of the standalone hub; see each field's ``--help`` text.
+
+    >>> config = HubConfig(port=9000, anonymous=["demo:*", "news"])
+    >>> config.port, config.anonymous, config.history().size
+    (9000, ('demo:*', 'news'), 1000)
+    """
+
+    host: str = _opt("127.0.0.1", "str", "address to listen on (0.0.0.0: all interfaces)")
+    port: int = _opt(8090, "int", "TCP port to listen on (0: any free port)", low=0, high=65535)
+    api_key: str | None = _opt(
+        None,
+        "secret",
+        "key publishers send to the HTTP publish API; unset disables the API "
+        "(prefer the env var or file: flags show in ps)",
+    )
+    token_secret: str | None = _opt(
+        None,
+        "secret",
+        "HS256 secret of signed subscription tokens (JWT); unset: only "
+        "anonymous channels can be read",
+    )
+    anonymous: tuple[str, ...] = _opt(
+        ("demo:*",),
+        "patterns",
+        "channels readable without a token: exact names or prefixes "
+        "ending in '*'; repeat or comma-separate, empty for none",
+    )
+    history_size: int = _opt(1000, "int", "messages of history kept per channel (0: none)", low=0)
+    history_ttl: float = _opt(3600.0, "float", "seconds history is kept", low=0, above=True)
+    max_channels: int = _opt(64, "int", "channels one subscribe request may name", low=1)
+    max_request_bytes: int = _opt(
+        16384, "int", "bytes of query string plus Last-Event-ID a subscriber may send", low=1
+    )
+    max_publish_bytes: int = _opt(65536, "int", "bytes of one publish API request body", low=1)
+    longpoll_timeout: float = _opt(
+        25.0, "float", "seconds a long-poll is held before an empty answer", low=0, above=True
+    )
+    ping_interval: float = _opt(
+        15.0, "float", "seconds between keep-alive pings on streams", low=0, above=True
+    )
+    allowed_origins: tuple[str, ...] = _opt(
+        (),
+        "origins",
+        "origins (scheme://host[:port]) besides the page's own that may open "
+        "WebSockets; repeat or comma-separate",
+    )
+    demo: bool = _opt(True, "bool", "serve the demo page at / and its demo publisher")
+    metrics: bool = _opt(False, "bool", "serve Prometheus metrics (needs torchannels[metrics])")
+    shutdown_timeout: float = _opt(
+        10.0, "float", "seconds clients get to leave on SIGTERM/SIGINT", low=0
+    )
+    log_level: str = _opt("info", "level", "one of " + ", ".join(LOG_LEVELS))
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = _convert(f, getattr(self, f.name), f"HubConfig({f.name}=...)")
+            object.__setattr__(self, f.name, value)
+
+    def settings(self) -> Settings:
+        """The subscriber-side :class:`~torchannels.Settings` these options give.
+
+        >>> HubConfig(max_channels=8).settings().max_channels
+        8
+        """
+        return Settings(
+            max_channels=self.max_channels,
+            max_request_bytes=self.max_request_bytes,
+            longpoll_timeout=self.longpoll_timeout,
+            ping_interval=self.ping_interval,
+            allowed_origins=self.allowed_origins,
+        )
+
+    def history(self) -> HistoryPolicy:
+        """The broker's default :class:`~torchannels.HistoryPolicy`.
+
+        >>> HubConfig(history_size=0).history()
+        HistoryPolicy(size=0, ttl=3600.0)
+        """
+        return HistoryPolicy(size=self.history_size, ttl=self.history_ttl)
+
+    def anonymous_patterns(self) -> ChannelPatterns:
+        """:attr:`anonymous` as a matcher.
+
+        >>> HubConfig().anonymous_patterns().matches("demo:chat")
+        True
+        """
+        return ChannelPatterns(self.anonymous)
+
+
+def env_name(name: str) -> str:
+    """The environment variable of option ``name``.
+
+    >>> env_name("api_key")
+    'TORCHANNELS_API_KEY'
+    """
+    return ENV_PREFIX + name.upper()
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(value) or "none"
+    return str(value)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config`` and one flag per :class:`HubConfig` field to ``parser``.
+
+    Flags default to None ("not given") so :func:`load_config` can apply the
+    precedence; values are checked there, not by argparse.
+
+    >>> parser = argparse.ArgumentParser()
+    >>> add_arguments(parser)
+    >>> parser.parse_args(["--port", "9000", "--no-demo"]).demo
+    False
+    """
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"TOML file of options, keys named like the flags [env {CONFIG_ENV}]",
+    )
+    for f in fields(HubConfig):
+        meta = f.metadata
+        flag = "--" + f.name.replace("_", "-")
+        help = f"{meta['help']} [env {env_name(f.name)}; default: {_show(f.default)}]"
+        help = help.replace("%", "%%")  # argparse %-formats help texts
+        if meta["kind"] == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
+        elif meta["kind"] in ("patterns", "origins"):
+            parser.add_argument(flag, action="append", metavar="LIST", help=help)
+        else:
+            parser.add_argument(flag, metavar=f.name.split("_")[-1].upper(), help=help)
+
+
+def load_config(
+    args: argparse.Namespace | None = None, environ: Mapping[str, str] = os.environ
+) -> HubConfig:
+    """Merge flags (``args``), ``environ`` and the TOML file over the defaults.
+
+    >>> load_config(None, {"TORCHANNELS_PORT": "9000", "TORCHANNELS_DEMO": "off"}).demo
+    False
+    """
+    given = vars(args) if args is not None else {}
+    values: dict[str, Any] = {}
+    path, origin = given.get("config"), "--config"
+    if path is None:
+        path, origin = environ.get(CONFIG_ENV), CONFIG_ENV
+    if path:  # an empty path means no file, so a flag can drop the env's file
+        values.update(_read_file(os.fspath(path), origin))
+    for f in fields(HubConfig):
+        if env_name(f.name) in environ:
+            values[f.name] = _convert(f, environ[env_name(f.name)], env_name(f.name), text=True)
+        if given.get(f.name) is not None:
+            flag = "--" + f.name.replace("_", "-")
+            values[f.name] = _convert(f, given[f.name], flag, text=True)
+    return HubConfig(**values)
+
+
+def _read_file(path: str, origin: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"config file {path!r} (from {origin}): {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path!r} (from {origin}) is not TOML: {exc}") from None
+    known = {f.name: f for f in fields(HubConfig)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            hint = difflib.get_close_matches(name, known, n=1)
+            extra = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(f"config file {path!r}: unknown key {key!r}{extra}")
+        if name in values:
+            raise ConfigError(f"config file {path!r}: key {key!r} is given twice")
+        values[name] = _convert(known[name], value, f"config file {path!r}: key {key!r}")
+    return values
+
+
+def _items(value: object, text: bool) -> tuple[str, ...]:
+    # Lists from the env are comma-separated; repeated flags arrive as a list
+    # of such strings. TOML and Python give real lists, taken as they are.
+    if text and isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of strings")
+    if not text:
+        return tuple(value)
+    return tuple(item.strip() for entry in value for item in entry.split(",") if item.strip())
+
+
+def _convert(f: Field[Any], value: object, source: str, *, text: bool = False) -> Any:
+    """Check one option's value; with ``text`` (flags, env) parse strings first."""
+    kind, meta = f.metadata["kind"], f.metadata
+    try:
+        if kind in ("str", "level") and isinstance(value, str):
+            if not value.strip():
+                raise ValueError("must not be empty")
+            if kind == "level" and value.lower() not in LOG_LEVELS:
+                raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+            return value.lower() if kind == "level" else value
+        if kind == "secret" and (value is None or isinstance(value, str)):
+            return value or None
+        if kind == "bool":
+            if text and isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+                return value.strip().lower() in _TRUE
+            if isinstance(value, bool):
+                return value
+            raise ValueError("must be a boolean (1/0, true/false, yes/no, on/off)")
+        if kind in ("int", "float"):
+            return _number(kind, value, meta, text)
+        if kind in ("patterns", "origins"):
+            items = _items(value, text)
+            check = check_pattern if kind == "patterns" else _check_origin
+            return tuple(dict.fromkeys(check(item) for item in items))
+    except (ValueError, ChannelNameError) as exc:
+        # List items name themselves in the message; secrets must not be shown.
+        shown = "" if kind in ("patterns", "origins", "secret") else f"{value!r} "
+        raise ConfigError(f"{source}: {shown}{exc}") from None
+    raise ConfigError(f"{source}: must be a string, not {type(value).__name__}")
+
+
+def _number(kind: str, value: object, meta: Mapping[str, Any], text: bool) -> int | float:
+    number: int | float
+    if text and isinstance(value, str):
+        try:
+            number = int(value) if kind == "int" else float(value)
+        except ValueError:
+            raise ValueError(f"is not {'an integer' if kind == 'int' else 'a number'}") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value if kind == "int" else float(value)
+    elif isinstance(value, float) and kind == "float":
+        number = value
+    else:
+        raise ValueError(f"must be {'an integer' if kind == 'int' else 'a number'}")
+    if not math.isfinite(number):
+        raise ValueError("must be finite")
+    low, high, above = meta["low"], meta.get("high"), meta.get("above", False)
+    if high is not None and not low <= number <= high:
+        raise ValueError(f"must be between {low} and {high}")
+    if low is not None and (number <= low if above else number < low):
+        raise ValueError(f"must be {'>' if above else '>='} {low}")
+    return number
+
+
+def _check_origin(origin: str) -> str:
+    # Browsers send origins lower-case and without a slash; match their spelling.
+    normal = origin.rstrip("/").lower()
+    if _ORIGIN_RE.fullmatch(normal) is None:
+        raise ValueError(f"origin {origin!r} is not scheme://host[:port] (http or https)")
+    return normal

@@ -1,0 +1,86 @@
+"""The hub's demo: a page with a chat and a live price chart, and the two
+feeds behind it, so a newcomer sees channels work within seconds.
+
+Only ``demo:*`` channels are involved; the demo publisher accepts nothing
+else, and ``--no-demo`` removes all of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+import tornado.web
+
+from .hub import Hub
+
+log = logging.getLogger("torchannels.demo")
+
+CHAT = "demo:chat"
+TICKER = "demo:ticker"
+MAX_TEXT = 280
+MAX_NAME = 32
+
+
+class DemoPageHandler(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.render("demo.html")
+
+
+class DemoPublishHandler(tornado.web.RequestHandler):
+    """``POST /demo/publish`` with ``name`` and ``text``: says it in the demo chat."""
+
+    def initialize(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def check_xsrf_cookie(self) -> None:
+        """The demo chat is anonymous on purpose."""
+
+    async def post(self) -> None:
+        text = self.get_body_argument("text", "").strip()
+        name = self.get_body_argument("name", "").strip() or "anonymous"
+        if not text or len(text) > MAX_TEXT or len(name) > MAX_NAME:
+            self.set_status(400)
+            self.finish({"error": "bad_message", "message": f"1-{MAX_TEXT} characters, please"})
+            return
+        message = await self.hub.channel(CHAT).asend({"name": name, "text": text})
+        self.finish({"offset": message["offset"]})
+
+
+class Ticker:
+    """Publishes a random-walk price to ``demo:ticker`` every ``interval`` s
+    and keeps the last 60 points as the channel's state, so a late joiner
+    draws the recent chart at once instead of replaying history."""
+
+    def __init__(self, hub: Hub, interval: float = 1.0) -> None:
+        self.hub = hub
+        self.interval = interval
+        self.price = 100.0
+        self.recent: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def tick(self) -> None:
+        self.price = round(max(1.0, self.price * (1 + random.uniform(-0.01, 0.01))), 2)
+        point = {"price": self.price, "t": round(time.time(), 3)}
+        channel = self.hub.channel(TICKER)
+        await channel.asend(point)
+        self.recent = [*self.recent[-59:], point]
+        await channel.aset_state(self.recent)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # keep ticking through a broker hiccup
+                log.exception("demo ticker failed")
+            await asyncio.sleep(self.interval)

@@ -1,0 +1,66 @@
+"""Prometheus metrics of a hub (install with ``pip install 'torchannels[metrics]'``).
+
+The collector reads the hub's counters and registries when scraped, so the
+fan-out path pays only for integer increments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import tornado.web
+
+from .hub import Hub
+
+try:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("metrics need prometheus_client: pip install 'torchannels[metrics]'") from exc
+
+
+class HubCollector:
+    """A Prometheus collector over one :class:`~torchannels.Hub`."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Any]:
+        hub = self.hub
+        connections = GaugeMetricFamily(
+            "torchannels_connections", "Live subscriber connections.", labels=["transport"]
+        )
+        for transport, count in sorted(hub.connection_counts().items()):
+            connections.add_metric([transport], count)
+        yield connections
+        yield GaugeMetricFamily(
+            "torchannels_subscriptions",
+            "Live subscriptions (connection x channel) in this process.",
+            value=hub.subscription_count(),
+        )
+        stats = hub.stats
+        for name, help_text, value in (
+            ("published", "Messages published through this hub.", stats.published),
+            ("delivered", "Message frames handed to subscribers.", stats.delivered),
+            ("resets", "Reset frames sent to subscribers.", stats.resets),
+            ("slow_clients_dropped", "Clients cut off for falling behind.", stats.slow_dropped),
+        ):
+            yield CounterMetricFamily(f"torchannels_{name}", help_text, value=value)
+
+
+class MetricsHandler(tornado.web.RequestHandler):
+    """``GET /metrics`` in the Prometheus text format."""
+
+    def initialize(self, hub: Hub) -> None:
+        registry = self.application.settings.get("torchannels_registry")
+        if registry is None:
+            registry = CollectorRegistry()
+            registry.register(HubCollector(hub))
+            self.application.settings["torchannels_registry"] = registry
+        self.registry = registry
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest(self.registry))

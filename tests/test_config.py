@@ -1,0 +1,415 @@
+"""Hub configuration: flags > environment > TOML file > defaults, and every error."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from torchannels import HistoryPolicy, Settings, TorChannelsError
+from torchannels.config import (
+    CONFIG_ENV,
+    ConfigError,
+    HubConfig,
+    add_arguments,
+    env_name,
+    load_config,
+)
+from torchannels.tokens import ChannelPatterns
+
+FIELDS = [f.name for f in dataclasses.fields(HubConfig)]
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def load(
+    argv: tuple[str, ...] = (), env: dict[str, str] | None = None, toml: str | None = None,
+    tmp: Path | None = None,
+) -> HubConfig:  # fmt: skip
+    env = dict(env or {})
+    if toml is not None:
+        assert tmp is not None
+        path = tmp / "hub.toml"
+        path.write_text(toml, encoding="utf-8")
+        env[CONFIG_ENV] = str(path)
+    return load_config(parse(*argv), env)
+
+
+def error(argv: tuple[str, ...] = (), env: dict[str, str] | None = None, **kw: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(argv, env, **kw)
+    return str(info.value)
+
+
+# -- defaults ------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    config = load_config(None, {})
+    assert config == HubConfig() == load()
+    assert dataclasses.asdict(config) == {
+        "host": "127.0.0.1",
+        "port": 8090,
+        "api_key": None,
+        "token_secret": None,
+        "anonymous": ("demo:*",),
+        "history_size": 1000,
+        "history_ttl": 3600.0,
+        "max_channels": 64,
+        "max_request_bytes": 16384,
+        "max_publish_bytes": 65536,
+        "longpoll_timeout": 25.0,
+        "ping_interval": 15.0,
+        "allowed_origins": (),
+        "demo": True,
+        "metrics": False,
+        "shutdown_timeout": 10.0,
+        "log_level": "info",
+    }
+
+
+def test_unset_flags_parse_to_none() -> None:
+    assert all(value is None for value in vars(parse()).values())
+    assert set(vars(parse())) == {"config", *FIELDS}
+
+
+# -- precedence ----------------------------------------------------------------
+
+# field: (TOML line, env value, flags, then the value each of those layers gives)
+LAYERS: dict[str, tuple[str, str, tuple[str, ...], Any, Any, Any]] = {
+    "host": ('host = "10.0.0.1"', "10.0.0.2", ("--host", "::1"), "10.0.0.1", "10.0.0.2", "::1"),
+    "port": ("port = 9001", "9002", ("--port", "9003"), 9001, 9002, 9003),
+    "api_key": ('api-key = "k1"', "k2", ("--api-key", "k3"), "k1", "k2", "k3"),
+    "token_secret": ('token_secret = "s1"', "s2", ("--token-secret", "s3"), "s1", "s2", "s3"),
+    "anonymous": (
+        'anonymous = ["file:*", "lobby"]',
+        "env:*, x ,",
+        ("--anonymous", "flag:*", "--anonymous", "y,z"),
+        ("file:*", "lobby"),
+        ("env:*", "x"),
+        ("flag:*", "y", "z"),
+    ),
+    "history_size": ("history-size = 0", "2", ("--history-size", "3"), 0, 2, 3),
+    "history_ttl": ("history_ttl = 60", "2.5", ("--history-ttl", "1e3"), 60.0, 2.5, 1000.0),
+    "max_channels": ("max_channels = 1", "2", ("--max-channels", "3"), 1, 2, 3),
+    "max_request_bytes": ("max-request-bytes = 9", "200", ("--max-request-bytes", "3"), 9, 200, 3),
+    "max_publish_bytes": ("max_publish_bytes = 9", "200", ("--max-publish-bytes", "3"), 9, 200, 3),
+    "longpoll_timeout": ("longpoll_timeout = 0.5", "1", ("--longpoll-timeout", "2"), 0.5, 1, 2),
+    "ping_interval": ("ping-interval = 1.5", "2.5", ("--ping-interval", "3.5"), 1.5, 2.5, 3.5),
+    "allowed_origins": (
+        'allowed_origins = ["https://a.example"]',
+        "https://B.example/,http://c.example:8080",
+        ("--allowed-origins", "https://d.example"),
+        ("https://a.example",),
+        ("https://b.example", "http://c.example:8080"),
+        ("https://d.example",),
+    ),
+    "demo": ("demo = false", "yes", ("--no-demo",), False, True, False),
+    "metrics": ("metrics = true", "off", ("--metrics",), True, False, True),
+    "shutdown_timeout": ("shutdown_timeout = 0", "1", ("--shutdown-timeout", "2"), 0.0, 1, 2),
+    "log_level": (
+        "log-level='debug'",
+        "WARNING",
+        ("--log-level", "Error"),
+        "debug",
+        "warning",
+        "error",
+    ),
+}
+
+
+def test_layers_cover_every_field() -> None:
+    assert sorted(LAYERS) == sorted(FIELDS)
+
+
+@pytest.mark.parametrize("name", FIELDS)
+def test_precedence(name: str, tmp_path: Path) -> None:
+    line, env_value, flags, from_file, from_env, from_flag = LAYERS[name]
+    env = {env_name(name): env_value}
+    default = getattr(HubConfig(), name)
+    # Each layer changes the value, so each one is seen to win.
+    assert default != from_file != from_env != from_flag
+    assert getattr(load(), name) == default
+    assert getattr(load(toml=line, tmp=tmp_path), name) == from_file
+    assert getattr(load(env=env), name) == from_env
+    assert getattr(load(env=env, toml=line, tmp=tmp_path), name) == from_env
+    assert getattr(load(flags), name) == from_flag
+    assert getattr(load(flags, toml=line, tmp=tmp_path), name) == from_flag
+    assert getattr(load(flags, env, toml=line, tmp=tmp_path), name) == from_flag
+    # The other fields keep their defaults.
+    others = {f: getattr(load(flags, env, toml=line, tmp=tmp_path), f) for f in FIELDS}
+    del others[name]
+    assert others == {f: getattr(HubConfig(), f) for f in FIELDS if f != name}
+
+
+def test_layers_combine_field_by_field(tmp_path: Path) -> None:
+    config = load(
+        ("--port", "9003"),
+        {"TORCHANNELS_HOST": "0.0.0.0", "TORCHANNELS_PORT": "9002"},
+        toml="port = 9001\nhost = '10.0.0.1'\nmax_channels = 5\n",
+        tmp=tmp_path,
+    )
+    assert (config.port, config.host, config.max_channels) == (9003, "0.0.0.0", 5)
+
+
+def test_config_flag_beats_config_env(tmp_path: Path) -> None:
+    (tmp_path / "flag.toml").write_text("port = 1111\n")
+    (tmp_path / "env.toml").write_text("port = 2222\nmax_channels = 7\n")
+    env = {CONFIG_ENV: str(tmp_path / "env.toml")}
+    assert load_config(parse(), env).port == 2222
+    config = load_config(parse("--config", str(tmp_path / "flag.toml")), env)
+    assert (config.port, config.max_channels) == (1111, 64)
+    # An empty --config drops the environment's file.
+    assert load_config(parse("--config", ""), env) == HubConfig()
+    assert load_config(None, {CONFIG_ENV: ""}) == HubConfig()
+
+
+def test_empty_values_switch_off_lower_layers(tmp_path: Path) -> None:
+    toml = 'api_key = "k"\ntoken_secret = "s"\nanonymous = ["a*"]\nallowed_origins = ["http://x"]'
+    env = {env_name(f): "" for f in ("api_key", "token_secret", "anonymous", "allowed_origins")}
+    config = load(env=env, toml=toml, tmp=tmp_path)
+    assert (config.api_key, config.token_secret, config.anonymous) == (None, None, ())
+    assert config.allowed_origins == ()
+    flags = ("--api-key", "", "--anonymous", "")
+    config = load(flags, toml=toml, tmp=tmp_path)
+    assert (config.api_key, config.token_secret, config.anonymous) == (None, "s", ())
+
+
+def test_namespace_may_hold_other_options() -> None:
+    args = argparse.Namespace(command="serve", verbose=True, port="9000")
+    assert load_config(args, {}).port == 9000
+
+
+def test_native_flag_values_are_accepted() -> None:
+    # A caller's parser may already have converted types.
+    args = argparse.Namespace(port=9000, history_ttl=5, demo=False, anonymous=["a*", "b"])
+    config = load_config(args, {})
+    assert (config.port, config.history_ttl, config.demo, config.anonymous) == (
+        9000,
+        5.0,
+        False,
+        ("a*", "b"),
+    )
+
+
+# -- booleans and lists --------------------------------------------------------
+
+TRUE = ["1", "true", "TRUE", "yes", "Yes", "on", " on "]
+FALSE = ["0", "false", "False", "no", "NO", "off", "Off "]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [(t, True) for t in TRUE] + [(f, False) for f in FALSE]
+)
+@pytest.mark.parametrize("name", ["demo", "metrics"])
+def test_boolean_env_values(name: str, text: str, expected: bool) -> None:
+    assert getattr(load_config(None, {env_name(name): text}), name) is expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"), [(("--demo",), True), (("--no-demo",), False), ((), True)]
+)
+def test_boolean_flags(argv: tuple[str, ...], expected: bool) -> None:
+    assert load_config(parse(*argv), {"TORCHANNELS_DEMO": "on"}).demo is expected
+    assert load_config(parse(*argv), {"TORCHANNELS_DEMO": "off"}).demo is (
+        expected if argv else False
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", ()),
+        (",", ()),
+        ("a", ("a",)),
+        ("a,b", ("a", "b")),
+        (" a , b ,, ", ("a", "b")),
+        ("b*,a,b*", ("b*", "a")),
+        ("*", ("*",)),
+    ],
+)
+def test_list_env_values(text: str, expected: tuple[str, ...]) -> None:
+    assert load_config(None, {"TORCHANNELS_ANONYMOUS": text}).anonymous == expected
+
+
+def test_repeated_list_flags_accumulate() -> None:
+    args = parse("--anonymous", "a*", "--anonymous", "b,c", "--anonymous", "a*")
+    assert load_config(args, {}).anonymous == ("a*", "b", "c")
+
+
+# -- errors --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("port", "-1", "'-1' must be between 0 and 65535"),
+        ("port", "65536", "'65536' must be between 0 and 65535"),
+        ("port", "http", "'http' is not an integer"),
+        ("port", "80.5", "'80.5' is not an integer"),
+        ("port", "", "'' is not an integer"),
+        ("history_size", "-1", "'-1' must be >= 0"),
+        ("history_ttl", "0", "'0' must be > 0"),
+        ("history_ttl", "nan", "'nan' must be finite"),
+        ("history_ttl", "inf", "'inf' must be finite"),
+        ("history_ttl", "1h", "'1h' is not a number"),
+        ("max_channels", "0", "'0' must be >= 1"),
+        ("max_request_bytes", "-5", "'-5' must be >= 1"),
+        ("max_publish_bytes", "1e3", "'1e3' is not an integer"),
+        ("longpoll_timeout", "0", "'0' must be > 0"),
+        ("ping_interval", "-1", "'-1' must be > 0"),
+        ("shutdown_timeout", "-0.1", "'-0.1' must be >= 0"),
+        ("host", "", "'' must not be empty"),
+        ("log_level", "loud", "'loud' must be one of debug, info, warning, error, critical"),
+        ("demo", "2", "'2' must be a boolean (1/0, true/false, yes/no, on/off)"),
+        ("metrics", "", "'' must be a boolean"),
+        ("anonymous", "ok:*,a*b", "invalid channel pattern 'a*b': '*' may only end it"),
+        ("anonymous", "has space", "invalid channel name 'has space'"),
+        ("allowed_origins", "example.com", "origin 'example.com' is not scheme://host[:port]"),
+        ("allowed_origins", "https://a/b", "origin 'https://a/b' is not scheme://host[:port]"),
+        ("allowed_origins", "ftp://a", "origin 'ftp://a' is not scheme://host[:port]"),
+    ],
+)
+def test_bad_values_name_env_var_and_flag(name: str, value: str, problem: str) -> None:
+    message = error(env={env_name(name): value})
+    assert message.startswith(f"{env_name(name)}: {problem}"), message
+    flag = "--" + name.replace("_", "-")
+    if name not in ("demo", "metrics"):  # boolean flags take no value
+        assert error((flag, value)).startswith(f"{flag}: {problem}")
+
+
+@pytest.mark.parametrize(
+    ("toml", "problem"),
+    [
+        ("prot = 8090", "unknown key 'prot'; did you mean 'port'?"),
+        ("zzz = 1", "unknown key 'zzz'"),
+        ("config = 'x.toml'", "unknown key 'config'"),
+        ("[server]\nport = 1", "unknown key 'server'"),
+        ("api-key = 'a'\napi_key = 'b'", "key 'api_key' is given twice"),
+        ("port = '8090'", "key 'port': '8090' must be an integer"),
+        ("port = 80.0", "key 'port': 80.0 must be an integer"),
+        ("port = true", "key 'port': True must be an integer"),
+        ("port = 70000", "key 'port': 70000 must be between 0 and 65535"),
+        ("history_ttl = true", "key 'history_ttl': True must be a number"),
+        ("history_ttl = nan", "key 'history_ttl': nan must be finite"),
+        ("history_size = -3", "key 'history_size': -3 must be >= 0"),
+        ("demo = 'yes'", "key 'demo': 'yes' must be a boolean"),
+        ("demo = 1", "key 'demo': 1 must be a boolean"),
+        ("anonymous = 'demo:*'", "key 'anonymous': must be a list of strings"),
+        ("anonymous = [1]", "key 'anonymous': must be a list of strings"),
+        ("anonymous = ['a*b']", "key 'anonymous': invalid channel pattern 'a*b'"),
+        ("allowed_origins = [['x']]", "key 'allowed_origins': must be a list of strings"),
+        ("host = 1", "key 'host': must be a string, not int"),
+        ("log_level = 'LOUD'", "key 'log_level': 'LOUD' must be one of"),
+        ("anonymous = ['a,b']", "key 'anonymous': invalid channel name 'a,b'"),
+        ("host = ''", "key 'host': '' must not be empty"),
+        ("api_key = 12345", "key 'api_key': must be a string, not int"),
+        ("token_secret = ['s']", "key 'token_secret': must be a string, not list"),
+        ("port = ", "(from TORCHANNELS_CONFIG) is not TOML: Invalid value"),
+        ("port = 1\nport = 2", "is not TOML: Cannot overwrite a value"),
+    ],
+)
+def test_bad_file_values_name_file_and_key(toml: str, problem: str, tmp_path: Path) -> None:
+    message = error(toml=toml, tmp=tmp_path)
+    assert message.startswith(f"config file {str(tmp_path / 'hub.toml')!r}"), message
+    assert problem in message, message
+    assert "12345" not in message  # secrets are never echoed
+
+
+def test_file_that_is_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_bytes(b'host = "\xff"\n')
+    message = error(("--config", str(tmp_path / "bad.toml")))
+    assert "bad.toml' (from --config) is not TOML" in message
+
+
+@pytest.mark.parametrize("via", ["flag", "env"])
+def test_missing_file(via: str, tmp_path: Path) -> None:
+    path = str(tmp_path / "missing.toml")
+    if via == "flag":
+        message = error(("--config", path))
+        assert message == f"config file {path!r} (from --config): No such file or directory"
+    else:
+        message = error(env={CONFIG_ENV: path})
+        assert message == f"config file {path!r} (from {CONFIG_ENV}): No such file or directory"
+    assert error(("--config", str(tmp_path))).endswith("Is a directory")
+
+
+def test_config_error_is_a_torchannels_error_and_a_value_error() -> None:
+    with pytest.raises(TorChannelsError):
+        load_config(None, {"TORCHANNELS_PORT": "x"})
+    with pytest.raises(ValueError):
+        load_config(None, {"TORCHANNELS_PORT": "x"})
+
+
+def test_direct_construction_is_checked_and_normalised() -> None:
+    with pytest.raises(ConfigError, match=r"HubConfig\(port=...\): -1 must be between"):
+        HubConfig(port=-1)
+    with pytest.raises(ConfigError, match="invalid channel"):
+        HubConfig(anonymous=("a b",))
+    config = HubConfig(anonymous=["a*", "a*"], log_level="DEBUG", api_key="")  # type: ignore[arg-type]
+    assert (config.anonymous, config.log_level, config.api_key) == (("a*",), "debug", None)
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    text = repr(HubConfig(api_key="key-123", token_secret="secret-456"))
+    assert "key-123" not in text and "secret-456" not in text
+    assert "port=8090" in text
+
+
+# -- derived objects and help --------------------------------------------------
+
+
+def test_core_objects() -> None:
+    config = HubConfig(
+        max_channels=3,
+        max_request_bytes=100,
+        longpoll_timeout=2,
+        ping_interval=1,
+        allowed_origins=("https://a.example",),
+        history_size=5,
+        history_ttl=6,
+        anonymous=("pub:*",),
+    )
+    assert config.settings() == Settings(
+        max_channels=3,
+        max_request_bytes=100,
+        longpoll_timeout=2,
+        ping_interval=1,
+        allowed_origins=("https://a.example",),
+    )
+    assert config.history() == HistoryPolicy(size=5, ttl=6)
+    assert config.anonymous_patterns() == ChannelPatterns(["pub:*"])
+    assert config.anonymous_patterns().matches("pub:x")
+    assert not HubConfig(anonymous=()).anonymous_patterns().matches("demo:x")
+
+
+def test_help_mentions_every_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    parser = argparse.ArgumentParser(prog="torchannels serve")
+    add_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert "--config PATH" in text and CONFIG_ENV in text
+    for f in dataclasses.fields(HubConfig):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in text, flag
+        assert f"env {env_name(f.name)}; default: " in text, f.name
+    for shown in [
+        "default: 127.0.0.1]",
+        "default: 8090]",
+        "TORCHANNELS_API_KEY; default: unset]",
+        "default: demo:*]",
+        "TORCHANNELS_ALLOWED_ORIGINS; default: none]",
+        "--demo, --no-demo",
+        "TORCHANNELS_DEMO; default: on]",
+        "TORCHANNELS_METRICS; default: off]",
+        "default: 3600.0]",
+        "default: info]",
+    ]:
+        assert shown in text, shown
