@@ -84,7 +84,12 @@ class ChannelMixin(RequestHandler):
 
     @classmethod
     def get_channel(cls, name: str) -> Channel:
-        """The seed API: ``ChannelHandler.get_channel(name).send({...})``."""
+        """The seed API: ``ChannelHandler.get_channel(name).send({...})``.
+
+        Publishes to the class's ``hub`` (or the process hub). A hub given
+        only as a route's ``hub=`` argument is not seen here: publish to it
+        with ``hub.channel(name)`` instead, or set the class attribute.
+        """
         return cls.channels_hub().channel(name)
 
     @classmethod

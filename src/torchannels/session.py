@@ -70,6 +70,8 @@ class Session:
             if self._closed:
                 return
             refusal = await _refusal(self.authorize, channel)
+            if self._closed:
+                return  # the client left while can_access decided
             if refusal is not None:
                 self.sink([refusal])
                 continue
@@ -78,6 +80,9 @@ class Session:
                     continue  # already served on this session
                 self._buffers[channel] = []
                 await self.hub.attach(channel, self._on_publication)
+                if self._closed:  # close() ran while attaching: undo it
+                    self.hub.detach(channel, self._on_publication)
+                    return
             await self._catch_up(channel, cursor.get(channel), live=live)
 
     def unsubscribe(self, channel: str) -> bool:

@@ -30,13 +30,14 @@ def new_epoch() -> str:
 
 
 class _Channel:
-    __slots__ = ("history", "state", "state_at", "top")
+    __slots__ = ("history", "stale_warned", "state", "state_at", "top")
 
     def __init__(self) -> None:
         self.top = 0
         self.history: deque[Publication] = deque()
         self.state: list[Publication] | None = None
         self.state_at = 0  # the offset the state stands for
+        self.stale_warned = False
 
 
 class MemoryBroker(Broker):
@@ -82,6 +83,7 @@ class MemoryBroker(Broker):
         self._channels[channel] = ch
         ch.state = state
         ch.state_at = ch.top
+        ch.stale_warned = False
         return position
 
     def _trim(self, channel: str, ch: _Channel, now: float) -> None:
@@ -111,7 +113,7 @@ class MemoryBroker(Broker):
             else:
                 pubs = [p for p in ch.history if p.offset > since.offset]
                 return ReadResult(since, pubs)
-        if ch.state is not None:
+        if ch.state is not None and first - 1 <= ch.state_at:
             state_at = ch.state_at
             return ReadResult(
                 Position(self.epoch, state_at),
@@ -119,6 +121,12 @@ class MemoryBroker(Broker):
                 state=ch.state,
                 reset=reason,
             )
+        if ch.state is not None and not ch.stale_warned:
+            ch.stale_warned = True
+            # Messages between the state and the oldest retained one are gone:
+            # the state can no longer be brought up to date, so it is not
+            # served; the joiner gets the retained history instead.
+            log.warning("state of %r is older than its history; set_state more often", channel)
         return ReadResult(Position(self.epoch, first - 1), list(ch.history), reset=reason)
 
     # -- the Broker interface ---------------------------------------------------

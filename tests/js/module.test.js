@@ -1,0 +1,123 @@
+'use strict';
+// How the file loads: a plain <script> (global TorChannels, $.torChannels
+// with jQuery), CommonJS, and the ES-module wrapper.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const vm = require('node:vm');
+const {pathToFileURL} = require('node:url');
+const {FakeHttp, Clock, frames: F} = require('./fakes.js');
+
+const STATIC = path.join(__dirname, '..', '..', 'src', 'torchannels', 'static');
+const SOURCE = fs.readFileSync(path.join(STATIC, 'torchannel.js'), 'utf8');
+
+/** Run torchannel.js as a browser would run a classic script. */
+function runAsScript(globals) {
+  const context = vm.createContext(Object.assign({}, globals));
+  vm.runInContext(SOURCE, context, {filename: 'torchannel.js'});
+  return context;
+}
+
+test('as a plain script after jQuery it registers the seed API on $', async () => {
+  const http = new FakeHttp();
+  const clock = new Clock();
+  const jQuery = function () {};
+  const page = runAsScript({jQuery, fetch: http.fetch, setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout,
+    TextDecoder, AbortController, URL, location: {href: 'http://example.org/page', protocol: 'http:'}});
+  assert.equal(typeof page.TorChannels.Client, 'function');
+  assert.equal(typeof jQuery.torChannels, 'function');
+
+  // The seed README, verbatim.
+  const subscriptions = jQuery.torChannels({
+    url: '/channels'
+  });
+  const got = [];
+  const subtoken = subscriptions.subscribe('some-channel', function (msg) { got.push(msg.text); });
+  assert.ok(subtoken !== undefined && subtoken !== null);
+  assert.ok(subscriptions instanceof page.TorChannels.Client);
+
+  await clock.tick(0);
+  // No WebSocket or EventSource in this page: fetch streaming is the best it has.
+  const req = http.last();
+  assert.equal(req.path, '/channels');
+  assert.equal(req.transport, 'stream');
+  assert.deepEqual(req.channels, ['some-channel']);
+  req.stream().write(F.connected('stream'), F.subscribed('some-channel', 0), F.message('some-channel', 1, {text: 'hi'}));
+  await clock.tick(0);
+  assert.deepEqual(got, ['hi']);
+  assert.equal(subscriptions.unsubscribe(subtoken), true);
+  await clock.tick(0);
+  assert.equal(req.aborted, true);
+  assert.equal(subscriptions.state, 'disconnected');
+});
+
+test('$.torChannels uses the page globals by default (url /channels, WebSocket on the page origin)', async () => {
+  const sockets = [];
+  class WebSocket { constructor(url) { this.url = url; sockets.push(this); } close() {} }
+  const jQuery = {};
+  const clock = new Clock();
+  runAsScript({jQuery, WebSocket, setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout, URL,
+    location: {href: 'https://example.org/app/', protocol: 'https:'}});
+  const subscriptions = jQuery.torChannels();
+  subscriptions.subscribe('news', () => {});
+  await clock.tick(0);
+  assert.equal(sockets[0].url, 'wss://example.org/channels/ws');
+  subscriptions.close();
+});
+
+test('as a plain script without jQuery it only defines TorChannels', () => {
+  const page = runAsScript({});
+  assert.deepEqual(Object.keys(page).sort(), ['TorChannels']);
+  assert.equal(page.TorChannels.version, require('../../src/torchannels/static/torchannel.js').version);
+});
+
+test('under CommonJS it exports the API and leaves the global scope alone', () => {
+  const api = require('../../src/torchannels/static/torchannel.js');
+  assert.equal(typeof api.Client, 'function');
+  assert.equal(globalThis.TorChannels, undefined);
+  const $ = {};
+  assert.equal(api.registerJQuery($), $);
+  assert.equal(typeof $.torChannels({url: '/channels', fetch: () => new Promise(() => {})}).subscribe, 'function');
+});
+
+test('the ES-module wrapper exports the same API', async () => {
+  const mod = await import(pathToFileURL(path.join(STATIC, 'torchannel.mjs')).href);
+  const api = require('../../src/torchannels/static/torchannel.js');
+  assert.equal(mod.Client, api.Client);
+  assert.equal(mod.default, api);
+  for (const name of Object.keys(api)) assert.equal(mod[name], api[name], name);
+});
+
+test('the constants mirror every code the server defines', () => {
+  const api = require('../../src/torchannels/static/torchannel.js');
+  const pkg = path.join(__dirname, '..', '..', 'src', 'torchannels');
+  const constants = (file) => [...fs.readFileSync(path.join(pkg, file), 'utf8')
+    .matchAll(/^([A-Z][A-Z_]*) = ("[a-z_]+"|\d+)/gm)].map((m) => [m[1], JSON.parse(m[2])]);
+  const values = (obj) => new Set(Object.values(obj));
+  const close = values(api.CloseCode), reset = values(api.ResetReason), reconnect = values(api.ReconnectReason);
+  const codes = values(api.ErrorCode), types = values(api.FrameType);
+  const server = [...constants('errors.py'), ...constants('tokens.py'), ...constants('frames.py')];
+  assert.ok(server.length > 30, 'the server constants were found');
+  for (const [name, value] of server) {
+    if (name.startsWith('MAX_')) continue; // limits, not codes
+    const mirror = name.startsWith('CLOSE_') ? close : name.startsWith('RESET_') ? reset
+      : name.startsWith('RECONNECT_') ? reconnect : frameNames.has(name) ? types : codes;
+    assert.ok(mirror.has(value), `${name} = ${JSON.stringify(value)} has no constant in torchannel.js`);
+  }
+});
+
+const frameNames = new Set(['MESSAGE', 'SUBSCRIBED', 'RESET', 'ERROR', 'CONNECTED', 'PING', 'RECONNECT']);
+
+test('the constants have the documented values', () => {
+  const api = require('../../src/torchannels/static/torchannel.js');
+  assert.deepEqual(api.TRANSPORTS, ['websocket', 'sse', 'stream', 'longpoll', 'poll']);
+  assert.deepEqual(api.CloseCode, {NORMAL: 1000, GOING_AWAY: 1001, MESSAGE_TOO_BIG: 1009, SLOW_CONSUMER: 4001, EXPIRED: 4002});
+  assert.deepEqual(Object.values(api.ResetReason).sort(), ['epoch_changed', 'history_trimmed', 'position_ahead']);
+  assert.deepEqual(Object.values(api.FrameType).sort(),
+    ['connected', 'error', 'message', 'ping', 'reconnect', 'reset', 'subscribed', 'unsubscribed']);
+  assert.equal(api.ErrorCode.FORBIDDEN, 'forbidden');
+  assert.equal(api.ErrorCode.UNKNOWN_TRANSPORT, 'unknown_transport');
+  assert.ok(Object.isFrozen(api.ErrorCode));
+});

@@ -1,0 +1,130 @@
+'use strict';
+// Resume: every (re)connect and poll carries each channel's own position,
+// tracked from the frames exactly as docs/protocol.md says.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const {setup, recorder, frames: F} = require('./fakes.js');
+
+test('stream resumes every channel from its own position after a drop', async () => {
+  const {clock, http, client, events} = setup({transport: 'stream'});
+  client.subscribe('a', () => {});
+  client.subscribe('b', () => {});
+  await clock.tick(0);
+  const s = http.last().stream();
+  s.write(F.connected('stream'), F.subscribed('a', 0), F.subscribed('b', 5, [], 'zz'),
+    F.message('a', 1), F.message('a', 2), F.message('a', 3), F.message('b', 6, {}, 'zz'));
+  await clock.tick(0);
+  s.end(); // the server went away without a reconnect frame: back off
+  await clock.tick(0);
+  assert.equal(client.state, 'connecting');
+  assert.equal(http.requests.length, 1);
+  await clock.tick(750); // 500 + floor(0.5 * 500)
+  assert.equal(http.requests.length, 2);
+  const again = http.last();
+  assert.deepEqual(again.channels, ['a', 'b']);
+  assert.deepEqual(again.cursorMap(), {a: 'e1:3', b: 'zz:6'});
+  assert.deepEqual(events.map((e) => e.event), ['connecting', 'connected', 'error', 'connecting']);
+});
+
+test('a reset forgets the position; the following subscribed frame sets it', async () => {
+  const {clock, http, client} = setup({transport: 'longpoll'});
+  client.subscribe('a', () => {});
+  client.subscribe('b', () => {});
+  await clock.tick(0);
+  http.last().answer([F.subscribed('a', 3), F.subscribed('b', 9)]);
+  await clock.tick(0);
+  assert.deepEqual(http.last().cursorMap(), {a: 'e1:3', b: 'e1:9'});
+  http.last().answer([F.reset('a', 'epoch_changed')]);
+  await clock.tick(0);
+  assert.deepEqual(http.last().cursorMap(), {b: 'e1:9'});
+  http.last().answer([F.reset('b'), F.subscribed('b', 2, [], 'e2')]);
+  await clock.tick(0);
+  assert.deepEqual(http.last().cursorMap(), {b: 'e2:2'});
+});
+
+test('websocket resumes with the cursor in its subscribe command', async () => {
+  const {clock, WebSocket, client} = setup({transport: 'websocket', websocketUrl: 'ws://x/ws'});
+  client.subscribe('a', () => {});
+  client.subscribe('b', () => {});
+  await clock.tick(0);
+  const ws = WebSocket.instances[0];
+  ws.open();
+  ws.frame(F.connected('websocket'), F.subscribed('a', 0), F.subscribed('b', 0), F.message('b', 1));
+  ws.drop(1006);
+  await clock.tick(750);
+  assert.equal(WebSocket.instances.length, 2);
+  const next = WebSocket.instances[1];
+  next.open();
+  assert.deepEqual(next.sent, [{type: 'subscribe', channels: ['a', 'b'], cursor: 'a=e1:0,b=e1:1'}]);
+});
+
+for (const [name, code] of [['going away', 1001], ['slow consumer', 4001]]) {
+  test(`websocket close ${code} (${name}) reconnects at once with positions`, async () => {
+    const {clock, WebSocket, client, events} = setup({transport: 'websocket', websocketUrl: 'ws://x/ws'});
+    client.subscribe('a', () => {});
+    await clock.tick(0);
+    const ws = WebSocket.instances[0];
+    ws.open();
+    ws.frame(F.connected('websocket'), F.subscribed('a', 0), F.message('a', 1));
+    ws.drop(code);
+    await clock.tick(0);
+    assert.equal(WebSocket.instances.length, 2);
+    WebSocket.instances[1].open();
+    assert.equal(WebSocket.instances[1].sent[0].cursor, 'a=e1:1');
+    assert.ok(!events.some((e) => e.event === 'error'), 'a planned reconnect is no error');
+  });
+}
+
+test('websocket close 1000 from the server reconnects after a backoff pause', async () => {
+  const {clock, WebSocket, client} = setup({transport: 'websocket', websocketUrl: 'ws://x/ws'});
+  client.subscribe('a', () => {});
+  await clock.tick(0);
+  WebSocket.instances[0].open();
+  WebSocket.instances[0].frame(F.connected('websocket'));
+  WebSocket.instances[0].drop(1000);
+  await clock.tick(749);
+  assert.equal(WebSocket.instances.length, 1);
+  await clock.tick(1);
+  assert.equal(WebSocket.instances.length, 2);
+});
+
+test('a reconnect frame reconnects at once with the cursor (sse)', async () => {
+  const {clock, EventSource, client} = setup({transport: 'sse'});
+  client.subscribe('a', () => {});
+  await clock.tick(0);
+  const es = EventSource.instances[0];
+  es.frame(F.connected('sse'), F.subscribed('a', 0), F.message('a', 1), F.reconnect('byte_limit'));
+  assert.equal(es.closed, true);
+  await clock.tick(0);
+  assert.equal(EventSource.instances.length, 2);
+  assert.equal(EventSource.instances[1].cursor, 'a=e1:1');
+});
+
+test('sse closes a failed EventSource and resumes itself, with the cursor in the URL', async () => {
+  const {clock, EventSource, client} = setup({transport: 'sse'});
+  client.subscribe('a', () => {});
+  await clock.tick(0);
+  const es = EventSource.instances[0];
+  es.frame(F.connected('sse'), F.subscribed('a', 0), F.message('a', 1), F.message('a', 2));
+  es.fail();
+  assert.equal(es.closed, true, 'the browser must not reconnect on its own');
+  await clock.tick(750);
+  assert.equal(EventSource.instances.length, 2);
+  assert.equal(EventSource.instances[1].cursor, 'a=e1:2');
+});
+
+test('stream reconnect frame: the next request resumes at once', async () => {
+  const {clock, http, client} = setup({transport: 'stream'});
+  const r = recorder();
+  client.subscribe('a', r.on());
+  await clock.tick(0);
+  const first = http.last();
+  const s = first.stream();
+  s.write(F.connected('stream'), F.subscribed('a', 0), F.message('a', 1, {text: '1'}), F.reconnect());
+  await clock.tick(0);
+  assert.equal(first.aborted, true);
+  assert.equal(http.requests.length, 2);
+  assert.equal(http.last().cursor, 'a=e1:1');
+  assert.deepEqual(r.got, ['a:1']);
+});
