@@ -121,3 +121,16 @@ test('the constants have the documented values', () => {
   assert.equal(api.ErrorCode.UNKNOWN_TRANSPORT, 'unknown_transport');
   assert.ok(Object.isFrozen(api.ErrorCode));
 });
+
+test('torchannel.d.ts declares exactly the exported names', () => {
+  const api = require('../../src/torchannels/static/torchannel.js');
+  const dts = fs.readFileSync(path.join(STATIC, 'torchannel.d.ts'), 'utf8');
+  const declared = [...dts.matchAll(/^export (?:const|function|class) (\w+)/gm)].map((m) => m[1]).sort();
+  assert.deepEqual(declared, Object.keys(api).sort());
+  for (const name of ['ErrorCode', 'CloseCode', 'ResetReason', 'ReconnectReason', 'FrameType']) {
+    const block = dts.slice(dts.indexOf(`export const ${name}:`));
+    const body = block.slice(0, block.indexOf('};'));
+    const keys = [...body.matchAll(/readonly (\w+):/g)].map((m) => m[1]).sort();
+    assert.deepEqual(keys, Object.keys(api[name]).sort(), name);
+  }
+});

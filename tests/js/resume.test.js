@@ -90,15 +90,18 @@ test('websocket close 1000 from the server reconnects after a backoff pause', as
 });
 
 test('a reconnect frame reconnects at once with the cursor (sse)', async () => {
-  const {clock, EventSource, client} = setup({transport: 'sse'});
+  const {clock, EventSource, client, events} = setup({transport: 'sse'});
   client.subscribe('a', () => {});
   await clock.tick(0);
   const es = EventSource.instances[0];
   es.frame(F.connected('sse'), F.subscribed('a', 0), F.message('a', 1), F.reconnect('byte_limit'));
   assert.equal(es.closed, true);
-  await clock.tick(0);
   assert.equal(EventSource.instances.length, 2);
   assert.equal(EventSource.instances[1].cursor, 'a=e1:1');
+  assert.equal(client.state, 'connected', 'a planned reconnect is no state change');
+  EventSource.instances[1].frame(F.connected('sse'), F.message('a', 2));
+  assert.deepEqual(events.map((e) => e.event), ['connecting', 'connected']);
+  assert.equal(clock.now, 0);
 });
 
 test('sse closes a failed EventSource and resumes itself, with the cursor in the URL', async () => {
@@ -127,4 +130,22 @@ test('stream reconnect frame: the next request resumes at once', async () => {
   assert.equal(http.requests.length, 2);
   assert.equal(http.last().cursor, 'a=e1:1');
   assert.deepEqual(r.got, ['a:1']);
+});
+
+test('a reconnect frame before anything was served waits out a pause instead of looping', async () => {
+  const {clock, http, client} = setup({transport: 'stream'});
+  client.subscribe('a', () => {});
+  await clock.tick(0);
+  let s = http.last().stream();
+  s.write(F.connected('stream'), F.subscribed('a', 0), F.reconnect());
+  await clock.tick(0);
+  assert.equal(http.requests.length, 2, 'served something: at once');
+  s = http.last().stream();
+  s.write(F.connected('stream'), F.reconnect('shutdown'));
+  await clock.tick(0);
+  assert.equal(http.requests.length, 2, 'served nothing: not at once');
+  assert.equal(client.state, 'connecting');
+  await clock.tick(750);
+  assert.equal(http.requests.length, 3);
+  assert.equal(http.last().cursor, 'a=e1:0');
 });

@@ -519,6 +519,7 @@
       this._timers = {};
       this._pingMs = 0;
       this._serverPing = 0;
+      this._progress = false;
       var self = this;
       this._onOnline = function () { self._online(); };
     }
@@ -615,9 +616,14 @@
       } else {
         // The HTTP transports name their channels in the request: ask again,
         // from the current positions, so no channel loses or repeats a message.
-        this._teardown();
-        this._open();
+        this._restart();
       }
+    }
+
+    /** Replace the connection at once, keeping the state unless the new one fails. */
+    _restart() {
+      this._teardown();
+      this._open();
     }
 
     /** What a request asks for now; also the moment positions of dropped channels go. */
@@ -662,6 +668,7 @@
       if (!this._desired().length) return this._stop('idle');
       var self = this, name = this._candidates[this._index];
       var t = this._transport = new TRANSPORT_CLASSES[name](this, name);
+      this._progress = false; // no channel frame on this connection yet
       if (t.streaming) {
         // A streaming response starts with `connected` at once. When it does
         // not come, something between us buffers the stream (for WebSocket,
@@ -747,11 +754,13 @@
         case FrameType.MESSAGE:
           var data = f.data;
           if (!data || !this._active.has(data.channel)) return;
+          this._progress = true;
           this._positions.set(data.channel, data.epoch + ':' + data.offset);
           this._deliver(data.channel, data);
           break;
         case FrameType.SUBSCRIBED:
           if (!this._active.has(channel)) return;
+          this._progress = true;
           this._positions.set(channel, f.epoch + ':' + f.offset);
           (f.state || []).forEach(function (m) { this._deliver(channel, m); }, this);
           break;
@@ -765,7 +774,11 @@
           else this._emit('error', {type: 'server', transport: t.name, code: f.code, message: f.message});
           break;
         case FrameType.RECONNECT:
-          this._fail(t, {reason: f.reason, retry: 'now'});
+          // A planned end (e.g. the stream's byte limit): resume at once. But
+          // a server that ends connections before serving anything (shutting
+          // down, an expired token) gets a backoff pause, not a tight loop.
+          if (this._progress) this._restart();
+          else this._fail(t, {reason: f.reason});
           break;
         default: // unknown frame types are ignored (docs/protocol.md)
       }

@@ -1,0 +1,199 @@
+// Type declarations for torchannel.js, the browser client of torchannels.
+// Hand-written; see docs/client.md for the behaviour behind each name.
+
+export as namespace TorChannels;
+
+/** The transports, in the order the client tries them. */
+export type TransportName = 'websocket' | 'sse' | 'stream' | 'longpoll' | 'poll';
+
+export type ConnectionState = 'disconnected' | 'connecting' | 'connected';
+
+/** A delivered message: what was published, plus the four keys the server sets. */
+export interface Message {
+  channel: string;
+  /** Server time of publication, seconds since the Unix epoch. */
+  ts: number;
+  epoch: string;
+  offset: number;
+  [key: string]: unknown;
+}
+
+/** What subscribe() returns and unsubscribe() takes. */
+export type SubscriptionToken = number;
+
+/** The server refused a channel (an `error` frame naming it). */
+export interface ChannelError {
+  channel: string;
+  /** `forbidden` when can_access denied it; see ErrorCode. */
+  code: string;
+  message: string;
+}
+
+export interface SubscribeOptions {
+  /**
+   * The client's position in the channel was lost (history gone, epoch
+   * changed): forget what you derived from it. The channel's state and
+   * history follow through the callback.
+   */
+  onReset?: (channel: string, reason: string) => void;
+  /** The server refused the channel; the client stops asking for it. */
+  onError?: (error: ChannelError) => void;
+}
+
+/** Payload of the 'connecting', 'connected' and 'disconnected' events. */
+export interface StateEvent {
+  transport: TransportName | null;
+  /** Why the state changed: a failure reason, 'idle' or 'closed'. */
+  reason?: string;
+}
+
+/** Payload of the 'error' event. */
+export interface ErrorEvent {
+  /**
+   * 'transport': a connection or request failed (the client retries);
+   * 'channel': the server refused a channel; 'server': an error frame naming
+   * no channel; 'callback': an application callback threw.
+   */
+  type: 'transport' | 'channel' | 'server' | 'callback';
+  transport?: TransportName | null;
+  channel?: string;
+  /** An ErrorCode, an HTTP status or a WebSocket close code. */
+  code?: string | number;
+  reason?: string;
+  message?: string;
+  error?: unknown;
+}
+
+export interface ClientOptions {
+  /** The ChannelMixin route. Default '/channels'. May carry a query string. */
+  url?: string;
+  /** Default: url + '/ws', as ws: or wss: on the page's origin. */
+  websocketUrl?: string | null;
+  /** The transports to try, in order. Default: all, as in TRANSPORTS. */
+  transports?: TransportName[];
+  /** Use only this transport (no fallback). */
+  transport?: TransportName | null;
+  /** Called for every reset, after the subscriptions' own onReset. */
+  onReset?: ((channel: string, reason: string) => void) | null;
+  /** Backoff bounds, ms. Defaults 500 and 20000. */
+  minReconnectDelay?: number;
+  maxReconnectDelay?: number;
+  /** ms to wait for a streaming transport's `connected` frame before stepping down. Default 5000. */
+  connectTimeout?: number;
+  /** ms a ping may be late before the connection counts as dead. Default 10000. */
+  maxPingDelay?: number;
+  /** ms between polls of the poll transport. Default 2000. */
+  pollInterval?: number;
+  /** Seconds a long-poll is held; sent as `timeout` when set. Default: the server's (25). */
+  longpollTimeout?: number | null;
+  /** ms an HTTP poll answer may take beyond the long-poll hold. Default 10000. */
+  requestTimeout?: number;
+  /** Send cookies cross-origin (fetch credentials 'include', EventSource withCredentials). */
+  withCredentials?: boolean;
+
+  // The environment, injectable (defaults: the global scope).
+  fetch?: (url: string, init?: object) => Promise<any>;
+  EventSource?: new (url: string, init?: {withCredentials?: boolean}) => any;
+  WebSocket?: new (url: string) => any;
+  setTimeout?: (fn: () => void, ms: number) => unknown;
+  clearTimeout?: (id: any) => void;
+  /** Source of randomness for the backoff jitter. */
+  random?: () => number;
+  /** Where 'online' events come from; null for none. */
+  window?: {
+    addEventListener(type: string, listener: () => void): void;
+    removeEventListener(type: string, listener: () => void): void;
+  } | null;
+  /** The page's location, to resolve a relative WebSocket URL; null for none. */
+  location?: {href: string} | null;
+  AbortController?: new () => any;
+  TextDecoder?: new () => any;
+}
+
+export class Client {
+  constructor(options?: ClientOptions);
+  /** The connection state. */
+  readonly state: ConnectionState;
+  /** The transport in use or being tried; null when disconnected. */
+  readonly transport: TransportName | null;
+  /**
+   * Call `callback` for each message of `channel`: state or retained history
+   * first on a fresh join, then new messages. Connects if needed.
+   * Throws a TypeError for an invalid channel name.
+   */
+  subscribe(channel: string, callback: (message: Message) => void, options?: SubscribeOptions): SubscriptionToken;
+  /** Remove one callback; true if the token was subscribed. */
+  unsubscribe(token: SubscriptionToken): boolean;
+  on(event: 'connecting' | 'connected' | 'disconnected', listener: (event: StateEvent) => void): this;
+  on(event: 'error', listener: (event: ErrorEvent) => void): this;
+  off(event: 'connecting' | 'connected' | 'disconnected' | 'error', listener?: (event: any) => void): this;
+  /** Drop every subscription and disconnect. */
+  close(): void;
+}
+
+export const version: string;
+export const TRANSPORTS: readonly TransportName[];
+
+export const FrameType: {
+  readonly MESSAGE: 'message';
+  readonly SUBSCRIBED: 'subscribed';
+  readonly UNSUBSCRIBED: 'unsubscribed';
+  readonly RESET: 'reset';
+  readonly ERROR: 'error';
+  readonly CONNECTED: 'connected';
+  readonly PING: 'ping';
+  readonly RECONNECT: 'reconnect';
+};
+
+export const ResetReason: {
+  readonly EPOCH_CHANGED: 'epoch_changed';
+  readonly HISTORY_TRIMMED: 'history_trimmed';
+  readonly POSITION_AHEAD: 'position_ahead';
+};
+
+export const ErrorCode: {
+  readonly FORBIDDEN: 'forbidden';
+  readonly TOKEN_REQUIRED: 'token_required';
+  readonly TOKEN_EXPIRED: 'token_expired';
+  readonly TOKEN_MALFORMED: 'token_malformed';
+  readonly TOKEN_BAD_SIGNATURE: 'token_bad_signature';
+  readonly TOKEN_NOT_YET_VALID: 'token_not_yet_valid';
+  readonly TOKEN_BAD_ALGORITHM: 'token_bad_algorithm';
+  readonly UNKNOWN_TRANSPORT: 'unknown_transport';
+  readonly INVALID_CHANNEL: 'invalid_channel';
+  readonly MALFORMED_CURSOR: 'malformed_cursor';
+  readonly TOO_MANY_CHANNELS: 'too_many_channels';
+  readonly NO_CHANNELS: 'no_channels';
+  readonly REQUEST_TOO_LARGE: 'request_too_large';
+  readonly BAD_PARAMETER: 'bad_parameter';
+  readonly BAD_MESSAGE: 'bad_message';
+  readonly SHUTTING_DOWN: 'shutting_down';
+};
+
+export const ReconnectReason: {
+  readonly BYTE_LIMIT: 'byte_limit';
+  readonly SLOW_CONSUMER: 'slow_consumer';
+  readonly SHUTDOWN: 'shutdown';
+  readonly TOKEN_EXPIRED: 'token_expired';
+};
+
+export const CloseCode: {
+  readonly NORMAL: 1000;
+  readonly GOING_AWAY: 1001;
+  readonly MESSAGE_TOO_BIG: 1009;
+  readonly SLOW_CONSUMER: 4001;
+  readonly EXPIRED: 4002;
+};
+
+/** Full-jitter backoff: a delay in [min, min(max, min + min * 2^attempt)]. */
+export function backoff(attempt: number, min: number, max: number, random?: () => number): number;
+
+/** Add `$.torChannels(options)` to a jQuery object (done on load when jQuery is present). */
+export function registerJQuery<T extends object>($: T): T & {torChannels(options?: ClientOptions): Client};
+
+declare global {
+  interface JQueryStatic {
+    /** The 2009 seed API: `$.torChannels({url: '/channels'})`. */
+    torChannels(options?: ClientOptions): Client;
+  }
+}
