@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import tornado.web
 
-from conftest import STREAMING, TRANSPORTS, Server, messages, outline, receive
+from support import STREAMING, TRANSPORTS, Server, messages, outline, receive
 from torchannels import ChannelMixin, Hub, Subscription
 
 each_transport = pytest.mark.parametrize("transport", TRANSPORTS)
@@ -109,8 +109,9 @@ async def test_can_access_is_asked_again_on_resume(
     first = await receive(server, transport, ["a", "b"], until=n_messages(2))
     assert sorted(cls.calls) == ["a", "b"]
     server.hub.channel("a").send({"n": 2})
-    second = await receive(server, transport, ["a", "b"], cursor=first.cursor,
-                           until=n_messages(1), sentinel="b")
+    second = await receive(
+        server, transport, ["a", "b"], cursor=first.cursor, until=n_messages(1), sentinel="b"
+    )
     assert outline(second.frames) == [("message", "a", {"n": 2})]
     assert sorted(cls.calls) == ["a", "a", "b", "b"]
 
@@ -133,8 +134,9 @@ async def test_resume_of_a_channel_now_denied_gets_an_error(
     allowed.discard("a")
     hub.channel("a").send({"n": 2})
     hub.channel("b").send({"n": 2})
-    second = await receive(server, transport, ["a", "b"], cursor=first.cursor,
-                           until=n_messages(1), sentinel="b")
+    second = await receive(
+        server, transport, ["a", "b"], cursor=first.cursor, until=n_messages(1), sentinel="b"
+    )
     assert outline(second.frames) == [("error", "a", "forbidden"), ("message", "b", {"n": 2})]
     positions = dict(entry.split("=", 1) for entry in second.cursor.split(",") if entry)
     assert "a" not in positions
@@ -165,20 +167,26 @@ async def test_subscription_gives_channel_and_handler(
     hub.channel("private:1").send({"n": 1})
     hub.channel("open").send({"n": 1})
 
-    as_alice = await receive(server, transport, ["private:1"], until=n_messages(1),
-                             user="alice")
+    as_alice = await receive(server, transport, ["private:1"], until=n_messages(1), user="alice")
     assert outline(as_alice.frames)[-1] == ("message", "private:1", {"n": 1})
 
-    as_bob = await receive(server, transport, ["private:1", "open"], until=n_messages(1),
-                           user="bob")
+    as_bob = await receive(
+        server, transport, ["private:1", "open"], until=n_messages(1), user="bob"
+    )
     assert outline(as_bob.frames) == [
         ("error", "private:1", "forbidden"),
         ("subscribed", "open", 0, None),
         ("message", "open", {"n": 1}),
     ]
 
-    by_cookie = await receive(server, transport, ["private:1"], until=n_messages(1),
-                              headers={"Cookie": "user=alice"}, user="bob")
+    by_cookie = await receive(
+        server,
+        transport,
+        ["private:1"],
+        until=n_messages(1),
+        headers={"Cookie": "user=alice"},
+        user="bob",
+    )
     assert outline(by_cookie.frames)[-1] == ("message", "private:1", {"n": 1})
 
     assert cls.seen[0] == ("private:1", "private:1", "<Subscription private:1>", True)
@@ -188,7 +196,9 @@ async def test_subscription_gives_channel_and_handler(
 
 @pytest.mark.parametrize("transport", ["poll", "stream"])
 async def test_http_error_in_can_access_denies_quietly(
-    make_server: Callable[..., Server], hub: Hub, transport: str,
+    make_server: Callable[..., Server],
+    hub: Hub,
+    transport: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     class Raising(ChannelMixin):
@@ -211,7 +221,9 @@ async def test_http_error_in_can_access_denies_quietly(
 
 @pytest.mark.parametrize("transport", ["poll", "sse"])
 async def test_crashing_can_access_denies_and_is_logged(
-    make_server: Callable[..., Server], hub: Hub, transport: str,
+    make_server: Callable[..., Server],
+    hub: Hub,
+    transport: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     class Buggy(ChannelMixin):

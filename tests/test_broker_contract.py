@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import eventually
+from support import eventually
 from torchannels import Broker, HistoryPolicy, MemoryBroker, Position, Publication
 from torchannels.errors import RESET_EPOCH, RESET_INVALID, RESET_TRIMMED
 
@@ -197,8 +197,9 @@ class TestBrokerContract:
 
     # -- read(since): resume --------------------------------------------------
 
-    @pytest.mark.parametrize(("since", "expected"), [(0, [1, 2, 3, 4, 5]), (2, [3, 4, 5]),
-                                                     (4, [5]), (5, [])])
+    @pytest.mark.parametrize(
+        ("since", "expected"), [(0, [1, 2, 3, 4, 5]), (2, [3, 4, 5]), (4, [5]), (5, [])]
+    )
     async def test_read_since_position(self, kit: Kit, since: int, expected: list[int]) -> None:
         pubs = await publish_n(kit.broker, "news", range(1, 6))
         pos = Position(pubs[0].epoch, since)
@@ -341,17 +342,21 @@ class TestBrokerContract:
         broker.configure_channel("chat:vip*", size=4)  # longer prefix configured first
         broker.configure_channel("chat:*", size=2)
         broker.configure_channel("chat:vip:1", size=1)
-        expected = {"chat:a": 2, "chat:vipx": 4, "chat:vip:1": 1, "chat:vip:2": 4,
-                    "other": 6, "chat": 6}
+        expected = {
+            "chat:a": 2,
+            "chat:vipx": 4,
+            "chat:vip:1": 1,
+            "chat:vip:2": 4,
+            "other": 6,
+            "chat": 6,
+        }
         for channel in expected:
             await publish_n(broker, channel, range(6))
         for channel, kept in expected.items():
             assert (await broker.info(channel)).history_length == kept, channel
             assert broker.policy_for(channel).size == (50 if kept == 6 else kept)
 
-    async def test_configure_channel_inherits_what_it_does_not_set(
-        self, make_kit: MakeKit
-    ) -> None:
+    async def test_configure_channel_inherits_what_it_does_not_set(self, make_kit: MakeKit) -> None:
         kit = await make_kit(HistoryPolicy(size=50, ttl=100))
         broker = kit.broker
         broker.configure_channel("news*", size=3)

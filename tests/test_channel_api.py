@@ -13,7 +13,7 @@ import pytest
 import tornado.web
 
 import torchannels
-from conftest import Server, content, messages, track_cursor
+from support import Server, content, messages, track_cursor
 from torchannels import ChannelNameError, Hub, MessageError, TorChannelsError, torchannel
 from torchannels.protocol import RESERVED_KEYS
 
@@ -173,8 +173,9 @@ def test_invalid_channel_name_is_refused(handler: type[SeedHandler]) -> None:
         handler.get_channel("no spaces please")
 
 
-async def _assert_nothing_stored(server: Server, handler: type[SeedHandler], name: str,
-                                 top: int) -> None:
+async def _assert_nothing_stored(
+    server: Server, handler: type[SeedHandler], name: str, top: int
+) -> None:
     info = await handler.get_channel(name).info()
     assert info.position.offset == top
     assert info.history_length == top

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import STREAMING, Server, eventually, messages, outline
+from support import STREAMING, Server, eventually, messages, outline
 from torchannels import ChannelMixin, Hub, MemoryBroker, Settings, Subscription
 
 
@@ -19,9 +19,7 @@ def at_top(server: Server, channel: str) -> str:
 
 async def test_longpoll_holds_then_answers_when_a_message_arrives(server: Server) -> None:
     cursor = at_top(server, "news")
-    task = asyncio.ensure_future(
-        server.poll("longpoll", channel="news", cursor=cursor, timeout=5)
-    )
+    task = asyncio.ensure_future(server.poll("longpoll", channel="news", cursor=cursor, timeout=5))
     await eventually(lambda: server.hub.local_subscribers("news") == 1)
     assert not task.done()
     sent = server.hub.channel("news").send({"n": 1})
@@ -34,9 +32,7 @@ async def test_longpoll_holds_then_answers_when_a_message_arrives(server: Server
 
 async def test_longpoll_ignores_other_channels_while_holding(server: Server) -> None:
     cursor = at_top(server, "news")
-    task = asyncio.ensure_future(
-        server.poll("longpoll", channel="news", cursor=cursor, timeout=5)
-    )
+    task = asyncio.ensure_future(server.poll("longpoll", channel="news", cursor=cursor, timeout=5))
     await eventually(lambda: server.hub.local_subscribers("news") == 1)
     server.hub.channel("sport").send({"n": 1})
     await asyncio.sleep(0.05)
@@ -87,13 +83,15 @@ async def test_client_disconnect_leaves_no_subscriber(server: Server, transport:
     cursor = at_top(server, "news") + "," + at_top(server, "more")
     client = server.stream(transport, channel=["news", "more"], cursor=cursor)
     await eventually(
-        lambda: server.hub.local_subscribers("news") == 1
-        and server.hub.local_subscribers("more") == 1
+        lambda: (
+            server.hub.local_subscribers("news") == 1 and server.hub.local_subscribers("more") == 1
+        )
     )
     client.close()
     await eventually(
-        lambda: server.hub.local_subscribers("news") == 0
-        and server.hub.local_subscribers("more") == 0,
+        lambda: (
+            server.hub.local_subscribers("news") == 0 and server.hub.local_subscribers("more") == 0
+        ),
         timeout=1,
     )
     # Publishing to the channels afterwards is harmless.
@@ -131,3 +129,16 @@ async def test_disconnect_while_can_access_is_pending_leaves_no_subscriber(
     gate.set()
     await asyncio.sleep(0.05)
     await eventually(lambda: hub.local_subscribers("news") == 0, timeout=1)
+
+
+async def test_timeout_above_the_server_maximum_is_capped(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(hub_=Hub(MemoryBroker(), Settings(longpoll_timeout=0.3)))
+    first = await server.poll("poll", channel="idle")
+    # 999 s is more than the server allows: it holds for its own 0.3 s
+    # maximum and answers with no frames, rather than refusing the request.
+    doc = await asyncio.wait_for(
+        server.poll("longpoll", channel="idle", cursor=first["cursor"], timeout="999"), 10
+    )
+    assert doc == {"cursor": first["cursor"], "frames": []}

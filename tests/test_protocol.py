@@ -10,9 +10,7 @@ from torchannels import BadRequest, ChannelNameError, Position, format_cursor, p
 from torchannels.errors import MALFORMED_CURSOR
 from torchannels.protocol import check_channel
 
-CHANNEL_ALPHABET = (
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:/@#$"
-)
+CHANNEL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:/@#$"
 
 
 @pytest.mark.parametrize(
@@ -123,11 +121,15 @@ def test_position_parse_invalid(text: str) -> None:
     [
         ("", {}),
         ("a=e:0", {"a": Position("e", 0)}),
-        ("chat=k3j2x9:17,news=k3j2x9:4", {"chat": Position("k3j2x9", 17),
-                                          "news": Position("k3j2x9", 4)}),
+        (
+            "chat=k3j2x9:17,news=k3j2x9:4",
+            {"chat": Position("k3j2x9", 17), "news": Position("k3j2x9", 4)},
+        ),
         ("x:y=ab:1", {"x:y": Position("ab", 1)}),
-        ("a=e1:1,b=e2:2,c=e3:3", {"a": Position("e1", 1), "b": Position("e2", 2),
-                                  "c": Position("e3", 3)}),
+        (
+            "a=e1:1,b=e2:2,c=e3:3",
+            {"a": Position("e1", 1), "b": Position("e2", 2), "c": Position("e3", 3)},
+        ),
     ],
 )
 def test_parse_cursor_valid(text: str, expected: dict[str, Position]) -> None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from conftest import Server
+from support import Server
 
 
 async def test_poll_delivers_published_message(server: Server) -> None:

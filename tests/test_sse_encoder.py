@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from conftest import parse_sse
+from support import parse_sse
 from torchannels.sse import encode_comment, encode_data, encode_event
 
 
@@ -92,7 +92,7 @@ def test_encode_event_refuses(args: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"x", b"a\nb", b"a\r\nb", b"a\rb", b"\n\n", b" x ", b"{\"k\": \"v\"}"],
+    [b"", b"x", b"a\nb", b"a\r\nb", b"a\rb", b"\n\n", b" x ", b'{"k": "v"}'],
 )
 def test_browser_sees_the_data_with_line_breaks_normalised(data: bytes) -> None:
     """What a spec-following parser rebuilds is the data, with every line

@@ -111,9 +111,9 @@ def parse_request(
             timeout = float(raw_timeout)
         except ValueError:
             timeout = math.nan
-        if not 0 < timeout <= settings.longpoll_timeout:
-            raise BadRequest(
-                BAD_PARAMETER,
-                f"timeout must be a number of seconds in (0, {settings.longpoll_timeout}]",
-            )
+        if not timeout > 0:  # also refuses NaN
+            raise BadRequest(BAD_PARAMETER, "timeout must be a positive number of seconds")
+        # Longer than the server allows is capped, not refused: a client
+        # cannot know the server's maximum.
+        timeout = min(timeout, settings.longpoll_timeout)
     return SubscribeRequest(transport, channels, cursor, timeout)

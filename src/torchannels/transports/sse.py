@@ -1,8 +1,8 @@
 """Server-Sent Events: ``text/event-stream`` for a plain browser EventSource.
 
 Messages are ``message`` events whose data is the message itself; control
-frames are named events (``subscribed``, ``reset``, ``error``, ``connected``,
-``reconnect``); pings are comments. Every event that moves a position has an
+frames are named events (``subscribed``, ``reset``, ``channel_error``,
+``connected``, ``reconnect``, ``ping``), so a page can watch for pings. Every event that moves a position has an
 ``id`` holding the connection's whole cursor, so the browser's own reconnect
 (with ``Last-Event-ID``) resumes every channel without loss or duplicates.
 
@@ -16,15 +16,20 @@ from __future__ import annotations
 from .. import frames as F
 from ..frames import Frame
 from ..protocol import Position, format_cursor
-from ..sse import encode_comment, encode_data, encode_event
+from ..sse import encode_data, encode_event
 from .base import apply
 from .streaming import StreamingTransport
 
-_PING = encode_comment("ping")
+#: SSE event names that differ from the frame type: EventSource fires its own
+#: "error" event on connection trouble, so ours must not share the name.
+EVENT_NAMES = {F.ERROR: "channel_error"}
 
 
 def _body(frame: Frame) -> bytes:
-    head = b"" if frame.kind == F.MESSAGE else b"event: " + frame.kind.encode() + b"\n"
+    if frame.kind == F.MESSAGE:
+        head = b""
+    else:
+        head = b"event: " + EVENT_NAMES.get(frame.kind, frame.kind).encode() + b"\n"
     return head + encode_data(frame.sse_data)
 
 
@@ -42,8 +47,6 @@ class SSETransport(StreamingTransport):
         return encode_event(retry=self.hub.settings.sse_retry_ms)[:-1]
 
     def encode(self, frame: Frame) -> bytes:
-        if frame.kind == F.PING:
-            return _PING
         body = frame.cached("sse", _body)
         if apply(self.cursor, frame):
             return body + b"id: " + format_cursor(self.cursor).encode() + b"\n\n"

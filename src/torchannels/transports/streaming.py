@@ -17,7 +17,7 @@ from typing import Any
 from tornado.ioloop import PeriodicCallback
 
 from .. import frames as F
-from ..errors import RECONNECT_BYTE_LIMIT, RECONNECT_EXPIRED
+from ..errors import RECONNECT_BYTE_LIMIT, RECONNECT_EXPIRED, RECONNECT_SLOW
 from ..frames import Frame
 from .base import Transport
 
@@ -32,6 +32,7 @@ class StreamingTransport(Transport):
         self._flushing = False
         self._ending = False
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._grace: asyncio.TimerHandle | None = None
 
     @abc.abstractmethod
     def encode(self, frame: Frame) -> bytes:
@@ -66,6 +67,8 @@ class StreamingTransport(Transport):
             pinger.stop()
             if expiry is not None:
                 expiry.cancel()
+            if self._grace is not None:
+                self._grace.cancel()
             self.session.close()
         if not self.closed:
             handler.finish()
@@ -119,15 +122,25 @@ class StreamingTransport(Transport):
         self._pump()
 
     def _abort(self) -> None:
-        """Drop a client that cannot keep up; it resumes from its positions."""
+        """Drop a client that cannot keep up: discard what it has not got,
+        end with ``reconnect`` (slow_consumer) so it comes back at once and
+        resumes from its positions, and cut it off if even that cannot be
+        written within ``ping_interval``."""
         self.hub.stats.slow_dropped += 1
-        self._ending = True
-        self._pending.clear()
-        self._pending_bytes = 0
-        self.closed = True
         self.session.close()
-        self.handler.request.connection.stream.close()  # type: ignore[union-attr]
-        self._finish()
+        self._ending = True
+        self._pending = [self.encode(F.reconnect(RECONNECT_SLOW))]
+        self._pending_bytes = 0
+        self._grace = asyncio.get_running_loop().call_later(
+            self.hub.settings.ping_interval, self._cut
+        )
+        self._pump()
+
+    def _cut(self) -> None:
+        if not self._done.done():
+            self.closed = True
+            self.handler.request.connection.stream.close()  # type: ignore[union-attr]
+            self._finish()
 
     def _finish(self) -> None:
         if not self._done.done():

@@ -146,27 +146,37 @@ class ChannelSocketMixin(WebSocketHandler):
             if not isinstance(names, list):
                 raise BadRequest(BAD_MESSAGE, '"channels" must be a list of channel names')
             limit = self.channel_hub.settings.max_channels
+            if not all(isinstance(n, str) for n in names):
+                raise BadRequest(BAD_MESSAGE, '"channels" must be a list of channel names')
             if kind == "subscribe":
-                cursor_text = command.get("cursor", "")
-                if not isinstance(cursor_text, str):
-                    raise BadRequest(BAD_MESSAGE, '"cursor" must be a string')
-                channels = check_channels(names, limit)
-                cursor = parse_cursor(cursor_text, limit)
-                new = [c for c in channels if c not in session.channels]
-                check_channels([*session.channels, *new], limit)
-                await session.subscribe(new, cursor, live=True)
+                await self._subscribe(session, names, command.get("cursor", ""), limit)
             elif kind == "unsubscribe":
-                for channel in check_channels(names, limit):
-                    if session.unsubscribe(channel):
-                        self._write(
-                            ws_text_frame(dumps({"type": UNSUBSCRIBED, "channel": channel}))
-                        )
+                for channel in dict.fromkeys(names):
+                    session.unsubscribe(channel)  # answered even if not held
+                    self._write(ws_text_frame(dumps({"type": UNSUBSCRIBED, "channel": channel})))
             else:
                 raise BadRequest(BAD_MESSAGE, f"unknown command type {kind!r}")
         except ValueError:
             self._error(BAD_MESSAGE, "a command must be JSON text")
         except BadRequest as exc:
             self._error(exc.code, exc.message)
+
+    async def _subscribe(
+        self, session: Session, names: list[str], cursor_text: object, limit: int
+    ) -> None:
+        """A refused subscribe answers every named channel with an ``error``
+        frame carrying the code, so the client knows what is not served."""
+        try:
+            if not isinstance(cursor_text, str):
+                raise BadRequest(BAD_MESSAGE, '"cursor" must be a string')
+            channels = check_channels(list(names), limit)
+            cursor = parse_cursor(cursor_text, limit)
+            new = [c for c in channels if c not in session.channels]
+            check_channels([*session.channels, *new], limit)
+        except BadRequest as exc:
+            self._send([F.error(n, exc.code, exc.message) for n in dict.fromkeys(names)])
+            return
+        await session.subscribe(new, cursor, live=True)
 
     def on_close(self) -> None:
         self._closing = True
