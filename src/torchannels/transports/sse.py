@@ -2,9 +2,10 @@
 
 Messages are ``message`` events whose data is the message itself; control
 frames are named events (``subscribed``, ``reset``, ``channel_error``,
-``connected``, ``reconnect``, ``ping``), so a page can watch for pings. Every event that moves a position has an
-``id`` holding the connection's whole cursor, so the browser's own reconnect
-(with ``Last-Event-ID``) resumes every channel without loss or duplicates.
+``connected``, ``reconnect``, ``ping``), so a page can watch for pings.
+Every event that moves a position has an ``id`` holding the connection's
+whole cursor, so the browser's own reconnect (with ``Last-Event-ID``)
+resumes every channel without loss or duplicates.
 
 The event's ``event``/``data`` lines are built once per frame and shared by
 all recipients; only the short ``id`` line is per connection, because each
