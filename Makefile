@@ -1,4 +1,4 @@
-# torchannels: `make run` starts the example app, `make test` runs every check.
+# torchannels: `make run` starts the hub, `make test` runs every check.
 # Both set up what they need from a clean clone (a venv in .venv, Chromium
 # from Debian's packages for the browser tests, jQuery from npm as a fixture).
 
@@ -6,9 +6,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
-PORT   ?= 8888
+PORT   ?= 8090
 
-.PHONY: setup run test lint typecheck test-js test-py browser clean
+.PHONY: setup run example test lint typecheck test-js test-py browser clean
 
 setup: $(VENV)/.installed
 
@@ -18,8 +18,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# The standalone hub on the in-memory broker, with its demo page at /.
+# Options come from flags, TORCHANNELS_* variables or a TOML file.
 run: setup
-	$(PY) examples/seed_app.py --host $(HOST) --port $(PORT)
+	$(VENV)/bin/torchannels serve --host $(HOST) --port $(PORT)
+
+# The seed README's app, embedding torchannels in a Tornado app.
+example: setup
+	$(PY) examples/seed_app.py --host $(HOST) --port 8888
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
