@@ -32,6 +32,20 @@ log = logging.getLogger("torchannels.cli")
 DEFAULT_URL = "http://127.0.0.1:8090"
 
 
+MAX_TTL = 10 * 365 * 86400.0
+
+
+def _ttl(text: str) -> float:
+    """A token lifetime: a finite number of seconds, more than 0, at most ten years."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= MAX_TTL:  # also refuses NaN and infinities
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most {MAX_TTL:.0f}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torchannels", description="Real-time channels for Tornado: a standalone hub."
@@ -70,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="a channel or prefix pattern ending in * the token allows; repeat for more",
     )
-    token.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds (3600)")
+    token.add_argument("--ttl", type=_ttl, default=3600.0, help="lifetime in seconds (3600)")
     token.add_argument("--sub", help="the subject (user id) to put in the token")
     token.add_argument("--secret", help="the shared secret (env TORCHANNELS_TOKEN_SECRET)")
     return parser
@@ -82,6 +96,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         if args.command == "serve":
             config = load_config(args, env)
+            if config.metrics:
+                try:
+                    from . import metrics  # noqa: F401 - fail now, not at the first scrape
+                except ImportError as exc:
+                    print(f"torchannels: {exc}", file=sys.stderr)
+                    return 2
             logging.basicConfig(
                 level=config.log_level.upper(),
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -102,9 +122,9 @@ async def serve(config: HubConfig) -> int:
 
     hub = make_hub(config)
     app = make_app(config, hub)
-    # Tornado refuses bodies over max_body_size before our handler can answer;
-    # leave room so a moderately oversized publish gets the API's clean 413.
-    server = HTTPServer(app, max_body_size=config.max_publish_bytes * 4 + 65536)
+    # The API streams bodies and answers 413 itself past max_publish_bytes;
+    # Tornado's own cap only bounds how much of an oversized body is read.
+    server = HTTPServer(app, max_body_size=max(64 << 20, config.max_publish_bytes * 2))
     try:
         sockets = bind_sockets(config.port, config.host)
     except OSError as exc:

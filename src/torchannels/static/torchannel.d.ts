@@ -52,9 +52,10 @@ export interface ErrorEvent {
   /**
    * 'transport': a connection or request failed (the client retries);
    * 'channel': the server refused a channel; 'server': an error frame naming
-   * no channel; 'callback': an application callback threw.
+   * no channel; 'token': getToken() threw, rejected or gave no string (the
+   * client retries after a pause); 'callback': an application callback threw.
    */
-  type: 'transport' | 'channel' | 'server' | 'callback';
+  type: 'transport' | 'channel' | 'server' | 'token' | 'callback';
   transport?: TransportName | null;
   channel?: string;
   /** An ErrorCode, an HTTP status or a WebSocket close code. */
@@ -84,12 +85,27 @@ export interface ClientOptions {
   maxPingDelay?: number;
   /** ms between polls of the poll transport. Default 2000. */
   pollInterval?: number;
-  /** Seconds a long-poll is held; sent as `timeout` when set. Default: the server's (25). */
+  /**
+   * Seconds a long-poll may be held, sent as `timeout`; the server caps it to
+   * its own maximum. Default 25; null sends none.
+   */
   longpollTimeout?: number | null;
   /** ms an HTTP poll answer may take beyond the long-poll hold. Default 10000. */
   requestTimeout?: number;
   /** Send cookies cross-origin (fetch credentials 'include', EventSource withCredentials). */
   withCredentials?: boolean;
+  /**
+   * A subscription token (the hub's signed JWT), sent as the `token` query
+   * parameter of every request, EventSource URL and WebSocket URL.
+   */
+  token?: string | null;
+  /**
+   * Gives a fresh token: called before connecting when there is no `token`,
+   * and whenever the server says the token lapsed (the channels then resume
+   * from their positions). A string, or null for none; may return a Promise.
+   * Failures are retried with backoff.
+   */
+  getToken?: (() => string | null | PromiseLike<string | null>) | null;
 
   // The environment, injectable (defaults: the global scope).
   fetch?: (url: string, init?: object) => Promise<any>;
@@ -124,6 +140,12 @@ export class Client {
   subscribe(channel: string, callback: (message: Message) => void, options?: SubscribeOptions): SubscriptionToken;
   /** Remove one callback; true if the token was subscribed. */
   unsubscribe(token: SubscriptionToken): boolean;
+  /**
+   * Use this subscription token (null: none) for every later request or
+   * connection; live connections are kept. Channels refused for a token
+   * reason (codes token_*) are asked for again.
+   */
+  setToken(token: string | null): void;
   on(event: 'connecting' | 'connected' | 'disconnected', listener: (event: StateEvent) => void): this;
   on(event: 'error', listener: (event: ErrorEvent) => void): this;
   off(event: 'connecting' | 'connected' | 'disconnected' | 'error', listener?: (event: any) => void): this;
@@ -159,6 +181,7 @@ export const ErrorCode: {
   readonly TOKEN_BAD_SIGNATURE: 'token_bad_signature';
   readonly TOKEN_NOT_YET_VALID: 'token_not_yet_valid';
   readonly TOKEN_BAD_ALGORITHM: 'token_bad_algorithm';
+  readonly TOKEN_UNSUPPORTED: 'token_unsupported';
   readonly UNKNOWN_TRANSPORT: 'unknown_transport';
   readonly INVALID_CHANNEL: 'invalid_channel';
   readonly MALFORMED_CURSOR: 'malformed_cursor';

@@ -57,6 +57,7 @@
     TOKEN_BAD_SIGNATURE: 'token_bad_signature',
     TOKEN_NOT_YET_VALID: 'token_not_yet_valid',
     TOKEN_BAD_ALGORITHM: 'token_bad_algorithm',
+    TOKEN_UNSUPPORTED: 'token_unsupported', // the hub was started without a token secret
     // HTTP 400 answers
     UNKNOWN_TRANSPORT: 'unknown_transport',
     INVALID_CHANNEL: 'invalid_channel',
@@ -90,6 +91,9 @@
   /** Every transport, in the order the client tries them. */
   var TRANSPORTS = Object.freeze(['websocket', 'sse', 'stream', 'longpoll', 'poll']);
 
+  /** The SSE event name of `error` frames (EventSource has an `error` event of its own). */
+  var SSE_CHANNEL_ERROR = 'channel_error';
+
   var CHANNEL_RE = /^[A-Za-z0-9_\-.:/@#$]{1,128}$/;
 
   var DEFAULTS = {
@@ -103,9 +107,11 @@
     connectTimeout: 5000, // ms to wait for `connected` on a streaming transport
     maxPingDelay: 10000, // ms a ping may be late before the connection counts as dead
     pollInterval: 2000,
-    longpollTimeout: null, // s; sent as `timeout` when set (the server's default is 25)
+    longpollTimeout: 25, // s, sent as `timeout`; the server caps it to its own maximum
     requestTimeout: 10000, // ms a poll answer may take beyond the long-poll hold
-    withCredentials: false
+    withCredentials: false,
+    token: null, // a subscription token, sent as the `token` query parameter
+    getToken: null // () => token or Promise of one: called for a fresh token when it lapses
   };
 
   // ---- Small helpers ----
@@ -128,8 +134,20 @@
     }
   }
 
+  /** `url` with the query parameter `token` (replacing any it had), or as it is without a token. */
+  function withToken(url, token) {
+    if (!token) return url;
+    var q = url.indexOf('?');
+    var query = q < 0 ? [] : url.slice(q + 1).split('&').filter(function (p) {
+      return p && p.split('=')[0] !== 'token';
+    });
+    query.push('token=' + encodeURIComponent(token));
+    return (q < 0 ? url : url.slice(0, q)) + '?' + query.join('&');
+  }
+
   /** The subscribe request of the HTTP transports (docs/protocol.md). */
   function httpUrl(base, transport, params, extra) {
+    base = withToken(base, params.auth);
     var query = ['transport=' + transport];
     params.channels.forEach(function (c) { query.push('channel=' + encodeURIComponent(c)); });
     if (params.cursor) query.push('cursor=' + encodeURIComponent(params.cursor));
@@ -200,7 +218,8 @@
   //   new T(client, name); t.open(); t.close(); t.name;
   //   t.streaming: the server opens with a `connected` frame (watched by connectTimeout);
   //   t.seesPings: the client sees the server's pings (watched by maxPingDelay);
-  //   t.inBand: subscribe(channels, cursor)/unsubscribe(channels) on the open connection.
+  //   t.inBand: subscribe(channels, cursor)/unsubscribe(channels) on the open connection;
+  //   t.auth: the subscription token its current request or socket carries.
   // A transport asks client._params() for {channels, cursor} whenever it makes
   // a request, hands every frame to client._frame(t, frame) and reports its
   // end once with client._fail(t, info); the client ignores all of it from a
@@ -230,11 +249,15 @@
     open() {
       var self = this, c = this.client, env = c._env, opts = c._opts;
       var controller = env.AbortController ? new env.AbortController() : null;
+      // The server holds min(timeout, its longpoll_timeout), so the hold
+      // never outlasts the deadline below.
       var extra = this.hold && opts.longpollTimeout ? 'timeout=' + opts.longpollTimeout : null;
       var limit = opts.requestTimeout + (this.hold ? (opts.longpollTimeout || 25) * 1000 : 0);
+      var params = c._params();
+      this.auth = params.auth;
       this._abort = controller;
       this._timer = env.setTimeout(function () { self._end({reason: 'timeout'}); }, limit);
-      env.fetch(httpUrl(c._url, this.name, c._params(), extra), fetchInit(c, controller))
+      env.fetch(httpUrl(c._url, this.name, params, extra), fetchInit(c, controller))
         .then(function (res) {
           return res.text().then(function (text) { self._answer(res, text); });
         })
@@ -254,6 +277,7 @@
       }
       for (var i = 0; i < doc.frames.length && !this.closed; i++) c._frame(this, doc.frames[i]);
       if (this.closed) return;
+      c._answered(this);
       if (this.hold) this.open();
       else this._timer = c._env.setTimeout(function () { self.open(); }, c._opts.pollInterval);
     }
@@ -284,8 +308,10 @@
     open() {
       var self = this, c = this.client, env = c._env;
       var controller = env.AbortController ? new env.AbortController() : null;
+      var params = c._params();
+      this.auth = params.auth;
       this._abort = controller;
-      env.fetch(httpUrl(c._url, this.name, c._params()), fetchInit(c, controller))
+      env.fetch(httpUrl(c._url, this.name, params), fetchInit(c, controller))
         .then(function (res) {
           if (self.closed) return;
           if (!res.ok) return res.text().then(function (text) { self._end(httpFailure(res.status, text)); });
@@ -338,28 +364,25 @@
       this.client = client;
       this.name = name;
       this.streaming = true;
-      // The server's pings are SSE comments, which EventSource never shows.
-      // A `ping` event, if a server sends one, still arms the watchdog.
-      this.seesPings = false;
+      this.seesPings = true; // `ping` events
       this.closed = false;
       this._es = null;
     }
 
     open() {
       var self = this, c = this.client;
-      var es = this._es = new c._env.EventSource(httpUrl(c._url, this.name, c._params()),
+      var params = c._params();
+      this.auth = params.auth;
+      var es = this._es = new c._env.EventSource(httpUrl(c._url, this.name, params),
         {withCredentials: !!c._opts.withCredentials});
       function named(event) { self._data(event.data, null); }
-      [FrameType.CONNECTED, FrameType.SUBSCRIBED, FrameType.RESET, FrameType.RECONNECT, FrameType.PING]
-        .forEach(function (type) { es.addEventListener(type, named); });
+      [FrameType.CONNECTED, FrameType.SUBSCRIBED, FrameType.RESET, FrameType.RECONNECT, FrameType.PING,
+        SSE_CHANNEL_ERROR].forEach(function (type) { es.addEventListener(type, named); });
       // Message frames are default events whose data is the message itself.
       es.addEventListener('message', function (event) { self._data(event.data, FrameType.MESSAGE); });
-      es.addEventListener('error', function (event) {
-        // The server's `error` frames share their name with EventSource's own
-        // error event; only theirs carry data.
-        if (typeof event.data === 'string') self._data(event.data, null);
-        else self._end({reason: 'network'});
-      });
+      // EventSource's own error event: the connection failed or ended. (The
+      // server's error frames are `channel_error` events.)
+      es.addEventListener('error', function () { self._end({reason: 'network'}); });
     }
 
     _data(text, wrap) {
@@ -397,7 +420,9 @@
 
     open() {
       var self = this, c = this.client;
-      var ws = this._ws = new c._env.WebSocket(c._wsUrl);
+      // The socket's token is the one in its URL, for its whole life.
+      this.auth = c._auth;
+      var ws = this._ws = new c._env.WebSocket(withToken(c._wsUrl, this.auth));
       ws.onopen = function () {
         if (self.closed) return;
         self._open = true;
@@ -414,6 +439,8 @@
         var code = event.code;
         if (code === CloseCode.GOING_AWAY || code === CloseCode.SLOW_CONSUMER) {
           self._end({reason: 'closed', code: code, message: event.reason, retry: 'now'});
+        } else if (code === CloseCode.EXPIRED) {
+          self._end({reason: ReconnectReason.TOKEN_EXPIRED, code: code, message: event.reason, retry: 'token'});
         } else if (code === CloseCode.MESSAGE_TOO_BIG) {
           self._end({reason: 'closed', code: code, message: event.reason, retry: 'backoff'});
         } else {
@@ -442,9 +469,9 @@
       var channel = type === FrameType.MESSAGE ? frame.data && frame.data.channel : frame.channel;
       var leaving = channel && this._leaving.get(channel);
       if (leaving) {
-        // The server answers an unsubscribe with `unsubscribed`, or with
-        // nothing when the channel had already failed with an `error`.
-        if (type === FrameType.UNSUBSCRIBED || type === FrameType.ERROR) {
+        // The server answers every unsubscribe with one `unsubscribed` per
+        // channel, held or not: everything before it is the old subscription's.
+        if (type === FrameType.UNSUBSCRIBED) {
           if (leaving > 1) this._leaving.set(channel, leaving - 1);
           else this._leaving.delete(channel);
         }
@@ -495,6 +522,13 @@
       var env = this._env = environment(o);
       this._url = o.url;
       this._wsUrl = o.websocketUrl || websocketUrl(o.url, env.location);
+      if (o.token != null && typeof o.token !== 'string') throw new TypeError('torchannels: token must be a string');
+      if (o.getToken != null && typeof o.getToken !== 'function') {
+        throw new TypeError('torchannels: getToken must be a function');
+      }
+      if (o.longpollTimeout != null && !(o.longpollTimeout > 0)) {
+        throw new TypeError('torchannels: longpollTimeout must be a positive number of seconds, or null');
+      }
       var wanted = o.transport ? [o.transport] : o.transports;
       wanted.forEach(function (name) {
         if (TRANSPORTS.indexOf(name) < 0) throw new Error('torchannels: unknown transport ' + name);
@@ -508,7 +542,7 @@
       this.state = 'disconnected';
       this._subs = []; // {token, channel, callback, onReset, onError}, in subscribe order
       this._lastToken = 0;
-      this._denied = new Set(); // channels the server refused: not asked for again
+      this._denied = new Map(); // channel -> code: channels the server refused, not asked for again
       this._active = new Set(); // channels the current connection was asked for
       this._positions = new Map(); // channel -> 'epoch:offset', for active channels
       this._listeners = {};
@@ -520,6 +554,13 @@
       this._pingMs = 0;
       this._serverPing = 0;
       this._progress = false;
+      // The subscription token (`token` query parameter); named `auth` here,
+      // apart from the tokens subscribe() returns.
+      this._auth = o.token || null;
+      this._authStale = !this._auth && !!o.getToken; // ask getToken() before connecting
+      this._authCall = null; // the pending getToken() call
+      this._authWait = false; // waiting for a token: a getToken() call, or the pause after one failed
+      this._authAttempt = 0; // token refreshes since a token last proved good
       var self = this;
       this._onOnline = function () { self._online(); };
     }
@@ -559,6 +600,23 @@
       if (this._subs.length === before) return false;
       this._scheduleSync();
       return true;
+    }
+
+    /**
+     * Use `token` (a string; null for none) from now on: every later request
+     * or connection carries it. Live connections are kept. Channels the
+     * server refused for a token reason (codes token_*) are asked for again.
+     */
+    setToken(token) {
+      if (token != null && typeof token !== 'string') throw new TypeError('torchannels: token must be a string');
+      this._authCall = null; // a pending getToken() answer comes too late now
+      this._useToken(token);
+      if (this._authWait) {
+        // The client was waiting for a token: connect with this one now.
+        this._authWait = false;
+        this._cancel('reconnect');
+        this._open();
+      }
     }
 
     /** Listen to 'connecting', 'connected', 'disconnected' or 'error'. */
@@ -609,7 +667,8 @@
       var added = want.filter(function (c) { return !active.has(c); });
       var removed = Array.from(active).filter(function (c) { return want.indexOf(c) < 0; });
       if (!added.length && !removed.length) return;
-      if (t.inBand) {
+      // A socket keeps the token of its URL: new channels under another token need a new socket.
+      if (t.inBand && (!added.length || t.auth === this._auth)) {
         this._setActive(want);
         t.unsubscribe(removed);
         t.subscribe(added, this._cursor(added));
@@ -630,7 +689,7 @@
     _params() {
       var channels = this._desired();
       this._setActive(channels);
-      return {channels: channels, cursor: this._cursor(channels)};
+      return {channels: channels, cursor: this._cursor(channels), auth: this._auth};
     }
 
     _setActive(channels) {
@@ -658,6 +717,8 @@
       this._teardown();
       this._cancel('reconnect');
       this._cancel('sync');
+      this._authCall = null;
+      this._authWait = false;
       this._setActive([]);
       var win = this._env.window;
       if (win && win.removeEventListener) win.removeEventListener('online', this._onOnline);
@@ -666,6 +727,7 @@
 
     _open() {
       if (!this._desired().length) return this._stop('idle');
+      if (this._authStale && this._opts.getToken) return this._fetchToken();
       var self = this, name = this._candidates[this._index];
       var t = this._transport = new TRANSPORT_CLASSES[name](this, name);
       this._progress = false; // no channel frame on this connection yet
@@ -697,6 +759,11 @@
     /** The current transport ended: choose the next attempt and when. */
     _fail(t, info) {
       if (t !== this._transport) return;
+      if (info.retry === 'token' && this._tokenExpired(t)) return;
+      // "Reconnect at once" (close 1001, 4001) from a connection that served
+      // no channel frame would only repeat itself (a catch-up the server
+      // cannot send): pause first, as for a reconnect frame.
+      if (info.retry === 'now' && !this._progress) info = Object.assign({}, info, {retry: 'backoff'});
       this._teardown();
       if (info.retry !== 'now') {
         this._emit('error', {type: 'transport', transport: t.name, reason: info.reason,
@@ -722,6 +789,86 @@
       this._setState('connecting', {transport: this._candidates[i], reason: info.reason});
       var self = this;
       this._after('reconnect', delay, function () { self._open(); });
+    }
+
+    // -- tokens --
+
+    /** Call getToken() and connect with what it gives; retried with backoff when it fails. */
+    _fetchToken() {
+      var self = this, call = this._authCall = {};
+      this._authWait = true;
+      function settle(ok, value) {
+        if (self._authCall !== call) return; // stopped, or setToken() came first
+        self._authCall = null;
+        if (ok && value != null && typeof value !== 'string') {
+          ok = false;
+          value = new TypeError('torchannels: getToken() must give a token string (or null for none)');
+        }
+        if (!ok) {
+          self._emit('error', {type: 'token', transport: self.transport, reason: 'get_token',
+            message: value && value.message, error: value});
+          if (!self._authWait) return; // a listener called close() or setToken()
+          var o = self._opts;
+          var delay = backoff(self._authAttempt++, o.minReconnectDelay, o.maxReconnectDelay, self._env.random);
+          return self._after('reconnect', delay, function () { self._open(); });
+        }
+        self._authWait = false;
+        self._useToken(value);
+        self._open();
+      }
+      var result;
+      try {
+        result = this._opts.getToken();
+      } catch (err) {
+        return settle(false, err);
+      }
+      Promise.resolve(result).then(function (v) { settle(true, v); }, function (err) { settle(false, err); });
+    }
+
+    _useToken(token) {
+      this._auth = token || null;
+      this._authStale = false;
+      // Refusals for a token reason may not hold for this token: ask again.
+      var denied = this._denied, again = false;
+      denied.forEach(function (code, channel) {
+        if (/^token_/.test(code)) {
+          denied.delete(channel);
+          again = true;
+        }
+      });
+      if (again) this._scheduleSync();
+    }
+
+    /**
+     * The server says the token behind `t` lapsed (a reconnect frame, close
+     * 4002, or an error frame token_expired). With a newer token than t's
+     * (setToken) or with getToken, replace the connection, keeping every
+     * position, and return true; otherwise false (the caller goes on as
+     * without tokens: the server will refuse the channels that need one).
+     */
+    _tokenExpired(t) {
+      var newer = t.auth !== this._auth;
+      if (!newer && !this._opts.getToken) return false;
+      var delay = 0, o = this._opts;
+      if (!newer) {
+        this._authStale = true;
+        this._authWait = true;
+        // A fresh token that lapses again at once: pause before the next one.
+        if (this._authAttempt > 0) {
+          delay = backoff(this._authAttempt - 1, o.minReconnectDelay, o.maxReconnectDelay, this._env.random);
+        }
+        this._authAttempt++;
+      }
+      this._teardown();
+      this._setState('connecting', {transport: t.name, reason: ReconnectReason.TOKEN_EXPIRED});
+      var self = this;
+      this._after('reconnect', delay, function () { self._open(); });
+      return true;
+    }
+
+    /** A poll answer without a lapsed token: the token works. */
+    _answered(t) {
+      if (t === this._transport) this._authAttempt = 0;
     }
 
     _online() {
@@ -750,6 +897,7 @@
           break;
         case FrameType.PING:
           if (!this._pingMs && this._serverPing) this._watchPings();
+          this._authAttempt = 0; // the connection lived a ping interval: its token works
           break;
         case FrameType.MESSAGE:
           var data = f.data;
@@ -770,10 +918,14 @@
           this._resetChannel(channel, f.reason);
           break;
         case FrameType.ERROR:
-          if (channel) this._refuse(channel, f);
-          else this._emit('error', {type: 'server', transport: t.name, code: f.code, message: f.message});
+          if (!channel) {
+            this._emit('error', {type: 'server', transport: t.name, code: f.code, message: f.message});
+          } else if (!(f.code === ErrorCode.TOKEN_EXPIRED && this._active.has(channel) && this._tokenExpired(t))) {
+            this._refuse(channel, f);
+          }
           break;
         case FrameType.RECONNECT:
+          if (f.reason === ReconnectReason.TOKEN_EXPIRED && this._tokenExpired(t)) break;
           // A planned end (e.g. the stream's byte limit): resume at once. But
           // a server that ends connections before serving anything (shutting
           // down, an expired token) gets a backoff pause, not a tight loop.
@@ -818,7 +970,7 @@
       if (!this._active.has(channel)) return;
       this._positions.delete(channel);
       this._active.delete(channel);
-      this._denied.add(channel);
+      this._denied.set(channel, f.code);
       var error = {channel: channel, code: f.code, message: f.message};
       this._subs.slice().forEach(function (s) {
         if (s.channel === channel && s.onError) this._call(s.onError, error);

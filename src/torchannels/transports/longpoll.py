@@ -7,6 +7,7 @@ import contextlib
 import time
 
 from .. import frames as F
+from ..errors import RECONNECT_EXPIRED
 from ..frames import Frame
 from .poll import PollTransport
 
@@ -44,3 +45,5 @@ class LongPollTransport(PollTransport):
                 await asyncio.wait_for(asyncio.shield(self._wake), timeout)
         finally:
             self.hub.connection_closed(self)
+        if not self.frames and self.expires is not None and time.time() >= self.expires:
+            self.frames.append(F.reconnect(RECONNECT_EXPIRED))
