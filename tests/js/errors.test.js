@@ -98,3 +98,27 @@ test('websocket close 1009 (command too big) is reported and retried after a pau
   await ctx.clock.tick(750);
   assert.deepEqual(ctx.attempts, ['websocket', 'websocket']);
 });
+
+test('sse: channel_error events are refusals; EventSource error events are connection failures', async () => {
+  const ctx = setup({transport: 'sse'});
+  const errors = [];
+  ctx.client.subscribe('secret', () => {}, {onError: (e) => errors.push(e)});
+  ctx.client.subscribe('news', () => {});
+  await ctx.clock.tick(0);
+  const es = ctx.EventSource.instances[0];
+  es.frame(F.connected('sse'), F.subscribed('news', 2));
+  es.dispatch('channel_error', {type: 'channel_error',
+    data: JSON.stringify({type: 'error', channel: 'secret', code: 'forbidden', message: 'no'})});
+  assert.deepEqual(errors, [{channel: 'secret', code: 'forbidden', message: 'no'}]);
+  assert.equal(es.closed, false, 'a refused channel does not end the connection');
+  // EventSource's own error event (the connection broke), even one carrying
+  // data, is no channel refusal.
+  es.dispatch('error', {type: 'error', data: JSON.stringify({type: 'error', channel: 'news', code: 'forbidden'})});
+  assert.equal(errors.length, 1);
+  assert.equal(es.closed, true);
+  assert.equal(ctx.events.filter((e) => e.event === 'error').pop().type, 'transport');
+  await ctx.clock.tick(750);
+  const next = ctx.EventSource.instances[1];
+  assert.deepEqual(next.channels, ['news']);
+  assert.equal(next.cursor, 'news=e1:2');
+});

@@ -57,6 +57,8 @@ function query(url) {
     channels: u.searchParams.getAll('channel'),
     cursor: u.searchParams.get('cursor') || '',
     timeout: u.searchParams.get('timeout'),
+    token: u.searchParams.get('token'),
+    tokens: u.searchParams.getAll('token'),
     path: u.pathname,
   };
 }
@@ -164,7 +166,10 @@ function fakeEventSourceClass(attempts = []) {
     frame(...frames) {
       for (const f of frames) {
         if (f.type === 'message') this.dispatch('message', {type: 'message', data: JSON.stringify(f.data)});
-        else this.dispatch(f.type, {type: f.type, data: JSON.stringify(f)});
+        else {
+          const name = f.type === 'error' ? 'channel_error' : f.type; // as transports/sse.py names it
+          this.dispatch(name, {type: name, data: JSON.stringify(f)});
+        }
       }
     }
 
@@ -185,6 +190,7 @@ function fakeWebSocketClass(attempts = []) {
   class FakeWebSocket {
     constructor(url) {
       this.url = url;
+      this.token = query(url).token;
       this.sent = [];
       this.readyState = 0;
       this.closedWith = null;

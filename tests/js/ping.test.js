@@ -44,17 +44,27 @@ test('stream: missing pings reconnect with the cursor', async () => {
   assert.equal(ctx.http.last().cursor, 'a=e1:2');
 });
 
-test('sse: pings are invisible comments, so only a ping event arms the watchdog', async () => {
+test('sse: the watchdog runs from the connected event; ping events keep the connection alive', async () => {
   const ctx = setup({transport: 'sse', maxPingDelay: 1000});
   ctx.client.subscribe('a', () => {});
   await ctx.clock.tick(0);
   const es = ctx.EventSource.instances[0];
-  es.frame(F.connected('sse', 1), F.subscribed('a', 0));
-  await ctx.clock.tick(60000);
-  assert.equal(es.closed, false, 'a quiet channel is no dead connection');
-  es.frame(F.ping());
-  await ctx.clock.tick(2000);
-  assert.equal(es.closed, true);
+  assert.ok(es.listeners.ping, 'listens to ping events');
+  es.frame(F.connected('sse', 1), F.subscribed('a', 3));
+  await ctx.clock.tick(1999);
+  assert.equal(es.closed, false);
+  await ctx.clock.tick(1);
+  assert.equal(es.closed, true, 'no ping within 1 s + maxPingDelay: dead');
+  assert.equal(ctx.events.find((e) => e.event === 'error').reason, 'ping_timeout');
+  await ctx.clock.tick(750);
+  const next = ctx.EventSource.instances[1];
+  assert.equal(next.cursor, 'a=e1:3');
+  next.frame(F.connected('sse', 1));
+  for (let i = 0; i < 5; i++) {
+    await ctx.clock.tick(1900);
+    next.frame(F.ping()); // as the server sends it: event: ping, data {"type":"ping"}
+  }
+  assert.equal(next.closed, false, 'alive while pings come');
 });
 
 test('longpoll: an answer that never comes is abandoned and asked again', async () => {

@@ -4,7 +4,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const {setup, recorder, frames: F} = require('./fakes.js');
+const {setup, recorder, parseCursor, frames: F} = require('./fakes.js');
 
 test('stream resumes every channel from its own position after a drop', async () => {
   const {clock, http, client, events} = setup({transport: 'stream'});
@@ -148,4 +148,60 @@ test('a reconnect frame before anything was served waits out a pause instead of 
   await clock.tick(750);
   assert.equal(http.requests.length, 3);
   assert.equal(http.last().cursor, 'a=e1:0');
+});
+
+for (const transport of ['stream', 'sse']) {
+  test(`${transport}: reconnect slow_consumer resumes at once from the last frame that arrived`, async () => {
+    const {clock, http, EventSource, client, events} = setup({transport});
+    const r = recorder();
+    client.subscribe('a', r.on());
+    client.subscribe('b', r.on());
+    await clock.tick(0);
+    let s, closed;
+    if (transport === 'stream') {
+      const req = http.last();
+      const w = req.stream();
+      s = (...f) => w.write(...f);
+      closed = () => req.aborted;
+    } else {
+      const es = EventSource.instances[0];
+      s = (...f) => es.frame(...f);
+      closed = () => es.closed;
+    }
+    // The server dropped what it had not written (a:3, b:2) and ends with reconnect.
+    s(F.connected(transport), F.subscribed('a', 0), F.subscribed('b', 0),
+      F.message('a', 1, {text: '1'}), F.message('a', 2, {text: '2'}), F.message('b', 1, {text: 'b1'}),
+      F.reconnect('slow_consumer'));
+    await clock.tick(0);
+    assert.equal(closed(), true);
+    const next = transport === 'stream' ? http.last() : EventSource.instances[1];
+    assert.ok(next, 'a new connection');
+    assert.equal(clock.now, 0, 'at once');
+    assert.deepEqual(parseCursor(next.cursor), {a: 'e1:2', b: 'e1:1'});
+    const more = [F.connected(transport), F.message('a', 3, {text: '3'}), F.message('b', 2, {text: 'b2'})];
+    if (transport === 'stream') next.stream().write(...more);
+    else next.frame(...more);
+    await clock.tick(0);
+    assert.deepEqual(r.got, ['a:1', 'a:2', 'b:b1', 'a:3', 'b:b2']);
+    assert.ok(!events.some((e) => e.event === 'error'), 'a planned reconnect is no error');
+    assert.equal(client.state, 'connected');
+  });
+}
+
+test('websocket close 4001 before any channel frame pauses with backoff instead of looping', async () => {
+  const {clock, WebSocket, client, events} = setup({transport: 'websocket', websocketUrl: 'ws://x/ws'});
+  client.subscribe('a', () => {});
+  await clock.tick(0);
+  for (const [i, pause] of [[0, 750], [1, 750]]) { // each `connected` restarts the count
+    const ws = WebSocket.instances[i];
+    ws.open();
+    ws.frame(F.connected('websocket')); // the catch-up was too big to send: cut off at once
+    ws.drop(4001, 'slow_consumer');
+    await clock.tick(pause - 1);
+    assert.equal(WebSocket.instances.length, i + 1, `pause ${i}`);
+    await clock.tick(1);
+    assert.equal(WebSocket.instances.length, i + 2);
+  }
+  assert.deepEqual(events.filter((e) => e.event === 'error').map((e) => e.code), [4001, 4001]);
+  assert.equal(client.transport, 'websocket');
 });

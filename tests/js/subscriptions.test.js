@@ -196,3 +196,45 @@ test('subscribe checks the channel name and the callback', () => {
   assert.throws(() => client.subscribe('ok', null), TypeError);
   assert.equal(typeof client.subscribe('A-z_0.9:/@#$', () => {}), 'number');
 });
+
+test('websocket: until the unsubscribed answer every frame of the channel is the old subscription\'s, even an error', async () => {
+  const ctx = setup({transport: 'websocket', websocketUrl: 'ws://x/ws'});
+  const r = recorder();
+  const errors = [];
+  const old = ctx.client.subscribe('a', r.on('old'), {onError: (e) => errors.push(`old:${e.code}`)});
+  ctx.client.subscribe('keep', r.on());
+  const ws = await connectedSocket(ctx, 'a', 'keep');
+  ctx.client.unsubscribe(old);
+  await ctx.clock.tick(0);
+  ctx.client.subscribe('a', r.on('new'), {onError: (e) => errors.push(`new:${e.code}`)});
+  await ctx.clock.tick(0);
+  ws.frame(F.error('a', 'token_expired'), F.message('a', 7, {text: 'old-7'}), F.unsubscribed('a'),
+    F.subscribed('a', 0), F.message('a', 1, {text: 'fresh'}));
+  assert.deepEqual(errors, []);
+  assert.deepEqual(r.got, ['new:fresh']);
+  assert.equal(ctx.client.state, 'connected');
+});
+
+test('websocket: a refused subscribe (an error per named channel) tells each onError, keeps the socket and the others', async () => {
+  const ctx = setup({transport: 'websocket', websocketUrl: 'ws://x/ws'});
+  const r = recorder();
+  const errors = [];
+  const onError = (e) => errors.push(`${e.channel}:${e.code}`);
+  ctx.client.subscribe('a', r.on());
+  const ws = await connectedSocket(ctx, 'a');
+  ctx.client.subscribe('b', r.on(), {onError});
+  ctx.client.subscribe('c', r.on(), {onError});
+  await ctx.clock.tick(0);
+  assert.deepEqual(ws.sent[1], {type: 'subscribe', channels: ['b', 'c']});
+  ws.frame(F.error('b', 'too_many_channels'), F.error('c', 'too_many_channels'), F.message('a', 1, {text: 'a1'}));
+  await ctx.clock.tick(0);
+  assert.deepEqual(errors, ['b:too_many_channels', 'c:too_many_channels']);
+  assert.deepEqual(r.got, ['a:a1']);
+  assert.equal(ws.sent.length, 2, 'not asked again by itself');
+  assert.equal(ws.closedWith, null);
+  assert.equal(ctx.WebSocket.instances.length, 1);
+  ws.drop(1006);
+  await ctx.clock.tick(750);
+  ctx.WebSocket.instances[1].open();
+  assert.deepEqual(ctx.WebSocket.instances[1].sent, [{type: 'subscribe', channels: ['a'], cursor: 'a=e1:1'}]);
+});

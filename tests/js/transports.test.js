@@ -86,7 +86,7 @@ test('longpoll asks again at once with the cursor', async () => {
   const first = http.last();
   assert.equal(first.transport, 'longpoll');
   assert.equal(first.cursor, '');
-  assert.equal(first.timeout, null);
+  assert.equal(first.timeout, '25', 'always sent: the server caps it to its own maximum');
   first.answer([F.subscribed('news', 0), F.message('news', 1, {text: 'a'})], 'news=e1:1');
   await clock.tick(0);
   assert.equal(client.state, 'connected');
@@ -105,6 +105,38 @@ test('longpoll sends the timeout it is given', async () => {
   client.subscribe('news', () => {});
   await clock.tick(0);
   assert.equal(http.last().timeout, '10');
+});
+
+test('a longpollTimeout above the server maximum is sent as is; the capped answer is no failure', async () => {
+  const {clock, http, client, events} = setup({transport: 'longpoll', longpollTimeout: 600});
+  const r = recorder();
+  client.subscribe('news', r.on());
+  await clock.tick(0);
+  assert.equal(http.last().timeout, '600');
+  http.last().answer([F.subscribed('news', 3)], 'news=e1:3');
+  await clock.tick(0);
+  const held = http.last();
+  await clock.tick(25000); // the server held it for its own maximum only
+  held.answer([], 'news=e1:3');
+  await clock.tick(0);
+  assert.equal(http.requests.length, 3, 'asked again at once');
+  assert.equal(http.last().cursor, 'news=e1:3');
+  assert.equal(http.last().timeout, '600');
+  await clock.tick(609999);
+  assert.equal(http.last().aborted, false, 'given up only after the hold it asked for + requestTimeout');
+  await clock.tick(1);
+  assert.equal(http.requests[2].aborted, true);
+  assert.deepEqual(events.filter((e) => e.event === 'error').map((e) => e.reason), ['timeout']);
+});
+
+test('longpollTimeout must be positive, or null for the server default', async () => {
+  for (const bad of [0, -5, 'x', NaN]) {
+    assert.throws(() => setup({transport: 'longpoll', longpollTimeout: bad}), TypeError, String(bad));
+  }
+  const {clock, http, client} = setup({transport: 'longpoll', longpollTimeout: null});
+  client.subscribe('news', () => {});
+  await clock.tick(0);
+  assert.equal(http.last().timeout, null);
 });
 
 test('poll asks again after pollInterval with the cursor', async () => {
