@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from support import Server, eventually
-from torchannels import Hub, MemoryBroker, Settings
+from torchannels import ChannelMixin, Hub, MemoryBroker, Settings
 
 
 def dechunk(body: bytes) -> bytes:
@@ -123,3 +123,39 @@ async def test_stalled_reader_is_dropped_then_resumes_without_loss(
     doc = await server.poll("poll", channel="flood", cursor=f"flood={epoch}:{len(got)}")
     rest = [f["data"]["n"] for f in doc["frames"] if f["type"] == "message"]
     assert rest == list(range(len(got) + 1, sent + 1))
+
+
+@pytest.mark.parametrize("transport", ["stream", "sse", "websocket"])
+async def test_catch_up_larger_than_the_pending_limit_is_delivered(
+    make_server: Callable[..., Server], transport: str
+) -> None:
+    """Catch-up is history the client asked for, not a sign of slowness: a
+    backlog bigger than max_pending_bytes must still arrive whole."""
+    from tornado.websocket import websocket_connect
+
+    hub = Hub(
+        MemoryBroker(),
+        Settings(max_pending_bytes=64 * 1024, stream_max_bytes=1 << 30, ping_interval=30),
+    )
+    handler = type("H", (ChannelMixin,), {"hub": hub})
+    server = make_server(handler, hub_=hub, routes=[(r"/channels/ws", handler.websocket())])
+    for n in range(1, 201):
+        hub.channel("big").send({"n": n, "pad": "y" * 2500})  # ~0.5 MB of history
+    if transport == "websocket":
+        conn = await websocket_connect(f"ws://127.0.0.1:{server.port}/channels/ws?channel=big")
+        got: list[int] = []
+        while len(got) < 200:
+            raw = await asyncio.wait_for(conn.read_message(), 10)
+            assert raw is not None, f"closed after {len(got)} messages"
+            frame = json.loads(raw)
+            if frame["type"] == "message":
+                got.append(frame["data"]["n"])
+        conn.close()
+    else:
+        stream = server.stream(transport, channel="big")
+        frames = await stream.wait_frames(
+            lambda fs: sum(f["type"] == "message" for f in fs) >= 200, timeout=20
+        )
+        got = [f["data"]["n"] for f in frames if f["type"] == "message"]
+    assert got == list(range(1, 201))
+    assert hub.stats.slow_dropped == 0

@@ -252,6 +252,7 @@ async def test_bad_query_at_connect_is_an_error_frame(connect: Any) -> None:
     sock = await connect("channel=bad%20name")
     await sock.wait(lambda fs: bool(sock.of("error")))
     assert sock.of("error")[0]["code"] == "invalid_channel"
+    assert sock.of("error")[0]["channel"] == "bad name"
 
 
 async def test_cross_origin_refused_unless_allowed(

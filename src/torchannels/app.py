@@ -16,10 +16,12 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any
 
 import tornado.web
+from tornado.log import access_log
 
 from .api import ChannelInfoHandler, PublishHandler, StateHandler
 from .assets import static_path, static_route
@@ -33,6 +35,23 @@ from .protocol import dumps
 from .tokens import ChannelPatterns, Claims, TokenError, decode_token
 
 TOKEN_REQUIRED = "token_required"
+_TOKEN_PARAM = re.compile(r"([?&]token=)[^&]*")
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's access log line, with ``token=`` values redacted: a token in
+    a URL is a live credential and must not end up in log files."""
+    status = handler.get_status()
+    if status < 400:
+        log = access_log.info
+    elif status < 500:
+        log = access_log.warning
+    else:
+        log = access_log.error
+    request = handler.request
+    uri = _TOKEN_PARAM.sub(r"\1REDACTED", request.uri or "")
+    log("%d %s %s (%s) %.2fms", status, request.method, uri, request.remote_ip,
+        1000.0 * request.request_time())  # fmt: skip
 
 
 class HubChannelHandler(ChannelMixin):
@@ -149,6 +168,7 @@ def make_app(config: HubConfig, hub: Hub | None = None) -> tornado.web.Applicati
         static_path=static_path(),
         static_url_prefix="/torchannels/",
         template_path=os.path.join(os.path.dirname(__file__), "templates"),
+        log_function=log_request,
     )
     app.settings["torchannels_hub"] = hub
     return app

@@ -66,12 +66,17 @@ def check_channels(names: list[object], limit: int) -> list[str]:
     return channels
 
 
-def query_channels(args: Mapping[str, list[bytes]], limit: int) -> list[str]:
-    """The channels named by ``channel`` and ``channels`` query parameters."""
-    names: list[object] = [_text(v, "channel") for v in args.get("channel", [])]
+def query_names(args: Mapping[str, list[bytes]]) -> list[str]:
+    """The names given by ``channel`` and ``channels`` query parameters, unchecked."""
+    names = [_text(v, "channel") for v in args.get("channel", [])]
     for value in args.get("channels", []):
         names.extend(n for n in _text(value, "channels").split(",") if n)
-    return check_channels(names, limit)
+    return names
+
+
+def query_channels(args: Mapping[str, list[bytes]], limit: int) -> list[str]:
+    """The channels named by ``channel`` and ``channels`` query parameters."""
+    return check_channels(list(query_names(args)), limit)
 
 
 def parse_request(

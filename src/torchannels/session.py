@@ -15,7 +15,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from . import frames as F
 from .errors import FORBIDDEN, AccessDenied
@@ -25,7 +25,14 @@ from .protocol import Position
 
 log = logging.getLogger("torchannels.session")
 
-Sink = Callable[[list[Frame]], None]
+
+class Sink(Protocol):
+    """Where a session puts frames. ``backlog`` marks catch-up (history the
+    client asked for), which slow-consumer limits do not count."""
+
+    def __call__(self, frames: list[Frame], *, backlog: bool = False) -> None: ...
+
+
 Authorize = Callable[[str], "bool | Awaitable[bool]"]
 
 
@@ -73,7 +80,7 @@ class Session:
             if self._closed:
                 return  # the client left while can_access decided
             if refusal is not None:
-                self.sink([refusal])
+                self.sink([refusal], backlog=True)
                 continue
             if live:
                 if channel in self._buffers:
@@ -133,7 +140,7 @@ class Session:
             self._buffers[channel] = None  # live from here on
         if out:
             self.hub.stats.delivered += sum(f.kind == F.MESSAGE for f in out)
-            self.sink(out)
+            self.sink(out, backlog=True)
         if resync:
             await self._catch_up(channel, position, live=live)
 

@@ -48,7 +48,7 @@ class Transport(abc.ABC):
         """Serve the request until it is answered or the client leaves."""
 
     @abc.abstractmethod
-    def send(self, frames: list[Frame]) -> None:
+    def send(self, frames: list[Frame], *, backlog: bool = False) -> None:
         """Take frames from the session, in order."""
 
     def end(self, reason: str) -> None:  # noqa: B027 - poll answers at once

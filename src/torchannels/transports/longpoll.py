@@ -20,8 +20,8 @@ class LongPollTransport(PollTransport):
         super().prepare()
         self._wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def send(self, frames: list[Frame]) -> None:
-        super().send(frames)
+    def send(self, frames: list[Frame], *, backlog: bool = False) -> None:
+        super().send(frames, backlog=backlog)
         if not self._wake.done():
             self._wake.set_result(None)
 

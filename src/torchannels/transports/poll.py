@@ -14,7 +14,7 @@ class PollTransport(Transport):
         self.frames: list[Frame] = []
         self.cursor = dict(self.request.cursor)
 
-    def send(self, frames: list[Frame]) -> None:
+    def send(self, frames: list[Frame], *, backlog: bool = False) -> None:
         self.frames.extend(frames)
 
     async def run(self) -> None:

@@ -1,10 +1,11 @@
 """The streaming base: one long response, written as frames arrive.
 
-Writes never wait: frames are appended to a buffer, and one flush at a time
-is in flight; when it completes the next batch goes out. A client whose
-buffer grows past ``max_pending_bytes`` is too slow and is cut off (it
-resumes from its positions). After ``stream_max_bytes`` the response ends
-with a ``reconnect`` frame, since proxies may buffer endless responses.
+Writes never wait: they go through an :class:`Outbox` (one flush in flight,
+the rest queued). A client more than ``max_pending_bytes`` of live frames
+behind is too slow: what it has not got is dropped and the response ends
+with ``reconnect`` (slow_consumer), so it resumes from its positions. After
+``stream_max_bytes`` the response ends with ``reconnect`` (byte_limit),
+since proxies may buffer endless responses.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from typing import Any
 
 from tornado.ioloop import PeriodicCallback
 
@@ -20,19 +20,24 @@ from .. import frames as F
 from ..errors import RECONNECT_BYTE_LIMIT, RECONNECT_EXPIRED, RECONNECT_SLOW
 from ..frames import Frame
 from .base import Transport
+from .outbox import Outbox
 
 
 class StreamingTransport(Transport):
     content_type: str = "application/octet-stream"
 
     def prepare(self) -> None:
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
         self._sent_bytes = 0
-        self._flushing = False
         self._ending = False
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._grace: asyncio.TimerHandle | None = None
+        self._outbox = Outbox(
+            self._flush,
+            self.hub.settings.max_pending_bytes,
+            on_slow=self._slow,
+            on_closed=self._gone,
+            on_idle=self._idle,
+        )
 
     @abc.abstractmethod
     def encode(self, frame: Frame) -> bytes:
@@ -50,7 +55,7 @@ class StreamingTransport(Transport):
         handler.set_header("X-Accel-Buffering", "no")
         stream = handler.request.connection.stream  # type: ignore[union-attr]
         stream.set_nodelay(True)
-        self._write(self.preamble() + self.encode(F.connected(self.name, settings.ping_interval)))
+        self._put(self.preamble() + self.encode(F.connected(self.name, settings.ping_interval)))
         pinger = PeriodicCallback(self._ping, settings.ping_interval * 1000)
         pinger.start()
         expiry = None
@@ -73,73 +78,54 @@ class StreamingTransport(Transport):
         if not self.closed:
             handler.finish()
 
-    def send(self, frames: list[Frame]) -> None:
-        if self._ending:
-            return
-        self._write(b"".join(self.encode(f) for f in frames))
+    def send(self, frames: list[Frame], *, backlog: bool = False) -> None:
+        if not self._ending:
+            self._put(b"".join(self.encode(f) for f in frames), backlog=backlog)
 
     def end(self, reason: str) -> None:
         if self._ending or self.closed:
             return
         self._ending = True
-        self._pending.append(self.encode(F.reconnect(reason)))
-        self._pump()
+        self._outbox.put(self.encode(F.reconnect(reason)), backlog=True)
 
     def _ping(self) -> None:
         if not self._ending:
-            self._write(self.encode(F.PING_FRAME))
+            self._put(self.encode(F.PING_FRAME))
 
-    def _write(self, data: bytes) -> None:
-        self._pending.append(data)
-        self._pending_bytes += len(data)
+    def _put(self, data: bytes, *, backlog: bool = False) -> None:
         self._sent_bytes += len(data)
-        if self._pending_bytes > self.hub.settings.max_pending_bytes:
-            self._abort()
-            return
-        if self._sent_bytes >= self.hub.settings.stream_max_bytes and not self._ending:
-            self._ending = True
-            self._pending.append(self.encode(F.reconnect(RECONNECT_BYTE_LIMIT)))
-        self._pump()
+        self._outbox.put(data, backlog=backlog)
+        if self._sent_bytes >= self.hub.settings.stream_max_bytes:
+            self.end(RECONNECT_BYTE_LIMIT)
 
-    def _pump(self) -> None:
-        if self._flushing or self.closed:
-            return
-        if self._pending:
-            self.handler.write(b"".join(self._pending))
-            self._pending.clear()
-            self._pending_bytes = 0
-            self._flushing = True
-            self.handler.flush().add_done_callback(self._flushed)
-        elif self._ending:
-            self._finish()
+    def _flush(self, data: bytes) -> asyncio.Future[None]:
+        self.handler.write(data)
+        return self.handler.flush()
 
-    def _flushed(self, future: asyncio.Future[Any]) -> None:
-        self._flushing = False
-        if future.exception() is not None:  # the connection is gone
-            self.closed = True
-            self._finish()
-            return
-        self._pump()
-
-    def _abort(self) -> None:
-        """Drop a client that cannot keep up: discard what it has not got,
-        end with ``reconnect`` (slow_consumer) so it comes back at once and
-        resumes from its positions, and cut it off if even that cannot be
-        written within ``ping_interval``."""
+    def _slow(self) -> None:
+        """Drop a client that cannot keep up (the outbox already discarded
+        what it has not got): end with ``reconnect`` (slow_consumer) so it
+        comes back at once and resumes from its positions, and cut it off if
+        even that cannot be written within ``ping_interval``."""
         self.hub.stats.slow_dropped += 1
         self.session.close()
-        self._ending = True
-        self._pending = [self.encode(F.reconnect(RECONNECT_SLOW))]
-        self._pending_bytes = 0
+        self.end(RECONNECT_SLOW)
         self._grace = asyncio.get_running_loop().call_later(
             self.hub.settings.ping_interval, self._cut
         )
-        self._pump()
 
     def _cut(self) -> None:
         if not self._done.done():
             self.closed = True
             self.handler.request.connection.stream.close()  # type: ignore[union-attr]
+            self._finish()
+
+    def _gone(self) -> None:
+        self.closed = True
+        self._finish()
+
+    def _idle(self) -> None:
+        if self._ending:
             self._finish()
 
     def _finish(self) -> None:

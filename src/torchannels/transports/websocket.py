@@ -4,9 +4,9 @@ The same session, positions, resets and ``can_access`` as the HTTP
 transports. Frames are written as prepared WebSocket frames: the frame
 header and payload of a message are built once (``Frame.cached``) and the
 same bytes go to every recipient's socket, with no per-recipient encoding,
-compression or task. Backpressure is counted from the socket's own write
-futures; a client more than ``max_pending_bytes`` behind is closed with
-4001 and resumes from its positions.
+compression or task. Writes go through an :class:`Outbox` like HTTP
+streams; a client more than ``max_pending_bytes`` of live frames behind is
+closed with 4001 and resumes from its positions.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from tornado.ioloop import PeriodicCallback
-from tornado.iostream import IOStream
+from tornado.web import HTTPError
 from tornado.websocket import WebSocketHandler
 
 from .. import frames as F
 from ..errors import (
     BAD_MESSAGE,
+    BAD_PARAMETER,
     CLOSE_EXPIRED,
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
@@ -35,8 +36,9 @@ from ..errors import (
 )
 from ..frames import Frame
 from ..protocol import dumps, parse_cursor
-from ..request import check_channels, query_channels
+from ..request import check_channels, query_names
 from ..session import Session
+from .outbox import Outbox
 
 if TYPE_CHECKING:
     from ..handlers import Subscription
@@ -55,6 +57,10 @@ def ws_text_frame(payload: bytes) -> bytes:
     else:
         head = struct.pack("!BBQ", 0x81, 127, n)
     return head + payload
+
+
+def _nothing() -> None:
+    pass
 
 
 def _prepared(frame: Frame) -> bytes:
@@ -77,7 +83,6 @@ class ChannelSocketMixin(WebSocketHandler):
         def subscription_expires(self) -> float | None: ...
 
     _session: Session | None = None
-    _stream: IOStream | None = None
 
     # -- Tornado hooks ------------------------------------------------------------
 
@@ -104,11 +109,16 @@ class ChannelSocketMixin(WebSocketHandler):
 
         hub = self.channel_hub
         assert self.ws_connection is not None
-        self._stream = self.ws_connection.stream
-        self._unflushed = 0
-        self._mark = 0
-        self._watching = False
+        stream = self.ws_connection.stream
+        assert stream is not None
         self._closing = False
+        self._outbox = Outbox(
+            stream.write,
+            hub.settings.max_pending_bytes,
+            on_slow=self._slow,
+            on_closed=self._gone,
+            on_idle=_nothing,
+        )
         self.set_nodelay(True)
         self._session = Session(
             hub, self._send, lambda channel: self.can_access(Subscription(channel, self))
@@ -123,14 +133,17 @@ class ChannelSocketMixin(WebSocketHandler):
                 max(0.0, expires - time.time()), self.end, RECONNECT_EXPIRED
             )
         hub.connection_opened(self)
+        # The connect URL subscribes exactly like an in-band command would.
         try:
-            channels = query_channels(self.request.query_arguments, hub.settings.max_channels)
-            cursor = parse_cursor(self.get_query_argument("cursor", ""), hub.settings.max_channels)
-        except BadRequest as exc:
-            self._error(exc.code, exc.message)
+            names = query_names(self.request.query_arguments)
+            cursor_text = self.get_query_argument("cursor", "")
+        except (BadRequest, HTTPError):
+            self._error(BAD_PARAMETER, "query parameters must be UTF-8, cursor given once")
             return None
-        if channels:
-            return self._session.subscribe(channels, cursor, live=True)
+        if not names and cursor_text:
+            names = [entry.partition("=")[0] for entry in cursor_text.split(",")]
+        if names:
+            return self._subscribe(self._session, names, cursor_text, hub.settings.max_channels)
         return None
 
     async def on_message(self, message: str | bytes) -> None:
@@ -203,41 +216,26 @@ class ChannelSocketMixin(WebSocketHandler):
         self._write(ws_text_frame(dumps({"type": F.ERROR, "code": code, "message": message})))
 
     def _ping(self) -> None:
-        self._write(F.PING_FRAME.cached("ws", _prepared))
+        self._write(F.PING_FRAME.cached("ws", _prepared), backlog=False)
 
-    def _send(self, frames: list[Frame]) -> None:
+    def _send(self, frames: list[Frame], *, backlog: bool = False) -> None:
         if len(frames) == 1:
-            self._write(frames[0].cached("ws", _prepared))
+            data = frames[0].cached("ws", _prepared)
         else:
-            self._write(b"".join(f.cached("ws", _prepared) for f in frames))
+            data = b"".join(f.cached("ws", _prepared) for f in frames)
+        self._write(data, backlog=backlog)
 
-    def _write(self, data: bytes) -> None:
-        stream = self._stream
-        if self._closing or stream is None or stream.closed():
-            return
-        self._unflushed += len(data)
-        if self._unflushed > self.channel_hub.settings.max_pending_bytes:
-            self._closing = True
-            self.channel_hub.stats.slow_dropped += 1
-            if self._session is not None:
-                self._session.close()
-            self.close(CLOSE_SLOW, "slow_consumer")
-            return
-        future = stream.write(data)
-        if not self._watching:
-            self._watch(future)
+    def _write(self, data: bytes, *, backlog: bool = True) -> None:
+        """Queue complete WebSocket frames; control frames count as backlog."""
+        if not self._closing:
+            self._outbox.put(data, backlog=backlog)
 
-    def _watch(self, future: Any) -> None:
-        # Writes complete in order, so when this one is done everything
-        # written before it is too: one callback covers a whole burst.
-        self._watching = True
-        self._mark = self._unflushed
-        future.add_done_callback(self._drained)
+    def _slow(self) -> None:
+        self._closing = True
+        self.channel_hub.stats.slow_dropped += 1
+        if self._session is not None:
+            self._session.close()
+        self.close(CLOSE_SLOW, "slow_consumer")
 
-    def _drained(self, future: Any) -> None:
-        self._watching = False
-        if future.exception() is not None or self._stream is None:
-            return
-        self._unflushed -= self._mark
-        if self._unflushed > 0 and not self._stream.closed():
-            self._watch(self._stream.write(b""))
+    def _gone(self) -> None:
+        self._closing = True
