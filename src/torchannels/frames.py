@@ -68,7 +68,7 @@ class Frame:
 class Publication:
     """A message stored in a channel's history, stamped and encoded once."""
 
-    __slots__ = ("_frame", "channel", "data", "epoch", "offset", "payload", "ts")
+    __slots__ = ("_frame", "channel", "data", "epoch", "offset", "payload", "position", "ts")
 
     def __init__(self, data: dict[str, Any], payload: bytes) -> None:
         self.data = data
@@ -77,11 +77,9 @@ class Publication:
         self.epoch: str = data["epoch"]
         self.offset: int = data["offset"]
         self.ts: float = data["ts"]
+        #: Built once: sessions compare and store it for every recipient.
+        self.position = Position(self.epoch, self.offset)
         self._frame: Frame | None = None
-
-    @property
-    def position(self) -> Position:
-        return Position(self.epoch, self.offset)
 
     @property
     def frame(self) -> Frame:
