@@ -26,7 +26,6 @@ import asyncio
 import hmac
 import json
 import signal
-import struct
 import time
 from typing import Any
 
@@ -36,22 +35,15 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado.netutil import bind_sockets
 from tornado.websocket import WebSocketHandler
 
+# The same pure framing function as the hub: both servers write identical
+# frame bytes, so the comparison is about everything around it.
+from torchannels.transports.websocket import ws_text_frame
+
 EPOCH = "ba5e0000"
 
 
 def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def ws_text_frame(payload: bytes) -> bytes:
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x81, n)
-    elif n <= 0xFFFF:
-        head = struct.pack("!BBH", 0x81, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x81, 127, n)
-    return head + payload
 
 
 def http_chunk(data: bytes) -> bytes:
