@@ -520,3 +520,24 @@ async def test_a_live_delivery_lost_by_the_broker_is_read_back(
     hub.channel("A").send({"n": 5})
     frames = await stream.wait_frames(n_messages(5))
     assert [m["n"] for m in messages(frames)] == [1, 2, 3, 4, 5]
+
+
+async def test_single_channel_sse_events_are_built_once(server: Server) -> None:
+    """Every one-channel SSE subscriber gets the same event bytes, id line
+    included; a two-channel subscriber gets its own whole-cursor id."""
+    single = [server.stream("sse", channel="solo") for _ in range(3)]
+    both = server.stream("sse", channel=["solo", "other"])
+    for s in [*single, both]:
+        await s.wait_frames(lambda fs: sum(f["type"] == "subscribed" for f in fs) >= 1)
+    await s.wait_frames(lambda fs: sum(f["type"] == "subscribed" for f in fs) == 2)
+    server.hub.channel("solo").send({"n": 1})
+    for s in [*single, both]:
+        await s.wait_frames(lambda fs: any(f["type"] == "message" for f in fs))
+    pub = (await server.hub.broker.read("solo", None)).publications[-1]
+    event = pub.frame._cache["sse-single"]
+    epoch = pub.epoch
+    assert event.endswith(f"id: solo={epoch}:1\n\n".encode())
+    for s in single:
+        assert event in s.buffer
+    assert event not in both.buffer
+    assert f"id: solo={epoch}:1,other={epoch}:0".encode() in both.buffer

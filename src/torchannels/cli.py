@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -139,6 +140,9 @@ async def serve(config: HubConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Everything made so far lives as long as the process: keep it out of
+    # the collector's full passes (docs/benchmarks.md: GC is the latency tail).
+    gc.freeze()
     host = f"[{config.host}]" if ":" in config.host else config.host
     print(f"torchannels hub listening on http://{host}:{port}/", flush=True)
     if config.api_key is None:

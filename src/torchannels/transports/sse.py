@@ -9,7 +9,8 @@ resumes every channel without loss or duplicates.
 
 The event's ``event``/``data`` lines are built once per frame and shared by
 all recipients; only the short ``id`` line is per connection, because each
-connection's cursor spans its own set of channels.
+connection's cursor spans its own set of channels. Connections to a single
+channel share the whole event, ``id`` included.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def _body(frame: Frame) -> bytes:
     return head + encode_data(frame.sse_data)
 
 
+def _single_channel_event(frame: Frame) -> bytes:
+    assert frame.channel is not None and frame.position is not None
+    cursor = format_cursor({frame.channel: frame.position})
+    return frame.cached("sse", _body) + b"id: " + cursor.encode() + b"\n\n"
+
+
 class SSETransport(StreamingTransport):
     name = "sse"
     content_type = "text/event-stream; charset=utf-8"
@@ -48,7 +55,11 @@ class SSETransport(StreamingTransport):
         return encode_event(retry=self.hub.settings.sse_retry_ms)[:-1]
 
     def encode(self, frame: Frame) -> bytes:
+        if not apply(self.cursor, frame):
+            return frame.cached("sse", _body) + b"\n"
+        if len(self.cursor) == 1 and frame.position is not None:
+            # A one-channel connection's cursor is this frame's own position:
+            # the same whole event for every such subscriber, built once.
+            return frame.cached("sse-single", _single_channel_event)
         body = frame.cached("sse", _body)
-        if apply(self.cursor, frame):
-            return body + b"id: " + format_cursor(self.cursor).encode() + b"\n\n"
-        return body + b"\n"
+        return body + b"id: " + format_cursor(self.cursor).encode() + b"\n\n"
