@@ -87,7 +87,10 @@ class ApiHandler(RequestHandler):
         if not hmac.compare_digest(given.encode(), self.api_key.encode()):
             raise ApiError(403, FORBIDDEN, "wrong API key")
 
-    def fail(self, exc: ApiError) -> None:
+    def fail(self, exc: ApiError | MessageError) -> None:
+        """Answer ``exc``; a refused message is a 400 ``invalid_message``."""
+        if isinstance(exc, MessageError):
+            exc = ApiError(400, INVALID_MESSAGE, str(exc))
         self.set_status(exc.status)
         self.reply({"error": exc.code, "message": exc.message})
 
@@ -136,16 +139,13 @@ class PublishHandler(ApiHandler):
                 self.reply({"results": results})
             else:
                 self.reply(await self._publish(_channel(body.get("channel")), data))
-        except ApiError as exc:
+        except (ApiError, MessageError) as exc:
             self.fail(exc)
 
     async def _publish(self, channel: str, data: object) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise ApiError(400, INVALID_MESSAGE, '"data" must be a JSON object')
-        try:
-            message = await self.hub.channel(channel).asend(data)
-        except MessageError as exc:
-            raise ApiError(400, INVALID_MESSAGE, str(exc)) from None
+        message = await self.hub.channel(channel).asend(data)
         return {k: message[k] for k in ("channel", "epoch", "offset", "ts")}
 
 
@@ -159,12 +159,9 @@ class StateHandler(ApiHandler):
             messages = body.get("messages")
             if not isinstance(messages, list):
                 raise ApiError(400, BAD_JSON, '"messages" must be a list of objects')
-            try:
-                position = await self.hub.channel(channel).aset_state(messages)
-            except MessageError as exc:
-                raise ApiError(400, INVALID_MESSAGE, str(exc)) from None
+            position = await self.hub.channel(channel).aset_state(messages)
             self.reply({"channel": channel, "epoch": position.epoch, "offset": position.offset})
-        except ApiError as exc:
+        except (ApiError, MessageError) as exc:
             self.fail(exc)
 
 

@@ -114,25 +114,12 @@ def subscribed(
     ``state`` (the channel's compressed state) rides in the same frame, so a
     client can never hold the position without the state it stands for.
     """
-    if state is None:
-        body = dumps(
-            {
-                "type": SUBSCRIBED,
-                "channel": channel,
-                "epoch": position.epoch,
-                "offset": position.offset,
-            }
-        )
-    else:
-        head = dumps(
-            {
-                "type": SUBSCRIBED,
-                "channel": channel,
-                "epoch": position.epoch,
-                "offset": position.offset,
-            }
-        )
-        body = head[:-1] + b',"state":[' + b",".join(p.payload for p in state) + b"]}"
+    body = dumps(
+        {"type": SUBSCRIBED, "channel": channel, "epoch": position.epoch, "offset": position.offset}
+    )
+    if state is not None:
+        # The state's messages are already encoded: splice their payloads in.
+        body = body[:-1] + b',"state":[' + b",".join(p.payload for p in state) + b"]}"
     return Frame(SUBSCRIBED, body, channel=channel, position=position)
 
 

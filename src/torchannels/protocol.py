@@ -119,11 +119,6 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def loads(data: bytes | str) -> Any:
-    """Decode JSON (used by brokers that store encoded messages)."""
-    return json.loads(data)
-
-
 def check_message(message: object) -> dict[str, Any]:
     """Validate a user message before it is stamped (``stamp`` copies it).
 

@@ -79,7 +79,11 @@ class StreamingTransport(Transport):
             handler.finish()
 
     def send(self, frames: list[Frame], *, backlog: bool = False) -> None:
-        if not self._ending:
+        if self._ending:
+            return
+        if len(frames) == 1:  # the live fan-out case: no join per recipient
+            self._put(self.encode(frames[0]), backlog=backlog)
+        else:
             self._put(b"".join(self.encode(f) for f in frames), backlog=backlog)
 
     def end(self, reason: str) -> None:
