@@ -104,7 +104,7 @@ async def test_seed_app_verbatim_uses_the_process_hub(make_server: Callable[...,
 
     name = f"seed-{uuid.uuid4().hex}"
     sent = ChannelHandler.get_channel(name).send({"text": "from the seed"})
-    assert ChannelHandler.channels_hub() is torchannels.default_hub()
+    assert ChannelHandler.hub is torchannels.default_hub()
     server = make_server(ChannelHandler, hub_=torchannels.default_hub())
     doc = await server.poll(channel=name)
     assert messages(doc["frames"]) == [sent]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from torchannels import HistoryPolicy, Settings, TorChannelsError
-from torchannels.config import (
+from torchannels.server.config import (
     CONFIG_ENV,
     ConfigError,
     HubConfig,
@@ -18,7 +18,6 @@ from torchannels.config import (
     env_name,
     load_config,
 )
-from torchannels.tokens import ChannelPatterns
 
 FIELDS = [f.name for f in dataclasses.fields(HubConfig)]
 
@@ -67,6 +66,8 @@ def test_defaults() -> None:
         "max_publish_bytes": 65536,
         "longpoll_timeout": 25.0,
         "ping_interval": 15.0,
+        "stream_max_bytes": 1048576,
+        "max_pending_bytes": 1048576,
         "allowed_origins": (),
         "demo": True,
         "metrics": False,
@@ -103,6 +104,8 @@ LAYERS: dict[str, tuple[str, str, tuple[str, ...], Any, Any, Any]] = {
     "max_publish_bytes": ("max_publish_bytes = 9", "200", ("--max-publish-bytes", "3"), 9, 200, 3),
     "longpoll_timeout": ("longpoll_timeout = 0.5", "1", ("--longpoll-timeout", "2"), 0.5, 1, 2),
     "ping_interval": ("ping-interval = 1.5", "2.5", ("--ping-interval", "3.5"), 1.5, 2.5, 3.5),
+    "stream_max_bytes": ("stream_max_bytes = 9", "8", ("--stream-max-bytes", "7"), 9, 8, 7),
+    "max_pending_bytes": ("max-pending-bytes = 6", "5", ("--max-pending-bytes", "4"), 6, 5, 4),
     "allowed_origins": (
         'allowed_origins = ["https://a.example"]',
         "https://B.example/,http://c.example:8080",
@@ -385,9 +388,7 @@ def test_core_objects() -> None:
         allowed_origins=("https://a.example",),
     )
     assert config.history() == HistoryPolicy(size=5, ttl=6)
-    assert config.anonymous_patterns() == ChannelPatterns(["pub:*"])
-    assert config.anonymous_patterns().matches("pub:x")
-    assert not HubConfig(anonymous=()).anonymous_patterns().matches("demo:x")
+    assert config.anonymous == ("pub:*",)
 
 
 def test_help_mentions_every_field(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,8 +9,8 @@ import tornado.httpclient
 import tornado.httpserver
 import tornado.testing
 
-from torchannels.app import make_app
-from torchannels.config import HubConfig
+from torchannels.server.app import make_app
+from torchannels.server.config import HubConfig
 from torchannels.tokens import encode_token
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from support import parse_sse
-from torchannels.sse import encode_comment, encode_data, encode_event
+from torchannels.transports.sse import encode_data, encode_event, encode_fields
 
 
 @pytest.mark.parametrize(
@@ -55,19 +55,7 @@ def test_encode_data(data: bytes, expected: bytes) -> None:
 )
 def test_encode_event(args: dict[str, Any], expected: bytes) -> None:
     assert encode_event(**args) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("", b": \n\n"),
-        ("ping", b": ping\n\n"),
-        ("a\nb", b": a\n: b\n\n"),
-        ("a\r\nb\rc", b": a\n: b\n: c\n\n"),
-    ],
-)
-def test_encode_comment(text: str, expected: bytes) -> None:
-    assert encode_comment(text) == expected
+    assert encode_fields(**args) == expected[:-1]  # the same fields, not yet dispatched
 
 
 @pytest.mark.parametrize(

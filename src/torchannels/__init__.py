@@ -12,9 +12,10 @@ from .brokers import Broker, ChannelInfo, HistoryPolicy, MemoryBroker, ReadResul
 from .channel import Channel
 from .errors import BadRequest, ChannelNameError, MessageError, TorChannelsError
 from .frames import Frame, Publication
-from .handlers import ChannelMixin, Subscription
+from .handlers import ChannelMixin
 from .hub import Hub, default_hub
 from .protocol import Position, format_cursor, parse_cursor
+from .session import Subscription
 from .settings import Settings
 from .transports import TRANSPORTS, Transport
 

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .brokers.base import ChannelInfo
+from .brokers.base import Broker, ChannelInfo
 from .brokers.memory import MemoryBroker
 from .protocol import Position, check_message, check_messages
+from .stats import Stats
 
-if TYPE_CHECKING:
-    from .hub import Hub
+
+class Publisher(Protocol):
+    """What a channel handle publishes through (a :class:`~torchannels.Hub`)."""
+
+    @property
+    def broker(self) -> Broker: ...
+
+    @property
+    def stats(self) -> Stats: ...
+
+    async def info(self, channel: str) -> ChannelInfo: ...
 
 
 class Channel:
@@ -20,13 +30,24 @@ class Channel:
     >>> msg = news.send({"headline": "torchannels 0.1"})
     >>> sorted(msg)
     ['channel', 'epoch', 'headline', 'offset', 'ts']
+
+    Handles are values: two handles of the same hub and name are equal and
+    hash alike, so they can key a dict.
     """
 
     __slots__ = ("hub", "name")
 
-    def __init__(self, hub: Hub, name: str) -> None:
+    def __init__(self, hub: Publisher, name: str) -> None:
         self.hub = hub
         self.name = name
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Channel):
+            return NotImplemented
+        return self.hub is other.hub and self.name == other.name
+
+    def __hash__(self) -> int:
+        return hash((id(self.hub), self.name))
 
     def _memory(self, what: str) -> MemoryBroker:
         broker = self.hub.broker

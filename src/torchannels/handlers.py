@@ -10,44 +10,30 @@
 
 from __future__ import annotations
 
-import logging
+import inspect
 from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar
 
-from tornado.web import RequestHandler
+from tornado.web import HTTPError, RequestHandler
+from tornado.websocket import WebSocketHandler
 
 from .channel import Channel
 from .errors import BadRequest
 from .hub import Hub, default_hub
 from .protocol import dumps
 from .request import parse_request
+from .session import Subscription
 from .transports import TRANSPORTS, Transport
+from .transports.websocket import ChannelSocketMixin
 
-log = logging.getLogger("torchannels.handler")
+__all__ = ["ChannelMixin", "Subscription"]
 
 
-class Subscription:
-    """What ``can_access`` is asked about: one channel, for one request.
+class _ProcessHub:
+    """``ChannelMixin.hub`` until a class or route names one: the process hub."""
 
-    ``str(sub)`` is the channel name, as the seed's code expected; the
-    handler gives the current user, cookies and arguments.
-    """
-
-    __slots__ = ("channel", "handler")
-
-    def __init__(self, channel: str, handler: RequestHandler) -> None:
-        self.channel = channel
-        self.handler = handler
-
-    @property
-    def name(self) -> str:
-        return self.channel
-
-    def __str__(self) -> str:
-        return self.channel
-
-    def __repr__(self) -> str:
-        return f"<Subscription {self.channel}>"
+    def __get__(self, handler: object, owner: type | None = None) -> Hub:
+        return default_hub()
 
 
 class ChannelMixin(RequestHandler):
@@ -59,12 +45,14 @@ class ChannelMixin(RequestHandler):
 
     Class attributes:
 
-    - ``hub``: the :class:`~torchannels.Hub` to serve (default: the process
-      hub with the in-memory broker). A route may pass ``hub=`` instead.
+    - ``hub``: the :class:`~torchannels.Hub` to serve and publish to; the
+      process hub (in-memory broker) unless a subclass sets one. A route may
+      pass ``hub=`` to serve another one on that route.
     - ``transports``: the transports this handler offers, by name.
     """
 
-    hub: ClassVar[Hub | None] = None
+    # Reads as the process hub until a subclass, or a route's ``hub=``, sets it.
+    hub: Hub = _ProcessHub()  # type: ignore[assignment]
     transports: ClassVar[Mapping[str, type[Transport]]] = TRANSPORTS
 
     _channel_transport: Transport | None = None
@@ -74,23 +62,18 @@ class ChannelMixin(RequestHandler):
         """Accepts ``hub=``; other keyword arguments go to the next class."""
         hub = kwargs.pop("hub", None)
         if hub is not None:
-            self._hub = hub
+            self.hub = hub
         super().initialize(**kwargs)
-
-    @classmethod
-    def channels_hub(cls) -> Hub:
-        """The hub this handler class publishes to and serves."""
-        return cls.hub if cls.hub is not None else default_hub()
 
     @classmethod
     def get_channel(cls, name: str) -> Channel:
         """The seed API: ``ChannelHandler.get_channel(name).send({...})``.
 
-        Publishes to the class's ``hub`` (or the process hub). A hub given
-        only as a route's ``hub=`` argument is not seen here: publish to it
-        with ``hub.channel(name)`` instead, or set the class attribute.
+        Publishes to the class's ``hub``. A hub given only as a route's
+        ``hub=`` argument is not seen here: publish to it with
+        ``hub.channel(name)`` instead, or set the class attribute.
         """
-        return cls.channels_hub().channel(name)
+        return cls.hub.channel(name)
 
     @classmethod
     def websocket(cls) -> type[RequestHandler]:
@@ -106,21 +89,28 @@ class ChannelMixin(RequestHandler):
         ... ])
 
         The class is a subclass of both the WebSocket transport and ``cls``,
-        so ``can_access``, ``get_current_user`` and ``prepare`` are this
-        handler's own, and ``super()`` calls in them keep working.
+        so ``can_access``, ``check_origin``, ``get_current_user`` and
+        ``prepare`` are this handler's own, and ``super()`` calls in them
+        keep working.
         """
         made = cls.__dict__.get("_websocket_class")
         if made is None:
-            from .transports.websocket import ChannelSocketMixin
-
-            made = type(f"{cls.__name__}WebSocket", (ChannelSocketMixin, cls), {})
+            # Tornado's WebSocketHandler precedes ``cls`` in the new class's
+            # MRO; name the app's check_origin so that it is the one used.
+            body = {"check_origin": cls.check_origin}
+            made = type(f"{cls.__name__}WebSocket", (ChannelSocketMixin, cls), body)
             cls._websocket_class = made
         return made
 
-    @property
-    def channel_hub(self) -> Hub:
-        hub: Hub | None = getattr(self, "_hub", None)
-        return hub if hub is not None else self.channels_hub()
+    def check_origin(self, origin: str) -> bool:
+        """Override to decide which page origins may open a WebSocket.
+
+        The default allows the page's own origin and
+        ``Settings.allowed_origins``. Only asked on the WebSocket route.
+        """
+        if origin.rstrip("/") in self.hub.settings.allowed_origins:
+            return True
+        return WebSocketHandler.check_origin(self, origin)  # type: ignore[arg-type]
 
     def can_access(self, sub: Subscription) -> bool | Awaitable[bool]:
         """Override to restrict who may read ``sub.channel``.
@@ -141,8 +131,16 @@ class ChannelMixin(RequestHandler):
     def check_xsrf_cookie(self) -> None:
         """Subscriptions only read; XSRF checks do not apply."""
 
+    def authorize(self, channel: str) -> bool | Awaitable[bool]:
+        """:meth:`can_access` for ``channel``, with ``HTTPError`` as a denial."""
+        try:
+            verdict = self.can_access(Subscription(channel, self))
+        except HTTPError:
+            return False
+        return _denying_http_errors(verdict) if inspect.isawaitable(verdict) else verdict
+
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        hub = self.channel_hub
+        hub = self.hub
         if hub.closing:
             self._refuse(503, "shutting_down", "the server is shutting down; retry shortly")
             return
@@ -161,7 +159,7 @@ class ChannelMixin(RequestHandler):
             self,
             hub,
             request,
-            lambda channel: self.can_access(Subscription(channel, self)),
+            self.authorize,
             self.subscription_expires(),
         )
         self._channel_transport = transport
@@ -178,3 +176,10 @@ class ChannelMixin(RequestHandler):
         if transport is not None and not transport.closed:
             transport.on_connection_close()
         super().on_connection_close()
+
+
+async def _denying_http_errors(verdict: Awaitable[bool]) -> bool:
+    try:
+        return await verdict
+    except HTTPError:
+        return False

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from .brokers.base import Broker, ChannelInfo, Listener
 from .brokers.memory import MemoryBroker
 from .channel import Channel
+from .errors import RECONNECT_SHUTDOWN
 from .frames import Publication
 from .protocol import check_channel
 from .settings import Settings
@@ -83,8 +84,6 @@ class Hub:
     async def shutdown(self, timeout: float) -> bool:
         """Tell every connection to reconnect elsewhere and wait until they
         have ended, at most ``timeout`` seconds. True if all ended in time."""
-        from .errors import RECONNECT_SHUTDOWN
-
         self.closing = True
         self._idle = asyncio.Event()
         if not self.connections:
@@ -98,7 +97,8 @@ class Hub:
         return True
 
     def channel(self, name: str) -> Channel:
-        """The publishing handle of channel ``name`` (validated)."""
+        """The publishing handle of channel ``name`` (validated); handles of
+        one hub and name are equal and hash alike."""
         return Channel(self, check_channel(name))
 
     def local_subscribers(self, channel: str) -> int:

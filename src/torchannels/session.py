@@ -15,7 +15,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import frames as F
 from .errors import FORBIDDEN, AccessDenied
@@ -23,7 +23,34 @@ from .frames import Frame, Publication
 from .hub import Hub
 from .protocol import Position
 
+if TYPE_CHECKING:
+    from tornado.web import RequestHandler
+
 log = logging.getLogger("torchannels.session")
+
+
+class Subscription:
+    """What ``can_access`` is asked about: one channel, for one request.
+
+    ``str(sub)`` is the channel name, as the seed's code expected; the
+    handler gives the current user, cookies and arguments.
+    """
+
+    __slots__ = ("channel", "handler")
+
+    def __init__(self, channel: str, handler: RequestHandler) -> None:
+        self.channel = channel
+        self.handler = handler
+
+    @property
+    def name(self) -> str:
+        return self.channel
+
+    def __str__(self) -> str:
+        return self.channel
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.channel}>"
 
 
 class Sink(Protocol):
@@ -33,6 +60,9 @@ class Sink(Protocol):
     def __call__(self, frames: list[Frame], *, backlog: bool = False) -> None: ...
 
 
+#: Decides whether a channel may be read: True, False, or an awaitable of
+#: either; it may raise :class:`~torchannels.errors.AccessDenied` to refuse
+#: with a code of its own. Any other exception is logged and denies.
 Authorize = Callable[[str], "bool | Awaitable[bool]"]
 
 
@@ -44,11 +74,8 @@ async def _refusal(authorize: Authorize, channel: str) -> Frame | None:
             verdict = await verdict
     except AccessDenied as exc:
         return F.error(channel, exc.code, exc.message)
-    except Exception as exc:
-        from tornado.web import HTTPError
-
-        if not isinstance(exc, HTTPError):
-            log.exception("can_access failed for %r; access denied", channel)
+    except Exception:
+        log.exception("can_access failed for %r; access denied", channel)
         verdict = False
     if verdict:
         return None

@@ -7,6 +7,7 @@ class as :class:`torchannels.ChannelMixin`.
 from __future__ import annotations
 
 from .channel import Channel
-from .handlers import ChannelMixin, Subscription
+from .handlers import ChannelMixin
+from .session import Subscription
 
 __all__ = ["Channel", "ChannelMixin", "Subscription"]

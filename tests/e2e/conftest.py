@@ -14,7 +14,7 @@ import concurrent.futures
 import os
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 import tornado.httpserver
@@ -23,6 +23,7 @@ import tornado.web
 
 import torchannels
 from torchannels import ChannelMixin, HistoryPolicy, Hub, MemoryBroker, Settings
+from torchannels.transports.connection import LiveConnection
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -122,10 +123,10 @@ class Site:
         def drop() -> int:
             count = 0
             for conn in list(self.hub.connections):
-                handler: Any = getattr(conn, "handler", conn)
-                ws = getattr(handler, "ws_connection", None)
-                stream = ws.stream if ws is not None else handler.request.connection.stream
-                stream.close()
+                if isinstance(conn, LiveConnection):
+                    conn.cut()
+                else:  # a long-poll being held
+                    cast(Any, conn).handler.request.connection.stream.close()
                 count += 1
             return count
 

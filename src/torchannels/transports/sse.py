@@ -11,34 +11,93 @@ The event's ``event``/``data`` lines are built once per frame and shared by
 all recipients; only the short ``id`` line is per connection, because each
 connection's cursor spans its own set of channels. Connections to a single
 channel share the whole event, ``id`` included.
+
+Every byte is written by one pure encoder, :func:`encode_fields`:
+
+>>> encode_event(b'{"a":1}', event="reset", id="chat=ab12:3")
+b'event: reset\\ndata: {"a":1}\\nid: chat=ab12:3\\n\\n'
 """
 
 from __future__ import annotations
 
+import re
+
 from .. import frames as F
 from ..frames import Frame
 from ..protocol import Position, format_cursor
-from ..sse import encode_data, encode_event
 from .base import apply
-from .streaming import StreamingTransport
+from .connection import StreamingTransport
+
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 
 #: SSE event names that differ from the frame type: EventSource fires its own
 #: "error" event on connection trouble, so ours must not share the name.
 EVENT_NAMES = {F.ERROR: "channel_error"}
 
 
+def _field(name: bytes, value: str) -> bytes:
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"SSE {name.decode()} must be one line")
+    return name + b": " + value.encode() + b"\n"
+
+
+def encode_data(data: bytes) -> bytes:
+    """``data:`` lines for ``data``; every line break starts a new line."""
+    return b"".join(b"data: " + line + b"\n" for line in _LINE_BREAK.split(data))
+
+
+def encode_fields(
+    data: bytes | None = None,
+    *,
+    event: str | None = None,
+    id: str | None = None,
+    retry: int | None = None,
+) -> bytes:
+    """The field lines of an event, without the blank line that dispatches it.
+
+    Fields may be written in pieces (the shared ``event``/``data`` lines of a
+    frame, then a connection's own ``id`` line); a blank line ends the event.
+    """
+    out = b""
+    if retry is not None:
+        if retry < 0:
+            raise ValueError("SSE retry must be >= 0")
+        out += b"retry: %d\n" % retry
+    if event is not None:
+        out += _field(b"event", event)
+    if data is not None:
+        out += encode_data(data)
+    if id is not None:
+        if "\0" in id:
+            raise ValueError("SSE id must not contain NUL")
+        out += _field(b"id", id)
+    return out
+
+
+def encode_event(
+    data: bytes | None = None,
+    *,
+    event: str | None = None,
+    id: str | None = None,
+    retry: int | None = None,
+) -> bytes:
+    """One complete event, ending in the blank line that dispatches it.
+
+    An event without ``data`` dispatches nothing in a browser, but its ``id``
+    still becomes the ``Last-Event-ID`` sent on reconnect.
+    """
+    return encode_fields(data, event=event, id=id, retry=retry) + b"\n"
+
+
 def _body(frame: Frame) -> bytes:
-    if frame.kind == F.MESSAGE:
-        head = b""
-    else:
-        head = b"event: " + EVENT_NAMES.get(frame.kind, frame.kind).encode() + b"\n"
-    return head + encode_data(frame.sse_data)
+    name = None if frame.kind == F.MESSAGE else EVENT_NAMES.get(frame.kind, frame.kind)
+    return encode_fields(frame.sse_data, event=name)
 
 
 def _single_channel_event(frame: Frame) -> bytes:
     assert frame.channel is not None and frame.position is not None
     cursor = format_cursor({frame.channel: frame.position})
-    return frame.cached("sse", _body) + b"id: " + cursor.encode() + b"\n\n"
+    return frame.cached("sse", _body) + encode_event(id=cursor)
 
 
 class SSETransport(StreamingTransport):
@@ -46,13 +105,14 @@ class SSETransport(StreamingTransport):
     content_type = "text/event-stream; charset=utf-8"
 
     def prepare(self) -> None:
-        super().prepare()
         self.cursor: dict[str, Position] = {
             c: p for c, p in self.request.cursor.items() if c in self.request.channels
         }
+        super().prepare()  # frames with self.encode, which reads the cursor
 
     def preamble(self) -> bytes:
-        return encode_event(retry=self.hub.settings.sse_retry_ms)[:-1]
+        # Fields without a blank line: ``retry`` joins the ``connected`` event.
+        return encode_fields(retry=self.hub.settings.sse_retry_ms)
 
     def encode(self, frame: Frame) -> bytes:
         if not apply(self.cursor, frame):
@@ -61,5 +121,4 @@ class SSETransport(StreamingTransport):
             # A one-channel connection's cursor is this frame's own position:
             # the same whole event for every such subscriber, built once.
             return frame.cached("sse-single", _single_channel_event)
-        body = frame.cached("sse", _body)
-        return body + b"id: " + format_cursor(self.cursor).encode() + b"\n\n"
+        return frame.cached("sse", _body) + encode_event(id=format_cursor(self.cursor))

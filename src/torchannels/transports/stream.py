@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..frames import Frame
-from .streaming import StreamingTransport
+from .connection import StreamingTransport
 
 
 def _line(frame: Frame) -> bytes:

@@ -1,24 +1,24 @@
 """WebSocket: many channels over one socket, subscribed and dropped in-band.
 
 The same session, positions, resets and ``can_access`` as the HTTP
-transports. Frames are written as prepared WebSocket frames: the frame
-header and payload of a message are built once (``Frame.cached``) and the
-same bytes go to every recipient's socket, with no per-recipient encoding,
-compression or task. Writes go through an :class:`Outbox` like HTTP
-streams; a client more than ``max_pending_bytes`` of live frames behind is
-closed with 4001 and resumes from its positions.
+transports, and the same :class:`~.connection.LiveConnection` (outbox,
+keep-alive, expiry, slow-consumer limit, ``end``). Frames are written as
+prepared WebSocket frames: the frame header and payload of a message are
+built once (``Frame.cached``) and the same bytes go to every recipient's
+socket, with no per-recipient encoding, compression or task.
+
+The keep-alive tick writes a JSON ``ping`` frame (a browser page cannot see
+protocol pings) and a protocol PING in the same write; a peer that has sent
+nothing, not even a PONG, for two intervals is cut off.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import struct
-import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from tornado.ioloop import PeriodicCallback
 from tornado.web import HTTPError
 from tornado.websocket import WebSocketHandler
 
@@ -32,19 +32,29 @@ from ..errors import (
     CLOSE_SLOW,
     RECONNECT_EXPIRED,
     RECONNECT_SHUTDOWN,
+    RECONNECT_SLOW,
     BadRequest,
 )
 from ..frames import Frame
 from ..protocol import dumps, parse_cursor
 from ..request import check_channels, query_names
 from ..session import Session
-from .outbox import Outbox
+from .connection import LiveConnection
 
 if TYPE_CHECKING:
-    from ..handlers import Subscription
     from ..hub import Hub
 
 UNSUBSCRIBED = "unsubscribed"
+
+#: A protocol-level PING control frame with no payload (RFC 6455 5.5.2).
+PROTOCOL_PING = b"\x89\x00"
+
+#: The close code that ends a connection for each ``reconnect`` reason.
+CLOSE_CODES = {
+    RECONNECT_SHUTDOWN: CLOSE_GOING_AWAY,
+    RECONNECT_EXPIRED: CLOSE_EXPIRED,
+    RECONNECT_SLOW: CLOSE_SLOW,
+}
 
 
 def ws_text_frame(payload: bytes) -> bytes:
@@ -59,12 +69,12 @@ def ws_text_frame(payload: bytes) -> bytes:
     return head + payload
 
 
-def _nothing() -> None:
-    pass
-
-
 def _prepared(frame: Frame) -> bytes:
     return ws_text_frame(frame.envelope)
+
+
+def _encode(frame: Frame) -> bytes:
+    return frame.cached("ws", _prepared)
 
 
 class ChannelSocketMixin(WebSocketHandler):
@@ -74,65 +84,45 @@ class ChannelSocketMixin(WebSocketHandler):
     name = "websocket"
 
     if TYPE_CHECKING:
+        hub: Hub
 
-        @property
-        def channel_hub(self) -> Hub: ...
-
-        def can_access(self, sub: Subscription) -> bool | Awaitable[bool]: ...
+        def authorize(self, channel: str) -> bool | Awaitable[bool]: ...
 
         def subscription_expires(self) -> float | None: ...
 
-    _session: Session | None = None
+    _connection: LiveConnection | None = None
 
     # -- Tornado hooks ------------------------------------------------------------
 
     @property
     def ping_interval(self) -> float | None:
-        return self.channel_hub.settings.ping_interval
-
-    @property
-    def ping_timeout(self) -> float | None:
-        return self.channel_hub.settings.ping_interval
+        return None  # the LiveConnection's keep-alive tick pings
 
     @property
     def max_message_size(self) -> int:
-        return self.channel_hub.settings.max_request_bytes
-
-    def check_origin(self, origin: str) -> bool:
-        """Cross-origin sockets only from ``Settings.allowed_origins`` (or the
-        app's ``trusted_origins``); same-origin ones never reach here."""
-        allowed = self.channel_hub.settings.allowed_origins
-        return origin.rstrip("/") in allowed or super().check_origin(origin)
+        return self.hub.settings.max_request_bytes
 
     def open(self, *args: Any, **kwargs: Any) -> Awaitable[None] | None:
-        from ..handlers import Subscription
-
-        hub = self.channel_hub
+        hub = self.hub
         assert self.ws_connection is not None
         stream = self.ws_connection.stream
         assert stream is not None
-        self._closing = False
-        self._outbox = Outbox(
-            stream.write,
-            hub.settings.max_pending_bytes,
-            on_slow=self._slow,
-            on_closed=self._gone,
-            on_idle=_nothing,
-        )
         self.set_nodelay(True)
-        self._session = Session(
-            hub, self._send, lambda channel: self.can_access(Subscription(channel, self))
+        session = Session(hub, self._send, self.authorize)
+        self._connection = connection = LiveConnection(
+            self.name,
+            hub,
+            session,
+            encode=_encode,
+            write=stream.write,
+            finish=self._finish_close,
+            cut=stream.close,
+            ping=_encode(F.PING_FRAME) + PROTOCOL_PING,
+            expires=self.subscription_expires(),
+            hears_peer=True,
         )
-        self._write(_prepared(F.connected(self.name, hub.settings.ping_interval)))
-        self._pinger = PeriodicCallback(self._ping, hub.settings.ping_interval * 1000)
-        self._pinger.start()
-        self._expiry: asyncio.TimerHandle | None = None
-        expires = self.subscription_expires()
-        if expires is not None:
-            self._expiry = asyncio.get_running_loop().call_later(
-                max(0.0, expires - time.time()), self.end, RECONNECT_EXPIRED
-            )
-        hub.connection_opened(self)
+        connection.put(_encode(F.connected(self.name, hub.settings.ping_interval)), backlog=True)
+        connection.start()
         # The connect URL subscribes exactly like an in-band command would.
         try:
             names = query_names(self.request.query_arguments)
@@ -143,42 +133,53 @@ class ChannelSocketMixin(WebSocketHandler):
         if not names and cursor_text:
             names = [entry.partition("=")[0] for entry in cursor_text.split(",")]
         if names:
-            return self._subscribe(self._session, names, cursor_text, hub.settings.max_channels)
+            return self._subscribe(session, names, cursor_text)
         return None
 
+    def on_pong(self, data: bytes) -> None:
+        if self._connection is not None:
+            self._connection.heard()
+
+    def on_ping(self, data: bytes) -> None:
+        self.on_pong(data)
+
     async def on_message(self, message: str | bytes) -> None:
-        session = self._session
-        if session is None or self._closing:
+        connection = self._connection
+        if connection is None:
+            return
+        connection.heard()
+        if connection.ending or connection.stopped:
             return
         try:
             command = json.loads(message)
-            if not isinstance(command, dict):
-                raise BadRequest(BAD_MESSAGE, "a command is a JSON object")
-            kind = command.get("type")
-            names = command.get("channels")
-            if not isinstance(names, list):
-                raise BadRequest(BAD_MESSAGE, '"channels" must be a list of channel names')
-            limit = self.channel_hub.settings.max_channels
-            if not all(isinstance(n, str) for n in names):
-                raise BadRequest(BAD_MESSAGE, '"channels" must be a list of channel names')
-            if kind == "subscribe":
-                await self._subscribe(session, names, command.get("cursor", ""), limit)
-            elif kind == "unsubscribe":
-                for channel in dict.fromkeys(names):
-                    session.unsubscribe(channel)  # answered even if not held
-                    self._write(ws_text_frame(dumps({"type": UNSUBSCRIBED, "channel": channel})))
-            else:
-                raise BadRequest(BAD_MESSAGE, f"unknown command type {kind!r}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             self._error(BAD_MESSAGE, "a command must be JSON text")
+            return
+        try:
+            await self._command(connection.session, command)
         except BadRequest as exc:
             self._error(exc.code, exc.message)
 
-    async def _subscribe(
-        self, session: Session, names: list[str], cursor_text: object, limit: int
-    ) -> None:
+    async def _command(self, session: Session, command: object) -> None:
+        if not isinstance(command, dict):
+            raise BadRequest(BAD_MESSAGE, "a command is a JSON object")
+        kind = command.get("type")
+        names = command.get("channels")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise BadRequest(BAD_MESSAGE, '"channels" must be a list of channel names')
+        if kind == "subscribe":
+            await self._subscribe(session, names, command.get("cursor", ""))
+        elif kind == "unsubscribe":
+            for channel in dict.fromkeys(names):
+                session.unsubscribe(channel)  # answered even if not held
+                self._put(ws_text_frame(dumps({"type": UNSUBSCRIBED, "channel": channel})))
+        else:
+            raise BadRequest(BAD_MESSAGE, f"unknown command type {kind!r}")
+
+    async def _subscribe(self, session: Session, names: list[str], cursor_text: object) -> None:
         """A refused subscribe answers every named channel with an ``error``
         frame carrying the code, so the client knows what is not served."""
+        limit = self.hub.settings.max_channels
         try:
             if not isinstance(cursor_text, str):
                 raise BadRequest(BAD_MESSAGE, '"cursor" must be a string')
@@ -192,50 +193,28 @@ class ChannelSocketMixin(WebSocketHandler):
         await session.subscribe(new, cursor, live=True)
 
     def on_close(self) -> None:
-        self._closing = True
-        if self._session is None:
-            return  # never opened
-        self._session.close()
-        self._pinger.stop()
-        if self._expiry is not None:
-            self._expiry.cancel()
-        self.channel_hub.connection_closed(self)
+        if self._connection is not None:
+            self._connection.stop()
 
     def end(self, reason: str) -> None:
-        """Send ``reconnect`` and close: 1001 on shutdown, 4002 on expiry."""
-        if self._closing:
-            return
-        self._write(_prepared(F.reconnect(reason)))
-        self._closing = True
-        code = {RECONNECT_SHUTDOWN: CLOSE_GOING_AWAY, RECONNECT_EXPIRED: CLOSE_EXPIRED}
-        self.close(code.get(reason, CLOSE_NORMAL), reason)
+        """Send ``reconnect`` and close: 1001 on shutdown, 4002 on expiry,
+        4001 for a slow consumer, else 1000."""
+        if self._connection is not None:
+            self._connection.end(reason)
 
     # -- writing ------------------------------------------------------------------
 
-    def _error(self, code: str, message: str) -> None:
-        self._write(ws_text_frame(dumps({"type": F.ERROR, "code": code, "message": message})))
+    def _finish_close(self, reason: str) -> None:
+        self.close(CLOSE_CODES.get(reason, CLOSE_NORMAL), reason)
 
-    def _ping(self) -> None:
-        self._write(F.PING_FRAME.cached("ws", _prepared), backlog=False)
+    def _error(self, code: str, message: str) -> None:
+        self._put(ws_text_frame(dumps({"type": F.ERROR, "code": code, "message": message})))
 
     def _send(self, frames: list[Frame], *, backlog: bool = False) -> None:
-        if len(frames) == 1:
-            data = frames[0].cached("ws", _prepared)
-        else:
-            data = b"".join(f.cached("ws", _prepared) for f in frames)
-        self._write(data, backlog=backlog)
+        if self._connection is not None:
+            self._connection.send(frames, backlog=backlog)
 
-    def _write(self, data: bytes, *, backlog: bool = True) -> None:
-        """Queue complete WebSocket frames; control frames count as backlog."""
-        if not self._closing:
-            self._outbox.put(data, backlog=backlog)
-
-    def _slow(self) -> None:
-        self._closing = True
-        self.channel_hub.stats.slow_dropped += 1
-        if self._session is not None:
-            self._session.close()
-        self.close(CLOSE_SLOW, "slow_consumer")
-
-    def _gone(self) -> None:
-        self._closing = True
+    def _put(self, data: bytes) -> None:
+        """Queue a reply to a command; replies count as backlog."""
+        if self._connection is not None:
+            self._connection.put(data, backlog=True)

@@ -24,10 +24,10 @@ from collections.abc import Mapping
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
-from .brokers import HistoryPolicy
-from .errors import ChannelNameError, TorChannelsError
-from .settings import Settings
-from .tokens import ChannelPatterns, check_pattern
+from ..brokers import HistoryPolicy
+from ..errors import ChannelNameError, TorChannelsError
+from ..settings import Settings
+from ..tokens import check_pattern
 
 ENV_PREFIX = "TORCHANNELS_"
 CONFIG_ENV = "TORCHANNELS_CONFIG"
@@ -91,6 +91,20 @@ class HubConfig:
     ping_interval: float = _opt(
         15.0, "float", "seconds between keep-alive pings on streams", low=0, above=True
     )
+    stream_max_bytes: int = _opt(
+        1 << 20,
+        "int",
+        "bytes after which a stream or SSE response ends with reconnect (proxies may buffer "
+        "endless responses); a soft cap: the frame crossing it is still sent",
+        low=1,
+    )
+    max_pending_bytes: int = _opt(
+        1 << 20,
+        "int",
+        "bytes of live frames a streaming or WebSocket client may fall behind before it "
+        "is dropped with reconnect (slow_consumer) and resumes",
+        low=1,
+    )
     allowed_origins: tuple[str, ...] = _opt(
         (),
         "origins",
@@ -120,6 +134,8 @@ class HubConfig:
             max_request_bytes=self.max_request_bytes,
             longpoll_timeout=self.longpoll_timeout,
             ping_interval=self.ping_interval,
+            stream_max_bytes=self.stream_max_bytes,
+            max_pending_bytes=self.max_pending_bytes,
             allowed_origins=self.allowed_origins,
         )
 
@@ -130,14 +146,6 @@ class HubConfig:
         HistoryPolicy(size=0, ttl=3600.0)
         """
         return HistoryPolicy(size=self.history_size, ttl=self.history_ttl)
-
-    def anonymous_patterns(self) -> ChannelPatterns:
-        """:attr:`anonymous` as a matcher.
-
-        >>> HubConfig().anonymous_patterns().matches("demo:chat")
-        True
-        """
-        return ChannelPatterns(self.anonymous)
 
 
 def env_name(name: str) -> str:

@@ -14,9 +14,9 @@ from typing import Any
 
 from tornado.web import RequestHandler, stream_request_body
 
-from .errors import ChannelNameError, MessageError
-from .hub import Hub
-from .protocol import check_channel, dumps
+from ..errors import ChannelNameError, MessageError
+from ..hub import Hub
+from ..protocol import check_channel, dumps
 
 #: Error codes of the API (``{"error": code, "message": text}``).
 UNAUTHORIZED = "unauthorized"  # 401: no key given
@@ -26,7 +26,6 @@ PAYLOAD_TOO_LARGE = "payload_too_large"  # 413
 BAD_JSON = "bad_json"  # 400: body is not a JSON object of the right shape
 INVALID_CHANNEL = "invalid_channel"  # 400
 INVALID_MESSAGE = "invalid_message"  # 400: reserved key, not JSON-able, ...
-NOT_FOUND = "not_found"  # 404
 
 
 class ApiError(Exception):

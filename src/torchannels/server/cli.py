@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from . import __version__
+from .. import __version__
 from .config import ConfigError, HubConfig, add_arguments, load_config
 
 log = logging.getLogger("torchannels.cli")
@@ -199,8 +199,8 @@ def publish(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from .errors import ChannelNameError
-    from .tokens import check_pattern, encode_token
+    from ..errors import ChannelNameError
+    from ..tokens import check_pattern, encode_token
 
     secret = args.secret or env.get("TORCHANNELS_TOKEN_SECRET")
     if not secret:

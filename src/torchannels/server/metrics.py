@@ -11,7 +11,7 @@ from typing import Any
 
 import tornado.web
 
-from .hub import Hub
+from ..hub import Hub
 
 try:
     from prometheus_client import CollectorRegistry, generate_latest

@@ -23,16 +23,17 @@ from typing import Any
 import tornado.web
 from tornado.log import access_log
 
+from ..assets import static_path, static_route
+from ..brokers.memory import MemoryBroker
+from ..errors import FORBIDDEN, AccessDenied
+from ..handlers import ChannelMixin
+from ..hub import Hub
+from ..protocol import dumps
+from ..session import Subscription
+from ..tokens import ChannelPatterns, Claims, TokenError, decode_token
 from .api import ChannelInfoHandler, PublishHandler, StateHandler
-from .assets import static_path, static_route
-from .brokers.memory import MemoryBroker
 from .config import HubConfig
 from .demo import DemoPageHandler, DemoPublishHandler
-from .errors import FORBIDDEN, AccessDenied
-from .handlers import ChannelMixin, Subscription
-from .hub import Hub
-from .protocol import dumps
-from .tokens import ChannelPatterns, Claims, TokenError, decode_token
 
 TOKEN_REQUIRED = "token_required"
 _TOKEN_PARAM = re.compile(r"([?&]token=)[^&]*")
@@ -163,12 +164,10 @@ def make_app(config: HubConfig, hub: Hub | None = None) -> tornado.web.Applicati
             (r"/", DemoPageHandler),
             (r"/demo/publish", DemoPublishHandler, {"hub": hub}),
         ]
-    app = tornado.web.Application(
+    return tornado.web.Application(
         routes,
         static_path=static_path(),
         static_url_prefix="/torchannels/",
         template_path=os.path.join(os.path.dirname(__file__), "templates"),
         log_function=log_request,
     )
-    app.settings["torchannels_hub"] = hub
-    return app

@@ -15,7 +15,7 @@ from typing import Any
 
 import tornado.web
 
-from .hub import Hub
+from ..hub import Hub
 
 log = logging.getLogger("torchannels.demo")
 
