@@ -304,3 +304,13 @@ async def test_positions_are_per_channel(app_server: Server, handler: type[SeedH
     third = await app_server.poll(channel=["a", "b"], cursor=second["cursor"])
     assert third["frames"] == []
     assert third["cursor"] == second["cursor"]
+
+
+def test_channel_handles_are_equal_and_hash_alike() -> None:
+    hub, other = Hub(), Hub()
+    first, again = hub.channel("news"), hub.channel("news")
+    assert first == again and hash(first) == hash(again)
+    assert {first: 1}[again] == 1  # the seed's users keep channels in dicts
+    assert first != hub.channel("sport")
+    assert first != other.channel("news")  # same name, another hub
+    assert first != "news"

@@ -339,3 +339,81 @@ async def test_slow_consumer_is_closed_with_4001(make_server: Callable[..., Serv
     assert hub.stats.slow_dropped == 1
     await eventually(lambda: hub.local_subscribers("flood") == 0)
     writer.close()
+
+
+# -- the app's own hooks, refusals and command errors (issue 7) ---------------------
+
+
+class FriendOnly(ChannelMixin, tornado.web.RequestHandler):
+    """An app's own origin policy, extending the default one with super()."""
+
+    def check_origin(self, origin: str) -> bool:
+        return origin == "https://friend.example" or super().check_origin(origin)
+
+
+async def test_the_apps_check_origin_decides_on_the_websocket_route(
+    make_server: Callable[..., Server],
+) -> None:
+    from tornado.httpclient import HTTPClientError, HTTPRequest
+
+    server = make_ws_server(make_server, FriendOnly)
+    url = f"ws://127.0.0.1:{server.port}/channels/ws"
+    friend = await websocket_connect(HTTPRequest(url, headers={"Origin": "https://friend.example"}))
+    friend.close()
+    same = await websocket_connect(
+        HTTPRequest(url, headers={"Origin": f"http://127.0.0.1:{server.port}"})
+    )  # the default policy, reached through super()
+    same.close()
+    with pytest.raises(HTTPClientError) as refused:
+        await websocket_connect(HTTPRequest(url, headers={"Origin": "https://other.example"}))
+    assert refused.value.code == 403
+
+
+async def test_no_new_websocket_while_shutting_down(ws_server: Server) -> None:
+    from tornado.httpclient import HTTPClientError
+
+    assert await ws_server.hub.shutdown(1)
+    with pytest.raises(HTTPClientError) as refused:
+        await websocket_connect(f"ws://127.0.0.1:{ws_server.port}/channels/ws?channel=late")
+    assert refused.value.code == 503
+    assert json.loads(refused.value.response.body)["error"] == "shutting_down"  # type: ignore[union-attr]
+    assert not ws_server.hub.connections
+
+
+async def test_a_repeated_cursor_on_the_connect_url_is_bad_parameter(connect: Any) -> None:
+    sock = await connect("channel=c&cursor=c%3Dab%3A1&cursor=c%3Dab%3A2")
+    await sock.wait(lambda fs: bool(sock.of("error")))
+    assert sock.of("error")[0]["code"] == "bad_parameter"
+    assert not sock.of("subscribed")
+
+
+async def test_deeply_nested_json_is_bad_message_and_the_socket_stays(
+    ws_server: Server, connect: Any
+) -> None:
+    sock = await connect()
+    sock.conn.write_message("[" * 2000)  # deeper than the recursion limit, under 2048 bytes
+    await sock.wait(lambda fs: bool(sock.of("error")))
+    assert sock.of("error")[0]["code"] == "bad_message"
+    sock.send({"type": "subscribe", "channels": ["after"]})
+    await sock.wait(lambda fs: bool(sock.of("subscribed")))
+
+
+class FailingBroker(MemoryBroker):
+    """A broker whose reads fail with a ValueError of its own."""
+
+    async def read(self, channel: str, since: Any) -> Any:
+        raise ValueError("the broker broke")
+
+
+async def test_a_broker_error_is_not_reported_as_bad_json(
+    make_server: Callable[..., Server],
+) -> None:
+    """Only the JSON parse is answered ``a command must be JSON text``; an
+    error deeper in a subscribe is not blamed on the client's command."""
+    hub = Hub(FailingBroker(), Settings(ping_interval=5))
+    server = make_ws_server(make_server, SeedStyleHandler, hub)
+    sock = Socket(await websocket_connect(f"ws://127.0.0.1:{server.port}/channels/ws"))
+    await sock.wait(lambda fs: bool(sock.of("connected")))
+    sock.send({"type": "subscribe", "channels": ["doomed"]})
+    await asyncio.wait_for(sock.closed.wait(), 10)  # the failure ends the socket
+    assert not sock.of("error"), sock.frames

@@ -57,6 +57,9 @@ REQUEST_TOO_LARGE = "request_too_large"
 BAD_PARAMETER = "bad_parameter"
 BAD_MESSAGE = "bad_message"  # WebSocket: a client frame that is not a valid command
 
+# Code of the 503 answer to subscribe requests while the hub shuts down.
+SHUTTING_DOWN = "shutting_down"
+
 # Codes of in-band ``error`` frames, which concern one channel only.
 FORBIDDEN = "forbidden"
 TOKEN_EXPIRED = "token_expired"

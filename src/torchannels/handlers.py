@@ -18,7 +18,7 @@ from tornado.web import HTTPError, RequestHandler
 from tornado.websocket import WebSocketHandler
 
 from .channel import Channel
-from .errors import BadRequest
+from .errors import SHUTTING_DOWN, BadRequest
 from .hub import Hub, default_hub
 from .protocol import dumps
 from .request import parse_request
@@ -140,10 +140,9 @@ class ChannelMixin(RequestHandler):
         return _denying_http_errors(verdict) if inspect.isawaitable(verdict) else verdict
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        hub = self.hub
-        if hub.closing:
-            self._refuse(503, "shutting_down", "the server is shutting down; retry shortly")
+        if self.refused_while_closing():
             return
+        hub = self.hub
         try:
             request = parse_request(
                 self.request.query_arguments,
@@ -164,6 +163,13 @@ class ChannelMixin(RequestHandler):
         )
         self._channel_transport = transport
         await transport.run()
+
+    def refused_while_closing(self) -> bool:
+        """Answer 503 ``shutting_down`` if the hub is shutting down; True if so."""
+        if not self.hub.closing:
+            return False
+        self._refuse(503, SHUTTING_DOWN, "the server is shutting down; retry shortly")
+        return True
 
     def _refuse(self, status: int, code: str, message: str) -> None:
         self.set_status(status)

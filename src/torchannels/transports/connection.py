@@ -152,7 +152,12 @@ class LiveConnection:
         #: :meth:`stop` ran; nothing more happens.
         self.stopped = False
         self._reason = ""
-        self._last_heard: float | None = time.monotonic() if hears_peer else None
+        self._hears_peer = hears_peer
+        self._heard = True  # since the last tick
+        self._missed = 0  # ticks in a row with nothing heard since the one before
+        #: False while the transport reads nothing from the peer (a command
+        #: is being handled): silence then says nothing about the peer.
+        self.listening = True
         self._timers: list[asyncio.TimerHandle] = []
         self._ticker = PeriodicCallback(self._tick, hub.settings.ping_interval * 1000)
         self.outbox = Outbox(
@@ -203,7 +208,7 @@ class LiveConnection:
 
     def heard(self) -> None:
         """The peer sent something (a pong, a command): it is alive."""
-        self._last_heard = time.monotonic()
+        self._heard = True
 
     def end(self, reason: str) -> None:
         """Send ``reconnect`` (``reason``), then close once it is written; cut
@@ -216,10 +221,13 @@ class LiveConnection:
         self.outbox.put(self._encode(F.reconnect(reason)), backlog=True)
 
     def _tick(self) -> None:
-        interval = self.hub.settings.ping_interval
-        if self._last_heard is not None and time.monotonic() - self._last_heard > 2 * interval:
-            self.cut()  # no answer to two pings: the peer is gone
-        elif not self.ending:
+        if self._hears_peer and self.listening:
+            self._missed = 0 if self._heard else self._missed + 1
+            self._heard = False
+            if self._missed >= 2:
+                self.cut()  # no answer to two pings in a row: the peer is gone
+                return
+        if not self.ending:
             self.put(self._ping)
 
     def _slow(self) -> None:

@@ -88,6 +88,8 @@ class ChannelSocketMixin(WebSocketHandler):
 
         def authorize(self, channel: str) -> bool | Awaitable[bool]: ...
 
+        def refused_while_closing(self) -> bool: ...
+
         def subscription_expires(self) -> float | None: ...
 
     _connection: LiveConnection | None = None
@@ -101,6 +103,10 @@ class ChannelSocketMixin(WebSocketHandler):
     @property
     def max_message_size(self) -> int:
         return self.hub.settings.max_request_bytes
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        if not self.refused_while_closing():  # as on the HTTP URL
+            await super().get(*args, **kwargs)
 
     def open(self, *args: Any, **kwargs: Any) -> Awaitable[None] | None:
         hub = self.hub
@@ -126,10 +132,14 @@ class ChannelSocketMixin(WebSocketHandler):
         # The connect URL subscribes exactly like an in-band command would.
         try:
             names = query_names(self.request.query_arguments)
-            cursor_text = self.get_query_argument("cursor", "")
+            cursors = self.get_query_arguments("cursor")
         except (BadRequest, HTTPError):
+            cursors = []
+            names = None
+        if names is None or len(cursors) > 1:
             self._error(BAD_PARAMETER, "query parameters must be UTF-8, cursor given once")
             return None
+        cursor_text = cursors[0] if cursors else ""
         if not names and cursor_text:
             names = [entry.partition("=")[0] for entry in cursor_text.split(",")]
         if names:
@@ -155,10 +165,16 @@ class ChannelSocketMixin(WebSocketHandler):
         except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             self._error(BAD_MESSAGE, "a command must be JSON text")
             return
+        # Tornado reads nothing (PONGs included) until a command is handled:
+        # a slow can_access must not make the peer look dead.
+        connection.listening = False
         try:
             await self._command(connection.session, command)
         except BadRequest as exc:
             self._error(exc.code, exc.message)
+        finally:
+            connection.listening = True
+            connection.heard()
 
     async def _command(self, session: Session, command: object) -> None:
         if not isinstance(command, dict):

@@ -1,0 +1,245 @@
+"""The one connection model of long-lived transports (transports/connection.py),
+observed on the wire with raw sockets: the keep-alive tick, dead peers, the
+order of ``reconnect`` and close, and the cut of a client that cannot take
+its ``reconnect`` frame."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import tornado.web
+
+from support import Server, eventually
+from torchannels import ChannelMixin, Hub, MemoryBroker, Settings, Subscription
+from torchannels.errors import CLOSE_GOING_AWAY, CLOSE_SLOW
+
+TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
+
+
+class RawSocket:
+    """A WebSocket client on a bare TCP socket: it reads only when told to and
+    answers PINGs only when told to, as a stuck or dead peer would not."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, port: int, query: str, *, rcvbuf: int | None = None) -> RawSocket:
+        sock = socket.socket()
+        if rcvbuf is not None:  # before connect, so the window stays small
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET /channels/ws?{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert b" 101 " in head, head
+        return cls(reader, writer)
+
+    async def frame(self, timeout: float = 10) -> tuple[int, bytes] | None:
+        """The next (opcode, payload), or None at end of stream."""
+        try:
+            first, second = await asyncio.wait_for(self.reader.readexactly(2), timeout)
+            size = second & 0x7F
+            if size == 126:
+                (size,) = struct.unpack("!H", await self.reader.readexactly(2))
+            elif size == 127:
+                (size,) = struct.unpack("!Q", await self.reader.readexactly(8))
+            return first & 0x0F, await self.reader.readexactly(size)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+
+    def send(self, opcode: int, payload: bytes = b"") -> None:
+        assert len(payload) < 126
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.writer.write(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def frame_type(frame: tuple[int, bytes] | None) -> str:
+    """``"ping"``, ``"message"``, ... for text frames; ``"PING"``/``"CLOSE"``
+    for control frames; ``"EOF"`` at the end of the stream."""
+    if frame is None:
+        return "EOF"
+    opcode, payload = frame
+    if opcode == TEXT:
+        kind: str = json.loads(payload)["type"]
+        return kind
+    return {CLOSE: "CLOSE", PING: "PING", PONG: "PONG"}[opcode]
+
+
+class SlowGate(ChannelMixin, tornado.web.RequestHandler):
+    """``can_access`` waits on the hub's gate for channels named ``slow:*``."""
+
+    gate: asyncio.Event
+
+    async def can_access(self, sub: Subscription) -> bool:
+        if sub.channel.startswith("slow:"):
+            await self.gate.wait()
+        return True
+
+
+@pytest.fixture
+async def ws(make_server: Callable[..., Server]) -> AsyncIterator[Callable[..., Server]]:
+    """``ws(settings)`` -> a server with a WebSocket route on a fresh hub."""
+
+    def make(settings: Settings, base: type[ChannelMixin] = ChannelMixin, **attrs: Any) -> Server:
+        hub = Hub(MemoryBroker(), settings)
+        handler = type("Handler", (base,), {"hub": hub, **attrs})
+        return make_server(handler, hub_=hub, routes=[(r"/channels/ws", handler.websocket())])
+
+    yield make
+
+
+async def test_keepalive_tick_writes_a_json_ping_and_a_protocol_ping(ws: Any) -> None:
+    server = ws(Settings(ping_interval=0.2))
+    sock = await RawSocket.connect(server.port, "channel=k")
+    seen = [frame_type(await sock.frame()) for _ in range(3)]
+    assert seen == ["connected", "subscribed", "ping"]
+    assert frame_type(await sock.frame()) == "PING"  # in the same tick, right after
+    assert frame_type(await sock.frame()) == "ping"  # and again one interval later
+    sock.close()
+
+
+async def test_a_peer_that_answers_pings_stays_connected(ws: Any) -> None:
+    server = ws(Settings(ping_interval=0.2))
+    sock = await RawSocket.connect(server.port, "channel=k")
+    pings = 0
+    while pings < 6:  # 6 intervals: three times the dead-peer limit
+        frame = await sock.frame()
+        assert frame is not None, "the server cut a live peer"
+        if frame[0] == PING:
+            pings += 1
+            sock.send(PONG, frame[1])
+    assert len(server.hub.connections) == 1
+    sock.close()
+
+
+async def test_a_peer_that_never_answers_is_cut_after_two_intervals(ws: Any) -> None:
+    server = ws(Settings(ping_interval=0.2))
+    sock = await RawSocket.connect(server.port, "channel=k")
+    start = asyncio.get_running_loop().time()
+    kinds = []
+    while (kind := frame_type(await sock.frame())) != "EOF":
+        kinds.append(kind)
+    took = asyncio.get_running_loop().time() - start
+    assert "CLOSE" not in kinds  # a dead peer gets no close handshake
+    assert kinds.count("PING") >= 2
+    assert 0.4 <= took < 5, took
+    await eventually(lambda: not server.hub.connections)
+    await eventually(lambda: server.hub.local_subscribers("k") == 0)
+
+
+async def test_a_slow_can_access_does_not_make_the_peer_look_dead(ws: Any) -> None:
+    gate = asyncio.Event()
+    server = ws(Settings(ping_interval=0.2), SlowGate, gate=gate)
+    sock = await RawSocket.connect(server.port, "")
+    assert frame_type(await sock.frame()) == "connected"
+    sock.send(TEXT, json.dumps({"type": "subscribe", "channels": ["slow:x"]}).encode())
+    # While can_access waits, Tornado reads nothing, so our PONGs go unread.
+    pings = 0
+    while pings < 4:  # two intervals past the dead-peer limit
+        frame = await sock.frame()
+        assert frame is not None, "cut while its command was being handled"
+        if frame[0] == PING:
+            pings += 1
+            sock.send(PONG, frame[1])
+    gate.set()
+    while (kind := frame_type(await sock.frame())) != "subscribed":
+        assert kind in ("ping", "PING"), kind
+    sock.close()
+
+
+async def test_slow_websocket_gets_reconnect_then_4001_and_nothing_after(ws: Any) -> None:
+    hub_settings = Settings(ping_interval=5, max_pending_bytes=64 * 1024)
+    server = ws(hub_settings)
+    sock = await RawSocket.connect(server.port, "channel=flood", rcvbuf=4096)
+    await eventually(lambda: server.hub.local_subscribers("flood") == 1)
+    blob = "x" * 16384
+    for n in range(2000):
+        server.hub.channel("flood").send({"n": n, "blob": blob})
+        if server.hub.stats.slow_dropped:
+            break
+        await asyncio.sleep(0)
+    assert server.hub.stats.slow_dropped == 1
+    # Now read everything: what was in flight, then reconnect, then the close.
+    frames = []
+    while (frame := await sock.frame()) is not None:
+        frames.append(frame)
+        if frame[0] == CLOSE:
+            sock.send(CLOSE, frame[1][:2])
+    kinds = [frame_type(f) for f in frames]
+    assert kinds[-2:] == ["reconnect", "CLOSE"], kinds[-5:]
+    assert json.loads(frames[-2][1])["reason"] == "slow_consumer"
+    assert struct.unpack("!H", frames[-1][1][:2])[0] == CLOSE_SLOW
+    offsets = [json.loads(p)["data"]["n"] for op, p in frames if frame_type((op, p)) == "message"]
+    assert offsets == list(range(len(offsets)))  # a prefix, in order: the rest resumes
+    await eventually(lambda: not server.hub.connections)
+
+
+async def test_close_never_overtakes_the_reconnect_frame(ws: Any) -> None:
+    """Shutdown while a large write is still in flight: the close frame waits
+    until ``reconnect`` (and everything queued before it) is written."""
+    server = ws(Settings(ping_interval=5))
+    for n in range(48):  # 12 MiB: more than loopback socket buffers hold
+        server.hub.channel("big").send({"n": n, "blob": "y" * 262144})
+    sock = await RawSocket.connect(server.port, "channel=big", rcvbuf=4096)
+    await eventually(lambda: server.hub.local_subscribers("big") == 1)
+    shutdown = asyncio.ensure_future(server.hub.shutdown(10))
+    frames = []
+    while (frame := await sock.frame()) is not None:
+        frames.append(frame)
+        if frame[0] == CLOSE:
+            sock.send(CLOSE, frame[1][:2])
+    kinds = [frame_type(f) for f in frames]
+    assert kinds.count("message") == 48
+    assert kinds[-2:] == ["reconnect", "CLOSE"], kinds[-5:]
+    assert struct.unpack("!H", frames[-1][1][:2])[0] == CLOSE_GOING_AWAY
+    assert await shutdown
+
+
+@pytest.mark.parametrize("transport", ["stream", "sse", "websocket"])
+async def test_a_client_that_cannot_take_its_reconnect_is_cut(ws: Any, transport: str) -> None:
+    """Shutdown ends every connection within about one ping interval, even
+    one whose client stopped reading with a write in flight."""
+    server = ws(Settings(ping_interval=0.5, stream_max_bytes=1 << 30))
+    for n in range(48):  # 12 MiB: more than loopback socket buffers hold
+        server.hub.channel("stuck").send({"n": n, "blob": "z" * 262144})
+    if transport == "websocket":
+        sock = await RawSocket.connect(server.port, "channel=stuck", rcvbuf=4096)
+        writer = sock.writer
+    else:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", server.port))
+        _, writer = await asyncio.open_connection(sock=raw)
+        writer.write(
+            f"GET /channels?transport={transport}&channel=stuck HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{server.port}\r\n\r\n".encode()
+        )
+    await eventually(lambda: server.hub.local_subscribers("stuck") == 1)
+    assert len(server.hub.connections) == 1
+    # Never read: the catch-up stays in flight, so the reconnect cannot go out.
+    assert await server.hub.shutdown(5)
+    assert not server.hub.connections
+    writer.close()
