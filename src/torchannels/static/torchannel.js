@@ -12,16 +12,24 @@
  * The wire protocol is docs/protocol.md; the API is docs/client.md.
  * Licensed under the Apache License 2.0.
  */
-(function (root, factory) {
+// asModule (the `this === undefined` below): `this` is undefined at the top
+// of an ES module only; a classic script's is the global object, a CommonJS
+// module's its exports.
+(function (root, asModule, factory) {
   'use strict';
   const api = factory(root);
   if (typeof module === 'object' && module && module.exports) {
     module.exports = api;
+  } else if (asModule) {
+    // Evaluated as an ES module, which is how torchannel.mjs imports it: a
+    // classic script cannot `export`, so the API waits under a private key
+    // that torchannel.mjs takes and deletes. No global name is defined.
+    root[Symbol.for('torchannels.api')] = api;
   } else {
     root.TorChannels = api;
   }
   if (root.jQuery) api.registerJQuery(root.jQuery);
-})(typeof globalThis !== 'undefined' ? globalThis : typeof self !== 'undefined' ? self : this, (root) => {
+})(typeof globalThis !== 'undefined' ? globalThis : typeof self !== 'undefined' ? self : this, this === undefined, (root) => {
   'use strict';
 
   const VERSION = '0.1.0';
