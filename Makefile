@@ -43,6 +43,7 @@ typecheck: setup
 
 test-js: node_modules/.installed
 	node --test tests/js/
+	npx --no-install tsc -p tests/js/types
 
 test-py: setup browser node_modules/.installed
 	$(VENV)/bin/pytest -q

@@ -333,3 +333,23 @@ def test_falls_back_to_sse_when_websocket_is_unavailable(
     assert state["transports"] == ["sse"], state
     assert [f["transport"] for f in state["failures"]] == ["websocket"], state
     assert page.evaluate("() => window.client.transport") == "sse"
+
+
+@pytest.mark.parametrize("transport", ["websocket", "stream"])
+def test_the_es_module_alone_connects_and_delivers(
+    page: Page, site: Site, transport: str
+) -> None:
+    """pages/module.html imports torchannel.mjs with no <script> tag for
+    torchannel.js before it: the module brings the client and defines no
+    global name."""
+    channel = unique("module")
+    publish(site, channel, 1)  # in history before the page loads
+    page.goto(f"{site.base}/page/module?{urlencode({'channel': channel, 'transport': transport})}")
+    wait_count(page, channel, 1)
+    publish(site, channel, 2)
+    check_exactly(page, site, {channel: [1, 2]})
+    assert page.evaluate("() => window.leaked") == []
+    assert page.evaluate("() => window.sameApi") is True
+    state = page_state(page)
+    assert state["transports"] == [transport], state
+    assert state["failures"] == [], state

@@ -117,6 +117,10 @@ class FakeRequest {
     return {
       write: (...frames) => enqueue(frames.map((f) => JSON.stringify(f) + '\n').join('')),
       raw: enqueue,
+      /** Bytes as they are, e.g. a chunk that ends inside a UTF-8 character. */
+      bytes: (chunk) => {
+        if (!this.aborted) this._controller.enqueue(chunk);
+      },
       end: () => this._controller.close(),
     };
   }

@@ -8,6 +8,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const vm = require('node:vm');
 const {pathToFileURL} = require('node:url');
+const {execFileSync} = require('node:child_process');
 const {FakeHttp, Clock, frames: F} = require('./fakes.js');
 
 const STATIC = path.join(__dirname, '..', '..', 'src', 'torchannels', 'static');
@@ -88,6 +89,32 @@ test('the ES-module wrapper exports the same API', async () => {
   assert.equal(mod.Client, api.Client);
   assert.equal(mod.default, api);
   for (const name of Object.keys(api)) assert.equal(mod[name], api[name], name);
+});
+
+/** Import torchannel.mjs in a fresh global scope as a browser does (tests/js/helpers/import-in-vm.mjs). */
+function importInVm(...args) {
+  const helper = path.join(__dirname, 'helpers', 'import-in-vm.mjs');
+  const out = execFileSync(process.execPath, ['--experimental-vm-modules', '--no-warnings', helper, ...args],
+    {encoding: 'utf8'});
+  return JSON.parse(out);
+}
+
+test('the ES-module wrapper works alone in a browser-like scope and leaves no global behind', () => {
+  const api = require('../../src/torchannels/static/torchannel.js');
+  const got = importInVm();
+  assert.deepEqual(got.exports, [...Object.keys(api), 'default'].sort());
+  assert.deepEqual(got.defaultKeys, Object.keys(api).sort());
+  assert.equal(got.sameClient, true);
+  assert.equal(got.state, 'disconnected');
+  assert.equal(got.token, 1, 'a working Client');
+  assert.deepEqual(got.addedGlobals, [], 'no TorChannels, no leftover key');
+  assert.equal(got.seedApi, 'undefined');
+});
+
+test('imported as a module after jQuery, it registers the seed API as the script does', () => {
+  const got = importInVm('jquery');
+  assert.equal(got.seedApi, 'function');
+  assert.deepEqual(got.addedGlobals, []);
 });
 
 test('the constants mirror every code the server defines', () => {

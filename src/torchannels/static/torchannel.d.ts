@@ -128,7 +128,11 @@ export interface ClientOptions {
 
 export class Client {
   constructor(options?: ClientOptions);
-  /** The connection state. */
+  /**
+   * The connection state. Each move fires the event of the new state:
+   * disconnected -> connecting -> connected -> connecting ..., and any ->
+   * disconnected (idle or close()).
+   */
   readonly state: ConnectionState;
   /** The transport in use or being tried; null when disconnected. */
   readonly transport: TransportName | null;

@@ -5,31 +5,39 @@
  * the global `TorChannels`, and `$.torChannels` when jQuery is loaded first),
  * require() it under CommonJS, or import torchannel.mjs.
  *
- *   var subscriptions = $.torChannels({url: '/channels'});
- *   var token = subscriptions.subscribe('news', function (msg) { ... });
+ *   const subscriptions = $.torChannels({url: '/channels'});
+ *   const token = subscriptions.subscribe('news', (msg) => { ... });
  *   subscriptions.unsubscribe(token);
  *
  * The wire protocol is docs/protocol.md; the API is docs/client.md.
  * Licensed under the Apache License 2.0.
  */
-(function (root, factory) {
+// asModule (the `this === undefined` below): `this` is undefined at the top
+// of an ES module only; a classic script's is the global object, a CommonJS
+// module's its exports.
+(function (root, asModule, factory) {
   'use strict';
-  var api = factory(root);
+  const api = factory(root);
   if (typeof module === 'object' && module && module.exports) {
     module.exports = api;
+  } else if (asModule) {
+    // Evaluated as an ES module, which is how torchannel.mjs imports it: a
+    // classic script cannot `export`, so the API waits under a private key
+    // that torchannel.mjs takes and deletes. No global name is defined.
+    root[Symbol.for('torchannels.api')] = api;
   } else {
     root.TorChannels = api;
   }
   if (root.jQuery) api.registerJQuery(root.jQuery);
-})(typeof globalThis !== 'undefined' ? globalThis : typeof self !== 'undefined' ? self : this, function (root) {
+})(typeof globalThis !== 'undefined' ? globalThis : typeof self !== 'undefined' ? self : this, this === undefined, (root) => {
   'use strict';
 
-  var VERSION = '0.1.0';
+  const VERSION = '0.1.0';
 
   // ---- Codes: mirrored from the server (errors.py, frames.py, docs/protocol.md) ----
 
   /** The `type` of every frame the server sends. */
-  var FrameType = Object.freeze({
+  const FrameType = Object.freeze({
     MESSAGE: 'message',
     SUBSCRIBED: 'subscribed',
     UNSUBSCRIBED: 'unsubscribed', // WebSocket only
@@ -41,14 +49,14 @@
   });
 
   /** Why a `reset` frame says a position cannot be served. */
-  var ResetReason = Object.freeze({
+  const ResetReason = Object.freeze({
     EPOCH_CHANGED: 'epoch_changed',
     HISTORY_TRIMMED: 'history_trimmed',
     POSITION_AHEAD: 'position_ahead'
   });
 
   /** `code` of error frames (a channel refused) and of HTTP 400 answers (a bad request). */
-  var ErrorCode = Object.freeze({
+  const ErrorCode = Object.freeze({
     // error frames
     FORBIDDEN: 'forbidden',
     TOKEN_REQUIRED: 'token_required',
@@ -72,7 +80,7 @@
   });
 
   /** `reason` of `reconnect` frames. */
-  var ReconnectReason = Object.freeze({
+  const ReconnectReason = Object.freeze({
     BYTE_LIMIT: 'byte_limit',
     SLOW_CONSUMER: 'slow_consumer',
     SHUTDOWN: 'shutdown',
@@ -80,7 +88,7 @@
   });
 
   /** WebSocket close codes the server uses. */
-  var CloseCode = Object.freeze({
+  const CloseCode = Object.freeze({
     NORMAL: 1000,
     GOING_AWAY: 1001, // server going away: reconnect at once
     MESSAGE_TOO_BIG: 1009, // a client command was too big
@@ -89,14 +97,14 @@
   });
 
   /** Every transport, in the order the client tries them. */
-  var TRANSPORTS = Object.freeze(['websocket', 'sse', 'stream', 'longpoll', 'poll']);
+  const TRANSPORTS = Object.freeze(['websocket', 'sse', 'stream', 'longpoll', 'poll']);
 
   /** The SSE event name of `error` frames (EventSource has an `error` event of its own). */
-  var SSE_CHANNEL_ERROR = 'channel_error';
+  const SSE_CHANNEL_ERROR = 'channel_error';
 
-  var CHANNEL_RE = /^[A-Za-z0-9_\-.:/@#$]{1,128}$/;
+  const CHANNEL_RE = /^[A-Za-z0-9_\-.:/@#$]{1,128}$/;
 
-  var DEFAULTS = {
+  const DEFAULTS = {
     url: '/channels',
     websocketUrl: null,
     transports: TRANSPORTS,
@@ -121,8 +129,8 @@
    * [min, min(max, min + min * 2^attempt)], uniformly at random.
    */
   function backoff(attempt, min, max, random) {
-    var step = Math.min(attempt, 31);
-    var jitter = Math.floor((random || Math.random)() * Math.min(max, min * Math.pow(2, step)));
+    const step = Math.min(attempt, 31);
+    const jitter = Math.floor((random || Math.random)() * Math.min(max, min * Math.pow(2, step)));
     return Math.min(max, min + jitter);
   }
 
@@ -137,50 +145,45 @@
   /** `url` with the query parameter `token` (replacing any it had), or as it is without a token. */
   function withToken(url, token) {
     if (!token) return url;
-    var q = url.indexOf('?');
-    var query = q < 0 ? [] : url.slice(q + 1).split('&').filter(function (p) {
-      return p && p.split('=')[0] !== 'token';
-    });
-    query.push('token=' + encodeURIComponent(token));
-    return (q < 0 ? url : url.slice(0, q)) + '?' + query.join('&');
+    const q = url.indexOf('?');
+    const query = q < 0 ? [] : url.slice(q + 1).split('&').filter((p) => p && p.split('=')[0] !== 'token');
+    query.push(`token=${encodeURIComponent(token)}`);
+    return `${q < 0 ? url : url.slice(0, q)}?${query.join('&')}`;
   }
 
   /** The subscribe request of the HTTP transports (docs/protocol.md). */
   function httpUrl(base, transport, params, extra) {
-    base = withToken(base, params.auth);
-    var query = ['transport=' + transport];
-    params.channels.forEach(function (c) { query.push('channel=' + encodeURIComponent(c)); });
-    if (params.cursor) query.push('cursor=' + encodeURIComponent(params.cursor));
+    const url = withToken(base, params.auth);
+    const query = [`transport=${transport}`, ...params.channels.map((c) => `channel=${encodeURIComponent(c)}`)];
+    if (params.cursor) query.push(`cursor=${encodeURIComponent(params.cursor)}`);
     if (extra) query.push(extra);
-    return base + (base.indexOf('?') < 0 ? '?' : '&') + query.join('&');
+    return url + (url.indexOf('?') < 0 ? '?' : '&') + query.join('&');
   }
 
   /** The default WebSocket URL: the HTTP url + "/ws", as ws:/wss:. */
   function websocketUrl(url, location) {
-    var q = url.indexOf('?');
-    var path = (q < 0 ? url : url.slice(0, q)).replace(/\/+$/, '') + '/ws';
-    var full = path + (q < 0 ? '' : url.slice(q));
+    const q = url.indexOf('?');
+    const path = `${(q < 0 ? url : url.slice(0, q)).replace(/\/+$/, '')}/ws`;
+    const full = path + (q < 0 ? '' : url.slice(q));
     if (/^wss?:/i.test(full)) return full;
     if (/^https?:/i.test(full)) return full.replace(/^http/i, 'ws');
     if (!location || !location.href || typeof URL !== 'function') return null;
-    var abs = new URL(full, location.href);
+    const abs = new URL(full, location.href);
     abs.protocol = abs.protocol === 'https:' ? 'wss:' : 'ws:';
     return abs.href;
   }
 
   /** Every dependency on the environment, injectable through the options. */
   function environment(o) {
-    function call(fn) {
-      // Browsers refuse `window.fetch` & co. called on another object.
-      return fn && function () { return fn.apply(undefined, arguments); };
-    }
-    var win = o.window !== undefined ? o.window : (typeof root.addEventListener === 'function' ? root : null);
+    // Browsers refuse `window.fetch` & co. called on another object.
+    const unbound = (fn) => fn && ((...args) => fn(...args));
+    const win = o.window !== undefined ? o.window : (typeof root.addEventListener === 'function' ? root : null);
     return {
-      fetch: call(o.fetch || root.fetch),
+      fetch: unbound(o.fetch || root.fetch),
       EventSource: o.EventSource || root.EventSource,
       WebSocket: o.WebSocket || root.WebSocket,
-      setTimeout: call(o.setTimeout || root.setTimeout),
-      clearTimeout: call(o.clearTimeout || root.clearTimeout),
+      setTimeout: unbound(o.setTimeout || root.setTimeout),
+      clearTimeout: unbound(o.clearTimeout || root.clearTimeout),
       random: o.random || Math.random,
       window: win,
       location: o.location !== undefined ? o.location : root.location,
@@ -196,9 +199,81 @@
     return !!env.fetch;
   }
 
+  // ---- The retry policy ----
+  //
+  // A transport that ends tells the client how to go on by naming one of
+  // these as the `retry` of what it reports (none: Retry.AUTO). `next(index,
+  // {candidates, worked})` is the index of the transport to try after the one
+  // at `index` ended (`worked`: it connected at least once); past the last
+  // one the client starts over from the first. It pauses (full-jitter
+  // backoff) before trying the same transport again or starting over, unless
+  // the policy says `now`.
+
+  const same = (i) => i;
+  const stepDown = (i) => i + 1;
+
+  const Retry = Object.freeze({
+    /** The server asked for a new connection at once (WebSocket close 1001, 4001). */
+    NOW: Object.freeze({name: 'now', now: true, next: same}),
+    /** The server answered: another transport would hear the same. This one, after a pause. */
+    SAME: Object.freeze({name: 'same', next: same}),
+    /** This transport cannot work here (not offered, not supported): the next one, at once. */
+    NEXT: Object.freeze({name: 'next', next: stepDown}),
+    /** A buffering proxy: long-poll, skipping the streaming transports the proxy would buffer too. */
+    LONGPOLL: Object.freeze({
+      name: 'longpoll',
+      next: (i, c) => {
+        const longpoll = c.candidates.indexOf('longpoll');
+        return longpoll > i ? longpoll : i + 1;
+      }
+    }),
+    /** No hint: step down while the transport never worked; keep one that did, after a pause. */
+    AUTO: Object.freeze({name: 'auto', next: (i, c) => (c.worked ? i : i + 1)}),
+    /** The connection's token lapsed: renew it when the client can, otherwise as AUTO. */
+    TOKEN: Object.freeze({name: 'token', renewToken: true, next: (i, c) => (c.worked ? i : i + 1)})
+  });
+
+  /**
+   * The candidate transports, the one being tried, and the failures since the
+   * last connection (the backoff attempt): Retry applied.
+   */
+  class Fallback {
+    constructor(candidates) {
+      this.candidates = candidates;
+      this.index = 0;
+      this.failures = 0;
+      this.worked = new Set(); // transports that connected at least once
+    }
+
+    get current() {
+      return this.candidates[this.index];
+    }
+
+    connected(name) {
+      this.worked.add(name);
+      this.failures = 0;
+    }
+
+    /** The current transport ended under `retry`: move to the next one; true to pause first. */
+    advance(retry) {
+      const name = this.current;
+      const next = retry.next(this.index, {candidates: this.candidates, worked: this.worked.has(name)});
+      const wrapped = next >= this.candidates.length;
+      const pause = !retry.now && (wrapped || next === this.index);
+      this.index = wrapped ? 0 : next;
+      return pause;
+    }
+
+    /** Back online: as fresh, from the first transport unless one has worked. */
+    reset() {
+      this.failures = 0;
+      if (!this.worked.size) this.index = 0;
+    }
+  }
+
   /** A failed HTTP answer. The server's own refusals carry {"error": code, "message": text}. */
   function httpFailure(status, text) {
-    var body = parseJSON(text);
+    const body = parseJSON(text);
     if (body && typeof body.error === 'string') {
       return {
         reason: 'refused',
@@ -206,268 +281,329 @@
         message: body.message,
         // A server without this transport: try the next one. Otherwise the
         // server spoke, and another transport would hear the same.
-        retry: body.error === ErrorCode.UNKNOWN_TRANSPORT ? 'next' : 'backoff'
+        retry: body.error === ErrorCode.UNKNOWN_TRANSPORT ? Retry.NEXT : Retry.SAME
       };
     }
-    return {reason: 'http_error', code: status, message: 'HTTP ' + status};
+    return {reason: 'http_error', code: status, message: `HTTP ${status}`};
+  }
+
+  /** How the client goes on after each WebSocket close code (any other: Retry.AUTO). */
+  const CLOSE_RETRY = Object.freeze({
+    [CloseCode.GOING_AWAY]: Retry.NOW,
+    [CloseCode.SLOW_CONSUMER]: Retry.NOW,
+    [CloseCode.EXPIRED]: Retry.TOKEN,
+    [CloseCode.MESSAGE_TOO_BIG]: Retry.SAME
+  });
+
+  /**
+   * Splits a text stream into lines as it arrives. Only the new text is
+   * scanned for newlines and only the unfinished line is kept, so a long
+   * catch-up costs time in proportion to its size, however it is chunked.
+   */
+  class LineSplitter {
+    constructor() {
+      this._tail = []; // pieces of the line not finished yet
+    }
+
+    /** The lines that `text` completes, in order. */
+    push(text) {
+      const lines = [];
+      let start = 0;
+      for (let end = text.indexOf('\n'); end >= 0; end = text.indexOf('\n', start)) {
+        const piece = text.slice(start, end);
+        if (this._tail.length) {
+          this._tail.push(piece);
+          lines.push(this._tail.join(''));
+          this._tail = [];
+        } else {
+          lines.push(piece);
+        }
+        start = end + 1;
+      }
+      if (start < text.length) this._tail.push(start ? text.slice(start) : text);
+      return lines;
+    }
   }
 
   // ---- Transports ----
   //
-  // One object per transport, all with the same small interface:
-  //   new T(client, name); t.open(); t.close(); t.name;
+  // One object per connection attempt, every kind behind one small
+  // interface, as centrifuge-js's transports:
+  //   new T(host, name); t.open(); t.close(); t.name;
+  //   t.auth: the subscription token its current request or socket carries;
   //   t.streaming: the server opens with a `connected` frame (watched by connectTimeout);
   //   t.seesPings: the client sees the server's pings (watched by maxPingDelay);
-  //   t.inBand: subscribe(channels, cursor)/unsubscribe(channels) on the open connection;
-  //   t.auth: the subscription token its current request or socket carries.
-  // A transport asks client._params() for {channels, cursor} whenever it makes
-  // a request, hands every frame to client._frame(t, frame) and reports its
-  // end once with client._fail(t, info); the client ignores all of it from a
-  // transport that is no longer current. info.retry: 'now' (reconnect at once),
-  // 'next' (this transport cannot work here), 'longpoll' (a buffering proxy),
-  // 'backoff' (retry this transport later), or none (decide by history).
+  //   t.inBand: t.subscribe(channels, cursor) / t.unsubscribe(channels) on the open connection.
+  // The host is all a transport knows of the client:
+  //   host.env, host.opts, host.url, host.wsUrl;
+  //   host.params(): {channels, cursor, auth} for a request made now;
+  //   host.token(): the subscription token now;
+  //   host.frame(t, frame): every frame, in order;
+  //   host.end(t, info): the end, reported once: {reason, code?, message?, error?, retry?: Retry.*};
+  //   host.answered(t): a poll answer came without a lapsed token.
+  // The host ignores all of it from a transport that is no longer current.
 
-  function fetchInit(client, controller) {
-    return {
-      signal: controller ? controller.signal : undefined,
-      credentials: client._opts.withCredentials ? 'include' : 'same-origin'
-    };
+  class Transport {
+    constructor(host, name) {
+      this.host = host;
+      this.name = name;
+      this.auth = null;
+      this.closed = false;
+    }
+
+    get streaming() { return false; }
+
+    get seesPings() { return false; }
+
+    get inBand() { return false; }
+
+    /** Connect, or make the first request. */
+    open() {
+      throw new Error(`torchannels: ${this.name} does not open`);
+    }
+
+    /** Stop for good (the client's choice): nothing is reported after this. */
+    close() {
+      if (this.closed) return;
+      this.closed = true;
+      this._release();
+    }
+
+    /** Free what open() took: abort the request, close the socket. Called once, by close(). */
+    _release() {}
+
+    _frame(frame) {
+      if (!this.closed) this.host.frame(this, frame);
+    }
+
+    /** A frame as JSON text (`wrap`: the type of a frame whose `data` the text is). */
+    _text(text, wrap) {
+      if (this.closed) return;
+      const value = parseJSON(text);
+      if (value === undefined) return this._end({reason: 'bad_frame'});
+      this._frame(wrap ? {type: wrap, data: value} : value);
+    }
+
+    _end(info) {
+      if (this.closed) return;
+      this.host.end(this, info);
+      this.close();
+    }
   }
 
-  /** poll and longpoll: one JSON document per request, {"cursor", "frames"}. */
-  class PollTransport {
-    constructor(client, name) {
-      this.client = client;
-      this.name = name;
-      this.hold = name === 'longpoll';
-      this.closed = false;
-      this._answered = false;
-      this._timer = null;
+  /** The transports over fetch(): the channels and the cursor ride in each request's query. */
+  class HttpTransport extends Transport {
+    constructor(host, name) {
+      super(host, name);
       this._abort = null;
     }
 
-    open() {
-      var self = this, c = this.client, env = c._env, opts = c._opts;
-      var controller = env.AbortController ? new env.AbortController() : null;
-      // The server holds min(timeout, its longpoll_timeout), so the hold
-      // never outlasts the deadline below.
-      var extra = this.hold && opts.longpollTimeout ? 'timeout=' + opts.longpollTimeout : null;
-      var limit = opts.requestTimeout + (this.hold ? (opts.longpollTimeout || 25) * 1000 : 0);
-      var params = c._params();
+    /** fetch() the subscribe URL for the channels and positions of this moment. */
+    _fetch(extra) {
+      const {env, opts, url} = this.host;
+      const controller = env.AbortController ? new env.AbortController() : null;
+      const params = this.host.params();
       this.auth = params.auth;
       this._abort = controller;
-      this._timer = env.setTimeout(function () { self._end({reason: 'timeout'}); }, limit);
-      env.fetch(httpUrl(c._url, this.name, params, extra), fetchInit(c, controller))
-        .then(function (res) {
-          return res.text().then(function (text) { self._answer(res, text); });
-        })
-        .catch(function (err) { self._end({reason: 'network', error: err}); });
+      return env.fetch(httpUrl(url, this.name, params, extra), {
+        signal: controller ? controller.signal : undefined,
+        credentials: opts.withCredentials ? 'include' : 'same-origin'
+      });
+    }
+
+    _release() {
+      if (this._abort) this._abort.abort();
+    }
+  }
+
+  /** poll and longpoll: one JSON document per request, {"cursor", "frames"}. */
+  class PollTransport extends HttpTransport {
+    constructor(host, name) {
+      super(host, name);
+      this.hold = name === 'longpoll';
+      this._answered = false;
+      this._timer = null;
+    }
+
+    open() {
+      const {env, opts} = this.host;
+      // The server holds min(timeout, its longpoll_timeout), so the hold
+      // never outlasts the deadline below.
+      const extra = this.hold && opts.longpollTimeout ? `timeout=${opts.longpollTimeout}` : null;
+      const limit = opts.requestTimeout + (this.hold ? (opts.longpollTimeout || 25) * 1000 : 0);
+      this._timer = env.setTimeout(() => this._end({reason: 'timeout'}), limit);
+      this._fetch(extra)
+        .then((res) => res.text().then((text) => this._answer(res, text)))
+        .catch((err) => this._end({reason: 'network', error: err}));
     }
 
     _answer(res, text) {
       if (this.closed) return;
-      var self = this, c = this.client;
-      c._env.clearTimeout(this._timer);
+      const {env, opts} = this.host;
+      env.clearTimeout(this._timer);
       if (!res.ok) return this._end(httpFailure(res.status, text));
-      var doc = parseJSON(text);
+      const doc = parseJSON(text);
       if (!doc || !Array.isArray(doc.frames)) return this._end({reason: 'bad_answer'});
       if (!this._answered) {
         this._answered = true;
-        c._frame(this, {type: FrameType.CONNECTED, transport: this.name});
+        this._frame({type: FrameType.CONNECTED, transport: this.name});
       }
-      for (var i = 0; i < doc.frames.length && !this.closed; i++) c._frame(this, doc.frames[i]);
+      for (const frame of doc.frames) {
+        if (this.closed) return;
+        this._frame(frame);
+      }
       if (this.closed) return;
-      c._answered(this);
+      this.host.answered(this);
       if (this.hold) this.open();
-      else this._timer = c._env.setTimeout(function () { self.open(); }, c._opts.pollInterval);
+      else this._timer = env.setTimeout(() => this.open(), opts.pollInterval);
     }
 
-    _end(info) {
-      if (!this.closed) this.client._fail(this, info);
-    }
-
-    close() {
-      this.closed = true;
-      this.client._env.clearTimeout(this._timer);
-      if (this._abort) this._abort.abort();
+    _release() {
+      this.host.env.clearTimeout(this._timer);
+      super._release();
     }
   }
 
   /** stream: fetch + ReadableStream, one JSON frame per line. */
-  class StreamTransport {
-    constructor(client, name) {
-      this.client = client;
-      this.name = name;
-      this.streaming = true;
-      this.seesPings = true;
-      this.closed = false;
-      this._abort = null;
+  class StreamTransport extends HttpTransport {
+    constructor(host, name) {
+      super(host, name);
       this._reader = null;
     }
 
+    get streaming() { return true; }
+
+    get seesPings() { return true; }
+
     open() {
-      var self = this, c = this.client, env = c._env;
-      var controller = env.AbortController ? new env.AbortController() : null;
-      var params = c._params();
-      this.auth = params.auth;
-      this._abort = controller;
-      env.fetch(httpUrl(c._url, this.name, params), fetchInit(c, controller))
-        .then(function (res) {
-          if (self.closed) return;
-          if (!res.ok) return res.text().then(function (text) { self._end(httpFailure(res.status, text)); });
+      this._fetch(null)
+        .then((res) => {
+          if (this.closed) return;
+          if (!res.ok) return res.text().then((text) => this._end(httpFailure(res.status, text)));
           if (!res.body || typeof res.body.getReader !== 'function') {
-            return self._end({reason: 'unsupported', retry: 'next'});
+            return this._end({reason: 'unsupported', retry: Retry.NEXT});
           }
-          self._read(res.body.getReader(), new env.TextDecoder());
+          this._read(res.body.getReader(), new this.host.env.TextDecoder());
         })
-        .catch(function (err) { self._end({reason: 'network', error: err}); });
+        .catch((err) => this._end({reason: 'network', error: err}));
     }
 
     _read(reader, decoder) {
-      var self = this, buffer = '';
+      const lines = new LineSplitter();
       this._reader = reader;
-      function pump() {
+      const pump = () => {
         // Not returned: a stream lives long, and a chain of returned
         // promises would keep every chunk's promise alive until it ends.
-        reader.read().then(function (chunk) {
-          if (self.closed) return;
-          buffer += chunk.done ? decoder.decode() : decoder.decode(chunk.value, {stream: true});
-          var lines = buffer.split('\n');
-          buffer = lines.pop();
-          for (var i = 0; i < lines.length && !self.closed; i++) {
-            if (!lines[i].trim()) continue;
-            var frame = parseJSON(lines[i]);
-            if (frame === undefined) return self._end({reason: 'bad_frame'});
-            self.client._frame(self, frame);
+        reader.read().then((chunk) => {
+          if (this.closed) return;
+          const text = chunk.done ? decoder.decode() : decoder.decode(chunk.value, {stream: true});
+          for (const line of lines.push(text)) {
+            if (this.closed) return;
+            if (line.trim()) this._text(line);
           }
-          if (chunk.done) self._end({reason: 'closed'});
-          else if (!self.closed) pump();
-        }).catch(function (err) { self._end({reason: 'network', error: err}); });
-      }
+          if (chunk.done) this._end({reason: 'closed'});
+          else if (!this.closed) pump();
+        }).catch((err) => this._end({reason: 'network', error: err}));
+      };
       pump();
     }
 
-    _end(info) {
-      if (!this.closed) this.client._fail(this, info);
-    }
-
-    close() {
-      this.closed = true;
-      if (this._abort) this._abort.abort();
-      if (this._reader) this._reader.cancel().catch(function () {});
+    _release() {
+      super._release();
+      if (this._reader) this._reader.cancel().catch(() => {});
     }
   }
 
+  /** The named SSE events that carry a whole frame (message frames are default events). */
+  const SSE_EVENTS = [FrameType.CONNECTED, FrameType.SUBSCRIBED, FrameType.RESET, FrameType.RECONNECT,
+    FrameType.PING, SSE_CHANNEL_ERROR];
+
   /** sse: a browser EventSource; the client, not the browser, reconnects. */
-  class SSETransport {
-    constructor(client, name) {
-      this.client = client;
-      this.name = name;
-      this.streaming = true;
-      this.seesPings = true; // `ping` events
-      this.closed = false;
+  class SSETransport extends Transport {
+    constructor(host, name) {
+      super(host, name);
       this._es = null;
     }
 
+    get streaming() { return true; }
+
+    get seesPings() { return true; } // `ping` events
+
     open() {
-      var self = this, c = this.client;
-      var params = c._params();
+      const {env, opts, url} = this.host;
+      const params = this.host.params();
       this.auth = params.auth;
-      var es = this._es = new c._env.EventSource(httpUrl(c._url, this.name, params),
-        {withCredentials: !!c._opts.withCredentials});
-      function named(event) { self._data(event.data, null); }
-      [FrameType.CONNECTED, FrameType.SUBSCRIBED, FrameType.RESET, FrameType.RECONNECT, FrameType.PING,
-        SSE_CHANNEL_ERROR].forEach(function (type) { es.addEventListener(type, named); });
+      const es = this._es = new env.EventSource(httpUrl(url, this.name, params),
+        {withCredentials: !!opts.withCredentials});
+      const named = (event) => this._text(event.data);
+      for (const type of SSE_EVENTS) es.addEventListener(type, named);
       // Message frames are default events whose data is the message itself.
-      es.addEventListener('message', function (event) { self._data(event.data, FrameType.MESSAGE); });
+      es.addEventListener('message', (event) => this._text(event.data, FrameType.MESSAGE));
       // EventSource's own error event: the connection failed or ended. (The
       // server's error frames are `channel_error` events.)
-      es.addEventListener('error', function () { self._end({reason: 'network'}); });
+      es.addEventListener('error', () => this._end({reason: 'network'}));
     }
 
-    _data(text, wrap) {
-      if (this.closed) return;
-      var value = parseJSON(text);
-      if (value === undefined) return this._end({reason: 'bad_frame'});
-      this.client._frame(this, wrap ? {type: wrap, data: value} : value);
-    }
-
-    _end(info) {
-      if (!this.closed) this.client._fail(this, info);
-    }
-
-    close() {
-      this.closed = true;
+    _release() {
       if (this._es) this._es.close();
     }
   }
 
   /** websocket: one socket; channels join and leave in-band. */
-  class WebSocketTransport {
-    constructor(client, name) {
-      this.client = client;
-      this.name = name;
-      this.streaming = true;
-      this.seesPings = true;
-      this.inBand = true;
-      this.closed = false;
+  class WebSocketTransport extends Transport {
+    constructor(host, name) {
+      super(host, name);
       this._ws = null;
-      this._open = false;
+      this._ready = false; // open: commands can be sent
       // Channels we sent `unsubscribe` for and whose answer is still on its
       // way: frames for them belong to the old subscription.
       this._leaving = new Map();
     }
 
+    get streaming() { return true; }
+
+    get seesPings() { return true; }
+
+    get inBand() { return true; }
+
     open() {
-      var self = this, c = this.client;
+      const host = this.host;
       // The socket's token is the one in its URL, for its whole life.
-      this.auth = c._auth;
-      var ws = this._ws = new c._env.WebSocket(withToken(c._wsUrl, this.auth));
-      ws.onopen = function () {
-        if (self.closed) return;
-        self._open = true;
-        var p = c._params();
-        self.subscribe(p.channels, p.cursor);
+      this.auth = host.token();
+      const ws = this._ws = new host.env.WebSocket(withToken(host.wsUrl, this.auth));
+      ws.onopen = () => {
+        if (this.closed) return;
+        this._ready = true;
+        const p = host.params();
+        this.subscribe(p.channels, p.cursor);
       };
-      ws.onmessage = function (event) {
-        if (self.closed) return;
-        var frame = parseJSON(event.data);
-        if (frame === undefined) return self._end({reason: 'bad_frame'});
-        self._frame(frame);
+      ws.onmessage = (event) => this._text(event.data);
+      ws.onclose = (event) => {
+        const retry = CLOSE_RETRY[event.code];
+        this._end({reason: retry === Retry.TOKEN ? ReconnectReason.TOKEN_EXPIRED : 'closed',
+          code: event.code, message: event.reason, retry});
       };
-      ws.onclose = function (event) {
-        var code = event.code;
-        if (code === CloseCode.GOING_AWAY || code === CloseCode.SLOW_CONSUMER) {
-          self._end({reason: 'closed', code: code, message: event.reason, retry: 'now'});
-        } else if (code === CloseCode.EXPIRED) {
-          self._end({reason: ReconnectReason.TOKEN_EXPIRED, code: code, message: event.reason, retry: 'token'});
-        } else if (code === CloseCode.MESSAGE_TOO_BIG) {
-          self._end({reason: 'closed', code: code, message: event.reason, retry: 'backoff'});
-        } else {
-          self._end({reason: 'closed', code: code, message: event.reason});
-        }
-      };
-      ws.onerror = function () {}; // onclose follows, with the code
+      ws.onerror = () => {}; // onclose follows, with the code
     }
 
     subscribe(channels, cursor) {
-      if (!this._open || !channels.length) return;
-      var command = {type: 'subscribe', channels: channels};
+      if (!this._ready || !channels.length) return;
+      const command = {type: 'subscribe', channels};
       if (cursor) command.cursor = cursor;
       this._ws.send(JSON.stringify(command));
     }
 
     unsubscribe(channels) {
-      if (!this._open || !channels.length) return;
-      var leaving = this._leaving;
-      channels.forEach(function (c) { leaving.set(c, (leaving.get(c) || 0) + 1); });
-      this._ws.send(JSON.stringify({type: 'unsubscribe', channels: channels}));
+      if (!this._ready || !channels.length) return;
+      for (const c of channels) this._leaving.set(c, (this._leaving.get(c) || 0) + 1);
+      this._ws.send(JSON.stringify({type: 'unsubscribe', channels}));
     }
 
     _frame(frame) {
-      var type = frame.type;
-      var channel = type === FrameType.MESSAGE ? frame.data && frame.data.channel : frame.channel;
-      var leaving = channel && this._leaving.get(channel);
+      if (!frame || typeof frame !== 'object') return super._frame(frame); // the client ignores it
+      const type = frame.type;
+      const channel = type === FrameType.MESSAGE ? frame.data && frame.data.channel : frame.channel;
+      const leaving = channel && this._leaving.get(channel);
       if (leaving) {
         // The server answers every unsubscribe with one `unsubscribed` per
         // channel, held or not: everything before it is the old subscription's.
@@ -477,16 +613,11 @@
         }
         return;
       }
-      this.client._frame(this, frame);
+      super._frame(frame);
     }
 
-    _end(info) {
-      if (!this.closed) this.client._fail(this, info);
-    }
-
-    close() {
-      this.closed = true;
-      var ws = this._ws;
+    _release() {
+      const ws = this._ws;
       if (!ws) return;
       ws.onopen = ws.onmessage = ws.onclose = null;
       try {
@@ -495,7 +626,7 @@
     }
   }
 
-  var TRANSPORT_CLASSES = {
+  const TRANSPORT_CLASSES = {
     websocket: WebSocketTransport,
     sse: SSETransport,
     stream: StreamTransport,
@@ -505,23 +636,48 @@
 
   // ---- The client ----
 
+  /** The connection states: `client.state` is one of them. */
+  const State = Object.freeze({
+    DISCONNECTED: 'disconnected',
+    CONNECTING: 'connecting',
+    CONNECTED: 'connected'
+  });
+
+  /**
+   * The moves between states, each with the event named after its new state:
+   *   disconnected -> connecting   a channel is wanted (_start)
+   *   connecting   -> connected    the server's first frame or answer (_frame)
+   *   connected    -> connecting   the connection was lost or its token lapsed (_fail, _tokenExpired)
+   *   any          -> disconnected no channel is left, or close() (_stop)
+   * A failed attempt while connecting, and a replaced connection while
+   * connected (a reconnect frame, new channels over HTTP), stay where they
+   * are and emit nothing.
+   */
+  const TRANSITIONS = Object.freeze({
+    [State.DISCONNECTED]: [State.CONNECTING],
+    [State.CONNECTING]: [State.CONNECTED, State.DISCONNECTED],
+    [State.CONNECTED]: [State.CONNECTING, State.DISCONNECTED]
+  });
+
   /**
    * A connection to one torchannels URL carrying any number of channels.
    *
-   *   var client = new TorChannels.Client({url: '/channels'});
-   *   client.on('connected', function (e) { console.log('via', e.transport); });
-   *   var token = client.subscribe('news', function (msg) { ... }, {onReset: clear});
+   *   const client = new TorChannels.Client({url: '/channels'});
+   *   client.on('connected', (e) => console.log('via', e.transport));
+   *   const token = client.subscribe('news', (msg) => { ... }, {onReset: clear});
    *   client.unsubscribe(token);
    *
    * It connects when the first channel is subscribed and disconnects when the
-   * last is unsubscribed, or on close().
+   * last is unsubscribed, or on close(). While connecting or connected it does
+   * one thing at a time: runs a transport (_conn), waits for getToken()
+   * (_authCall), or waits out a pause (the 'reconnect' timer), after which
+   * _open() takes the next step.
    */
   class Client {
     constructor(options) {
-      var o = this._opts = Object.assign({}, DEFAULTS, options);
-      var env = this._env = environment(o);
-      this._url = o.url;
-      this._wsUrl = o.websocketUrl || websocketUrl(o.url, env.location);
+      const o = this._opts = Object.assign({}, DEFAULTS, options);
+      const env = this._env = environment(o);
+      const wsUrl = o.websocketUrl || websocketUrl(o.url, env.location);
       if (o.token != null && typeof o.token !== 'string') throw new TypeError('torchannels: token must be a string');
       if (o.getToken != null && typeof o.getToken !== 'function') {
         throw new TypeError('torchannels: getToken must be a function');
@@ -529,45 +685,53 @@
       if (o.longpollTimeout != null && !(o.longpollTimeout > 0)) {
         throw new TypeError('torchannels: longpollTimeout must be a positive number of seconds, or null');
       }
-      var wanted = o.transport ? [o.transport] : o.transports;
-      wanted.forEach(function (name) {
-        if (TRANSPORTS.indexOf(name) < 0) throw new Error('torchannels: unknown transport ' + name);
-      });
-      var wsUrl = this._wsUrl;
-      this._candidates = wanted.filter(function (name) { return supported(name, env, wsUrl); });
-      if (!this._candidates.length) {
-        throw new Error('torchannels: none of the transports ' + wanted.join(', ') + ' can run here');
+      const wanted = o.transport ? [o.transport] : o.transports;
+      for (const name of wanted) {
+        if (TRANSPORTS.indexOf(name) < 0) throw new Error(`torchannels: unknown transport ${name}`);
       }
-      /** 'disconnected', 'connecting' or 'connected'. */
-      this.state = 'disconnected';
-      this._subs = []; // {token, channel, callback, onReset, onError}, in subscribe order
+      const candidates = wanted.filter((name) => supported(name, env, wsUrl));
+      if (!candidates.length) {
+        throw new Error(`torchannels: none of the transports ${wanted.join(', ')} can run here`);
+      }
+      this._state = State.DISCONNECTED;
+      this._fallback = new Fallback(candidates);
+      this._conn = null; // the current transport and what the client watches on it
+      this._subs = new Map(); // token -> {token, channel, callback, onReset, onError}, in subscribe order
+      this._byChannel = new Map(); // channel -> Set of its subscriptions, in subscribe order
       this._lastToken = 0;
       this._denied = new Map(); // channel -> code: channels the server refused, not asked for again
       this._active = new Set(); // channels the current connection was asked for
       this._positions = new Map(); // channel -> 'epoch:offset', for active channels
-      this._listeners = {};
-      this._worked = new Set(); // transports that connected at least once
-      this._index = 0; // into _candidates
-      this._attempt = 0; // failures since the last successful connection
-      this._transport = null;
-      this._timers = {};
-      this._pingMs = 0;
-      this._serverPing = 0;
-      this._progress = false;
+      this._listeners = new Map(); // event -> listeners
+      this._timers = {}; // name -> id: sync, reconnect, first (connectTimeout), ping
       // The subscription token (`token` query parameter); named `auth` here,
       // apart from the tokens subscribe() returns.
       this._auth = o.token || null;
       this._authStale = !this._auth && !!o.getToken; // ask getToken() before connecting
       this._authCall = null; // the pending getToken() call
-      this._authWait = false; // waiting for a token: a getToken() call, or the pause after one failed
       this._authAttempt = 0; // token refreshes since a token last proved good
-      var self = this;
-      this._onOnline = function () { self._online(); };
+      this._onOnline = () => this._online();
+      this._host = {
+        env,
+        opts: o,
+        url: o.url,
+        wsUrl,
+        token: () => this._auth,
+        params: () => this._params(),
+        frame: (t, frame) => this._frame(t, frame),
+        end: (t, info) => this._fail(t, info),
+        answered: (t) => this._answered(t)
+      };
+    }
+
+    /** 'disconnected', 'connecting' or 'connected'. */
+    get state() {
+      return this._state;
     }
 
     /** The name of the transport in use or being tried; null when disconnected. */
     get transport() {
-      return this.state === 'disconnected' ? null : this._candidates[this._index];
+      return this._state === State.DISCONNECTED ? null : this._fallback.current;
     }
 
     /**
@@ -580,24 +744,29 @@
      */
     subscribe(channel, callback, options) {
       if (typeof channel !== 'string' || !CHANNEL_RE.test(channel)) {
-        throw new TypeError('torchannels: invalid channel name ' + JSON.stringify(channel) +
+        throw new TypeError(`torchannels: invalid channel name ${JSON.stringify(channel)}` +
           ': use 1-128 characters from A-Z a-z 0-9 _ - . : / @ # $');
       }
       if (typeof callback !== 'function') throw new TypeError('torchannels: callback must be a function');
-      options = options || {};
-      var token = ++this._lastToken;
-      this._subs.push({token: token, channel: channel, callback: callback,
-        onReset: options.onReset, onError: options.onError});
+      const {onReset, onError} = options || {};
+      const sub = {token: ++this._lastToken, channel, callback, onReset, onError};
+      this._subs.set(sub.token, sub);
+      const list = this._byChannel.get(channel);
+      if (list) list.add(sub);
+      else this._byChannel.set(channel, new Set([sub]));
       this._denied.delete(channel); // subscribing again asks the server again
       this._scheduleSync();
-      return token;
+      return sub.token;
     }
 
     /** Stop the callback of `token`; true if it was subscribed. */
     unsubscribe(token) {
-      var before = this._subs.length;
-      this._subs = this._subs.filter(function (s) { return s.token !== token; });
-      if (this._subs.length === before) return false;
+      const sub = this._subs.get(token);
+      if (!sub) return false;
+      this._subs.delete(token);
+      const list = this._byChannel.get(sub.channel);
+      list.delete(sub);
+      if (!list.size) this._byChannel.delete(sub.channel);
       this._scheduleSync();
       return true;
     }
@@ -609,11 +778,11 @@
      */
     setToken(token) {
       if (token != null && typeof token !== 'string') throw new TypeError('torchannels: token must be a string');
+      const waiting = this._awaitingToken();
       this._authCall = null; // a pending getToken() answer comes too late now
       this._useToken(token);
-      if (this._authWait) {
+      if (waiting) {
         // The client was waiting for a token: connect with this one now.
-        this._authWait = false;
         this._cancel('reconnect');
         this._open();
       }
@@ -621,51 +790,158 @@
 
     /** Listen to 'connecting', 'connected', 'disconnected' or 'error'. */
     on(event, fn) {
-      (this._listeners[event] = this._listeners[event] || []).push(fn);
+      const list = this._listeners.get(event);
+      if (list) list.push(fn);
+      else this._listeners.set(event, [fn]);
       return this;
     }
 
     /** Remove a listener (or all listeners of `event` when `fn` is omitted). */
     off(event, fn) {
-      var list = this._listeners[event] || [];
-      this._listeners[event] = fn ? list.filter(function (f) { return f !== fn; }) : [];
+      const list = this._listeners.get(event) || [];
+      this._listeners.set(event, fn ? list.filter((f) => f !== fn) : []);
       return this;
     }
 
     /** Drop every subscription and disconnect. The client can be used again. */
     close() {
-      this._subs = [];
+      this._subs.clear();
+      this._byChannel.clear();
       this._denied.clear();
       this._stop('closed');
     }
 
-    // -- connection life cycle --
+    // -- the state machine --
 
+    /** Move to `state` and tell the listeners; nothing when already there. */
+    _moveTo(state, info) {
+      const from = this._state;
+      if (from === state) return;
+      if (TRANSITIONS[from].indexOf(state) < 0) throw new Error(`torchannels: no move from ${from} to ${state}`);
+      this._state = state;
+      this._emit(state, info);
+    }
+
+    /** disconnected -> connecting. */
+    _start() {
+      const win = this._env.window;
+      if (win && win.addEventListener) win.addEventListener('online', this._onOnline);
+      this._fallback.failures = 0;
+      this._moveTo(State.CONNECTING, {transport: this._fallback.current});
+      this._open();
+    }
+
+    /** any -> disconnected: every step in progress is cancelled. */
+    _stop(reason) {
+      const name = this.transport;
+      this._teardown();
+      this._cancel('reconnect');
+      this._cancel('sync');
+      this._authCall = null;
+      this._setActive([]);
+      const win = this._env.window;
+      if (win && win.removeEventListener) win.removeEventListener('online', this._onOnline);
+      this._moveTo(State.DISCONNECTED, {transport: name, reason});
+    }
+
+    /** The next step while connecting or connected: a fresh token first if one is needed, then a transport. */
+    _open() {
+      if (this._conn || this._authCall) return; // one step at a time
+      if (!this._desired().length) return this._stop('idle');
+      if (this._authStale && this._opts.getToken) return this._fetchToken();
+      const name = this._fallback.current;
+      const t = new TRANSPORT_CLASSES[name](this._host, name);
+      // progress: a channel frame came on this connection; serverPing: the
+      // interval its `connected` frame stated (s); pingMs: the watchdog's limit.
+      this._conn = {transport: t, progress: false, serverPing: 0, pingMs: 0};
+      if (t.streaming) {
+        // A streaming response starts with `connected` at once. When it does
+        // not come, something between us buffers the stream (for WebSocket,
+        // the upgrade hangs): step down.
+        this._after('first', this._opts.connectTimeout, () => {
+          this._fail(t, {reason: 'connect_timeout', retry: name === 'websocket' ? Retry.NEXT : Retry.LONGPOLL});
+        });
+      }
+      try {
+        t.open();
+      } catch (err) {
+        this._fail(t, {reason: 'unsupported', retry: Retry.NEXT, error: err});
+      }
+    }
+
+    /** Replace the connection at once, keeping the state unless the new one fails. */
+    _restart() {
+      this._teardown();
+      this._open();
+    }
+
+    _teardown() {
+      const conn = this._conn;
+      this._conn = null;
+      this._cancel('first');
+      this._cancel('ping');
+      if (conn) conn.transport.close();
+    }
+
+    _current(t) {
+      return this._conn !== null && this._conn.transport === t;
+    }
+
+    /** The current transport ended: apply its retry policy (-> connecting). */
+    _fail(t, info) {
+      if (!this._current(t)) return;
+      let retry = info.retry || Retry.AUTO;
+      if (retry.renewToken && this._tokenExpired(t)) return;
+      // "Reconnect at once" (close 1001, 4001) from a connection that served
+      // no channel frame would only repeat itself (a catch-up the server
+      // cannot send): pause first, as for a reconnect frame.
+      if (retry.now && !this._conn.progress) retry = Retry.SAME;
+      this._teardown();
+      if (!retry.now) {
+        this._emit('error', {type: 'transport', transport: t.name, reason: info.reason,
+          code: info.code, message: info.message, error: info.error});
+        if (this._state === State.DISCONNECTED || this._conn) return; // a listener closed or reconnected
+      }
+      const pause = this._fallback.advance(retry);
+      const o = this._opts;
+      const delay = pause ? backoff(this._fallback.failures++, o.minReconnectDelay, o.maxReconnectDelay, this._env.random) : 0;
+      this._moveTo(State.CONNECTING, {transport: this._fallback.current, reason: info.reason});
+      this._after('reconnect', delay, () => this._open());
+    }
+
+    _online() {
+      // Back online: retry now instead of at the end of a backoff pause.
+      if (!this._timers.reconnect) return;
+      this._cancel('reconnect');
+      this._fallback.reset();
+      this._open();
+    }
+
+    // -- channels --
+
+    /** The channels wanted: every subscribed one but the refused, in first-subscribe order. */
     _desired() {
-      var seen = new Set(), denied = this._denied;
-      return this._subs.map(function (s) { return s.channel; }).filter(function (c) {
-        if (seen.has(c) || denied.has(c)) return false;
-        seen.add(c);
-        return true;
-      });
+      const channels = new Set();
+      for (const s of this._subs.values()) {
+        if (!this._denied.has(s.channel)) channels.add(s.channel);
+      }
+      return Array.from(channels);
     }
 
     _scheduleSync() {
       // Deferred, so that subscribing to several channels in a row (as a
       // page does when it loads) makes one connection or one change.
-      var self = this;
-      if (!this._timers.sync) this._after('sync', 0, function () { self._sync(); });
+      if (!this._timers.sync) this._after('sync', 0, () => this._sync());
     }
 
     _sync() {
-      var want = this._desired();
+      const want = this._desired();
       if (!want.length) return this._stop('idle');
-      if (this.state === 'disconnected') return this._start();
-      var t = this._transport;
+      if (this._state === State.DISCONNECTED) return this._start();
+      const t = this._conn && this._conn.transport;
       if (!t) return; // waiting to reconnect: the next request takes the new channels
-      var active = this._active;
-      var added = want.filter(function (c) { return !active.has(c); });
-      var removed = Array.from(active).filter(function (c) { return want.indexOf(c) < 0; });
+      const added = want.filter((c) => !this._active.has(c));
+      const removed = Array.from(this._active).filter((c) => want.indexOf(c) < 0);
       if (!added.length && !removed.length) return;
       // A socket keeps the token of its URL: new channels under another token need a new socket.
       if (t.inBand && (!added.length || t.auth === this._auth)) {
@@ -679,163 +955,73 @@
       }
     }
 
-    /** Replace the connection at once, keeping the state unless the new one fails. */
-    _restart() {
-      this._teardown();
-      this._open();
-    }
-
     /** What a request asks for now; also the moment positions of dropped channels go. */
     _params() {
-      var channels = this._desired();
+      const channels = this._desired();
       this._setActive(channels);
-      return {channels: channels, cursor: this._cursor(channels), auth: this._auth};
+      return {channels, cursor: this._cursor(channels), auth: this._auth};
     }
 
     _setActive(channels) {
-      var active = this._active = new Set(channels);
-      var positions = this._positions;
-      Array.from(positions.keys()).forEach(function (c) { if (!active.has(c)) positions.delete(c); });
+      const active = this._active = new Set(channels);
+      for (const c of Array.from(this._positions.keys())) {
+        if (!active.has(c)) this._positions.delete(c);
+      }
     }
 
     _cursor(channels) {
-      var positions = this._positions;
-      return channels.filter(function (c) { return positions.has(c); })
-        .map(function (c) { return c + '=' + positions.get(c); }).join(',');
-    }
-
-    _start() {
-      var win = this._env.window;
-      if (win && win.addEventListener) win.addEventListener('online', this._onOnline);
-      this._attempt = 0;
-      this._setState('connecting', {transport: this._candidates[this._index]});
-      this._open();
-    }
-
-    _stop(reason) {
-      var name = this.transport;
-      this._teardown();
-      this._cancel('reconnect');
-      this._cancel('sync');
-      this._authCall = null;
-      this._authWait = false;
-      this._setActive([]);
-      var win = this._env.window;
-      if (win && win.removeEventListener) win.removeEventListener('online', this._onOnline);
-      this._setState('disconnected', {transport: name, reason: reason});
-    }
-
-    _open() {
-      if (!this._desired().length) return this._stop('idle');
-      if (this._authStale && this._opts.getToken) return this._fetchToken();
-      var self = this, name = this._candidates[this._index];
-      var t = this._transport = new TRANSPORT_CLASSES[name](this, name);
-      this._progress = false; // no channel frame on this connection yet
-      if (t.streaming) {
-        // A streaming response starts with `connected` at once. When it does
-        // not come, something between us buffers the stream (for WebSocket,
-        // the upgrade hangs): step down.
-        this._after('first', this._opts.connectTimeout, function () {
-          self._fail(t, {reason: 'connect_timeout', retry: name === 'websocket' ? 'next' : 'longpoll'});
-        });
-      }
-      try {
-        t.open();
-      } catch (err) {
-        this._fail(t, {reason: 'unsupported', retry: 'next', error: err});
-      }
-    }
-
-    _teardown() {
-      var t = this._transport;
-      this._transport = null;
-      this._cancel('first');
-      this._cancel('ping');
-      this._pingMs = 0;
-      this._serverPing = 0;
-      if (t) t.close();
-    }
-
-    /** The current transport ended: choose the next attempt and when. */
-    _fail(t, info) {
-      if (t !== this._transport) return;
-      if (info.retry === 'token' && this._tokenExpired(t)) return;
-      // "Reconnect at once" (close 1001, 4001) from a connection that served
-      // no channel frame would only repeat itself (a catch-up the server
-      // cannot send): pause first, as for a reconnect frame.
-      if (info.retry === 'now' && !this._progress) info = Object.assign({}, info, {retry: 'backoff'});
-      this._teardown();
-      if (info.retry !== 'now') {
-        this._emit('error', {type: 'transport', transport: t.name, reason: info.reason,
-          code: info.code, message: info.message, error: info.error});
-      }
-      var n = this._candidates.length, i = this._index, delay = 0;
-      if (info.retry !== 'now') {
-        // Step down when this transport cannot work here; stay with one that
-        // has worked before. Past the last one, start over, after a pause.
-        var step = n > 1 && info.retry !== 'backoff' &&
-          (info.retry === 'next' || info.retry === 'longpoll' || !this._worked.has(t.name));
-        if (step) {
-          var longpoll = this._candidates.indexOf('longpoll');
-          i = info.retry === 'longpoll' && longpoll > i ? longpoll : i + 1;
-        }
-        if (i >= n) i = 0;
-        if (!step || i === 0) {
-          var o = this._opts;
-          delay = backoff(this._attempt++, o.minReconnectDelay, o.maxReconnectDelay, this._env.random);
-        }
-      }
-      this._index = i;
-      this._setState('connecting', {transport: this._candidates[i], reason: info.reason});
-      var self = this;
-      this._after('reconnect', delay, function () { self._open(); });
+      return channels.filter((c) => this._positions.has(c))
+        .map((c) => `${c}=${this._positions.get(c)}`).join(',');
     }
 
     // -- tokens --
 
+    /** Connecting without a usable token: getToken() is pending, or the pause before it is asked again. */
+    _awaitingToken() {
+      return this._authStale && this._state !== State.DISCONNECTED;
+    }
+
     /** Call getToken() and connect with what it gives; retried with backoff when it fails. */
     _fetchToken() {
-      var self = this, call = this._authCall = {};
-      this._authWait = true;
-      function settle(ok, value) {
-        if (self._authCall !== call) return; // stopped, or setToken() came first
-        self._authCall = null;
+      const call = this._authCall = {};
+      const settle = (ok, value) => {
+        if (this._authCall !== call) return; // stopped, or setToken() came first
+        this._authCall = null;
         if (ok && value != null && typeof value !== 'string') {
           ok = false;
           value = new TypeError('torchannels: getToken() must give a token string (or null for none)');
         }
         if (!ok) {
-          self._emit('error', {type: 'token', transport: self.transport, reason: 'get_token',
+          this._emit('error', {type: 'token', transport: this.transport, reason: 'get_token',
             message: value && value.message, error: value});
-          if (!self._authWait) return; // a listener called close() or setToken()
-          var o = self._opts;
-          var delay = backoff(self._authAttempt++, o.minReconnectDelay, o.maxReconnectDelay, self._env.random);
-          return self._after('reconnect', delay, function () { self._open(); });
+          if (!this._awaitingToken()) return; // a listener called close() or setToken()
+          const o = this._opts;
+          const delay = backoff(this._authAttempt++, o.minReconnectDelay, o.maxReconnectDelay, this._env.random);
+          return this._after('reconnect', delay, () => this._open());
         }
-        self._authWait = false;
-        self._useToken(value);
-        self._open();
-      }
-      var result;
+        this._useToken(value);
+        this._open();
+      };
+      let result;
       try {
         result = this._opts.getToken();
       } catch (err) {
         return settle(false, err);
       }
-      Promise.resolve(result).then(function (v) { settle(true, v); }, function (err) { settle(false, err); });
+      Promise.resolve(result).then((v) => settle(true, v), (err) => settle(false, err));
     }
 
     _useToken(token) {
       this._auth = token || null;
       this._authStale = false;
       // Refusals for a token reason may not hold for this token: ask again.
-      var denied = this._denied, again = false;
-      denied.forEach(function (code, channel) {
+      let again = false;
+      for (const [channel, code] of Array.from(this._denied)) {
         if (/^token_/.test(code)) {
-          denied.delete(channel);
+          this._denied.delete(channel);
           again = true;
         }
-      });
+      }
       if (again) this._scheduleSync();
     }
 
@@ -843,16 +1029,17 @@
      * The server says the token behind `t` lapsed (a reconnect frame, close
      * 4002, or an error frame token_expired). With a newer token than t's
      * (setToken) or with getToken, replace the connection, keeping every
-     * position, and return true; otherwise false (the caller goes on as
-     * without tokens: the server will refuse the channels that need one).
+     * position, and return true (-> connecting); otherwise false (the caller
+     * goes on as without tokens: the server will refuse the channels that
+     * need one).
      */
     _tokenExpired(t) {
-      var newer = t.auth !== this._auth;
+      const newer = t.auth !== this._auth;
       if (!newer && !this._opts.getToken) return false;
-      var delay = 0, o = this._opts;
+      let delay = 0;
       if (!newer) {
+        const o = this._opts;
         this._authStale = true;
-        this._authWait = true;
         // A fresh token that lapses again at once: pause before the next one.
         if (this._authAttempt > 0) {
           delay = backoff(this._authAttempt - 1, o.minReconnectDelay, o.maxReconnectDelay, this._env.random);
@@ -860,57 +1047,48 @@
         this._authAttempt++;
       }
       this._teardown();
-      this._setState('connecting', {transport: t.name, reason: ReconnectReason.TOKEN_EXPIRED});
-      var self = this;
-      this._after('reconnect', delay, function () { self._open(); });
+      this._moveTo(State.CONNECTING, {transport: t.name, reason: ReconnectReason.TOKEN_EXPIRED});
+      this._after('reconnect', delay, () => this._open());
       return true;
     }
 
     /** A poll answer without a lapsed token: the token works. */
     _answered(t) {
-      if (t === this._transport) this._authAttempt = 0;
-    }
-
-    _online() {
-      // Back online: retry now instead of at the end of a backoff pause.
-      if (!this._timers.reconnect) return;
-      this._cancel('reconnect');
-      this._attempt = 0;
-      if (!this._worked.size) this._index = 0;
-      this._open();
+      if (this._current(t)) this._authAttempt = 0;
     }
 
     // -- frames --
 
     _frame(t, f) {
-      if (t !== this._transport || !f || typeof f !== 'object') return;
+      if (!this._current(t) || !f || typeof f !== 'object') return;
+      const conn = this._conn;
       this._rearm();
-      var channel = f.channel;
+      const channel = f.channel;
       switch (f.type) {
         case FrameType.CONNECTED:
           this._cancel('first');
-          this._worked.add(t.name);
-          this._attempt = 0;
-          this._serverPing = f.ping > 0 ? f.ping : 0;
-          if (this._serverPing && t.seesPings) this._watchPings();
-          this._setState('connected', {transport: t.name});
+          this._fallback.connected(t.name);
+          conn.serverPing = f.ping > 0 ? f.ping : 0;
+          if (conn.serverPing && t.seesPings) this._watchPings();
+          this._moveTo(State.CONNECTED, {transport: t.name});
           break;
         case FrameType.PING:
-          if (!this._pingMs && this._serverPing) this._watchPings();
+          if (!conn.pingMs && conn.serverPing) this._watchPings();
           this._authAttempt = 0; // the connection lived a ping interval: its token works
           break;
-        case FrameType.MESSAGE:
-          var data = f.data;
+        case FrameType.MESSAGE: {
+          const data = f.data;
           if (!data || !this._active.has(data.channel)) return;
-          this._progress = true;
-          this._positions.set(data.channel, data.epoch + ':' + data.offset);
+          conn.progress = true;
+          this._positions.set(data.channel, `${data.epoch}:${data.offset}`);
           this._deliver(data.channel, data);
           break;
+        }
         case FrameType.SUBSCRIBED:
           if (!this._active.has(channel)) return;
-          this._progress = true;
-          this._positions.set(channel, f.epoch + ':' + f.offset);
-          (f.state || []).forEach(function (m) { this._deliver(channel, m); }, this);
+          conn.progress = true;
+          this._positions.set(channel, `${f.epoch}:${f.offset}`);
+          for (const m of f.state || []) this._deliver(channel, m);
           break;
         case FrameType.RESET:
           if (!this._active.has(channel)) return;
@@ -929,7 +1107,7 @@
           // A planned end (e.g. the stream's byte limit): resume at once. But
           // a server that ends connections before serving anything (shutting
           // down, an expired token) gets a backoff pause, not a tight loop.
-          if (this._progress) this._restart();
+          if (conn.progress) this._restart();
           else this._fail(t, {reason: f.reason});
           break;
         default: // unknown frame types are ignored (docs/protocol.md)
@@ -937,27 +1115,36 @@
     }
 
     _watchPings() {
-      this._pingMs = this._serverPing * 1000 + this._opts.maxPingDelay;
+      const conn = this._conn;
+      conn.pingMs = conn.serverPing * 1000 + this._opts.maxPingDelay;
       this._rearm();
     }
 
     _rearm() {
-      if (!this._pingMs) return;
-      var self = this, t = this._transport;
-      this._after('ping', this._pingMs, function () { self._fail(t, {reason: 'ping_timeout'}); });
+      const conn = this._conn;
+      if (!conn || !conn.pingMs) return;
+      const t = conn.transport;
+      this._after('ping', conn.pingMs, () => this._fail(t, {reason: 'ping_timeout'}));
+    }
+
+    /**
+     * Call fn(subscription) for each subscription of `channel`, in subscribe
+     * order, skipping any that an earlier call unsubscribed.
+     */
+    _each(channel, fn) {
+      const list = this._byChannel.get(channel);
+      if (!list) return;
+      for (const sub of Array.from(list)) {
+        if (this._subs.get(sub.token) === sub) fn(sub);
+      }
     }
 
     _deliver(channel, message) {
-      this._subs.slice().forEach(function (s) {
-        // Skip callbacks unsubscribed by an earlier callback of this frame.
-        if (s.channel === channel && this._subs.indexOf(s) >= 0) this._call(s.callback, message);
-      }, this);
+      this._each(channel, (s) => this._call(s.callback, message));
     }
 
     _resetChannel(channel, reason) {
-      this._subs.slice().forEach(function (s) {
-        if (s.channel === channel && s.onReset) this._call(s.onReset, channel, reason);
-      }, this);
+      this._each(channel, (s) => s.onReset && this._call(s.onReset, channel, reason));
       if (this._opts.onReset) this._call(this._opts.onReset, channel, reason);
     }
 
@@ -971,51 +1158,43 @@
       this._positions.delete(channel);
       this._active.delete(channel);
       this._denied.set(channel, f.code);
-      var error = {channel: channel, code: f.code, message: f.message};
-      this._subs.slice().forEach(function (s) {
-        if (s.channel === channel && s.onError) this._call(s.onError, error);
-      }, this);
-      this._emit('error', {type: 'channel', transport: this.transport, channel: channel,
+      const error = {channel, code: f.code, message: f.message};
+      this._each(channel, (s) => s.onError && this._call(s.onError, error));
+      this._emit('error', {type: 'channel', transport: this.transport, channel,
         code: f.code, message: f.message});
       this._scheduleSync(); // disconnect if it was the last channel
     }
 
     // -- events, timers --
 
-    _setState(state, info) {
-      if (this.state === state) return;
-      this.state = state;
-      this._emit(state, info);
-    }
-
     _emit(event, payload) {
-      var list = this._listeners[event] || [];
+      const list = this._listeners.get(event) || [];
       if (event === 'error' && !list.length && payload.type === 'callback' && root.console) {
         root.console.error('torchannels: a callback failed', payload.error);
       }
-      list.slice().forEach(function (fn) {
+      for (const fn of list.slice()) {
         try {
           fn.call(this, payload);
         } catch (err) {
           if (event !== 'error') this._emit('error', {type: 'callback', error: err});
           else if (root.console) root.console.error('torchannels: an error listener failed', err);
         }
-      }, this);
+      }
     }
 
-    _call(fn) {
+    _call(fn, ...args) {
       // A failing application callback must not stop the frames after it.
       try {
-        fn.apply(undefined, Array.prototype.slice.call(arguments, 1));
+        fn(...args);
       } catch (err) {
         this._emit('error', {type: 'callback', error: err});
       }
     }
 
     _after(name, ms, fn) {
-      var timers = this._timers;
+      const timers = this._timers;
       this._cancel(name);
-      timers[name] = this._env.setTimeout(function () {
+      timers[name] = this._env.setTimeout(() => {
         timers[name] = null;
         fn();
       }, ms);
@@ -1031,20 +1210,20 @@
 
   /** Adds the seed's `$.torChannels(options)` to a jQuery object. */
   function registerJQuery($) {
-    $.torChannels = function (options) { return new Client(options); };
+    $.torChannels = (options) => new Client(options);
     return $;
   }
 
   return {
     version: VERSION,
-    Client: Client,
-    FrameType: FrameType,
-    ResetReason: ResetReason,
-    ErrorCode: ErrorCode,
-    ReconnectReason: ReconnectReason,
-    CloseCode: CloseCode,
-    TRANSPORTS: TRANSPORTS,
-    backoff: backoff,
-    registerJQuery: registerJQuery
+    Client,
+    FrameType,
+    ResetReason,
+    ErrorCode,
+    ReconnectReason,
+    CloseCode,
+    TRANSPORTS,
+    backoff,
+    registerJQuery
   };
 });

@@ -5,12 +5,19 @@
 //     const client = new Client({url: '/channels'});
 //   </script>
 //
-// In a browser, torchannel.js runs as a module for its side effect (it sets
-// globalThis.TorChannels, and $.torChannels when jQuery is loaded); under Node
-// it is CommonJS and arrives as the default export of the namespace.
-import * as umd from './torchannel.js';
+// Self-sufficient: no <script> tag for torchannel.js is needed, and no global
+// name is read or left behind. The client code lives in torchannel.js only.
+// Under Node and bundlers torchannel.js loads as CommonJS and its exports
+// arrive as the default export of the namespace. In a browser it runs as an
+// ES module, sees that it is one, and leaves its API under a private symbol
+// for this module alone, which takes it and deletes it: nothing runs between
+// the evaluation of torchannel.js and this module's body.
+import * as loaded from './torchannel.js';
 
-const api = globalThis.TorChannels || umd.default;
+const KEY = Symbol.for('torchannels.api');
+const api = loaded.default || globalThis[KEY];
+delete globalThis[KEY];
+if (!api) throw new Error('torchannels: torchannel.js did not load next to torchannel.mjs');
 
 export const {
   version, Client, FrameType, ResetReason, ErrorCode, ReconnectReason, CloseCode,

@@ -1,0 +1,126 @@
+// The public API of torchannel.js as a TypeScript user writes it, checked
+// against torchannel.d.ts by `tsc -p tests/js/types`. Each `@ts-expect-error`
+// is a misuse the declarations must reject: tsc fails if one is accepted.
+import {
+  Client, FrameType, ResetReason, ErrorCode, ReconnectReason, CloseCode, TRANSPORTS, version, backoff,
+  registerJQuery,
+} from '../../../src/torchannels/static/torchannel.js';
+import type {
+  ClientOptions, ConnectionState, ErrorEvent, Message, StateEvent, SubscriptionToken, TransportName,
+} from '../../../src/torchannels/static/torchannel.js';
+
+const options: ClientOptions = {
+  url: '/channels',
+  websocketUrl: null,
+  transports: ['websocket', 'sse', 'stream', 'longpoll', 'poll'],
+  transport: null,
+  onReset: (channel: string, reason: string) => console.log(channel, reason),
+  minReconnectDelay: 500,
+  maxReconnectDelay: 20000,
+  connectTimeout: 5000,
+  maxPingDelay: 10000,
+  pollInterval: 2000,
+  longpollTimeout: null,
+  requestTimeout: 10000,
+  withCredentials: false,
+  token: 'eyJ0...',
+  getToken: () => fetch('/token').then((res) => res.json()).then((body: {token: string}) => body.token),
+  fetch: (url, init) => fetch(url, init),
+  EventSource,
+  WebSocket,
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (id) => clearTimeout(id),
+  random: Math.random,
+  window,
+  location: null,
+  AbortController,
+  TextDecoder,
+};
+
+const client = new Client(options);
+const bare: Client = new Client();
+bare.close();
+
+// subscribe / unsubscribe
+const token: SubscriptionToken = client.subscribe('news', (msg: Message) => {
+  const channel: string = msg.channel;
+  const when: number = msg.ts;
+  const epoch: string = msg.epoch;
+  const offset: number = msg.offset;
+  const anything: unknown = msg.text;
+  console.log(channel, when, epoch, offset, anything);
+}, {
+  onReset: (channel, reason) => console.log(channel.length, reason.length),
+  onError: (error) => console.log(error.channel, error.code.length, error.message),
+});
+const removed: boolean = client.unsubscribe(token);
+client.subscribe('chat', () => {});
+client.setToken('fresh');
+client.setToken(null);
+
+// state
+const state: ConnectionState = client.state;
+const transport: TransportName | null = client.transport;
+if (client.state === 'connected') console.log('live via', client.transport);
+
+// events
+const onState = (e: StateEvent) => console.log(e.transport, e.reason);
+const chained: Client = client.on('connecting', onState).on('connected', onState).on('disconnected', onState)
+  .on('error', (e: ErrorEvent) => {
+    const type: 'transport' | 'channel' | 'server' | 'token' | 'callback' = e.type;
+    const code: string | number | undefined = e.code;
+    console.log(type, code, e.channel, e.reason, e.message, e.error, e.transport);
+  });
+client.off('connected', onState).off('error');
+client.close();
+
+// constants and helpers
+const kind: 'message' = FrameType.MESSAGE;
+const trimmed: 'history_trimmed' = ResetReason.HISTORY_TRIMMED;
+const forbidden: string = ErrorCode.FORBIDDEN;
+const lapsed: 'token_expired' = ReconnectReason.TOKEN_EXPIRED;
+const slow: 4001 = CloseCode.SLOW_CONSUMER;
+const first: TransportName = TRANSPORTS[0];
+const v: string = version;
+const delay: number = backoff(3, 500, 20000);
+const fixed: number = backoff(3, 500, 20000, () => 0.5);
+const $ = registerJQuery({fn: {}});
+const viaJQuery: Client = $.torChannels({url: '/channels'});
+console.log(removed, state, transport, chained, kind, trimmed, forbidden, lapsed, slow, first, v, delay, fixed, viaJQuery);
+
+// Misuse the declarations must reject.
+// @ts-expect-error: a callback is required
+client.subscribe('news');
+// @ts-expect-error: channel names are strings
+client.subscribe(42, () => {});
+// @ts-expect-error: tokens are numbers
+client.unsubscribe('news');
+// @ts-expect-error: the state is read-only
+client.state = 'connected';
+// @ts-expect-error: so is the transport
+client.transport = 'poll';
+// @ts-expect-error: not a state
+const wrongState: ConnectionState = 'open';
+// @ts-expect-error: no such event
+client.on('message', () => {});
+// @ts-expect-error: state events carry no error type
+client.on('connected', (e: ErrorEvent) => console.log(e.type));
+// @ts-expect-error: no such transport
+new Client({transport: 'carrier-pigeon'});
+// @ts-expect-error: nor in the list
+new Client({transports: ['websocket', 'telegraph']});
+// @ts-expect-error: delays are numbers
+new Client({minReconnectDelay: '500'});
+// @ts-expect-error: getToken gives a string or null
+new Client({getToken: () => 42});
+// @ts-expect-error: setToken takes a string or null
+client.setToken(42);
+// @ts-expect-error: the constants are read-only
+ErrorCode.FORBIDDEN = 'allowed';
+// @ts-expect-error: no such frame type
+console.log(FrameType.PRESENCE);
+// @ts-expect-error: backoff takes numbers
+backoff('3', 500, 20000);
+// @ts-expect-error: onError receives a ChannelError, not a string
+client.subscribe('news', () => {}, {onError: (e: string) => console.log(e)});
+console.log(wrongState);
