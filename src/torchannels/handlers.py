@@ -131,7 +131,7 @@ class ChannelMixin(RequestHandler):
     def check_xsrf_cookie(self) -> None:
         """Subscriptions only read; XSRF checks do not apply."""
 
-    def authorize(self, channel: str) -> bool | Awaitable[bool]:
+    def _authorize_channel(self, channel: str) -> bool | Awaitable[bool]:
         """:meth:`can_access` for ``channel``, with ``HTTPError`` as a denial."""
         try:
             verdict = self.can_access(Subscription(channel, self))
@@ -140,7 +140,7 @@ class ChannelMixin(RequestHandler):
         return _denying_http_errors(verdict) if inspect.isawaitable(verdict) else verdict
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        if self.refused_while_closing():
+        if self._refused_while_closing():
             return
         hub = self.hub
         try:
@@ -158,13 +158,13 @@ class ChannelMixin(RequestHandler):
             self,
             hub,
             request,
-            self.authorize,
+            self._authorize_channel,
             self.subscription_expires(),
         )
         self._channel_transport = transport
         await transport.run()
 
-    def refused_while_closing(self) -> bool:
+    def _refused_while_closing(self) -> bool:
         """Answer 503 ``shutting_down`` if the hub is shutting down; True if so."""
         if not self.hub.closing:
             return False

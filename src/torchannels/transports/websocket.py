@@ -8,8 +8,8 @@ built once (``Frame.cached``) and the same bytes go to every recipient's
 socket, with no per-recipient encoding, compression or task.
 
 The keep-alive tick writes a JSON ``ping`` frame (a browser page cannot see
-protocol pings) and a protocol PING in the same write; a peer that has sent
-nothing, not even a PONG, for two intervals is cut off.
+protocol pings) and a protocol PING in the same write; a peer that leaves
+two PINGs in a row unanswered (nothing at all heard from it) is cut off.
 """
 
 from __future__ import annotations
@@ -86,9 +86,9 @@ class ChannelSocketMixin(WebSocketHandler):
     if TYPE_CHECKING:
         hub: Hub
 
-        def authorize(self, channel: str) -> bool | Awaitable[bool]: ...
+        def _authorize_channel(self, channel: str) -> bool | Awaitable[bool]: ...
 
-        def refused_while_closing(self) -> bool: ...
+        def _refused_while_closing(self) -> bool: ...
 
         def subscription_expires(self) -> float | None: ...
 
@@ -105,7 +105,7 @@ class ChannelSocketMixin(WebSocketHandler):
         return self.hub.settings.max_request_bytes
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        if not self.refused_while_closing():  # as on the HTTP URL
+        if not self._refused_while_closing():  # as on the HTTP URL
             await super().get(*args, **kwargs)
 
     def open(self, *args: Any, **kwargs: Any) -> Awaitable[None] | None:
@@ -114,7 +114,7 @@ class ChannelSocketMixin(WebSocketHandler):
         stream = self.ws_connection.stream
         assert stream is not None
         self.set_nodelay(True)
-        session = Session(hub, self._send, self.authorize)
+        session = Session(hub, self._send, self._authorize_channel)
         self._connection = connection = LiveConnection(
             self.name,
             hub,
@@ -212,15 +212,11 @@ class ChannelSocketMixin(WebSocketHandler):
         if self._connection is not None:
             self._connection.stop()
 
-    def end(self, reason: str) -> None:
-        """Send ``reconnect`` and close: 1001 on shutdown, 4002 on expiry,
-        4001 for a slow consumer, else 1000."""
-        if self._connection is not None:
-            self._connection.end(reason)
-
     # -- writing ------------------------------------------------------------------
 
     def _finish_close(self, reason: str) -> None:
+        """After ``reconnect``: close with 1001 on shutdown, 4002 on expiry,
+        4001 for a slow consumer, else 1000."""
         self.close(CLOSE_CODES.get(reason, CLOSE_NORMAL), reason)
 
     def _error(self, code: str, message: str) -> None:
