@@ -315,14 +315,30 @@ class TestBrokerContract:
         assert offsets(trimmed.publications) == [3]
         ok = await kit.broker.read("news", Position(epoch, 2))
         assert ok.reset is None and offsets(ok.publications) == [3]
-        await kit.advance(20)  # everything expired
+        await kit.advance(7)  # 3 is 13 s old too, but the channel was used 13 s ago
         at_top = await kit.broker.read("news", Position(epoch, 3))
-        assert at_top.reset is None and at_top.publications == []
+        assert at_top.reset == RESET_EPOCH and at_top.publications == []  # idle: forgotten
+        assert at_top.position.epoch != epoch and at_top.position.offset == 0
+        info = await kit.broker.info("news")
+        assert info.history_length == 0 and info.position.offset == 0
+        again = await publish_n(kit.broker, "news", range(1, 2))
+        assert again[0].epoch not in (epoch, None) and again[0].offset == 1  # no reuse
+
+
+    async def test_messages_older_than_ttl_go_while_the_channel_is_used(
+        self, make_kit: MakeKit
+    ) -> None:
+        kit = await make_kit(HistoryPolicy(size=100, ttl=10))
+        pubs = await publish_n(kit.broker, "news", range(1, 3))
+        epoch = pubs[0].epoch
+        for n in range(3, 6):  # one publish every 6 s: never idle for 10 s
+            await kit.advance(6)
+            await publish_n(kit.broker, "news", range(n, n + 1))
+        info = await kit.broker.info("news")
+        assert info.position == Position(epoch, 5) and info.history_length == 2  # 4 and 5
         behind = await kit.broker.read("news", Position(epoch, 2))
         assert behind.reset == RESET_TRIMMED
-        assert behind.position == Position(epoch, 3) and behind.publications == []
-        info = await kit.broker.info("news")
-        assert info.history_length == 0 and info.position == Position(epoch, 3)
+        assert behind.position == Position(epoch, 3) and offsets(behind.publications) == [4, 5]
 
     async def test_size_zero_keeps_no_history(self, make_kit: MakeKit) -> None:
         kit = await make_kit(HistoryPolicy(size=0))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from .brokers.base import Broker, ChannelInfo
-from .brokers.memory import MemoryBroker
 from .protocol import Position, check_message, check_messages
 from .stats import Stats
 
@@ -49,44 +48,44 @@ class Channel:
     def __hash__(self) -> int:
         return hash((id(self.hub), self.name))
 
-    def _memory(self, what: str) -> MemoryBroker:
-        broker = self.hub.broker
-        if not isinstance(broker, MemoryBroker):
-            raise TypeError(
-                f"{what}() is synchronous and needs the in-memory broker; with "
-                f"{type(broker).__name__} use 'await channel.a{what}(...)'"
-            )
-        return broker
-
     def send(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Publish ``message`` and return the delivered copy.
+        """Publish ``message`` and return the stamped copy; never blocks.
 
-        The copy carries ``channel``, ``ts``, ``epoch`` and ``offset``;
+        The copy carries ``channel`` and ``ts``; with the in-memory broker
+        the message is stored at once and the copy carries ``epoch`` and
+        ``offset`` too. A network broker (Redis) stores it soon after, in
+        the order of this process's publishes, and assigns ``epoch`` and
+        ``offset`` there: ``await channel.asend(...)`` returns them, and
+        ``await hub.flush()`` raises if a queued publish failed.
         ``message`` itself is not changed, so it can be sent again elsewhere.
-        Raises :class:`~torchannels.MessageError` (nothing stored) for a
+        Raises :class:`~torchannels.MessageError` (nothing queued) for a
         non-dict, a reserved key or a value JSON cannot carry.
         """
-        pub = self._memory("send").publish_nowait(self.name, check_message(message))
+        data = self.hub.broker.publish_soon(self.name, check_message(message))
         self.hub.stats.published += 1
-        return pub.data
+        return data
 
     async def asend(self, message: dict[str, Any]) -> dict[str, Any]:
-        """:meth:`send` for any broker."""
+        """:meth:`send`, returning once the broker has stored the message,
+        with its ``epoch`` and ``offset``."""
         pub = await self.hub.broker.publish(self.name, check_message(message))
         self.hub.stats.published += 1
         return pub.data
 
-    def set_state(self, messages: list[dict[str, Any]]) -> Position:
+    def set_state(self, messages: list[dict[str, Any]]) -> Position | None:
         """Give late joiners ``messages`` instead of all history up to now.
 
         A subscriber that joins without a position receives these messages
         (in one ``subscribed`` frame) and then what is sent afterwards. Those
         that resume from a position still get exactly the messages they missed.
+        Returns the position the state stands for with the in-memory broker;
+        None with a network broker, which stores it soon, in order with
+        :meth:`send` (use :meth:`aset_state` to wait for it).
         """
-        return self._memory("set_state").set_state_nowait(self.name, check_messages(messages))
+        return self.hub.broker.set_state_soon(self.name, check_messages(messages))
 
     async def aset_state(self, messages: list[dict[str, Any]]) -> Position:
-        """:meth:`set_state` for any broker."""
+        """:meth:`set_state`, returning once the broker has stored it."""
         return await self.hub.broker.set_state(self.name, check_messages(messages))
 
     def configure(

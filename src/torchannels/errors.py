@@ -35,6 +35,23 @@ class AccessDenied(TorChannelsError):
         self.message = message
 
 
+class BrokerError(TorChannelsError):
+    """The broker could not store or read: it is unreachable or failed.
+
+    Nothing is lost that the caller was told was stored: a publish that
+    raises this may or may not have been stored (a network broker may fail
+    after storing), and a subscriber resumes from its positions.
+    """
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker cannot be reached right now (for example Redis is down)."""
+
+
+class ChannelLimitError(TorChannelsError):
+    """A publish would create a channel beyond the broker's ``channel_limit``."""
+
+
 class BadRequest(TorChannelsError):
     """A subscriber's request is malformed; answered with HTTP 400.
 
@@ -75,6 +92,7 @@ RECONNECT_BYTE_LIMIT = "byte_limit"
 RECONNECT_SLOW = "slow_consumer"
 RECONNECT_SHUTDOWN = "shutdown"
 RECONNECT_EXPIRED = "token_expired"  # the authorization behind the connection lapsed
+RECONNECT_BROKER = "broker_unavailable"  # history could not be read: resume shortly
 
 # WebSocket close codes (RFC 6455 ones, and 4000-4999 for the application).
 CLOSE_NORMAL = 1000

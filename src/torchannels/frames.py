@@ -10,6 +10,7 @@ concern one subscriber and are built for it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -66,20 +67,41 @@ class Frame:
 
 
 class Publication:
-    """A message stored in a channel's history, stamped and encoded once."""
+    """A message stored in a channel's history, stamped and encoded once.
 
-    __slots__ = ("_frame", "channel", "data", "epoch", "offset", "payload", "position", "ts")
+    ``payload`` is the message's JSON, ``channel``/``ts``/``epoch``/``offset``
+    included. ``data`` (the message as a dict) is decoded from the payload
+    only when asked for: a publication that came from another process is
+    framed and delivered from its bytes alone.
+    """
 
-    def __init__(self, data: dict[str, Any], payload: bytes) -> None:
-        self.data = data
+    __slots__ = ("_data", "_frame", "channel", "epoch", "offset", "payload", "position", "ts")
+
+    def __init__(
+        self,
+        channel: str,
+        epoch: str,
+        offset: int,
+        ts: float,
+        payload: bytes,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self.channel = channel
+        self.epoch = epoch
+        self.offset = offset
+        self.ts = ts
         self.payload = payload
-        self.channel: str = data["channel"]
-        self.epoch: str = data["epoch"]
-        self.offset: int = data["offset"]
-        self.ts: float = data["ts"]
+        self._data = data
         #: Built once: sessions compare and store it for every recipient.
-        self.position = Position(self.epoch, self.offset)
+        self.position = Position(epoch, offset)
         self._frame: Frame | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The stamped message as a dict (a new copy's worth of decoding once)."""
+        if self._data is None:
+            self._data = json.loads(self.payload)
+        return self._data
 
     @property
     def frame(self) -> Frame:
@@ -146,15 +168,37 @@ def reconnect(reason: str) -> Frame:
 PING_FRAME = Frame(PING, b'{"type":"ping"}')
 
 
-def stamp(message: dict[str, Any], channel: str, position: Position, ts: float) -> Publication:
-    """Copy ``message``, add the reserved keys and encode it once.
+class Draft:
+    """A message stamped with ``channel`` and ``ts``, encoded, waiting for the
+    broker to give it a position.
 
-    Raises :class:`~torchannels.errors.MessageError` when the result is not
-    JSON, before any broker stores anything.
+    ``head`` is its JSON without the closing brace; a broker completes it
+    with ``,"epoch":...,"offset":...}`` (a network broker does so where it
+    assigns the position, so the message is encoded once, here). Creating a
+    draft raises :class:`~torchannels.errors.MessageError` for a message JSON
+    cannot carry, before anything is queued or stored.
     """
-    data = dict(message)
-    data["channel"] = channel
-    data["ts"] = ts
-    data["epoch"] = position.epoch
-    data["offset"] = position.offset
-    return Publication(data, encode_message(data))
+
+    __slots__ = ("channel", "data", "head", "ts")
+
+    def __init__(self, channel: str, message: dict[str, Any], ts: float) -> None:
+        data = dict(message)
+        data["channel"] = channel
+        data["ts"] = ts
+        self.channel = channel
+        self.ts = ts
+        self.data = data
+        self.head = encode_message(data)[:-1]
+
+    def finish(self, position: Position) -> Publication:
+        """The publication this draft becomes at ``position``."""
+        payload = self.head + tail(position)
+        data = dict(self.data)
+        data["epoch"] = position.epoch
+        data["offset"] = position.offset
+        return Publication(self.channel, position.epoch, position.offset, self.ts, payload, data)
+
+
+def tail(position: Position) -> bytes:
+    """What completes a draft's ``head`` at ``position``."""
+    return b',"epoch":' + dumps(position.epoch) + b',"offset":%d}' % position.offset

@@ -120,7 +120,7 @@ def dumps(value: Any) -> bytes:
 
 
 def check_message(message: object) -> dict[str, Any]:
-    """Validate a user message before it is stamped (``stamp`` copies it).
+    """Validate a user message before it is stamped (a ``Draft`` copies it).
 
     Refuses non-dicts, reserved keys and anything JSON cannot carry, with a
     :class:`MessageError` naming the problem.

@@ -3,27 +3,53 @@
 A broker stores each channel's recent history (bounded by count and age),
 its compressed state, and its position (epoch + offset); it delivers new
 publications to the listeners a process registers. The in-memory broker is
-the embedded default; other brokers (Redis) implement the same methods and
-pass the same contract tests (tests/test_broker_contract.py).
+the embedded default; the Redis broker implements the same methods, and
+both pass the same contract tests (tests/test_broker_contract.py).
+
+What a reader at a position receives is decided by one pure function,
+:func:`plan_read`, which every broker calls, so no two brokers can disagree
+on when to reset or whether a state is served.
+
+Publishing is ordered per process. :meth:`Broker.publish_soon` (the seed's
+synchronous ``send``) stamps and encodes at once and queues the message;
+the queue is stored in order, in batches (one round trip for a network
+broker), and :meth:`Broker.flush` raises what failed. ``publish`` and
+``set_state`` go through the same queue, so a process's publications keep
+the order in which it made them, whatever mix of calls it used.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
+import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..frames import Publication
+from ..errors import RESET_EPOCH, RESET_INVALID, RESET_TRIMMED, TorChannelsError
+from ..frames import Draft, Publication
 from ..protocol import Position
 
+log = logging.getLogger("torchannels.broker")
+
+#: Called with every new publication of a channel the process subscribed to.
 Listener = Callable[[Publication], None]
+#: Called with channels whose live delivery may have missed publications (a
+#: network broker lost and re-made its subscription): re-read them.
+ResyncListener = Callable[[Sequence[str]], None]
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryPolicy:
     """How much history a channel keeps: at most ``size`` messages, none older
-    than ``ttl`` seconds. ``size=0`` keeps none, so every resume is a reset."""
+    than ``ttl`` seconds. ``size=0`` keeps none, so every resume is a reset.
+
+    A channel nobody publishes to (nor sets state on) for ``ttl`` seconds is
+    forgotten whole: position, history and state. Its next publication
+    starts a new epoch, so resumers get an honest ``epoch_changed``.
+    """
 
     size: int = 1000
     ttl: float = 3600.0
@@ -57,18 +83,95 @@ class ChannelInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class ReadPlan:
+    """What :func:`plan_read` decided: deliver ``state`` (if set) and then
+    the retained publications with an offset above ``after``."""
+
+    position: Position
+    after: int
+    state: bool = False
+    reset: str | None = None
+    #: A state exists but messages between it and the oldest retained one
+    #: are gone, so it cannot be brought up to date and is not served.
+    stale_state: bool = False
+
+
+def plan_read(
+    since: Position | None, *, epoch: str, top: int, first: int, state_at: int | None
+) -> ReadPlan:
+    """The one rule of what a reader at ``since`` gets from a channel.
+
+    The channel is at ``epoch``, its last offset is ``top``, its oldest
+    retained message is ``first`` (``top + 1`` when none is retained), and
+    ``state_at`` is the offset its state stands for (None: no state).
+
+    >>> plan_read(Position("e", 3), epoch="e", top=5, first=2, state_at=None).after
+    3
+    >>> plan_read(Position("e", 0), epoch="e", top=5, first=2, state_at=None).reset
+    'history_trimmed'
+    >>> plan_read(Position("old", 3), epoch="e", top=5, first=1, state_at=4).reset
+    'epoch_changed'
+    """
+    reason: str | None = None
+    if since is not None:
+        if since.epoch != epoch:
+            reason = RESET_EPOCH
+        elif since.offset > top:
+            reason = RESET_INVALID
+        elif since.offset < first - 1:
+            reason = RESET_TRIMMED
+        else:
+            return ReadPlan(since, since.offset)
+    if state_at is not None and first - 1 <= state_at:
+        return ReadPlan(Position(epoch, state_at), state_at, state=True, reset=reason)
+    return ReadPlan(
+        Position(epoch, first - 1), first - 1, reset=reason, stale_state=state_at is not None
+    )
+
+
+class QueuedOp:
+    """One queued publish (``state`` False) or set_state (``state`` True)."""
+
+    __slots__ = ("channel", "drafts", "future", "state")
+
+    def __init__(self, channel: str, drafts: list[Draft], state: bool) -> None:
+        self.channel = channel
+        self.drafts = drafts
+        self.state = state
+        self.future: asyncio.Future[Any] | None = None
+
+
 class Broker(abc.ABC):
-    """Abstract broker. All methods are coroutines so network brokers fit."""
+    """Abstract broker. Reads and writes are coroutines so network brokers fit.
+
+    A network broker implements :meth:`_store` (a batch of publishes and
+    set_states in one round trip, in order) and the read side; the queue
+    that gives ``publish_soon``, ``publish``, ``set_state`` and ``flush``
+    their order is here.
+    """
 
     def __init__(self, history: HistoryPolicy | None = None) -> None:
         self.default_policy = history or HistoryPolicy()
         self._policies: dict[str, HistoryPolicy] = {}
+        self._resync_listeners: list[ResyncListener] = []
+        self._queue: list[QueuedOp] = []
+        self._pump: asyncio.Task[None] | None = None
+        self._failures: list[BaseException] = []
+        #: Queued publishes and set_states that failed (logged, raised by flush).
+        self.failed_publishes = 0
+
+    # -- history policies -------------------------------------------------------
 
     def configure_channel(
         self, name_or_prefix: str, *, size: int | None = None, ttl: float | None = None
     ) -> None:
         """Set the history policy of one channel, or of every channel starting
-        with a prefix that ends in ``*`` (``"chat:*"``). The longest match wins."""
+        with a prefix that ends in ``*`` (``"chat:*"``). The longest match wins.
+
+        Policies live in the process that sets them: every process sharing a
+        network broker must configure the same ones (from shared configuration).
+        """
         base = self.policy_for(name_or_prefix.rstrip("*"))
         self._policies[name_or_prefix] = HistoryPolicy(
             base.size if size is None else size, base.ttl if ttl is None else ttl
@@ -85,17 +188,112 @@ class Broker(abc.ABC):
                 best = (len(key), policy)
         return self.default_policy if best is None else best[1]
 
-    @abc.abstractmethod
-    async def publish(self, channel: str, message: dict[str, Any]) -> Publication:
-        """Stamp, store and deliver ``message`` (already checked by the caller)."""
+    # -- publishing: one ordered queue per process ------------------------------
 
-    @abc.abstractmethod
+    def publish_soon(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
+        """Stamp and encode ``message`` now, store it soon, in order.
+
+        Returns the stamped copy: ``channel`` and ``ts`` always, ``epoch``
+        and ``offset`` only where the broker assigns them at once (the
+        in-memory broker). Raises :class:`~torchannels.MessageError` at once
+        for a message JSON cannot carry. A failure to store is logged,
+        counted in ``failed_publishes`` and raised by :meth:`flush`.
+        """
+        draft = Draft(channel, message, time.time())
+        self._enqueue(QueuedOp(channel, [draft], state=False))
+        return dict(draft.data)
+
+    def set_state_soon(self, channel: str, messages: list[dict[str, Any]]) -> Position | None:
+        """:meth:`set_state`, queued like :meth:`publish_soon`; returns the
+        position the state stands for where the broker knows it at once."""
+        now = time.time()
+        self._enqueue(QueuedOp(channel, [Draft(channel, m, now) for m in messages], state=True))
+        return None
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> Publication:
+        """Stamp, store and deliver ``message``; returns once it is stored."""
+        op = QueuedOp(channel, [Draft(channel, message, time.time())], state=False)
+        result: Publication = await self._wait(op)
+        return result
+
     async def set_state(self, channel: str, messages: list[dict[str, Any]]) -> Position:
         """Replace, for fresh joiners, all history up to now with ``messages``."""
+        now = time.time()
+        op = QueuedOp(channel, [Draft(channel, m, now) for m in messages], state=True)
+        result: Position = await self._wait(op)
+        return result
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is stored; raise the first
+        failure since the last flush (the others are logged and counted)."""
+        while self._pump is not None:
+            await asyncio.shield(self._pump)
+        if self._failures:
+            first = self._failures[0]
+            self._failures.clear()
+            raise first
+
+    async def _wait(self, op: QueuedOp) -> Any:
+        op.future = asyncio.get_running_loop().create_future()
+        self._enqueue(op)
+        return await op.future
+
+    def _enqueue(self, op: QueuedOp) -> None:
+        if self._pump is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise TorChannelsError(
+                    f"{type(self).__name__} publishes from the event loop: call send() "
+                    "and set_state() on the IOLoop's thread"
+                ) from None
+            self._pump = loop.create_task(self._drain())
+        self._queue.append(op)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    results = await self._store(batch)
+                except Exception as exc:
+                    results = [exc] * len(batch)
+                for op, result in zip(batch, results, strict=True):
+                    self._settle(op, result)
+        finally:
+            self._pump = None
+
+    def _settle(self, op: QueuedOp, result: Publication | Position | BaseException) -> None:
+        if op.future is not None:  # an awaited publish: its caller gets the outcome
+            if not op.future.done():
+                if isinstance(result, BaseException):
+                    op.future.set_exception(result)
+                else:
+                    op.future.set_result(result)
+        elif isinstance(result, BaseException):
+            self.failed_publishes += 1
+            self._failures.append(result)
+            what = "set_state" if op.state else "publish"
+            log.error("queued %s to %r failed: %s", what, op.channel, result)
+
+    async def _store(self, batch: list[QueuedOp]) -> list[Publication | Position | BaseException]:
+        """Store ``batch`` in order; one result per op: the publication, the
+        state's position, or the exception that op failed with. A network
+        broker implements it with one round trip; a broker that stores
+        synchronously overrides the four publishing methods instead."""
+        raise NotImplementedError
+
+    # -- reading and delivery ---------------------------------------------------
 
     @abc.abstractmethod
     async def read(self, channel: str, since: Position | None) -> ReadResult:
-        """What a subscriber at ``since`` (None: fresh join) must receive."""
+        """What a subscriber at ``since`` (None: fresh join) must receive;
+        decided by :func:`plan_read`."""
+
+    @abc.abstractmethod
+    async def positions(self, channels: Sequence[str]) -> dict[str, Position]:
+        """The current position (epoch and last offset) of each of
+        ``channels`` that exists, in one round trip."""
 
     @abc.abstractmethod
     async def subscribe(self, channel: str, listener: Listener) -> None:
@@ -105,9 +303,28 @@ class Broker(abc.ABC):
     async def unsubscribe(self, channel: str, listener: Listener) -> None:
         """Stop calling ``listener`` for ``channel``."""
 
+    def add_resync_listener(self, listener: ResyncListener) -> None:
+        """Call ``listener`` with the channels whose live delivery may have
+        missed publications (after a lost pub/sub connection)."""
+        self._resync_listeners.append(listener)
+
+    def _resync(self, channels: Sequence[str]) -> None:
+        for listener in tuple(self._resync_listeners):
+            try:
+                listener(channels)
+            except Exception:
+                log.exception("resync listener failed")
+
+    @property
+    def available(self) -> bool:
+        """False while the broker is known to be unreachable (for /health)."""
+        return True
+
     @abc.abstractmethod
     async def info(self, channel: str) -> ChannelInfo:
         """Position and history size of ``channel``."""
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Release connections; the default has nothing to release."""
+    async def close(self) -> None:
+        """Store what is queued, then release connections."""
+        while self._pump is not None:
+            await asyncio.shield(self._pump)

@@ -1,10 +1,15 @@
 """The embedded in-memory broker: the default, one process, no dependencies.
 
-All channels of one broker share one epoch, made at start: the only time an
-in-memory broker loses history is when its process ends, and a restarted
-process makes a new epoch, so every client that resumes gets an honest reset.
-Because an empty channel is indistinguishable from one never used, a
-subscriber reading a channel creates nothing; only publishers create channels.
+Each channel has the epoch that was current when it was created. A new
+process starts with a new epoch, so every client that resumes across a
+restart gets an honest reset. A channel idle (no publish, no set_state) for
+its history TTL is forgotten, and the broker's current epoch changes when
+it forgets any, so a channel created again never reuses an epoch whose
+offsets a client may hold.
+
+A subscriber reading a channel creates nothing (the answer is the current
+epoch at offset 0); only publishers create channels, at most
+``channel_limit`` of them.
 """
 
 from __future__ import annotations
@@ -13,13 +18,20 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import RESET_EPOCH, RESET_INVALID, RESET_TRIMMED
-from ..frames import Publication, stamp
+from ..errors import ChannelLimitError
+from ..frames import Draft, Publication
 from ..protocol import Position
-from .base import Broker, ChannelInfo, HistoryPolicy, Listener, ReadResult
+from .base import (
+    Broker,
+    ChannelInfo,
+    HistoryPolicy,
+    Listener,
+    ReadResult,
+    plan_read,
+)
 
 log = logging.getLogger("torchannels.broker")
 
@@ -30,14 +42,16 @@ def new_epoch() -> str:
 
 
 class _Channel:
-    __slots__ = ("history", "stale_warned", "state", "state_at", "top")
+    __slots__ = ("epoch", "history", "stale_warned", "state", "state_at", "top", "touched")
 
-    def __init__(self) -> None:
+    def __init__(self, epoch: str, now: float) -> None:
+        self.epoch = epoch
         self.top = 0
         self.history: deque[Publication] = deque()
         self.state: list[Publication] | None = None
         self.state_at = 0  # the offset the state stands for
         self.stale_warned = False
+        self.touched = now  # the last publish or set_state
 
 
 class MemoryBroker(Broker):
@@ -49,23 +63,41 @@ class MemoryBroker(Broker):
     """
 
     def __init__(
-        self, history: HistoryPolicy | None = None, *, clock: Callable[[], float] = time.time
+        self,
+        history: HistoryPolicy | None = None,
+        *,
+        channel_limit: int = 100_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(history)
+        if channel_limit < 1:
+            raise ValueError("channel_limit must be positive")
         self.epoch = new_epoch()
+        #: Channels this broker holds at most; a publish creating one more
+        #: raises :class:`~torchannels.errors.ChannelLimitError`.
+        self.channel_limit = channel_limit
         self._clock = clock
         self._channels: dict[str, _Channel] = {}
         self._listeners: dict[str, list[Listener]] = {}
+        self._next_sweep = clock()
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._channels)
 
     # -- synchronous core (the seed's ``send`` is synchronous) -----------------
 
     def publish_nowait(self, channel: str, message: dict[str, Any]) -> Publication:
         """Publish at once and return the publication (memory broker only)."""
-        ch = self._channels.get(channel) or _Channel()
         now = self._clock()
-        pub = stamp(message, channel, Position(self.epoch, ch.top + 1), now)
-        self._channels[channel] = ch
+        return self._publish(Draft(channel, message, now), now)
+
+    def _publish(self, draft: Draft, now: float) -> Publication:
+        channel = draft.channel
+        ch = self._channel(channel, now)
+        pub = draft.finish(Position(ch.epoch, ch.top + 1))
         ch.top += 1
+        ch.touched = now
         ch.history.append(pub)
         self._trim(channel, ch, now)
         for listener in tuple(self._listeners.get(channel, ())):
@@ -76,15 +108,46 @@ class MemoryBroker(Broker):
         return pub
 
     def set_state_nowait(self, channel: str, messages: list[dict[str, Any]]) -> Position:
-        ch = self._channels.get(channel) or _Channel()
-        position = Position(self.epoch, ch.top)
         now = self._clock()
-        state = [stamp(m, channel, position, now) for m in messages]
-        self._channels[channel] = ch
-        ch.state = state
+        return self._set_state(channel, [Draft(channel, m, now) for m in messages], now)
+
+    def _set_state(self, channel: str, drafts: list[Draft], now: float) -> Position:
+        ch = self._channel(channel, now)
+        position = Position(ch.epoch, ch.top)
+        ch.state = [d.finish(position) for d in drafts]
         ch.state_at = ch.top
         ch.stale_warned = False
+        ch.touched = now
         return position
+
+    def _channel(self, channel: str, now: float) -> _Channel:
+        """The channel, created if new (forgetting idle ones first when due)."""
+        if now >= self._next_sweep:
+            self._sweep(now)
+        ch = self._channels.get(channel)
+        if ch is None:
+            if len(self._channels) >= self.channel_limit:
+                self._sweep(now)
+                if len(self._channels) >= self.channel_limit:
+                    raise ChannelLimitError(
+                        f"cannot create channel {channel!r}: the broker holds "
+                        f"{len(self._channels)} channels, its channel_limit"
+                    )
+            ch = self._channels[channel] = _Channel(self.epoch, now)
+        return ch
+
+    def _sweep(self, now: float) -> None:
+        """Forget channels idle for their TTL; a new epoch if any was."""
+        idle = [
+            name
+            for name, ch in self._channels.items()
+            if now - ch.touched >= self.policy_for(name).ttl
+        ]
+        for name in idle:
+            del self._channels[name]
+        if idle:
+            self.epoch = new_epoch()
+        self._next_sweep = now + min(60.0, self.default_policy.ttl / 4)
 
     def _trim(self, channel: str, ch: _Channel, now: float) -> None:
         policy = self.policy_for(channel)
@@ -96,40 +159,32 @@ class MemoryBroker(Broker):
             history.popleft()
 
     def read_nowait(self, channel: str, since: Position | None) -> ReadResult:
+        now = self._clock()
         ch = self._channels.get(channel)
+        if ch is not None and now - ch.touched >= self.policy_for(channel).ttl:
+            self._sweep(now)
+            ch = self._channels.get(channel)
         if ch is None:
-            ch = _Channel()  # not stored: reading creates nothing
+            ch = _Channel(self.epoch, now)  # not stored: reading creates nothing
         else:
-            self._trim(channel, ch, self._clock())
+            self._trim(channel, ch, now)
         first = ch.history[0].offset if ch.history else ch.top + 1
-        reason: str | None = None
-        if since is not None:
-            if since.epoch != self.epoch:
-                reason = RESET_EPOCH
-            elif since.offset > ch.top:
-                reason = RESET_INVALID
-            elif since.offset < first - 1:
-                reason = RESET_TRIMMED
-            else:
-                pubs = [p for p in ch.history if p.offset > since.offset]
-                return ReadResult(since, pubs)
-        if ch.state is not None and first - 1 <= ch.state_at:
-            state_at = ch.state_at
-            return ReadResult(
-                Position(self.epoch, state_at),
-                [p for p in ch.history if p.offset > state_at],
-                state=ch.state,
-                reset=reason,
-            )
-        if ch.state is not None and not ch.stale_warned:
+        state_at = ch.state_at if ch.state is not None else None
+        plan = plan_read(since, epoch=ch.epoch, top=ch.top, first=first, state_at=state_at)
+        if plan.stale_state and not ch.stale_warned:
             ch.stale_warned = True
-            # Messages between the state and the oldest retained one are gone:
-            # the state can no longer be brought up to date, so it is not
-            # served; the joiner gets the retained history instead.
             log.warning("state of %r is older than its history; set_state more often", channel)
-        return ReadResult(Position(self.epoch, first - 1), list(ch.history), reset=reason)
+        pubs = [p for p in ch.history if p.offset > plan.after]
+        return ReadResult(plan.position, pubs, ch.state if plan.state else None, plan.reset)
 
     # -- the Broker interface ---------------------------------------------------
+
+    def publish_soon(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
+        """Publishes at once: the copy carries ``epoch`` and ``offset`` too."""
+        return self.publish_nowait(channel, message).data
+
+    def set_state_soon(self, channel: str, messages: list[dict[str, Any]]) -> Position:
+        return self.set_state_nowait(channel, messages)
 
     async def publish(self, channel: str, message: dict[str, Any]) -> Publication:
         return self.publish_nowait(channel, message)
@@ -139,6 +194,10 @@ class MemoryBroker(Broker):
 
     async def read(self, channel: str, since: Position | None) -> ReadResult:
         return self.read_nowait(channel, since)
+
+    async def positions(self, channels: Sequence[str]) -> dict[str, Position]:
+        found = ((c, self._channels.get(c)) for c in channels)
+        return {c: Position(ch.epoch, ch.top) for c, ch in found if ch is not None}
 
     async def subscribe(self, channel: str, listener: Listener) -> None:
         self._listeners.setdefault(channel, []).append(listener)
@@ -151,9 +210,11 @@ class MemoryBroker(Broker):
                 del self._listeners[channel]
 
     async def info(self, channel: str) -> ChannelInfo:
-        ch = self._channels.get(channel) or _Channel()
-        if channel in self._channels:
-            self._trim(channel, ch, self._clock())
+        now = self._clock()
+        ch = self._channels.get(channel)
+        if ch is None:
+            return ChannelInfo(channel, Position(self.epoch, 0), 0, False)
+        self._trim(channel, ch, now)
         return ChannelInfo(
-            channel, Position(self.epoch, ch.top), len(ch.history), ch.state is not None
+            channel, Position(ch.epoch, ch.top), len(ch.history), ch.state is not None
         )
