@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from server.processes import HubProcess, api, assert_error, fetch, free_ports, outline, poll
+from server.processes import HubProcess, api, assert_error, outline, poll
 from torchannels import HistoryPolicy, Settings, TorChannelsError
 from torchannels.server.config import (
     CONFIG_ENV,
@@ -185,36 +185,6 @@ def test_empty_values_switch_off_lower_layers(tmp_path: Path) -> None:
     flags = ("--api-key", "", "--anonymous", "")
     config = load(flags, toml=toml, tmp=tmp_path)
     assert (config.api_key, config.token_secret, config.anonymous) == (None, "s", ())
-
-
-async def test_config_precedence_file_then_env_then_flags(
-    spawn: Callable[..., HubProcess], http: Any, tmp_path: Path
-) -> None:
-    file_port, env_port, flag_port = free_ports(3)
-    toml = tmp_path / "hub.toml"
-    toml.write_text(
-        f'port = {file_port}\napi-key = "file-key"\nanonymous = ["file:*"]\ndemo = false\n'
-    )
-    env = {"TORCHANNELS_PORT": str(env_port), "TORCHANNELS_API_KEY": "env-key",
-           "TORCHANNELS_ANONYMOUS": "env:*, other"}  # fmt: skip
-    flags = ["--port", str(flag_port), "--api-key", "flag-key", "--anonymous", "flag:*"]
-    layers = [
-        ("file", file_port, [], {CONFIG_ENV: str(toml)}),  # file named by the env var
-        ("env", env_port, ["--config", str(toml)], env),
-        ("flag", flag_port, ["--config", str(toml), *flags], env),
-    ]
-    for winner, port, args, environ in layers:
-        hub = spawn(*args, env=environ, port0=False)
-        assert hub.port == port, winner
-        for layer in ("file", "env", "flag"):
-            response = await api(http, hub, "/api/channels/x", key=f"{layer}-key")
-            assert response.code == (200 if layer == winner else 403), (winner, layer)
-        doc = await poll(http, hub, ["file:a", "env:a", "flag:a", "demo:a"])
-        readable = [f["channel"] for f in doc["frames"] if f["type"] == "subscribed"]
-        assert readable == [f"{winner}:a"], (winner, doc)
-        page = await fetch(http, hub.base + "/")
-        assert page.code == 404  # demo = false from the file in every layer
-        hub.close()
 
 
 async def test_empty_value_switches_off_a_lower_layer_in_a_running_hub(
