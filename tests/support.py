@@ -20,6 +20,7 @@ import tornado.testing
 import tornado.web
 
 from torchannels import Hub
+from torchannels.frames import Frame
 
 #: The frame types that do not concern any channel (keep-alive and framing).
 HOUSEKEEPING = frozenset({"connected", "ping"})
@@ -411,3 +412,25 @@ def outline(frames: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
         else:
             out.append((kind,))
     return out
+
+
+class Framings:
+    """Every ``Frame.cached(key, build)`` call made while recording, by frame.
+
+    Records what the public ``cached`` method was asked and answered, and
+    each time it actually ran ``build``: enough to see a frame framed once
+    and the same bytes handed to every recipient. Made by the ``framings``
+    fixture, which wraps (not replaces) ``Frame.cached``.
+    """
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[Frame, bytes]] = []
+        self.builds: list[tuple[Frame, str]] = []
+
+    def answered(self, frame: Frame) -> list[bytes]:
+        """The bytes ``cached`` returned for ``frame``, one per call."""
+        return [data for f, data in self.answers if f is frame]
+
+    def built(self, frame: Frame) -> list[str]:
+        """The keys ``frame`` was framed for, one per ``build`` run."""
+        return [key for f, key in self.builds if f is frame]
