@@ -146,7 +146,8 @@ class Stream:
                         break
                     raise AssertionError(f"stream ended first: {self.buffer!r}")
                 done = asyncio.ensure_future(self._arrived.wait())
-                await asyncio.wait([done, self.response], return_when=asyncio.FIRST_COMPLETED)
+                either: list[asyncio.Future[Any]] = [done, self.response]
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 done.cancel()
             return self.buffer
 

@@ -118,7 +118,7 @@ async def test_disconnect_while_can_access_is_pending_leaves_no_subscriber(
     served = asyncio.Event()
 
     class Slow(ChannelMixin):
-        async def can_access(self, sub: Subscription) -> bool:  # type: ignore[override]
+        async def can_access(self, sub: Subscription) -> bool:
             asked.set()
             await gate.wait()
             return True

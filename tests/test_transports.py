@@ -329,7 +329,7 @@ async def test_sse_last_event_id_entries_win_per_channel(server: Server) -> None
 
 def gated_handler(hub: Hub, gate: asyncio.Event) -> type[ChannelMixin]:
     class Gated(ChannelMixin):
-        async def can_access(self, sub: Subscription) -> bool:  # type: ignore[override]
+        async def can_access(self, sub: Subscription) -> bool:
             await gate.wait()
             return True
 
@@ -395,7 +395,8 @@ async def test_byte_cap_ends_with_reconnect_and_loses_nothing(
     def open_stream(cursor: str) -> Stream:
         if transport == "sse" and cursor:
             return server.stream("sse", headers={"Last-Event-ID": cursor}, channel="big")
-        return server.stream(transport, channel="big", **({"cursor": cursor} if cursor else {}))
+        query: dict[str, Any] = {"cursor": cursor} if cursor else {}
+        return server.stream(transport, channel="big", **query)
 
     cursor = ""
     stream = open_stream(cursor)

@@ -94,7 +94,7 @@ def make_ws_server(
     hub = hub or Hub(
         MemoryBroker(), Settings(ping_interval=0.5, max_channels=4, max_request_bytes=2048)
     )
-    handler = type("Handler", (base,), {"hub": hub})
+    handler: type[ChannelMixin] = type("Handler", (base,), {"hub": hub})
     return make_server(handler, hub_=hub, routes=[(r"/channels/ws", handler.websocket())])
 
 

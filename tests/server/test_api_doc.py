@@ -42,7 +42,8 @@ def test_api_doc_options_table_matches_the_config() -> None:
         assert flag in rows, f"--{flag} missing from the options table"
         _, env, key, default, _ = rows.pop(flag)
         assert (env, key) == (f"`{env_name(f.name)}`", f"`{f.name}`"), flag
-        shown = {None: "unset", True: "on", False: "off", (): "none"}.get(f.default, f.default)
+        named: dict[Any, str] = {None: "unset", True: "on", False: "off", (): "none"}
+        shown = named.get(f.default, f.default)
         if isinstance(shown, tuple):
             shown = ",".join(shown)
         doc_default = default.strip("`")
@@ -90,7 +91,8 @@ async def test_api_doc_example_toml_starts_a_hub(
     url = hub.ws_url(channel="news")
     allowed = tornado.httpclient.HTTPRequest(url, headers={"Origin": "https://app.example.com"})
     conn = await asyncio.wait_for(tornado.websocket.websocket_connect(allowed), WAIT)
-    assert json.loads(await asyncio.wait_for(conn.read_message(), WAIT))["type"] == "connected"
+    greeting = await asyncio.wait_for(conn.read_message(), WAIT)
+    assert greeting is not None and json.loads(greeting)["type"] == "connected"
     await Socket(conn).aclose()
     other = tornado.httpclient.HTTPRequest(url, headers={"Origin": "https://evil.example"})
     with pytest.raises(tornado.httpclient.HTTPClientError) as refused_origin:

@@ -371,7 +371,9 @@ def test_direct_construction_is_checked_and_normalised() -> None:
         HubConfig(port=-1)
     with pytest.raises(ConfigError, match="invalid channel"):
         HubConfig(anonymous=("a b",))
-    config = HubConfig(anonymous=["a*", "a*"], log_level="DEBUG", api_key="")  # type: ignore[arg-type]
+    # A list where a tuple is declared, on purpose: it is normalised.
+    anonymous: Any = ["a*", "a*"]
+    config = HubConfig(anonymous=anonymous, log_level="DEBUG", api_key="")
     assert (config.anonymous, config.log_level, config.api_key) == (("a*",), "debug", None)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import tornado.httpclient
+import tornado.routing
 import tornado.web
 import tornado.websocket
 
@@ -45,8 +46,10 @@ def validate(value: Any, schema: Mapping[str, Any], doc: Mapping[str, Any], at: 
                 pass
         assert fits == 1, f"{at}: {value!r} fits {fits} of oneOf"
         return
-    kinds = {"object": dict, "array": list, "string": str, "boolean": bool,
-             "integer": int, "number": (int, float)}  # fmt: skip
+    kinds: dict[str, type | tuple[type, ...]] = {
+        "object": dict, "array": list, "string": str, "boolean": bool,
+        "integer": int, "number": (int, float),
+    }  # fmt: skip
     if "type" in schema:
         kind = schema["type"]
         assert isinstance(value, kinds[kind]), f"{at}: {value!r} is not {kind}"
@@ -75,7 +78,8 @@ def api_rules() -> list[tuple[re.Pattern[str], type[tornado.web.RequestHandler]]
     app = make_app(HubConfig(api_key="k", token_secret="s", metrics=True))
     rules = []
     for rule in app.wildcard_router.rules:
-        regex = rule.matcher.regex  # type: ignore[attr-defined]
+        assert isinstance(rule.matcher, tornado.routing.PathMatches), rule
+        regex = rule.matcher.regex
         if regex.pattern.startswith("/api/"):
             rules.append((regex, rule.target))
     return rules

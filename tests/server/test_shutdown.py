@@ -76,7 +76,9 @@ async def test_shutdown_is_bounded_when_a_client_will_not_leave(
     async def keep_alive_get(path: str) -> tuple[int, dict[str, Any]]:
         writer.write(f"GET {path} HTTP/1.1\r\nHost: hub\r\n\r\n".encode())
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
-        size = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        assert length is not None, head
+        size = int(length.group(1))
         body = await asyncio.wait_for(reader.readexactly(size), WAIT)
         return int(head.split()[1]), json.loads(body)
 

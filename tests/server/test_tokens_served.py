@@ -40,7 +40,7 @@ async def test_tokens_on_every_transport(
     make_token: Callable[[], str | None], outcome: str,
 ) -> None:  # fmt: skip
     token = make_token()
-    query = {} if token is None else {"token": token}
+    query: dict[str, Any] = {} if token is None else {"token": token}
     frames = await first_answer(http, lives, sockets, main_hub, transport, ["chat:lobby"], **query)
     if outcome == "subscribed":
         assert outline(frames) == [("subscribed", "chat:lobby")]
@@ -84,7 +84,7 @@ async def test_token_errors_and_patterns(main_hub: HubProcess, http: Any) -> Non
          [("subscribed", "demo:x"), ("error", "chat:x", "token_malformed")]),
     ]  # fmt: skip
     for token, headers, channels, expected in cases:
-        query = {} if token is None else {"token": token}
+        query: dict[str, Any] = {} if token is None else {"token": token}
         doc = await poll(http, main_hub, channels, headers=headers, **query)
         assert outline(doc["frames"]) == expected, (token, channels, doc)
 
