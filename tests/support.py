@@ -63,7 +63,7 @@ class Server:
 
     def open(self, url: str, headers: dict[str, str] | None = None) -> Stream:
         """A raw streaming GET of ``url`` (any transport, any query string)."""
-        stream = Stream(self, url, headers or {})
+        stream = Stream(url, headers or {})
         self.streams.append(stream)
         return stream
 
@@ -85,7 +85,7 @@ class Stream:
     really drops the TCP connection, as a browser leaving the page does.
     """
 
-    def __init__(self, server: Server, url: str, headers: dict[str, str]) -> None:
+    def __init__(self, url: str, headers: Mapping[str, str]) -> None:
         self.buffer = b""
         self.headers: dict[str, str] = {}
         self.status: int | None = None
@@ -117,6 +117,7 @@ class Stream:
                 while size := int((await reader.readline()).split(b";")[0], 16):
                     self._on_chunk(await reader.readexactly(size))
                     await reader.readexactly(2)
+                await reader.readexactly(2)  # the CRLF after the last chunk
                 self.complete = True
             elif "content-length" in self.headers:
                 self._on_chunk(await reader.readexactly(int(self.headers["content-length"])))

@@ -29,11 +29,13 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import tornado.httpclient
 import tornado.web
 import tornado.websocket
+
+from support import HOUSEKEEPING, Stream, content
 
 KEY = "test-api-key"
 SECRET = "test-token-secret"
@@ -45,7 +47,6 @@ STOP_TIMEOUT = 10.0
 WAIT = 10.0
 LISTENING = re.compile(rb"torchannels hub listening on http://127\.0\.0\.1:(\d+)/\n")
 OPENAPI_FILE = Path(__file__).parents[2] / "src" / "torchannels" / "server" / "openapi.json"
-HOUSEKEEPING = frozenset({"connected", "ping"})
 API_DOC = Path(__file__).parents[2] / "docs" / "api.md"
 
 
@@ -240,122 +241,31 @@ async def poll(
 # -- streaming and WebSocket clients ---------------------------------------------------
 
 
-SSE_EVENT_TYPES = {"channel_error": "error"}
-
-
-def parse_sse(raw: bytes) -> list[dict[str, Any]]:
-    """Frames of the complete events of an event stream (WHATWG field rules)."""
-    frames: list[dict[str, Any]] = []
-    *blocks, _ = re.split(r"\r\n\r\n|\n\n|\r\r", raw.decode())
-    for block in blocks:
-        event, data, comments = None, [], []
-        for line in re.split(r"\r\n|\n|\r", block):
-            name, colon, value = line.partition(":")
-            value = value.removeprefix(" ") if colon else ""
-            if name == "":
-                comments.append(value)
-            elif name == "event":
-                event = value
-            elif name == "data":
-                data.append(value)
-        if not data:
-            if "ping" in comments:
-                frames.append({"type": "ping"})
-            continue
-        body = json.loads("\n".join(data))
-        if event in (None, "message"):
-            frames.append({"type": "message", "data": body})
-        else:
-            # EventSource fires its own "error" event, so error frames are
-            # "channel_error" events (docs/protocol.md).
-            assert body.get("type") == SSE_EVENT_TYPES.get(event, event), (event, body)
-            frames.append(body)
-    return frames
-
-
-class Live:
-    """A streaming GET (``stream`` or ``sse``) on its own socket.
-
-    It speaks HTTP/1.1 itself so it can tell a body that ended cleanly (the
-    last chunk arrived: ``complete``) from one cut off half-way.
-    """
+class Live(Stream):
+    """A streaming GET (``stream`` or ``sse``) to a hub process: a
+    :class:`support.Stream` (HTTP/1.1 spoken by hand, so ``complete`` tells a
+    body that ended cleanly from one cut off), waited on by content frames."""
 
     def __init__(self, url: str, headers: Mapping[str, str] | None = None) -> None:
-        self.buffer = b""
-        self.status: int | None = None
-        self.headers: dict[str, str] = {}
-        self.complete = False
-        self._arrived = asyncio.Event()
-        self._writer: asyncio.StreamWriter | None = None
-        self.task = asyncio.ensure_future(self._run(url, dict(headers or {})))
-
-    async def _run(self, url: str, headers: dict[str, str]) -> None:
-        parts = urlsplit(url)
-        assert parts.hostname is not None and parts.port is not None
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-        self._writer = writer
-        head = [f"GET {parts.path}?{parts.query} HTTP/1.1", f"Host: {parts.netloc}",
-                "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]  # fmt: skip
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
-        try:
-            self.status = int((await reader.readline()).split()[1])
-            while line := (await reader.readline()).decode().rstrip("\r\n"):
-                name, _, value = line.partition(":")
-                self.headers[name.strip().lower()] = value.strip()
-            if self.headers.get("transfer-encoding", "").lower() == "chunked":
-                while size := int((await reader.readline()).split(b";")[0], 16):
-                    self._add(await reader.readexactly(size))
-                    await reader.readexactly(2)
-                await reader.readexactly(2)
-                self.complete = True
-            else:
-                self._add(await reader.read())
-                self.complete = "content-length" in self.headers
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError, IndexError):
-            pass  # cut off: ``complete`` stays False
-        finally:
-            self._arrived.set()
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    def _add(self, chunk: bytes) -> None:
-        self.buffer += chunk
-        self._arrived.set()
-
-    def frames(self) -> list[dict[str, Any]]:
-        """Every complete frame so far, NDJSON envelopes whatever the transport."""
-        if self.headers.get("content-type", "").startswith("text/event-stream"):
-            return parse_sse(self.buffer)
-        *lines, _ = self.buffer.split(b"\n")
-        return [json.loads(line) for line in lines if line]
+        super().__init__(url, dict(headers or {}))
 
     def content(self) -> list[dict[str, Any]]:
-        return [f for f in self.frames() if f["type"] not in HOUSEKEEPING]
+        return content(self.frames())
 
     async def wait(
         self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = WAIT
     ) -> list[dict[str, Any]]:
         """Wait until ``predicate(content frames)`` holds; return them."""
-
-        async def loop() -> None:
-            while not predicate(self.content()):
-                if self.task.done():
-                    raise AssertionError(f"response ended first: {self.buffer!r}")
-                self._arrived.clear()
-                await self._arrived.wait()
-
-        await asyncio.wait_for(loop(), timeout)
+        await self.wait_for(lambda _: predicate(self.content()), timeout)
         return self.content()
 
     async def ended(self, timeout: float = WAIT) -> None:
-        await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        await asyncio.wait_for(asyncio.shield(self.response), timeout)
 
     async def aclose(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        self.close()
         with contextlib.suppress(BaseException):
-            await asyncio.wait_for(self.task, 5)
+            await asyncio.wait_for(self.response, 5)
 
 
 class Socket:

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 from server.processes import (
-    HOUSEKEEPING,
     WAIT,
     HubProcess,
     RawWebSocket,
@@ -22,6 +21,7 @@ from server.processes import (
     poll,
     refused,
 )
+from support import HOUSEKEEPING
 
 
 async def test_sigterm_tells_every_client_to_reconnect_and_exits_0(
