@@ -26,7 +26,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -176,6 +176,15 @@ def refused(port: int) -> bool:
             return False
     except ConnectionRefusedError:
         return True
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = WAIT) -> None:
+    """Ask ``await check()`` every 20 ms until it holds; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        await asyncio.sleep(0.02)
 
 
 # -- HTTP ----------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -20,6 +19,7 @@ from server.processes import (
     auth,
     fetch,
     poll,
+    until,
 )
 
 
@@ -85,12 +85,12 @@ async def test_set_state_and_channel_info(main_hub: HubProcess, http: Any, lives
         "history_length": 0, "has_state": True, "local_subscribers": 1,
     }  # fmt: skip
     await live.aclose()
-    for _ in range(100):  # the hub notices the client left
+
+    async def left() -> bool:
         info = as_json(await api(http, main_hub, "/api/channels/demo:state"))
-        if info["local_subscribers"] == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert info["local_subscribers"] == 0
+        return bool(info["local_subscribers"] == 0)
+
+    await until(left, "the hub never noticed the client left")
 
 
 async def test_channel_info_of_names_needing_escapes(main_hub: HubProcess, http: Any) -> None:
