@@ -36,7 +36,7 @@ browser:
 
 lint: setup
 	$(VENV)/bin/ruff check src tests examples
-	$(VENV)/bin/ruff format --check src
+	$(VENV)/bin/ruff format --check src tests examples
 
 typecheck: setup
 	$(VENV)/bin/mypy

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 import tornado.web
 
-from support import Server
+from support import Framings, Server
 from torchannels import ChannelMixin, Hub, MemoryBroker, Settings
+from torchannels.frames import Frame
 
 
 @pytest.fixture
@@ -48,3 +49,22 @@ async def make_server(hub: Hub) -> AsyncIterator[Callable[..., Server]]:
 @pytest.fixture
 async def server(make_server: Callable[..., Server]) -> Server:
     return make_server()
+
+
+@pytest.fixture
+def framings(monkeypatch: pytest.MonkeyPatch) -> Framings:
+    """Record :meth:`Frame.cached` calls (see :class:`support.Framings`)."""
+    log = Framings()
+    original = Frame.cached
+
+    def cached(frame: Frame, key: str, build: Callable[[Frame], bytes]) -> bytes:
+        def counted(f: Frame) -> bytes:
+            log.builds.append((f, key))
+            return build(f)
+
+        data = original(frame, key, counted)
+        log.answers.append((frame, data))
+        return data
+
+    monkeypatch.setattr(Frame, "cached", cached)
+    return log

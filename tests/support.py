@@ -20,6 +20,7 @@ import tornado.testing
 import tornado.web
 
 from torchannels import Hub
+from torchannels.frames import Frame
 
 #: The frame types that do not concern any channel (keep-alive and framing).
 HOUSEKEEPING = frozenset({"connected", "ping"})
@@ -62,7 +63,7 @@ class Server:
 
     def open(self, url: str, headers: dict[str, str] | None = None) -> Stream:
         """A raw streaming GET of ``url`` (any transport, any query string)."""
-        stream = Stream(self, url, headers or {})
+        stream = Stream(url, headers or {})
         self.streams.append(stream)
         return stream
 
@@ -84,7 +85,7 @@ class Stream:
     really drops the TCP connection, as a browser leaving the page does.
     """
 
-    def __init__(self, server: Server, url: str, headers: dict[str, str]) -> None:
+    def __init__(self, url: str, headers: Mapping[str, str]) -> None:
         self.buffer = b""
         self.headers: dict[str, str] = {}
         self.status: int | None = None
@@ -116,6 +117,7 @@ class Stream:
                 while size := int((await reader.readline()).split(b";")[0], 16):
                     self._on_chunk(await reader.readexactly(size))
                     await reader.readexactly(2)
+                await reader.readexactly(2)  # the CRLF after the last chunk
                 self.complete = True
             elif "content-length" in self.headers:
                 self._on_chunk(await reader.readexactly(int(self.headers["content-length"])))
@@ -145,7 +147,8 @@ class Stream:
                         break
                     raise AssertionError(f"stream ended first: {self.buffer!r}")
                 done = asyncio.ensure_future(self._arrived.wait())
-                await asyncio.wait([done, self.response], return_when=asyncio.FIRST_COMPLETED)
+                either: list[asyncio.Future[Any]] = [done, self.response]
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 done.cancel()
             return self.buffer
 
@@ -411,3 +414,25 @@ def outline(frames: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
         else:
             out.append((kind,))
     return out
+
+
+class Framings:
+    """Every ``Frame.cached(key, build)`` call made while recording, by frame.
+
+    Records what the public ``cached`` method was asked and answered, and
+    each time it actually ran ``build``: enough to see a frame framed once
+    and the same bytes handed to every recipient. Made by the ``framings``
+    fixture, which wraps (not replaces) ``Frame.cached``.
+    """
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[Frame, bytes]] = []
+        self.builds: list[tuple[Frame, str]] = []
+
+    def answered(self, frame: Frame) -> list[bytes]:
+        """The bytes ``cached`` returned for ``frame``, one per call."""
+        return [data for f, data in self.answers if f is frame]
+
+    def built(self, frame: Frame) -> list[str]:
+        """The keys ``frame`` was framed for, one per ``build`` run."""
+        return [key for f, key in self.builds if f is frame]

@@ -28,12 +28,12 @@ class Recording(ChannelMixin):
 
 
 class SyncAccess(Recording):
-    def can_access(self, sub: Subscription) -> bool:  # type: ignore[override]
+    def can_access(self, sub: Subscription) -> bool:
         return self.decide(sub)
 
 
 class AsyncAccess(Recording):
-    async def can_access(self, sub: Subscription) -> bool:  # type: ignore[override]
+    async def can_access(self, sub: Subscription) -> bool:
         await asyncio.sleep(0)  # really suspend, as a database lookup would
         return self.decide(sub)
 
@@ -123,7 +123,7 @@ async def test_resume_of_a_channel_now_denied_gets_an_error(
     allowed = {"a", "b"}
 
     class Revocable(ChannelMixin):
-        def can_access(self, sub: Subscription) -> bool:  # type: ignore[override]
+        def can_access(self, sub: Subscription) -> bool:
             return sub.channel in allowed
 
     Revocable.hub = hub
@@ -151,7 +151,7 @@ class Inspecting(ChannelMixin):
     def get_current_user(self) -> str | None:
         return self.get_cookie("user") or self.get_argument("user", None)
 
-    def can_access(self, sub: Subscription) -> bool:  # type: ignore[override]
+    def can_access(self, sub: Subscription) -> bool:
         handler = sub.handler
         assert isinstance(handler, tornado.web.RequestHandler)
         self.seen.append((sub.channel, str(sub), repr(sub), handler is self))
@@ -202,7 +202,7 @@ async def test_http_error_in_can_access_denies_quietly(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     class Raising(ChannelMixin):
-        async def can_access(self, sub: Subscription) -> bool:  # type: ignore[override]
+        async def can_access(self, sub: Subscription) -> bool:
             if sub.channel == "secret":
                 raise tornado.web.HTTPError(403)
             return True
@@ -227,7 +227,7 @@ async def test_crashing_can_access_denies_and_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     class Buggy(ChannelMixin):
-        def can_access(self, sub: Subscription) -> bool:  # type: ignore[override]
+        def can_access(self, sub: Subscription) -> bool:
             if sub.channel == "buggy":
                 raise KeyError("oops")
             return True

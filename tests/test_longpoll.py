@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -34,8 +35,14 @@ async def test_longpoll_ignores_other_channels_while_holding(server: Server) -> 
     cursor = at_top(server, "news")
     task = asyncio.ensure_future(server.poll("longpoll", channel="news", cursor=cursor, timeout=5))
     await eventually(lambda: server.hub.local_subscribers("news") == 1)
-    server.hub.channel("sport").send({"n": 1})
-    await asyncio.sleep(0.05)
+    # A witness long-poll on "sport" is answered by the same publication: once
+    # it is back, the server has dispatched it to every subscriber, news too.
+    witness = asyncio.ensure_future(
+        server.poll("longpoll", channel="sport", cursor=at_top(server, "sport"), timeout=5)
+    )
+    await eventually(lambda: server.hub.local_subscribers("sport") == 1)
+    sport = server.hub.channel("sport").send({"n": 1})
+    assert messages((await asyncio.wait_for(witness, 5))["frames"]) == [sport]
     assert not task.done()
     server.hub.channel("news").send({"n": 2})
     doc = await asyncio.wait_for(task, 5)
@@ -108,9 +115,10 @@ async def test_disconnect_while_can_access_is_pending_leaves_no_subscriber(
     asked = asyncio.Event()
     gate = asyncio.Event()
     gone = asyncio.Event()
+    served = asyncio.Event()
 
     class Slow(ChannelMixin):
-        async def can_access(self, sub: Subscription) -> bool:  # type: ignore[override]
+        async def can_access(self, sub: Subscription) -> bool:
             asked.set()
             await gate.wait()
             return True
@@ -119,6 +127,12 @@ async def test_disconnect_while_can_access_is_pending_leaves_no_subscriber(
             gone.set()
             super().on_connection_close()
 
+        async def get(self, *args: Any, **kwargs: Any) -> None:
+            try:
+                await super().get(*args, **kwargs)
+            finally:
+                served.set()
+
     Slow.hub = hub
     server = make_server(Slow)
     cursor = at_top(server, "news")
@@ -126,9 +140,11 @@ async def test_disconnect_while_can_access_is_pending_leaves_no_subscriber(
     await asyncio.wait_for(asked.wait(), 5)
     client.close()
     await asyncio.wait_for(gone.wait(), 5)
+    assert not served.is_set()  # still inside can_access
     gate.set()
-    await asyncio.sleep(0.05)
-    await eventually(lambda: hub.local_subscribers("news") == 0, timeout=1)
+    # The request is over only once the decision was acted on.
+    await asyncio.wait_for(served.wait(), 5)
+    assert hub.local_subscribers("news") == 0
 
 
 async def test_timeout_above_the_server_maximum_is_capped(

@@ -66,8 +66,9 @@ class Bystander:
 async def test_stalled_reader_is_dropped_then_resumes_without_loss(
     make_server: Callable[..., Server], transport: str
 ) -> None:
+    broker = MemoryBroker()
     hub = Hub(
-        MemoryBroker(),
+        broker,
         Settings(max_pending_bytes=128 * 1024, ping_interval=30, stream_max_bytes=1 << 30),
     )
     server = make_server(hub_=hub)
@@ -119,7 +120,7 @@ async def test_stalled_reader_is_dropped_then_resumes_without_loss(
     assert got == list(range(1, len(got) + 1))
     assert len(got) < sent
     # Resuming from the last message it got yields exactly the rest.
-    epoch = hub.broker.epoch  # type: ignore[attr-defined]
+    epoch = broker.epoch
     doc = await server.poll("poll", channel="flood", cursor=f"flood={epoch}:{len(got)}")
     rest = [f["data"]["n"] for f in doc["frames"] if f["type"] == "message"]
     assert rest == list(range(len(got) + 1, sent + 1))
@@ -137,7 +138,7 @@ async def test_catch_up_larger_than_the_pending_limit_is_delivered(
         MemoryBroker(),
         Settings(max_pending_bytes=64 * 1024, stream_max_bytes=1 << 30, ping_interval=30),
     )
-    handler = type("H", (ChannelMixin,), {"hub": hub})
+    handler: type[ChannelMixin] = type("H", (ChannelMixin,), {"hub": hub})
     server = make_server(handler, hub_=hub, routes=[(r"/channels/ws", handler.websocket())])
     for n in range(1, 201):
         hub.channel("big").send({"n": n, "pad": "y" * 2500})  # ~0.5 MB of history

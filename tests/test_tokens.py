@@ -53,7 +53,7 @@ def forge(header: object, payload: object, secret: str = SECRET, digest: Any = "
 def refused(token: object, **kwargs: Any) -> str:
     kwargs.setdefault("now", NOW)
     with pytest.raises(TokenError) as info:
-        decode_token(token, SECRET, **kwargs)  # type: ignore[arg-type]
+        decode_token(token, SECRET, **kwargs)  # type: ignore[arg-type]  # non-str tokens too
     return info.value.code
 
 
@@ -273,7 +273,7 @@ def test_leeway_bounds(claims: dict[str, Any], kwargs: dict[str, float], code: s
     [
         (lambda: decode_token("a.b.c", ""), ValueError),
         (lambda: decode_token("a.b.c", b""), ValueError),
-        (lambda: decode_token("a.b.c", 42), TypeError),  # type: ignore[arg-type]
+        (lambda: decode_token("a.b.c", 42), TypeError),  # type: ignore[arg-type]  # on purpose
         (lambda: decode_token("a.b.c", SECRET, leeway=-1), ValueError),
         (lambda: decode_token("a.b.c", SECRET, leeway=float("inf")), ValueError),
         (lambda: encode_token({"exp": 1}, ""), ValueError),
@@ -354,7 +354,7 @@ def test_invalid_patterns(pattern: object) -> None:
     with pytest.raises(ChannelNameError, match="invalid channel"):
         check_pattern(pattern)
     with pytest.raises(ChannelNameError):
-        ChannelPatterns([pattern])  # type: ignore[list-item]
+        ChannelPatterns([pattern])  # type: ignore[list-item]  # non-str patterns too
 
 
 @pytest.mark.parametrize(

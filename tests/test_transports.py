@@ -17,6 +17,7 @@ import pytest
 from support import (
     STREAMING,
     TRANSPORTS,
+    Framings,
     Server,
     Stream,
     content,
@@ -328,7 +329,7 @@ async def test_sse_last_event_id_entries_win_per_channel(server: Server) -> None
 
 def gated_handler(hub: Hub, gate: asyncio.Event) -> type[ChannelMixin]:
     class Gated(ChannelMixin):
-        async def can_access(self, sub: Subscription) -> bool:  # type: ignore[override]
+        async def can_access(self, sub: Subscription) -> bool:
             await gate.wait()
             return True
 
@@ -394,7 +395,8 @@ async def test_byte_cap_ends_with_reconnect_and_loses_nothing(
     def open_stream(cursor: str) -> Stream:
         if transport == "sse" and cursor:
             return server.stream("sse", headers={"Last-Event-ID": cursor}, channel="big")
-        return server.stream(transport, channel="big", **({"cursor": cursor} if cursor else {}))
+        query: dict[str, Any] = {"cursor": cursor} if cursor else {}
+        return server.stream(transport, channel="big", **query)
 
     cursor = ""
     stream = open_stream(cursor)
@@ -522,7 +524,7 @@ async def test_a_live_delivery_lost_by_the_broker_is_read_back(
     assert [m["n"] for m in messages(frames)] == [1, 2, 3, 4, 5]
 
 
-async def test_single_channel_sse_events_are_built_once(server: Server) -> None:
+async def test_single_channel_sse_events_are_built_once(server: Server, framings: Framings) -> None:
     """Every one-channel SSE subscriber gets the same event bytes, id line
     included; a two-channel subscriber gets its own whole-cursor id."""
     single = [server.stream("sse", channel="solo") for _ in range(3)]
@@ -534,9 +536,15 @@ async def test_single_channel_sse_events_are_built_once(server: Server) -> None:
     for s in [*single, both]:
         await s.wait_frames(lambda fs: any(f["type"] == "message" for f in fs))
     pub = (await server.hub.broker.read("solo", None)).publications[-1]
-    event = pub.frame._cache["sse-single"]
     epoch = pub.epoch
-    assert event.endswith(f"id: solo={epoch}:1\n\n".encode())
+    whole = [
+        e for e in framings.answered(pub.frame) if e.endswith(f"id: solo={epoch}:1\n\n".encode())
+    ]
+    # The one-channel event was asked for once per one-channel subscriber,
+    # built once, and the very same bytes object handed to each.
+    [event, *others] = whole
+    assert len(others) == len(single) - 1 and all(e is event for e in others)
+    assert sorted(framings.built(pub.frame)) == sorted(set(framings.built(pub.frame)))
     for s in single:
         assert event in s.buffer
     assert event not in both.buffer

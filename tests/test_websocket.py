@@ -14,7 +14,7 @@ import pytest
 import tornado.web
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from support import Server, eventually
+from support import Framings, Server, eventually
 from torchannels import ChannelMixin, Hub, MemoryBroker, Settings, Subscription
 from torchannels.errors import CLOSE_GOING_AWAY, CLOSE_TOO_BIG
 
@@ -94,7 +94,7 @@ def make_ws_server(
     hub = hub or Hub(
         MemoryBroker(), Settings(ping_interval=0.5, max_channels=4, max_request_bytes=2048)
     )
-    handler = type("Handler", (base,), {"hub": hub})
+    handler: type[ChannelMixin] = type("Handler", (base,), {"hub": hub})
     return make_server(handler, hub_=hub, routes=[(r"/channels/ws", handler.websocket())])
 
 
@@ -278,7 +278,9 @@ async def test_cross_origin_refused_unless_allowed(
     ok.close()
 
 
-async def test_message_is_framed_once_for_every_recipient(ws_server: Server, connect: Any) -> None:
+async def test_message_is_framed_once_for_every_recipient(
+    ws_server: Server, connect: Any, framings: Framings
+) -> None:
     sockets = [await connect("channel=fan") for _ in range(3)]
     for sock in sockets:
         await sock.wait(lambda fs, s=sock: bool(s.of("subscribed")))
@@ -288,9 +290,10 @@ async def test_message_is_framed_once_for_every_recipient(ws_server: Server, con
     history = (await ws_server.hub.broker.read("fan", None)).publications
     frame = history[-1].frame
     assert history[-1].data == pub_data
-    # One prepared WebSocket frame, cached on the shared message frame.
-    assert list(frame._cache) == ["ws"]
-    prepared = frame._cache["ws"]
+    # One prepared WebSocket frame, built once; every recipient got those bytes.
+    assert framings.built(frame) == ["ws"]
+    [prepared, *others] = framings.answered(frame)
+    assert len(others) == 2 and all(data is prepared for data in others)
     assert prepared[0] == 0x81 and prepared.endswith(frame.envelope)
 
 

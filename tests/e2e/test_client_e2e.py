@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from e2e_helpers import (
+from playwright.sync_api import Page, Request, WebSocket
+
+from e2e.e2e_helpers import (
     TRANSPORTS,
     failure_count,
     offsets,
@@ -25,9 +27,9 @@ from e2e_helpers import (
     wait_js,
     wait_until,
 )
-from playwright.sync_api import Page, Request, WebSocket
 
-from conftest import Site
+if TYPE_CHECKING:  # the fixture's type; pytest has already imported conftest
+    from e2e.conftest import Site
 
 
 @pytest.fixture(autouse=True)

@@ -10,10 +10,9 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from e2e_helpers import PYTHON, TRANSPORTS, Process, free_port, unique
 from playwright.sync_api import Page
 
-from conftest import ROOT
+from e2e.e2e_helpers import PYTHON, ROOT, TRANSPORTS, Process, free_port, unique
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from e2e_helpers import OUTPUT, PYTHON, TRANSPORTS, Process, unique
 from playwright.sync_api import Page
+
+from e2e.e2e_helpers import OUTPUT, PYTHON, TRANSPORTS, Process, unique
 
 API_KEY = "e2e-demo-key"
 

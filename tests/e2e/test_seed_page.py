@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 import subprocess
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
-from e2e_helpers import unique, wait_until
 from playwright.sync_api import Page, Response
 
-from conftest import ROOT, Site
+from e2e.e2e_helpers import ROOT, unique, wait_until
+
+if TYPE_CHECKING:  # the fixture's type; pytest has already imported conftest
+    from e2e.conftest import Site
 
 CHANNEL = "seed-channel"  # the seed page's own, fixed name
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from server.processes import HubProcess, api, assert_error, outline, poll
 from torchannels import HistoryPolicy, Settings, TorChannelsError
 from torchannels.server.config import (
     CONFIG_ENV,
@@ -185,6 +187,19 @@ def test_empty_values_switch_off_lower_layers(tmp_path: Path) -> None:
     assert (config.api_key, config.token_secret, config.anonymous) == (None, "s", ())
 
 
+async def test_empty_value_switches_off_a_lower_layer_in_a_running_hub(
+    spawn: Callable[..., HubProcess], http: Any, tmp_path: Path
+) -> None:
+    toml = tmp_path / "hub.toml"
+    toml.write_text('api_key = "file-key"\ntoken_secret = "s"\n')
+    hub = spawn("--config", str(toml), "--anonymous=", "--no-demo",
+                env={"TORCHANNELS_API_KEY": ""})  # fmt: skip
+    response = await api(http, hub, "/api/publish", {"channel": "a", "data": {}}, key="file-key")
+    assert_error(response, 403, "api_disabled")
+    doc = await poll(http, hub, ["demo:chat"])  # no anonymous channels at all now
+    assert outline(doc["frames"]) == [("error", "demo:chat", "token_required")]
+
+
 def test_namespace_may_hold_other_options() -> None:
     args = argparse.Namespace(command="serve", verbose=True, port="9000")
     assert load_config(args, {}).port == 9000
@@ -356,7 +371,9 @@ def test_direct_construction_is_checked_and_normalised() -> None:
         HubConfig(port=-1)
     with pytest.raises(ConfigError, match="invalid channel"):
         HubConfig(anonymous=("a b",))
-    config = HubConfig(anonymous=["a*", "a*"], log_level="DEBUG", api_key="")  # type: ignore[arg-type]
+    # A list where a tuple is declared, on purpose: it is normalised.
+    anonymous: Any = ["a*", "a*"]
+    config = HubConfig(anonymous=anonymous, log_level="DEBUG", api_key="")
     assert (config.anonymous, config.log_level, config.api_key) == (("a*",), "debug", None)
 
 

@@ -1,14 +1,17 @@
-"""The hub application in-process: details a process test cannot see."""
+"""The hub application (server/app.py): /health of a running hub, and what
+only an in-process app shows (the access log)."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 import tornado.httpclient
 import tornado.httpserver
 import tornado.testing
 
+from server.processes import HubProcess, as_json, fetch
 from torchannels.server.app import make_app
 from torchannels.server.config import HubConfig
 from torchannels.tokens import encode_token
@@ -36,3 +39,15 @@ async def test_tokens_are_redacted_from_the_access_log(caplog: pytest.LogCapture
     assert len(lines) == 1
     assert token not in lines[0] and token.split(".")[2] not in lines[0]
     assert "token=REDACTED&a=1" in lines[0] and lines[0].startswith("200 GET /channels?")
+
+
+async def test_health(main_hub: HubProcess, http: Any, lives: Any) -> None:
+    response = await fetch(http, main_hub.base + "/health")
+    body = as_json(response)
+    assert response.code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    assert body["status"] == "ok" and isinstance(body["connections"], int)
+    live = lives(main_hub.url(transport="stream", channel="demo:health"))
+    await live.wait(lambda fs: bool(fs))
+    with_one = as_json(await fetch(http, main_hub.base + "/health"))
+    assert with_one["connections"] >= 1

@@ -1,0 +1,106 @@
+"""Fixtures of the server tests: hub processes and clients, all stopped at teardown.
+
+The two long-lived hubs (``main_hub``, ``bare_hub``) are started once for the
+whole session and shared by every file here; tests keep out of each other's
+way by using channels of their own. ``spawn`` starts a hub for one test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+import tornado.httpclient
+import tornado.web
+import tornado.websocket
+
+from server.processes import (
+    KEY,
+    LIMIT,
+    SECRET,
+    WAIT,
+    HubProcess,
+    Live,
+    Socket,
+)
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("hub-logs")
+
+
+@pytest.fixture
+def spawn(log_dir: Path) -> Iterator[Callable[..., HubProcess]]:
+    """``spawn(*flags, env=None, port0=True)``: a hub stopped at teardown."""
+    started: list[HubProcess] = []
+
+    def start(*flags: str, env: Mapping[str, str] | None = None, port0: bool = True) -> HubProcess:
+        hub = HubProcess(log_dir, [*(["--port", "0"] if port0 else []), *flags], env)
+        started.append(hub)
+        return hub
+
+    yield start
+    for hub in started:
+        hub.close()
+
+
+@pytest.fixture(scope="session")
+def main_hub(log_dir: Path) -> Iterator[HubProcess]:
+    """Demo on, API key, token secret, default anonymous ``demo:*``."""
+    hub = HubProcess(
+        log_dir,
+        ["--port", "0", "--api-key", KEY, "--token-secret", SECRET,
+         "--max-publish-bytes", str(LIMIT)],
+        None,
+    )  # fmt: skip
+    yield hub
+    hub.close()
+
+
+@pytest.fixture(scope="session")
+def bare_hub(log_dir: Path) -> Iterator[HubProcess]:
+    """No API key, no token secret, no demo, no metrics."""
+    hub = HubProcess(log_dir, ["--port", "0", "--no-demo"], None)
+    yield hub
+    hub.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[tornado.httpclient.AsyncHTTPClient]:
+    client = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=50)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def lives() -> AsyncIterator[Callable[..., Live]]:
+    """``lives(url, headers)`` opens a :class:`Live`; all are closed at teardown."""
+    opened: list[Live] = []
+
+    def open_live(url: str, headers: Mapping[str, str] | None = None) -> Live:
+        live = Live(url, headers)
+        opened.append(live)
+        return live
+
+    yield open_live
+    for live in opened:
+        await live.aclose()
+
+
+@pytest.fixture
+async def sockets() -> AsyncIterator[Callable[[str], Awaitable[Socket]]]:
+    """``await sockets(url)`` connects a :class:`Socket`; all are closed at teardown."""
+    opened: list[Socket] = []
+
+    async def connect(url: str) -> Socket:
+        conn = await asyncio.wait_for(tornado.websocket.websocket_connect(url), WAIT)
+        sock = Socket(conn)
+        opened.append(sock)
+        return sock
+
+    yield connect
+    for sock in opened:
+        await sock.aclose()
