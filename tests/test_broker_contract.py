@@ -324,7 +324,6 @@ class TestBrokerContract:
         again = await publish_n(kit.broker, "news", range(1, 2))
         assert again[0].epoch not in (epoch, None) and again[0].offset == 1  # no reuse
 
-
     async def test_messages_older_than_ttl_go_while_the_channel_is_used(
         self, make_kit: MakeKit
     ) -> None:

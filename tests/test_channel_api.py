@@ -259,6 +259,7 @@ async def test_late_joiner_gets_state_then_later_messages(
     game.send({"move": 1})
     game.send({"move": 2})
     at = game.set_state([{"board": "x"}, {"board": "xo"}])
+    assert at is not None  # the in-memory broker knows the position at once
     after = [game.send({"move": 3}), game.send({"move": 4})]
     doc = await app_server.poll(channel="game")
     frames = doc["frames"]

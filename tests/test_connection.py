@@ -12,7 +12,7 @@ import os
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import tornado.web
@@ -104,7 +104,7 @@ async def ws(make_server: Callable[..., Server]) -> AsyncIterator[Callable[..., 
 
     def make(settings: Settings, base: type[ChannelMixin] = ChannelMixin, **attrs: Any) -> Server:
         hub = Hub(MemoryBroker(), settings)
-        handler = type("Handler", (base,), {"hub": hub, **attrs})
+        handler = cast(type[ChannelMixin], type("Handler", (base,), {"hub": hub, **attrs}))
         return make_server(handler, hub_=hub, routes=[(r"/channels/ws", handler.websocket())])
 
     yield make

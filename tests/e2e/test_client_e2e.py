@@ -338,9 +338,7 @@ def test_falls_back_to_sse_when_websocket_is_unavailable(
 
 
 @pytest.mark.parametrize("transport", ["websocket", "stream"])
-def test_the_es_module_alone_connects_and_delivers(
-    page: Page, site: Site, transport: str
-) -> None:
+def test_the_es_module_alone_connects_and_delivers(page: Page, site: Site, transport: str) -> None:
     """pages/module.html imports torchannel.mjs with no <script> tag for
     torchannel.js before it: the module brings the client and defines no
     global name."""

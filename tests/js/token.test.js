@@ -1,5 +1,5 @@
 'use strict';
-// Subscription tokens (the standalone hub): the `token` query parameter on
+// Subscription tokens (the standalone server): the `token` query parameter on
 // every request, getToken() for a fresh one when the server says it lapsed
 // (reconnect token_expired, close 4002, error token_expired), setToken().
 

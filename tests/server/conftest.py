@@ -1,6 +1,6 @@
 """Fixtures of the server tests: hub processes and clients, all stopped at teardown.
 
-The two long-lived hubs (``main_hub``, ``bare_hub``) are started once for the
+The two long-lived hubs (``main_server``, ``bare_server``) are started once for the
 whole session and shared by every file here; tests keep out of each other's
 way by using channels of their own. ``spawn`` starts a hub for one test.
 """
@@ -21,8 +21,8 @@ from server.processes import (
     LIMIT,
     SECRET,
     WAIT,
-    HubProcess,
     Live,
+    ServerProcess,
     Socket,
 )
 
@@ -33,12 +33,14 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def spawn(log_dir: Path) -> Iterator[Callable[..., HubProcess]]:
+def spawn(log_dir: Path) -> Iterator[Callable[..., ServerProcess]]:
     """``spawn(*flags, env=None, port0=True)``: a hub stopped at teardown."""
-    started: list[HubProcess] = []
+    started: list[ServerProcess] = []
 
-    def start(*flags: str, env: Mapping[str, str] | None = None, port0: bool = True) -> HubProcess:
-        hub = HubProcess(log_dir, [*(["--port", "0"] if port0 else []), *flags], env)
+    def start(
+        *flags: str, env: Mapping[str, str] | None = None, port0: bool = True
+    ) -> ServerProcess:
+        hub = ServerProcess(log_dir, [*(["--port", "0"] if port0 else []), *flags], env)
         started.append(hub)
         return hub
 
@@ -48,9 +50,9 @@ def spawn(log_dir: Path) -> Iterator[Callable[..., HubProcess]]:
 
 
 @pytest.fixture(scope="session")
-def main_hub(log_dir: Path) -> Iterator[HubProcess]:
+def main_server(log_dir: Path) -> Iterator[ServerProcess]:
     """Demo on, API key, token secret, default anonymous ``demo:*``."""
-    hub = HubProcess(
+    hub = ServerProcess(
         log_dir,
         ["--port", "0", "--api-key", KEY, "--token-secret", SECRET,
          "--max-publish-bytes", str(LIMIT)],
@@ -61,9 +63,9 @@ def main_hub(log_dir: Path) -> Iterator[HubProcess]:
 
 
 @pytest.fixture(scope="session")
-def bare_hub(log_dir: Path) -> Iterator[HubProcess]:
+def bare_server(log_dir: Path) -> Iterator[ServerProcess]:
     """No API key, no token secret, no demo, no metrics."""
-    hub = HubProcess(log_dir, ["--port", "0", "--no-demo"], None)
+    hub = ServerProcess(log_dir, ["--port", "0", "--no-demo"], None)
     yield hub
     hub.close()
 

@@ -1,7 +1,7 @@
 """What the server tests share: ``torchannels`` processes and real clients.
 
 Every test under tests/server/ that talks to ``python -m torchannels`` uses
-these: :class:`HubProcess` (a ``serve`` process whose port is parsed from its
+these: :class:`ServerProcess` (a ``serve`` process whose port is parsed from its
 banner), :func:`cli` (a one-shot command), Tornado's HTTP and WebSocket
 clients, and bare-socket HTTP and WebSocket clients where a test needs to
 control every byte (a chunked body that must end cleanly, a WebSocket peer
@@ -45,7 +45,7 @@ LIMIT = 2048
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 WAIT = 10.0
-LISTENING = re.compile(rb"torchannels hub listening on http://127\.0\.0\.1:(\d+)/\n")
+LISTENING = re.compile(rb"torchannels server listening on http://127\.0\.0\.1:(\d+)/\n")
 OPENAPI_FILE = Path(__file__).parents[2] / "src" / "torchannels" / "server" / "openapi.json"
 API_DOC = Path(__file__).parents[2] / "docs" / "api.md"
 
@@ -76,7 +76,7 @@ def cli(
     )
 
 
-class HubProcess:
+class ServerProcess:
     """A ``torchannels serve`` process; ``port`` is parsed from its banner."""
 
     def __init__(self, log_dir: Path, args: list[str], env: Mapping[str, str] | None) -> None:
@@ -209,7 +209,7 @@ def auth(key: str | None = KEY) -> dict[str, str]:
 
 
 async def api(
-    client: Any, hub: HubProcess, path: str, body: object = None, *,
+    client: Any, hub: ServerProcess, path: str, body: object = None, *,
     key: str | None = KEY, raw: bytes | None = None, method: str | None = None,
 ) -> Response:  # fmt: skip
     """A publish-API request: ``body`` as JSON (or ``raw`` bytes), POST unless GET."""
@@ -234,7 +234,7 @@ def assert_error(response: Response, status: int, code: str) -> dict[str, Any]:
 
 
 async def poll(
-    client: Any, hub: HubProcess, channels: list[str], *, transport: str = "poll",
+    client: Any, hub: ServerProcess, channels: list[str], *, transport: str = "poll",
     headers: Mapping[str, str] | None = None, timeout: float = WAIT, **query: Any,
 ) -> dict[str, Any]:  # fmt: skip
     response = await fetch(
@@ -409,7 +409,7 @@ TRANSPORTS = ("poll", "longpoll", "stream", "sse", "websocket")
 
 
 async def first_answer(
-    http: Any, lives: Any, sockets: Any, hub: HubProcess, transport: str,
+    http: Any, lives: Any, sockets: Any, hub: ServerProcess, transport: str,
     channels: list[str], headers: Mapping[str, str] | None = None, **query: Any,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """The content frames a fresh subscription gets, until every channel is

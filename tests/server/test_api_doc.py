@@ -18,7 +18,7 @@ import tornado.websocket
 from server.processes import (
     API_DOC,
     WAIT,
-    HubProcess,
+    ServerProcess,
     Socket,
     api,
     fetch,
@@ -27,7 +27,7 @@ from server.processes import (
     poll,
 )
 from torchannels.server import api as api_module
-from torchannels.server.config import CONFIG_ENV, HubConfig, env_name
+from torchannels.server.config import CONFIG_ENV, ServerConfig, env_name
 
 
 def test_api_doc_options_table_matches_the_config() -> None:
@@ -37,7 +37,7 @@ def test_api_doc_options_table_matches_the_config() -> None:
             cells = [c.strip() for c in line.strip("|").split("|")]
             rows[re.findall(r"`--([a-z-]+)", cells[0])[0]] = cells
     assert rows.pop("config")[1] == f"`{CONFIG_ENV}`"
-    for f in dataclasses.fields(HubConfig):
+    for f in dataclasses.fields(ServerConfig):
         flag = f.name.replace("_", "-")
         assert flag in rows, f"--{flag} missing from the options table"
         _, env, key, default, _ = rows.pop(flag)
@@ -74,7 +74,7 @@ def test_api_doc_names_every_code_and_metric() -> None:
 
 
 async def test_api_doc_example_toml_starts_a_hub(
-    spawn: Callable[..., HubProcess], http: Any, tmp_path: Path
+    spawn: Callable[..., ServerProcess], http: Any, tmp_path: Path
 ) -> None:
     [example] = re.findall(r"```toml\n(.*?)```", API_DOC.read_text(), re.S)
     path = tmp_path / "hub.toml"

@@ -11,14 +11,14 @@ import tornado.httpclient
 import tornado.httpserver
 import tornado.testing
 
-from server.processes import HubProcess, as_json, fetch
+from server.processes import ServerProcess, as_json, fetch
 from torchannels.server.app import make_app
-from torchannels.server.config import HubConfig
+from torchannels.server.config import ServerConfig
 from torchannels.tokens import encode_token
 
 
 async def test_tokens_are_redacted_from_the_access_log(caplog: pytest.LogCaptureFixture) -> None:
-    config = HubConfig(token_secret="s3cret", demo=False)
+    config = ServerConfig(token_secret="s3cret", demo=False)
     app = make_app(config)
     sock, port = tornado.testing.bind_unused_port()
     server = tornado.httpserver.HTTPServer(app)
@@ -41,13 +41,13 @@ async def test_tokens_are_redacted_from_the_access_log(caplog: pytest.LogCapture
     assert "token=REDACTED&a=1" in lines[0] and lines[0].startswith("200 GET /channels?")
 
 
-async def test_health(main_hub: HubProcess, http: Any, lives: Any) -> None:
-    response = await fetch(http, main_hub.base + "/health")
+async def test_health(main_server: ServerProcess, http: Any, lives: Any) -> None:
+    response = await fetch(http, main_server.base + "/health")
     body = as_json(response)
     assert response.code == 200
     assert response.headers["Cache-Control"] == "no-store"
     assert body["status"] == "ok" and isinstance(body["connections"], int)
-    live = lives(main_hub.url(transport="stream", channel="demo:health"))
+    live = lives(main_server.url(transport="stream", channel="demo:health"))
     await live.wait(lambda fs: bool(fs))
-    with_one = as_json(await fetch(http, main_hub.base + "/health"))
+    with_one = as_json(await fetch(http, main_server.base + "/health"))
     assert with_one["connections"] >= 1

@@ -17,7 +17,7 @@ import pytest
 from server.processes import (
     KEY,
     SECRET,
-    HubProcess,
+    ServerProcess,
     b64json,
     clean_env,
     cli,
@@ -27,7 +27,7 @@ from server.processes import (
     poll,
 )
 from torchannels import __version__
-from torchannels.server.config import CONFIG_ENV, HubConfig, env_name
+from torchannels.server.config import CONFIG_ENV, ServerConfig, env_name
 
 
 def test_serve_help_documents_every_option() -> None:
@@ -35,7 +35,7 @@ def test_serve_help_documents_every_option() -> None:
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())  # undo argparse's wrapping
     assert "--config PATH" in text and f"[env {CONFIG_ENV}]" in text
-    for f in dataclasses.fields(HubConfig):
+    for f in dataclasses.fields(ServerConfig):
         flag = "--" + f.name.replace("_", "-")
         assert re.search(rf"{flag}\b", text), flag
         assert f"[env {env_name(f.name)};" in text, f.name
@@ -130,20 +130,20 @@ def test_port_in_use_exits_1() -> None:
 
 
 async def test_cli_publish_succeeds_and_prints_the_position(
-    main_hub: HubProcess, http: Any
+    main_server: ServerProcess, http: Any
 ) -> None:
-    result = cli("publish", "demo:cli", '{"text": "from the shell"}', "--url", main_hub.base,
+    result = cli("publish", "demo:cli", '{"text": "from the shell"}', "--url", main_server.base,
                  "--api-key", KEY)  # fmt: skip
     assert result.returncode == 0, result.stderr
     position = json.loads(result.stdout)
     assert set(position) == {"channel", "epoch", "offset", "ts"}
     assert position["channel"] == "demo:cli"
-    doc = await poll(http, main_hub, ["demo:cli"])
+    doc = await poll(http, main_server, ["demo:cli"])
     sent = [f["data"] for f in doc["frames"] if f["type"] == "message"]
     assert sent[-1] == {"text": "from the shell", **position}
 
     # From stdin, with the URL and key from the environment (trailing slash ok).
-    env = {"TORCHANNELS_URL": main_hub.base + "/", "TORCHANNELS_API_KEY": KEY}
+    env = {"TORCHANNELS_URL": main_server.base + "/", "TORCHANNELS_API_KEY": KEY}
     again = cli("publish", "demo:cli", "-", stdin='{"n": 2}', env=env)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["offset"] == position["offset"] + 1
@@ -163,9 +163,9 @@ async def test_cli_publish_succeeds_and_prints_the_position(
     ],
 )  # fmt: skip
 def test_cli_publish_fails_cleanly(
-    main_hub: HubProcess, args: list[str], env: dict[str, str], code: int, message: str
+    main_server: ServerProcess, args: list[str], env: dict[str, str], code: int, message: str
 ) -> None:
-    result = cli("publish", *args, "--url", main_hub.base, env=env)
+    result = cli("publish", *args, "--url", main_server.base, env=env)
     assert result.returncode == code, (result.stdout, result.stderr)
     assert result.stdout == ""
     argparse_error = "error: argument --ttl" in result.stderr
@@ -183,7 +183,7 @@ def test_cli_publish_to_an_unreachable_hub_fails_cleanly() -> None:
     assert "Traceback" not in result.stderr
 
 
-async def test_cli_token_is_accepted_by_the_hub(main_hub: HubProcess, http: Any) -> None:
+async def test_cli_token_is_accepted_by_the_hub(main_server: ServerProcess, http: Any) -> None:
     before = time.time()
     result = cli("token", "--channel", "chat:*", "--channel", "news", "--sub", "alice",
                  "--ttl", "120", "--secret", SECRET)  # fmt: skip
@@ -193,14 +193,14 @@ async def test_cli_token_is_accepted_by_the_hub(main_hub: HubProcess, http: Any)
     claims = jwt_claims(token)
     assert claims["channels"] == ["chat:*", "news"] and claims["sub"] == "alice"
     assert before + 118 <= claims["exp"] <= time.time() + 121
-    doc = await poll(http, main_hub, ["chat:lobby", "news", "admin"], token=token)
+    doc = await poll(http, main_server, ["chat:lobby", "news", "admin"], token=token)
     assert outline(doc["frames"]) == [
         ("subscribed", "chat:lobby"), ("subscribed", "news"), ("error", "admin", "forbidden"),
     ]  # fmt: skip
 
     from_env = cli("token", "--channel", "news", env={"TORCHANNELS_TOKEN_SECRET": SECRET})
     assert from_env.returncode == 0
-    doc = await poll(http, main_hub, ["news"], token=from_env.stdout.strip())
+    doc = await poll(http, main_server, ["news"], token=from_env.stdout.strip())
     assert outline(doc["frames"]) == [("subscribed", "news")]
 
 

@@ -10,18 +10,18 @@ from typing import Any
 
 import pytest
 
-from server.processes import HubProcess, api, assert_error, outline, poll
+from server.processes import ServerProcess, api, assert_error, outline, poll
 from torchannels import HistoryPolicy, Settings, TorChannelsError
 from torchannels.server.config import (
     CONFIG_ENV,
     ConfigError,
-    HubConfig,
+    ServerConfig,
     add_arguments,
     env_name,
     load_config,
 )
 
-FIELDS = [f.name for f in dataclasses.fields(HubConfig)]
+FIELDS = [f.name for f in dataclasses.fields(ServerConfig)]
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -33,7 +33,7 @@ def parse(*argv: str) -> argparse.Namespace:
 def load(
     argv: tuple[str, ...] = (), env: dict[str, str] | None = None, toml: str | None = None,
     tmp: Path | None = None,
-) -> HubConfig:  # fmt: skip
+) -> ServerConfig:  # fmt: skip
     env = dict(env or {})
     if toml is not None:
         assert tmp is not None
@@ -54,7 +54,7 @@ def error(argv: tuple[str, ...] = (), env: dict[str, str] | None = None, **kw: A
 
 def test_defaults() -> None:
     config = load_config(None, {})
-    assert config == HubConfig() == load()
+    assert config == ServerConfig() == load()
     assert dataclasses.asdict(config) == {
         "host": "127.0.0.1",
         "port": 8090,
@@ -138,7 +138,7 @@ def test_layers_cover_every_field() -> None:
 def test_precedence(name: str, tmp_path: Path) -> None:
     line, env_value, flags, from_file, from_env, from_flag = LAYERS[name]
     env = {env_name(name): env_value}
-    default = getattr(HubConfig(), name)
+    default = getattr(ServerConfig(), name)
     # Each layer changes the value, so each one is seen to win.
     assert default != from_file != from_env != from_flag
     assert getattr(load(), name) == default
@@ -151,7 +151,7 @@ def test_precedence(name: str, tmp_path: Path) -> None:
     # The other fields keep their defaults.
     others = {f: getattr(load(flags, env, toml=line, tmp=tmp_path), f) for f in FIELDS}
     del others[name]
-    assert others == {f: getattr(HubConfig(), f) for f in FIELDS if f != name}
+    assert others == {f: getattr(ServerConfig(), f) for f in FIELDS if f != name}
 
 
 def test_layers_combine_field_by_field(tmp_path: Path) -> None:
@@ -172,8 +172,8 @@ def test_config_flag_beats_config_env(tmp_path: Path) -> None:
     config = load_config(parse("--config", str(tmp_path / "flag.toml")), env)
     assert (config.port, config.max_channels) == (1111, 64)
     # An empty --config drops the environment's file.
-    assert load_config(parse("--config", ""), env) == HubConfig()
-    assert load_config(None, {CONFIG_ENV: ""}) == HubConfig()
+    assert load_config(parse("--config", ""), env) == ServerConfig()
+    assert load_config(None, {CONFIG_ENV: ""}) == ServerConfig()
 
 
 def test_empty_values_switch_off_lower_layers(tmp_path: Path) -> None:
@@ -188,7 +188,7 @@ def test_empty_values_switch_off_lower_layers(tmp_path: Path) -> None:
 
 
 async def test_empty_value_switches_off_a_lower_layer_in_a_running_hub(
-    spawn: Callable[..., HubProcess], http: Any, tmp_path: Path
+    spawn: Callable[..., ServerProcess], http: Any, tmp_path: Path
 ) -> None:
     toml = tmp_path / "hub.toml"
     toml.write_text('api_key = "file-key"\ntoken_secret = "s"\n')
@@ -367,18 +367,18 @@ def test_config_error_is_a_torchannels_error_and_a_value_error() -> None:
 
 
 def test_direct_construction_is_checked_and_normalised() -> None:
-    with pytest.raises(ConfigError, match=r"HubConfig\(port=...\): -1 must be between"):
-        HubConfig(port=-1)
+    with pytest.raises(ConfigError, match=r"ServerConfig\(port=...\): -1 must be between"):
+        ServerConfig(port=-1)
     with pytest.raises(ConfigError, match="invalid channel"):
-        HubConfig(anonymous=("a b",))
+        ServerConfig(anonymous=("a b",))
     # A list where a tuple is declared, on purpose: it is normalised.
     anonymous: Any = ["a*", "a*"]
-    config = HubConfig(anonymous=anonymous, log_level="DEBUG", api_key="")
+    config = ServerConfig(anonymous=anonymous, log_level="DEBUG", api_key="")
     assert (config.anonymous, config.log_level, config.api_key) == (("a*",), "debug", None)
 
 
 def test_secrets_stay_out_of_repr() -> None:
-    text = repr(HubConfig(api_key="key-123", token_secret="secret-456"))
+    text = repr(ServerConfig(api_key="key-123", token_secret="secret-456"))
     assert "key-123" not in text and "secret-456" not in text
     assert "port=8090" in text
 
@@ -387,7 +387,7 @@ def test_secrets_stay_out_of_repr() -> None:
 
 
 def test_core_objects() -> None:
-    config = HubConfig(
+    config = ServerConfig(
         max_channels=3,
         max_request_bytes=100,
         longpoll_timeout=2,
@@ -414,7 +414,7 @@ def test_help_mentions_every_field(monkeypatch: pytest.MonkeyPatch) -> None:
     add_arguments(parser)
     text = " ".join(parser.format_help().split())
     assert "--config PATH" in text and CONFIG_ENV in text
-    for f in dataclasses.fields(HubConfig):
+    for f in dataclasses.fields(ServerConfig):
         flag = "--" + f.name.replace("_", "-")
         assert flag in text, flag
         assert f"env {env_name(f.name)}; default: " in text, f.name

@@ -12,8 +12,8 @@ from typing import Any
 from server.processes import (
     KEY,
     WAIT,
-    HubProcess,
     RawWebSocket,
+    ServerProcess,
     api,
     as_json,
     cli,
@@ -49,7 +49,7 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 async def test_metrics_follow_publishing_and_subscribing(
-    spawn: Callable[..., HubProcess], http: Any, lives: Any, sockets: Any
+    spawn: Callable[..., ServerProcess], http: Any, lives: Any, sockets: Any
 ) -> None:
     hub = spawn("--metrics", "--no-demo", "--api-key", KEY, "--anonymous", "*",
                 "--max-publish-bytes", "600000")  # fmt: skip
@@ -148,5 +148,5 @@ async def test_metrics_follow_publishing_and_subscribing(
         await slow.aclose()
 
 
-async def test_metrics_are_off_by_default(bare_hub: HubProcess, http: Any) -> None:
-    assert (await fetch(http, bare_hub.base + "/metrics")).code == 404
+async def test_metrics_are_off_by_default(bare_server: ServerProcess, http: Any) -> None:
+    assert (await fetch(http, bare_server.base + "/metrics")).code == 404

@@ -16,7 +16,7 @@ import tornado.websocket
 from server.processes import (
     KEY,
     LIMIT,
-    HubProcess,
+    ServerProcess,
     api,
     as_json,
     fetch,
@@ -24,7 +24,7 @@ from server.processes import (
 )
 from torchannels.server import api as api_module
 from torchannels.server.app import make_app
-from torchannels.server.config import HubConfig
+from torchannels.server.config import ServerConfig
 
 
 def validate(value: Any, schema: Mapping[str, Any], doc: Mapping[str, Any], at: str = "$") -> None:
@@ -75,7 +75,7 @@ def sample_path(template: str) -> str:
 
 
 def api_rules() -> list[tuple[re.Pattern[str], type[tornado.web.RequestHandler]]]:
-    app = make_app(HubConfig(api_key="k", token_secret="s", metrics=True))
+    app = make_app(ServerConfig(api_key="k", token_secret="s", metrics=True))
     rules = []
     for rule in app.wildcard_router.rules:
         assert isinstance(rule.matcher, tornado.routing.PathMatches), rule
@@ -107,12 +107,14 @@ def test_every_documented_operation_is_routed_and_every_api_route_documented() -
         assert documented, f"route {regex.pattern} ({handler.__name__}) is not in openapi.json"
 
 
-async def test_served_openapi_is_the_packaged_document(main_hub: HubProcess, http: Any) -> None:
-    response = await fetch(http, main_hub.base + "/api/openapi.json")  # no key needed
+async def test_served_openapi_is_the_packaged_document(
+    main_server: ServerProcess, http: Any
+) -> None:
+    response = await fetch(http, main_server.base + "/api/openapi.json")  # no key needed
     assert response.code == 200
     doc = as_json(response)
     assert doc == openapi()
-    assert doc["servers"] == [{"url": f"http://{HubConfig().host}:{HubConfig().port}"}]
+    assert doc["servers"] == [{"url": f"http://{ServerConfig().host}:{ServerConfig().port}"}]
 
 
 @dataclasses.dataclass
@@ -164,14 +166,14 @@ def calls() -> list[Call]:
 
 
 async def test_every_documented_status_and_code_is_produced(
-    main_hub: HubProcess, bare_hub: HubProcess, http: Any
+    main_server: ServerProcess, bare_server: ServerProcess, http: Any
 ) -> None:
     doc = openapi()
     codes = {v for k, v in vars(api_module).items() if k.isupper() and isinstance(v, str)}
     produced: dict[tuple[str, str, str], set[str]] = {}
     for call in calls():
         operation = doc["paths"][call.template][call.method]
-        hub = main_hub if call.hub == "main" else bare_hub
+        hub = main_server if call.hub == "main" else bare_server
         if call.status == 200 and call.body is not None:  # we send what the doc describes
             schema = operation["requestBody"]["content"]["application/json"]["schema"]
             validate(call.body, schema, doc)

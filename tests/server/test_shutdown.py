@@ -13,8 +13,8 @@ from typing import Any
 
 from server.processes import (
     WAIT,
-    HubProcess,
     RawWebSocket,
+    ServerProcess,
     as_json,
     fetch,
     outline,
@@ -26,7 +26,7 @@ from support import HOUSEKEEPING
 
 
 async def test_sigterm_tells_every_client_to_reconnect_and_exits_0(
-    spawn: Callable[..., HubProcess], http: Any, lives: Any, sockets: Any
+    spawn: Callable[..., ServerProcess], http: Any, lives: Any, sockets: Any
 ) -> None:
     hub = spawn("--no-demo", "--shutdown-timeout", "8")
     sse = lives(hub.url(transport="sse", channel="demo:a"))
@@ -60,13 +60,13 @@ async def test_sigterm_tells_every_client_to_reconnect_and_exits_0(
 
     assert await hub.exited(timeout=8 + 2) == 0
     assert time.monotonic() - started < 4, "a clean shutdown should not wait out the timeout"
-    assert hub.stdout.endswith(b"torchannels hub stopped\n")
+    assert hub.stdout.endswith(b"torchannels server stopped\n")
     assert "(clean)" in hub.log()
     assert refused(hub.port)
 
 
 async def test_shutdown_is_bounded_when_a_client_will_not_leave(
-    spawn: Callable[..., HubProcess],
+    spawn: Callable[..., ServerProcess],
 ) -> None:
     """A WebSocket peer that never answers the close keeps the hub waiting
     only ``--shutdown-timeout``; meanwhile /health and new subscriptions on
@@ -110,9 +110,9 @@ async def test_shutdown_is_bounded_when_a_client_will_not_leave(
         await stubborn.aclose()
 
 
-async def test_sigint_also_stops_the_hub(spawn: Callable[..., HubProcess]) -> None:
+async def test_sigint_also_stops_the_hub(spawn: Callable[..., ServerProcess]) -> None:
     hub = spawn("--no-demo")
     hub.signal(signal.SIGINT)
     assert await hub.exited(timeout=5) == 0
-    assert hub.stdout == b"torchannels hub stopped\n"
+    assert hub.stdout == b"torchannels server stopped\n"
     assert "Traceback" not in hub.log()

@@ -14,7 +14,7 @@ import pytest
 from server.processes import (
     TRANSPORTS,
     WAIT,
-    HubProcess,
+    ServerProcess,
     api,
     first_answer,
     jwt,
@@ -36,12 +36,14 @@ TOKEN_CASES = [
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize(("make_token", "outcome"), TOKEN_CASES)
 async def test_tokens_on_every_transport(
-    main_hub: HubProcess, http: Any, lives: Any, sockets: Any, transport: str,
+    main_server: ServerProcess, http: Any, lives: Any, sockets: Any, transport: str,
     make_token: Callable[[], str | None], outcome: str,
 ) -> None:  # fmt: skip
     token = make_token()
     query: dict[str, Any] = {} if token is None else {"token": token}
-    frames = await first_answer(http, lives, sockets, main_hub, transport, ["chat:lobby"], **query)
+    frames = await first_answer(
+        http, lives, sockets, main_server, transport, ["chat:lobby"], **query
+    )
     if outcome == "subscribed":
         assert outline(frames) == [("subscribed", "chat:lobby")]
     else:
@@ -51,15 +53,15 @@ async def test_tokens_on_every_transport(
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_anonymous_demo_channels_need_no_token(
-    main_hub: HubProcess, http: Any, lives: Any, sockets: Any, transport: str
+    main_server: ServerProcess, http: Any, lives: Any, sockets: Any, transport: str
 ) -> None:
-    frames = await first_answer(http, lives, sockets, main_hub, transport,
+    frames = await first_answer(http, lives, sockets, main_server, transport,
                                 ["demo:anything", "private"])  # fmt: skip
     assert outline(frames) == [("subscribed", "demo:anything"),
                                ("error", "private", "token_required")]  # fmt: skip
 
 
-async def test_token_errors_and_patterns(main_hub: HubProcess, http: Any) -> None:
+async def test_token_errors_and_patterns(main_server: ServerProcess, http: Any) -> None:
     now = time.time()
     cases: list[tuple[str | None, dict[str, str], list[str], list[tuple[str, ...]]]] = [
         (None, {"Authorization": f"Bearer {token_for('chat:*')}"}, ["chat:x"],
@@ -85,28 +87,28 @@ async def test_token_errors_and_patterns(main_hub: HubProcess, http: Any) -> Non
     ]  # fmt: skip
     for token, headers, channels, expected in cases:
         query: dict[str, Any] = {} if token is None else {"token": token}
-        doc = await poll(http, main_hub, channels, headers=headers, **query)
+        doc = await poll(http, main_server, channels, headers=headers, **query)
         assert outline(doc["frames"]) == expected, (token, channels, doc)
 
 
-async def test_a_hub_without_secret_refuses_tokens(bare_hub: HubProcess, http: Any) -> None:
-    doc = await poll(http, bare_hub, ["chat:x", "demo:x"], token=token_for("chat:*"))
+async def test_a_hub_without_secret_refuses_tokens(bare_server: ServerProcess, http: Any) -> None:
+    doc = await poll(http, bare_server, ["chat:x", "demo:x"], token=token_for("chat:*"))
     assert outline(doc["frames"]) == [("error", "chat:x", "token_unsupported"),
                                       ("subscribed", "demo:x")]  # fmt: skip
 
 
 async def test_token_expiring_during_subscriptions_ends_them(
-    main_hub: HubProcess, http: Any, lives: Any, sockets: Any
+    main_server: ServerProcess, http: Any, lives: Any, sockets: Any
 ) -> None:
     expires = time.time() + 2.0
     token = jwt({"exp": expires, "channels": ["chat:*"], "sub": "bob"})
-    first = await poll(http, main_hub, ["chat:expiry"], token=token)
+    first = await poll(http, main_server, ["chat:expiry"], token=token)
     cursor = first["cursor"]
-    sse = lives(main_hub.url(transport="sse", channel="chat:expiry", token=token))
-    stream = lives(main_hub.url(transport="stream", channel="chat:expiry"),
+    sse = lives(main_server.url(transport="sse", channel="chat:expiry", token=token))
+    stream = lives(main_server.url(transport="stream", channel="chat:expiry"),
                    {"Authorization": f"Bearer {token}"})  # fmt: skip
-    ws = await sockets(main_hub.ws_url(channel="chat:expiry", token=token))
-    held = asyncio.ensure_future(poll(http, main_hub, ["chat:expiry"], transport="longpoll",
+    ws = await sockets(main_server.ws_url(channel="chat:expiry", token=token))
+    held = asyncio.ensure_future(poll(http, main_server, ["chat:expiry"], transport="longpoll",
                                       cursor=cursor, token=token, timeout=20))  # fmt: skip
     for live in (sse, stream):
         await live.wait(lambda fs: bool(fs))
@@ -115,13 +117,13 @@ async def test_token_expiring_during_subscriptions_ends_them(
     assert time.time() < expires, "setup too slow for a 2 s token"
 
     # Still live before expiry: a message goes through.
-    await api(http, main_hub, "/api/publish", {"channel": "chat:expiry", "data": {"n": 1}})
+    await api(http, main_server, "/api/publish", {"channel": "chat:expiry", "data": {"n": 1}})
     answer = await asyncio.wait_for(held, WAIT)
     assert outline(answer["frames"]) == [("message", "chat:expiry")]
     held = asyncio.ensure_future(
         poll(
             http,
-            main_hub,
+            main_server,
             ["chat:expiry"],
             transport="longpoll",
             cursor=answer["cursor"],
@@ -146,17 +148,17 @@ async def test_token_expiring_during_subscriptions_ends_them(
     assert outline(answer["frames"]) == [("reconnect", "token_expired")]
     assert time.time() < expires + 3
     # Coming back with the same token is refused; a fresh token works again.
-    again = await poll(http, main_hub, ["chat:expiry"], cursor=answer["cursor"], token=token)
+    again = await poll(http, main_server, ["chat:expiry"], cursor=answer["cursor"], token=token)
     assert outline(again["frames"]) == [("error", "chat:expiry", "token_expired")]
-    fresh = await poll(http, main_hub, ["chat:expiry"], cursor=answer["cursor"],
+    fresh = await poll(http, main_server, ["chat:expiry"], cursor=answer["cursor"],
                        token=token_for("chat:*"))  # fmt: skip
     assert fresh["frames"] == [] and fresh["cursor"] == answer["cursor"]
 
 
 async def test_websocket_in_band_subscribe_uses_the_connect_token(
-    main_hub: HubProcess, sockets: Any
+    main_server: ServerProcess, sockets: Any
 ) -> None:
-    ws = await sockets(main_hub.ws_url(token=token_for("chat:*")))
+    ws = await sockets(main_server.ws_url(token=token_for("chat:*")))
     await ws.conn.write_message(
         json.dumps({"type": "subscribe", "channels": ["chat:a", "admin", "demo:x"]})
     )

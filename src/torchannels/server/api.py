@@ -1,4 +1,4 @@
-"""The HTTP publish API of the standalone hub (docs/api.md, openapi.json).
+"""The HTTP publish API of the standalone server (docs/api.md, openapi.json).
 
 Backends in any language publish with a POST and an API key::
 
@@ -21,7 +21,7 @@ from ..protocol import check_channel, dumps
 #: Error codes of the API (``{"error": code, "message": text}``).
 UNAUTHORIZED = "unauthorized"  # 401: no key given
 FORBIDDEN = "forbidden"  # 403: wrong key
-API_DISABLED = "api_disabled"  # 403: the hub has no API key configured
+API_DISABLED = "api_disabled"  # 403: the server has no API key configured
 PAYLOAD_TOO_LARGE = "payload_too_large"  # 413
 BAD_JSON = "bad_json"  # 400: body is not a JSON object of the right shape
 INVALID_CHANNEL = "invalid_channel"  # 400

@@ -1,4 +1,4 @@
-"""The standalone hub's Tornado application: subscriptions, API, demo, health.
+"""The standalone server's Tornado application: subscriptions, API, demo, health.
 
 ``make_app(config)`` builds everything ``torchannels serve`` serves:
 
@@ -32,7 +32,7 @@ from ..protocol import dumps
 from ..session import Subscription
 from ..tokens import ChannelPatterns, Claims, TokenError, decode_token
 from .api import ChannelInfoHandler, PublishHandler, StateHandler
-from .config import HubConfig
+from .config import ServerConfig
 from .demo import DemoPageHandler, DemoPublishHandler
 
 TOKEN_REQUIRED = "token_required"
@@ -55,7 +55,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
         1000.0 * request.request_time())  # fmt: skip
 
 
-class HubChannelHandler(ChannelMixin):
+class ServerChannelHandler(ChannelMixin):
     """Subscriptions authorized by signed tokens and anonymous prefixes.
 
     The token (JWT, HS256) comes from the ``token`` query parameter (an
@@ -83,7 +83,7 @@ class HubChannelHandler(ChannelMixin):
             result: Claims | TokenError | None = None
             if token is not None:
                 if self.token_secret is None:
-                    result = TokenError("token_unsupported", "this hub accepts no tokens")
+                    result = TokenError("token_unsupported", "this server accepts no tokens")
                 else:
                     try:
                         result = decode_token(token, self.token_secret, now=time.time())
@@ -132,12 +132,12 @@ class OpenApiHandler(tornado.web.RequestHandler):
             self.finish(f.read())
 
 
-def make_hub(config: HubConfig) -> Hub:
+def make_hub(config: ServerConfig) -> Hub:
     return Hub(MemoryBroker(config.history()), config.settings())
 
 
-def make_app(config: HubConfig, hub: Hub | None = None) -> tornado.web.Application:
-    """The hub application for ``config`` (with a new in-memory hub unless given)."""
+def make_app(config: ServerConfig, hub: Hub | None = None) -> tornado.web.Application:
+    """The server application for ``config`` (with a new in-memory hub unless given)."""
     hub = hub or make_hub(config)
     subscribe = {
         "hub": hub,
@@ -146,8 +146,8 @@ def make_app(config: HubConfig, hub: Hub | None = None) -> tornado.web.Applicati
     }
     api = {"hub": hub, "api_key": config.api_key, "max_body": config.max_publish_bytes}
     routes: list[Any] = [
-        (r"/channels", HubChannelHandler, subscribe),
-        (r"/channels/ws", HubChannelHandler.websocket(), subscribe),
+        (r"/channels", ServerChannelHandler, subscribe),
+        (r"/channels/ws", ServerChannelHandler.websocket(), subscribe),
         static_route(),
         (r"/api/publish", PublishHandler, api),
         (r"/api/state", StateHandler, api),

@@ -2,7 +2,7 @@
 
 ::
 
-    torchannels serve --api-key s3cret           # a hub on http://127.0.0.1:8090/
+    torchannels serve --api-key s3cret           # a server on http://127.0.0.1:8090/
     torchannels publish news '{"text": "hi"}'    # publish through its API
     torchannels token --channel 'chat:*'         # a subscription token for testing
 """
@@ -26,7 +26,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from .. import __version__
-from .config import ConfigError, HubConfig, add_arguments, load_config
+from .config import ConfigError, ServerConfig, add_arguments, load_config
 
 log = logging.getLogger("torchannels.cli")
 
@@ -49,30 +49,30 @@ def _ttl(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="torchannels", description="Real-time channels for Tornado: a standalone hub."
+        prog="torchannels", description="Real-time channels for Tornado: a standalone server."
     )
     parser.add_argument("--version", action="version", version=f"torchannels {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
         "serve",
-        help="run a hub (subscriptions, publish API, demo page)",
-        description="Run a hub. Every option can also come from an environment variable "
-        "or a TOML file; flags win over the environment, which wins over the file.",
+        help="run the standalone server (subscriptions, publish API, demo page)",
+        description="Run the standalone server. Every option can also come from an environment "
+        "variable or a TOML file; flags win over the environment, which wins over the file.",
     )
     add_arguments(serve)
 
     publish = commands.add_parser(
         "publish",
-        help="publish a JSON message through a hub's API",
-        description="Publish one message to one channel through a running hub's HTTP API.",
+        help="publish a JSON message through a server's API",
+        description="Publish one message to one channel through a running server's HTTP API.",
     )
     publish.add_argument("channel", help="the channel to publish to")
     publish.add_argument("message", help="the message: a JSON object, or - to read stdin")
     publish.add_argument(
-        "--url", help=f"the hub's base URL (env TORCHANNELS_URL; default {DEFAULT_URL})"
+        "--url", help=f"the server's base URL (env TORCHANNELS_URL; default {DEFAULT_URL})"
     )
-    publish.add_argument("--api-key", help="the hub's API key (env TORCHANNELS_API_KEY)")
+    publish.add_argument("--api-key", help="the server's API key (env TORCHANNELS_API_KEY)")
 
     token = commands.add_parser(
         "token",
@@ -116,8 +116,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 2
 
 
-async def serve(config: HubConfig) -> int:
-    """Run a hub until SIGTERM or SIGINT, then shut down gracefully."""
+async def serve(config: ServerConfig) -> int:
+    """Run the server until SIGTERM or SIGINT, then shut down gracefully."""
     from .app import make_app, make_hub
     from .demo import Ticker
 
@@ -144,7 +144,7 @@ async def serve(config: HubConfig) -> int:
     # the collector's full passes (docs/benchmarks.md: GC is the latency tail).
     gc.freeze()
     host = f"[{config.host}]" if ":" in config.host else config.host
-    print(f"torchannels hub listening on http://{host}:{port}/", flush=True)
+    print(f"torchannels server listening on http://{host}:{port}/", flush=True)
     if config.api_key is None:
         log.warning("no API key set (--api-key): the publish API is disabled")
     await stop.wait()
@@ -162,7 +162,7 @@ async def serve(config: HubConfig) -> int:
         clean = False
     await hub.close()
     log.info("stopped in %.2fs (%s)", time.monotonic() - started, "clean" if clean else "forced")
-    print("torchannels hub stopped", flush=True)
+    print("torchannels server stopped", flush=True)
     return 0
 
 

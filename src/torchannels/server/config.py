@@ -1,6 +1,6 @@
-"""Configuration of the standalone hub (``torchannels serve``).
+"""Configuration of the standalone server (``torchannels serve``).
 
-Every option of :class:`HubConfig` comes, highest precedence first, from a
+Every option of :class:`ServerConfig` comes, highest precedence first, from a
 command-line flag (``--max-channels``), an environment variable
 (``TORCHANNELS_MAX_CHANNELS``), a TOML file named by ``--config`` or
 ``TORCHANNELS_CONFIG`` (``max_channels = 64`` or ``max-channels = 64``), or
@@ -50,10 +50,10 @@ def _opt(default: Any, kind: str, help: str, *, low: float | None = None, **extr
 
 
 @dataclass(frozen=True)
-class HubConfig:
-    """Options of the standalone hub; see each field's ``--help`` text.
+class ServerConfig:
+    """Options of the standalone server; see each field's ``--help`` text.
 
-    >>> config = HubConfig(port=9000, anonymous=["demo:*", "news"])
+    >>> config = ServerConfig(port=9000, anonymous=["demo:*", "news"])
     >>> config.port, config.anonymous, config.history().size
     (9000, ('demo:*', 'news'), 1000)
     """
@@ -120,13 +120,13 @@ class HubConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value = _convert(f, getattr(self, f.name), f"HubConfig({f.name}=...)")
+            value = _convert(f, getattr(self, f.name), f"ServerConfig({f.name}=...)")
             object.__setattr__(self, f.name, value)
 
     def settings(self) -> Settings:
         """The subscriber-side :class:`~torchannels.Settings` these options give.
 
-        >>> HubConfig(max_channels=8).settings().max_channels
+        >>> ServerConfig(max_channels=8).settings().max_channels
         8
         """
         return Settings(
@@ -142,7 +142,7 @@ class HubConfig:
     def history(self) -> HistoryPolicy:
         """The broker's default :class:`~torchannels.HistoryPolicy`.
 
-        >>> HubConfig(history_size=0).history()
+        >>> ServerConfig(history_size=0).history()
         HistoryPolicy(size=0, ttl=3600.0)
         """
         return HistoryPolicy(size=self.history_size, ttl=self.history_ttl)
@@ -168,7 +168,7 @@ def _show(value: object) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config`` and one flag per :class:`HubConfig` field to ``parser``.
+    """Add ``--config`` and one flag per :class:`ServerConfig` field to ``parser``.
 
     Flags default to None ("not given") so :func:`load_config` can apply the
     precedence; values are checked there, not by argparse.
@@ -183,7 +183,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help=f"TOML file of options, keys named like the flags [env {CONFIG_ENV}]",
     )
-    for f in fields(HubConfig):
+    for f in fields(ServerConfig):
         meta = f.metadata
         flag = "--" + f.name.replace("_", "-")
         help = f"{meta['help']} [env {env_name(f.name)}; default: {_show(f.default)}]"
@@ -198,7 +198,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_config(
     args: argparse.Namespace | None = None, environ: Mapping[str, str] = os.environ
-) -> HubConfig:
+) -> ServerConfig:
     """Merge flags (``args``), ``environ`` and the TOML file over the defaults.
 
     >>> load_config(None, {"TORCHANNELS_PORT": "9000", "TORCHANNELS_DEMO": "off"}).demo
@@ -211,13 +211,13 @@ def load_config(
         path, origin = environ.get(CONFIG_ENV), CONFIG_ENV
     if path:  # an empty path means no file, so a flag can drop the env's file
         values.update(_read_file(os.fspath(path), origin))
-    for f in fields(HubConfig):
+    for f in fields(ServerConfig):
         if env_name(f.name) in environ:
             values[f.name] = _convert(f, environ[env_name(f.name)], env_name(f.name), text=True)
         if given.get(f.name) is not None:
             flag = "--" + f.name.replace("_", "-")
             values[f.name] = _convert(f, given[f.name], flag, text=True)
-    return HubConfig(**values)
+    return ServerConfig(**values)
 
 
 def _read_file(path: str, origin: str) -> dict[str, Any]:
@@ -228,7 +228,7 @@ def _read_file(path: str, origin: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path!r} (from {origin}): {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path!r} (from {origin}) is not TOML: {exc}") from None
-    known = {f.name: f for f in fields(HubConfig)}
+    known = {f.name: f for f in fields(ServerConfig)}
     values: dict[str, Any] = {}
     for key, value in data.items():
         name = key.replace("-", "_")

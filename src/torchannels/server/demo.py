@@ -1,4 +1,4 @@
-"""The hub's demo: a page with a chat and a live price chart, and the two
+"""The server's demo: a page with a chat and a live price chart, and the two
 feeds behind it, so a newcomer sees channels work within seconds.
 
 Only ``demo:*`` channels are involved; the demo publisher accepts nothing

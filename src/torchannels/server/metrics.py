@@ -1,4 +1,4 @@
-"""Prometheus metrics of a hub (install with ``pip install 'torchannels[metrics]'``).
+"""Prometheus metrics of a server process (install with ``pip install 'torchannels[metrics]'``).
 
 The collector reads the hub's counters and registries when scraped, so the
 fan-out path pays only for integer increments.

@@ -202,6 +202,7 @@ export const ReconnectReason: {
   readonly SLOW_CONSUMER: 'slow_consumer';
   readonly SHUTDOWN: 'shutdown';
   readonly TOKEN_EXPIRED: 'token_expired';
+  readonly BROKER_UNAVAILABLE: 'broker_unavailable';
 };
 
 export const CloseCode: {

@@ -84,7 +84,8 @@
     BYTE_LIMIT: 'byte_limit',
     SLOW_CONSUMER: 'slow_consumer',
     SHUTDOWN: 'shutdown',
-    TOKEN_EXPIRED: 'token_expired'
+    TOKEN_EXPIRED: 'token_expired',
+    BROKER_UNAVAILABLE: 'broker_unavailable' // history could not be read: resume after a pause
   });
 
   /** WebSocket close codes the server uses. */

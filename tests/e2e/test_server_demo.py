@@ -21,7 +21,7 @@ API_KEY = "e2e-demo-key"
 def hub_url() -> Iterator[str]:
     proc = Process([PYTHON, "-m", "torchannels", "serve", "--port", "0", "--api-key", API_KEY])
     try:
-        line = proc.wait_for_line(lambda line: "torchannels hub listening on" in line)
+        line = proc.wait_for_line(lambda line: "torchannels server listening on" in line)
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         assert match, line
         yield f"http://127.0.0.1:{match.group(1)}"
