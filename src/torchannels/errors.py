@@ -99,4 +99,5 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001  # server shutting down: reconnect
 CLOSE_TOO_BIG = 1009  # a client frame over max_request_bytes
 CLOSE_SLOW = 4001  # slow consumer: reconnect at once with positions
+CLOSE_TRY_AGAIN = 1013  # the broker failed: reconnect after a pause
 CLOSE_EXPIRED = 4002  # authorization lapsed: refresh the token, then reconnect

@@ -20,10 +20,10 @@ from tornado.websocket import WebSocketHandler
 from .channel import Channel
 from .errors import SHUTTING_DOWN, BadRequest
 from .hub import Hub, default_hub
-from .protocol import dumps
 from .request import parse_request
 from .session import Subscription
 from .transports import TRANSPORTS, Transport
+from .transports.base import refuse
 from .transports.websocket import ChannelSocketMixin
 
 __all__ = ["ChannelMixin", "Subscription"]
@@ -152,7 +152,7 @@ class ChannelMixin(RequestHandler):
                 self.transports,
             )
         except BadRequest as exc:
-            self._refuse(400, exc.code, exc.message)
+            refuse(self, 400, exc.code, exc.message)
             return
         transport = self.transports[request.transport](
             self,
@@ -168,14 +168,8 @@ class ChannelMixin(RequestHandler):
         """Answer 503 ``shutting_down`` if the hub is shutting down; True if so."""
         if not self.hub.closing:
             return False
-        self._refuse(503, SHUTTING_DOWN, "the server is shutting down; retry shortly")
+        refuse(self, 503, SHUTTING_DOWN, "the server is shutting down; retry shortly")
         return True
-
-    def _refuse(self, status: int, code: str, message: str) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(dumps({"error": code, "message": message}))
 
     def on_connection_close(self) -> None:
         transport = self._channel_transport

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-from .brokers.base import Broker, ChannelInfo, Listener
+from .brokers.base import Broker, ChannelInfo
 from .brokers.memory import MemoryBroker
 from .channel import Channel
 from .errors import RECONNECT_SHUTDOWN
 from .frames import Publication
-from .protocol import check_channel
+from .protocol import Position, check_channel
 from .settings import Settings
 from .stats import Stats
 
@@ -34,12 +35,25 @@ class Connection(Protocol):
         """Send ``reconnect`` with ``reason`` and end the connection soon."""
 
 
+class Subscriber(Protocol):
+    """What the hub delivers to: a :class:`~torchannels.session.Session`."""
+
+    def on_publication(self, pub: Publication) -> None:
+        """A new publication of a channel the subscriber is attached to."""
+
+    def resync(self, channel: str, top: Position | None) -> None:
+        """Live delivery of ``channel`` may have missed something: re-read it
+        unless the subscriber already stands at ``top`` (None: re-read)."""
+
+
 class _Local:
-    __slots__ = ("listeners", "ready")
+    __slots__ = ("ready", "release", "subscribers")
 
     def __init__(self, ready: asyncio.Future[None]) -> None:
-        self.listeners: set[Listener] = set()
+        # A tuple, replaced on change: dispatch iterates it without copying.
+        self.subscribers: tuple[Subscriber, ...] = ()
         self.ready = ready
+        self.release: asyncio.TimerHandle | None = None
 
 
 class Hub:
@@ -61,6 +75,8 @@ class Hub:
         self._local: dict[str, _Local] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
+        self._checks: asyncio.Future[None] | None = None
+        self.broker.add_resync_listener(self._on_resync)
 
     def connection_opened(self, connection: Connection) -> None:
         self.connections.add(connection)
@@ -79,7 +95,7 @@ class Hub:
 
     def subscription_count(self) -> int:
         """Live subscriptions (connection x channel) in this process."""
-        return sum(len(local.listeners) for local in self._local.values())
+        return sum(len(local.subscribers) for local in self._local.values())
 
     async def shutdown(self, timeout: float) -> bool:
         """Tell every connection to reconnect elsewhere and wait until they
@@ -103,23 +119,27 @@ class Hub:
 
     def local_subscribers(self, channel: str) -> int:
         local = self._local.get(channel)
-        return 0 if local is None else len(local.listeners)
+        return 0 if local is None else len(local.subscribers)
 
     async def info(self, channel: str) -> ChannelInfo:
         info = await self.broker.info(check_channel(channel))
         info.extra["local_subscribers"] = self.local_subscribers(channel)
         return info
 
-    async def attach(self, channel: str, listener: Listener) -> None:
-        """Deliver ``channel``'s new publications to ``listener`` from now on."""
+    async def attach(self, channel: str, subscriber: Subscriber) -> None:
+        """Deliver ``channel``'s new publications to ``subscriber`` from now on."""
         local = self._local.get(channel)
         if local is not None:
-            local.listeners.add(listener)
+            local.subscribers += (subscriber,)
+            if local.release is not None:  # came back within the grace period
+                local.release.cancel()
+                local.release = None
             if not local.ready.done():
                 await asyncio.shield(local.ready)
             return
         local = self._local[channel] = _Local(asyncio.get_running_loop().create_future())
-        local.listeners.add(listener)
+        local.subscribers = (subscriber,)
+        self._start_checks()
         try:
             await self.broker.subscribe(channel, self._dispatch)
         except BaseException as exc:
@@ -130,21 +150,30 @@ class Hub:
             raise
         local.ready.set_result(None)
 
-    def detach(self, channel: str, listener: Listener) -> None:
-        """Stop delivering to ``listener``; synchronous so close paths stay simple."""
+    def detach(self, channel: str, subscriber: Subscriber) -> None:
+        """Stop delivering to ``subscriber``; synchronous so close paths stay
+        simple. The broker subscription is released after
+        ``Settings.unsubscribe_grace`` seconds without subscribers, so
+        clients that reconnect at once (long-polls) do not churn it."""
         local = self._local.get(channel)
-        if local is None:
+        if local is None or subscriber not in local.subscribers:
             return
-        local.listeners.discard(listener)
-        if not local.listeners:
-            self._spawn(self._release(channel, local))
+        local.subscribers = tuple(s for s in local.subscribers if s is not subscriber)
+        if not local.subscribers and local.release is None:
+            local.release = asyncio.get_running_loop().call_later(
+                self.settings.unsubscribe_grace, self._spawn_release, channel, local
+            )
+
+    def _spawn_release(self, channel: str, local: _Local) -> None:
+        local.release = None
+        self._spawn(self._release(channel, local))
 
     async def _release(self, channel: str, local: _Local) -> None:
-        if self._local.get(channel) is not local or local.listeners:
+        if self._local.get(channel) is not local or local.subscribers:
             return  # somebody came back meanwhile
         if not local.ready.done():
             await asyncio.wait([local.ready])
-        if self._local.get(channel) is not local or local.listeners:
+        if self._local.get(channel) is not local or local.subscribers:
             return
         del self._local[channel]
         if local.ready.exception() is None:
@@ -154,11 +183,48 @@ class Hub:
         local = self._local.get(pub.channel)
         if local is None:
             return
-        for listener in tuple(local.listeners):
+        for subscriber in local.subscribers:
             try:
-                listener(pub)
+                subscriber.on_publication(pub)
             except Exception:
                 log.exception("subscriber failed on %r", pub)
+
+    def _on_resync(self, channels: Sequence[str]) -> None:
+        """The broker's live delivery of ``channels`` may have had a gap."""
+        for channel in channels:
+            local = self._local.get(channel)
+            for subscriber in local.subscribers if local is not None else ():
+                subscriber.resync(channel, None)
+
+    def _start_checks(self) -> None:
+        if self._checks is None and self.settings.position_check_interval > 0:
+            self._checks = asyncio.ensure_future(self._check_positions())
+
+    async def _check_positions(self) -> None:
+        """Every ``position_check_interval``: compare the broker's position of
+        each channel served here with its subscribers' and let those behind
+        re-read, so a quiet channel that lost a live message recovers."""
+        while True:
+            await asyncio.sleep(self.settings.position_check_interval)
+            channels = [c for c, local in self._local.items() if local.subscribers]
+            if not channels:
+                continue
+            try:
+                tops = await self.broker.positions(channels)
+            except Exception as exc:
+                log.warning("position check failed: %s", exc)
+                continue
+            for channel in channels:
+                local = self._local.get(channel)
+                top = tops.get(channel)
+                for subscriber in local.subscribers if local is not None else ():
+                    if top is not None:
+                        subscriber.resync(channel, top)
+
+    async def flush(self) -> None:
+        """Wait until every queued ``send``/``set_state`` is stored; raise the
+        first that failed since the last flush."""
+        await self.broker.flush()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -171,7 +237,14 @@ class Hub:
             log.error("hub task failed", exc_info=task.exception())
 
     async def close(self) -> None:
-        """Wait for pending unsubscribes, then close the broker."""
+        """Stop the position checks, release broker subscriptions and close
+        the broker (after storing what is queued)."""
+        if self._checks is not None:
+            self._checks.cancel()
+        for channel, local in list(self._local.items()):
+            if local.release is not None:  # release now, not after the grace period
+                local.release.cancel()
+                self._spawn_release(channel, local)
         while self._tasks:
             await asyncio.wait(list(self._tasks))
         await self.broker.close()

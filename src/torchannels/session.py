@@ -15,9 +15,10 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import frames as F
+from .brokers.base import ReadResult
 from .errors import FORBIDDEN, AccessDenied
 from .frames import Frame, Publication
 from .hub import Hub
@@ -83,41 +84,72 @@ async def _refusal(authorize: Authorize, channel: str) -> Frame | None:
 
 
 class Session:
-    """Delivers channels to one sink, from the positions a client holds."""
+    """Delivers channels to one sink, from the positions a client holds.
 
-    def __init__(self, hub: Hub, sink: Sink, authorize: Authorize) -> None:
+    ``on_failure`` is called (once per failure) when a catch-up that runs
+    in the background (after a gap, a resync or a position check) cannot
+    read the broker; the transport then ends the connection with
+    ``reconnect`` so the client resumes from its positions. Failures while
+    subscribing raise to the caller instead.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        sink: Sink,
+        authorize: Authorize,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self.hub = hub
         self.sink = sink
         self.authorize = authorize
+        self.on_failure = on_failure
         #: Where the client stands now, per channel it is served.
         self.positions: dict[str, Position] = {}
         #: Channels attached to the hub; a list while catching up, else None.
         self._buffers: dict[str, list[Publication] | None] = {}
+        #: Background catch-ups by channel, cancelled on close.
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closed = False
 
     async def subscribe(
         self, channels: Iterable[str], cursor: Mapping[str, Position], *, live: bool
     ) -> None:
         """Serve ``channels`` from ``cursor``: authorize, catch up, then (if
-        ``live``) stay attached for new publications."""
-        for channel in channels:
+        ``live``) stay attached for new publications.
+
+        Authorizations, attachments and history reads of all channels run
+        concurrently; each channel's frames still go out in order, and the
+        channels' catch-ups in the order named.
+        """
+        wanted = [c for c in dict.fromkeys(channels) if not (live and c in self._buffers)]
+        refusals = await asyncio.gather(*(_refusal(self.authorize, c) for c in wanted))
+        if self._closed:
+            return  # the client left while can_access decided
+        allowed = [
+            c
+            for c, refusal in zip(wanted, refusals, strict=True)
+            if refusal is None and not (live and c in self._buffers)  # not taken meanwhile
+        ]
+        if live:
+            for channel in allowed:
+                self._buffers[channel] = []
+            await asyncio.gather(*(self.hub.attach(c, self) for c in allowed))
+        if self._closed:
+            return  # close() detached what was attached
+        broker = self.hub.broker
+        reads = await asyncio.gather(*(broker.read(c, cursor.get(c)) for c in allowed))
+        results = dict(zip(allowed, reads, strict=True))
+        for channel, refusal in zip(wanted, refusals, strict=True):
             if self._closed:
                 return
-            refusal = await _refusal(self.authorize, channel)
-            if self._closed:
-                return  # the client left while can_access decided
             if refusal is not None:
                 self.sink([refusal], backlog=True)
                 continue
-            if live:
-                if channel in self._buffers:
-                    continue  # already served on this session
-                self._buffers[channel] = []
-                await self.hub.attach(channel, self._on_publication)
-                if self._closed:  # close() ran while attaching: undo it
-                    self.hub.detach(channel, self._on_publication)
-                    return
-            await self._catch_up(channel, cursor.get(channel), live=live)
+            if channel not in results or (live and channel not in self._buffers):
+                continue  # taken by another subscribe, or unsubscribed while reading
+            if self._apply(channel, cursor.get(channel), results[channel], live=live):
+                self._start_catch_up(channel)
 
     def unsubscribe(self, channel: str) -> bool:
         """Stop serving ``channel``; False if it was not served."""
@@ -125,7 +157,10 @@ class Session:
             return False
         del self._buffers[channel]
         self.positions.pop(channel, None)
-        self.hub.detach(channel, self._on_publication)
+        task = self._tasks.pop(channel, None)
+        if task is not None:
+            task.cancel()
+        self.hub.detach(channel, self)
         return True
 
     @property
@@ -133,10 +168,11 @@ class Session:
         """The channels attached for live delivery."""
         return list(self._buffers)
 
-    async def _catch_up(self, channel: str, since: Position | None, *, live: bool) -> None:
-        result = await self.hub.broker.read(channel, since)
-        if self._closed or (live and channel not in self._buffers):
-            return  # closed, or unsubscribed while reading
+    def _apply(
+        self, channel: str, since: Position | None, result: ReadResult, *, live: bool
+    ) -> bool:
+        """Send what ``result`` holds for a reader at ``since``, then what was
+        buffered meanwhile; True if the buffer shows a gap (read again)."""
         out: list[Frame] = []
         if result.reset is not None:
             self.hub.stats.resets += 1
@@ -147,31 +183,58 @@ class Session:
         for pub in result.publications:
             out.append(pub.frame)
             position = pub.position
+        gap = False
         buffered = self._buffers.get(channel)
         if buffered:
             self._buffers[channel] = []
-            resync = False
             for pub in buffered:
                 verdict = _follows(position, pub)
                 if verdict is None:
                     continue
                 if not verdict:
-                    resync = True
+                    gap = True
                     break
                 out.append(pub.frame)
                 position = pub.position
-        else:
-            resync = False
         self.positions[channel] = position
-        if channel in self._buffers and not resync:
+        if live and not gap:
             self._buffers[channel] = None  # live from here on
         if out:
             self.hub.stats.delivered += sum(f.kind == F.MESSAGE for f in out)
             self.sink(out, backlog=True)
-        if resync:
-            await self._catch_up(channel, position, live=live)
+        return gap
 
-    def _on_publication(self, pub: Publication) -> None:
+    def _start_catch_up(self, channel: str) -> None:
+        """Re-read ``channel`` from the client's position in the background
+        (new publications are buffered meanwhile)."""
+        if channel in self._tasks or self._closed:
+            return
+        if self._buffers.get(channel) is None:
+            self._buffers[channel] = []
+        self._tasks[channel] = asyncio.ensure_future(self._catch_up(channel))
+
+    async def _catch_up(self, channel: str) -> None:
+        try:
+            while True:
+                since = self.positions[channel]
+                result = await self.hub.broker.read(channel, since)
+                if self._closed or channel not in self._buffers:
+                    return  # closed, or unsubscribed while reading
+                if not self._apply(channel, since, result, live=True):
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self.on_failure is None:
+                log.error("catch-up of %r failed", channel, exc_info=exc)
+            elif not self._closed:
+                self.on_failure(exc)  # the transport logs it and ends the connection
+        finally:
+            if self._tasks.get(channel) is asyncio.current_task():
+                del self._tasks[channel]
+
+    def on_publication(self, pub: Publication) -> None:
+        """A new publication of a channel this session is attached to."""
         channel = pub.channel
         if channel not in self._buffers or self._closed:
             return
@@ -187,18 +250,27 @@ class Session:
         elif verdict is False:
             # A gap in live delivery (a lost broker message): read it back.
             self._buffers[channel] = [pub]
-            task = asyncio.ensure_future(
-                self._catch_up(channel, self.positions[channel], live=True)
-            )
-            task.add_done_callback(_log_failure)
+            self._start_catch_up(channel)
+
+    def resync(self, channel: str, top: Position | None) -> None:
+        """Live delivery of ``channel`` may have missed publications: re-read
+        it, unless ``top`` (the broker's position) says the client is there."""
+        if self._closed or channel not in self._buffers or self._buffers[channel] is not None:
+            return  # not served, or a catch-up is already under way
+        if top is not None and self.positions.get(channel) == top:
+            return
+        self._start_catch_up(channel)
 
     def close(self) -> None:
-        """Detach from the hub; idempotent."""
+        """Detach from the hub and stop catch-ups; idempotent."""
         if self._closed:
             return
         self._closed = True
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
         for channel in self._buffers:
-            self.hub.detach(channel, self._on_publication)
+            self.hub.detach(channel, self)
         self._buffers.clear()
 
 
@@ -210,8 +282,3 @@ def _follows(position: Position, pub: Publication) -> bool | None:
         if pub.offset <= position.offset:
             return None
     return False
-
-
-def _log_failure(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("catch-up failed", exc_info=task.exception())

@@ -31,10 +31,18 @@ class Settings:
     #: Origins (``scheme://host[:port]``) allowed to open WebSockets besides
     #: the page's own; same-origin only by default.
     allowed_origins: tuple[str, ...] = ()
+    #: Seconds the hub keeps a channel's broker subscription after its last
+    #: local subscriber left (long-polls come back at once).
+    unsubscribe_grace: float = 2.0
+    #: Seconds between checks of each served channel's position against the
+    #: broker's (0: off); a subscriber behind re-reads what it missed.
+    position_check_interval: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("max_channels", "max_request_bytes", "stream_max_bytes", "max_pending_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.unsubscribe_grace < 0 or self.position_check_interval < 0:
+            raise ValueError("unsubscribe_grace and position_check_interval must be >= 0")
         if self.longpoll_timeout <= 0 or self.ping_interval <= 0 or self.sse_retry_ms < 0:
             raise ValueError("timeouts and intervals must be positive")

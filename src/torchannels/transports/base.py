@@ -6,15 +6,22 @@ A transport only frames and writes bytes. The session decides what to send.
 from __future__ import annotations
 
 import abc
+import logging
 from typing import ClassVar
 
 from tornado.web import RequestHandler
 
+from ..errors import RECONNECT_BROKER, BrokerError
 from ..frames import Frame
 from ..hub import Hub
 from ..protocol import Position, dumps, format_cursor
 from ..request import SubscribeRequest
 from ..session import Authorize, Session
+
+log = logging.getLogger("torchannels.transport")
+
+#: The 503 code of a subscribe request whose history could not be read.
+BROKER_UNAVAILABLE = RECONNECT_BROKER
 
 
 class Transport(abc.ABC):
@@ -36,7 +43,7 @@ class Transport(abc.ABC):
         self.request = request
         #: Unix time at which the authorization behind this request lapses.
         self.expires = expires
-        self.session = Session(hub, self.send, authorize)
+        self.session = Session(hub, self.send, authorize, self.broker_failed)
         self.closed = False  # the client went away
         self.prepare()
 
@@ -54,6 +61,12 @@ class Transport(abc.ABC):
     def end(self, reason: str) -> None:  # noqa: B027 - poll answers at once
         """Ask the client to reconnect (``reason``) and end soon; for live
         transports, called by :meth:`Hub.shutdown` and at ``expires``."""
+
+    def broker_failed(self, exc: BaseException) -> None:
+        """The broker could not serve this connection's catch-up: log it and
+        ask the client to come back (``reconnect`` broker_unavailable)."""
+        log_broker_failure(exc)
+        self.end(RECONNECT_BROKER)
 
     def on_connection_close(self) -> None:
         """The client went away: stop at once (called once by the handler)."""
@@ -81,3 +94,19 @@ def document(cursor: dict[str, Position], frames: list[Frame]) -> bytes:
         + b",".join(f.envelope for f in frames)
         + b"]}"
     )
+
+
+def log_broker_failure(exc: BaseException) -> None:
+    """One warning line for a broker that failed; a traceback for anything else."""
+    if isinstance(exc, BrokerError):
+        log.warning("broker failed, the client will resume: %s", exc)
+    else:
+        log.error("reading history failed, the client will resume", exc_info=exc)
+
+
+def refuse(handler: RequestHandler, status: int, code: str, message: str) -> None:
+    """Answer a subscribe request with an error status and a JSON body."""
+    handler.set_status(status)
+    handler.set_header("Content-Type", "application/json")
+    handler.set_header("Cache-Control", "no-store")
+    handler.finish(dumps({"error": code, "message": message}))

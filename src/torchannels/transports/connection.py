@@ -296,7 +296,10 @@ class StreamingTransport(Transport):
         self.connection.put(self.preamble() + self.encode(connected))
         self.connection.start()
         try:
-            await self.session.subscribe(self.request.channels, self.request.cursor, live=True)
+            try:
+                await self.session.subscribe(self.request.channels, self.request.cursor, live=True)
+            except Exception as exc:
+                self.broker_failed(exc)
             await self._done
         finally:
             self.connection.stop()

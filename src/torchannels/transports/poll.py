@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..frames import Frame
-from .base import Transport, apply, document
+from .base import BROKER_UNAVAILABLE, Transport, apply, document, log_broker_failure, refuse
 
 
 class PollTransport(Transport):
@@ -18,9 +18,17 @@ class PollTransport(Transport):
         self.frames.extend(frames)
 
     async def run(self) -> None:
-        await self.session.subscribe(self.request.channels, self.request.cursor, live=self.live)
-        await self.wait()
-        self.session.close()
+        try:
+            await self.session.subscribe(self.request.channels, self.request.cursor, live=self.live)
+            await self.wait()
+        except Exception as exc:  # the broker failed: nothing was answered yet
+            log_broker_failure(exc)
+            if not self.closed:
+                message = "channel history could not be read; retry shortly"
+                refuse(self.handler, 503, BROKER_UNAVAILABLE, message)
+            return
+        finally:
+            self.session.close()
         self.answer()
 
     async def wait(self) -> None:

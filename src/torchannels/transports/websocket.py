@@ -30,6 +30,8 @@ from ..errors import (
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
     CLOSE_SLOW,
+    CLOSE_TRY_AGAIN,
+    RECONNECT_BROKER,
     RECONNECT_EXPIRED,
     RECONNECT_SHUTDOWN,
     RECONNECT_SLOW,
@@ -39,6 +41,7 @@ from ..frames import Frame
 from ..protocol import dumps, parse_cursor
 from ..request import check_channels, query_names
 from ..session import Session
+from .base import log_broker_failure
 from .connection import LiveConnection
 
 if TYPE_CHECKING:
@@ -51,6 +54,7 @@ PROTOCOL_PING = b"\x89\x00"
 
 #: The close code that ends a connection for each ``reconnect`` reason.
 CLOSE_CODES = {
+    RECONNECT_BROKER: CLOSE_TRY_AGAIN,
     RECONNECT_SHUTDOWN: CLOSE_GOING_AWAY,
     RECONNECT_EXPIRED: CLOSE_EXPIRED,
     RECONNECT_SLOW: CLOSE_SLOW,
@@ -114,7 +118,7 @@ class ChannelSocketMixin(WebSocketHandler):
         stream = self.ws_connection.stream
         assert stream is not None
         self.set_nodelay(True)
-        session = Session(hub, self._send, self._authorize_channel)
+        session = Session(hub, self._send, self._authorize_channel, self._broker_failed)
         self._connection = connection = LiveConnection(
             self.name,
             hub,
@@ -206,7 +210,15 @@ class ChannelSocketMixin(WebSocketHandler):
         except BadRequest as exc:
             self._send([F.error(n, exc.code, exc.message) for n in dict.fromkeys(names)])
             return
-        await session.subscribe(new, cursor, live=True)
+        try:
+            await session.subscribe(new, cursor, live=True)
+        except Exception as exc:
+            self._broker_failed(exc)
+
+    def _broker_failed(self, exc: BaseException) -> None:
+        log_broker_failure(exc)
+        if self._connection is not None:
+            self._connection.end(RECONNECT_BROKER)
 
     def on_close(self) -> None:
         if self._connection is not None:
