@@ -140,7 +140,8 @@ const frameNames = new Set(['MESSAGE', 'SUBSCRIBED', 'RESET', 'ERROR', 'CONNECTE
 test('the constants have the documented values', () => {
   const api = require('../../src/torchannels/static/torchannel.js');
   assert.deepEqual(api.TRANSPORTS, ['websocket', 'sse', 'stream', 'longpoll', 'poll']);
-  assert.deepEqual(api.CloseCode, {NORMAL: 1000, GOING_AWAY: 1001, MESSAGE_TOO_BIG: 1009, SLOW_CONSUMER: 4001, EXPIRED: 4002});
+  assert.deepEqual(api.CloseCode, {NORMAL: 1000, GOING_AWAY: 1001, MESSAGE_TOO_BIG: 1009, TRY_AGAIN_LATER: 1013,
+    SLOW_CONSUMER: 4001, EXPIRED: 4002});
   assert.deepEqual(Object.values(api.ResetReason).sort(), ['epoch_changed', 'history_trimmed', 'position_ahead']);
   assert.deepEqual(Object.values(api.FrameType).sort(),
     ['connected', 'error', 'message', 'ping', 'reconnect', 'reset', 'subscribed', 'unsubscribed']);

@@ -209,6 +209,7 @@ export const CloseCode: {
   readonly NORMAL: 1000;
   readonly GOING_AWAY: 1001;
   readonly MESSAGE_TOO_BIG: 1009;
+  readonly TRY_AGAIN_LATER: 1013;
   readonly SLOW_CONSUMER: 4001;
   readonly EXPIRED: 4002;
 };

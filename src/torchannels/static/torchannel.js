@@ -93,6 +93,7 @@
     NORMAL: 1000,
     GOING_AWAY: 1001, // server going away: reconnect at once
     MESSAGE_TOO_BIG: 1009, // a client command was too big
+    TRY_AGAIN_LATER: 1013, // the server's broker failed: reconnect after a pause
     SLOW_CONSUMER: 4001, // the client fell behind: reconnect at once with positions
     EXPIRED: 4002 // the authorization behind the socket lapsed
   });
