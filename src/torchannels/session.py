@@ -15,7 +15,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from . import frames as F
 from .brokers.base import ReadResult
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from tornado.web import RequestHandler
 
 log = logging.getLogger("torchannels.session")
+
+T = TypeVar("T")
 
 
 class Subscription:
@@ -123,7 +125,7 @@ class Session:
         channels' catch-ups in the order named.
         """
         wanted = [c for c in dict.fromkeys(channels) if not (live and c in self._buffers)]
-        refusals = await asyncio.gather(*(_refusal(self.authorize, c) for c in wanted))
+        refusals = await _all(_refusal(self.authorize, c) for c in wanted)
         if self._closed:
             return  # the client left while can_access decided
         allowed = [
@@ -134,11 +136,11 @@ class Session:
         if live:
             for channel in allowed:
                 self._buffers[channel] = []
-            await asyncio.gather(*(self.hub.attach(c, self) for c in allowed))
+            await _all(self.hub.attach(c, self) for c in allowed)
         if self._closed:
             return  # close() detached what was attached
         broker = self.hub.broker
-        reads = await asyncio.gather(*(broker.read(c, cursor.get(c)) for c in allowed))
+        reads = await _all(broker.read(c, cursor.get(c)) for c in allowed)
         results = dict(zip(allowed, reads, strict=True))
         for channel, refusal in zip(wanted, refusals, strict=True):
             if self._closed:
@@ -282,3 +284,13 @@ def _follows(position: Position, pub: Publication) -> bool | None:
         if pub.offset <= position.offset:
             return None
     return False
+
+
+async def _all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """``asyncio.gather``, but one awaitable is simply awaited: the common
+    one-channel subscribe then needs no task and, on the in-memory broker,
+    completes without yielding to the loop."""
+    pending = list(awaitables)
+    if len(pending) == 1:
+        return [await pending[0]]
+    return list(await asyncio.gather(*pending))
