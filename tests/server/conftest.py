@@ -8,6 +8,7 @@ way by using channels of their own. ``spawn`` starts a hub for one test.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -66,6 +67,27 @@ def main_server(log_dir: Path) -> Iterator[ServerProcess]:
 def bare_server(log_dir: Path) -> Iterator[ServerProcess]:
     """No API key, no token secret, no demo, no metrics."""
     hub = ServerProcess(log_dir, ["--port", "0", "--no-demo"], None)
+    yield hub
+    hub.close()
+
+
+@pytest.fixture(scope="session")
+def limited_server(log_dir: Path) -> Iterator[ServerProcess]:
+    """The in-memory broker holding at most one channel."""
+    hub = ServerProcess(log_dir, ["--port", "0", "--no-demo", "--api-key", KEY,
+                                  "--channel-limit", "1"], None)  # fmt: skip
+    yield hub
+    hub.close()
+
+
+@pytest.fixture(scope="session")
+def down_server(log_dir: Path) -> Iterator[ServerProcess]:
+    """A Redis broker that is never there: a port nothing listens on."""
+    with socket.socket() as probe:  # a free port, closed again: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    hub = ServerProcess(log_dir, ["--port", "0", "--no-demo", "--api-key", KEY,
+                                  "--broker", f"redis://127.0.0.1:{dead}/0"], None)  # fmt: skip
     yield hub
     hub.close()
 

@@ -42,8 +42,11 @@ def test_api_doc_options_table_matches_the_config() -> None:
         assert flag in rows, f"--{flag} missing from the options table"
         _, env, key, default, _ = rows.pop(flag)
         assert (env, key) == (f"`{env_name(f.name)}`", f"`{f.name}`"), flag
-        named: dict[Any, str] = {None: "unset", True: "on", False: "off", (): "none"}
-        shown = named.get(f.default, f.default)
+        shown: Any
+        if isinstance(f.default, bool):  # not a dict lookup: 1 == True
+            shown = "on" if f.default else "off"
+        else:
+            shown = {None: "unset", (): "none"}.get(f.default, f.default)
         if isinstance(shown, tuple):
             shown = ",".join(shown)
         doc_default = default.strip("`")

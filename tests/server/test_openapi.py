@@ -126,7 +126,7 @@ class Call:
     method: str
     status: int
     code: str | None
-    hub: str = "main"  # or "bare": no API key configured
+    hub: str = "main"  # "bare": no API key; "limited": one channel at most; "down": no Redis
     path: str | None = None
     body: Any = None
     raw: bytes | None = None
@@ -148,6 +148,9 @@ def calls() -> list[Call]:
         Call(pub, "post", 403, "forbidden", body=one, key="wrong"),
         Call(pub, "post", 403, "api_disabled", body=one, hub="bare"),
         Call(pub, "post", 413, "payload_too_large", raw=big),
+        Call(pub, "post", 503, "broker_unavailable", body=one, hub="down"),
+        Call(pub, "post", 503, "channel_limit", body={"channels": ["l1", "l2"], "data": {}},
+             hub="limited"),
         Call(state, "post", 200, None, body={"channel": "oa:s", "messages": [{"n": 1}]}),
         Call(state, "post", 400, "bad_json", body={"channel": "oa:s"}),
         Call(state, "post", 400, "invalid_channel", body={"channel": "", "messages": []}),
@@ -157,23 +160,34 @@ def calls() -> list[Call]:
         Call(state, "post", 403, "api_disabled", body={"channel": "a", "messages": []},
              hub="bare"),
         Call(state, "post", 413, "payload_too_large", raw=big_state),
+        Call(state, "post", 503, "broker_unavailable", body={"channel": "a", "messages": []},
+             hub="down"),
+        Call(state, "post", 503, "channel_limit", body={"channel": "l3", "messages": []},
+             hub="limited"),
         Call(info, "get", 200, None, path="/api/channels/oa:one"),
         Call(info, "get", 400, "invalid_channel", path="/api/channels/a%20b"),
         Call(info, "get", 401, "unauthorized", path="/api/channels/oa", key=None),
         Call(info, "get", 403, "forbidden", path="/api/channels/oa", key="x"),
         Call(info, "get", 403, "api_disabled", path="/api/channels/oa", hub="bare"),
+        Call(info, "get", 503, "broker_unavailable", path="/api/channels/oa", hub="down"),
     ]  # fmt: skip
 
 
 async def test_every_documented_status_and_code_is_produced(
-    main_server: ServerProcess, bare_server: ServerProcess, http: Any
+    main_server: ServerProcess,
+    bare_server: ServerProcess,
+    limited_server: ServerProcess,
+    down_server: ServerProcess,
+    http: Any,
 ) -> None:
+    servers = {"main": main_server, "bare": bare_server, "limited": limited_server,
+               "down": down_server}  # fmt: skip
     doc = openapi()
     codes = {v for k, v in vars(api_module).items() if k.isupper() and isinstance(v, str)}
     produced: dict[tuple[str, str, str], set[str]] = {}
     for call in calls():
         operation = doc["paths"][call.template][call.method]
-        hub = main_server if call.hub == "main" else bare_server
+        hub = servers[call.hub]
         if call.status == 200 and call.body is not None:  # we send what the doc describes
             schema = operation["requestBody"]["content"]["application/json"]["schema"]
             validate(call.body, schema, doc)

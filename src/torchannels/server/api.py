@@ -8,13 +8,20 @@ Backends in any language publish with a POST and an API key::
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from typing import Any
 
 from tornado.web import RequestHandler, stream_request_body
 
-from ..errors import ChannelNameError, MessageError
+from ..errors import (
+    BrokerError,
+    ChannelLimitError,
+    ChannelNameError,
+    MessageError,
+    TorChannelsError,
+)
 from ..hub import Hub
 from ..protocol import check_channel, dumps
 
@@ -26,6 +33,8 @@ PAYLOAD_TOO_LARGE = "payload_too_large"  # 413
 BAD_JSON = "bad_json"  # 400: body is not a JSON object of the right shape
 INVALID_CHANNEL = "invalid_channel"  # 400
 INVALID_MESSAGE = "invalid_message"  # 400: reserved key, not JSON-able, ...
+BROKER_UNAVAILABLE = "broker_unavailable"  # 503: the broker (Redis) cannot be reached
+CHANNEL_LIMIT = "channel_limit"  # 503: the in-memory broker holds its most channels
 
 
 class ApiError(Exception):
@@ -86,10 +95,19 @@ class ApiHandler(RequestHandler):
         if not hmac.compare_digest(given.encode(), self.api_key.encode()):
             raise ApiError(403, FORBIDDEN, "wrong API key")
 
-    def fail(self, exc: ApiError | MessageError) -> None:
-        """Answer ``exc``; a refused message is a 400 ``invalid_message``."""
+    def fail(self, exc: ApiError | TorChannelsError) -> None:
+        """Answer ``exc``: a refused message is a 400 ``invalid_message``, an
+        unreachable broker a 503 ``broker_unavailable``."""
         if isinstance(exc, MessageError):
             exc = ApiError(400, INVALID_MESSAGE, str(exc))
+        elif isinstance(exc, ChannelNameError):
+            exc = ApiError(400, INVALID_CHANNEL, str(exc))
+        elif isinstance(exc, BrokerError):
+            exc = ApiError(503, BROKER_UNAVAILABLE, f"the broker failed, retry shortly: {exc}")
+        elif isinstance(exc, ChannelLimitError):
+            exc = ApiError(503, CHANNEL_LIMIT, str(exc))
+        elif not isinstance(exc, ApiError):
+            raise exc
         self.set_status(exc.status)
         self.reply({"error": exc.code, "message": exc.message})
 
@@ -134,11 +152,14 @@ class PublishHandler(ApiHandler):
                 if not isinstance(names, list) or not names:
                     raise ApiError(400, BAD_JSON, '"channels" must be a non-empty list')
                 channels = [_channel(n) for n in names]
-                results = [await self._publish(c, data) for c in dict.fromkeys(channels)]
-                self.reply({"results": results})
+                # Queued in this order, stored in one round trip where the broker can.
+                results = await asyncio.gather(
+                    *(self._publish(c, data) for c in dict.fromkeys(channels))
+                )
+                self.reply({"results": list(results)})
             else:
                 self.reply(await self._publish(_channel(body.get("channel")), data))
-        except (ApiError, MessageError) as exc:
+        except (ApiError, TorChannelsError) as exc:
             self.fail(exc)
 
     async def _publish(self, channel: str, data: object) -> dict[str, Any]:
@@ -160,7 +181,7 @@ class StateHandler(ApiHandler):
                 raise ApiError(400, BAD_JSON, '"messages" must be a list of objects')
             position = await self.hub.channel(channel).aset_state(messages)
             self.reply({"channel": channel, "epoch": position.epoch, "offset": position.offset})
-        except (ApiError, MessageError) as exc:
+        except (ApiError, TorChannelsError) as exc:
             self.fail(exc)
 
 
@@ -170,7 +191,7 @@ class ChannelInfoHandler(ApiHandler):
     async def get(self, name: str) -> None:
         try:
             info = await self.hub.info(_channel(name))
-        except ApiError as exc:
+        except (ApiError, TorChannelsError) as exc:
             self.fail(exc)
             return
         self.reply(

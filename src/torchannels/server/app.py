@@ -24,7 +24,7 @@ import tornado.web
 from tornado.log import access_log
 
 from ..assets import static_path, static_route
-from ..brokers.memory import MemoryBroker
+from ..brokers import Broker, MemoryBroker
 from ..errors import FORBIDDEN, AccessDenied
 from ..handlers import ChannelMixin
 from ..hub import Hub
@@ -118,11 +118,17 @@ class HealthHandler(tornado.web.RequestHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        if self.hub.closing:
+        hub = self.hub
+        if hub.closing:
             self.set_status(503)
             self.finish(dumps({"status": "shutting_down"}))
             return
-        self.finish(dumps({"status": "ok", "connections": len(self.hub.connections)}))
+        broker = "ok" if hub.broker.available else "unavailable"
+        status = "ok" if broker == "ok" else "broker_unavailable"
+        self.set_status(200 if status == "ok" else 503)
+        self.finish(
+            dumps({"status": status, "broker": broker, "connections": len(hub.connections)})
+        )
 
 
 class OpenApiHandler(tornado.web.RequestHandler):
@@ -132,8 +138,17 @@ class OpenApiHandler(tornado.web.RequestHandler):
             self.finish(f.read())
 
 
+def make_broker(config: ServerConfig) -> Broker:
+    """The broker ``config.broker`` names: in memory, or Redis (lazily imported)."""
+    if config.broker == "memory":
+        return MemoryBroker(config.history(), channel_limit=config.channel_limit)
+    from ..brokers.redis import RedisBroker
+
+    return RedisBroker.from_url(config.broker, prefix=config.redis_prefix, history=config.history())
+
+
 def make_hub(config: ServerConfig) -> Hub:
-    return Hub(MemoryBroker(config.history()), config.settings())
+    return Hub(make_broker(config), config.settings())
 
 
 def make_app(config: ServerConfig, hub: Hub | None = None) -> tornado.web.Application:

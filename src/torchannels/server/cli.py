@@ -16,11 +16,12 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -107,6 +108,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 level=config.log_level.upper(),
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             )
+            if config.workers > 1:
+                if config.broker == "memory":
+                    print(
+                        f"torchannels: --workers {config.workers} needs a shared broker "
+                        "(--broker redis://HOST:PORT): with the in-memory broker each process "
+                        "would hold its own channels, and a subscriber would only see what "
+                        "was published to its own process",
+                        file=sys.stderr,
+                    )
+                    return 2
+                from .workers import run_workers
+
+                return run_workers(config)
             return asyncio.run(serve(config))
         if args.command == "publish":
             return publish(args, env)
@@ -116,8 +130,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 2
 
 
-async def serve(config: ServerConfig) -> int:
-    """Run the server until SIGTERM or SIGINT, then shut down gracefully."""
+async def serve(
+    config: ServerConfig,
+    *,
+    worker: int = 0,
+    sockets: list[socket.socket] | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> int:
+    """Run the server until SIGTERM or SIGINT, then shut down gracefully.
+
+    As one of ``--workers`` (see :mod:`.workers`) it serves ``sockets`` and
+    calls ``on_ready`` instead of printing the banner; only worker 0 runs
+    the demo ticker.
+    """
     from .app import make_app, make_hub
     from .demo import Ticker
 
@@ -126,14 +151,16 @@ async def serve(config: ServerConfig) -> int:
     # The API streams bodies and answers 413 itself past max_publish_bytes;
     # Tornado's own cap only bounds how much of an oversized body is read.
     server = HTTPServer(app, max_body_size=max(64 << 20, config.max_publish_bytes * 2))
-    try:
-        sockets = bind_sockets(config.port, config.host)
-    except OSError as exc:
-        print(f"torchannels: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
-        return 1
+    if sockets is None:
+        try:
+            sockets = bind_sockets(config.port, config.host)
+        except OSError as exc:
+            where = f"{config.host}:{config.port}"
+            print(f"torchannels: cannot listen on {where}: {exc}", file=sys.stderr)
+            return 1
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]
-    ticker = Ticker(hub) if config.demo else None
+    ticker = Ticker(hub) if config.demo and worker == 0 else None
     if ticker is not None:
         ticker.start()
     stop = asyncio.Event()
@@ -143,9 +170,12 @@ async def serve(config: ServerConfig) -> int:
     # Everything made so far lives as long as the process: keep it out of
     # the collector's full passes (docs/benchmarks.md: GC is the latency tail).
     gc.freeze()
-    host = f"[{config.host}]" if ":" in config.host else config.host
-    print(f"torchannels server listening on http://{host}:{port}/", flush=True)
-    if config.api_key is None:
+    if on_ready is not None:
+        on_ready()
+    else:
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        print(f"torchannels server listening on http://{host}:{port}/", flush=True)
+    if config.api_key is None and worker == 0:
         log.warning("no API key set (--api-key): the publish API is disabled")
     await stop.wait()
 
@@ -162,7 +192,8 @@ async def serve(config: ServerConfig) -> int:
         clean = False
     await hub.close()
     log.info("stopped in %.2fs (%s)", time.monotonic() - started, "clean" if clean else "forced")
-    print("torchannels server stopped", flush=True)
+    if on_ready is None:
+        print("torchannels server stopped", flush=True)
     return 0
 
 

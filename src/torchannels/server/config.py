@@ -46,7 +46,7 @@ def _opt(default: Any, kind: str, help: str, *, low: float | None = None, **extr
     # ``low`` is inclusive unless ``above`` is set; ``high`` is inclusive.
     meta = {"kind": kind, "help": help, "low": low, **extra}
     # Secrets stay out of repr() so a logged config does not leak them.
-    return field(default=default, repr=kind != "secret", metadata=meta)
+    return field(default=default, repr=kind not in ("secret", "broker"), metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,29 @@ class ServerConfig:
         "secret",
         "HS256 secret of signed subscription tokens (JWT); unset: only "
         "anonymous channels can be read",
+    )
+    broker: str = _opt(
+        "memory",
+        "broker",
+        "where channels live: 'memory' (this process only) or a Redis URL "
+        "(redis://[:PASSWORD@]HOST:PORT/DB, rediss:// for TLS, redis+cluster:// for a "
+        "Redis Cluster) shared by every server process",
+    )
+    redis_prefix: str = _opt(
+        "torchannels", "str", "prefix of every Redis key, so servers can share one Redis"
+    )
+    workers: int = _opt(
+        1,
+        "int",
+        "server processes on this port (needs a shared broker such as Redis)",
+        low=1,
+        high=256,
+    )
+    channel_limit: int = _opt(
+        100_000,
+        "int",
+        "channels the in-memory broker holds at most (idle ones are forgotten after --history-ttl)",
+        low=1,
     )
     anonymous: tuple[str, ...] = _opt(
         ("demo:*",),
@@ -264,6 +287,8 @@ def _convert(f: Field[Any], value: object, source: str, *, text: bool = False) -
             if kind == "level" and value.lower() not in LOG_LEVELS:
                 raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
             return value.lower() if kind == "level" else value
+        if kind == "broker" and isinstance(value, str):
+            return _check_broker(value)
         if kind == "secret" and (value is None or isinstance(value, str)):
             return value or None
         if kind == "bool":
@@ -280,7 +305,7 @@ def _convert(f: Field[Any], value: object, source: str, *, text: bool = False) -
             return tuple(dict.fromkeys(check(item) for item in items))
     except (ValueError, ChannelNameError) as exc:
         # List items name themselves in the message; secrets must not be shown.
-        shown = "" if kind in ("patterns", "origins", "secret") else f"{value!r} "
+        shown = "" if kind in ("patterns", "origins", "secret", "broker") else f"{value!r} "
         raise ConfigError(f"{source}: {shown}{exc}") from None
     raise ConfigError(f"{source}: must be a string, not {type(value).__name__}")
 
@@ -314,3 +339,15 @@ def _check_origin(origin: str) -> str:
     if _ORIGIN_RE.fullmatch(normal) is None:
         raise ValueError(f"origin {origin!r} is not scheme://host[:port] (http or https)")
     return normal
+
+
+BROKER_SCHEMES = ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://", "unix://")
+
+
+def _check_broker(url: str) -> str:
+    """``memory`` or a Redis URL; the message never shows the URL (it may
+    hold a password)."""
+    url = url.strip()
+    if url == "memory" or url.startswith(BROKER_SCHEMES):
+        return url
+    raise ValueError("must be 'memory' or a URL starting with " + ", ".join(BROKER_SCHEMES))
