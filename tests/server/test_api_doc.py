@@ -46,7 +46,8 @@ def test_api_doc_options_table_matches_the_config() -> None:
         if isinstance(f.default, bool):  # not a dict lookup: 1 == True
             shown = "on" if f.default else "off"
         else:
-            shown = {None: "unset", (): "none"}.get(f.default, f.default)
+            named: dict[Any, Any] = {None: "unset", (): "none"}
+            shown = named.get(f.default, f.default)
         if isinstance(shown, tuple):
             shown = ",".join(shown)
         doc_default = default.strip("`")

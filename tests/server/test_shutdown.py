@@ -89,7 +89,7 @@ async def test_shutdown_is_bounded_when_a_client_will_not_leave(
         assert json.loads(payload)["type"] == "connected"
         _, payload = await stubborn.frame()
         assert json.loads(payload)["type"] == "subscribed"
-        healthy = {"status": "ok", "broker": "ok", "connections": 1}
+        healthy = {"status": "ok", "broker": "ok", "worker": 0, "connections": 1}
         assert await keep_alive_get("/health") == (200, healthy)
         started = time.monotonic()
         hub.signal(signal.SIGTERM)

@@ -126,9 +126,9 @@ class HealthHandler(tornado.web.RequestHandler):
         broker = "ok" if hub.broker.available else "unavailable"
         status = "ok" if broker == "ok" else "broker_unavailable"
         self.set_status(200 if status == "ok" else 503)
-        self.finish(
-            dumps({"status": status, "broker": broker, "connections": len(hub.connections)})
-        )
+        body = {"status": status, "broker": broker, "worker": self.worker}
+        body["connections"] = len(hub.connections)
+        self.finish(dumps(body))
 
 
 class OpenApiHandler(tornado.web.RequestHandler):
@@ -151,8 +151,11 @@ def make_hub(config: ServerConfig) -> Hub:
     return Hub(make_broker(config), config.settings())
 
 
-def make_app(config: ServerConfig, hub: Hub | None = None) -> tornado.web.Application:
-    """The server application for ``config`` (with a new in-memory hub unless given)."""
+def make_app(
+    config: ServerConfig, hub: Hub | None = None, *, worker: int = 0
+) -> tornado.web.Application:
+    """The server application for ``config`` (with a new hub unless given);
+    ``worker`` is this process's number among ``--workers``."""
     hub = hub or make_hub(config)
     subscribe = {
         "hub": hub,
@@ -168,7 +171,7 @@ def make_app(config: ServerConfig, hub: Hub | None = None) -> tornado.web.Applic
         (r"/api/state", StateHandler, api),
         (r"/api/channels/([^/]+)", ChannelInfoHandler, api),
         (r"/api/openapi.json", OpenApiHandler),
-        (r"/health", HealthHandler, {"hub": hub}),
+        (r"/health", HealthHandler, {"hub": hub, "worker": worker}),
     ]
     if config.metrics:
         from .metrics import MetricsHandler

@@ -147,7 +147,7 @@ async def serve(
     from .demo import Ticker
 
     hub = make_hub(config)
-    app = make_app(config, hub)
+    app = make_app(config, hub, worker=worker)
     # The API streams bodies and answers 413 itself past max_publish_bytes;
     # Tornado's own cap only bounds how much of an oversized body is read.
     server = HTTPServer(app, max_body_size=max(64 << 20, config.max_publish_bytes * 2))
