@@ -112,8 +112,9 @@ class ServerChannelHandler(ChannelMixin):
 
 
 class HealthHandler(tornado.web.RequestHandler):
-    def initialize(self, hub: Hub) -> None:
+    def initialize(self, hub: Hub, worker: int = 0) -> None:
         self.hub = hub
+        self.worker = worker
 
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
