@@ -55,7 +55,10 @@ CHANNEL = "bench:fanout"
 API_KEY = "bench-key"
 WARMUP = 20  # messages published and delivered before measuring
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SERVERS = ("torchannels", "baseline")
+#: torchannels on the in-memory broker, the minimal Tornado baseline, and
+#: torchannels on Redis with one and with two worker processes.
+SERVERS = ("torchannels", "baseline", "redis", "redis-2w")
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 SUBSCRIBED_RE = re.compile(
     rb'"type":"subscribed","channel":"[^"]*","epoch":"([a-z0-9]+)","offset":(\d+)'
@@ -129,21 +132,27 @@ class Server:
         if self.cpus:
             os.sched_setaffinity(self.pid, self.cpus)
 
+    def pids(self) -> list[int]:
+        """The server process and its children (the workers of ``--workers``)."""
+        return [self.pid, *_children(self.pid)]
+
     def cpu_seconds(self) -> float:
-        """User plus system CPU time of the server process so far."""
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+        """User plus system CPU time of the server's processes so far."""
+        return sum(_cpu_seconds(pid) for pid in self.pids())
 
     def memory_mib(self) -> tuple[float, float]:
-        """(VmRSS, VmHWM) of the server process in MiB."""
-        values = {}
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith(("VmRSS:", "VmHWM:")):
-                    key, kib = line.split()[:2]
-                    values[key] = int(kib) / 1024
-        return values["VmRSS:"], values["VmHWM:"]
+        """(VmRSS, VmHWM) of the server's processes in MiB, summed."""
+        rss = hwm = 0.0
+        for pid in self.pids():
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith(("VmRSS:", "VmHWM:")):
+                        key, kib = line.split()[:2]
+                        if key == "VmRSS:":
+                            rss += int(kib) / 1024
+                        else:
+                            hwm += int(kib) / 1024
+        return rss, hwm
 
     def stderr_tail(self) -> str:
         return (self.workdir / f"{self.name}.err").read_text(errors="replace")[-2000:]
@@ -159,6 +168,41 @@ class Server:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == parent:
+                found.append(int(entry))
+    return found
+
+
+def redis_pid() -> int | None:
+    """The pid of the redis-server the Redis runs use (its CPU is counted too)."""
+    try:
+        out = subprocess.run(
+            ["redis-cli", "-u", REDIS_URL, "info", "server"], capture_output=True, timeout=5
+        ).stdout.decode()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"process_id:(\d+)", out)
+    return int(match[1]) if match else None
 
 
 def _child_of(parent: int, timeout: float = 10.0) -> int:
@@ -182,13 +226,24 @@ def server_argv(name: str, args: argparse.Namespace) -> list[str]:
     if name == "baseline":
         script = str(HERE / "baseline_server.py")
         return [sys.executable, script, "--port", "0", "--api-key", API_KEY]
+    extra: list[str] = []
+    if name.startswith("redis"):
+        # A fresh prefix per run: every run's channel starts at offset 1.
+        extra = ["--broker", REDIS_URL, "--redis-prefix", f"bench-{time.time_ns()}"]
+    if name == "redis-2w":
+        extra += ["--workers", "2"]
+    return [*_torchannels_argv(args), *extra]
+
+
+def _torchannels_argv(args: argparse.Namespace) -> list[str]:
     return [
         sys.executable, "-m", "torchannels", "serve",
         "--port", "0", "--api-key", API_KEY, "--no-demo", "--anonymous", "bench:*",
-        # History covers the whole run, so a subscriber that reconnects (a
-        # stream reaching stream_max_bytes, which serve cannot raise) resumes
-        # without a reset; pings stay out of the measurement.
+        # History covers the whole run, so a subscriber that reconnects
+        # resumes without a reset; streams are not cut by a byte cap; pings
+        # stay out of the measurement.
         "--history-size", str(max(1000, WARMUP + args.messages)),
+        "--stream-max-bytes", str(1 << 40),
         "--max-publish-bytes", str(max(65536, 2 * args.size + 1024)),
         "--ping-interval", "3600",
         "--shutdown-timeout", "2",
@@ -617,6 +672,8 @@ async def run_server(name: str, args: argparse.Namespace, workdir: Path) -> dict
             run.fail("warm-up messages were not all delivered within 30s")
         connected_rss = server.memory_mib()[0]
 
+        rpid = redis_pid() if name.startswith("redis") else None
+        redis0 = _cpu_seconds(rpid) if rpid else 0.0
         cpu0, self0, t0 = server.cpu_seconds(), _self_cpu(), time.perf_counter()
         try:
             await publisher.publish(
@@ -631,6 +688,7 @@ async def run_server(name: str, args: argparse.Namespace, workdir: Path) -> dict
             run.fail(f"not all subscribers done {args.drain_timeout}s after the last publish")
         finished = max((s.done_at or time.perf_counter()) for s in run.subscribers)
         cpu = server.cpu_seconds() - cpu0
+        redis_cpu = (_cpu_seconds(rpid) - redis0) if rpid else 0.0
         self_cpu = _self_cpu() - self0
         rss, hwm = server.memory_mib()
     finally:
@@ -673,6 +731,8 @@ async def run_server(name: str, args: argparse.Namespace, workdir: Path) -> dict
         server_cpu_s=cpu,
         server_cpu_busy=cpu / wall if wall > 0 else 0.0,
         server_us_per_delivery=cpu / delivered * 1e6 if delivered else float("nan"),
+        redis_cpu_s=redis_cpu,
+        total_us_per_delivery=(cpu + redis_cpu) / delivered * 1e6 if delivered else float("nan"),
         server_rss_idle_mib=idle_rss,
         server_rss_connected_mib=connected_rss,
         server_rss_mib=rss,
@@ -704,6 +764,8 @@ ROWS = [
     ("server_cpu_s", "server CPU s", "{:.2f}", True),
     ("server_us_per_delivery", "server CPU us/delivery", "{:.2f}", True),
     ("server_cpu_busy", "server CPU busy", "{:.0%}", False),
+    ("redis_cpu_s", "redis-server CPU s", "{:.2f}", False),
+    ("total_us_per_delivery", "with redis us/delivery", "{:.2f}", True),
     ("server_rss_mib", "server RSS MiB", "{:.1f}", True),
     ("bench_cpu_busy", "bench client CPU busy", "{:.0%}", False),
     ("wall_s", "measured wall s", "{:.2f}", False),
@@ -735,20 +797,28 @@ def ratios(ours: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
 
 
 def table(args: argparse.Namespace, summary: dict[str, dict[str, Any]]) -> str:
-    ours, base = summary["torchannels"], summary["baseline"]
-    ratio = ratios(ours, base)
+    names = list(summary)
     mode = f"fixed rate {args.rate:g} msg/s" if args.rate else "as fast as possible"
     lines = [
         f"fan-out over {args.transport}: {args.subscribers} subscribers x {args.messages} "
         f"messages of ~{args.size} B, {mode}, {args.window} publish(es) in flight"
         + (f", median of {args.repeat}" if args.repeat > 1 else ""),
-        f"{'':24}{'torchannels':>14}{'baseline':>14}{'ratio':>8}",
+        f"{'':26}" + "".join(f"{name:>14}" for name in names),
     ]
-    for key, label, fmt, in_ratio in ROWS:
-        r = f"{ratio[key]:.2f}" if in_ratio else ""
-        lines.append(f"{label:24}{fmt.format(ours[key]):>14}{fmt.format(base[key]):>14}{r:>8}")
-    state = {name: "ok" if s["ok"] else "FAILED" for name, s in summary.items()}
-    lines.append(f"{'result':24}{state['torchannels']:>14}{state['baseline']:>14}")
+    for key, label, fmt, _ in ROWS:
+        lines.append(f"{label:26}" + "".join(f"{fmt.format(summary[n][key]):>14}" for n in names))
+    lines.append(
+        f"{'result':26}" + "".join(f"{'ok' if summary[n]['ok'] else 'FAILED':>14}" for n in names)
+    )
+    pairs = [(n, "baseline") for n in names if n != "baseline" and "baseline" in summary]
+    pairs += [(n, "torchannels") for n in ("redis", "redis-2w") if n in summary]
+    pairs += [("redis-2w", "redis")] if {"redis", "redis-2w"} <= set(summary) else []
+    pairs = [(a, b) for a, b in pairs if a in summary and b in summary]
+    for a, b in pairs:
+        r = ratios(summary[a], summary[b])
+        keys = ("delivered_mps", "server_us_per_delivery", "total_us_per_delivery")
+        shown = ", ".join(f"{key} {r[key]:.2f}" for key in keys)
+        lines.append(f"ratio {a} / {b}: {shown}")
     for name, s in summary.items():
         for failure in s["failures"]:
             lines.append(f"  {name}: {failure}")
@@ -813,6 +883,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only", choices=SERVERS, help="run one server only (no ratios; for profiling)"
     )
     parser.add_argument(
+        "--servers",
+        default="torchannels,baseline",
+        help="comma-separated servers to run, of: "
+        + ", ".join(SERVERS)
+        + " (redis*: torchannels on the Redis at "
+        + REDIS_URL
+        + ")",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -832,6 +911,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drain-timeout", type=float, default=60.0)
     parser.add_argument("--max-reconnects", type=int, default=100, help="per subscriber")
     args = parser.parse_args(argv)
+    args.server_names = [n.strip() for n in args.servers.split(",") if n.strip()]
+    if not args.server_names or set(args.server_names) - set(SERVERS):
+        parser.error("--servers takes names from " + ", ".join(SERVERS))
     if args.window is None:
         args.window = 64 if args.rate else 8
     if (
@@ -853,7 +935,7 @@ async def main_async(args: argparse.Namespace) -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
     if args.pin:
         os.sched_setaffinity(0, {1})  # the servers get CPU 0
-    names = [args.only] if args.only else list(SERVERS)
+    names = [args.only] if args.only else args.server_names
     host = machine()  # before the runs: the load average and commit they start with
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="fanout-") as tmp:
@@ -887,7 +969,12 @@ async def main_async(args: argparse.Namespace) -> int:
             "commands": {name: server_argv(name, args) for name in names},
             "machine": host,
             "summary": summary,
-            "ratios": None if args.only else ratios(summary["torchannels"], summary["baseline"]),
+            "ratios": {
+                f"{a}/{b}": ratios(summary[a], summary[b])
+                for a in names
+                for b in names
+                if a != b and b in ("baseline", "torchannels", "redis")
+            },
             "runs": runs,
         }
         args.json.write_text(json.dumps(document, indent=2) + "\n")
