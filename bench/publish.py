@@ -86,7 +86,7 @@ async def run(broker: str, mode: str, args: argparse.Namespace, workdir: Path) -
                     failures.append(f"{head.split(b' ', 2)[1].decode()} {answer[:200]!r}")
                     return
                 doc = json.loads(answer)
-                for result in doc["results"] if "results" in doc else [doc]:
+                for result in doc.get("results", [doc]):
                     seen[result["channel"]].append(result["offset"])
                 slots.release()
 
