@@ -221,21 +221,25 @@ class RedisBroker(Broker):
     # The four entry points stamp with the broker's clock; the queue is the base's.
 
     def publish_soon(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
+        self._keys(channel)  # a bad name raises at once, before queueing
         draft = Draft(channel, message, self._now())
         self._enqueue(QueuedOp(channel, [draft], state=False))
         return dict(draft.data)
 
     def set_state_soon(self, channel: str, messages: list[dict[str, Any]]) -> Position | None:
+        self._keys(channel)  # a bad name raises at once, before queueing
         now = self._now()
         self._enqueue(QueuedOp(channel, [Draft(channel, m, now) for m in messages], state=True))
         return None
 
     async def publish(self, channel: str, message: dict[str, Any]) -> Publication:
+        self._keys(channel)  # a bad name raises at once, before queueing
         op = QueuedOp(channel, [Draft(channel, message, self._now())], state=False)
         result: Publication = await self._wait(op)
         return result
 
     async def set_state(self, channel: str, messages: list[dict[str, Any]]) -> Position:
+        self._keys(channel)  # a bad name raises at once, before queueing
         now = self._now()
         op = QueuedOp(channel, [Draft(channel, m, now) for m in messages], state=True)
         result: Position = await self._wait(op)
@@ -280,11 +284,13 @@ class RedisBroker(Broker):
         except BrokerError as exc:
             return [exc] * len(batch)
         for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for _ops, script, args in pending:
-                nkeys = 3 if script is lua.SET_STATE else 4
-                pipe.evalsha(lua.sha1(script), nkeys, *args)
             try:
+                pipe = self.client.pipeline(transaction=False)
+                for _ops, script, args in pending:
+                    nkeys = 3 if script is lua.SET_STATE else 4
+                    # execute_command: redis-py refuses pipe.evalsha on a Cluster,
+                    # though every key of one call shares a slot.
+                    pipe.execute_command("EVALSHA", lua.sha1(script), nkeys, *args)
                 replies = await pipe.execute(raise_on_error=False)
             except Exception as exc:
                 error = self._failed(exc, "publish")
@@ -463,9 +469,15 @@ class RedisBroker(Broker):
             return
         if self._closed:
             raise BrokerUnavailable("the Redis broker is closed")
-        self._started = True
-        if self.cluster:
+        if self.cluster:  # the slot map, which routes our pub/sub connections
+            cluster: Any = self.client
+            try:
+                await cluster.initialize()
+            except Exception as exc:
+                raise self._failed(exc, "cluster discovery") from exc
+            self._started = True
             return
+        self._started = True
         try:
             async with self._feed_lock:
                 await self._open_feed("")
