@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,16 @@ def make(made: list[RedisBroker], url: str, **options: Any) -> RedisBroker:
     broker = RedisBroker.from_url(url, **options)
     made.append(broker)
     return broker
+
+
+async def listening(broker: RedisBroker, *channels: str) -> tuple[Resyncs, list[Publication]]:
+    """Record ``broker``'s resyncs, and what it delivers from ``channels``."""
+    resyncs = Resyncs()
+    broker.add_resync_listener(resyncs)
+    got: list[Publication] = []
+    for channel in channels:
+        await broker.subscribe(channel, got.append)
+    return resyncs, got
 
 
 def offsets(pubs: Sequence[Publication]) -> list[int]:
@@ -183,10 +194,7 @@ async def test_empty_restart_mid_stream_changes_the_epoch(
     server: RedisServer, brokers: list[RedisBroker]
 ) -> None:
     broker = make(brokers, server.url)
-    resyncs = Resyncs()
-    broker.add_resync_listener(resyncs)
-    got: list[Publication] = []
-    await broker.subscribe("news", got.append)
+    resyncs, got = await listening(broker, "news")
     before = [await broker.publish("news", {"n": n}) for n in range(1, 6)]
     await eventually(lambda: len(got) == 5)
     assert broker.available
@@ -211,10 +219,7 @@ async def test_restart_with_data_loses_nothing_in_the_window(
     server: RedisServer, brokers: list[RedisBroker]
 ) -> None:
     broker = make(brokers, server.url)
-    resyncs = Resyncs()
-    broker.add_resync_listener(resyncs)
-    got: list[Publication] = []
-    await broker.subscribe("news", got.append)
+    resyncs, got = await listening(broker, "news")
     before = [await broker.publish("news", {"n": n}) for n in range(1, 6)]
     await eventually(lambda: len(got) == 5)
     server.save_and_stop()
@@ -236,11 +241,7 @@ async def test_killed_pubsub_connection_resubscribes_and_loses_nothing(
 ) -> None:
     subscriber = make(brokers, server.url)
     publisher = make(brokers, server.url, prefix=subscriber.prefix)  # another process
-    resyncs = Resyncs()
-    subscriber.add_resync_listener(resyncs)
-    got: list[Publication] = []
-    await subscriber.subscribe("news", got.append)
-    await subscriber.subscribe("other", got.append)
+    resyncs, got = await listening(subscriber, "news", "other")
     first = await publisher.publish("news", {"n": 1})
     await eventually(lambda: len(got) == 1)
     assert "1" in server.cli("CLIENT", "KILL", "TYPE", "pubsub")
@@ -352,3 +353,35 @@ async def test_cluster_node_restarted_empty_resyncs_and_resets(
     after = await broker.publish(channel, {"n": 9})
     assert after.position == Position(result.position.epoch, 1)
     await eventually(lambda: len(got) == 4)
+
+
+def test_from_url_reads_tls_password_and_cluster() -> None:
+    broker = RedisBroker.from_url("rediss://:s3cret@cache.example:6380/2", prefix="app")
+    client: Any = broker.client
+    pool = client.connection_pool
+    assert pool.connection_class.__name__ == "SSLConnection"
+    kwargs = pool.connection_kwargs
+    assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("cache.example", 6380, 2)
+    assert kwargs["password"] == "s3cret" and kwargs["protocol"] == 2
+    assert not broker.cluster
+    assert RedisBroker.from_url("redis+cluster://127.0.0.1:7000").cluster
+    with pytest.raises(ValueError, match="decode_responses"):
+        RedisBroker(redis.asyncio.Redis(decode_responses=True))
+
+
+async def test_a_silent_redis_is_noticed_by_ping(
+    server: RedisServer, brokers: list[RedisBroker]
+) -> None:
+    """A Redis that stops answering without closing the connection (a
+    partition, a frozen host) is noticed by the pub/sub PING."""
+    broker = make(brokers, server.url, ping_interval=0.1)
+    resyncs, got = await listening(broker, "news")
+    assert server.process is not None
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        await eventually(lambda: not broker.available)
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    await eventually(lambda: resyncs.calls == [["news"]], timeout=10)
+    await broker.publish("news", {"n": 1})
+    await eventually(lambda: len(got) == 1)

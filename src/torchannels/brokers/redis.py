@@ -84,6 +84,15 @@ def _unreachable(exc: BaseException) -> bool:
     return isinstance(exc, r.exceptions.RedisError | r.exceptions.RedisClusterException | OSError)
 
 
+_Call = tuple[list[QueuedOp], str, list[Any]]
+
+
+def _settle_all(calls: list[_Call], error: BaseException, results: dict[int, Any]) -> None:
+    for ops, _script, _args in calls:
+        for op in ops:
+            results[id(op)] = error
+
+
 class RedisBroker(Broker):
     """History, state and delivery in Redis, shared by many processes.
 
@@ -112,6 +121,8 @@ class RedisBroker(Broker):
         r = _redis()
         if not prefix or any(c in prefix for c in "{}*?[]\\") or not prefix.isprintable():
             raise ValueError(f"invalid Redis key prefix {prefix!r}: no braces or glob characters")
+        if client.get_encoder().decode_responses:  # payloads stay bytes end to end
+            raise ValueError("the Redis broker needs a client with decode_responses=False")
         self.client = client
         self.prefix = prefix
         self.cluster = isinstance(client, r.asyncio.RedisCluster)
@@ -245,10 +256,10 @@ class RedisBroker(Broker):
         result: Position = await self._wait(op)
         return result
 
-    def _calls(self, batch: list[QueuedOp]) -> list[tuple[list[QueuedOp], str, list[Any]]]:
+    def _calls(self, batch: list[QueuedOp]) -> list[_Call]:
         """The script calls for ``batch``, in order: consecutive publishes to
         one channel share a call (up to ``_GROUP`` messages)."""
-        calls: list[tuple[list[QueuedOp], str, list[Any]]] = []
+        calls: list[_Call] = []
         for op in batch:
             keys = self._keys(op.channel)
             ttl = self._ttl_ms(op.channel)
@@ -293,10 +304,7 @@ class RedisBroker(Broker):
                     pipe.execute_command("EVALSHA", lua.sha1(script), nkeys, *args)
                 replies = await pipe.execute(raise_on_error=False)
             except Exception as exc:
-                error = self._failed(exc, "publish")
-                for ops, _script, _args in pending:
-                    for op in ops:
-                        results[id(op)] = error
+                _settle_all(pending, self._failed(exc, "publish"), results)
                 break
             self._commands_ok = True
             missing = []
@@ -305,9 +313,7 @@ class RedisBroker(Broker):
                 if isinstance(reply, r.exceptions.NoScriptError) and attempt == 0:
                     missing.append(call)
                 elif isinstance(reply, Exception):
-                    error = self._failed(reply, "publish")
-                    for op in ops:
-                        results[id(op)] = error
+                    _settle_all([call], self._failed(reply, "publish"), results)
                 else:
                     epoch, offset = reply[0].decode(), int(reply[1])
                     for i, op in enumerate(ops):
@@ -318,10 +324,7 @@ class RedisBroker(Broker):
                 for script in {script for _ops, script, _args in missing}:
                     await self.client.script_load(script)
             except Exception as exc:
-                error = self._failed(exc, "script load")
-                for ops, _script, _args in missing:
-                    for op in ops:
-                        results[id(op)] = error
+                _settle_all(missing, self._failed(exc, "script load"), results)
                 break
             pending = missing
         return [results[id(op)] for op in batch]
