@@ -106,6 +106,25 @@ async def test_keys_are_hash_tagged_and_expire_with_the_ttl(brokers: list[RedisB
         await admin.aclose()
 
 
+async def test_reading_an_absent_channel_creates_its_epoch(brokers: list[RedisBroker]) -> None:
+    """As in Centrifugo: a subscriber of an empty channel holds a real epoch,
+    so the first publication does not reset it. The meta key expires."""
+    url = shared_redis()
+    broker = make(brokers, url, history=HistoryPolicy(size=10, ttl=30))
+    admin = redis.asyncio.Redis.from_url(url)
+    try:
+        joined = await broker.read("quiet", None)
+        meta = f"{{{broker.prefix}:quiet}}:m"
+        assert [k async for k in admin.scan_iter(match=f"{{{broker.prefix}:*")] == [meta.encode()]
+        assert 29_000 < await admin.pttl(meta) <= 30_000
+        pub = await broker.publish("quiet", {"n": 1})
+        resumed = await broker.read("quiet", joined.position)
+        assert resumed.reset is None and offsets(resumed.publications) == [pub.offset]
+        await admin.delete(*(f"{{{broker.prefix}:quiet}}:{k}" for k in "mhs"))
+    finally:
+        await admin.aclose()
+
+
 @pytest.mark.parametrize("channel", ["a}b", "{x}", "x{"])
 def test_a_channel_cannot_leave_its_hash_tag(channel: str) -> None:
     broker = RedisBroker.from_url("redis://127.0.0.1:1/0")
