@@ -9,14 +9,18 @@ and a :class:`Kit` whose ``advance`` moves the broker's notion of time.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import redis.asyncio
 
+from redis_servers import shared_redis
 from support import eventually
 from torchannels import Broker, HistoryPolicy, MemoryBroker, Position, Publication
+from torchannels.brokers import RedisBroker
 from torchannels.errors import RESET_EPOCH, RESET_INVALID, RESET_TRIMMED
 
 
@@ -48,8 +52,42 @@ async def memory_factory(policy: HistoryPolicy | None) -> Kit:
     return Kit(MemoryBroker(policy, clock=clock), advance, exact_clock=clock)
 
 
+async def redis_factory(policy: HistoryPolicy | None) -> Kit:
+    """The shared Redis, under a random key prefix deleted afterwards.
+
+    Time moves by the broker's clock (``ts`` stamps, history age) and by
+    shortening every key's expiry (PEXPIRE) by as much: Redis forgets an
+    idle channel by key expiry, and the kit lets that expiry come sooner.
+    """
+    url = shared_redis()
+    clock = FakeClock()
+    prefix = "test-" + secrets.token_hex(6)
+    broker = RedisBroker.from_url(url, prefix=prefix, history=policy, clock=clock)
+    admin = redis.asyncio.Redis.from_url(url)
+    pattern = f"{{{prefix}:*"
+
+    async def advance(seconds: float) -> None:
+        clock.now += seconds
+        elapsed = round(seconds * 1000)
+        async for key in admin.scan_iter(match=pattern):
+            left = await admin.pttl(key)
+            if left > elapsed:
+                await admin.pexpire(key, left - elapsed)
+            elif left >= 0:
+                await admin.delete(key)
+
+    async def cleanup() -> None:
+        keys = [key async for key in admin.scan_iter(match=pattern)]
+        if keys:
+            await admin.delete(*keys)
+        await admin.aclose()
+
+    return Kit(broker, advance, exact_clock=clock, closers=[cleanup])
+
+
 BROKER_FACTORIES: dict[str, Callable[[HistoryPolicy | None], Awaitable[Kit]]] = {
     "memory": memory_factory,
+    "redis": redis_factory,
 }
 
 MakeKit = Callable[..., Awaitable[Kit]]

@@ -1,6 +1,19 @@
-"""Brokers: where history lives and how publications travel."""
+"""Brokers: where history lives and how publications travel.
+
+:class:`RedisBroker` is importable from here without redis-py installed: it
+imports redis-py when one is made (``pip install 'torchannels[redis]'``).
+"""
 
 from .base import Broker, ChannelInfo, HistoryPolicy, Listener, ReadResult
 from .memory import MemoryBroker
+from .redis import RedisBroker
 
-__all__ = ["Broker", "ChannelInfo", "HistoryPolicy", "Listener", "MemoryBroker", "ReadResult"]
+__all__ = [
+    "Broker",
+    "ChannelInfo",
+    "HistoryPolicy",
+    "Listener",
+    "MemoryBroker",
+    "ReadResult",
+    "RedisBroker",
+]

@@ -1,0 +1,144 @@
+"""The Redis broker's Lua scripts: each runs atomically, in one round trip.
+
+Keys of one channel share the hash tag ``{PREFIX:CHANNEL}`` (one Cluster
+slot): ``KEYS[1]`` the meta hash (``e`` epoch, ``o`` last offset),
+``KEYS[2]`` the history stream (entry id ``0-<offset>``, fields ``t`` the
+ts and ``p`` the payload), ``KEYS[3]`` the state hash (``a`` the offset it
+stands for, ``n`` how many messages, ``t``/``p`` their ts and payloads,
+newline-joined: encoded JSON never holds a raw newline), and for PUBLISH
+``KEYS[4]``, the pub/sub channel (declared so Cluster routes SPUBLISH).
+
+``ARGV[1]`` is always a fresh random epoch, used only when the meta is
+missing (never created, expired, flushed, evicted or lost in a restart):
+then the stream and state, which belong to a forgotten epoch, go too.
+``ARGV[2]`` is the history TTL in milliseconds: a publish or set_state sets
+every key's expiry to it, so a channel idle for its TTL is forgotten whole.
+A payload is completed here with ``,"epoch":"E","offset":N}``, byte for
+byte what :func:`torchannels.frames.tail` would append.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+_PRELUDE = """
+local function meta(candidate, ttl)
+  local m = redis.call('HMGET', KEYS[1], 'e', 'o')
+  if m[1] then return m[1], tonumber(m[2]) end
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'e', candidate, 'o', 0)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return candidate, 0
+end
+-- The id of the oldest entry stamped at or after horizon (nil: none), and
+-- how many older ones precede it. Usually the first entry answers.
+local function fresh(horizon)
+  local stale, start, count = 0, '-', 1
+  while true do
+    local batch = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', count)
+    if #batch == 0 then return nil, stale end
+    for _, e in ipairs(batch) do
+      if tonumber(e[2][2]) >= horizon then return e[1], stale end
+      stale = stale + 1
+    end
+    start = '(' .. batch[#batch][1]
+    count = math.min(count * 4, 256)
+  end
+end
+local function expire(ttl)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
+"""
+
+#: ARGV: epoch candidate, ttl ms, horizon (oldest ts kept), history size,
+#: PUBLISH or SPUBLISH, then (ts, head) per message. Returns {epoch, first
+#: offset}; the messages got consecutive offsets. Each is published as
+#: ``<offset>:<epoch>:<ts>:<payload>``, so a subscriber frames it unparsed.
+PUBLISH = (
+    _PRELUDE
+    + """
+local epoch, top = meta(ARGV[1], ARGV[2])
+local size = tonumber(ARGV[4])
+local n = (#ARGV - 5) / 2
+for i = 0, n - 1 do
+  top = top + 1
+  local ts, off = ARGV[6 + 2 * i], string.format('%d', top)
+  local payload = ARGV[7 + 2 * i] .. ',"epoch":"' .. epoch .. '","offset":' .. off .. '}'
+  if size > 0 then
+    redis.call('XADD', KEYS[2], 'MAXLEN', size, '0-' .. off, 't', ts, 'p', payload)
+  end
+  redis.call(ARGV[5], KEYS[4], off .. ':' .. epoch .. ':' .. ts .. ':' .. payload)
+end
+redis.call('HSET', KEYS[1], 'o', string.format('%d', top))
+if size > 0 then
+  local first = fresh(tonumber(ARGV[3]))
+  if first then redis.call('XTRIM', KEYS[2], 'MINID', first) else redis.call('DEL', KEYS[2]) end
+end
+expire(ARGV[2])
+return {epoch, top - n + 1}
+"""
+)
+
+#: ARGV: epoch candidate, ttl ms, then (ts, head) per message. Returns
+#: {epoch, offset the state stands for}.
+SET_STATE = (
+    _PRELUDE
+    + """
+local epoch, top = meta(ARGV[1], ARGV[2])
+local tail = ',"epoch":"' .. epoch .. '","offset":' .. string.format('%d', top) .. '}'
+local stamps, payloads = {}, {}
+for i = 3, #ARGV, 2 do
+  stamps[#stamps + 1] = ARGV[i]
+  payloads[#payloads + 1] = ARGV[i + 1] .. tail
+end
+redis.call('HSET', KEYS[3], 'a', string.format('%d', top), 'n', #payloads,
+  't', table.concat(stamps, '\\n'), 'p', table.concat(payloads, '\\n'))
+expire(ARGV[2])
+return {epoch, top}
+"""
+)
+
+#: ARGV: epoch candidate, ttl ms, horizon, the reader's epoch ('' for a
+#: fresh join) and offset, and the offset to read after (-1: choose). A
+#: missing meta is created (Centrifugo does the same), so a subscriber of
+#: an empty channel is not reset by its first message. Chosen: after the
+#: reader's offset when it can resume, else after the state or the oldest
+#: retained entry; the caller decides with plan_read and reads again in
+#: the rare case it needs older entries. Returns {epoch, top, first
+#: retained offset, retained count, state offset (-1: none), state count,
+#: state stamps, state payloads, read after, entries}.
+READ = (
+    _PRELUDE
+    + """
+local epoch, top = meta(ARGV[1], ARGV[2])
+local first_id, stale = fresh(tonumber(ARGV[3]))
+local first, kept = top + 1, 0
+if first_id then
+  first = tonumber(string.sub(first_id, 3))
+  kept = redis.call('XLEN', KEYS[2]) - stale
+end
+local st = redis.call('HMGET', KEYS[3], 'a', 'n', 't', 'p')
+local state_at = -1
+if st[1] then state_at = tonumber(st[1]) end
+local after = tonumber(ARGV[6])
+if after < 0 then
+  local since = tonumber(ARGV[5])
+  if ARGV[4] == epoch and since <= top and since >= first - 1 then after = since
+  elseif state_at >= first - 1 then after = state_at
+  else after = first - 1 end
+end
+local entries = {}
+if after < top and first_id then
+  entries = redis.call('XRANGE', KEYS[2], '0-' .. string.format('%d', after + 1), '+')
+end
+return {epoch, top, first, kept, state_at, tonumber(st[2] or 0), st[3] or '', st[4] or '',
+  after, entries}
+"""
+)
+
+
+def sha1(script: str) -> str:
+    """The SHA1 that EVALSHA names ``script`` by."""
+    return hashlib.sha1(script.encode()).hexdigest()
