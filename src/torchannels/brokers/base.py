@@ -151,8 +151,12 @@ class Broker(abc.ABC):
     their order is here.
     """
 
-    def __init__(self, history: HistoryPolicy | None = None) -> None:
+    def __init__(
+        self, history: HistoryPolicy | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.default_policy = history or HistoryPolicy()
+        #: The time ``ts`` stamps and history ages are read from.
+        self.clock = clock
         self._policies: dict[str, HistoryPolicy] = {}
         self._resync_listeners: list[ResyncListener] = []
         self._queue: list[QueuedOp] = []
@@ -199,29 +203,35 @@ class Broker(abc.ABC):
         for a message JSON cannot carry. A failure to store is logged,
         counted in ``failed_publishes`` and raised by :meth:`flush`.
         """
-        draft = Draft(channel, message, time.time())
-        self._enqueue(QueuedOp(channel, [draft], state=False))
-        return dict(draft.data)
+        op = self._op(channel, [message], state=False)
+        self._enqueue(op)
+        return dict(op.drafts[0].data)
 
     def set_state_soon(self, channel: str, messages: list[dict[str, Any]]) -> Position | None:
         """:meth:`set_state`, queued like :meth:`publish_soon`; returns the
         position the state stands for where the broker knows it at once."""
-        now = time.time()
-        self._enqueue(QueuedOp(channel, [Draft(channel, m, now) for m in messages], state=True))
+        self._enqueue(self._op(channel, messages, state=True))
         return None
 
     async def publish(self, channel: str, message: dict[str, Any]) -> Publication:
         """Stamp, store and deliver ``message``; returns once it is stored."""
-        op = QueuedOp(channel, [Draft(channel, message, time.time())], state=False)
-        result: Publication = await self._wait(op)
+        result: Publication = await self._wait(self._op(channel, [message], state=False))
         return result
 
     async def set_state(self, channel: str, messages: list[dict[str, Any]]) -> Position:
         """Replace, for fresh joiners, all history up to now with ``messages``."""
-        now = time.time()
-        op = QueuedOp(channel, [Draft(channel, m, now) for m in messages], state=True)
-        result: Position = await self._wait(op)
+        result: Position = await self._wait(self._op(channel, messages, state=True))
         return result
+
+    def _op(self, channel: str, messages: list[dict[str, Any]], *, state: bool) -> QueuedOp:
+        """Check ``channel`` and stamp ``messages`` now, before anything is queued."""
+        self.check_channel(channel)
+        now = self.clock()
+        return QueuedOp(channel, [Draft(channel, m, now) for m in messages], state=state)
+
+    def check_channel(self, channel: str) -> None:  # noqa: B027 - an optional hook
+        """Raise :class:`~torchannels.ChannelNameError` for a name this broker
+        cannot store (beyond the protocol's rules); by default any is fine."""
 
     async def flush(self) -> None:
         """Wait until everything queued so far is stored; raise the first
@@ -297,7 +307,11 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def subscribe(self, channel: str, listener: Listener) -> None:
-        """Start calling ``listener`` with every new publication of ``channel``."""
+        """Start calling ``listener`` with every new publication of ``channel``.
+
+        Returns once the broker delivers the channel (a network broker: its
+        subscription is confirmed). If it raises, nothing stays registered.
+        """
 
     @abc.abstractmethod
     async def unsubscribe(self, channel: str, listener: Listener) -> None:
@@ -305,7 +319,9 @@ class Broker(abc.ABC):
 
     def add_resync_listener(self, listener: ResyncListener) -> None:
         """Call ``listener`` with the channels whose live delivery may have
-        missed publications (after a lost pub/sub connection)."""
+        missed publications: a network broker calls it after it lost its
+        pub/sub connection and subscribed again, with every channel it is
+        subscribed to, once the new subscriptions are confirmed."""
         self._resync_listeners.append(listener)
 
     def _resync(self, channels: Sequence[str]) -> None:

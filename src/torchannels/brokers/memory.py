@@ -69,14 +69,13 @@ class MemoryBroker(Broker):
         channel_limit: int = 100_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(history)
+        super().__init__(history, clock=clock)
         if channel_limit < 1:
             raise ValueError("channel_limit must be positive")
         self.epoch = new_epoch()
         #: Channels this broker holds at most; a publish creating one more
         #: raises :class:`~torchannels.errors.ChannelLimitError`.
         self.channel_limit = channel_limit
-        self._clock = clock
         self._channels: dict[str, _Channel] = {}
         self._listeners: dict[str, list[Listener]] = {}
         self._next_sweep = clock()
@@ -89,7 +88,7 @@ class MemoryBroker(Broker):
 
     def publish_nowait(self, channel: str, message: dict[str, Any]) -> Publication:
         """Publish at once and return the publication (memory broker only)."""
-        now = self._clock()
+        now = self.clock()
         return self._publish(Draft(channel, message, now), now)
 
     def _publish(self, draft: Draft, now: float) -> Publication:
@@ -108,7 +107,7 @@ class MemoryBroker(Broker):
         return pub
 
     def set_state_nowait(self, channel: str, messages: list[dict[str, Any]]) -> Position:
-        now = self._clock()
+        now = self.clock()
         return self._set_state(channel, [Draft(channel, m, now) for m in messages], now)
 
     def _set_state(self, channel: str, drafts: list[Draft], now: float) -> Position:
@@ -159,7 +158,7 @@ class MemoryBroker(Broker):
             history.popleft()
 
     def read_nowait(self, channel: str, since: Position | None) -> ReadResult:
-        now = self._clock()
+        now = self.clock()
         ch = self._channels.get(channel)
         if ch is not None and now - ch.touched >= self.policy_for(channel).ttl:
             self._sweep(now)
@@ -210,7 +209,7 @@ class MemoryBroker(Broker):
                 del self._listeners[channel]
 
     async def info(self, channel: str) -> ChannelInfo:
-        now = self._clock()
+        now = self.clock()
         ch = self._channels.get(channel)
         if ch is None:
             return ChannelInfo(channel, Position(self.epoch, 0), 0, False)

@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BrokerError, BrokerUnavailable, ChannelNameError
-from ..frames import Draft, Publication
+from ..frames import Publication
 from ..protocol import Position
 from . import redis_lua as lua
 from .base import Broker, ChannelInfo, HistoryPolicy, Listener, QueuedOp, ReadResult, plan_read
@@ -117,7 +117,7 @@ class RedisBroker(Broker):
         subscribe_timeout: float = 5.0,
         owns_client: bool = False,
     ) -> None:
-        super().__init__(history)
+        super().__init__(history, clock=clock)
         r = _redis()
         if not prefix or any(c in prefix for c in "{}*?[]\\") or not prefix.isprintable():
             raise ValueError(f"invalid Redis key prefix {prefix!r}: no braces or glob characters")
@@ -126,7 +126,6 @@ class RedisBroker(Broker):
         self.client = client
         self.prefix = prefix
         self.cluster = isinstance(client, r.asyncio.RedisCluster)
-        self._clock = clock
         self._owns_client = owns_client
         self._ping_interval = ping_interval
         self._reconnect_cap = reconnect_cap
@@ -197,7 +196,7 @@ class RedisBroker(Broker):
         return not self._closed and self._feeds_ok and self._commands_ok
 
     def _now(self) -> float:
-        return self._clock()
+        return self.clock()
 
     def _horizon(self, channel: str) -> str:
         return repr(self._now() - self.policy_for(channel).ttl)
@@ -229,32 +228,9 @@ class RedisBroker(Broker):
         return error
 
     # -- publishing ---------------------------------------------------------------
-    # The four entry points stamp with the broker's clock; the queue is the base's.
 
-    def publish_soon(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
-        self._keys(channel)  # a bad name raises at once, before queueing
-        draft = Draft(channel, message, self._now())
-        self._enqueue(QueuedOp(channel, [draft], state=False))
-        return dict(draft.data)
-
-    def set_state_soon(self, channel: str, messages: list[dict[str, Any]]) -> Position | None:
-        self._keys(channel)  # a bad name raises at once, before queueing
-        now = self._now()
-        self._enqueue(QueuedOp(channel, [Draft(channel, m, now) for m in messages], state=True))
-        return None
-
-    async def publish(self, channel: str, message: dict[str, Any]) -> Publication:
-        self._keys(channel)  # a bad name raises at once, before queueing
-        op = QueuedOp(channel, [Draft(channel, message, self._now())], state=False)
-        result: Publication = await self._wait(op)
-        return result
-
-    async def set_state(self, channel: str, messages: list[dict[str, Any]]) -> Position:
-        self._keys(channel)  # a bad name raises at once, before queueing
-        now = self._now()
-        op = QueuedOp(channel, [Draft(channel, m, now) for m in messages], state=True)
-        result: Position = await self._wait(op)
-        return result
+    def check_channel(self, channel: str) -> None:
+        self._keys(channel)  # a name that would escape its hash tag raises
 
     def _calls(self, batch: list[QueuedOp]) -> list[_Call]:
         """The script calls for ``batch``, in order: consecutive publishes to

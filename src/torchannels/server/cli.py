@@ -11,25 +11,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import logging
 import os
-import signal
-import socket
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
-
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
+from collections.abc import Mapping, Sequence
 
 from .. import __version__
-from .config import ConfigError, ServerConfig, add_arguments, load_config
-
-log = logging.getLogger("torchannels.cli")
+from .config import ConfigError, add_arguments, load_config
+from .run import serve
 
 DEFAULT_URL = "http://127.0.0.1:8090"
 
@@ -121,80 +114,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 from .workers import run_workers
 
                 return run_workers(config)
-            return asyncio.run(serve(config))
+            return asyncio.run(serve(config))  # from .run
         if args.command == "publish":
             return publish(args, env)
         return token(args, env)
     except ConfigError as exc:
         print(f"torchannels: {exc}", file=sys.stderr)
         return 2
-
-
-async def serve(
-    config: ServerConfig,
-    *,
-    worker: int = 0,
-    sockets: list[socket.socket] | None = None,
-    on_ready: Callable[[], None] | None = None,
-) -> int:
-    """Run the server until SIGTERM or SIGINT, then shut down gracefully.
-
-    As one of ``--workers`` (see :mod:`.workers`) it serves ``sockets`` and
-    calls ``on_ready`` instead of printing the banner; only worker 0 runs
-    the demo ticker.
-    """
-    from .app import make_app, make_hub
-    from .demo import Ticker
-
-    hub = make_hub(config)
-    app = make_app(config, hub, worker=worker)
-    # The API streams bodies and answers 413 itself past max_publish_bytes;
-    # Tornado's own cap only bounds how much of an oversized body is read.
-    server = HTTPServer(app, max_body_size=max(64 << 20, config.max_publish_bytes * 2))
-    if sockets is None:
-        try:
-            sockets = bind_sockets(config.port, config.host)
-        except OSError as exc:
-            where = f"{config.host}:{config.port}"
-            print(f"torchannels: cannot listen on {where}: {exc}", file=sys.stderr)
-            return 1
-    server.add_sockets(sockets)
-    port = sockets[0].getsockname()[1]
-    ticker = Ticker(hub) if config.demo and worker == 0 else None
-    if ticker is not None:
-        ticker.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    # Everything made so far lives as long as the process: keep it out of
-    # the collector's full passes (docs/benchmarks.md: GC is the latency tail).
-    gc.freeze()
-    if on_ready is not None:
-        on_ready()
-    else:
-        host = f"[{config.host}]" if ":" in config.host else config.host
-        print(f"torchannels server listening on http://{host}:{port}/", flush=True)
-    if config.api_key is None and worker == 0:
-        log.warning("no API key set (--api-key): the publish API is disabled")
-    await stop.wait()
-
-    started = time.monotonic()
-    log.info("shutting down: no new connections; asking clients to reconnect")
-    server.stop()
-    if ticker is not None:
-        ticker.stop()
-    clean = await hub.shutdown(config.shutdown_timeout)
-    remaining = max(0.1, config.shutdown_timeout - (time.monotonic() - started))
-    try:
-        await asyncio.wait_for(server.close_all_connections(), remaining)
-    except TimeoutError:
-        clean = False
-    await hub.close()
-    log.info("stopped in %.2fs (%s)", time.monotonic() - started, "clean" if clean else "forced")
-    if on_ready is None:
-        print("torchannels server stopped", flush=True)
-    return 0
 
 
 def publish(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -23,6 +23,7 @@ from types import FrameType
 from tornado.netutil import bind_sockets
 
 from .config import ServerConfig
+from .run import serve
 
 log = logging.getLogger("torchannels.server")
 
@@ -95,8 +96,6 @@ def run_workers(config: ServerConfig) -> int:
 
 
 def _worker(config: ServerConfig, number: int, port: int, ready_w: int) -> int:
-    from .cli import serve
-
     try:
         sockets = bind_sockets(port, config.host, reuse_port=True)
     except OSError as exc:
