@@ -6,14 +6,13 @@ own; in CI a missing Redis is a failure, never a skip."""
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from redis_servers import RedisServer, shared_redis
 from server.processes import (
     KEY,
     Live,
@@ -28,29 +27,14 @@ from server.processes import (
 )
 from support import messages, track_cursor
 
-REDIS = ("127.0.0.1", 6379)
-
-
-def redis_answers() -> bool:
-    try:
-        with socket.create_connection(REDIS, timeout=2) as conn:
-            conn.sendall(b"PING\r\n")
-            return conn.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
 
 @pytest.fixture
 def redis_flags() -> list[str]:
-    """``--broker`` and a fresh ``--redis-prefix`` for one test's processes."""
-    if not redis_answers():
-        message = f"no redis-server answers on {REDIS[0]}:{REDIS[1]}"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}: .ci/run starts one; the Redis tests must run in CI")
-        pytest.skip(message)
+    """``--broker`` (the shared Redis) and a fresh ``--redis-prefix`` for one
+    test's processes."""
     prefix = f"tc-test-{uuid.uuid4().hex[:12]}"
-    return ["--broker", f"redis://{REDIS[0]}:{REDIS[1]}/0", "--redis-prefix", prefix,
-            "--history-ttl", "120", "--api-key", KEY, "--no-demo"]  # fmt: skip
+    return ["--broker", shared_redis(), "--redis-prefix", prefix, "--history-ttl", "120",
+            "--api-key", KEY, "--no-demo"]  # fmt: skip
 
 
 def numbers(frames: list[dict[str, Any]]) -> list[int]:
@@ -172,3 +156,63 @@ def test_workers_are_refused_with_the_memory_broker() -> None:
     assert result.returncode == 2
     assert "--workers 2 needs a shared broker" in result.stderr
     assert "in-memory broker" in result.stderr
+
+
+async def status(http: Any, server: ServerProcess, path: str, body: Any = None) -> tuple[int, Any]:
+    if body is None:
+        response = await fetch(http, server.base + path)
+    else:
+        response = await api(http, server, path, body)
+    return response.code, as_json(response)
+
+
+@pytest.mark.parametrize("keeps_data", [True, False], ids=["saved", "empty"])
+async def test_a_server_rides_out_a_redis_restart(
+    spawn: Callable[..., ServerProcess],
+    http: Any,
+    lives: Callable[..., Live],
+    tmp_path: Any,
+    keeps_data: bool,
+) -> None:
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    try:
+        server = spawn("--broker", redis.url, "--api-key", KEY, "--no-demo")
+        sse = lives(server.url(transport="sse", channel="demo:k"))
+        await sse.wait(lambda fs: any(f["type"] == "subscribed" for f in fs))
+        for n in range(3):
+            await publish(http, server, "demo:k", n)
+        await sse.wait(lambda fs: len(messages(fs)) >= 3)
+        if keeps_data:
+            redis.save_and_stop()
+        else:
+            redis.kill()
+        one = {"channel": "demo:k", "data": {"n": -1}}
+
+        async def refused() -> bool:
+            code, body = await status(http, server, "/api/publish", one)
+            return code == 503 and body["error"] == "broker_unavailable"
+
+        await until(refused, "publishing answers 503 broker_unavailable")
+        code, body = await status(http, server, "/health")
+        assert (code, body["status"], body["broker"]) == (503, "broker_unavailable", "unavailable")
+        assert not sse.complete  # the subscriber stays connected meanwhile
+        redis.start()
+
+        async def healthy() -> bool:
+            return (await status(http, server, "/health"))[0] == 200
+
+        await until(healthy, "the broker is back")
+        after = await publish(http, server, "demo:k", 3)
+        frames = await sse.wait(lambda fs: len(messages(fs)) >= 4)
+        assert numbers(frames) == [0, 1, 2, 3]  # nothing lost, nothing twice
+        resets = [f for f in frames if f["type"] == "reset"]
+        if keeps_data:
+            assert resets == [] and after["offset"] == 4
+        else:  # an empty Redis: a new epoch, said in-band before the new message
+            assert [r["reason"] for r in resets] == ["epoch_changed"]
+            assert after["offset"] == 1 and after["epoch"] != messages(frames)[0]["epoch"]
+            kinds = [f["type"] for f in frames]
+            assert kinds.index("reset") < len(kinds) - 1 - kinds[::-1].index("message")
+    finally:
+        redis.kill()
