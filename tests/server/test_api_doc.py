@@ -70,7 +70,8 @@ def test_api_doc_names_every_code_and_metric() -> None:
         assert f"`{code}`" in text, code
     for name in ("torchannels_connections", "torchannels_subscriptions",
                  "torchannels_published_total", "torchannels_delivered_total",
-                 "torchannels_resets_total", "torchannels_slow_clients_dropped_total"):  # fmt: skip
+                 "torchannels_resets_total", "torchannels_slow_clients_dropped_total",
+                 "torchannels_failed_publishes_total"):  # fmt: skip
         assert f"`{name}" in text, name
     for template in openapi()["paths"]:
         assert template.replace("{channel}", "NAME") in text, template

@@ -64,7 +64,8 @@ async def test_metrics_follow_publishing_and_subscribing(
                              ("torchannels_published", "counter"),
                              ("torchannels_delivered", "counter"),
                              ("torchannels_resets", "counter"),
-                             ("torchannels_slow_clients_dropped", "counter")):  # fmt: skip
+                             ("torchannels_slow_clients_dropped", "counter"),
+                             ("torchannels_failed_publishes", "counter")):  # fmt: skip
             # prometheus_client names counter families with or without _total.
             assert re.search(rf"^# TYPE {family}(_total)? {kind}$", text, re.M), family
         return parse_metrics(text)
@@ -150,3 +151,34 @@ async def test_metrics_follow_publishing_and_subscribing(
 
 async def test_metrics_are_off_by_default(bare_server: ServerProcess, http: Any) -> None:
     assert (await fetch(http, bare_server.base + "/metrics")).code == 404
+
+
+async def test_a_failed_queued_publish_is_counted() -> None:
+    """``send()`` with Redis gone: logged, raised by ``flush()``, and counted."""
+    import socket
+
+    from torchannels import Hub
+    from torchannels.brokers.redis import RedisBroker
+    from torchannels.errors import BrokerUnavailable
+    from torchannels.server.metrics import HubCollector
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    hub = Hub(RedisBroker.from_url(f"redis://127.0.0.1:{dead}/0"))
+
+    def failed() -> float:
+        [family] = [f for f in HubCollector(hub).collect() if f.name.endswith("failed_publishes")]
+        return float(family.samples[0].value)
+
+    assert failed() == 0
+    sent = hub.channel("gone").send({"n": 1})
+    assert sent["channel"] == "gone" and "offset" not in sent  # queued, not yet stored
+    try:
+        await hub.flush()
+    except BrokerUnavailable:
+        pass
+    else:
+        raise AssertionError("flush() did not raise the failed publish")
+    assert failed() == 1
+    await hub.close()

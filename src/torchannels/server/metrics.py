@@ -42,10 +42,15 @@ class HubCollector:
         )
         stats = hub.stats
         for name, help_text, value in (
-            ("published", "Messages published through this hub.", stats.published),
+            ("published", "Messages published through this process.", stats.published),
             ("delivered", "Message frames handed to subscribers.", stats.delivered),
             ("resets", "Reset frames sent to subscribers.", stats.resets),
             ("slow_clients_dropped", "Clients cut off for falling behind.", stats.slow_dropped),
+            (
+                "failed_publishes",
+                "Queued publishes and set_states the broker failed to store.",
+                hub.broker.failed_publishes,
+            ),
         ):
             yield CounterMetricFamily(f"torchannels_{name}", help_text, value=value)
 
