@@ -27,6 +27,7 @@ class FaultyBroker(MemoryBroker):
         self.lose: set[int] = set()
         self.fail_reads = False
         self.gate: asyncio.Event | None = None  # reads wait on it when set
+        self.reads = 0
         self.in_flight = 0
         self.most_in_flight = 0
         self.cancelled_reads = 0
@@ -35,6 +36,7 @@ class FaultyBroker(MemoryBroker):
         self._wrapped: dict[tuple[str, Listener], Listener] = {}
 
     async def read(self, channel: str, since: Position | None) -> ReadResult:
+        self.reads += 1
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
@@ -213,3 +215,18 @@ async def test_the_hub_keeps_a_channel_subscribed_for_a_grace_period(
     await eventually(lambda: broker.unsubscribes == 1)  # after the grace period
     await server.poll(channel="g")
     assert broker.subscribes == 1  # a plain poll does not subscribe
+
+
+async def test_joins_of_one_channel_at_once_share_one_broker_read(
+    make_server: Callable[..., Server], broker: FaultyBroker
+) -> None:
+    server = serve(make_server, broker)
+    server.hub.channel("busy").send({"n": 1})
+    broker.gate = asyncio.Event()  # hold the read until everybody asked
+    streams = [server.stream("sse", channel="busy") for _ in range(8)]
+    await eventually(lambda: server.hub.local_subscribers("busy") == 8)
+    broker.gate.set()
+    for stream in streams:
+        frames = await stream.wait_frames(has_messages(1))
+        assert numbers(frames) == [1]
+    assert broker.reads == 1

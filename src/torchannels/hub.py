@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
-from .brokers.base import Broker, ChannelInfo
+from .brokers.base import Broker, ChannelInfo, ReadResult
 from .brokers.memory import MemoryBroker
 from .channel import Channel
 from .errors import RECONNECT_SHUTDOWN
@@ -43,7 +43,8 @@ class Subscriber(Protocol):
 
     def resync(self, channel: str, top: Position | None) -> None:
         """Live delivery of ``channel`` may have missed something: re-read it
-        unless the subscriber already stands at ``top`` (None: re-read)."""
+        unless the subscriber already stands at or past ``top`` (None:
+        re-read)."""
 
 
 class _Local:
@@ -54,6 +55,21 @@ class _Local:
         self.subscribers: tuple[Subscriber, ...] = ()
         self.ready = ready
         self.release: asyncio.TimerHandle | None = None
+
+
+class _SharedRead:
+    __slots__ = ("future", "waiters")
+
+    def __init__(self, read: Coroutine[Any, Any, ReadResult]) -> None:
+        self.future = asyncio.ensure_future(read)
+        self.future.add_done_callback(_retrieve)
+        self.waiters = 0
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a shared read's exception as seen: its waiters re-raise it."""
+    if not future.cancelled():
+        future.exception()
 
 
 class Hub:
@@ -76,6 +92,7 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
         self._checks: asyncio.Future[None] | None = None
+        self._reads: dict[tuple[str, Position | None], _SharedRead] = {}
         self.broker.add_resync_listener(self._on_resync)
 
     def connection_opened(self, connection: Connection) -> None:
@@ -201,25 +218,41 @@ class Hub:
             self._checks = asyncio.ensure_future(self._check_positions())
 
     async def _check_positions(self) -> None:
-        """Every ``position_check_interval``: compare the broker's position of
-        each channel served here with its subscribers' and let those behind
-        re-read, so a quiet channel that lost a live message recovers."""
+        """Every ``position_check_interval``: let each subscriber that is still
+        behind the broker's position of one interval ago re-read, so a quiet
+        channel that lost a live message recovers. (Positions of one interval
+        ago: a publication still on its way over pub/sub is no loss.)"""
+        earlier: dict[str, Position] = {}
         while True:
             await asyncio.sleep(self.settings.position_check_interval)
             channels = [c for c, local in self._local.items() if local.subscribers]
-            if not channels:
-                continue
+            for channel, top in earlier.items():
+                local = self._local.get(channel)
+                for subscriber in local.subscribers if local is not None else ():
+                    subscriber.resync(channel, top)
             try:
-                tops = await self.broker.positions(channels)
+                earlier = await self.broker.positions(channels) if channels else {}
             except Exception as exc:
                 log.warning("position check failed: %s", exc)
-                continue
-            for channel in channels:
-                local = self._local.get(channel)
-                top = tops.get(channel)
-                for subscriber in local.subscribers if local is not None else ():
-                    if top is not None:
-                        subscriber.resync(channel, top)
+                earlier = {}
+
+    async def read(self, channel: str, since: Position | None) -> ReadResult:
+        """``broker.read``, shared: sessions that ask for the same channel from
+        the same position at the same time (a burst of joins, every session
+        re-reading after a resync) wait on one broker read, which is
+        cancelled if every one of them stops waiting."""
+        key = (channel, since)
+        shared = self._reads.get(key)
+        if shared is None:
+            shared = self._reads[key] = _SharedRead(self.broker.read(channel, since))
+            shared.future.add_done_callback(lambda _: self._reads.pop(key, None))
+        shared.waiters += 1
+        try:
+            return await asyncio.shield(shared.future)
+        finally:
+            shared.waiters -= 1
+            if not shared.waiters and not shared.future.done():
+                shared.future.cancel()
 
     async def flush(self) -> None:
         """Wait until every queued ``send``/``set_state`` is stored; raise the

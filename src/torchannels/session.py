@@ -139,8 +139,7 @@ class Session:
             await _all(self.hub.attach(c, self) for c in allowed)
         if self._closed:
             return  # close() detached what was attached
-        broker = self.hub.broker
-        reads = await _all(broker.read(c, cursor.get(c)) for c in allowed)
+        reads = await _all(self.hub.read(c, cursor.get(c)) for c in allowed)
         results = dict(zip(allowed, reads, strict=True))
         for channel, refusal in zip(wanted, refusals, strict=True):
             if self._closed:
@@ -219,7 +218,7 @@ class Session:
         try:
             while True:
                 since = self.positions[channel]
-                result = await self.hub.broker.read(channel, since)
+                result = await self.hub.read(channel, since)
                 if self._closed or channel not in self._buffers:
                     return  # closed, or unsubscribed while reading
                 if not self._apply(channel, since, result, live=True):
@@ -256,12 +255,13 @@ class Session:
 
     def resync(self, channel: str, top: Position | None) -> None:
         """Live delivery of ``channel`` may have missed publications: re-read
-        it, unless ``top`` (the broker's position) says the client is there."""
+        it, unless ``top`` (a position the broker had) says the client has
+        everything up to there."""
         if self._closed or channel not in self._buffers or self._buffers[channel] is not None:
             return  # not served, or a catch-up is already under way
-        if top is not None and self.positions.get(channel) == top:
-            return
-        self._start_catch_up(channel)
+        here = self.positions.get(channel)
+        if top is None or here is None or not _at_or_past(here, top):
+            self._start_catch_up(channel)
 
     def close(self) -> None:
         """Detach from the hub and stop catch-ups; idempotent."""
@@ -274,6 +274,10 @@ class Session:
         for channel in self._buffers:
             self.hub.detach(channel, self)
         self._buffers.clear()
+
+
+def _at_or_past(here: Position, top: Position) -> bool:
+    return here.epoch == top.epoch and here.offset >= top.offset
 
 
 def _follows(position: Position, pub: Publication) -> bool | None:

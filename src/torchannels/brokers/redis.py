@@ -174,8 +174,17 @@ class RedisBroker(Broker):
         # connection, storing publishes twice. A failed publish is reported.
         options.setdefault("retry", r.asyncio.retry.Retry(r.backoff.NoBackoff(), 0))
         options["decode_responses"] = False
-        client_cls = r.asyncio.RedisCluster if cluster else r.asyncio.Redis
-        client = client_cls.from_url(url, **options)
+        client: Redis | RedisCluster
+        if cluster:
+            client = r.asyncio.RedisCluster.from_url(url, **options)
+        else:
+            # A bounded pool whose commands wait for a free connection (up to
+            # ``timeout`` s) rather than fail at once when a burst of reads
+            # needs more connections than it has.
+            options.setdefault("max_connections", 64)
+            options.setdefault("timeout", 10.0)
+            pool = r.asyncio.BlockingConnectionPool.from_url(url, **options)
+            client = r.asyncio.Redis.from_pool(pool)
         return cls(client, prefix=prefix, history=history, owns_client=True, **mine)
 
     # -- keys -------------------------------------------------------------------
