@@ -209,15 +209,9 @@ def _child_of(parent: int, timeout: float = 10.0) -> int:
     """The pid of ``parent``'s (py-spy's) child process, the profiled server."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        ppid = int(f.read().rpartition(")")[2].split()[1])
-                except (OSError, ValueError, IndexError):
-                    continue
-                if ppid == parent:
-                    return int(entry)
+        children = _children(parent)
+        if children:
+            return children[0]
         time.sleep(0.05)
     raise RuntimeError(f"no child process of {parent} found")
 
