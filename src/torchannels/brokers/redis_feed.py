@@ -1,11 +1,12 @@
 """One Redis pub/sub connection of the Redis broker, and the channels on it.
 
-A feed is a raw redis-py connection: the broker sends (S)SUBSCRIBE and
-(S)UNSUBSCRIBE on it and awaits their confirmations, and one reader task
-hands every message to the broker. The connection is never re-made behind
-the broker's back (redis-py's ``PubSub`` would do so silently): when it
-breaks, or stops answering PING, the feed reports itself lost once and the
-broker builds new feeds, resubscribes and asks its listeners to re-read.
+A feed is a raw redis-py connection: the broker's delivery
+(:mod:`.redis_delivery`) sends (S)SUBSCRIBE and (S)UNSUBSCRIBE on it and
+awaits their confirmations, and one reader task hands it every message.
+The connection is never re-made behind the broker's back (redis-py's
+``PubSub`` would do so silently): when it breaks, or stops answering PING,
+the feed reports itself lost once and the delivery builds new feeds,
+resubscribes and has the broker ask its listeners to re-read.
 """
 
 from __future__ import annotations

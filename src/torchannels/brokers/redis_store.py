@@ -1,0 +1,262 @@
+"""The Redis broker's channels in Redis: their keys, history and state.
+
+Per channel, under the hash tag ``{PREFIX:CHANNEL}`` (one Cluster slot),
+Redis holds a meta hash (epoch, last offset), a stream (the history) and a
+state hash, written and read by the Lua scripts of :mod:`.redis_lua`: a
+script call per read, and a batch of queued publishes and set_states as
+pipelined script calls, one round trip. ``ok`` is False from a command
+that found Redis unreachable until a command reaches it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BrokerError, BrokerUnavailable, ChannelNameError
+from ..frames import Publication
+from ..protocol import Position
+from . import redis_lua as lua
+from .base import ChannelInfo, HistoryPolicy, QueuedOp, ReadResult, plan_read
+from .redis_errors import broker_error, redis_py, unreachable
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis, RedisCluster
+
+log = logging.getLogger("torchannels.broker")
+
+#: Most messages one publish script call carries (it blocks Redis meanwhile).
+_GROUP = 256
+#: ``after`` for a read that wants no entries (info).
+_NONE = 10**18
+
+_Call = tuple[list[QueuedOp], str, list[Any]]
+
+
+def _settle_all(calls: list[_Call], error: BaseException, results: dict[int, Any]) -> None:
+    for ops, _script, _args in calls:
+        for op in ops:
+            results[id(op)] = error
+
+
+class Store:
+    """The channels of one :class:`~.redis.RedisBroker` in Redis.
+
+    ``policy_for`` and ``clock`` are the broker's; ``start`` opens its
+    pub/sub connection, on the first command.
+    """
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        *,
+        prefix: str,
+        cluster: bool,
+        policy_for: Callable[[str], HistoryPolicy],
+        clock: Callable[[], float],
+        start: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        #: False once a command found Redis unreachable, until one reaches it.
+        self.ok = True
+        self._policy_for = policy_for
+        self._clock = clock
+        self._start = start
+        self._publish_cmd = "SPUBLISH" if cluster else "PUBLISH"
+
+    # -- keys -------------------------------------------------------------------
+
+    def keys(self, channel: str) -> list[str]:
+        if "{" in channel or "}" in channel:  # the hash tag must end where we say
+            raise ChannelNameError(f"invalid channel name {channel!r}: no braces")
+        tag = f"{{{self.prefix}:{channel}}}"
+        return [tag + ":m", tag + ":h", tag + ":s", tag + ":p"]
+
+    def pubsub_name(self, channel: str) -> bytes:
+        return self.keys(channel)[3].encode()
+
+    def _horizon(self, channel: str) -> str:
+        return repr(self._clock() - self._policy_for(channel).ttl)
+
+    def _ttl_ms(self, channel: str) -> str:
+        return str(max(1, round(self._policy_for(channel).ttl * 1000)))
+
+    async def _run(self, script: str, keys: list[str], args: list[Any], where: str) -> Any:
+        """EVALSHA ``script`` (loading it when Redis lacks it)."""
+        await self._start()
+        r = redis_py()
+        try:
+            try:
+                reply = await self.client.evalsha(lua.sha1(script), len(keys), *keys, *args)
+            except r.exceptions.NoScriptError:
+                await self.client.script_load(script)
+                reply = await self.client.evalsha(lua.sha1(script), len(keys), *keys, *args)
+        except Exception as exc:
+            raise self.failed(exc, where) from exc
+        self.ok = True
+        return reply
+
+    def failed(self, exc: BaseException, where: str) -> BaseException:
+        if not unreachable(exc):
+            return exc
+        error = broker_error(exc, where)
+        if isinstance(error, BrokerUnavailable):
+            self.ok = False
+        return error
+
+    # -- publishing --------------------------------------------------------------
+
+    def _calls(self, batch: list[QueuedOp]) -> list[_Call]:
+        """The script calls for ``batch``, in order: consecutive publishes to
+        one channel share a call (up to ``_GROUP`` messages)."""
+        calls: list[_Call] = []
+        for op in batch:
+            keys = self.keys(op.channel)
+            ttl = self._ttl_ms(op.channel)
+            stamps = [a for d in op.drafts for a in (repr(d.ts), d.head)]
+            if op.state:
+                calls.append(([op], lua.SET_STATE, [*keys[:3], secrets.token_hex(4), ttl, *stamps]))
+                continue
+            last = calls[-1] if calls else None
+            if (
+                last is not None
+                and last[1] is lua.PUBLISH
+                and last[0][0].channel == op.channel
+                and len(last[0]) < _GROUP
+            ):
+                last[0].append(op)
+                last[2].extend(stamps)
+                continue
+            size = str(self._policy_for(op.channel).size)
+            head = [*keys, secrets.token_hex(4), ttl, self._horizon(op.channel), size]
+            calls.append(([op], lua.PUBLISH, [*head, self._publish_cmd, *stamps]))
+        return calls
+
+    async def store(self, batch: list[QueuedOp]) -> list[Publication | Position | BaseException]:
+        """Every op of ``batch`` in one pipelined round trip (two when Redis
+        lacked the scripts: a script cache flush between our calls could
+        then reorder a channel's publishes, which needs SCRIPT FLUSH and a
+        reload by someone else inside one pipeline)."""
+        r = redis_py()
+        results: dict[int, Publication | Position | BaseException] = {}
+        try:
+            await self._start()
+            pending = self._calls(batch)
+        except BrokerError as exc:
+            return [exc] * len(batch)
+        for attempt in range(2):
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                for _ops, script, args in pending:
+                    nkeys = 3 if script is lua.SET_STATE else 4
+                    # execute_command: redis-py refuses pipe.evalsha on a Cluster,
+                    # though every key of one call shares a slot.
+                    pipe.execute_command("EVALSHA", lua.sha1(script), nkeys, *args)
+                replies = await pipe.execute(raise_on_error=False)
+            except Exception as exc:
+                _settle_all(pending, self.failed(exc, "publish"), results)
+                break
+            self.ok = True
+            missing = []
+            for call, reply in zip(pending, replies, strict=True):
+                ops = call[0]
+                if isinstance(reply, r.exceptions.NoScriptError) and attempt == 0:
+                    missing.append(call)
+                elif isinstance(reply, Exception):
+                    _settle_all([call], self.failed(reply, "publish"), results)
+                else:
+                    epoch, offset = reply[0].decode(), int(reply[1])
+                    for i, op in enumerate(ops):
+                        results[id(op)] = self._stored(op, epoch, offset + i)
+            if not missing:
+                break
+            try:
+                for script in {script for _ops, script, _args in missing}:
+                    await self.client.script_load(script)
+            except Exception as exc:
+                _settle_all(missing, self.failed(exc, "script load"), results)
+                break
+            pending = missing
+        return [results[id(op)] for op in batch]
+
+    @staticmethod
+    def _stored(op: QueuedOp, epoch: str, offset: int) -> Publication | Position:
+        if op.state:
+            return Position(epoch, offset)
+        return op.drafts[0].finish(Position(epoch, offset))
+
+    # -- reading ------------------------------------------------------------------
+
+    async def _read_raw(self, channel: str, since: Position | None, after: int) -> list[Any]:
+        keys = self.keys(channel)[:3]
+        args: list[Any] = [
+            secrets.token_hex(4),
+            self._ttl_ms(channel),
+            self._horizon(channel),
+            since.epoch if since is not None else "",
+            since.offset if since is not None else 0,
+            after,
+        ]
+        reply: list[Any] = await self._run(lua.READ, keys, args, "read")
+        return reply
+
+    async def read(self, channel: str, since: Position | None) -> ReadResult:
+        after = -1
+        for _ in range(3):
+            reply = await self._read_raw(channel, since, after)
+            epoch, top, first, _kept, state_at, count, stamps, blob, got, entries = reply
+            epoch = epoch.decode()
+            plan = plan_read(
+                since,
+                epoch=epoch,
+                top=top,
+                first=first,
+                state_at=state_at if state_at >= 0 else None,
+            )
+            if plan.after >= got:
+                break
+            after = plan.after  # the rare reset that needs older entries: fetch them
+        else:
+            raise BrokerError(f"channel {channel!r} kept changing while it was read")
+        if plan.stale_state:
+            log.debug("state of %r is older than its history; set_state more often", channel)
+        pubs = []
+        for entry_id, fields in entries:
+            offset = int(entry_id[2:])
+            # Entries before ``first`` are older than the TTL (the script
+            # found ``first`` by age): never deliver past it, never skip inside.
+            if offset > plan.after and offset >= first:
+                pubs.append(Publication(channel, epoch, offset, float(fields[1]), fields[3]))
+        state = None
+        if plan.state:
+            ats = stamps.split(b"\n") if count else []
+            payloads = blob.split(b"\n") if count else []
+            state = [
+                Publication(channel, epoch, state_at, float(t), p)
+                for t, p in zip(ats, payloads, strict=True)
+            ]
+        return ReadResult(plan.position, pubs, state, plan.reset)
+
+    async def positions(self, channels: Sequence[str]) -> dict[str, Position]:
+        await self._start()
+        pipe = self.client.pipeline(transaction=False)
+        for channel in channels:
+            pipe.hmget(self.keys(channel)[0], ["e", "o"])
+        try:
+            replies = await pipe.execute()
+        except Exception as exc:
+            raise self.failed(exc, "positions") from exc
+        self.ok = True
+        return {
+            c: Position(e.decode(), int(o))
+            for c, (e, o) in zip(channels, replies, strict=True)
+            if e is not None and o is not None
+        }
+
+    async def info(self, channel: str) -> ChannelInfo:
+        reply = await self._read_raw(channel, None, _NONE)
+        epoch, top, _first, kept, state_at = reply[:5]
+        return ChannelInfo(channel, Position(epoch.decode(), top), kept, state_at >= 0)
