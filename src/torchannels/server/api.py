@@ -123,6 +123,8 @@ class ApiHandler(RequestHandler):
             value = json.loads(b"".join(self._chunks))
         except ValueError:
             raise ApiError(400, BAD_JSON, "the body is not valid JSON") from None
+        except RecursionError:
+            raise ApiError(400, BAD_JSON, "the body nests too deeply") from None
         if not isinstance(value, dict):
             raise ApiError(400, BAD_JSON, "the body must be a JSON object")
         return value

@@ -23,7 +23,7 @@ from typing import Any
 import tornado.web
 from tornado.log import access_log
 
-from ..assets import static_path, static_route
+from ..assets import ClientFileHandler, static_path, static_route
 from ..brokers import Broker, MemoryBroker
 from ..errors import FORBIDDEN, AccessDenied
 from ..handlers import ChannelMixin
@@ -187,6 +187,7 @@ def make_app(
         routes,
         static_path=static_path(),
         static_url_prefix="/torchannels/",
+        static_handler_class=ClientFileHandler,
         template_path=os.path.join(os.path.dirname(__file__), "templates"),
         log_function=log_request,
     )
