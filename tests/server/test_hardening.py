@@ -6,12 +6,18 @@ traceback logged for its requests fails it even when the answer looked fine.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from server.processes import (
+    KEY,
+    LIMIT,
+    WAIT,
     ServerProcess,
     api,
     assert_error,
@@ -63,3 +69,58 @@ async def test_nul_byte_in_a_static_path_is_404(main_server: ServerProcess, http
             assert response.code == 404, (path, response.code)
         response = await fetch(http, main_server.base + "/torchannels/torchannel.js")
         assert response.code == 200
+
+
+class KeepAlive:
+    """One HTTP/1.1 connection, reused request after request (as pooled clients do)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, hub: ServerProcess) -> KeepAlive:
+        return cls(*await asyncio.open_connection("127.0.0.1", hub.port))
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        head = f"{method} {path} HTTP/1.1\r\nHost: hub\r\nContent-Length: {len(body)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.writer.write(head.encode() + b"\r\n" + body)
+
+        async def read() -> tuple[int, dict[str, str], bytes]:
+            lines = (await self.reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
+            fields = dict(line.split(": ", 1) for line in lines[1:] if line)
+            fields = {k.lower(): v for k, v in fields.items()}
+            data = await self.reader.readexactly(int(fields.get("content-length", 0)))
+            return int(lines[0].split()[1]), fields, data
+
+        return await asyncio.wait_for(read(), WAIT)
+
+    async def aclose(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+async def test_api_refusals_keep_the_connection_or_announce_its_close(
+    main_server: ServerProcess,
+) -> None:
+    publish = json.dumps({"channel": "demo:keep", "data": {"n": 1}}).encode()
+    good = {"Authorization": f"Bearer {KEY}"}
+    conn = await KeepAlive.connect(main_server)
+    try:
+        for refused in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"}):
+            status, fields, _ = await conn.request("POST", "/api/publish", publish, refused)
+            assert status in (401, 403) and fields.get("connection") != "close", fields
+            status, _, data = await conn.request("POST", "/api/publish", publish, good)
+            assert status == 200, data
+        status, fields, _ = await conn.request("GET", "/api/channels/demo:keep")
+        assert status == 401 and fields.get("connection") != "close", fields
+        status, _, data = await conn.request("GET", "/api/channels/demo:keep", headers=good)
+        assert status == 200, data
+        # Too large to read: refused at once, and the close is announced.
+        status, fields, _ = await conn.request("POST", "/api/publish", b"x" * (LIMIT + 1), good)
+        assert (status, fields.get("connection")) == (413, "close"), fields
+    finally:
+        await conn.aclose()
