@@ -13,17 +13,21 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 from server.processes import (
     KEY,
     LIMIT,
+    SECRET,
     WAIT,
     ServerProcess,
     api,
     assert_error,
     fetch,
+    jwt,
     outline,
     poll,
+    token_for,
 )
 
 #: A token whose header segment is ``[`` x 4000: json.loads recurses too deep.
@@ -124,3 +128,34 @@ async def test_api_refusals_keep_the_connection_or_announce_its_close(
         assert (status, fields.get("connection")) == (413, "close"), fields
     finally:
         await conn.aclose()
+
+
+async def test_no_token_reaches_any_log_line(spawn: Any, http: Any, sockets: Any) -> None:
+    hub = spawn("--token-secret", SECRET, "--api-key", KEY, "--log-level", "debug", "--no-demo")
+    good = token_for("private:*")
+    cases = [
+        good,
+        token_for("private:*", ttl=-10),  # expired
+        jwt({"exp": 4e9, "channels": ["*"]}, secret="not-the-secret"),  # bad signature
+        NESTED_TOKEN,  # malformed; once an uncaught exception logging the URL
+    ]
+    for token in cases:
+        for name in ("token", "%74oken", "t%6Fken"):
+            for path in ("/channels", "/nowhere", "/api/publish", "/torchannels/x%00"):
+                target = f"{path}?transport=poll&channel=private:a&{name}={quote(token)}"
+                await fetch(http, hub.base + target)
+        await fetch(
+            http, hub.url(channel="private:a"), headers={"Authorization": f"Bearer {token}"}
+        )
+        sock = await sockets(hub.ws_url(channel=["private:a", "demo:a"], token=token))
+        await sock.wait(lambda fs: any(f["type"] in ("subscribed", "error") for f in fs))
+        await sock.aclose()
+    await fetch(
+        http, hub.base + "/api/publish", "POST", b"{}", {"Authorization": "Bearer " + KEY + "x"}
+    )
+    text = hub.log()
+    assert "GET /channels?" in text  # the access log was written at all
+    for token in cases:
+        for part in (token, *token.split(".")):
+            assert len(part) < 8 or part not in text, (part, text[-3000:])
+    assert KEY not in text

@@ -33,8 +33,11 @@ async def serve(
     calls ``on_ready`` instead of printing the banner; only worker 0 runs
     the demo ticker.
     """
+    from ..redaction import install_redaction
     from .app import make_app, make_hub
     from .demo import Ticker
+
+    install_redaction()  # no token reaches a log line, whichever logger writes it
 
     hub = make_hub(config)
     app = make_app(config, hub, worker=worker)
