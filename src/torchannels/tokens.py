@@ -189,6 +189,8 @@ def _decode_segment(segment: str, what: str) -> dict[str, Any]:
         )
     except (binascii.Error, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise TokenError(TOKEN_MALFORMED, f"token {what} is not base64url JSON: {exc}") from None
+    except RecursionError:  # "[[[[..." within the length limit: refused, not a 500
+        raise TokenError(TOKEN_MALFORMED, f"token {what} nests too deeply") from None
     if not isinstance(value, dict):
         raise TokenError(TOKEN_MALFORMED, f"token {what} is not a JSON object")
     return value

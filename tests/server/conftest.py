@@ -35,13 +35,18 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def spawn(log_dir: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """``spawn(*flags, env=None, port0=True)``: a hub stopped at teardown."""
+    """``spawn(*flags, env=None, port0=True, open_files=None)``: a hub stopped
+    at teardown (``open_files``: its starting (soft, hard) open-file limit)."""
     started: list[ServerProcess] = []
 
     def start(
-        *flags: str, env: Mapping[str, str] | None = None, port0: bool = True
+        *flags: str,
+        env: Mapping[str, str] | None = None,
+        port0: bool = True,
+        open_files: tuple[int, int] | None = None,
     ) -> ServerProcess:
-        hub = ServerProcess(log_dir, [*(["--port", "0"] if port0 else []), *flags], env)
+        flags = (*(["--port", "0"] if port0 else []), *flags)
+        hub = ServerProcess(log_dir, list(flags), env, open_files)
         started.append(hub)
         return hub
 

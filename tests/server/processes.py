@@ -19,6 +19,7 @@ import hmac
 import json
 import os
 import re
+import resource
 import select
 import signal
 import socket
@@ -79,8 +80,20 @@ def cli(
 class ServerProcess:
     """A ``torchannels serve`` process; ``port`` is parsed from its banner."""
 
-    def __init__(self, log_dir: Path, args: list[str], env: Mapping[str, str] | None) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        args: list[str],
+        env: Mapping[str, str] | None,
+        open_files: tuple[int, int] | None = None,
+    ) -> None:
+        """``open_files``: the (soft, hard) RLIMIT_NOFILE the process starts with."""
         self.log_path = log_dir / f"hub-{time.monotonic_ns()}.log"
+
+        def limit() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
+
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "torchannels", "serve", *args],
@@ -88,6 +101,7 @@ class ServerProcess:
                 stdout=subprocess.PIPE,
                 stderr=log,
                 env=clean_env(env),
+                preexec_fn=limit if open_files is not None else None,
             )
         self.stdout = b""
         try:

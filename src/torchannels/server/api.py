@@ -59,6 +59,7 @@ class ApiHandler(RequestHandler):
         self.max_body = max_body
         self._chunks: list[bytes] = []
         self._size = 0
+        self._refusal: ApiError | None = None
 
     def check_xsrf_cookie(self) -> None:
         """The API authenticates with a key, not cookies."""
@@ -66,18 +67,44 @@ class ApiHandler(RequestHandler):
     def prepare(self) -> None:
         try:
             self._authenticate()
-            length = self.request.headers.get("Content-Length", "")
-            if length.isdigit() and int(length) > self.max_body:
+            if self._declared_length() > self.max_body:
                 self._too_large()  # answered before the body is read
         except ApiError as exc:
-            self.fail(exc)
+            # Tornado closes a connection whose request body was not read. A
+            # small body is read and dropped first, so a pooled client's next
+            # request on this connection is served; else the answer says
+            # ``Connection: close`` (RFC 9112 9.6) and the body is never read.
+            method = self.request.method.lower() if self.request.method else ""
+            own = getattr(type(self), method, None) is not getattr(RequestHandler, method, None)
+            if own and exc.status != 413 and self._declared_length() <= self.max_body:
+                self._refusal = exc
+            else:
+                self.set_header("Connection", "close")
+                self.fail(exc)
+
+    def _declared_length(self) -> int:
+        """The body's Content-Length, 0 without a body, and more than any
+        limit when its size is unknown (chunked) or the header is bad."""
+        headers = self.request.headers
+        length = headers.get("Content-Length")
+        if "Transfer-Encoding" in headers or (length is not None and not length.isdigit()):
+            return 1 << 62
+        return int(length or 0)
+
+    def refused(self) -> bool:
+        """Answer the refusal :meth:`prepare` deferred until the body was
+        read; True if there was one (the verb then does nothing more)."""
+        if self._refusal is None:
+            return False
+        self.fail(self._refusal)
+        return True
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
-        if self._size <= self.max_body:
+        if self._size <= self.max_body and self._refusal is None:
             self._chunks.append(chunk)
         else:
-            self._chunks.clear()  # keep nothing of an oversized body
+            self._chunks.clear()  # keep nothing of an oversized or refused body
 
     def _too_large(self) -> None:
         raise ApiError(413, PAYLOAD_TOO_LARGE, f"body is larger than {self.max_body} bytes")
@@ -123,6 +150,8 @@ class ApiHandler(RequestHandler):
             value = json.loads(b"".join(self._chunks))
         except ValueError:
             raise ApiError(400, BAD_JSON, "the body is not valid JSON") from None
+        except RecursionError:
+            raise ApiError(400, BAD_JSON, "the body nests too deeply") from None
         if not isinstance(value, dict):
             raise ApiError(400, BAD_JSON, "the body must be a JSON object")
         return value
@@ -144,6 +173,8 @@ class PublishHandler(ApiHandler):
     """``POST /api/publish``: one channel (``channel``) or several (``channels``)."""
 
     async def post(self) -> None:
+        if self.refused():
+            return
         try:
             body = self.body()
             data = body.get("data")
@@ -173,6 +204,8 @@ class StateHandler(ApiHandler):
     """``POST /api/state``: set a channel's state for late joiners."""
 
     async def post(self) -> None:
+        if self.refused():
+            return
         try:
             body = self.body()
             channel = _channel(body.get("channel"))
@@ -189,6 +222,8 @@ class ChannelInfoHandler(ApiHandler):
     """``GET /api/channels/NAME``: position, history length, subscribers here."""
 
     async def get(self, name: str) -> None:
+        if self.refused():
+            return
         try:
             info = await self.hub.info(_channel(name))
         except (ApiError, TorChannelsError) as exc:

@@ -16,19 +16,19 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 from typing import Any
 
 import tornado.web
 from tornado.log import access_log
 
-from ..assets import static_path, static_route
+from ..assets import ClientFileHandler, static_path, static_route
 from ..brokers import Broker, MemoryBroker
 from ..errors import FORBIDDEN, AccessDenied
 from ..handlers import ChannelMixin
 from ..hub import Hub
 from ..protocol import dumps
+from ..redaction import redact
 from ..session import Subscription
 from ..tokens import ChannelPatterns, Claims, TokenError, decode_token
 from .api import ChannelInfoHandler, PublishHandler, StateHandler
@@ -36,12 +36,12 @@ from .config import ServerConfig
 from .demo import DemoPageHandler, DemoPublishHandler
 
 TOKEN_REQUIRED = "token_required"
-_TOKEN_PARAM = re.compile(r"([?&]token=)[^&]*")
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
-    """Tornado's access log line, with ``token=`` values redacted: a token in
-    a URL is a live credential and must not end up in log files."""
+    """Tornado's access log line, with ``token=`` values redacted (however
+    the name is URL-encoded): a token in a URL is a live credential and must
+    not end up in log files. ``serve`` also filters every other log line."""
     status = handler.get_status()
     if status < 400:
         log = access_log.info
@@ -50,7 +50,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     else:
         log = access_log.error
     request = handler.request
-    uri = _TOKEN_PARAM.sub(r"\1REDACTED", request.uri or "")
+    uri = redact(request.uri or "")
     log("%d %s %s (%s) %.2fms", status, request.method, uri, request.remote_ip,
         1000.0 * request.request_time())  # fmt: skip
 
@@ -187,6 +187,7 @@ def make_app(
         routes,
         static_path=static_path(),
         static_url_prefix="/torchannels/",
+        static_handler_class=ClientFileHandler,
         template_path=os.path.join(os.path.dirname(__file__), "templates"),
         log_function=log_request,
     )

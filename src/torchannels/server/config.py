@@ -128,6 +128,24 @@ class ServerConfig:
         "is dropped with reconnect (slow_consumer) and resumes",
         low=1,
     )
+    header_timeout: float = _opt(
+        10.0,
+        "float",
+        "seconds a connection gets to send a request's headers, counted from when the server "
+        "is ready for the request (so also how long a keep-alive connection may stay idle)",
+        low=0,
+        above=True,
+    )
+    body_timeout: float = _opt(
+        60.0, "float", "seconds a client gets to send a request body", low=0, above=True
+    )
+    max_connections: int = _opt(
+        0,
+        "int",
+        "open connections at most; past it a new one gets 503 and is closed "
+        "(0: nine tenths of the open-file limit)",
+        low=0,
+    )
     allowed_origins: tuple[str, ...] = _opt(
         (),
         "origins",

@@ -12,10 +12,16 @@ import sys
 import time
 from collections.abc import Callable
 
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from .config import ServerConfig
+from .listener import (
+    MAX_HEADER_SIZE,
+    HubHTTPServer,
+    connection_cap,
+    install_accept_error_filter,
+    raise_open_file_limit,
+)
 
 log = logging.getLogger("torchannels.server")
 
@@ -33,14 +39,29 @@ async def serve(
     calls ``on_ready`` instead of printing the banner; only worker 0 runs
     the demo ticker.
     """
+    from ..redaction import install_redaction
     from .app import make_app, make_hub
     from .demo import Ticker
+
+    install_redaction()  # no token reaches a log line, whichever logger writes it
+    install_accept_error_filter()
+    open_files = raise_open_file_limit()
 
     hub = make_hub(config)
     app = make_app(config, hub, worker=worker)
     # The API streams bodies and answers 413 itself past max_publish_bytes;
     # Tornado's own cap only bounds how much of an oversized body is read.
-    server = HTTPServer(app, max_body_size=max(64 << 20, config.max_publish_bytes * 2))
+    server = HubHTTPServer(
+        app,
+        max_body_size=max(64 << 20, config.max_publish_bytes * 2),
+        max_header_size=MAX_HEADER_SIZE,
+        # Tornado times one interval, from "ready for a request" to "headers
+        # read", with idle_connection_timeout: keep-alive idling and
+        # slowloris dribbling alike.
+        idle_connection_timeout=config.header_timeout,
+        body_timeout=config.body_timeout,
+    )
+    server.max_connections = connection_cap(config.max_connections, open_files)
     if sockets is None:
         try:
             sockets = bind_sockets(config.port, config.host)
