@@ -77,7 +77,8 @@ async def test_no_silent_loss_under_cuts_and_a_restart(tmp_path: Path) -> None:
             await asyncio.sleep(0.01)
         hubs[0].signal(signal.SIGKILL)
         await hubs[0].exited(10)
-        hubs.append(start_hub(tmp_path))
+        # in a thread: the subscribers keep trying (and failing) meanwhile
+        hubs.append(await asyncio.to_thread(start_hub, tmp_path))
         proxy.retarget("127.0.0.1", hubs[1].port)
         for n in range(PER_PHASE, 2 * PER_PHASE):
             await publish(client, hubs[1], n, published)
