@@ -352,27 +352,49 @@ TOKEN = st.one_of(
 )
 
 
-def token_request(hub: Hub, token: str, in_header: bool) -> list[dict[str, Any]]:
-    query = f"transport=poll&channel={ANON}&channel={quote(PRIVATE, safe='')}"
+def token_request(hub: Hub, token: str, via: str) -> list[dict[str, Any]]:
+    """The frames a subscribe of ``ANON`` and ``PRIVATE`` gets with ``token``
+    sent ``via`` the query, an ``Authorization`` header, or a WebSocket URL."""
+    query = f"channel={ANON}&channel={quote(PRIVATE, safe='')}"
     headers = {}
-    if in_header:
+    if via == "header":
         headers["Authorization"] = "Bearer " + header_value(token)
     else:
         query += "&token=" + quote(token, safe="")
-    status, _, body = hub.request("/channels?" + query, headers)
+    if via == "websocket":
+        return asyncio.run(socket_frames(hub, query))
+    status, _, body = hub.request("/channels?transport=poll&" + query, headers)
     assert status == 200, (status, body[:500])
     frames: list[dict[str, Any]] = json.loads(body)["frames"]
     return frames
 
 
+async def socket_frames(hub: Hub, query: str) -> list[dict[str, Any]]:
+    """The frames of a WebSocket subscribed in its URL, until both channels settle."""
+    url = f"ws://127.0.0.1:{hub.process.port}/channels/ws?{query}"
+    conn = await asyncio.wait_for(tornado.websocket.websocket_connect(url), 10)
+    frames: list[dict[str, Any]] = []
+    try:
+        while not {ANON, PRIVATE} <= {f.get("channel") for f in frames}:
+            message = await asyncio.wait_for(conn.read_message(), 10)
+            assert message is not None, f"closed {conn.close_code}: {frames}"
+            frames.append(json.loads(message))
+        return frames
+    finally:
+        conn.close()
+
+
+VIA = st.sampled_from(["query", "header", "websocket"])
+
+
 @FUZZ
-@given(token=TOKEN, in_header=st.booleans())
+@given(token=TOKEN, via=VIA)
 @example(token=sign({"alg": "HS256"}, {"exp": "NOW+300", "channels": ["private:*"]}),
-         in_header=False)  # fmt: skip
+         via="websocket")  # fmt: skip
 def test_any_token_leaves_anonymous_channels_served_and_others_refused_by_code(
-    hub: Hub, token: str, in_header: bool
+    hub: Hub, token: str, via: str
 ) -> None:
-    frames = token_request(hub, token, in_header)
+    frames = token_request(hub, token, via)
     hub.assert_clean_log()
     by_channel = {f["channel"]: f for f in frames if "channel" in f}
     assert by_channel[ANON]["type"] == "subscribed", frames
@@ -388,15 +410,20 @@ def test_any_token_leaves_anonymous_channels_served_and_others_refused_by_code(
 )
 @settings(FUZZ, max_examples=40, phases=[Phase.explicit, Phase.generate])  # no shrinking while open
 @given(depth=st.integers(1, 6000), opener=st.sampled_from(["[", '{"a":']),
-       where=st.sampled_from(["header", "claims"]), in_header=st.booleans())  # fmt: skip
-@example(depth=4000, opener="[", where="header", in_header=False)
+       where=st.sampled_from(["header", "claims"]), via=VIA)  # fmt: skip
+@example(depth=4000, opener="[", where="header", via="query")
 def test_a_token_of_deeply_nested_json_is_malformed(
-    hub: Hub, depth: int, opener: str, where: str, in_header: bool
+    hub: Hub, depth: int, opener: str, where: str, via: str
 ) -> None:
-    nested = b64url((opener * depth).encode())
-    plain = b64url(b'{"alg":"HS256"}')
-    token = f"{nested}.e30.x" if where == "header" else f"{plain}.{nested}.x"
-    frames = token_request(hub, token, in_header)
+    # at most 6000 bytes: the token stays under its 8192-character limit
+    nested = b64url((opener * depth)[:6000].encode())
+    if where == "header":
+        token = f"{nested}.e30.x"
+    else:  # signed with the server's secret, so that the claims are read
+        signed = b64url(b'{"alg":"HS256"}') + "." + nested
+        mac = hmac.new(SECRET.encode(), signed.encode(), hashlib.sha256).digest()
+        token = f"{signed}.{b64url(mac)}"
+    frames = token_request(hub, token, via)
     hub.assert_clean_log()
     by_channel = {f["channel"]: f for f in frames if "channel" in f}
     assert by_channel[ANON]["type"] == "subscribed", frames
