@@ -141,6 +141,9 @@ class LossyPoll(tornado.web.RequestHandler):
     """Answers polls of channel ``c``: offsets 1, 2 and 4 (3 is lost)."""
 
     def get(self) -> None:
+        if self.get_argument("transport") == "stream":
+            self.write(b'{"type": "connected"}\nnot json\n')
+            return
         cursor = self.get_argument("cursor", "")
         if not cursor:
             frames = [sub(0), msg(1), msg(2), msg(4)]
@@ -162,5 +165,21 @@ async def test_the_subscriber_reports_a_lost_message() -> None:
         ]
         assert checking.unaccounted("c", [("e", n) for n in range(1, 5)]) == [("e", 3)]
         assert json.loads(json.dumps(checking.received("c")))[-1]["offset"] == 4
+    finally:
+        server.stop()
+
+
+async def test_the_subscriber_reports_undecodable_frames_and_goes_on() -> None:
+    sock, port = tornado.testing.bind_unused_port()
+    server = tornado.httpserver.HTTPServer(tornado.web.Application([("/channels", LossyPoll)]))
+    server.add_sockets([sock])
+    try:
+        checking = CheckingSubscriber(
+            f"http://127.0.0.1:{port}/channels", ["c"], "stream", backoff=(0.01, 0.05)
+        )
+        async with checking:
+            await checking.wait(lambda: checking.stats.connects >= 3, timeout=5)
+        assert {v.kind for v in checking.violations} == {"malformed_frame"}
+        assert checking.fatal is None and checking.stats.drops >= 2
     finally:
         server.stop()

@@ -115,6 +115,10 @@ class DeliveryChecker:
         except (KeyError, TypeError, ValueError) as exc:
             self._violate(MALFORMED, str(frame.get("channel", "?")), f"{frame!r}: {exc!r}")
 
+    def malformed(self, detail: str, channel: str = "?") -> None:
+        """Record a frame that could not be read at all."""
+        self._violate(MALFORMED, channel, detail)
+
     def check_cursor(self, cursor: str, channels: Iterable[str] | None = None) -> None:
         """Compare a cursor the server sent with the positions the frames gave
         (for ``channels``, default all)."""

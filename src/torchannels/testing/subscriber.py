@@ -172,8 +172,11 @@ class CheckingSubscriber:
         """Channels to name: all but those refused with an ``error`` frame."""
         return [c for c in self.channels if not self.checker.log(c).errors]
 
-    def _feed(self, frame: dict[str, Any]) -> None:
+    def _feed(self, frame: Any) -> None:
         self.stats.frames += 1
+        if not isinstance(frame, dict):
+            self.checker.malformed(f"a frame that is not an object: {frame!r:.200}")
+            raise _Drop("malformed frame")
         kind = frame.get("type")
         if kind == "message":
             self.stats.messages += 1
@@ -187,6 +190,13 @@ class CheckingSubscriber:
         self._changed.set()
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except Exception as exc:  # a bug here must not pass for a quiet subscriber
+            self.fatal = f"crashed: {exc!r}"
+        self._changed.set()
+
+    async def _loop(self) -> None:
         failures = 0
         connect = {
             "poll": self._poll, "longpoll": self._poll, "stream": self._stream,
@@ -207,6 +217,11 @@ class CheckingSubscriber:
             except _Fatal as exc:
                 self.fatal = str(exc)
                 break
+            except ValueError as exc:  # not JSON: a protocol violation, then resume
+                self.checker.malformed(f"undecodable frame: {exc}")
+                failures += 1
+                self.stats.drops += 1
+                await asyncio.sleep(self.backoff[0])
             except (_Drop, HTTPFailure, OSError, TimeoutError,
                     tornado.iostream.StreamClosedError,
                     tornado.websocket.WebSocketError) as exc:  # fmt: skip
@@ -215,7 +230,6 @@ class CheckingSubscriber:
                 failures += 1
                 low, high = self.backoff
                 await asyncio.sleep(self._rng.uniform(0, min(high, low * 2 ** min(failures, 16))))
-        self._changed.set()
 
     def _query(self, transport: str, cursor: bool = True) -> str:
         query: dict[str, Any] = {"transport": transport, "channel": self._wanted()}
