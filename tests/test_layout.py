@@ -101,3 +101,14 @@ def test_no_import_cycles() -> None:
 
     for module in sorted(graph):
         walk(module, [])
+
+
+def test_the_testing_kit_stands_apart() -> None:
+    """``torchannels.testing`` checks the server from the protocol document
+    alone: it imports nothing else of the package, and nothing imports it."""
+    for module, imports in import_graph().items():
+        kit = {i for i in imports if i.startswith("torchannels.testing")}
+        if module.startswith("torchannels.testing"):
+            assert not imports - kit, f"{module} imports {imports - kit}"
+        else:
+            assert not kit, f"{module} imports {kit}"
