@@ -121,4 +121,7 @@ def parse_request(
         # Longer than the server allows is capped, not refused: a client
         # cannot know the server's maximum.
         timeout = min(timeout, settings.longpoll_timeout)
+    for name, values in args.items():  # the app's own parameters (``token``) too
+        for raw in values:
+            _text(raw, name)
     return SubscribeRequest(transport, channels, cursor, timeout)

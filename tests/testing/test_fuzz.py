@@ -195,12 +195,6 @@ def test_any_subscribe_query_gets_no_500_and_no_traceback(hub: Hub, query: str) 
     hub.assert_clean_log()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="new finding, not in issue 9: a `token` parameter that is not UTF-8 (token=%80) "
-    "gets Tornado's HTML 400, not the JSON 400 `bad_parameter` docs/protocol.md promises "
-    "(and Tornado's warning logs the raw token, see finding 4)",
-)
 @FUZZ
 @given(query=QUERY)
 @example(query="transport=poll&channel=fuzz:hist&token=%80")
@@ -403,11 +397,6 @@ def test_any_token_leaves_anonymous_channels_served_and_others_refused_by_code(
     event(f"{PRIVATE}: {private.get('code', private['type'])}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9 finding 5: a token segment of deeply nested JSON (base64 of '[' x 1000+) "
-    "gets a 500 and a RecursionError traceback instead of token_malformed",
-)
 @settings(FUZZ, max_examples=40, phases=[Phase.explicit, Phase.generate])  # no shrinking while open
 @given(depth=st.integers(1, 6000), opener=st.sampled_from(["[", '{"a":']),
        where=st.sampled_from(["header", "claims"]), via=VIA)  # fmt: skip
