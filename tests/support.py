@@ -24,6 +24,7 @@ import tornado.testing
 import tornado.web
 
 from torchannels import Hub
+from torchannels.errors import CLOSE_SLOW
 from torchannels.frames import Frame
 
 #: The frame types that do not concern any channel (keep-alive and framing).
@@ -446,6 +447,17 @@ class Framings:
 TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
 
 
+async def read_ws_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked WebSocket frame from a server: (opcode, payload)."""
+    first, second = await reader.readexactly(2)
+    size = second & 0x7F
+    if size == 126:
+        (size,) = struct.unpack("!H", await reader.readexactly(2))
+    elif size == 127:
+        (size,) = struct.unpack("!Q", await reader.readexactly(8))
+    return first & 0x0F, await reader.readexactly(size)
+
+
 class RawSocket:
     """A WebSocket client on a bare TCP socket: it reads only when told to and
     answers PINGs only when told to, as a stuck or dead peer would not."""
@@ -477,13 +489,7 @@ class RawSocket:
     async def frame(self, timeout: float = 10) -> tuple[int, bytes] | None:
         """The next (opcode, payload), or None at end of stream."""
         try:
-            first, second = await asyncio.wait_for(self.reader.readexactly(2), timeout)
-            size = second & 0x7F
-            if size == 126:
-                (size,) = struct.unpack("!H", await self.reader.readexactly(2))
-            elif size == 127:
-                (size,) = struct.unpack("!Q", await self.reader.readexactly(8))
-            return first & 0x0F, await self.reader.readexactly(size)
+            return await asyncio.wait_for(read_ws_frame(self.reader), timeout)
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
 
@@ -501,6 +507,25 @@ class RawSocket:
 
     def close(self) -> None:
         self.writer.close()
+
+    async def until_end(self) -> list[tuple[int, bytes]]:
+        """Every frame up to the end of the stream, answering a close frame."""
+        frames = []
+        while (frame := await self.frame()) is not None:
+            frames.append(frame)
+            if frame[0] == CLOSE:
+                self.send(CLOSE, frame[1][:2])
+        return frames
+
+
+def ended_slow(frames: list[tuple[int, bytes]]) -> list[int]:
+    """Check that ``frames`` end with ``reconnect`` (slow_consumer) and close
+    4001; return the ``n`` of each message before them."""
+    kinds = [frame_type(f) for f in frames]
+    assert kinds[-2:] == ["reconnect", "CLOSE"], kinds[-5:]
+    assert json.loads(frames[-2][1])["reason"] == "slow_consumer"
+    assert struct.unpack("!H", frames[-1][1][:2])[0] == CLOSE_SLOW
+    return [json.loads(p)["data"]["n"] for op, p in frames if frame_type((op, p)) == "message"]
 
 
 def frame_type(frame: tuple[int, bytes] | None) -> str:

@@ -15,9 +15,9 @@ from typing import Any, cast
 import pytest
 import tornado.web
 
-from support import CLOSE, PING, PONG, TEXT, RawSocket, Server, eventually, frame_type
+from support import PING, PONG, TEXT, RawSocket, Server, ended_slow, eventually, frame_type
 from torchannels import ChannelMixin, Hub, MemoryBroker, Settings, Subscription
-from torchannels.errors import CLOSE_GOING_AWAY, CLOSE_SLOW
+from torchannels.errors import CLOSE_GOING_AWAY
 
 
 class SlowGate(ChannelMixin, tornado.web.RequestHandler):
@@ -115,16 +115,7 @@ async def test_slow_websocket_gets_reconnect_then_4001_and_nothing_after(ws: Any
         await asyncio.sleep(0)
     assert server.hub.stats.slow_dropped == 1
     # Now read everything: what was in flight, then reconnect, then the close.
-    frames = []
-    while (frame := await sock.frame()) is not None:
-        frames.append(frame)
-        if frame[0] == CLOSE:
-            sock.send(CLOSE, frame[1][:2])
-    kinds = [frame_type(f) for f in frames]
-    assert kinds[-2:] == ["reconnect", "CLOSE"], kinds[-5:]
-    assert json.loads(frames[-2][1])["reason"] == "slow_consumer"
-    assert struct.unpack("!H", frames[-1][1][:2])[0] == CLOSE_SLOW
-    offsets = [json.loads(p)["data"]["n"] for op, p in frames if frame_type((op, p)) == "message"]
+    offsets = ended_slow(await sock.until_end())
     assert offsets == list(range(len(offsets)))  # a prefix, in order: the rest resumes
     await eventually(lambda: not server.hub.connections)
 
@@ -138,11 +129,7 @@ async def test_close_never_overtakes_the_reconnect_frame(ws: Any) -> None:
     sock = await RawSocket.connect(server.port, "channel=big", rcvbuf=4096)
     await eventually(lambda: server.hub.stats.delivered == 48)  # the catch-up is under way
     shutdown = asyncio.ensure_future(server.hub.shutdown(10))
-    frames = []
-    while (frame := await sock.frame()) is not None:
-        frames.append(frame)
-        if frame[0] == CLOSE:
-            sock.send(CLOSE, frame[1][:2])
+    frames = await sock.until_end()
     kinds = [frame_type(f) for f in frames]
     # What was framed goes out, in order, before reconnect; the catch-up
     # still waiting unframed is dropped (the client resumes from there).

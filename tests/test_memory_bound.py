@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import struct
 from collections.abc import Callable
 from typing import cast
 
-from support import CLOSE, PONG, TEXT, RawSocket, Server, eventually, frame_type
+from support import PONG, TEXT, RawSocket, Server, ended_slow, eventually
 from torchannels import ChannelMixin, Hub, MemoryBroker, Settings
-from torchannels.errors import CLOSE_SLOW
 from torchannels.transports.connection import LiveConnection
 
 #: Channel ``hist``: 200 messages of 2.5 KB, 0.5 MB per catch-up.
@@ -64,6 +62,15 @@ class Peak:
         self.task.cancel()
 
 
+async def idle_socket(server: Server) -> tuple[RawSocket, LiveConnection, Peak]:
+    """A WebSocket subscribed to nothing that never reads, its connection on
+    the hub, and the peak of what the hub queues for it."""
+    sock = await RawSocket.connect(server.port, "", rcvbuf=4096)
+    await eventually(lambda: len(server.hub.connections) == 1)
+    (connection,) = live_connections(server.hub)
+    return sock, connection, Peak(server.hub)
+
+
 async def raw_http(port: int, transport: str) -> socket.socket:
     """A streaming GET of ``big`` from a client that never reads."""
     raw = socket.socket()
@@ -85,10 +92,7 @@ async def test_a_websocket_that_never_reads_costs_bounded_memory_and_is_dropped(
     settings = Settings(max_pending_bytes=64 * 1024, write_timeout=1.0, ping_interval=0.5)
     server = serve(make_server, settings)
     hub = server.hub
-    sock = await RawSocket.connect(server.port, "", rcvbuf=4096)
-    await eventually(lambda: len(hub.connections) == 1)
-    (connection,) = live_connections(hub)
-    peak = Peak(hub)
+    sock, connection, peak = await idle_socket(server)
     subscribe = json.dumps({"type": "subscribe", "channels": ["hist"]}).encode()
     unsubscribe = json.dumps({"type": "unsubscribe", "channels": ["hist"]}).encode()
     loop = asyncio.get_running_loop()
@@ -167,16 +171,7 @@ async def test_a_stalled_write_ends_the_client_with_slow_consumer_after_write_ti
     took = loop.time() - start
     # Long before the dead-peer cut (two ping intervals) could happen.
     assert settings.write_timeout * 0.8 <= took < settings.write_timeout + 1, took
-    frames: list[tuple[int, bytes]] = []
-    while (frame := await sock.frame()) is not None:
-        frames.append(frame)
-        if frame[0] == CLOSE:
-            sock.send(CLOSE, frame[1][:2])
-    kinds = [frame_type(f) for f in frames]
-    assert kinds[-2:] == ["reconnect", "CLOSE"], kinds[-5:]
-    assert json.loads(frames[-2][1])["reason"] == "slow_consumer"
-    assert struct.unpack("!H", frames[-1][1][:2])[0] == CLOSE_SLOW
-    numbers = [json.loads(p)["data"]["n"] for op, p in frames if frame_type((op, p)) == "message"]
+    numbers = ended_slow(await sock.until_end())
     assert numbers == list(range(1, len(numbers) + 1))  # a prefix: it resumes from there
     await eventually(lambda: not hub.connections)
 
@@ -188,11 +183,7 @@ async def test_replies_to_commands_count_and_throttle_the_client(
     client that does not read now count, and its commands stop being read."""
     settings = Settings(max_pending_bytes=16 * 1024, write_timeout=60, ping_interval=30)
     server = serve(make_server, settings)
-    hub = server.hub
-    sock = await RawSocket.connect(server.port, "", rcvbuf=4096)
-    await eventually(lambda: len(hub.connections) == 1)
-    (connection,) = live_connections(hub)
-    peak = Peak(hub)
+    sock, connection, peak = await idle_socket(server)
     names = [f"c{i}" for i in range(10)]
     command = json.dumps({"type": "unsubscribe", "channels": names}).encode()
     sent = 0
