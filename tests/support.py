@@ -6,9 +6,13 @@ tests/e2e has a conftest of its own)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import os
 import re
+import socket
+import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +24,7 @@ import tornado.testing
 import tornado.web
 
 from torchannels import Hub
+from torchannels.errors import CLOSE_SLOW
 from torchannels.frames import Frame
 
 #: The frame types that do not concern any channel (keep-alive and framing).
@@ -436,3 +441,100 @@ class Framings:
     def built(self, frame: Frame) -> list[str]:
         """The keys ``frame`` was framed for, one per ``build`` run."""
         return [key for f, key in self.builds if f is frame]
+
+
+#: WebSocket opcodes (RFC 6455 5.2).
+TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
+
+
+async def read_ws_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked WebSocket frame from a server: (opcode, payload)."""
+    first, second = await reader.readexactly(2)
+    size = second & 0x7F
+    if size == 126:
+        (size,) = struct.unpack("!H", await reader.readexactly(2))
+    elif size == 127:
+        (size,) = struct.unpack("!Q", await reader.readexactly(8))
+    return first & 0x0F, await reader.readexactly(size)
+
+
+class RawSocket:
+    """A WebSocket client on a bare TCP socket: it reads only when told to and
+    answers PINGs only when told to, as a stuck or dead peer would not."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, port: int, query: str, *, rcvbuf: int | None = None) -> RawSocket:
+        sock = socket.socket()
+        if rcvbuf is not None:  # before connect, so the window stays small
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET /channels/ws?{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert b" 101 " in head, head
+        return cls(reader, writer)
+
+    async def frame(self, timeout: float = 10) -> tuple[int, bytes] | None:
+        """The next (opcode, payload), or None at end of stream."""
+        try:
+            return await asyncio.wait_for(read_ws_frame(self.reader), timeout)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+
+    def send(self, opcode: int, payload: bytes = b"") -> None:
+        n = len(payload)
+        assert n <= 0xFFFF
+        head = (
+            bytes([0x80 | opcode, 0x80 | n])
+            if n < 126
+            else struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
+        )
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.writer.write(head + mask + masked)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def until_end(self) -> list[tuple[int, bytes]]:
+        """Every frame up to the end of the stream, answering a close frame."""
+        frames = []
+        while (frame := await self.frame()) is not None:
+            frames.append(frame)
+            if frame[0] == CLOSE:
+                self.send(CLOSE, frame[1][:2])
+        return frames
+
+
+def ended_slow(frames: list[tuple[int, bytes]]) -> list[int]:
+    """Check that ``frames`` end with ``reconnect`` (slow_consumer) and close
+    4001; return the ``n`` of each message before them."""
+    kinds = [frame_type(f) for f in frames]
+    assert kinds[-2:] == ["reconnect", "CLOSE"], kinds[-5:]
+    assert json.loads(frames[-2][1])["reason"] == "slow_consumer"
+    assert struct.unpack("!H", frames[-1][1][:2])[0] == CLOSE_SLOW
+    return [json.loads(p)["data"]["n"] for op, p in frames if frame_type((op, p)) == "message"]
+
+
+def frame_type(frame: tuple[int, bytes] | None) -> str:
+    """``"ping"``, ``"message"``, ... for text frames; ``"PING"``/``"CLOSE"``
+    for control frames; ``"EOF"`` at the end of the stream."""
+    if frame is None:
+        return "EOF"
+    opcode, payload = frame
+    if opcode == TEXT:
+        kind: str = json.loads(payload)["type"]
+        return kind
+    return {CLOSE: "CLOSE", PING: "PING", PONG: "PONG"}[opcode]

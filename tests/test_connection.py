@@ -6,9 +6,7 @@ its ``reconnect`` frame."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable
@@ -17,74 +15,9 @@ from typing import Any, cast
 import pytest
 import tornado.web
 
-from support import Server, eventually
+from support import PING, PONG, TEXT, RawSocket, Server, ended_slow, eventually, frame_type
 from torchannels import ChannelMixin, Hub, MemoryBroker, Settings, Subscription
-from torchannels.errors import CLOSE_GOING_AWAY, CLOSE_SLOW
-
-TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
-
-
-class RawSocket:
-    """A WebSocket client on a bare TCP socket: it reads only when told to and
-    answers PINGs only when told to, as a stuck or dead peer would not."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def connect(cls, port: int, query: str, *, rcvbuf: int | None = None) -> RawSocket:
-        sock = socket.socket()
-        if rcvbuf is not None:  # before connect, so the window stays small
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(sock=sock)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            (
-                f"GET /channels/ws?{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        assert b" 101 " in head, head
-        return cls(reader, writer)
-
-    async def frame(self, timeout: float = 10) -> tuple[int, bytes] | None:
-        """The next (opcode, payload), or None at end of stream."""
-        try:
-            first, second = await asyncio.wait_for(self.reader.readexactly(2), timeout)
-            size = second & 0x7F
-            if size == 126:
-                (size,) = struct.unpack("!H", await self.reader.readexactly(2))
-            elif size == 127:
-                (size,) = struct.unpack("!Q", await self.reader.readexactly(8))
-            return first & 0x0F, await self.reader.readexactly(size)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            return None
-
-    def send(self, opcode: int, payload: bytes = b"") -> None:
-        assert len(payload) < 126
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.writer.write(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def frame_type(frame: tuple[int, bytes] | None) -> str:
-    """``"ping"``, ``"message"``, ... for text frames; ``"PING"``/``"CLOSE"``
-    for control frames; ``"EOF"`` at the end of the stream."""
-    if frame is None:
-        return "EOF"
-    opcode, payload = frame
-    if opcode == TEXT:
-        kind: str = json.loads(payload)["type"]
-        return kind
-    return {CLOSE: "CLOSE", PING: "PING", PONG: "PONG"}[opcode]
+from torchannels.errors import CLOSE_GOING_AWAY
 
 
 class SlowGate(ChannelMixin, tornado.web.RequestHandler):
@@ -182,16 +115,7 @@ async def test_slow_websocket_gets_reconnect_then_4001_and_nothing_after(ws: Any
         await asyncio.sleep(0)
     assert server.hub.stats.slow_dropped == 1
     # Now read everything: what was in flight, then reconnect, then the close.
-    frames = []
-    while (frame := await sock.frame()) is not None:
-        frames.append(frame)
-        if frame[0] == CLOSE:
-            sock.send(CLOSE, frame[1][:2])
-    kinds = [frame_type(f) for f in frames]
-    assert kinds[-2:] == ["reconnect", "CLOSE"], kinds[-5:]
-    assert json.loads(frames[-2][1])["reason"] == "slow_consumer"
-    assert struct.unpack("!H", frames[-1][1][:2])[0] == CLOSE_SLOW
-    offsets = [json.loads(p)["data"]["n"] for op, p in frames if frame_type((op, p)) == "message"]
+    offsets = ended_slow(await sock.until_end())
     assert offsets == list(range(len(offsets)))  # a prefix, in order: the rest resumes
     await eventually(lambda: not server.hub.connections)
 
@@ -203,15 +127,14 @@ async def test_close_never_overtakes_the_reconnect_frame(ws: Any) -> None:
     for n in range(48):  # 12 MiB: more than loopback socket buffers hold
         server.hub.channel("big").send({"n": n, "blob": "y" * 262144})
     sock = await RawSocket.connect(server.port, "channel=big", rcvbuf=4096)
-    await eventually(lambda: server.hub.stats.delivered == 48)  # the catch-up is queued
+    await eventually(lambda: server.hub.stats.delivered == 48)  # the catch-up is under way
     shutdown = asyncio.ensure_future(server.hub.shutdown(10))
-    frames = []
-    while (frame := await sock.frame()) is not None:
-        frames.append(frame)
-        if frame[0] == CLOSE:
-            sock.send(CLOSE, frame[1][:2])
+    frames = await sock.until_end()
     kinds = [frame_type(f) for f in frames]
-    assert kinds.count("message") == 48
+    # What was framed goes out, in order, before reconnect; the catch-up
+    # still waiting unframed is dropped (the client resumes from there).
+    numbers = [json.loads(p)["data"]["n"] for op, p in frames if frame_type((op, p)) == "message"]
+    assert numbers and numbers == list(range(len(numbers)))
     assert kinds[-2:] == ["reconnect", "CLOSE"], kinds[-5:]
     assert struct.unpack("!H", frames[-1][1][:2])[0] == CLOSE_GOING_AWAY
     assert await shutdown

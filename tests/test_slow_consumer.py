@@ -142,10 +142,19 @@ async def test_catch_up_larger_than_the_pending_limit_is_delivered(
     server = make_server(handler, hub_=hub, routes=[(r"/channels/ws", handler.websocket())])
     for n in range(1, 201):
         hub.channel("big").send({"n": n, "pad": "y" * 2500})  # ~0.5 MB of history
+
+    # Live messages published during the catch-up follow it, in order.
+    async def publish_live() -> None:
+        await eventually(lambda: hub.local_subscribers("big") == 1)
+        for n in range(201, 251):
+            hub.channel("big").send({"n": n, "pad": "y" * 2500})
+            await asyncio.sleep(0)
+
+    live = asyncio.ensure_future(publish_live())
     if transport == "websocket":
         conn = await websocket_connect(f"ws://127.0.0.1:{server.port}/channels/ws?channel=big")
         got: list[int] = []
-        while len(got) < 200:
+        while len(got) < 250:
             raw = await asyncio.wait_for(conn.read_message(), 10)
             assert raw is not None, f"closed after {len(got)} messages"
             frame = json.loads(raw)
@@ -155,8 +164,9 @@ async def test_catch_up_larger_than_the_pending_limit_is_delivered(
     else:
         stream = server.stream(transport, channel="big")
         frames = await stream.wait_frames(
-            lambda fs: sum(f["type"] == "message" for f in fs) >= 200, timeout=20
+            lambda fs: sum(f["type"] == "message" for f in fs) >= 250, timeout=20
         )
         got = [f["data"]["n"] for f in frames if f["type"] == "message"]
-    assert got == list(range(1, 201))
+    await live
+    assert got == list(range(1, 251))
     assert hub.stats.slow_dropped == 0

@@ -58,7 +58,8 @@ class Subscription:
 
 class Sink(Protocol):
     """Where a session puts frames. ``backlog`` marks catch-up (history the
-    client asked for), which slow-consumer limits do not count."""
+    client asked for): a live connection frames it a slice at a time as the
+    client takes it, rather than holding it all as bytes."""
 
     def __call__(self, frames: list[Frame], *, backlog: bool = False) -> None: ...
 

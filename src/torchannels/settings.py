@@ -23,9 +23,15 @@ class Settings:
     ping_interval: float = 15.0
     #: Bytes after which a stream or SSE response ends with ``reconnect``.
     stream_max_bytes: int = 1 << 20
-    #: Bytes a streaming client may fall behind before it is dropped (it then
-    #: resumes from its positions; nothing is lost while history lasts).
+    #: Bytes a streaming or WebSocket client may fall behind before it is
+    #: dropped (it then resumes from its positions; nothing is lost while
+    #: history lasts). Everything framed for the client counts; catch-up is
+    #: framed a slice at a time as the client takes it.
     max_pending_bytes: int = 1 << 20
+    #: Seconds a write to a streaming or WebSocket client may go without
+    #: completing before the client is dropped as not reading (``reconnect``
+    #: slow_consumer, WebSocket close 4001).
+    write_timeout: float = 30.0
     #: Reconnect delay SSE asks of ``EventSource`` (``retry:`` field), ms.
     sse_retry_ms: int = 1000
     #: Origins (``scheme://host[:port]``) allowed to open WebSockets besides
@@ -44,5 +50,8 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.unsubscribe_grace < 0 or self.position_check_interval < 0:
             raise ValueError("unsubscribe_grace and position_check_interval must be >= 0")
-        if self.longpoll_timeout <= 0 or self.ping_interval <= 0 or self.sse_retry_ms < 0:
+        if (
+            min(self.longpoll_timeout, self.ping_interval, self.write_timeout) <= 0
+            or self.sse_retry_ms < 0
+        ):
             raise ValueError("timeouts and intervals must be positive")

@@ -36,7 +36,7 @@ import tornado.httpclient
 import tornado.web
 import tornado.websocket
 
-from support import HOUSEKEEPING, Stream, content
+from support import HOUSEKEEPING, Stream, content, read_ws_frame
 
 KEY = "test-api-key"
 SECRET = "test-token-secret"
@@ -361,17 +361,7 @@ class RawWebSocket:
 
     async def frame(self, timeout: float = WAIT) -> tuple[int, bytes]:
         """The next frame: (opcode, payload)."""
-
-        async def read() -> tuple[int, bytes]:
-            first, second = await self.reader.readexactly(2)
-            size = second & 0x7F
-            if size == 126:
-                (size,) = struct.unpack("!H", await self.reader.readexactly(2))
-            elif size == 127:
-                (size,) = struct.unpack("!Q", await self.reader.readexactly(8))
-            return first & 0x0F, await self.reader.readexactly(size)
-
-        return await asyncio.wait_for(read(), timeout)
+        return await asyncio.wait_for(read_ws_frame(self.reader), timeout)
 
     async def until_close(self, timeout: float = WAIT) -> tuple[list[dict[str, Any]], int]:
         """Text frames up to the close frame, and the close code."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -40,15 +41,20 @@ from .base import Transport
 class Outbox:
     """One connection's outgoing bytes: a queue with one write in flight.
 
-    A write is handed to the socket whole; while it is in flight, new data
-    waits in the queue and goes out in one piece when it completes, so a fast
-    client gets every frame at once and a slow one gets them batched.
+    A write is handed to the socket while the rest waits in the queue and goes
+    out joined when it completes, so a fast client gets every frame at once
+    and a slow one gets them batched. One write carries at most about
+    ``WRITE_CHUNK`` bytes (whole frames), so that a client that reads, however
+    slowly, completes writes: a write that does not complete within
+    ``write_timeout`` means the client stopped reading.
 
-    A client is *slow* when live data it has not taken grows past ``limit``.
-    Backlog (the catch-up a subscriber asked for when it joined or resumed) is
-    queued like the rest but not counted: its size is the channel's bounded
-    history, which the client requested, not a sign of falling behind.
+    Every byte counts: :attr:`queued_bytes` is everything handed to the outbox
+    and not yet written, the write in flight included. A client is *slow* when
+    a live frame arrives while it is more than ``limit`` behind.
     """
+
+    #: Bytes joined into one write, at most (plus the frame that crosses it).
+    WRITE_CHUNK = 64 * 1024
 
     def __init__(
         self,
@@ -56,62 +62,90 @@ class Outbox:
         limit: int,
         on_slow: Callable[[], None],
         on_closed: Callable[[], None],
+        on_written: Callable[[], None],
         on_idle: Callable[[], None],
     ) -> None:
         self._write = write
         self.limit = limit
         self._on_slow = on_slow
         self._on_closed = on_closed
+        self._on_written = on_written
         self._on_idle = on_idle
-        self._queue: list[bytes] = []
-        self._queued_live = 0
-        self._busy = False
+        self._queue: deque[bytes] = deque()
+        self._queued = 0  # bytes in the queue
+        self._in_flight = 0  # bytes of the write in flight
+        #: Loop time at which the write in flight was handed to the socket.
+        self.write_started = 0.0
         self.closed = False
 
-    def put(self, data: bytes, *, backlog: bool = False) -> None:
-        """Queue ``data``; call ``on_slow`` instead when the client is too far behind."""
+    @property
+    def busy(self) -> bool:
+        """A write is in flight."""
+        return self._in_flight > 0
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes not yet written to the socket, the write in flight included."""
+        return self._queued + self._in_flight
+
+    def queue(self, data: bytes) -> None:
+        """Queue ``data`` without starting a write (call :meth:`pump`)."""
+        self._queue.append(data)
+        self._queued += len(data)
+
+    def put(self, data: bytes, *, live: bool = False) -> None:
+        """Queue ``data`` and write; for a ``live`` frame, call ``on_slow``
+        instead when the client is already more than ``limit`` behind."""
         if self.closed:
             return
-        self._queue.append(data)
-        if not backlog:
-            self._queued_live += len(data)
-            if self._busy and self._queued_live > self.limit:
-                self.discard()
-                self._on_slow()
-                return
+        self.queue(data)
+        if live and self.busy and self._queued + self._in_flight > self.limit:
+            self.discard()
+            self._on_slow()
+            return
         self.pump()
 
     def discard(self) -> None:
         """Forget everything not yet handed to the socket."""
         self._queue.clear()
-        self._queued_live = 0
+        self._queued = 0
 
     def pump(self) -> None:
-        if self._busy or self.closed:
+        if self.busy or self.closed or not self._queue:
             return
-        if not self._queue:
-            self._on_idle()
-            return
-        data = self._queue[0] if len(self._queue) == 1 else b"".join(self._queue)
-        self.discard()
-        self._busy = True
+        queue = self._queue
+        data = queue.popleft()
+        if queue and len(data) < self.WRITE_CHUNK:
+            parts = [data]
+            size = len(data)
+            while queue and size < self.WRITE_CHUNK:
+                part = queue.popleft()
+                parts.append(part)
+                size += len(part)
+            data = b"".join(parts)
+        self._queued -= len(data)
+        self._in_flight = len(data) or 1  # an empty write is still in flight
+        self.write_started = asyncio.get_running_loop().time()
         try:
             future = self._write(data)
         except Exception:  # closed under us (StreamClosedError, finished handler)
-            self._busy = False
+            self._in_flight = 0
             self.closed = True
             self._on_closed()
             return
         future.add_done_callback(self._written)
 
     def _written(self, future: asyncio.Future[Any]) -> None:
-        self._busy = False
+        self._in_flight = 0
         if future.cancelled() or future.exception() is not None:
             self.closed = True  # the connection is gone
             self.discard()
             self._on_closed()
             return
+        self._on_written()
         self.pump()
+        if not self.busy:
+            self._on_idle()
 
 
 class LiveConnection:
@@ -159,18 +193,36 @@ class LiveConnection:
         #: is being handled): silence then says nothing about the peer.
         self.listening = True
         self._timers: list[asyncio.TimerHandle] = []
+        self._watchdog: asyncio.TimerHandle | None = None
         self._ticker = PeriodicCallback(self._tick, hub.settings.ping_interval * 1000)
         self.outbox = Outbox(
             write,
             hub.settings.max_pending_bytes,
             on_slow=self._slow,
             on_closed=self._gone,
+            on_written=self._refill,
             on_idle=self._idle,
         )
+        #: Frames (and replies queued behind them) not yet framed for the
+        #: outbox, each with the size it counts as live (0 for catch-up).
+        self._waiting: deque[tuple[Frame | bytes, int]] = deque()
+        self._waiting_live = 0
+        self._drained: asyncio.Future[None] | None = None
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes framed for this client and not yet written to its socket.
+
+        At most ``max_pending_bytes`` plus one frame, plus the replies to
+        one command: catch-up waits unframed until there is room for it.
+        """
+        return self.outbox.queued_bytes
 
     def start(self) -> None:
-        """Register with the hub, start the keep-alive and the expiry timer."""
+        """Register with the hub, start the keep-alive, the write watchdog
+        and the expiry timer."""
         self._ticker.start()
+        self._arm_watchdog(self.hub.settings.write_timeout)
         if self._expires is not None:
             delay = max(0.0, self._expires - time.time())
             self._timers.append(self._call_later(delay, self.end, RECONNECT_EXPIRED))
@@ -185,26 +237,95 @@ class LiveConnection:
         self._ticker.stop()
         for timer in self._timers:
             timer.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._discard_waiting()
         self.session.close()
 
     def send(self, frames: list[Frame], *, backlog: bool = False) -> None:
-        """The session's sink: frame and queue ``frames``."""
-        if self.ending or self.stopped:
-            return
-        encode = self._encode
-        if len(frames) == 1:  # the live fan-out case: no join per recipient
-            self.put(encode(frames[0]), backlog=backlog)
-        else:
-            self.put(b"".join(encode(f) for f in frames), backlog=backlog)
+        """The session's sink: frame and queue ``frames``.
 
-    def put(self, data: bytes, *, backlog: bool = False) -> None:
-        """Queue bytes already framed for this transport."""
+        Catch-up (``backlog``) waits unframed and goes to the outbox a slice
+        at a time as the client takes what is there; live frames go straight
+        to the outbox unless catch-up is still waiting ahead of them.
+        """
         if self.ending or self.stopped:
             return
+        if backlog:
+            self._waiting.extend((frame, 0) for frame in frames)
+        elif not self._waiting:
+            encode = self._encode
+            if len(frames) == 1:  # the live fan-out case: no join per recipient
+                self._put(encode(frames[0]), live=True)
+            else:
+                self._put(b"".join(encode(f) for f in frames), live=True)
+            return
+        else:
+            for frame in frames:
+                size = len(frame.envelope)
+                self._waiting.append((frame, size))
+                self._waiting_live += size
+            if self.outbox.queued_bytes + self._waiting_live > self.outbox.limit:
+                self._slow()
+                return
+        self._refill()
+        self.outbox.pump()
+
+    def put(self, data: bytes) -> None:
+        """Queue bytes already framed for this transport (a reply to a
+        command), behind any catch-up still waiting."""
+        if self.ending or self.stopped:
+            return
+        if self._waiting:
+            self._waiting.append((data, 0))
+        else:
+            self._put(data)
+
+    def _put(self, data: bytes, *, live: bool = False) -> None:
         self.sent_bytes += len(data)
-        self.outbox.put(data, backlog=backlog)
+        self.outbox.put(data, live=live)
         if self._byte_limit is not None and self.sent_bytes >= self._byte_limit:
             self.end(RECONNECT_BYTE_LIMIT)
+
+    def _refill(self) -> None:
+        """Frame waiting frames into the outbox while it holds less than half
+        of ``max_pending_bytes``: the other half is room for live frames."""
+        outbox = self.outbox
+        waiting = self._waiting
+        room = outbox.limit // 2
+        while waiting and outbox.queued_bytes < room and not self.ending:
+            item, live = waiting.popleft()
+            self._waiting_live -= live
+            data = item if isinstance(item, bytes) else self._encode(item)
+            self.sent_bytes += len(data)
+            outbox.queue(data)
+            if self._byte_limit is not None and self.sent_bytes >= self._byte_limit:
+                self.end(RECONNECT_BYTE_LIMIT)
+        drained = self._drained
+        if drained is not None and not waiting and outbox.queued_bytes < outbox.limit:
+            self._drained = None
+            if not drained.done():
+                drained.set_result(None)
+
+    async def drained(self) -> None:
+        """Wait until no catch-up waits and the outbox holds less than
+        ``max_pending_bytes`` (or the connection ends): how a transport
+        throttles the commands of a client that is not reading."""
+        outbox = self.outbox
+        while not (self.ending or self.stopped or outbox.closed):
+            if not self._waiting and outbox.queued_bytes < outbox.limit:
+                return
+            if self._drained is None:
+                self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+
+    def _discard_waiting(self) -> None:
+        self._waiting.clear()
+        self._waiting_live = 0
+        drained = self._drained
+        self._drained = None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     def heard(self) -> None:
         """The peer sent something (a pong, a command): it is alive."""
@@ -217,8 +338,11 @@ class LiveConnection:
             return
         self.ending = True
         self._reason = reason
+        # What waits unframed is dropped: the client resumes from the
+        # positions of the frames it got.
+        self._discard_waiting()
         self._timers.append(self._call_later(self.hub.settings.ping_interval, self.cut))
-        self.outbox.put(self._encode(F.reconnect(reason)), backlog=True)
+        self.outbox.put(self._encode(F.reconnect(reason)))
 
     def _tick(self) -> None:
         if self._hears_peer and self.listening:
@@ -228,12 +352,35 @@ class LiveConnection:
                 self.cut()  # no answer to two pings in a row: the peer is gone
                 return
         if not self.ending:
-            self.put(self._ping)
+            # Ahead of waiting catch-up: a ping carries no position, and a
+            # client taking a long catch-up must still be asked for a PONG.
+            self._put(self._ping)
+
+    def _arm_watchdog(self, delay: float) -> None:
+        self._watchdog = self._call_later(delay, self._watch)
+
+    def _watch(self) -> None:
+        """End a client whose write in flight made no progress for
+        ``write_timeout``: it stopped reading."""
+        if self.stopped or self.ending:
+            return
+        timeout = self.hub.settings.write_timeout
+        outbox = self.outbox
+        if outbox.busy:
+            stalled = asyncio.get_running_loop().time() - outbox.write_started
+            if stalled >= timeout:
+                self._slow()
+                return
+            self._arm_watchdog(timeout - stalled)
+        else:
+            self._arm_watchdog(timeout)
 
     def _slow(self) -> None:
-        """The outbox dropped what the client has not taken: it resumes from
-        its positions after ``reconnect`` (slow_consumer)."""
+        """The client fell too far behind or stopped reading: drop what it has
+        not taken; it resumes from its positions after ``reconnect``
+        (slow_consumer)."""
         self.hub.stats.slow_dropped += 1
+        self.outbox.discard()
         self.session.close()
         self.end(RECONNECT_SLOW)
 

@@ -131,7 +131,7 @@ class ChannelSocketMixin(WebSocketHandler):
             expires=self.subscription_expires(),
             hears_peer=True,
         )
-        connection.put(_encode(F.connected(self.name, hub.settings.ping_interval)), backlog=True)
+        connection.put(_encode(F.connected(self.name, hub.settings.ping_interval)))
         connection.start()
         # The connect URL subscribes exactly like an in-band command would.
         try:
@@ -161,6 +161,17 @@ class ChannelSocketMixin(WebSocketHandler):
         connection = self._connection
         if connection is None:
             return
+        if connection.ending or connection.stopped:
+            return
+        # A client that is not reading gets no more commands read: Tornado
+        # reads the next message (and PONG) only once this one is handled.
+        # Silence meanwhile says nothing about the peer; write_timeout ends
+        # a client that does not take what it is sent.
+        connection.listening = False
+        try:
+            await connection.drained()
+        finally:
+            connection.listening = True
         connection.heard()
         if connection.ending or connection.stopped:
             return
@@ -239,6 +250,6 @@ class ChannelSocketMixin(WebSocketHandler):
             self._connection.send(frames, backlog=backlog)
 
     def _put(self, data: bytes) -> None:
-        """Queue a reply to a command; replies count as backlog."""
+        """Queue a reply to a command; it counts like any frame."""
         if self._connection is not None:
-            self._connection.put(data, backlog=True)
+            self._connection.put(data)
