@@ -74,6 +74,7 @@ def test_defaults() -> None:
         "ping_interval": 15.0,
         "stream_max_bytes": 1048576,
         "max_pending_bytes": 1048576,
+        "write_timeout": 30.0,
         "header_timeout": 10.0,
         "body_timeout": 60.0,
         "max_connections": 0,
@@ -126,6 +127,7 @@ LAYERS: dict[str, tuple[str, str, tuple[str, ...], Any, Any, Any]] = {
     "ping_interval": ("ping-interval = 1.5", "2.5", ("--ping-interval", "3.5"), 1.5, 2.5, 3.5),
     "stream_max_bytes": ("stream_max_bytes = 9", "8", ("--stream-max-bytes", "7"), 9, 8, 7),
     "max_pending_bytes": ("max-pending-bytes = 6", "5", ("--max-pending-bytes", "4"), 6, 5, 4),
+    "write_timeout": ("write_timeout = 1.5", "2", ("--write-timeout", "3"), 1.5, 2.0, 3.0),
     "header_timeout": ("header-timeout = 1", "2.5", ("--header-timeout", "3"), 1.0, 2.5, 3.0),
     "body_timeout": ("body_timeout = 4", "5", ("--body-timeout", "6.5"), 4.0, 5.0, 6.5),
     "max_connections": ("max-connections = 10", "20", ("--max-connections", "30"), 10, 20, 30),
@@ -427,6 +429,8 @@ def test_core_objects() -> None:
     )
     assert config.history() == HistoryPolicy(size=5, ttl=6)
     assert config.anonymous == ("pub:*",)
+    limits = ServerConfig(stream_max_bytes=7, max_pending_bytes=8, write_timeout=9).settings()
+    assert (limits.stream_max_bytes, limits.max_pending_bytes, limits.write_timeout) == (7, 8, 9)
 
 
 def test_help_mentions_every_field(monkeypatch: pytest.MonkeyPatch) -> None:

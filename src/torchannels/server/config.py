@@ -124,9 +124,17 @@ class ServerConfig:
     max_pending_bytes: int = _opt(
         1 << 20,
         "int",
-        "bytes of live frames a streaming or WebSocket client may fall behind before it "
-        "is dropped with reconnect (slow_consumer) and resumes",
+        "bytes queued for one stream, SSE or WebSocket client (catch-up included) before "
+        "it is dropped with reconnect (slow_consumer) and resumes",
         low=1,
+    )
+    write_timeout: float = _opt(
+        30.0,
+        "float",
+        "seconds a write to a stream, SSE or WebSocket client may go without completing "
+        "before the client is dropped as not reading (reconnect slow_consumer, close 4001)",
+        low=0,
+        above=True,
     )
     header_timeout: float = _opt(
         10.0,
@@ -177,6 +185,7 @@ class ServerConfig:
             ping_interval=self.ping_interval,
             stream_max_bytes=self.stream_max_bytes,
             max_pending_bytes=self.max_pending_bytes,
+            write_timeout=self.write_timeout,
             allowed_origins=self.allowed_origins,
         )
 
