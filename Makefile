@@ -1,6 +1,7 @@
-# torchannels: `make run` starts the hub, `make test` runs every check.
-# Both set up what they need from a clean clone (a venv in .venv, Chromium
-# from Debian's packages for the browser tests, jQuery from npm as a fixture).
+# torchannels: `make run` starts the server, `make test` runs every check.
+# Both set up what they need from a clean clone (a venv in .venv; for the
+# tests also Chromium and redis-server from Debian's packages, started when
+# missing, and jQuery from npm as a fixture).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,7 +9,7 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8090
 
-.PHONY: setup run example test lint typecheck test-js test-py browser clean
+.PHONY: setup run example test lint typecheck test-js test-py browser redis clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +35,9 @@ node_modules/.installed: package.json package-lock.json
 browser:
 	scripts/ensure-chromium.sh
 
+redis:
+	scripts/ensure-redis.sh
+
 lint: setup
 	$(VENV)/bin/ruff check src tests examples
 	$(VENV)/bin/ruff format --check src tests examples
@@ -45,7 +49,7 @@ test-js: node_modules/.installed
 	node --test tests/js/
 	npx --no-install tsc -p tests/js/types
 
-test-py: setup browser node_modules/.installed
+test-py: setup browser redis node_modules/.installed
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck test-js test-py

@@ -11,6 +11,6 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 echo "installing Debian's chromium for the browser tests ..." >&2
-apt-get update -q >/dev/null
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q chromium >/dev/null
 [ -x "$CHROMIUM" ] || { echo "chromium install failed" >&2; exit 1; }
