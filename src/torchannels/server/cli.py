@@ -216,7 +216,7 @@ def publish_ndjson(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         status, answer = _post(url, key, body)
         if status != 200:
             print(f"torchannels: {sent} of {len(items)} messages were published before "
-                  "this refusal", file=sys.stderr)  # fmt: skip
+                  "this failure", file=sys.stderr)  # fmt: skip
             return 1
         for result in json.loads(answer)["results"]:
             print(json.dumps(result, separators=(",", ":")))
