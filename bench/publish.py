@@ -5,10 +5,13 @@ Each mode posts M publications on one keep-alive connection with W requests
 in flight (HTTP/1.1 pipelining). ``single``: one message per request;
 ``batched``: one request carries the same message to B channels
 (``{"channels": [...], "data": ...}``), which the server stores in one Redis
-round trip. Every answer must be 200, and every channel's offsets must come
-back consecutive; anything else fails the run.
+round trip; ``batch-api``: one request carries N messages
+(``{"messages": [{"channel", "data"}, ...]}``) spread over C channels in turn.
+Every answer must be 200, and every channel's offsets must come back
+consecutive and in order; anything else fails the run.
 
     .venv/bin/python bench/publish.py --messages 5000 --batch 20
+    .venv/bin/python bench/publish.py --modes batch-api --messages 200000 --batch-size 500
 
 Exit status: 0 when every run succeeded, 1 otherwise.
 """
@@ -35,7 +38,7 @@ LISTENING = re.compile(r"listening on http://([0-9.]+):(\d+)/")
 async def start(broker: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     argv = [sys.executable, "-m", "torchannels", "serve", "--port", "0", "--api-key", API_KEY,
             "--no-demo", "--log-level", "warning", "--broker", broker,
-            "--redis-prefix", f"benchpub-{time.time_ns()}"]  # fmt: skip
+            "--redis-prefix", f"benchpub-{time.time_ns()}", "--max-publish-bytes", str(8 << 20)]  # fmt: skip
     out = workdir / f"{time.time_ns()}.out"
     with open(out, "wb") as stdout:
         proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL)
@@ -60,9 +63,14 @@ async def run(broker: str, mode: str, args: argparse.Namespace, workdir: Path) -
     proc, port = await start(broker, workdir)
     try:
         reader, writer = await asyncio.open_connection(HOST, port)
-        batch = args.batch if mode == "batched" else 1
+        batch = {"batched": args.batch, "batch-api": args.batch_size}.get(mode, 1)
         channels = [f"bench:p{i}" for i in range(batch)]
-        if batch == 1:
+        if mode == "batch-api":
+            channels = [f"bench:b{i}" for i in range(args.batch_channels)]
+            items = [{"channel": channels[i % len(channels)], "data": {"p": "x" * args.size}}
+                     for i in range(batch)]  # fmt: skip
+            body = json.dumps({"messages": items})
+        elif batch == 1:
             body = json.dumps({"channel": channels[0], "data": {"p": "x" * args.size}})
         else:
             body = json.dumps({"channels": channels, "data": {"p": "x" * args.size}})
@@ -125,11 +133,11 @@ async def main_async(args: argparse.Namespace) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="publish-") as tmp:
         for broker in ("memory", REDIS_URL):
-            for mode in ("single", "batched"):
+            for mode in args.modes:
                 result = await run(broker, mode, args, Path(tmp))
                 results.append(result)
                 print(
-                    f"  {result['broker']:7} {mode:8} {result['messages_per_s']:>10,.0f} msg/s"
+                    f"  {result['broker']:7} {mode:9} {result['messages_per_s']:>10,.0f} msg/s"
                     f" {result['requests_per_s']:>9,.0f} req/s"
                     f" {result['server_us_per_message']:>7.1f} us/msg"
                     f"  {'ok' if result['ok'] else 'FAILED ' + '; '.join(result['failures'])}",
@@ -145,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=5000, help="publications per run")
     parser.add_argument("--batch", type=int, default=20, help="channels per batched request")
+    parser.add_argument("--batch-size", type=int, default=500,
+                        help="messages per batch-api request (the server takes 1000 at most)")
+    parser.add_argument("--batch-channels", type=int, default=4,
+                        help="channels a batch-api request's messages go to, in turn")
+    parser.add_argument("--modes", nargs="+", default=["single", "batched", "batch-api"],
+                        choices=["single", "batched", "batch-api"], help="modes to run")
     parser.add_argument("--window", type=int, default=16, help="requests in flight")
     parser.add_argument("--size", type=int, default=100, help="bytes of data per message")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")

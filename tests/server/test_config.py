@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
+import socket
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from torchannels.server.config import (
     add_arguments,
     env_name,
     load_config,
+    system_backlog,
 )
 
 FIELDS = [f.name for f in dataclasses.fields(ServerConfig)]
@@ -77,6 +81,7 @@ def test_defaults() -> None:
         "write_timeout": 30.0,
         "header_timeout": 10.0,
         "body_timeout": 60.0,
+        "backlog": 0,
         "max_connections": 0,
         "allowed_origins": (),
         "demo": True,
@@ -130,6 +135,7 @@ LAYERS: dict[str, tuple[str, str, tuple[str, ...], Any, Any, Any]] = {
     "write_timeout": ("write_timeout = 1.5", "2", ("--write-timeout", "3"), 1.5, 2.0, 3.0),
     "header_timeout": ("header-timeout = 1", "2.5", ("--header-timeout", "3"), 1.0, 2.5, 3.0),
     "body_timeout": ("body_timeout = 4", "5", ("--body-timeout", "6.5"), 4.0, 5.0, 6.5),
+    "backlog": ("backlog = 10", "20", ("--backlog", "30"), 10, 20, 30),
     "max_connections": ("max-connections = 10", "20", ("--max-connections", "30"), 10, 20, 30),
     "allowed_origins": (
         'allowed_origins = ["https://a.example"]',
@@ -456,3 +462,37 @@ def test_help_mentions_every_field(monkeypatch: pytest.MonkeyPatch) -> None:
         "default: info]",
     ]:
         assert shown in text, shown
+
+
+# -- listen backlog ------------------------------------------------------------
+
+
+def test_system_backlog_reads_somaxconn_else_socket_somaxconn(tmp_path: Path) -> None:
+    path = tmp_path / "somaxconn"
+    path.write_text("8192\n")
+    assert system_backlog(str(path)) == 8192
+    for bad in ("", "many\n", "0\n", "-1\n"):
+        path.write_text(bad)
+        assert system_backlog(str(path)) == socket.SOMAXCONN
+    assert system_backlog(str(tmp_path / "missing")) == socket.SOMAXCONN
+    assert ServerConfig(backlog=7).listen_backlog() == 7
+    assert ServerConfig().listen_backlog() == system_backlog()
+
+
+def listen_queue(port: int) -> int:
+    """The backlog of the socket listening on ``port``, as the kernel holds it
+    (``ss`` shows it as Send-Q of a listening socket)."""
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True,
+                         timeout=10, check=True).stdout  # fmt: skip
+    queues = {int(line.split()[2]) for line in out.splitlines() if line.strip()}
+    assert len(queues) == 1, out
+    return queues.pop()
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+def test_serve_listens_with_the_configured_backlog(
+    spawn: Callable[..., ServerProcess],
+) -> None:
+    # The default is the system's maximum, not Tornado's 128.
+    assert listen_queue(spawn("--no-demo").port) == system_backlog()
+    assert listen_queue(spawn("--no-demo", "--backlog", "7").port) == 7

@@ -141,7 +141,12 @@ def calls() -> list[Call]:
     return [
         Call(pub, "post", 200, None, body=one),
         Call(pub, "post", 200, None, body={"channels": ["oa:1", "oa:2"], "data": {"n": 1}}),
+        Call(pub, "post", 200, None, body={"messages": [one, {"channel": "oa:2", "data": {}}]}),
         Call(pub, "post", 400, "bad_json", raw=b"{"),
+        Call(pub, "post", 400, "too_many_messages",
+             raw=b'{"messages":[' + b",".join([b"0"] * (api_module.MAX_BATCH + 1)) + b"]}"),
+        Call(pub, "post", 400, "invalid_channel",
+             body={"messages": [one, {"channel": "a b", "data": {}}]}),
         Call(pub, "post", 400, "invalid_channel", body={"channel": "a b", "data": {}}),
         Call(pub, "post", 400, "invalid_message", body={"channel": "oa", "data": {"ts": 1}}),
         Call(pub, "post", 401, "unauthorized", body=one, key=None),

@@ -4,6 +4,8 @@ Backends in any language publish with a POST and an API key::
 
     curl -H "Authorization: Bearer $KEY" -d '{"channel": "news", "data": {"text": "hi"}}' \\
          http://127.0.0.1:8090/api/publish
+
+and many messages in one request with ``{"messages": [{"channel", "data"}, ...]}``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from ..errors import (
     TorChannelsError,
 )
 from ..hub import Hub
-from ..protocol import check_channel, dumps
+from ..protocol import check_channel, check_message, dumps, encode_message
+
+#: Messages one batch publish (``{"messages": [...]}``) may carry at most.
+MAX_BATCH = 1000
 
 #: Error codes of the API (``{"error": code, "message": text}``).
 UNAUTHORIZED = "unauthorized"  # 401: no key given
@@ -35,14 +40,17 @@ INVALID_CHANNEL = "invalid_channel"  # 400
 INVALID_MESSAGE = "invalid_message"  # 400: reserved key, not JSON-able, ...
 BROKER_UNAVAILABLE = "broker_unavailable"  # 503: the broker (Redis) cannot be reached
 CHANNEL_LIMIT = "channel_limit"  # 503: the in-memory broker holds its most channels
+TOO_MANY_MESSAGES = "too_many_messages"  # 400: a batch of more than MAX_BATCH messages
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, index: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        #: The position of the refused message in a batch.
+        self.index = index
 
 
 @stream_request_body
@@ -60,6 +68,8 @@ class ApiHandler(RequestHandler):
         self._chunks: list[bytes] = []
         self._size = 0
         self._refusal: ApiError | None = None
+        #: The body held NaN or an infinity (which JSON cannot carry out again).
+        self._nonfinite = False
 
     def check_xsrf_cookie(self) -> None:
         """The API authenticates with a key, not cookies."""
@@ -125,18 +135,12 @@ class ApiHandler(RequestHandler):
     def fail(self, exc: ApiError | TorChannelsError) -> None:
         """Answer ``exc``: a refused message is a 400 ``invalid_message``, an
         unreachable broker a 503 ``broker_unavailable``."""
-        if isinstance(exc, MessageError):
-            exc = ApiError(400, INVALID_MESSAGE, str(exc))
-        elif isinstance(exc, ChannelNameError):
-            exc = ApiError(400, INVALID_CHANNEL, str(exc))
-        elif isinstance(exc, BrokerError):
-            exc = ApiError(503, BROKER_UNAVAILABLE, f"the broker failed, retry shortly: {exc}")
-        elif isinstance(exc, ChannelLimitError):
-            exc = ApiError(503, CHANNEL_LIMIT, str(exc))
-        elif not isinstance(exc, ApiError):
-            raise exc
+        exc = api_error(exc)
         self.set_status(exc.status)
-        self.reply({"error": exc.code, "message": exc.message})
+        body: dict[str, Any] = {"error": exc.code, "message": exc.message}
+        if exc.index is not None:
+            body["index"] = exc.index
+        self.reply(body)
 
     def reply(self, body: dict[str, Any]) -> None:
         self.set_header("Content-Type", "application/json")
@@ -147,7 +151,7 @@ class ApiHandler(RequestHandler):
         if self._size > self.max_body:
             self._too_large()
         try:
-            value = json.loads(b"".join(self._chunks))
+            value = json.loads(b"".join(self._chunks), parse_constant=self._constant)
         except ValueError:
             raise ApiError(400, BAD_JSON, "the body is not valid JSON") from None
         except RecursionError:
@@ -156,10 +160,29 @@ class ApiHandler(RequestHandler):
             raise ApiError(400, BAD_JSON, "the body must be a JSON object")
         return value
 
+    def _constant(self, name: str) -> float:
+        self._nonfinite = True  # NaN, Infinity, -Infinity: refused when published
+        return float(name)
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.reply(
             {"error": "internal" if status_code >= 500 else "http_error", "message": self._reason}
         )
+
+
+def api_error(exc: ApiError | TorChannelsError) -> ApiError:
+    """The API's answer to ``exc``; other exceptions are raised again."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, MessageError):
+        return ApiError(400, INVALID_MESSAGE, str(exc))
+    if isinstance(exc, ChannelNameError):
+        return ApiError(400, INVALID_CHANNEL, str(exc))
+    if isinstance(exc, BrokerError):
+        return ApiError(503, BROKER_UNAVAILABLE, f"the broker failed, retry shortly: {exc}")
+    if isinstance(exc, ChannelLimitError):
+        return ApiError(503, CHANNEL_LIMIT, str(exc))
+    raise exc
 
 
 def _channel(value: object) -> str:
@@ -170,7 +193,8 @@ def _channel(value: object) -> str:
 
 
 class PublishHandler(ApiHandler):
-    """``POST /api/publish``: one channel (``channel``) or several (``channels``)."""
+    """``POST /api/publish``: one channel (``channel``), several (``channels``),
+    or a batch of messages (``messages``)."""
 
     async def post(self) -> None:
         if self.refused():
@@ -178,7 +202,9 @@ class PublishHandler(ApiHandler):
         try:
             body = self.body()
             data = body.get("data")
-            if "channels" in body:
+            if "messages" in body:
+                self.reply({"results": await self._publish_batch(body)})
+            elif "channels" in body:
                 names = body["channels"]
                 if not isinstance(names, list) or not names:
                     raise ApiError(400, BAD_JSON, '"channels" must be a non-empty list')
@@ -192,6 +218,54 @@ class PublishHandler(ApiHandler):
                 self.reply(await self._publish(_channel(body.get("channel")), data))
         except (ApiError, TorChannelsError) as exc:
             self.fail(exc)
+
+    async def _publish_batch(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """Check every message, then queue them all in order (one broker round
+        trip where it can) and return one result per message."""
+        items = body["messages"]
+        mixed = sorted({"channel", "channels", "data"}.intersection(body))
+        if mixed:
+            raise ApiError(400, BAD_JSON, f'"messages" cannot be combined with {mixed}')
+        if not isinstance(items, list) or not items:
+            raise ApiError(400, BAD_JSON, '"messages" must be a non-empty list')
+        if len(items) > MAX_BATCH:
+            raise ApiError(
+                400,
+                TOO_MANY_MESSAGES,
+                f"{len(items)} messages in one request; at most {MAX_BATCH}",
+            )
+        batch = [self._check_item(i, item) for i, item in enumerate(items)]
+        # Tasks run in creation order, so the messages are queued in this order
+        # and stored in one round trip where the broker can.
+        outcomes = await asyncio.gather(
+            *(self._publish(c, d) for c, d in batch), return_exceptions=True
+        )
+        results = []
+        for outcome in outcomes:  # every publish has ended: answer the first failure
+            if isinstance(outcome, BaseException):
+                raise outcome
+            results.append(outcome)
+        return results
+
+    def _check_item(self, index: int, item: object) -> tuple[str, dict[str, Any]]:
+        """Everything a publish of ``item`` could refuse, before any is queued."""
+        try:
+            if not isinstance(item, dict):
+                raise ApiError(400, BAD_JSON, 'a message must be {"channel": ..., "data": {...}}')
+            channel = _channel(item.get("channel"))
+            self.hub.broker.check_channel(channel)
+            data = item.get("data")
+            if not isinstance(data, dict):
+                raise ApiError(400, INVALID_MESSAGE, '"data" must be a JSON object')
+            check_message(data)
+            if self._nonfinite:
+                encode_message(data)
+            return channel, data
+        except (ApiError, TorChannelsError) as exc:
+            error = api_error(exc)
+            raise ApiError(
+                error.status, error.code, f"messages[{index}]: {error.message}", index
+            ) from None
 
     async def _publish(self, channel: str, data: object) -> dict[str, Any]:
         if not isinstance(data, dict):

@@ -4,6 +4,7 @@
 
     torchannels serve --api-key s3cret           # a server on http://127.0.0.1:8090/
     torchannels publish news '{"text": "hi"}'    # publish through its API
+    torchannels publish --ndjson < messages.ndjson   # many, in batches
     torchannels token --channel 'chat:*'         # a subscription token for testing
 """
 
@@ -25,6 +26,9 @@ from .config import ConfigError, add_arguments, load_config
 from .run import serve
 
 DEFAULT_URL = "http://127.0.0.1:8090"
+#: The server's limits by default: messages per batch, bytes per request body.
+BATCH_MESSAGES = 1000
+BATCH_BYTES = 65536
 
 
 MAX_TTL = 10 * 365 * 86400.0
@@ -58,11 +62,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     publish = commands.add_parser(
         "publish",
-        help="publish a JSON message through a server's API",
-        description="Publish one message to one channel through a running server's HTTP API.",
+        help="publish JSON messages through a server's API",
+        description="Publish one message to one channel through a running server's HTTP API, "
+        "or, with --ndjson, every line of stdin, in batches.",
     )
-    publish.add_argument("channel", help="the channel to publish to")
-    publish.add_argument("message", help="the message: a JSON object, or - to read stdin")
+    publish.add_argument("channel", nargs="?", help="the channel to publish to")
+    publish.add_argument(
+        "message", nargs="?", help="the message: a JSON object, or - to read stdin"
+    )
+    publish.add_argument(
+        "--ndjson",
+        action="store_true",
+        help='read stdin as NDJSON, one message a line: {"channel": ..., "data": {...}}, or '
+        "the data alone when CHANNEL is given; sent in batches, in order",
+    )
+    publish.add_argument(
+        "--batch",
+        type=int,
+        default=BATCH_MESSAGES,
+        metavar="N",
+        help=f"with --ndjson: messages per request, 1-{BATCH_MESSAGES} ({BATCH_MESSAGES})",
+    )
+    publish.add_argument(
+        "--batch-bytes",
+        type=int,
+        default=BATCH_BYTES,
+        metavar="BYTES",
+        help="with --ndjson: request body size to stay under, the server's "
+        f"--max-publish-bytes ({BATCH_BYTES})",
+    )
     publish.add_argument(
         "--url", help=f"the server's base URL (env TORCHANNELS_URL; default {DEFAULT_URL})"
     )
@@ -124,35 +152,116 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 
 def publish(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    if args.ndjson:
+        return publish_ndjson(args, env)
+    if args.channel is None or args.message is None:
+        print("torchannels: give CHANNEL and MESSAGE, or --ndjson", file=sys.stderr)
+        return 2
     text = sys.stdin.read() if args.message == "-" else args.message
     try:
         data = json.loads(text)
     except ValueError as exc:
         print(f"torchannels: the message is not JSON: {exc}", file=sys.stderr)
         return 2
+    target = _target(args, env)
+    if target is None:
+        return 2
+    url, key = target
+    status, answer = _post(url, key, {"channel": args.channel, "data": data})
+    if status == 200:
+        print(answer)
+        return 0
+    return 1
+
+
+def _target(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """The publish URL and the API key, or None (said on stderr) without a key."""
     url = (args.url or env.get("TORCHANNELS_URL") or DEFAULT_URL).rstrip("/") + "/api/publish"
     key = args.api_key or env.get("TORCHANNELS_API_KEY")
     if not key:
         print("torchannels: give the API key (--api-key or TORCHANNELS_API_KEY)", file=sys.stderr)
+        return None
+    return url, key
+
+
+def publish_ndjson(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """``publish --ndjson``: every line of stdin, checked first, then sent in
+    batches of at most ``--batch`` messages and ``--batch-bytes`` bytes."""
+    if args.message is not None:
+        print("torchannels: --ndjson reads the messages from stdin: no MESSAGE", file=sys.stderr)
         return 2
-    body = json.dumps({"channel": args.channel, "data": data}).encode()
+    if not 1 <= args.batch <= BATCH_MESSAGES or args.batch_bytes < 1:
+        print(f"torchannels: --batch must be 1-{BATCH_MESSAGES}, --batch-bytes >= 1",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    items: list[bytes] = []
+    for number, line in enumerate(sys.stdin.buffer, 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            print(f"torchannels: line {number} is not JSON: {exc}", file=sys.stderr)
+            return 2
+        if args.channel is not None:
+            value = {"channel": args.channel, "data": value}
+        items.append(json.dumps(value, separators=(",", ":")).encode())
+    target = _target(args, env)
+    if target is None:
+        return 2
+    url, key = target
+    sent = 0
+    for batch in _batches(items, args.batch, args.batch_bytes):
+        body = b'{"messages":[' + b",".join(batch) + b"]}"
+        status, answer = _post(url, key, body)
+        if status != 200:
+            print(f"torchannels: {sent} of {len(items)} messages were published before "
+                  "this failure", file=sys.stderr)  # fmt: skip
+            return 1
+        for result in json.loads(answer)["results"]:
+            print(json.dumps(result, separators=(",", ":")))
+        sent += len(batch)
+    return 0
+
+
+def _batches(items: list[bytes], count: int, size: int) -> list[list[bytes]]:
+    """``items`` cut in order into lists of at most ``count`` items whose
+    request body stays within ``size`` bytes (an item too large goes alone)."""
+    overhead = len(b'{"messages":[]}')
+    batches: list[list[bytes]] = []
+    current: list[bytes] = []
+    used = overhead
+    for item in items:
+        if current and (len(current) == count or used + 1 + len(item) > size):
+            batches.append(current)
+            current, used = [], overhead
+        used += len(item) + (1 if current else 0)
+        current.append(item)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _post(url: str, key: str, body: object) -> tuple[int, str]:
+    """POST ``body`` (JSON, or bytes already encoded); (200, answer), or the
+    refusal said on stderr and (status, "") (0: the server is unreachable)."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(
         url,
-        data=body,
+        data=data,
         method="POST",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            print(response.read().decode())
-            return 0
+            return 200, response.read().decode()
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")
         print(f"torchannels: {exc.code} {detail}", file=sys.stderr)
-        return 1
+        return exc.code, ""
     except (urllib.error.URLError, OSError) as exc:
         print(f"torchannels: cannot reach {url}: {exc}", file=sys.stderr)
-        return 1
+        return 0, ""
 
 
 def token(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -19,6 +19,7 @@ import difflib
 import math
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import Field, dataclass, field, fields
@@ -147,6 +148,13 @@ class ServerConfig:
     body_timeout: float = _opt(
         60.0, "float", "seconds a client gets to send a request body", low=0, above=True
     )
+    backlog: int = _opt(
+        0,
+        "int",
+        "queue of connections the kernel accepts before the server does (listen backlog; "
+        "0: the system's maximum, /proc/sys/net/core/somaxconn)",
+        low=0,
+    )
     max_connections: int = _opt(
         0,
         "int",
@@ -189,6 +197,14 @@ class ServerConfig:
             allowed_origins=self.allowed_origins,
         )
 
+    def listen_backlog(self) -> int:
+        """The listen backlog to use: ``backlog``, or the system's maximum for 0.
+
+        >>> ServerConfig(backlog=4096).listen_backlog()
+        4096
+        """
+        return self.backlog or system_backlog()
+
     def history(self) -> HistoryPolicy:
         """The broker's default :class:`~torchannels.HistoryPolicy`.
 
@@ -196,6 +212,20 @@ class ServerConfig:
         HistoryPolicy(size=0, ttl=3600.0)
         """
         return HistoryPolicy(size=self.history_size, ttl=self.history_ttl)
+
+
+SOMAXCONN_PATH = "/proc/sys/net/core/somaxconn"
+
+
+def system_backlog(path: str = SOMAXCONN_PATH) -> int:
+    """The largest listen backlog the kernel grants: ``path`` (Linux), else
+    :data:`socket.SOMAXCONN`. A larger one is silently cut to it."""
+    try:
+        with open(path, encoding="ascii") as file:
+            value = int(file.read().strip())
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
+    return value if value > 0 else socket.SOMAXCONN
 
 
 def env_name(name: str) -> str:

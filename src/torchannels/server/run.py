@@ -64,7 +64,7 @@ async def serve(
     server.max_connections = connection_cap(config.max_connections, open_files)
     if sockets is None:
         try:
-            sockets = bind_sockets(config.port, config.host)
+            sockets = bind_sockets(config.port, config.host, backlog=config.listen_backlog())
         except OSError as exc:
             where = f"{config.host}:{config.port}"
             print(f"torchannels: cannot listen on {where}: {exc}", file=sys.stderr)

@@ -36,7 +36,9 @@ def run_workers(config: ServerConfig) -> int:
     """Fork ``config.workers`` workers and supervise them until they stop."""
     try:
         # Port 0 means "any": pick one here, then every worker binds that one.
-        probe = bind_sockets(config.port, config.host, reuse_port=True)
+        probe = bind_sockets(
+            config.port, config.host, reuse_port=True, backlog=config.listen_backlog()
+        )
     except OSError as exc:
         print(f"torchannels: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
         return 1
@@ -97,7 +99,7 @@ def run_workers(config: ServerConfig) -> int:
 
 def _worker(config: ServerConfig, number: int, port: int, ready_w: int) -> int:
     try:
-        sockets = bind_sockets(port, config.host, reuse_port=True)
+        sockets = bind_sockets(port, config.host, reuse_port=True, backlog=config.listen_backlog())
     except OSError as exc:
         print(f"torchannels: worker {number} cannot listen: {exc}", file=sys.stderr)
         return 1

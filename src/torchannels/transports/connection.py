@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tornado.ioloop import PeriodicCallback
+from tornado.web import GZipContentEncoding
 
 from .. import frames as F
 from ..errors import RECONNECT_BYTE_LIMIT, RECONNECT_EXPIRED, RECONNECT_SLOW
@@ -328,6 +329,13 @@ class StreamingTransport(Transport):
         handler.set_header("Content-Type", self.content_type)
         handler.set_header("Cache-Control", "no-cache, no-store")
         handler.set_header("X-Accel-Buffering", "no")
+        # Never compressed: with ``compress_response=True`` Tornado would gzip
+        # each stream on its own (a compressor and a sync flush per frame per
+        # connection), costing the CPU and memory fan-out saves. Poll answers
+        # may still be compressed.
+        handler._transforms = [
+            t for t in handler._transforms if not isinstance(t, GZipContentEncoding)
+        ]
         stream = handler.request.connection.stream  # type: ignore[union-attr]
         stream.set_nodelay(True)
         connected = F.connected(self.name, self.hub.settings.ping_interval)
