@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tornado.ioloop import PeriodicCallback
@@ -174,8 +175,12 @@ class LiveConnection:
             self._put(data)
 
     def _put(self, data: bytes, *, live: bool = False) -> None:
-        self.sent_bytes += len(data)
         self.outbox.put(data, live=live)
+        self._count(data)
+
+    def _count(self, data: bytes) -> None:
+        """Count ``data`` against ``byte_limit``; past it, end the response."""
+        self.sent_bytes += len(data)
         if self._byte_limit is not None and self.sent_bytes >= self._byte_limit:
             self.end(RECONNECT_BYTE_LIMIT)
 
@@ -189,10 +194,8 @@ class LiveConnection:
             item, live = waiting.popleft()
             self._waiting_live -= live
             data = item if isinstance(item, bytes) else self._encode(item)
-            self.sent_bytes += len(data)
             outbox.queue(data)
-            if self._byte_limit is not None and self.sent_bytes >= self._byte_limit:
-                self.end(RECONNECT_BYTE_LIMIT)
+            self._count(data)
         drained = self._drained
         if drained is not None and not waiting and outbox.queued_bytes < outbox.limit:
             self._drained = None
@@ -222,6 +225,19 @@ class LiveConnection:
     def heard(self) -> None:
         """The peer sent something (a pong, a command): it is alive."""
         self._heard = True
+
+    @contextlib.contextmanager
+    def not_reading(self) -> Iterator[None]:
+        """While the transport reads nothing from the peer (Tornado reads a
+        WebSocket's next message, PONGs included, only once a command is
+        handled), silence says nothing about it; the peer counts as heard
+        when reading resumes."""
+        self.listening = False
+        try:
+            yield
+        finally:
+            self.listening = True
+            self._heard = True
 
     def end(self, reason: str) -> None:
         """Send ``reconnect`` (``reason``), then close once it is written; cut

@@ -163,16 +163,11 @@ class ChannelSocketMixin(WebSocketHandler):
             return
         if connection.ending or connection.stopped:
             return
-        # A client that is not reading gets no more commands read: Tornado
-        # reads the next message (and PONG) only once this one is handled.
-        # Silence meanwhile says nothing about the peer; write_timeout ends
-        # a client that does not take what it is sent.
-        connection.listening = False
-        try:
+        # A client that is not reading gets no more commands read until its
+        # queue drains (write_timeout ends one that takes nothing); a slow
+        # can_access must not make the peer look dead either.
+        with connection.not_reading():
             await connection.drained()
-        finally:
-            connection.listening = True
-        connection.heard()
         if connection.ending or connection.stopped:
             return
         try:
@@ -180,16 +175,11 @@ class ChannelSocketMixin(WebSocketHandler):
         except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             self._error(BAD_MESSAGE, "a command must be JSON text")
             return
-        # Tornado reads nothing (PONGs included) until a command is handled:
-        # a slow can_access must not make the peer look dead.
-        connection.listening = False
-        try:
-            await self._command(connection.session, command)
-        except BadRequest as exc:
-            self._error(exc.code, exc.message)
-        finally:
-            connection.listening = True
-            connection.heard()
+        with connection.not_reading():
+            try:
+                await self._command(connection.session, command)
+            except BadRequest as exc:
+                self._error(exc.code, exc.message)
 
     async def _command(self, session: Session, command: object) -> None:
         if not isinstance(command, dict):
