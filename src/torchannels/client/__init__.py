@@ -1,0 +1,63 @@
+"""The Python client of torchannels: subscribe (asyncio, or from a script)
+and publish through a hub's API. Runtime dependency: Tornado only.
+
+::
+
+    from torchannels.client import Client, Message, Publisher
+
+    Publisher("http://127.0.0.1:8090", "s3cret").publish("news", {"text": "hi"})
+
+    async with Client("http://127.0.0.1:8090/channels") as client:
+        async for event in client.subscribe("news"):
+            if isinstance(event, Message):
+                print(event.data)
+
+See docs/python-client.md.
+"""
+
+from __future__ import annotations
+
+from .calls import ChannelInfo, ChannelPage, Published, StateSet
+from .client import TRANSPORTS, Client, Subscription
+from .errors import (
+    APIError,
+    AuthError,
+    ClientError,
+    ConnectError,
+    PayloadTooLarge,
+    RequestError,
+    ServerError,
+    SubscribeError,
+    UnavailableError,
+)
+from .events import ChannelError, Event, Message, Reset, Status
+from .publisher import AsyncPublisher, Publisher
+from .sync import SyncSubscription, subscribe_sync
+
+__all__ = [
+    "TRANSPORTS",
+    "APIError",
+    "AsyncPublisher",
+    "AuthError",
+    "ChannelError",
+    "ChannelInfo",
+    "ChannelPage",
+    "Client",
+    "ClientError",
+    "ConnectError",
+    "Event",
+    "Message",
+    "PayloadTooLarge",
+    "Published",
+    "Publisher",
+    "RequestError",
+    "Reset",
+    "ServerError",
+    "StateSet",
+    "Status",
+    "SubscribeError",
+    "Subscription",
+    "SyncSubscription",
+    "UnavailableError",
+    "subscribe_sync",
+]

@@ -1,0 +1,185 @@
+"""The publish API's requests and answers, shared by :class:`Publisher` (sync)
+and :class:`AsyncPublisher`: each method builds a :class:`Call`, the two
+publishers only move its bytes, and :func:`answer` turns what came back into
+a result or a typed :class:`APIError`, in one place.
+
+When retrying is safe (docs/python-client.md, "Retries"): a request the server
+surely did not act on (the connection was refused; a 503
+``too_many_connections`` or ``shutting_down``, answered before the request
+is read) is retried whatever it is; a 503 ``broker_unavailable`` or a broken
+connection only for an idempotent call (reads, ``set_state``), never for a
+publish, which the server may have stored before failing (docs/api.md).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from ..protocol import check_channel
+from .errors import APIError, error_class
+
+#: 503 codes answered before the server acted on the request.
+NOT_ACTED = frozenset({"too_many_connections", "shutting_down"})
+
+
+@dataclass(frozen=True)
+class Call:
+    """One API request: ``method``, ``path`` (with its query), ``body``, and
+    whether sending it twice does no harm (``idempotent``)."""
+
+    method: str
+    path: str
+    body: bytes | None
+    idempotent: bool
+
+
+@dataclass(frozen=True)
+class Published:
+    """Where a message went: its channel, the channel's ``epoch``, the
+    message's ``offset`` and ``ts``, the server time of publication."""
+
+    channel: str
+    epoch: str
+    offset: int
+    ts: float
+
+
+@dataclass(frozen=True)
+class StateSet:
+    """The position a channel's new state stands for."""
+
+    channel: str
+    epoch: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """A channel's position (``epoch``, ``offset``: its last message, 0 for
+    none), ``history_length``, ``has_state``, ``local_subscribers`` (in the
+    answering process) and ``subscribers`` (every process, when the server
+    says; else None)."""
+
+    channel: str
+    epoch: str
+    offset: int
+    history_length: int
+    has_state: bool
+    local_subscribers: int
+    subscribers: int | None = None
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ChannelInfo:
+        return cls(
+            channel=doc["channel"], epoch=doc["epoch"], offset=doc["offset"],
+            history_length=doc["history_length"], has_state=doc["has_state"],
+            local_subscribers=doc.get("local_subscribers", 0),
+            subscribers=doc.get("subscribers"),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ChannelPage:
+    """One page of ``GET /api/channels``: its channels, sorted by name, and
+    ``next``, the ``after`` of the next page (None on the last)."""
+
+    channels: list[ChannelInfo]
+    next: str | None
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def publish(channel: str, data: Mapping[str, Any]) -> Call:
+    return Call("POST", "/api/publish", _json({"channel": channel, "data": data}), False)
+
+
+def publish_many(channels: Iterable[str], data: Mapping[str, Any]) -> Call:
+    body = {"channels": list(channels), "data": data}
+    return Call("POST", "/api/publish", _json(body), False)
+
+
+Batch = Iterable[tuple[str, Mapping[str, Any]] | Mapping[str, Any]]
+
+
+def publish_batch(messages: Batch) -> Call:
+    """``messages``: ``(channel, data)`` pairs or ``{"channel": ..., "data": ...}``."""
+    items = [dict(m) if isinstance(m, Mapping) else {"channel": m[0], "data": m[1]}
+             for m in messages]  # fmt: skip
+    return Call("POST", "/api/publish", _json({"messages": items}), False)
+
+
+def set_state(channel: str, messages: Iterable[Mapping[str, Any]]) -> Call:
+    body = {"channel": channel, "messages": list(messages)}
+    return Call("POST", "/api/state", _json(body), True)
+
+
+def channel_info(channel: str) -> Call:
+    check_channel(channel)  # a bad name would only become another path
+    return Call("GET", "/api/channels/" + quote(channel, safe=""), None, True)
+
+
+def list_channels(prefix: str | None = None, limit: int | None = None,
+                  after: str | None = None) -> Call:  # fmt: skip
+    query = {k: v for k, v in (("prefix", prefix), ("limit", limit), ("after", after))
+             if v is not None}  # fmt: skip
+    return Call("GET", "/api/channels" + (f"?{urlencode(query)}" if query else ""), None, True)
+
+
+def headers(api_key: str, call: Call) -> dict[str, str]:
+    out = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+    if call.body is not None:
+        out["Content-Type"] = "application/json"
+    return out
+
+
+def answer(status: int, head: Mapping[str, str], body: bytes) -> Any:
+    """The JSON of a 200 answer; else the :class:`APIError` subclass for its code."""
+    try:
+        doc = json.loads(body) if body else None
+    except ValueError:
+        doc = None
+    if status == 200 and doc is not None:
+        return doc
+    code, message, index = "", body[:200].decode(errors="replace"), None
+    if isinstance(doc, dict):
+        code = str(doc.get("error") or doc.get("status") or "")
+        message = str(doc.get("message", message))
+        index = doc.get("index") if isinstance(doc.get("index"), int) else None
+    retry_after: float | None = None
+    with_retry = head.get("Retry-After")
+    if with_retry is not None and with_retry.strip().isdigit():
+        retry_after = float(with_retry)
+    raise error_class(status, code)(status, code, message, index, retry_after)
+
+
+def retry_delay(call: Call, error: Exception, attempt: int, refused: bool,
+                rng: random.Random) -> float | None:  # fmt: skip
+    """Seconds to wait before sending ``call`` again after ``error`` (its
+    ``attempt``-th failure, from 1), or None when it must not be retried.
+    ``refused``: the connection was refused, so nothing was sent."""
+    if isinstance(error, APIError):
+        if error.status != 503:
+            return None
+        safe = error.code in NOT_ACTED or (call.idempotent and error.code == "broker_unavailable")
+        if not safe:
+            return None
+        if error.retry_after is not None:
+            return min(error.retry_after, 30.0)
+    elif not (refused or call.idempotent):
+        return None
+    return rng.uniform(0, min(5.0, 0.2 * 2**attempt))
+
+
+def published(doc: Mapping[str, Any]) -> Published:
+    return Published(doc["channel"], doc["epoch"], doc["offset"], doc["ts"])
+
+
+def page(doc: Mapping[str, Any]) -> ChannelPage:
+    return ChannelPage([ChannelInfo.from_json(c) for c in doc["channels"]], doc.get("next"))

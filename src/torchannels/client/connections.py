@@ -1,0 +1,273 @@
+"""One connection to a hub on one transport, read frame batch by frame batch.
+
+Each kind hands out the frames it receives through :meth:`read` and ends in
+one of three ways: :class:`Ended` (the server finished on purpose, a poll
+was answered), :class:`Dropped` (a network failure, a silence longer than
+the read timeout, a 5xx: come back after a pause) or :class:`Refused` (a 4xx
+or a WebSocket close code retrying cannot help with). :meth:`close` drops
+the connection at once and waits until Tornado's own tasks for it are done,
+so cancelling a subscription leaves nothing running.
+
+HTTP goes through Tornado's ``SimpleAsyncHTTPClient`` with a
+``streaming_callback``. Tornado has no call to abort a request in flight, so
+each connection gets its own client whose ``TCPClient`` keeps the sockets it
+opens (:class:`_Sockets`): closing them ends the request at once, with a
+599 answer, whatever it was waiting for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import tornado.httpclient
+import tornado.iostream
+import tornado.tcpclient
+import tornado.websocket
+from tornado.simple_httpclient import SimpleAsyncHTTPClient
+
+from .decode import DecodeError, NDJSONDecoder, SSEDecoder
+
+#: Seconds :meth:`close` waits for Tornado to wind a connection down.
+CLOSE_WAIT = 2.0
+#: WebSocket close codes after which asking again cannot help.
+FATAL_CLOSES = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
+
+
+class Ended(Exception):
+    """The connection ended cleanly (after ``reconnect``, or a poll answer)."""
+
+
+class Dropped(Exception):
+    """The connection failed: come back after a pause (``code``: an HTTP
+    status, a close code or an API error code, when there is one)."""
+
+    def __init__(self, reason: str, code: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class Refused(Exception):
+    """The server refused the request (4xx) or closed with a code that says
+    not to come back as is; ``code`` is the JSON ``error``, else the status."""
+
+    def __init__(self, code: str, message: str, status: int = 0) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def _error_of(status: int, body: bytes) -> tuple[str, str]:
+    try:
+        doc = json.loads(body)
+        return str(doc["error"]), str(doc.get("message", ""))
+    except (ValueError, KeyError, TypeError):
+        return str(status), body[:200].decode(errors="replace")
+
+
+def _failed(status: int, body: bytes) -> Exception:
+    code, message = _error_of(status, body)
+    if status >= 500 or status in (408, 429) or status == 599:
+        return Dropped(f"HTTP {status} {code}: {message}", code)
+    return Refused(code, message, status)
+
+
+class _Sockets(tornado.tcpclient.TCPClient):
+    """A ``TCPClient`` that can close every stream it opened, at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.streams: list[tornado.iostream.IOStream] = []
+        self.aborted = False
+
+    async def connect(self, *args: Any, **kwargs: Any) -> tornado.iostream.IOStream:
+        stream = await super().connect(*args, **kwargs)
+        if self.aborted:
+            stream.close()
+            raise tornado.iostream.StreamClosedError()
+        self.streams.append(stream)
+        return stream
+
+    def abort(self) -> None:
+        self.aborted = True
+        for stream in self.streams:
+            stream.close()
+
+
+class HTTPConnection:
+    """A poll, long-poll, stream or sse request."""
+
+    def __init__(
+        self, transport: str, url: str, headers: Mapping[str, str], *, connect_timeout: float,
+        request_timeout: float = 0.0,
+    ) -> None:  # fmt: skip
+        """``request_timeout``: the whole request's bound (poll, long-poll);
+        0 for streams, bounded by :meth:`read`'s timeout instead."""
+        self.transport = transport
+        self.streaming = transport in ("stream", "sse")
+        self.status = 0
+        self._decoder: SSEDecoder | NDJSONDecoder | None = None
+        if self.streaming:
+            self._decoder = SSEDecoder() if transport == "sse" else NDJSONDecoder()
+        self._frames: list[dict[str, Any]] = []
+        self._body = b""
+        self._failure: Exception | None = None
+        self._answered = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._sockets = _Sockets()
+        self._http = SimpleAsyncHTTPClient(force_instance=True, max_body_size=1 << 62)
+        self._http.tcp_client.close()
+        self._http.tcp_client = self._sockets  # see the module's docstring
+        request = tornado.httpclient.HTTPRequest(
+            url, headers=dict(headers), connect_timeout=connect_timeout,
+            request_timeout=request_timeout, header_callback=self._on_header,
+            streaming_callback=self._on_chunk, decompress_response=not self.streaming,
+        )  # fmt: skip
+        self._fetch = self._http.fetch(request, raise_error=False)
+        self._fetch.add_done_callback(lambda _: self._wake())
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _on_header(self, line: str) -> None:
+        if not self.status and line.startswith("HTTP/"):
+            parts = line.split()
+            self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+    def _on_chunk(self, chunk: bytes) -> None:
+        if self._decoder is None or self.status != 200:
+            self._body += chunk
+            return
+        try:
+            self._frames.extend(self._decoder.feed(chunk))
+        except DecodeError as exc:
+            self._failure = Dropped(f"undecodable {self.transport}: {exc}")
+            self._sockets.abort()
+        self._wake()
+
+    async def read(self, timeout: float) -> list[dict[str, Any]]:
+        """The next frames; waits at most ``timeout`` seconds for a byte."""
+        while not self._frames:
+            if self._failure is not None:
+                raise self._failure
+            if self._fetch.done():
+                if self._answered:
+                    raise Ended()
+                self._answered = True
+                self._finish()
+                continue
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self._waiter, timeout)
+            except TimeoutError:
+                raise Dropped(f"nothing received for {timeout:.1f} s") from None
+        frames, self._frames = self._frames, []
+        return frames
+
+    def _finish(self) -> None:
+        """The request is over: its frames (poll), or why it failed."""
+        error = self._fetch.exception()  # a connection failure, even with raise_error=False
+        if error is not None:
+            raise Dropped(f"{self.transport}: {error!r}")
+        response = self._fetch.result()
+        if response.code == 599:
+            raise Dropped(f"{self.transport}: {response.error!r}")
+        if response.code != 200:
+            raise _failed(response.code, self._body)
+        if self.streaming:
+            raise Dropped(f"the {self.transport} response ended without a reconnect frame")
+        try:
+            doc = json.loads(self._body)
+            frames = doc["frames"]
+            if not isinstance(frames, list) or not all(isinstance(f, dict) for f in frames):
+                raise TypeError("frames")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise Dropped(f"a bad poll answer: {self._body[:200]!r}") from exc
+        self._frames, self._body = list(frames), b""
+
+    def abort(self) -> None:
+        self._sockets.abort()
+
+    async def close(self) -> None:
+        self._sockets.abort()
+        with contextlib.suppress(Exception):  # it failed: that was the point
+            await asyncio.wait_for(asyncio.shield(self._fetch), CLOSE_WAIT)
+        self._http.close()
+
+
+def _close_late(connecting: asyncio.Future[tornado.websocket.WebSocketClientConnection]) -> None:
+    if not connecting.cancelled() and connecting.exception() is None:
+        connecting.result().close()
+
+
+class WebSocketConnection:
+    """A WebSocket; subscribes through its connect URL."""
+
+    transport = "websocket"
+
+    def __init__(self, conn: tornado.websocket.WebSocketClientConnection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, url: str, headers: Mapping[str, str], connect_timeout: float
+                   ) -> WebSocketConnection:  # fmt: skip
+        request = tornado.httpclient.HTTPRequest(
+            url, headers=dict(headers), connect_timeout=connect_timeout
+        )
+        connecting = asyncio.ensure_future(tornado.websocket.websocket_connect(request))
+        try:
+            conn = await asyncio.wait_for(asyncio.shield(connecting), connect_timeout + 1)
+        except BaseException as exc:
+            # Tornado's connect may go on: close what it gives, whenever it does.
+            connecting.add_done_callback(_close_late)
+            if isinstance(exc, tornado.httpclient.HTTPClientError):
+                body = exc.response.body if exc.response is not None else b""
+                raise _failed(exc.code, body or b"") from exc
+            if isinstance(exc, OSError | TimeoutError | tornado.iostream.StreamClosedError
+                          | tornado.websocket.WebSocketError):  # fmt: skip
+                raise Dropped(f"websocket: {exc!r}") from exc
+            raise
+        return cls(conn)
+
+    async def read(self, timeout: float) -> list[dict[str, Any]]:
+        try:
+            text = await asyncio.wait_for(self._conn.read_message(), timeout)
+        except TimeoutError:
+            raise Dropped(f"nothing received for {timeout:.1f} s") from None
+        if text is None:
+            code = self._conn.close_code
+            reason = f"closed {code or 1006} {self._conn.close_reason or ''}".strip()
+            if code in FATAL_CLOSES:
+                raise Refused(str(code), reason)
+            raise Dropped(reason, str(code or 1006))
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            frame = None
+        if not isinstance(frame, dict):
+            raise Dropped(f"undecodable websocket frame {text!r:.200}")
+        return [frame]
+
+    def abort(self) -> None:
+        stream = self._conn.stream
+        if stream is not None:
+            stream.close()
+
+    async def close(self) -> None:
+        """Close (1000), and give the server a moment to answer before the
+        TCP connection is dropped."""
+        self._conn.close(1000)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_WAIT):
+                while await self._conn.read_message() is not None:
+                    pass
+        self.abort()
+
+
+Connection = HTTPConnection | WebSocketConnection

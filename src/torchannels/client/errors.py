@@ -1,0 +1,110 @@
+"""The client's exceptions: one root, one subclass per kind of answer.
+
+Publishing (:mod:`torchannels.client.publisher`) raises :class:`APIError`
+subclasses chosen by the API's JSON ``error`` code (docs/api.md); switch on
+the class for what to do, on ``code`` for the detail. Subscribing raises
+:class:`SubscribeError` when retrying cannot help.
+"""
+
+from __future__ import annotations
+
+from ..errors import TorChannelsError
+
+
+class ClientError(TorChannelsError):
+    """Root of everything :mod:`torchannels.client` raises on purpose."""
+
+
+class ConnectError(ClientError):
+    """The server could not be reached, or the connection broke before an answer."""
+
+
+class APIError(ClientError):
+    """The publish API refused a request: ``status``, ``code``, ``message``,
+    ``index`` (the refused message of a batch, else None) and ``retry_after``
+    (seconds from a ``Retry-After`` header, else None)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, index: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.index = index
+        self.retry_after = retry_after
+
+
+class AuthError(APIError):
+    """``unauthorized``, ``forbidden``, ``api_disabled``: fix the key or the server."""
+
+
+class RequestError(APIError):
+    """The request itself is wrong (``bad_json``, ``invalid_channel``,
+    ``invalid_message``, ``too_many_messages``, ``http_error``, ...):
+    sending it again cannot succeed."""
+
+
+class PayloadTooLarge(RequestError):
+    """``payload_too_large``: the body is over the server's ``--max-publish-bytes``."""
+
+
+class UnavailableError(APIError):
+    """``broker_unavailable``, ``channel_limit``, ``shutting_down``,
+    ``too_many_connections``: the server cannot do it now; maybe later."""
+
+
+class ServerError(APIError):
+    """``internal`` or another 5xx: a bug or a broken proxy."""
+
+
+class SubscribeError(ClientError):
+    """A subscription cannot go on: the server refused the request itself
+    (``code``: ``invalid_channel``, ``too_many_channels``, an HTTP status, a
+    WebSocket close code such as ``1009``), and asking again cannot help."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+#: The class of each code of docs/api.md (and of the server's connection limits).
+CODES: dict[str, type[APIError]] = {
+    "unauthorized": AuthError,
+    "forbidden": AuthError,
+    "api_disabled": AuthError,
+    "bad_json": RequestError,
+    "invalid_channel": RequestError,
+    "invalid_message": RequestError,
+    "too_many_messages": RequestError,
+    "http_error": RequestError,
+    "headers_too_large": RequestError,
+    "uri_too_long": RequestError,
+    "payload_too_large": PayloadTooLarge,
+    "broker_unavailable": UnavailableError,
+    "channel_limit": UnavailableError,
+    "shutting_down": UnavailableError,
+    "too_many_connections": UnavailableError,
+    "internal": ServerError,
+}
+
+
+def error_class(status: int, code: str) -> type[APIError]:
+    """The exception class for an answer: by ``code``, else by ``status``.
+
+    >>> error_class(400, "invalid_channel").__name__
+    'RequestError'
+    >>> error_class(502, "").__name__
+    'ServerError'
+    """
+    if code in CODES:
+        return CODES[code]
+    if status in (401, 403):
+        return AuthError
+    if status == 413:
+        return PayloadTooLarge
+    if status in (429, 503):
+        return UnavailableError
+    return ServerError if status >= 500 else RequestError

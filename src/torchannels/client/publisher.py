@@ -1,0 +1,209 @@
+"""Publish through a hub's HTTP API (docs/api.md), from scripts or from asyncio.
+
+::
+
+    from torchannels.client import Publisher
+    hub = Publisher("http://127.0.0.1:8090", "s3cret")
+    hub.publish("news", {"text": "hi"})     # Published(channel='news', epoch=..., offset=1, ...)
+    hub.set_state("scores", [{"a": 3}])
+    hub.channel("news").history_length
+
+:class:`Publisher` uses only the standard library (``urllib``);
+:class:`AsyncPublisher` has the same methods as coroutines, on Tornado's
+``AsyncHTTPClient``. Requests, answers and errors are built once, in
+:mod:`torchannels.client.calls`. Refusals raise the :class:`APIError`
+subclass of their code; see that module for which failures are retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any
+
+import tornado.httpclient
+
+from . import calls
+from .calls import Batch, Call, ChannelInfo, ChannelPage, Published, StateSet
+from .errors import APIError, ConnectError
+
+
+class _Publisher:
+    def __init__(
+        self, base_url: str, api_key: str, *, timeout: float = 30.0, retries: int = 3,
+        seed: int | None = None,
+    ) -> None:  # fmt: skip
+        """``base_url``: the hub (``http://127.0.0.1:8090``); ``retries``: how
+        many times a failure that is safe to retry is retried."""
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.retries = retries
+        self._rng = random.Random(seed)
+
+    def _delay(self, call: Call, error: Exception, attempt: int, refused: bool) -> float:
+        """The pause before the next attempt; raises ``error`` when none is due."""
+        delay = None
+        if attempt <= self.retries:
+            delay = calls.retry_delay(call, error, attempt, refused, self._rng)
+        if delay is None:
+            raise error
+        return delay
+
+
+class Publisher(_Publisher):
+    """The synchronous publisher (standard library only)."""
+
+    def publish(self, channel: str, data: Mapping[str, Any]) -> Published:
+        return calls.published(self.request(calls.publish(channel, data)))
+
+    def publish_many(self, channels: Iterable[str], data: Mapping[str, Any]) -> list[Published]:
+        """``data`` to each channel; one result per distinct channel."""
+        doc = self.request(calls.publish_many(channels, data))
+        return [calls.published(r) for r in doc["results"]]
+
+    def publish_batch(self, messages: Batch) -> list[Published]:
+        """Up to 1000 messages, published in order; one result per message."""
+        doc = self.request(calls.publish_batch(messages))
+        return [calls.published(r) for r in doc["results"]]
+
+    def set_state(self, channel: str, messages: Iterable[Mapping[str, Any]]) -> StateSet:
+        doc = self.request(calls.set_state(channel, messages))
+        return StateSet(doc["channel"], doc["epoch"], doc["offset"])
+
+    def channel(self, channel: str) -> ChannelInfo:
+        return ChannelInfo.from_json(self.request(calls.channel_info(channel)))
+
+    def channels(self, prefix: str | None = None, limit: int | None = None,
+                 after: str | None = None) -> ChannelPage:  # fmt: skip
+        """One page of the channels, sorted by name."""
+        return calls.page(self.request(calls.list_channels(prefix, limit, after)))
+
+    def iter_channels(self, prefix: str | None = None) -> Iterator[ChannelInfo]:
+        """Every channel (whose name starts with ``prefix``), page after page."""
+        after: str | None = None
+        while True:
+            page = self.channels(prefix, None, after)
+            yield from page.channels
+            if page.next is None:
+                return
+            after = page.next
+
+    def request(self, call: Call) -> Any:
+        """Send ``call``, retrying when safe; its JSON answer or an error."""
+        attempt = 0
+        while True:
+            attempt += 1
+            refused = False
+            try:
+                return self._send(call)
+            except ConnectError as exc:
+                refused = isinstance(exc.__cause__, ConnectionRefusedError)
+                error: Exception = exc
+            except APIError as exc:
+                error = exc
+            time.sleep(self._delay(call, error, attempt, refused))
+
+    def _send(self, call: Call) -> Any:
+        request = urllib.request.Request(
+            self.base_url + call.path, data=call.body, method=call.method,
+            headers=calls.headers(self.api_key, call),
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return calls.answer(response.status, dict(response.headers), response.read())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return calls.answer(exc.code, dict(exc.headers), exc.read())
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            raise ConnectError(f"cannot reach {self.base_url}: {reason}") from (
+                reason if isinstance(reason, BaseException) else exc
+            )
+        except OSError as exc:  # reset, timeout while reading the answer
+            raise ConnectError(f"connection to {self.base_url} failed: {exc!r}") from exc
+
+
+class AsyncPublisher(_Publisher):
+    """The asyncio publisher on Tornado's HTTP client; close it (or use
+    ``async with``) when done."""
+
+    def __init__(self, base_url: str, api_key: str, **options: Any) -> None:
+        super().__init__(base_url, api_key, **options)
+        self._http = tornado.httpclient.AsyncHTTPClient(force_instance=True)
+
+    async def __aenter__(self) -> AsyncPublisher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    async def publish(self, channel: str, data: Mapping[str, Any]) -> Published:
+        return calls.published(await self.request(calls.publish(channel, data)))
+
+    async def publish_many(
+        self, channels: Iterable[str], data: Mapping[str, Any]
+    ) -> list[Published]:
+        doc = await self.request(calls.publish_many(channels, data))
+        return [calls.published(r) for r in doc["results"]]
+
+    async def publish_batch(self, messages: Batch) -> list[Published]:
+        doc = await self.request(calls.publish_batch(messages))
+        return [calls.published(r) for r in doc["results"]]
+
+    async def set_state(self, channel: str, messages: Iterable[Mapping[str, Any]]) -> StateSet:
+        doc = await self.request(calls.set_state(channel, messages))
+        return StateSet(doc["channel"], doc["epoch"], doc["offset"])
+
+    async def channel(self, channel: str) -> ChannelInfo:
+        return ChannelInfo.from_json(await self.request(calls.channel_info(channel)))
+
+    async def channels(self, prefix: str | None = None, limit: int | None = None,
+                       after: str | None = None) -> ChannelPage:  # fmt: skip
+        return calls.page(await self.request(calls.list_channels(prefix, limit, after)))
+
+    async def iter_channels(self, prefix: str | None = None) -> AsyncIterator[ChannelInfo]:
+        after: str | None = None
+        while True:
+            page = await self.channels(prefix, None, after)
+            for info in page.channels:
+                yield info
+            if page.next is None:
+                return
+            after = page.next
+
+    async def request(self, call: Call) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
+            refused = False
+            try:
+                return await self._send(call)
+            except ConnectError as exc:
+                refused = isinstance(exc.__cause__, ConnectionRefusedError)
+                error: Exception = exc
+            except APIError as exc:
+                error = exc
+            await asyncio.sleep(self._delay(call, error, attempt, refused))
+
+    async def _send(self, call: Call) -> Any:
+        try:
+            response = await self._http.fetch(
+                self.base_url + call.path, method=call.method, body=call.body,
+                headers=calls.headers(self.api_key, call), raise_error=False,
+                request_timeout=self.timeout,
+            )  # fmt: skip
+        except (OSError, tornado.httpclient.HTTPClientError) as exc:  # no answer at all
+            raise ConnectError(f"cannot reach {self.base_url}: {exc!r}") from exc
+        if response.code == 599:
+            raise ConnectError(f"cannot reach {self.base_url}: {response.error}") from (
+                response.error
+            )
+        return calls.answer(response.code, response.headers, response.body)

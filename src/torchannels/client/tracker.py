@@ -1,0 +1,102 @@
+"""A subscription's positions, moved by the frames exactly as
+docs/protocol.md says, and what one connection has shown so far.
+
+>>> t = Tracker(["chat"], {}, can_renew=False)
+>>> t.apply({"type": "subscribed", "channel": "chat", "epoch": "e1", "offset": 4})
+[]
+>>> t.apply({"type": "message", "data": {"channel": "chat", "epoch": "e1", "offset": 5, "ts": 1}})
+[Message(channel='chat', epoch='e1', offset=5, state=False)]
+>>> t.positions
+{'chat': Position(epoch='e1', offset=5)}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..protocol import Position
+from .errors import SubscribeError
+from .events import ChannelError, Event, Message, Reset
+
+
+class MalformedFrame(ValueError):
+    """A frame without the fields its type needs."""
+
+
+class Tracker:
+    """``channels`` still asked for and their ``positions``; per connection
+    (reset by :meth:`start`): ``connected``, ``ping`` (the server's interval),
+    ``pinged``, ``delivered`` (a channel frame arrived) and ``end`` (why it
+    is over: a ``reconnect`` reason, or ``token_expired`` for a channel
+    refused as lapsed when ``can_renew``)."""
+
+    def __init__(
+        self, channels: list[str], positions: dict[str, Position], can_renew: bool
+    ) -> None:
+        self.channels = channels
+        self.positions = positions
+        self.can_renew = can_renew
+        self.start()
+
+    def start(self) -> None:
+        self.connected = self.pinged = self.delivered = False
+        self.ping: float | None = None
+        self.end: str | None = None
+
+    def apply(self, frame: dict[str, Any]) -> list[Event]:
+        """The events one frame gives, after moving the positions."""
+        try:
+            return self._apply(frame)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedFrame(f"malformed frame {frame!r:.200}: {exc!r}") from exc
+
+    def _apply(self, frame: dict[str, Any]) -> list[Event]:
+        kind = frame.get("type")
+        if kind == "connected":
+            self.connected = True
+            ping = frame.get("ping")
+            if isinstance(ping, int | float) and ping > 0:
+                self.ping = float(ping)
+        elif kind == "ping":
+            self.pinged = True
+        elif kind == "reconnect":
+            self.end = str(frame.get("reason") or "reconnect")
+        elif kind == "message":
+            data = frame["data"]
+            channel = data["channel"]
+            if channel in self.channels:
+                position = Position(str(data["epoch"]), int(data["offset"]))
+                self.positions[channel] = position
+                self.delivered = True
+                return [Message(channel, position.epoch, position.offset, data)]
+        elif kind == "subscribed":
+            channel = frame["channel"]
+            if channel in self.channels:
+                self.positions[channel] = Position(str(frame["epoch"]), int(frame["offset"]))
+                self.delivered = True
+                state = frame.get("state") or []
+                return [Message(channel, str(m["epoch"]), int(m["offset"]), m, state=True)
+                        for m in state]  # fmt: skip
+        elif kind == "reset":
+            channel = frame["channel"]
+            if channel in self.channels:
+                self.positions.pop(channel, None)
+                self.delivered = True
+                return [Reset(channel, str(frame.get("reason")))]
+        elif kind == "error":
+            return self._error(frame)
+        return []  # ping, unsubscribed, and types this client does not know
+
+    def _error(self, frame: dict[str, Any]) -> list[Event]:
+        code, message = str(frame.get("code")), str(frame.get("message", ""))
+        channel = frame.get("channel")
+        if channel is None:  # the request itself (bad_parameter, bad_message)
+            raise SubscribeError(code, message)
+        if channel not in self.channels:
+            return []
+        self.positions.pop(channel, None)
+        if code == "token_expired" and self.can_renew:
+            self.end = "token_expired"  # renew the token, then ask again
+            return []
+        self.channels.remove(channel)
+        return [ChannelError(channel, code, message)]
