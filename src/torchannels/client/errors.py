@@ -28,7 +28,7 @@ class APIError(ClientError):
         self, status: int, code: str, message: str, index: int | None = None,
         retry_after: float | None = None,
     ) -> None:  # fmt: skip
-        super().__init__(f"{status} {code}: {message}")
+        super().__init__(f"{status} {code}: {message}" if code else f"HTTP {status}: {message}")
         self.status = status
         self.code = code
         self.message = message

@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 
 from .. import __version__
+from . import watch
 from .config import ConfigError, add_arguments, load_config
 from .run import serve
 
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=_ttl, default=3600.0, help="lifetime in seconds (3600)")
     token.add_argument("--sub", help="the subject (user id) to put in the token")
     token.add_argument("--secret", help="the shared secret (env TORCHANNELS_TOKEN_SECRET)")
+    watch.add_commands(commands, DEFAULT_URL)  # subscribe, channels, info (watch.py)
     return parser
 
 
@@ -145,6 +147,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return asyncio.run(serve(config))  # from .run
         if args.command == "publish":
             return publish(args, env)
+        if args.command in watch.COMMANDS:
+            return watch.run(args, env, DEFAULT_URL)
         return token(args, env)
     except ConfigError as exc:
         print(f"torchannels: {exc}", file=sys.stderr)
