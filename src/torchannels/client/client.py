@@ -205,15 +205,10 @@ class Subscription:
             url = c.ws_url + ("&" if "?" in c.ws_url else "?") + urlencode(query, doseq=True)
             return await WebSocketConnection.open(url, headers, c.connect_timeout)
         query = {"transport": transport, **query}
-        timeout = c.connect_timeout + c.ping_leeway
         if transport == "longpoll":
             query["timeout"] = c.longpoll_timeout
-            timeout += c.longpoll_timeout
         url = c.url + ("&" if "?" in c.url else "?") + urlencode(query, doseq=True)
-        return HTTPConnection(
-            transport, url, headers, connect_timeout=c.connect_timeout,
-            request_timeout=0 if transport in STREAMING else timeout,
-        )  # fmt: skip
+        return HTTPConnection(transport, url, headers, connect_timeout=c.connect_timeout)
 
     async def _run(self) -> AsyncGenerator[Event, None]:
         c, t = self.client, self.tracker
@@ -233,22 +228,25 @@ class Subscription:
             detail = ""
             try:
                 self._conn = await self._open(transport)
-                timeout = c.connect_timeout if transport in STREAMING else 1e9
-                while t.end is None and not self._closing:
+                timeout = c.connect_timeout  # for the first byte; then the pings'
+                if transport == "longpoll":
+                    timeout += c.longpoll_timeout
+                while t.end is None and t.channels and not self._closing:
                     try:
                         frames = await self._conn.read(timeout)
                     except Ended:
-                        t.connected = True
                         t.end = "answered"  # a poll answer (streams end with reconnect)
                         frames = []
-                    for frame in frames:
-                        for event in t.apply(frame):
+                    t.connected = t.connected or transport not in STREAMING  # answered
+                    for frame in frames or [{}]:
+                        events = t.apply(frame)
+                        if t.connected and self.transport != transport:
+                            self.transport, worked = transport, True
+                            c.status(Status("connected", transport))
+                        for event in events:
                             yield event
                     if t.ping is not None:
                         timeout = t.ping + c.ping_leeway
-                    if t.connected and self.transport != transport:
-                        self.transport, worked = transport, True
-                        c.status(Status("connected", transport))
             except (Dropped, MalformedFrame) as exc:
                 t.end = t.end or getattr(exc, "code", "") or "dropped"
                 detail = str(exc)

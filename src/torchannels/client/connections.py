@@ -8,11 +8,14 @@ or a WebSocket close code retrying cannot help with). :meth:`close` drops
 the connection at once and waits until Tornado's own tasks for it are done,
 so cancelling a subscription leaves nothing running.
 
-HTTP goes through Tornado's ``SimpleAsyncHTTPClient`` with a
-``streaming_callback``. Tornado has no call to abort a request in flight, so
-each connection gets its own client whose ``TCPClient`` keeps the sockets it
-opens (:class:`_Sockets`): closing them ends the request at once, with a
-599 answer, whatever it was waiting for.
+Timeouts use ``asyncio.timeout``, never ``asyncio.wait_for``: on Python
+3.11, ``wait_for`` swallows a cancellation that comes in the same loop turn
+as the awaited result (CPython gh-86296), which would leave a cancelled
+subscription running.
+
+HTTP goes through :class:`torchannels.client.httpget.Get` (Tornado's own
+HTTP/1.1 connection on a stream the client can drop), WebSocket through
+Tornado's ``websocket_connect``.
 """
 
 from __future__ import annotations
@@ -25,11 +28,10 @@ from typing import Any
 
 import tornado.httpclient
 import tornado.iostream
-import tornado.tcpclient
 import tornado.websocket
-from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
 from .decode import DecodeError, NDJSONDecoder, SSEDecoder
+from .httpget import Get
 
 #: Seconds :meth:`close` waits for Tornado to wind a connection down.
 CLOSE_WAIT = 2.0
@@ -77,37 +79,12 @@ def _failed(status: int, body: bytes) -> Exception:
     return Refused(code, message, status)
 
 
-class _Sockets(tornado.tcpclient.TCPClient):
-    """A ``TCPClient`` that can close every stream it opened, at once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.streams: list[tornado.iostream.IOStream] = []
-        self.aborted = False
-
-    async def connect(self, *args: Any, **kwargs: Any) -> tornado.iostream.IOStream:
-        stream = await super().connect(*args, **kwargs)
-        if self.aborted:
-            stream.close()
-            raise tornado.iostream.StreamClosedError()
-        self.streams.append(stream)
-        return stream
-
-    def abort(self) -> None:
-        self.aborted = True
-        for stream in self.streams:
-            stream.close()
-
-
 class HTTPConnection:
     """A poll, long-poll, stream or sse request."""
 
     def __init__(
-        self, transport: str, url: str, headers: Mapping[str, str], *, connect_timeout: float,
-        request_timeout: float = 0.0,
+        self, transport: str, url: str, headers: Mapping[str, str], *, connect_timeout: float
     ) -> None:  # fmt: skip
-        """``request_timeout``: the whole request's bound (poll, long-poll);
-        0 for streams, bounded by :meth:`read`'s timeout instead."""
         self.transport = transport
         self.streaming = transport in ("stream", "sse")
         self.status = 0
@@ -118,27 +95,21 @@ class HTTPConnection:
         self._body = b""
         self._failure: Exception | None = None
         self._answered = False
+        self._end: tuple[str | None] | None = None  # (error,) once the request ended
         self._waiter: asyncio.Future[None] | None = None
-        self._sockets = _Sockets()
-        self._http = SimpleAsyncHTTPClient(force_instance=True, max_body_size=1 << 62)
-        self._http.tcp_client.close()
-        self._http.tcp_client = self._sockets  # see the module's docstring
-        request = tornado.httpclient.HTTPRequest(
-            url, headers=dict(headers), connect_timeout=connect_timeout,
-            request_timeout=request_timeout, header_callback=self._on_header,
-            streaming_callback=self._on_chunk, decompress_response=not self.streaming,
-        )  # fmt: skip
-        self._fetch = self._http.fetch(request, raise_error=False)
-        self._fetch.add_done_callback(lambda _: self._wake())
+        self._get = Get(url, headers, connect_timeout, self._on_head, self._on_chunk,
+                        self._on_end)  # fmt: skip
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _on_header(self, line: str) -> None:
-        if not self.status and line.startswith("HTTP/"):
-            parts = line.split()
-            self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    def _on_head(self, status: int) -> None:
+        self.status = status
+
+    def _on_end(self, error: str | None) -> None:
+        self._end = (error,)
+        self._wake()
 
     def _on_chunk(self, chunk: bytes) -> None:
         if self._decoder is None or self.status != 200:
@@ -148,7 +119,7 @@ class HTTPConnection:
             self._frames.extend(self._decoder.feed(chunk))
         except DecodeError as exc:
             self._failure = Dropped(f"undecodable {self.transport}: {exc}")
-            self._sockets.abort()
+            self._get.abort()
         self._wake()
 
     async def read(self, timeout: float) -> list[dict[str, Any]]:
@@ -156,32 +127,28 @@ class HTTPConnection:
         while not self._frames:
             if self._failure is not None:
                 raise self._failure
-            if self._fetch.done():
-                if self._answered:
-                    raise Ended()
-                self._answered = True
-                self._finish()
+            if self._end is not None:
+                self._finish(self._end[0])  # raises, or gives a poll answer's frames
                 continue
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.wait_for(self._waiter, timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: see the docstring
+                    await self._waiter
             except TimeoutError:
                 raise Dropped(f"nothing received for {timeout:.1f} s") from None
         frames, self._frames = self._frames, []
         return frames
 
-    def _finish(self) -> None:
-        """The request is over: its frames (poll), or why it failed."""
-        error = self._fetch.exception()  # a connection failure, even with raise_error=False
-        if error is not None:
-            raise Dropped(f"{self.transport}: {error!r}")
-        response = self._fetch.result()
-        if response.code == 599:
-            raise Dropped(f"{self.transport}: {response.error!r}")
-        if response.code != 200:
-            raise _failed(response.code, self._body)
+    def _finish(self, error: str | None) -> None:
+        """The request is over: its frames (poll), or why it ended."""
+        if error is not None and not (self.status and self.status != 200):
+            raise Dropped(f"{self.transport}: {error}")
+        if self.status != 200:
+            raise _failed(self.status, self._body)
         if self.streaming:
             raise Dropped(f"the {self.transport} response ended without a reconnect frame")
+        if self._answered:
+            raise Ended()
         try:
             doc = json.loads(self._body)
             frames = doc["frames"]
@@ -189,16 +156,13 @@ class HTTPConnection:
                 raise TypeError("frames")
         except (ValueError, KeyError, TypeError) as exc:
             raise Dropped(f"a bad poll answer: {self._body[:200]!r}") from exc
-        self._frames, self._body = list(frames), b""
+        self._frames, self._answered = list(frames), True
 
     def abort(self) -> None:
-        self._sockets.abort()
+        self._get.abort()
 
     async def close(self) -> None:
-        self._sockets.abort()
-        with contextlib.suppress(Exception):  # it failed: that was the point
-            await asyncio.wait_for(asyncio.shield(self._fetch), CLOSE_WAIT)
-        self._http.close()
+        await self._get.close(CLOSE_WAIT)
 
 
 def _close_late(connecting: asyncio.Future[tornado.websocket.WebSocketClientConnection]) -> None:
@@ -222,7 +186,8 @@ class WebSocketConnection:
         )
         connecting = asyncio.ensure_future(tornado.websocket.websocket_connect(request))
         try:
-            conn = await asyncio.wait_for(asyncio.shield(connecting), connect_timeout + 1)
+            async with asyncio.timeout(connect_timeout + 1):
+                conn = await asyncio.shield(connecting)
         except BaseException as exc:
             # Tornado's connect may go on: close what it gives, whenever it does.
             connecting.add_done_callback(_close_late)
@@ -237,7 +202,8 @@ class WebSocketConnection:
 
     async def read(self, timeout: float) -> list[dict[str, Any]]:
         try:
-            text = await asyncio.wait_for(self._conn.read_message(), timeout)
+            async with asyncio.timeout(timeout):
+                text = await self._conn.read_message()
         except TimeoutError:
             raise Dropped(f"nothing received for {timeout:.1f} s") from None
         if text is None:

@@ -54,7 +54,8 @@ class SyncSubscription:
             raise StopIteration from None
 
     async def _next(self) -> Event:
-        return await asyncio.wait_for(anext(self._sub), self.timeout)
+        async with asyncio.timeout(self.timeout):
+            return await anext(self._sub)
 
     def close(self) -> None:
         if self._closed:

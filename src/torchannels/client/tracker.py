@@ -94,9 +94,11 @@ class Tracker:
             raise SubscribeError(code, message)
         if channel not in self.channels:
             return []
-        self.positions.pop(channel, None)
         if code == "token_expired" and self.can_renew:
-            self.end = "token_expired"  # renew the token, then ask again
+            # Renew the token, then ask again from the same position (as
+            # torchannel.js does): the refusal was about the token only.
+            self.end = "token_expired"
             return []
+        self.positions.pop(channel, None)
         self.channels.remove(channel)
         return [ChannelError(channel, code, message)]
