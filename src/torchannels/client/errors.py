@@ -79,6 +79,7 @@ CODES: dict[str, type[APIError]] = {
     "invalid_channel": RequestError,
     "invalid_message": RequestError,
     "too_many_messages": RequestError,
+    "invalid_limit": RequestError,
     "http_error": RequestError,
     "headers_too_large": RequestError,
     "uri_too_long": RequestError,
