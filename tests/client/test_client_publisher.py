@@ -49,24 +49,12 @@ def special_hubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead = probe.getsockname()[1]
+    common = ["--port", "0", "--no-demo"]
+    keyed = [*common, "--api-key", KEY]
     hubs = {
-        "bare": ServerProcess(logs, ["--port", "0", "--no-demo"], None),
-        "limited": ServerProcess(
-            logs, ["--port", "0", "--no-demo", "--api-key", KEY, "--channel-limit", "1"], None
-        ),  # fmt: skip
-        "down": ServerProcess(
-            logs,
-            [
-                "--port",
-                "0",
-                "--no-demo",
-                "--api-key",
-                KEY,
-                "--broker",
-                f"redis://127.0.0.1:{dead}/0",
-            ],
-            None,
-        ),  # fmt: skip
+        "bare": ServerProcess(logs, common, None),
+        "limited": ServerProcess(logs, [*keyed, "--channel-limit", "1"], None),
+        "down": ServerProcess(logs, [*keyed, "--broker", f"redis://127.0.0.1:{dead}/0"], None),
     }
     yield hubs
     for hub in hubs.values():
@@ -80,8 +68,8 @@ async def test_every_method(hub: ServerProcess, form: str) -> None:
     assert (one.channel, one.offset) == (ch, 1) and one.epoch and one.ts > 0
     many = await call(form, hub.base, "publish_many", [ch, f"{ch}:b", ch], {"n": 2})
     assert [(r.channel, r.offset) for r in many] == [(ch, 2), (f"{ch}:b", 1)]
-    batch = await call(form, hub.base, "publish_batch",
-                       [(ch, {"n": 3}), {"channel": f"{ch}:b", "data": {"n": 4}}, (ch, {"n": 5})])  # fmt: skip
+    mixed = [(ch, {"n": 3}), {"channel": f"{ch}:b", "data": {"n": 4}}, (ch, {"n": 5})]
+    batch = await call(form, hub.base, "publish_batch", mixed)
     assert [(r.channel, r.offset) for r in batch] == [(ch, 3), (f"{ch}:b", 2), (ch, 4)]
     state = await call(form, hub.base, "set_state", ch, [{"s": 1}])
     assert (state.channel, state.epoch, state.offset) == (ch, one.epoch, 4)
