@@ -1,0 +1,204 @@
+"""The client's pure parts, by tables: frame decoders, the position tracker,
+error mapping and the retry rule."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from torchannels.client import (
+    APIError,
+    AuthError,
+    ChannelError,
+    Client,
+    Message,
+    PayloadTooLarge,
+    RequestError,
+    Reset,
+    ServerError,
+    SubscribeError,
+    UnavailableError,
+    calls,
+)
+from torchannels.client.decode import DecodeError, NDJSONDecoder, SSEDecoder
+from torchannels.client.errors import CODES, ConnectError
+from torchannels.client.tracker import MalformedFrame, Tracker
+from torchannels.protocol import Position
+
+API_DOC = Path(__file__).parents[2] / "docs" / "api.md"
+
+
+@pytest.mark.parametrize(("chunks", "frames"), [
+    ([b'{"type":"ping"}\n'], [{"type": "ping"}]),
+    ([b'{"type":', b'"ping"}\n{"a"', b':1}\n'], [{"type": "ping"}, {"a": 1}]),
+    ([b'{"type":"ping"}'], []),  # not terminated yet
+    ([b"\n\n"], []),
+])  # fmt: skip
+def test_ndjson(chunks: list[bytes], frames: list[dict[str, Any]]) -> None:
+    decoder = NDJSONDecoder()
+    assert [f for c in chunks for f in decoder.feed(c)] == frames
+
+
+@pytest.mark.parametrize(("chunks", "frames"), [
+    ([b'retry: 1000\nevent: connected\ndata: {"type":"connected","ping":15}\n\n'],
+     [{"type": "connected", "ping": 15}]),
+    ([b'data: {"text":"hi","offset":1}\nid: c=e:1\n\n'],
+     [{"type": "message", "data": {"text": "hi", "offset": 1}}]),
+    ([b'event: channel_error\r\ndata: {"type":"error","channel":"c"}\r\nid: \r\n\r\n'],
+     [{"type": "error", "channel": "c"}]),
+    ([b'data: {"a":\n', b"data: 1}\n", b"\n"], [{"type": "message", "data": {"a": 1}}]),
+    ([b": a comment\n\n", b"event: ping\n\n"], []),  # no data: no event
+    ([b'event: message\ndata: {"a":2}\n\n'], [{"type": "message", "data": {"a": 2}}]),
+])  # fmt: skip
+def test_sse(chunks: list[bytes], frames: list[dict[str, Any]]) -> None:
+    decoder = SSEDecoder()
+    assert [f for c in chunks for f in decoder.feed(c)] == frames
+
+
+@pytest.mark.parametrize("bad", [b"nope\n", b"[1]\n"])
+def test_undecodable(bad: bytes) -> None:
+    with pytest.raises(DecodeError):
+        NDJSONDecoder().feed(bad)
+    with pytest.raises(DecodeError):
+        SSEDecoder().feed(b"data: " + bad + b"\n")
+
+
+def msg(channel: str, offset: int, epoch: str = "e1") -> dict[str, Any]:
+    return {"type": "message", "data": {"channel": channel, "epoch": epoch, "offset": offset,
+                                        "ts": 1.0}}  # fmt: skip
+
+
+def test_the_tracker_moves_positions_as_the_protocol_says() -> None:
+    t = Tracker(["a", "b"], {"a": Position("e1", 3)}, can_renew=False)
+    assert t.apply({"type": "connected", "ping": 2}) == [] and t.connected and t.ping == 2.0
+    stamped = {"s": 1, "channel": "b", "epoch": "e1", "offset": 7, "ts": 2.0}
+    state = {"type": "subscribed", "channel": "b", "epoch": "e1", "offset": 7, "state": [stamped]}
+    [event] = t.apply(state)
+    assert isinstance(event, Message) and event.state and event.data["s"] == 1
+    assert [e.offset for e in t.apply(msg("a", 4)) if isinstance(e, Message)] == [4]
+    assert t.apply(msg("zzz", 1)) == []  # not ours: dropped
+    assert t.positions == {"a": Position("e1", 4), "b": Position("e1", 7)}
+    assert t.apply({"type": "reset", "channel": "a", "reason": "epoch_changed"}) == [
+        Reset("a", "epoch_changed")
+    ]
+    assert t.positions == {"b": Position("e1", 7)}
+    refused = t.apply({"type": "error", "channel": "b", "code": "forbidden", "message": "no"})
+    assert refused == [ChannelError("b", "forbidden", "no")]
+    assert t.channels == ["a"] and t.positions == {}
+    assert t.apply({"type": "reconnect", "reason": "byte_limit"}) == [] and t.end == "byte_limit"
+    t.start()
+    assert t.end is None and not t.connected and not t.delivered
+    assert t.apply({"type": "whatever-comes-next", "x": 1}) == []
+
+
+def test_a_lapsed_token_keeps_the_position_when_it_can_be_renewed() -> None:
+    frame = {"type": "error", "channel": "a", "code": "token_expired", "message": "late"}
+    renewing = Tracker(["a"], {"a": Position("e1", 3)}, can_renew=True)
+    assert renewing.apply(frame) == [] and renewing.end == "token_expired"
+    assert renewing.positions == {"a": Position("e1", 3)} and renewing.channels == ["a"]
+    plain = Tracker(["a"], {"a": Position("e1", 3)}, can_renew=False)
+    assert plain.apply(frame) == [ChannelError("a", "token_expired", "late")]
+    assert plain.channels == [] and plain.positions == {}
+
+
+def test_bad_frames() -> None:
+    t = Tracker(["a"], {}, can_renew=False)
+    with pytest.raises(MalformedFrame):
+        t.apply({"type": "message", "data": {"channel": "a"}})
+    with pytest.raises(SubscribeError) as info:
+        t.apply({"type": "error", "code": "bad_message", "message": "?"})
+    assert info.value.code == "bad_message"
+
+
+def test_every_code_of_the_api_doc_has_its_class() -> None:
+    rows = re.findall(r"^\| (\d{3}) \| `(\w+)`", API_DOC.read_text(), re.MULTILINE)
+    documented = {code: int(status) for status, code in rows}
+    assert {"bad_json", "unauthorized", "internal", "channel_limit"} <= set(documented)
+    expected = {400: RequestError, 401: AuthError, 403: AuthError, 405: RequestError,
+                413: PayloadTooLarge, 500: ServerError, 503: UnavailableError}  # fmt: skip
+    for code, status in documented.items():
+        if status in expected:  # the API's codes (the subscribe ones are SubscribeError)
+            assert CODES.get(code) is expected[status] or code in ("too_many_connections",), code
+
+
+@pytest.mark.parametrize(("status", "body", "head", "cls", "code", "index", "after"), [
+    (500, b'{"error":"internal","message":"bug"}', {}, ServerError, "internal", None, None),
+    (400, b'{"error":"invalid_channel","message":"m","index":2}', {}, RequestError,
+     "invalid_channel", 2, None),
+    (503, b'{"error":"too_many_connections"}', {"Retry-After": "1"}, UnavailableError,
+     "too_many_connections", None, 1.0),
+    (502, b"<html>bad gateway</html>", {}, ServerError, "", None, None),
+    (404, b"", {}, RequestError, "", None, None),
+    (401, b"{}", {}, AuthError, "", None, None),
+])  # fmt: skip
+def test_answers_become_typed_errors(status: int, body: bytes, head: dict[str, str],
+                                     cls: type[APIError], code: str, index: int | None,
+                                     after: float | None) -> None:  # fmt: skip
+    with pytest.raises(APIError) as info:
+        calls.answer(status, head, body)
+    error = info.value
+    assert (type(error), error.status, error.code, error.index, error.retry_after) == (
+        cls, status, code, index, after,
+    )  # fmt: skip
+
+
+def test_a_200_answer_is_its_json() -> None:
+    assert calls.answer(200, {}, b'{"a": 1}') == {"a": 1}
+
+
+def _unavailable(code: str, after: float | None = None) -> APIError:
+    return UnavailableError(503, code, "m", None, after)
+
+
+@pytest.mark.parametrize(("call", "error", "refused", "retried"), [
+    (calls.publish("x", {}), _unavailable("broker_unavailable"), False, False),
+    (calls.publish_batch([("x", {})]), _unavailable("broker_unavailable"), False, False),
+    (calls.publish("x", {}), _unavailable("channel_limit"), False, False),
+    (calls.publish("x", {}), _unavailable("too_many_connections"), False, True),
+    (calls.publish("x", {}), _unavailable("shutting_down"), False, True),
+    (calls.set_state("x", []), _unavailable("broker_unavailable"), False, True),
+    (calls.channel_info("x"), _unavailable("broker_unavailable"), False, True),
+    (calls.list_channels("p"), _unavailable("channel_limit"), False, False),
+    (calls.channel_info("x"), ServerError(500, "internal", "m"), False, False),
+    (calls.channel_info("x"), RequestError(400, "bad_json", "m"), False, False),
+    (calls.publish("x", {}), ConnectError("refused"), True, True),
+    (calls.publish("x", {}), ConnectError("reset"), False, False),
+    (calls.channel_info("x"), ConnectError("reset"), False, True),
+])  # fmt: skip
+def test_the_retry_rule(call: calls.Call, error: Exception, refused: bool, retried: bool) -> None:
+    delay = calls.retry_delay(call, error, 1, refused, random.Random(1))
+    assert (delay is not None) == retried
+    if delay is not None:
+        assert 0 <= delay <= 0.4
+
+
+def test_retry_after_is_honoured() -> None:
+    delay = calls.retry_delay(calls.publish("x", {}), _unavailable("too_many_connections", 2.0),
+                              1, False, random.Random(1))  # fmt: skip
+    assert delay == 2.0
+
+
+def test_calls_are_built_once_for_both_forms() -> None:
+    assert calls.channel_info("room/42#a").path == "/api/channels/room%2F42%23a"
+    assert calls.list_channels("chat:", 10, "chat:b").path == (
+        "/api/channels?prefix=chat%3A&limit=10&after=chat%3Ab"
+    )
+    assert calls.list_channels().path == "/api/channels"
+    assert calls.publish_batch([("a", {"n": 1}), {"channel": "b", "data": {}}]).body == (
+        b'{"messages":[{"channel":"a","data":{"n":1}},{"channel":"b","data":{}}]}'
+    )
+    with pytest.raises(ValueError):
+        calls.publish("x", {"bad": float("nan")})
+
+
+def test_client_urls_and_backoff() -> None:
+    client = Client("https://hub.example/channels?app=1", seed=3)
+    assert client.ws_url == "wss://hub.example/channels/ws?app=1"
+    assert Client("http://h/channels").ws_url == "ws://h/channels/ws"
+    delays = [client.backoff(n) for n in range(1, 12)]
+    assert all(0.5 <= d <= 20.0 for d in delays) and max(delays) > 5
+    assert all(d <= 0.5 + 0.5 * 2**n for n, d in enumerate(delays, 1))
