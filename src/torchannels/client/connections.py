@@ -177,6 +177,7 @@ class WebSocketConnection:
 
     def __init__(self, conn: tornado.websocket.WebSocketClientConnection) -> None:
         self._conn = conn
+        self._closed = False  # read_message() said so: nothing more will come
 
     @classmethod
     async def open(cls, url: str, headers: Mapping[str, str], connect_timeout: float
@@ -207,6 +208,7 @@ class WebSocketConnection:
         except TimeoutError:
             raise Dropped(f"nothing received for {timeout:.1f} s") from None
         if text is None:
+            self._closed = True
             code = self._conn.close_code
             reason = f"closed {code or 1006} {self._conn.close_reason or ''}".strip()
             if code in FATAL_CLOSES:
@@ -228,11 +230,12 @@ class WebSocketConnection:
     async def close(self) -> None:
         """Close (1000), and give the server a moment to answer before the
         TCP connection is dropped."""
-        self._conn.close(1000)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_WAIT):
-                while await self._conn.read_message() is not None:
-                    pass
+        if not self._closed:
+            self._conn.close(1000)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_WAIT):
+                    while await self._conn.read_message() is not None:
+                        pass
         self.abort()
 
 
