@@ -238,11 +238,10 @@ class Subscription:
                         t.end = "answered"  # a poll answer (streams end with reconnect)
                         frames = []
                     t.connected = t.connected or transport not in STREAMING  # answered
-                    for frame in frames or [{}]:
+                    self._announce(transport)
+                    for frame in frames:
                         events = t.apply(frame)
-                        if t.connected and self.transport != transport:
-                            self.transport, worked = transport, True
-                            c.status(Status("connected", transport))
+                        self._announce(transport)  # once the `connected` frame came
                         for event in events:
                             yield event
                     if t.ping is not None:
@@ -251,6 +250,7 @@ class Subscription:
                 t.end = t.end or getattr(exc, "code", "") or "dropped"
                 detail = str(exc)
             except Refused as exc:
+                worked = worked or t.connected
                 fallback = exc.code == "unknown_transport" or transport == "websocket"
                 if fallback and not worked and index + 1 < len(c.transports):
                     index += 1
@@ -262,6 +262,7 @@ class Subscription:
                     await conn.close()
             if self._closing or not t.channels:
                 return
+            worked = worked or t.connected
             delay, index, failures, renew = self._next(transport, index, worked, failures)
             if t.end != "answered":
                 await self._retry(transport, detail or t.end or "", delay)
@@ -284,6 +285,12 @@ class Subscription:
         if alive and (renew or t.end in AT_ONCE):
             return 0.0, index, failures, renew
         return c.backoff(failures + 1), (index if worked else 0), failures + 1, renew
+
+    def _announce(self, transport: str) -> None:
+        """Tell ``on_status`` once that this connection delivers."""
+        if self.tracker.connected and self.transport != transport:
+            self.transport = transport
+            self.client.status(Status("connected", transport))
 
     async def _retry(self, transport: str, reason: str, delay: float) -> None:
         self.client.status(Status("reconnecting", transport, reason, delay))
