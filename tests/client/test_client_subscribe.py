@@ -100,7 +100,9 @@ async def test_resume_after_the_connection_is_cut(hub: ServerProcess) -> None:
     connection three times; messages published meanwhile all arrive, once."""
     channel = "open:cuts"
     async with FaultProxy("127.0.0.1", hub.port, seed=3) as proxy, publisher(hub) as pub:
-        clients = [fast(channels_url(proxy.port), transport=t) for t in TRANSPORTS]
+        statuses = [Statuses() for _ in TRANSPORTS]
+        clients = [fast(channels_url(proxy.port), transport=t, on_status=statuses[n])
+                   for n, t in enumerate(TRANSPORTS)]  # fmt: skip
         readers = [Reader(c.subscribe(channel)) for c in clients]
         sent = 0
         for _ in range(3):
@@ -115,6 +117,9 @@ async def test_resume_after_the_connection_is_cut(hub: ServerProcess) -> None:
             assert reader.offsets(channel) == list(range(1, sent + 1)), transport
             assert not [e for e in reader.events if not isinstance(e, Message)], transport
         assert proxy.counters.cuts >= 3
+        for transport, heard in zip(TRANSPORTS, statuses, strict=True):
+            if transport != "poll":  # a poll may be between requests when the cut comes
+                assert heard.states().count("reconnecting") >= 3, (transport, heard)
         for client, reader in zip(clients, readers, strict=True):
             await reader.stop()
             await client.aclose()
