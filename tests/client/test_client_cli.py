@@ -118,6 +118,7 @@ def test_bad_arguments_exit_2(hub: ServerProcess) -> None:
         (["a b"], "invalid channel name"),
         (["--cursor", "nope"], "malformed"),
         ([], "name a channel"),
+        (["x", "--url", "not-a-url"], "must be http(s)://"),
     ):
         done = cli("subscribe", *args, env=env)
         assert done.returncode == 2 and message in done.stderr, (args, done)

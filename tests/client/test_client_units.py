@@ -199,6 +199,9 @@ def test_client_urls_and_backoff() -> None:
     client = Client("https://hub.example/channels?app=1", seed=3)
     assert client.ws_url == "wss://hub.example/channels/ws?app=1"
     assert Client("http://h/channels").ws_url == "ws://h/channels/ws"
+    for bad in ("not-a-url", "ftp://h/channels", "http:///channels"):
+        with pytest.raises(ValueError):
+            Client(bad)
     delays = [client.backoff(n) for n in range(1, 12)]
     assert all(0.5 <= d <= 20.0 for d in delays) and max(delays) > 5
     assert all(d <= 0.5 + 0.5 * 2**n for n, d in enumerate(delays, 1))

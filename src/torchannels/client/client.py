@@ -24,7 +24,7 @@ import inspect
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from ..protocol import Position, check_channel, format_cursor, parse_cursor
 from .connections import Connection, Dropped, Ended, HTTPConnection, Refused, WebSocketConnection
@@ -72,6 +72,9 @@ class Client:
         unknown = [t for t in names if t not in TRANSPORTS]
         if unknown or not names:
             raise ValueError(f"transports are {', '.join(TRANSPORTS)}; not {unknown or names}")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"the subscribe URL must be http(s)://HOST[:PORT]/PATH, not {url!r}")
         self.url = url
         base, mark, query = url.partition("?")
         self.ws_url = ws_url or "ws" + base.removeprefix("http") + "/ws" + mark + query
@@ -146,6 +149,11 @@ class Subscription:
     def cursor(self) -> str:
         """The positions of every channel, to resume from (``subscribe(cursor=...)``)."""
         return format_cursor(self.tracker.positions)
+
+    @property
+    def positions(self) -> dict[str, Position]:
+        """Each channel's position (``epoch``, ``offset``), for the channels that have one."""
+        return dict(self.tracker.positions)
 
     @property
     def channels(self) -> list[str]:

@@ -69,9 +69,8 @@ class Get(httputil.HTTPMessageDelegate):
             connection.write_headers(httputil.RequestStartLine("GET", target, "HTTP/1.1"), head)
             connection.finish()
             await connection.read_response(self)
-        except (OSError, TimeoutError, tornado.iostream.StreamClosedError,
-                httputil.HTTPInputError) as exc:  # fmt: skip
-            self._end(f"{exc!r}")
+        except Exception as exc:  # OSError, TimeoutError, StreamClosedError, HTTPInputError...
+            self._end(f"{exc!r}")  # whatever it was, this request failed: say so, once
         finally:
             if self._stream is not None:
                 self._stream.close()
