@@ -14,6 +14,7 @@ epoch at offset 0); only publishers create channels, at most
 
 from __future__ import annotations
 
+import heapq
 import logging
 import secrets
 import time
@@ -217,3 +218,17 @@ class MemoryBroker(Broker):
         return ChannelInfo(
             channel, Position(ch.epoch, ch.top), len(ch.history), ch.state is not None
         )
+
+    async def channels(
+        self, prefix: str = "", *, after: str | None = None, limit: int = 100
+    ) -> list[str]:
+        now = self.clock()
+        names = (
+            name
+            for name, ch in self._channels.items()
+            if name.startswith(prefix)
+            and (after is None or name > after)
+            and now - ch.touched < self.policy_for(name).ttl
+        )
+        # One pass and a bounded heap, not a sort of every channel per page.
+        return heapq.nsmallest(max(0, limit), names)
