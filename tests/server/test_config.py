@@ -64,6 +64,8 @@ def test_defaults() -> None:
         "port": 8090,
         "api_key": None,
         "token_secret": None,
+        "admin_password": None,
+        "admin": True,
         "broker": "memory",
         "redis_prefix": "torchannels",
         "workers": 1,
@@ -104,6 +106,8 @@ LAYERS: dict[str, tuple[str, str, tuple[str, ...], Any, Any, Any]] = {
     "port": ("port = 9001", "9002", ("--port", "9003"), 9001, 9002, 9003),
     "api_key": ('api-key = "k1"', "k2", ("--api-key", "k3"), "k1", "k2", "k3"),
     "token_secret": ('token_secret = "s1"', "s2", ("--token-secret", "s3"), "s1", "s2", "s3"),
+    "admin_password": ('admin-password = "p1"', "p2", ("--admin-password", "p3"), "p1", "p2", "p3"),
+    "admin": ("admin = false", "on", ("--no-admin",), False, True, False),
     "broker": (
         'broker = "redis://a:1/0"',
         "rediss://b:2/1",

@@ -31,9 +31,12 @@ from ..protocol import dumps
 from ..redaction import redact
 from ..session import Subscription
 from ..tokens import ChannelPatterns, Claims, TokenError, decode_token
+from .admin import AdminAuth, admin_routes
 from .api import ChannelInfoHandler, PublishHandler, StateHandler
+from .channels_api import ChannelListHandler
 from .config import ServerConfig
 from .demo import DemoPageHandler, DemoPublishHandler
+from .fleet import make_counts
 
 TOKEN_REQUIRED = "token_required"
 
@@ -164,12 +167,14 @@ def make_app(
         "anonymous": ChannelPatterns(config.anonymous),
     }
     api = {"hub": hub, "api_key": config.api_key, "max_body": config.max_publish_bytes}
+    counts = make_counts(hub)  # started by serve(): run.py
     routes: list[Any] = [
         (r"/channels", ServerChannelHandler, subscribe),
         (r"/channels/ws", ServerChannelHandler.websocket(), subscribe),
         static_route(),
         (r"/api/publish", PublishHandler, api),
         (r"/api/state", StateHandler, api),
+        (r"/api/channels", ChannelListHandler, {**api, "counts": counts}),
         (r"/api/channels/([^/]+)", ChannelInfoHandler, api),
         (r"/api/openapi.json", OpenApiHandler),
         (r"/health", HealthHandler, {"hub": hub, "worker": worker}),
@@ -178,12 +183,15 @@ def make_app(
         from .metrics import MetricsHandler
 
         routes.append((r"/metrics", MetricsHandler, {"hub": hub}))
+    admin = config.admin_secret()
+    if admin is not None:
+        routes += admin_routes(hub, AdminAuth(admin), counts)
     if config.demo:
         routes += [
             (r"/", DemoPageHandler),
             (r"/demo/publish", DemoPublishHandler, {"hub": hub}),
         ]
-    return tornado.web.Application(
+    app = tornado.web.Application(
         routes,
         static_path=static_path(),
         static_url_prefix="/torchannels/",
@@ -191,3 +199,5 @@ def make_app(
         template_path=os.path.join(os.path.dirname(__file__), "templates"),
         log_function=log_request,
     )
+    app.settings["torchannels_counts"] = counts
+    return app

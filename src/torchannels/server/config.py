@@ -73,6 +73,15 @@ class ServerConfig:
         "HS256 secret of signed subscription tokens (JWT); unset: only "
         "anonymous channels can be read",
     )
+    admin_password: str | None = _opt(
+        None,
+        "secret",
+        "password of the admin page at /admin; unset: the API key (--api-key); "
+        "neither: no admin page",
+    )
+    admin: bool = _opt(
+        True, "bool", "serve the admin page at /admin when an admin password or API key is set"
+    )
     broker: str = _opt(
         "memory",
         "broker",
@@ -196,6 +205,19 @@ class ServerConfig:
             write_timeout=self.write_timeout,
             allowed_origins=self.allowed_origins,
         )
+
+    def admin_secret(self) -> str | None:
+        """The admin page's password: ``admin_password``, else ``api_key``;
+        None when the page is off.
+
+        >>> ServerConfig(api_key="k").admin_secret()
+        'k'
+        >>> ServerConfig(api_key="k", admin=False).admin_secret() is None
+        True
+        """
+        if not self.admin:
+            return None
+        return self.admin_password or self.api_key
 
     def listen_backlog(self) -> int:
         """The listen backlog to use: ``backlog``, or the system's maximum for 0.

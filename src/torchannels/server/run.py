@@ -49,6 +49,8 @@ async def serve(
 
     hub = make_hub(config)
     app = make_app(config, hub, worker=worker)
+    counts = app.settings["torchannels_counts"]
+    counts.start()  # with Redis: share this process's counts with the others
     # The API streams bodies and answers 413 itself past max_publish_bytes;
     # Tornado's own cap only bounds how much of an oversized body is read.
     server = HubHTTPServer(
@@ -101,6 +103,7 @@ async def serve(
         await asyncio.wait_for(server.close_all_connections(), remaining)
     except TimeoutError:
         clean = False
+    await counts.stop()
     await hub.close()
     log.info("stopped in %.2fs (%s)", time.monotonic() - started, "clean" if clean else "forced")
     if on_ready is None:
