@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable
 from http.cookies import SimpleCookie
 from typing import Any
@@ -13,7 +14,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from server.processes import KEY, WAIT, ServerProcess, api, as_json, fetch, poll
+from redis_servers import shared_redis
+from server.processes import KEY, WAIT, Live, ServerProcess, api, as_json, fetch, poll, until
 from support import messages
 
 PASSWORD = "admin-test-password"
@@ -197,3 +199,34 @@ async def test_admin_subscribe_path_reads_any_channel_only_with_a_session(
     await browser.login()
     doc = as_json(await browser.request(url))
     assert [m["n"] for m in messages(doc["frames"])] == [1]
+
+
+async def test_stats_cover_every_process_with_redis(
+    spawn: Callable[..., ServerProcess], http: Any, lives: Callable[..., Live]
+) -> None:
+    prefix = f"tc-test-{uuid.uuid4().hex[:12]}"
+    flags = ["--broker", shared_redis(), "--redis-prefix", prefix, "--history-ttl", "120",
+             "--api-key", KEY, "--admin-password", PASSWORD, "--no-demo"]  # fmt: skip
+    a, b = spawn(*flags), spawn(*flags)
+    streams = [lives(a.url(transport="sse", channel="demo:s")),
+               lives(b.url(transport="stream", channel=["demo:s", "demo:t"])),
+               lives(b.url(transport="sse", channel="demo:t"))]  # fmt: skip
+    for live in streams:
+        await live.wait(lambda fs: any(f["type"] == "subscribed" for f in fs))
+    for server in (a, b, b):
+        await api(http, server, "/api/publish", {"channel": "demo:s", "data": {}})
+    # The session made on a is valid on b too: both derive the key from the password.
+    browser = Browser(http, a)
+    await browser.login()
+    on_b = Browser(http, b)
+    on_b.cookies = dict(browser.cookies)
+
+    async def all_counted() -> bool:
+        stats = [as_json(await x.request("/admin/api/stats")) for x in (browser, on_b)]
+        return all(
+            s["processes"] == 2 and s["connections"] == {"sse": 2, "stream": 1}
+            and s["subscriptions"] == 4 and s["published"] == 3 and s["delivered"] >= 6
+            for s in stats
+        )  # fmt: skip
+
+    await until(all_counted, "stats of both processes on both")
