@@ -98,6 +98,15 @@ async def test_login_sets_a_signed_httponly_strict_cookie(
     lowered = line.lower()
     assert "httponly" in lowered and "samesite=strict" in lowered and "path=/admin" in lowered
     assert PASSWORD not in line and "secure" not in lowered.replace("samesite", "")  # plain http
+    # Behind a TLS-terminating proxy the cookie is Secure.
+    proxied = Browser(browser.http, admin_server)
+    token = await proxied.xsrf()
+    response = await proxied.request(
+        "/admin/login", "POST", urlencode({"password": PASSWORD, "_xsrf": token}),
+        {"X-Forwarded-Proto": "https"},
+    )  # fmt: skip
+    line = next(c for c in response.headers.get_list("Set-Cookie") if c.startswith(COOKIE))
+    assert "; secure" in line.lower()
     page = await browser.request("/admin")
     assert page.code == 200 and b'id="channels"' in page.body and b'id="logout"' in page.body
     assert PASSWORD.encode() not in page.body

@@ -4,7 +4,8 @@ Off unless an admin password (``--admin-password``, else the API key) is
 set: without one the routes do not exist (404). The session is a signed
 cookie (Tornado's ``create_signed_value``, HMAC-SHA256) holding the time
 of the login; it lasts :data:`SESSION_SECONDS`, is ``HttpOnly``,
-``SameSite=Strict``, ``Secure`` over HTTPS, and scoped to ``/admin``. Its
+``SameSite=Strict``, ``Secure`` over HTTPS (or ``X-Forwarded-Proto:
+https`` from a proxy), and scoped to ``/admin``. Its
 key is derived from the password, so every worker process accepts it and
 changing the password ends every session. Every form and every
 state-changing call carries Tornado's XSRF token. The key never travels
@@ -129,9 +130,15 @@ class AdminLoginHandler(AdminHandler):
             expires_days=SESSION_SECONDS / 86400,
             httponly=True,
             samesite="Strict",
-            secure=self.request.protocol == "https",
+            secure=self._over_https(),
         )
         self.redirect("/admin", status=303)
+
+    def _over_https(self) -> bool:
+        # Trusting the proxy's header here is safe: a forged one can only
+        # make the cookie Secure, which breaks nothing but the forger's login.
+        forwarded = self.request.headers.get("X-Forwarded-Proto", "")
+        return self.request.protocol == "https" or forwarded.lower() == "https"
 
 
 class AdminLogoutHandler(AdminHandler):
