@@ -175,22 +175,3 @@ class AdminChannelHandler(ChannelMixin, tornado.web.RequestHandler):
     def check_origin(self, origin: str) -> bool:
         """The admin page's own origin only, whatever ``--allowed-origins`` says."""
         return tornado.websocket.WebSocketHandler.check_origin(self, origin)  # type: ignore[arg-type]
-
-
-def admin_routes(hub: Any, auth: AdminAuth, counts: Any) -> list[Any]:
-    """The admin page's routes (added only when a password is set)."""
-    from .admin_api import AdminChannelsHandler, AdminPublishHandler, AdminStatsHandler
-
-    mine = {"auth": auth}
-    data = {"auth": auth, "hub": hub, "counts": counts}
-    channels = {"auth": auth, "hub": hub}
-    return [
-        (r"/admin", AdminPageHandler, mine),
-        (r"/admin/login", AdminLoginHandler, mine),
-        (r"/admin/logout", AdminLogoutHandler, mine),
-        (r"/admin/api/stats", AdminStatsHandler, data),
-        (r"/admin/api/channels", AdminChannelsHandler, data),
-        (r"/admin/api/publish", AdminPublishHandler, data),
-        (r"/admin/channels", AdminChannelHandler, channels),
-        (r"/admin/channels/ws", AdminChannelHandler.websocket(), channels),
-    ]

@@ -1,4 +1,5 @@
-"""The admin page's JSON routes, authorized by its session cookie.
+"""The admin page's JSON routes, authorized by its session cookie, and
+:func:`admin_routes`, every route of the page.
 
 ``GET /admin/api/stats`` (totals over every process), ``GET
 /admin/api/channels`` (the rows of ``GET /api/channels``) and ``POST
@@ -15,7 +16,14 @@ from typing import Any
 from ..errors import TorChannelsError
 from ..hub import Hub
 from ..protocol import dumps
-from .admin import AdminHandler
+from .admin import (
+    AdminAuth,
+    AdminChannelHandler,
+    AdminHandler,
+    AdminLoginHandler,
+    AdminLogoutHandler,
+    AdminPageHandler,
+)
 from .api import BAD_JSON, INVALID_MESSAGE, UNAUTHORIZED, ApiError, _channel, api_error
 from .channels_api import list_channels, page_arguments
 from .fleet import LocalCounts
@@ -100,4 +108,18 @@ class AdminPublishHandler(AdminDataHandler):
         self.reply({k: message[k] for k in ("channel", "epoch", "offset", "ts")})
 
 
-__all__ = ["AdminChannelsHandler", "AdminPublishHandler", "AdminStatsHandler"]
+def admin_routes(hub: Hub, auth: AdminAuth, counts: LocalCounts) -> list[Any]:
+    """The admin page's routes (added only when a password is set)."""
+    mine = {"auth": auth}
+    data = {"auth": auth, "hub": hub, "counts": counts}
+    channels = {"auth": auth, "hub": hub}
+    return [
+        (r"/admin", AdminPageHandler, mine),
+        (r"/admin/login", AdminLoginHandler, mine),
+        (r"/admin/logout", AdminLogoutHandler, mine),
+        (r"/admin/api/stats", AdminStatsHandler, data),
+        (r"/admin/api/channels", AdminChannelsHandler, data),
+        (r"/admin/api/publish", AdminPublishHandler, data),
+        (r"/admin/channels", AdminChannelHandler, channels),
+        (r"/admin/channels/ws", AdminChannelHandler.websocket(), channels),
+    ]

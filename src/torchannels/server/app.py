@@ -31,7 +31,8 @@ from ..protocol import dumps
 from ..redaction import redact
 from ..session import Subscription
 from ..tokens import ChannelPatterns, Claims, TokenError, decode_token
-from .admin import AdminAuth, admin_routes
+from .admin import AdminAuth
+from .admin_api import admin_routes
 from .api import ChannelInfoHandler, PublishHandler, StateHandler
 from .channels_api import ChannelListHandler
 from .config import ServerConfig
