@@ -122,7 +122,7 @@ async def test_subscribed_channels_are_listed_with_their_counts(
 
 
 async def test_bad_limits_prefixes_and_names_are_400(main_server: ServerProcess, http: Any) -> None:
-    for limit in ("0", "1001", "-1", "abc", "", "1.5", "99999999999999"):
+    for limit in ("0", "1001", "-1", "abc", "", "1.5", "99999999999999", "²", "1e3"):
         response = await listing(http, main_server, limit=limit)
         body = assert_error(response, 400, "invalid_limit")
         assert "1 to 1000" in body["message"]

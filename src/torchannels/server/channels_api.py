@@ -40,7 +40,7 @@ def page_arguments(handler: RequestHandler) -> tuple[str, str | None, int]:
     if after is not None and CHANNEL_RE.fullmatch(after) is None:
         raise ApiError(400, INVALID_CHANNEL, f"invalid channel name {after!r} in 'after'")
     text = handler.get_query_argument("limit", str(DEFAULT_LIMIT)).strip()
-    limit = int(text) if text.isdigit() and len(text) < 10 else -1
+    limit = int(text) if text.isascii() and text.isdigit() and len(text) < 10 else -1
     if not 1 <= limit <= MAX_LIMIT:
         raise ApiError(
             400, INVALID_LIMIT, f"limit must be an integer from 1 to {MAX_LIMIT}, not {text!r}"

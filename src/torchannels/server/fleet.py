@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("torchannels.server")
 
 #: Counters summed over processes (the hub's :class:`~torchannels.stats.Stats`).
+#: Seconds a stopping process gives Redis to remove its counts.
+STOP_TIMEOUT = 2.0
 COUNTERS = ("published", "delivered", "resets", "slow_dropped", "failed_publishes")
 
 
@@ -144,15 +146,17 @@ class RedisFleet(LocalCounts):
         self._written = {} if self._written and not replies[5] else subs
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
         try:
             pipe = self.client.pipeline(transaction=False)
             pipe.zrem(self._procs, self.id)
             pipe.delete(self._stats_key(self.id))
             pipe.delete(self._subs_key(self.id))
-            await pipe.execute()
+            # Bounded: an unreachable Redis must not hold up the shutdown.
+            await asyncio.wait_for(pipe.execute(), STOP_TIMEOUT)
         except Exception as exc:  # they expire anyway
             log.debug("withdrawing counts failed: %r", exc)
 
