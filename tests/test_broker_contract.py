@@ -498,6 +498,8 @@ class TestBrokerContract:
             await kit.broker.publish(name, {"n": 1})
         await kit.broker.set_state("scores", [{"s": 1}])  # a state makes a channel too
         assert await kit.broker.channels() == ["a", "chat:a", "chat:b", "news", "scores"]
+        await kit.broker.publish("b", {"n": 1})  # a channel made after a listing is listed
+        assert await kit.broker.channels(after="a", limit=2) == ["b", "chat:a"]
 
     async def test_channels_pages_with_after_and_limit(self, kit: Kit) -> None:
         names = [f"ch:{i:02d}" for i in range(25)]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
 
 #: Keys asked of Redis per SCAN step.
-SCAN_COUNT = 1000
+SCAN_COUNT = 5000
 
 
 async def scan_channels(
