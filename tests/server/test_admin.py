@@ -4,6 +4,7 @@ routes (issue 12). The page itself runs in Chromium: tests/e2e/test_admin_page.p
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -13,9 +14,22 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+import tornado.httpclient
+import tornado.websocket
 
 from redis_servers import shared_redis
-from server.processes import KEY, WAIT, Live, ServerProcess, api, as_json, fetch, poll, until
+from server.processes import (
+    KEY,
+    WAIT,
+    Live,
+    ServerProcess,
+    Socket,
+    api,
+    as_json,
+    fetch,
+    poll,
+    until,
+)
 from support import messages
 
 PASSWORD = "admin-test-password"
@@ -239,3 +253,34 @@ async def test_stats_cover_every_process_with_redis(
         )  # fmt: skip
 
     await until(all_counted, "stats of both processes on both")
+
+
+async def test_admin_websocket_needs_the_session_and_the_page_origin(
+    admin_server: ServerProcess, http: Any
+) -> None:
+    browser = Browser(http, admin_server)
+    await browser.login()
+    url = admin_server.base.replace("http://", "ws://") + "/admin/channels/ws?channel=private:w"
+    own = admin_server.base
+
+    async def connect(origin: str, cookies: dict[str, str]) -> Socket:
+        request = tornado.httpclient.HTTPRequest(url, headers={
+            "Origin": origin, "Host": own.removeprefix("http://"),
+            **({"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())} if cookies else {}),
+        })  # fmt: skip
+        conn = await asyncio.wait_for(tornado.websocket.websocket_connect(request), WAIT)
+        return Socket(conn)
+
+    with pytest.raises(tornado.httpclient.HTTPClientError) as refused:
+        await connect("https://evil.example", browser.cookies)
+    assert refused.value.code == 403
+    anonymous = await connect(own, {})
+    frames = await anonymous.wait(lambda fs: any(f["type"] == "error" for f in fs))
+    assert [f.get("code") for f in frames if f["type"] == "error"] == ["forbidden"]
+    await anonymous.aclose()
+    admin = await connect(own, browser.cookies)
+    await admin.wait(lambda fs: any(f["type"] == "subscribed" for f in fs))
+    await api(http, admin_server, "/api/publish", {"channel": "private:w", "data": {"n": 7}})
+    frames = await admin.wait(lambda fs: len(messages(fs)) >= 1)
+    assert [m["n"] for m in messages(frames)] == [7]
+    await admin.aclose()
