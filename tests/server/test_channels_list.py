@@ -5,7 +5,7 @@ sharing one Redis (issue 12)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -184,15 +184,27 @@ async def test_redis_counts_cover_every_process(
     assert at_b["other"]["offset"] == 1 and at_a["demo:x"]["offset"] == 1
     assert sorted(at_a) == sorted(at_b) == ["demo:x", "demo:y", "other"]
 
-    # A process that leaves stops counting: b withdraws its counts as it stops.
+    # Subscribers that leave b stop counting while b runs (b withdraws them)...
     for live in on_b:
         await live.aclose()
-    b.close()
 
     async def only_a() -> bool:
         r = rows(await page(http, a))
-        return bool(
-            r["demo:x"]["subscribers"] == 2 and r.get("demo:y", {}).get("subscribers", 0) == 0
-        )
+        return bool(r["demo:x"]["subscribers"] == 2 and r["demo:y"]["subscribers"] == 0)
 
-    await until(only_a, "b's counts gone")
+    await until(only_a, "b's subscribers gone")
+    # ... and a process that stops takes its counts along.
+    c = spawn(*flags)
+    late = lives(c.url(transport="sse", channel="demo:x"))
+    await late.wait(lambda fs: any(f["type"] == "subscribed" for f in fs))
+
+    async def counted_c() -> bool:
+        return bool(rows(await page(http, a))["demo:x"]["subscribers"] == 3)
+
+    await until(counted_c, "c's subscriber counted")
+    c.close()
+    await until(lambda: _not(counted_c), "c's subscriber gone with c")
+
+
+async def _not(check: Callable[[], Awaitable[bool]]) -> bool:
+    return not await check()
