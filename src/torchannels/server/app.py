@@ -9,6 +9,7 @@
 ``/api/...``          the publish API (docs/api.md, ``/api/openapi.json``)
 ``/health``           200 ``{"status": "ok"}``, 503 while shutting down
 ``/metrics``          Prometheus metrics, with ``--metrics``
+``/admin``            the admin page, with an admin password or API key
 ``/``                 the demo page, unless ``--no-demo``
 ====================  ==========================================================
 """

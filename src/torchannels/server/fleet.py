@@ -33,9 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("torchannels.server")
 
-#: Counters summed over processes (the hub's :class:`~torchannels.stats.Stats`).
 #: Seconds a stopping process gives Redis to remove its counts.
 STOP_TIMEOUT = 2.0
+#: Counters summed over processes (the hub's :class:`~torchannels.stats.Stats`).
 COUNTERS = ("published", "delivered", "resets", "slow_dropped", "failed_publishes")
 
 
