@@ -22,8 +22,9 @@ from typing import Any
 import tornado.web
 from tornado.log import access_log
 
-from ..assets import ClientFileHandler, static_path, static_route
+from ..assets import static_route
 from ..brokers import Broker, MemoryBroker
+from ..cors import CorsPolicy
 from ..errors import FORBIDDEN, AccessDenied
 from ..handlers import ChannelMixin
 from ..hub import Hub
@@ -33,9 +34,13 @@ from ..session import Subscription
 from ..tokens import ChannelPatterns, Claims, TokenError, decode_token
 from .api import ChannelInfoHandler, PublishHandler, StateHandler
 from .config import ServerConfig
-from .demo import DemoPageHandler, DemoPublishHandler
+from .demo import DemoPageHandler, DemoPublishHandler, FaviconHandler
 
 TOKEN_REQUIRED = "token_required"
+NO_TOKEN_SECRET = (
+    "this server accepts no tokens: start it with --token-secret "
+    "(or TORCHANNELS_TOKEN_SECRET) set to the secret your backend signs tokens with"
+)
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
@@ -83,7 +88,7 @@ class ServerChannelHandler(ChannelMixin):
             result: Claims | TokenError | None = None
             if token is not None:
                 if self.token_secret is None:
-                    result = TokenError("token_unsupported", "this server accepts no tokens")
+                    result = TokenError("token_unsupported", NO_TOKEN_SECRET)
                 else:
                     try:
                         result = decode_token(token, self.token_secret, now=time.time())
@@ -92,12 +97,21 @@ class ServerChannelHandler(ChannelMixin):
             self._claims = result
         return self._claims
 
+    def _token_required(self, channel: str) -> str:
+        if self.token_secret is None:
+            return (
+                f"{channel!r} is not anonymous, and this server checks no tokens: start it with "
+                "--token-secret (or TORCHANNELS_TOKEN_SECRET) and subscribe with a token, or "
+                "make the channel anonymous with --anonymous"
+            )
+        return f"{channel!r} needs a subscription token (the token query parameter)"
+
     def can_access(self, sub: Subscription) -> bool:
         if self.anonymous.matches(sub.channel):
             return True
         claims = self.claims()
         if claims is None:
-            raise AccessDenied(TOKEN_REQUIRED, f"{sub.channel!r} needs a subscription token")
+            raise AccessDenied(TOKEN_REQUIRED, self._token_required(sub.channel))
         if isinstance(claims, TokenError):
             raise AccessDenied(claims.code, str(claims))
         if claims.expires <= time.time():
@@ -163,7 +177,14 @@ def make_app(
         "token_secret": config.token_secret,
         "anonymous": ChannelPatterns(config.anonymous),
     }
-    api = {"hub": hub, "api_key": config.api_key, "max_body": config.max_publish_bytes}
+    cors = CorsPolicy(
+        config.allowed_origins,
+        credentials=config.cors_credentials,
+        methods=("GET", "POST"),
+        headers=("Authorization", "X-API-Key", "Content-Type"),
+    )
+    api = {"hub": hub, "api_key": config.api_key, "max_body": config.max_publish_bytes,
+           "cors": cors}  # fmt: skip
     routes: list[Any] = [
         (r"/channels", ServerChannelHandler, subscribe),
         (r"/channels/ws", ServerChannelHandler.websocket(), subscribe),
@@ -173,6 +194,7 @@ def make_app(
         (r"/api/channels/([^/]+)", ChannelInfoHandler, api),
         (r"/api/openapi.json", OpenApiHandler),
         (r"/health", HealthHandler, {"hub": hub, "worker": worker}),
+        (r"/favicon.ico", FaviconHandler),
     ]
     if config.metrics:
         from .metrics import MetricsHandler
@@ -180,14 +202,13 @@ def make_app(
         routes.append((r"/metrics", MetricsHandler, {"hub": hub}))
     if config.demo:
         routes += [
-            (r"/", DemoPageHandler),
+            (r"/", DemoPageHandler, {"config": config}),
             (r"/demo/publish", DemoPublishHandler, {"hub": hub}),
         ]
     return tornado.web.Application(
         routes,
-        static_path=static_path(),
-        static_url_prefix="/torchannels/",
-        static_handler_class=ClientFileHandler,
+        # No static_path: static_route() serves the client, and Tornado's
+        # static_path would claim /favicon.ico for a file of the client's folder.
         template_path=os.path.join(os.path.dirname(__file__), "templates"),
         log_function=log_request,
     )
