@@ -191,3 +191,18 @@ def test_make_reuses_the_venv_when_nothing_changed(tmp_path: Path) -> None:
     os.utime(venv / ".installed-run", (earlier, earlier))
     plan = make_dry_run(venv, "run")
     assert "pip install -q -e '.[metrics,redis]'" in plan and "-m venv" not in plan, plan
+
+
+def test_docs_name_the_make_targets_and_variables() -> None:
+    """The README names the Makefile's HOST and PORT as they are; the seed
+    example's docstring names the target that runs it."""
+    makefile = (ROOT / "Makefile").read_text()
+    readme = (ROOT / "README.md").read_text()
+    host = re.search(r"^HOST\s*\?=\s*(\S+)$", makefile, re.M)
+    port = re.search(r"^PORT\s*\?=\s*(\S+)$", makefile, re.M)
+    assert host and port
+    assert f"`HOST` and `PORT` say (default\n`{host.group(1)}` and `{port.group(1)}`)" in readme
+    assert "`make run PORT=8091`" in readme
+    assert re.search(r"^example: .*\n\t.*examples/seed_app\.py", makefile, re.M)
+    doc = (ROOT / "examples" / "seed_app.py").read_text().split('"""')[1]
+    assert "``make example``" in doc and "make run" not in doc

@@ -27,13 +27,13 @@ class SuggestingParser(argparse.ArgumentParser):
         """Options of this parser close to ``given`` (``--name=value`` or ``--name``)."""
         name = given.split("=", 1)[0]
         options = [o for o in self._option_string_actions if o.startswith("--")]
-        return difflib.get_close_matches(name, options, n=2, cutoff=0.6)
+        return difflib.get_close_matches(name, options, n=1, cutoff=0.6)
 
     def parse_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: Any = None
     ) -> argparse.Namespace:
         argv = list(sys.argv[1:] if args is None else args)
-        self._check_before_command(argv)
+        self._check_options(argv)
         parsed: argparse.Namespace
         parsed, extras = self.parse_known_args(argv, namespace)
         if extras:
@@ -44,19 +44,23 @@ class SuggestingParser(argparse.ArgumentParser):
         self._commands = commands = super().add_subparsers(**kwargs)
         return commands
 
-    def _check_before_command(self, argv: list[str]) -> None:
-        """A mistyped option before the subcommand (``--verison``) would
-        otherwise only be reported as a missing COMMAND."""
+    def _check_options(self, argv: list[str]) -> None:
+        """Report a mistyped option before argparse does: its own report may
+        be of something else (a missing COMMAND or required option)."""
         commands = getattr(self, "_commands", None)
-        if commands is None:
-            return
-        options = [o for o in self._option_string_actions if o.startswith("--")]
+        parser: SuggestingParser = self
         for arg in argv:
-            if arg == "--" or arg in commands.choices:
+            if arg == "--":
                 return
-            name = arg.split("=", 1)[0]
-            if arg.startswith("--") and not any(o.startswith(name) for o in options):
-                self.unrecognized([arg])
+            if parser is self and commands is not None and arg in commands.choices:
+                parser = commands.choices[arg]
+            elif arg.startswith("--") and not parser._known(arg):
+                parser.unrecognized([arg])
+
+    def _known(self, arg: str) -> bool:
+        """Whether ``arg`` names an option of this parser, or abbreviates one."""
+        name = arg.split("=", 1)[0]
+        return any(o.startswith(name) for o in self._option_string_actions)
 
     def _command_parser(self, parsed: argparse.Namespace) -> SuggestingParser:
         """The subcommand's parser that took the arguments, else self."""
