@@ -111,7 +111,7 @@ async def serve(
     else:
         print(banner(config, port, key_generated), flush=True)
     if config.api_key is None and worker == 0:
-        log.warning("no API key set (--api-key): the publish API is disabled")
+        log.warning("no API key set (--api-key, or --dev to make one): the publish API is disabled")
     await stop.wait()
 
     started = time.monotonic()
