@@ -43,6 +43,10 @@ class ChannelMixin(RequestHandler):
     Subclass hooks:
 
     - :meth:`can_access` decides who may read a channel (default: anyone).
+    - :meth:`cors_policy` decides which other origins may read the HTTP
+      transports (default: ``Settings.allowed_origins``). A subclass that
+      overrides ``initialize`` or ``set_default_headers`` calls ``super()``,
+      or its answers lose their CORS headers.
 
     Class attributes:
 
