@@ -9,9 +9,11 @@ import os
 import re
 import struct
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
+from redis_servers import shared_redis
 from server.processes import (
     KEY,
     ServerProcess,
@@ -206,3 +208,24 @@ def test_docs_name_the_make_targets_and_variables() -> None:
     assert re.search(r"^example: .*\n\t.*examples/seed_app\.py", makefile, re.M)
     doc = (ROOT / "examples" / "seed_app.py").read_text().split('"""')[1]
     assert "``make example``" in doc and "make run" not in doc
+
+
+async def test_dev_mode_with_workers_shares_one_generated_key(spawn: Any, http: Any) -> None:
+    """The key is made before the workers fork: every process takes it and
+    every demo page shows it."""
+    prefix = f"tc-test-{uuid.uuid4().hex[:12]}"
+    hub = spawn("--dev", "--workers", "2", "--broker", shared_redis(), "--redis-prefix", prefix)
+    banner = dev_banner(hub)
+    key = re.search(r"^API key \(generated for this run\): (\S+)$", banner, re.M)
+    assert key, banner
+    workers_seen: set[int] = set()
+    for _ in range(40):  # the kernel spreads new connections over the workers
+        page = await fetch(http, hub.base + "/", headers={"Connection": "close"})
+        assert f'"apiKey": "{key.group(1)}"' in page.body.decode()
+        health = await fetch(http, hub.base + "/health", headers={"Connection": "close"})
+        workers_seen.add(as_json(health)["worker"])
+        done = shell(commands_of(banner)[0])
+        assert done.returncode == 0 and '"offset"' in done.stdout, done
+        if workers_seen == {0, 1}:
+            break
+    assert workers_seen == {0, 1}
