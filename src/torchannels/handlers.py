@@ -18,6 +18,7 @@ from tornado.web import HTTPError, RequestHandler
 from tornado.websocket import WebSocketHandler
 
 from .channel import Channel
+from .cors import CorsPolicy
 from .errors import SHUTTING_DOWN, BadRequest
 from .hub import Hub, default_hub
 from .request import parse_request
@@ -42,6 +43,10 @@ class ChannelMixin(RequestHandler):
     Subclass hooks:
 
     - :meth:`can_access` decides who may read a channel (default: anyone).
+    - :meth:`cors_policy` decides which other origins may read the HTTP
+      transports (default: ``Settings.allowed_origins``). A subclass that
+      overrides ``initialize`` or ``set_default_headers`` calls ``super()``,
+      or its answers lose their CORS headers.
 
     Class attributes:
 
@@ -64,6 +69,38 @@ class ChannelMixin(RequestHandler):
         if hub is not None:
             self.hub = hub
         super().initialize(**kwargs)
+        self._cors_ready = True
+        self.set_cors_headers()
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        # Also after an error clears the headers; not before initialize()
+        # has named the hub (whose settings hold the origins).
+        if vars(self).get("_cors_ready"):
+            self.set_cors_headers()
+
+    def cors_policy(self) -> CorsPolicy:
+        """Override to change who may read this URL from another origin.
+
+        The default lets ``Settings.allowed_origins`` read the HTTP
+        transports (``Authorization`` and ``Last-Event-ID`` allowed in
+        requests), with credentials when ``Settings.cors_credentials``.
+        """
+        settings = self.hub.settings
+        return CorsPolicy(
+            settings.allowed_origins,
+            credentials=settings.cors_credentials,
+            methods=("GET",),
+            headers=("Authorization", "Last-Event-ID"),
+        )
+
+    def set_cors_headers(self) -> None:
+        """The CORS headers of this request's answer (torchannels.cors)."""
+        self.cors_policy().apply(self)
+
+    def options(self, *args: Any, **kwargs: Any) -> None:
+        """A CORS preflight: the browser asks before a request with headers."""
+        self.cors_policy().preflight(self)
 
     @classmethod
     def get_channel(cls, name: str) -> Channel:

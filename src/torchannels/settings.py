@@ -34,9 +34,14 @@ class Settings:
     write_timeout: float = 30.0
     #: Reconnect delay SSE asks of ``EventSource`` (``retry:`` field), ms.
     sse_retry_ms: int = 1000
-    #: Origins (``scheme://host[:port]``) allowed to open WebSockets besides
-    #: the page's own; same-origin only by default.
+    #: Origins (``scheme://host[:port]``) besides the page's own allowed to
+    #: open WebSockets and to read the HTTP transports (CORS, torchannels.cors);
+    #: same-origin only by default.
     allowed_origins: tuple[str, ...] = ()
+    #: Let those origins send credentials (cookies) to the HTTP transports:
+    #: ``Access-Control-Allow-Credentials: true`` (the client's
+    #: ``withCredentials``). Off by default.
+    cors_credentials: bool = False
     #: Seconds the hub keeps a channel's broker subscription after its last
     #: local subscriber left (long-polls come back at once).
     unsubscribe_grace: float = 2.0

@@ -86,6 +86,8 @@ def test_defaults() -> None:
         "backlog": 0,
         "max_connections": 0,
         "allowed_origins": (),
+        "cors_credentials": False,
+        "dev": False,
         "demo": True,
         "metrics": False,
         "shutdown_timeout": 10.0,
@@ -149,6 +151,15 @@ LAYERS: dict[str, tuple[str, str, tuple[str, ...], Any, Any, Any]] = {
         ("https://b.example", "http://c.example:8080"),
         ("https://d.example",),
     ),
+    "cors_credentials": (
+        "cors_credentials = true",
+        "no",
+        ("--cors-credentials",),
+        True,
+        False,
+        True,
+    ),
+    "dev": ("dev = true", "0", ("--dev",), True, False, True),
     "demo": ("demo = false", "yes", ("--no-demo",), False, True, False),
     "metrics": ("metrics = true", "off", ("--metrics",), True, False, True),
     "shutdown_timeout": ("shutdown_timeout = 0", "1", ("--shutdown-timeout", "2"), 0.0, 1, 2),
@@ -426,6 +437,7 @@ def test_core_objects() -> None:
         longpoll_timeout=2,
         ping_interval=1,
         allowed_origins=("https://a.example",),
+        cors_credentials=True,
         history_size=5,
         history_ttl=6,
         anonymous=("pub:*",),
@@ -436,6 +448,7 @@ def test_core_objects() -> None:
         longpoll_timeout=2,
         ping_interval=1,
         allowed_origins=("https://a.example",),
+        cors_credentials=True,
     )
     assert config.history() == HistoryPolicy(size=5, ttl=6)
     assert config.anonymous == ("pub:*",)

@@ -23,8 +23,9 @@ from typing import Any
 import tornado.web
 from tornado.log import access_log
 
-from ..assets import ClientFileHandler, static_path, static_route
+from ..assets import static_route
 from ..brokers import Broker, MemoryBroker
+from ..cors import CorsPolicy
 from ..errors import FORBIDDEN, AccessDenied
 from ..handlers import ChannelMixin
 from ..hub import Hub
@@ -37,10 +38,14 @@ from .admin_api import admin_routes
 from .api import ChannelInfoHandler, PublishHandler, StateHandler
 from .channels_api import ChannelListHandler
 from .config import ServerConfig
-from .demo import DemoPageHandler, DemoPublishHandler
+from .demo import DemoPageHandler, DemoPublishHandler, FaviconHandler
 from .fleet import make_counts
 
 TOKEN_REQUIRED = "token_required"
+NO_TOKEN_SECRET = (
+    "this server accepts no tokens: start it with --token-secret "
+    "(or TORCHANNELS_TOKEN_SECRET) set to the secret your backend signs tokens with"
+)
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
@@ -88,7 +93,7 @@ class ServerChannelHandler(ChannelMixin):
             result: Claims | TokenError | None = None
             if token is not None:
                 if self.token_secret is None:
-                    result = TokenError("token_unsupported", "this server accepts no tokens")
+                    result = TokenError("token_unsupported", NO_TOKEN_SECRET)
                 else:
                     try:
                         result = decode_token(token, self.token_secret, now=time.time())
@@ -97,12 +102,21 @@ class ServerChannelHandler(ChannelMixin):
             self._claims = result
         return self._claims
 
+    def _token_required(self, channel: str) -> str:
+        if self.token_secret is None:
+            return (
+                f"{channel!r} is not anonymous, and this server checks no tokens: start it with "
+                "--token-secret (or TORCHANNELS_TOKEN_SECRET) and subscribe with a token, or "
+                "make the channel anonymous with --anonymous"
+            )
+        return f"{channel!r} needs a subscription token (the token query parameter)"
+
     def can_access(self, sub: Subscription) -> bool:
         if self.anonymous.matches(sub.channel):
             return True
         claims = self.claims()
         if claims is None:
-            raise AccessDenied(TOKEN_REQUIRED, f"{sub.channel!r} needs a subscription token")
+            raise AccessDenied(TOKEN_REQUIRED, self._token_required(sub.channel))
         if isinstance(claims, TokenError):
             raise AccessDenied(claims.code, str(claims))
         if claims.expires <= time.time():
@@ -168,7 +182,14 @@ def make_app(
         "token_secret": config.token_secret,
         "anonymous": ChannelPatterns(config.anonymous),
     }
-    api = {"hub": hub, "api_key": config.api_key, "max_body": config.max_publish_bytes}
+    cors = CorsPolicy(
+        config.allowed_origins,
+        credentials=config.cors_credentials,
+        methods=("GET", "POST"),
+        headers=("Authorization", "X-API-Key", "Content-Type"),
+    )
+    api = {"hub": hub, "api_key": config.api_key, "max_body": config.max_publish_bytes,
+           "cors": cors}  # fmt: skip
     counts = make_counts(hub)  # started by serve(): run.py
     routes: list[Any] = [
         (r"/channels", ServerChannelHandler, subscribe),
@@ -180,6 +201,7 @@ def make_app(
         (r"/api/channels/([^/]+)", ChannelInfoHandler, api),
         (r"/api/openapi.json", OpenApiHandler),
         (r"/health", HealthHandler, {"hub": hub, "worker": worker}),
+        (r"/favicon.ico", FaviconHandler),
     ]
     if config.metrics:
         from .metrics import MetricsHandler
@@ -190,14 +212,13 @@ def make_app(
         routes += admin_routes(hub, AdminAuth(admin), counts)
     if config.demo:
         routes += [
-            (r"/", DemoPageHandler),
+            (r"/", DemoPageHandler, {"config": config}),
             (r"/demo/publish", DemoPublishHandler, {"hub": hub}),
         ]
     app = tornado.web.Application(
         routes,
-        static_path=static_path(),
-        static_url_prefix="/torchannels/",
-        static_handler_class=ClientFileHandler,
+        # No static_path: static_route() serves the client, and Tornado's
+        # static_path would claim /favicon.ico for a file of the client's folder.
         template_path=os.path.join(os.path.dirname(__file__), "templates"),
         log_function=log_request,
     )

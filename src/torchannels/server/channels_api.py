@@ -15,6 +15,7 @@ from typing import Any
 
 from tornado.web import RequestHandler
 
+from ..cors import CorsPolicy
 from ..errors import TorChannelsError
 from ..hub import Hub
 from ..protocol import CHANNEL_RE, MAX_CHANNEL_LENGTH
@@ -81,9 +82,14 @@ class ChannelListHandler(ApiHandler):
     """``GET /api/channels?prefix=P&limit=N&after=NAME``."""
 
     def initialize(  # type: ignore[override]
-        self, hub: Hub, api_key: str | None, max_body: int, counts: LocalCounts
+        self,
+        hub: Hub,
+        api_key: str | None,
+        max_body: int,
+        counts: LocalCounts,
+        cors: CorsPolicy | None = None,
     ) -> None:
-        super().initialize(hub, api_key, max_body)
+        super().initialize(hub, api_key, max_body, cors)
         self.counts = counts
 
     async def get(self) -> None:

@@ -19,10 +19,11 @@ import difflib
 import math
 import os
 import re
+import secrets
 import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import Field, dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any
 
 from ..brokers import HistoryPolicy
@@ -174,8 +175,21 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = _opt(
         (),
         "origins",
-        "origins (scheme://host[:port]) besides the page's own that may open "
-        "WebSockets; repeat or comma-separate",
+        "origins (scheme://host[:port]) besides the page's own whose pages may subscribe "
+        "(WebSocket, and CORS on the HTTP transports) and call the publish API (CORS); "
+        "repeat or comma-separate",
+    )
+    cors_credentials: bool = _opt(
+        False,
+        "bool",
+        "let --allowed-origins send cookies to the subscribe URL "
+        "(Access-Control-Allow-Credentials: true)",
+    )
+    dev: bool = _opt(
+        False,
+        "bool",
+        "development mode: without an API key, generate one; print it with ready-to-paste "
+        "publish commands and show it on the demo page (never in production)",
     )
     demo: bool = _opt(True, "bool", "serve the demo page at / and its demo publisher")
     metrics: bool = _opt(False, "bool", "serve Prometheus metrics (needs torchannels[metrics])")
@@ -204,6 +218,7 @@ class ServerConfig:
             max_pending_bytes=self.max_pending_bytes,
             write_timeout=self.write_timeout,
             allowed_origins=self.allowed_origins,
+            cors_credentials=self.cors_credentials,
         )
 
     def admin_secret(self) -> str | None:
@@ -218,6 +233,18 @@ class ServerConfig:
         if not self.admin:
             return None
         return self.admin_password or self.api_key
+
+    def with_dev_key(self) -> ServerConfig:
+        """In dev mode without an API key, a copy with a random one; else self.
+
+        >>> ServerConfig(dev=True).with_dev_key().api_key is not None
+        True
+        >>> ServerConfig(dev=True, api_key="k").with_dev_key().api_key
+        'k'
+        """
+        if not self.dev or self.api_key is not None:
+            return self
+        return replace(self, api_key=secrets.token_urlsafe(18))
 
     def listen_backlog(self) -> int:
         """The listen backlog to use: ``backlog``, or the system's maximum for 0.
