@@ -20,11 +20,13 @@ import time
 from typing import Any
 
 import tornado.web
+from tornado.httputil import HTTPServerRequest
 from tornado.log import access_log
 
 from ..assets import ClientFileHandler, static_path, static_route
 from ..brokers import Broker, MemoryBroker
 from ..errors import FORBIDDEN, AccessDenied
+from ..forwarded import TrustedProxies, apply_forwarded
 from ..handlers import ChannelMixin
 from ..hub import Hub
 from ..protocol import dumps
@@ -139,6 +141,22 @@ class OpenApiHandler(tornado.web.RequestHandler):
             self.finish(f.read())
 
 
+class HubApplication(tornado.web.Application):
+    """The server's application: every request from a trusted proxy gets the
+    client's address, scheme and host before any handler sees it, so the
+    access log, the API and the origin checks all see the client."""
+
+    def __init__(self, *args: Any, proxies: TrustedProxies, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.proxies = proxies
+
+    def find_handler(
+        self, request: HTTPServerRequest, **kwargs: Any
+    ) -> tornado.web._HandlerDelegate:
+        apply_forwarded(request, self.proxies)
+        return super().find_handler(request, **kwargs)
+
+
 def make_broker(config: ServerConfig) -> Broker:
     """The broker ``config.broker`` names: in memory, or Redis (lazily imported)."""
     if config.broker == "memory":
@@ -183,8 +201,9 @@ def make_app(
             (r"/", DemoPageHandler),
             (r"/demo/publish", DemoPublishHandler, {"hub": hub}),
         ]
-    return tornado.web.Application(
+    return HubApplication(
         routes,
+        proxies=hub.settings.proxies,
         static_path=static_path(),
         static_url_prefix="/torchannels/",
         static_handler_class=ClientFileHandler,
