@@ -84,6 +84,7 @@ def test_defaults() -> None:
         "backlog": 0,
         "max_connections": 0,
         "allowed_origins": (),
+        "trusted_proxies": (),
         "demo": True,
         "metrics": False,
         "shutdown_timeout": 10.0,
@@ -144,6 +145,14 @@ LAYERS: dict[str, tuple[str, str, tuple[str, ...], Any, Any, Any]] = {
         ("https://a.example",),
         ("https://b.example", "http://c.example:8080"),
         ("https://d.example",),
+    ),
+    "trusted_proxies": (
+        'trusted-proxies = ["10.0.0.0/8"]',
+        "127.0.0.1, ::1",
+        ("--trusted-proxies", "192.168.0.0/16", "--trusted-proxies", "fd00::/8"),
+        ("10.0.0.0/8",),
+        ("127.0.0.1/32", "::1/128"),
+        ("192.168.0.0/16", "fd00::/8"),
     ),
     "demo": ("demo = false", "yes", ("--no-demo",), False, True, False),
     "metrics": ("metrics = true", "off", ("--metrics",), True, False, True),
@@ -322,6 +331,12 @@ def test_repeated_list_flags_accumulate() -> None:
         ("allowed_origins", "example.com", "origin 'example.com' is not scheme://host[:port]"),
         ("allowed_origins", "https://a/b", "origin 'https://a/b' is not scheme://host[:port]"),
         ("allowed_origins", "ftp://a", "origin 'ftp://a' is not scheme://host[:port]"),
+        (
+            "trusted_proxies",
+            "10.0.0.1/8",
+            "trusted proxy '10.0.0.1/8' is not an IP address or CIDR network",
+        ),
+        ("trusted_proxies", "proxy.local", "trusted proxy 'proxy.local' is not an IP address"),
     ],
 )
 def test_bad_values_name_env_var_and_flag(name: str, value: str, problem: str) -> None:
@@ -422,6 +437,7 @@ def test_core_objects() -> None:
         longpoll_timeout=2,
         ping_interval=1,
         allowed_origins=("https://a.example",),
+        trusted_proxies=("10.0.0.0/8",),
         history_size=5,
         history_ttl=6,
         anonymous=("pub:*",),
@@ -432,6 +448,7 @@ def test_core_objects() -> None:
         longpoll_timeout=2,
         ping_interval=1,
         allowed_origins=("https://a.example",),
+        trusted_proxies=("10.0.0.0/8",),
     )
     assert config.history() == HistoryPolicy(size=5, ttl=6)
     assert config.anonymous == ("pub:*",)
