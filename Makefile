@@ -1,7 +1,7 @@
 # torchannels: `make run` starts the server, `make test` runs every check.
 # Both set up what they need from a clean clone (a venv in .venv; for the
-# tests also Chromium and redis-server from Debian's packages, started when
-# missing, and jQuery from npm as a fixture).
+# tests also Chromium, redis-server and nginx from Debian's packages, Redis
+# started when missing, and jQuery from npm as a fixture).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8090
 
-.PHONY: setup run example test lint typecheck test-js test-py browser redis clean
+.PHONY: setup run example test lint typecheck test-js test-py browser redis nginx clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ browser:
 redis:
 	scripts/ensure-redis.sh
 
+# Installed only: the proxy tests run nginx themselves (tests/nginx.py).
+nginx:
+	scripts/ensure-nginx.sh
+
 lint: setup
 	$(VENV)/bin/ruff check src tests examples
 	$(VENV)/bin/ruff format --check src tests examples
@@ -49,7 +53,7 @@ test-js: node_modules/.installed
 	node --test tests/js/
 	npx --no-install tsc -p tests/js/types
 
-test-py: setup browser redis node_modules/.installed
+test-py: setup browser redis nginx node_modules/.installed
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck test-js test-py

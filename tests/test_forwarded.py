@@ -7,23 +7,21 @@ proxy's host is accepted only when the proxy is trusted.
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import os
 from collections.abc import Callable
 
 import pytest
 import tornado.web
 from tornado.httputil import HTTPHeaders
 
-from support import Server
+from support import Server, upgrade
 from torchannels import ChannelMixin, Hub, MemoryBroker, Settings
 from torchannels.forwarded import Forwarded, TrustedProxies, parse_forwarded, resolve
 
 PROXIES = TrustedProxies.of(("127.0.0.1", "10.0.0.0/8", "fd00::/8"))
 
 # (name, peer, headers, expected (remote_ip, protocol, host) or None)
-CASES: list[tuple[str, str, dict[str, str], tuple[str, str | None, str | None] | None]] = [
+Expected = tuple[str, str | None, str | None] | None
+CASES: list[tuple[str, str, dict[str, str | list[str]], Expected]] = [
     ("untrusted peer: headers ignored", "198.51.100.1",
      {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Host": "evil.example"}, None),
     ("trusted peer, no headers", "127.0.0.1", {}, ("127.0.0.1", None, None)),
@@ -146,23 +144,9 @@ def ws_server(make_server: Callable[..., Server], trusted: tuple[str, ...]) -> S
 
 
 async def handshake(port: int, headers: dict[str, str]) -> int:
-    """The status of a WebSocket upgrade sent with exactly these headers."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    lines = [
-        "GET /channels/ws?channel=c HTTP/1.1",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {key}",
-        "Sec-WebSocket-Version: 13",
-        *(f"{k}: {v}" for k, v in headers.items()),
-    ]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-    try:
-        status = await asyncio.wait_for(reader.readline(), 10)
-    finally:
-        writer.close()
-    return int(status.split()[1])
+    status, _, writer = await upgrade(port, "/channels/ws?channel=c", headers)
+    writer.close()
+    return status
 
 
 @pytest.mark.parametrize(
