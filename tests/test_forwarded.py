@@ -39,6 +39,8 @@ CASES: list[tuple[str, str, dict[str, str | list[str]], Expected]] = [
      {"X-Forwarded-For": ["203.0.113.7", "10.0.0.5"]}, ("203.0.113.7", None, None)),
     ("garbage hop stops the walk", "127.0.0.1",
      {"X-Forwarded-For": "203.0.113.7, garbage, 10.0.0.5"}, ("10.0.0.5", None, None)),
+    ("hops with ports", "127.0.0.1",
+     {"X-Forwarded-For": "[2001:db8::1]:4711, 10.0.0.5:80"}, ("2001:db8::1", None, None)),
     ("ipv6 client", "127.0.0.1",
      {"X-Forwarded-For": "2001:db8::1"}, ("2001:db8::1", None, None)),
     ("ipv4-mapped peer is trusted", "::ffff:127.0.0.1",

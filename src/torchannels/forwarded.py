@@ -19,7 +19,8 @@ True
 Rules (docs/deployment.md):
 
 - The client address: walk the forwarding chain (``X-Forwarded-For``
-  entries, or the ``for=`` of each ``Forwarded`` element) from the right,
+  entries, or the ``for=`` of each ``Forwarded`` element; an address may
+  carry a port, IPv6 ones then in brackets) from the right,
   starting at the peer. Every hop that is a trusted proxy passes on to the
   one before it; the first address that is not trusted is the client. A
   hop that is not an IP address (``unknown``, an obfuscated name, garbage)
@@ -206,7 +207,7 @@ def resolve(peer: str | None, headers: HTTPHeaders, proxies: TrustedProxies) -> 
     client = peer
     hops = [v.strip() for line in headers.get_list("X-Forwarded-For") for v in line.split(",")]
     for hop in reversed(hops):
-        address = _address(hop)
+        address = _node(hop)  # some proxies add a port: "203.0.113.7:4711"
         if address is None:
             break
         client = str(address)
