@@ -94,8 +94,9 @@ async def test_idle_connections_get_the_keepalive_they_asked_for(server: Server)
         assert not [f for f in frames if f["type"] == "message"]
 
 
-async def test_websocket_with_a_bad_ping_gets_an_error_frame(server: Server) -> None:
-    frames = await ws_frames(server, "channel=c&ping=often", lambda fs: len(fs) >= 2)
+@pytest.mark.parametrize("bad", ["ping=often", "ping=0", "ping=-1", "ping=5&ping=6", "ping=%FF"])
+async def test_websocket_with_a_bad_ping_gets_an_error_frame(server: Server, bad: str) -> None:
+    frames = await ws_frames(server, f"channel=c&{bad}", lambda fs: len(fs) >= 2)
     assert frames[0] == {"type": "connected", "transport": "websocket", "ping": HUB_PING}
     assert frames[1]["type"] == "error" and frames[1]["code"] == "bad_parameter"
     assert "channel" not in frames[1]
