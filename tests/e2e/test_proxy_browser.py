@@ -14,6 +14,7 @@ import re
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Page
@@ -80,6 +81,18 @@ def test_demo_page_through_nginx(
     page: Page, deployments: dict[str, Deployment], name: str, transport: str
 ) -> None:
     deployment = deployments[name]
+    # What Chromium itself saw of WebSockets: frames received per socket URL.
+    received: dict[str, int] = {}
+
+    def on_websocket(ws: Any) -> None:
+        received.setdefault(ws.url, 0)
+
+        def count(_: Any) -> None:
+            received[ws.url] += 1
+
+        ws.on("framereceived", count)
+
+    page.on("websocket", on_websocket)
     page.goto(deployment.nginx.base + "/")
     wait_js(
         page,
@@ -99,3 +112,9 @@ def test_demo_page_through_nginx(
         what="the chat line",
     )
     assert live_over(page) == f"live over {transport}"
+    sockets = [url for url in received if "/channels/ws" in url]
+    assert sockets, received  # the client tried WebSocket first in both cases
+    if transport == "websocket":
+        assert all(received[url] > 0 for url in sockets), received
+    else:
+        assert all(received[url] == 0 for url in sockets), received
