@@ -14,7 +14,7 @@ import tornado.web
 from tornado.httputil import HTTPHeaders
 
 from support import Server, upgrade
-from torchannels import ChannelMixin, Hub, MemoryBroker, Settings
+from torchannels import ChannelMixin, Hub, MemoryBroker, Settings, forwarded
 from torchannels.forwarded import Forwarded, TrustedProxies, parse_forwarded, resolve
 
 PROXIES = TrustedProxies.of(("127.0.0.1", "10.0.0.0/8", "fd00::/8"))
@@ -189,3 +189,29 @@ async def test_forwarded_address_reaches_the_handler(make_server: Callable[..., 
     response = await server.fetch(server.url(transport="poll", channel="c"), headers=headers)
     assert response.code == 200
     assert seen == [("203.0.113.7", "https", "app.example")]
+
+
+@pytest.mark.parametrize(
+    ("trusted", "headers", "hint"),
+    [
+        ((), {}, "proxy_set_header Host $http_host"),
+        (("10.0.0.0/8",), {"X-Forwarded-Host": "public.example:8080"}, "not a trusted proxy"),
+    ],
+)
+async def test_refused_origin_is_explained_once_in_the_log(
+    make_server: Callable[..., Server],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    trusted: tuple[str, ...],
+    headers: dict[str, str],
+    hint: str,
+) -> None:
+    monkeypatch.setattr(forwarded, "_explained", set())
+    server = ws_server(make_server, trusted)
+    sent = {"Host": f"127.0.0.1:{server.port}", "Origin": "http://public.example:8080", **headers}
+    for _ in range(3):
+        assert await handshake(server.port, sent) == 403
+    lines = [r.getMessage() for r in caplog.records if r.name == "torchannels.origin"]
+    assert len(lines) == 1, lines
+    assert "'http://public.example:8080'" in lines[0] and f"'127.0.0.1:{server.port}'" in lines[0]
+    assert hint in lines[0] and "docs/deployment.md" in lines[0]

@@ -16,36 +16,35 @@ Forwarded(remote_ip='203.0.113.7', protocol=None, host='example.com')
 >>> resolve("198.51.100.9", headers, proxies) is None  # not a trusted peer
 True
 
-Rules (docs/deployment.md):
-
-- The client address: walk the forwarding chain (``X-Forwarded-For``
-  entries, or the ``for=`` of each ``Forwarded`` element; an address may
-  carry a port, IPv6 ones then in brackets) from the right,
-  starting at the peer. Every hop that is a trusted proxy passes on to the
-  one before it; the first address that is not trusted is the client. A
-  hop that is not an IP address (``unknown``, an obfuscated name, garbage)
-  ends the walk at the last address trusted so far.
-- With ``X-Forwarded-*``, the scheme and host are the last (rightmost)
-  values of their headers: the ones the nearest proxy set.
-- With ``Forwarded`` (which, when present, wins over ``X-Forwarded-*``),
-  they are the ``proto=`` and ``host=`` of the outermost element added by
-  a trusted proxy. A ``Forwarded`` header that does not parse is ignored
-  with everything it says, and so are the ``X-Forwarded-*`` headers.
-- A scheme other than ``http``/``https`` or a host that is not
-  ``host[:port]`` is ignored.
+Rules (docs/deployment.md has them in full): the client address is found
+by walking ``X-Forwarded-For`` (or the ``for=`` of ``Forwarded`` elements)
+from the right, past every trusted proxy; the scheme and host are the last
+values of ``X-Forwarded-Proto``/``-Host``, or those of the outermost
+``Forwarded`` element a trusted proxy added (``Forwarded`` wins when
+present; one that does not parse voids everything forwarded).
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, split_host_and_port
 
-__all__ = ["Forwarded", "TrustedProxies", "apply_forwarded", "forwarded_of", "resolve"]
+__all__ = [
+    "Forwarded",
+    "TrustedProxies",
+    "apply_forwarded",
+    "forwarded_of",
+    "log_refused_origin",
+    "resolve",
+]
+
+log = logging.getLogger("torchannels.origin")
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -261,3 +260,38 @@ def forwarded_of(request: HTTPServerRequest) -> Forwarded | None:
     came from no trusted proxy (or was never looked at)."""
     view = getattr(request, _APPLIED, None)
     return view if isinstance(view, Forwarded) else None
+
+
+#: (origin, host) pairs already explained in the log, so a page retrying
+#: (or a hostile one) cannot flood it; bounded.
+_explained: set[tuple[str, str]] = set()
+_EXPLAINED_MAX = 256
+
+
+def log_refused_origin(origin: str, request: HTTPServerRequest) -> None:
+    """Say in the log, once per origin and host, why a WebSocket handshake
+    from ``origin`` was refused (403), and the likely fix behind a proxy."""
+    view = forwarded_of(request)
+    host = view.host if view is not None and view.host else request.headers.get("Host", "")
+    key = (origin, host)
+    if key in _explained or len(_explained) >= _EXPLAINED_MAX:
+        return
+    _explained.add(key)
+    sent = "X-Forwarded-Host" in request.headers or "Forwarded" in request.headers
+    if sent and view is None:
+        why = (
+            f"the forwarding headers came from {request.remote_ip}, which is not a "
+            "trusted proxy (--trusted-proxies, Settings.trusted_proxies)"
+        )
+    else:
+        why = (
+            "behind a reverse proxy, pass the browser's Host (nginx: proxy_set_header "
+            "Host $http_host) or trust the proxy's X-Forwarded-Host (--trusted-proxies)"
+        )
+    log.warning(
+        "WebSocket from origin %r refused (403): not the request's host %r nor an allowed "
+        "origin; %s. See docs/deployment.md",
+        origin,
+        host,
+        why,
+    )

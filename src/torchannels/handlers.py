@@ -20,7 +20,7 @@ from tornado.websocket import WebSocketHandler
 
 from .channel import Channel
 from .errors import SHUTTING_DOWN, BadRequest
-from .forwarded import apply_forwarded, forwarded_of
+from .forwarded import apply_forwarded, forwarded_of, log_refused_origin
 from .hub import Hub, default_hub
 from .request import parse_request
 from .session import Subscription
@@ -126,7 +126,10 @@ class ChannelMixin(RequestHandler):
         host = forwarded.host if forwarded is not None else None
         if host is not None and urllib.parse.urlsplit(origin).netloc.lower() == host.lower():
             return True
-        return WebSocketHandler.check_origin(self, origin)  # type: ignore[arg-type]
+        if WebSocketHandler.check_origin(self, origin):  # type: ignore[arg-type]
+            return True
+        log_refused_origin(origin, self.request)
+        return False
 
     def can_access(self, sub: Subscription) -> bool | Awaitable[bool]:
         """Override to restrict who may read ``sub.channel``.
