@@ -1,8 +1,8 @@
 # torchannels: `make run` starts the server, `make test` runs every check.
 # Both set up what they need from a clean clone: a venv in .venv (`make run`
 # installs the package with its runtime extras only; `make test` adds the
-# test tools), and for the tests also Chromium and redis-server from
-# Debian's packages, started when missing, and jQuery from npm as a fixture.
+# test tools), and for the tests also Chromium, redis-server and nginx from
+# Debian's packages, Redis started when missing, and jQuery from npm as a fixture.
 # The venv is made once and reused: a stamp per set of extras is redone only
 # when pyproject.toml changes.
 
@@ -14,7 +14,7 @@ PORT   ?= 8090
 # What `make run` needs: the server, its metrics and its Redis broker.
 RUN_EXTRAS := metrics,redis
 
-.PHONY: setup run-setup run example test lint typecheck test-js test-py browser redis clean
+.PHONY: setup run-setup run example test lint typecheck test-js test-py browser redis nginx clean
 
 setup: $(VENV)/.installed-dev
 run-setup: $(VENV)/.installed-run
@@ -52,6 +52,10 @@ browser:
 redis:
 	scripts/ensure-redis.sh
 
+# Installed only: the proxy tests run nginx themselves (tests/nginx.py).
+nginx:
+	scripts/ensure-nginx.sh
+
 lint: setup
 	$(VENV)/bin/ruff check src tests examples
 	$(VENV)/bin/ruff format --check src tests examples
@@ -63,7 +67,7 @@ test-js: node_modules/.installed
 	scripts/test-js.sh tests/js/
 	npx --no-install tsc -p tests/js/types
 
-test-py: setup browser redis node_modules/.installed
+test-py: setup browser redis nginx node_modules/.installed
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck test-js test-py

@@ -88,6 +88,7 @@ def test_defaults() -> None:
         "allowed_origins": (),
         "cors_credentials": False,
         "dev": False,
+        "trusted_proxies": (),
         "demo": True,
         "metrics": False,
         "shutdown_timeout": 10.0,
@@ -160,6 +161,14 @@ LAYERS: dict[str, tuple[str, str, tuple[str, ...], Any, Any, Any]] = {
         True,
     ),
     "dev": ("dev = true", "0", ("--dev",), True, False, True),
+    "trusted_proxies": (
+        'trusted-proxies = ["10.0.0.0/8"]',
+        "127.0.0.1, ::1",
+        ("--trusted-proxies", "192.168.0.0/16", "--trusted-proxies", "fd00::/8"),
+        ("10.0.0.0/8",),
+        ("127.0.0.1/32", "::1/128"),
+        ("192.168.0.0/16", "fd00::/8"),
+    ),
     "demo": ("demo = false", "yes", ("--no-demo",), False, True, False),
     "metrics": ("metrics = true", "off", ("--metrics",), True, False, True),
     "shutdown_timeout": ("shutdown_timeout = 0", "1", ("--shutdown-timeout", "2"), 0.0, 1, 2),
@@ -337,6 +346,12 @@ def test_repeated_list_flags_accumulate() -> None:
         ("allowed_origins", "example.com", "origin 'example.com' is not scheme://host[:port]"),
         ("allowed_origins", "https://a/b", "origin 'https://a/b' is not scheme://host[:port]"),
         ("allowed_origins", "ftp://a", "origin 'ftp://a' is not scheme://host[:port]"),
+        (
+            "trusted_proxies",
+            "10.0.0.1/8",
+            "trusted proxy '10.0.0.1/8' is not an IP address or CIDR network",
+        ),
+        ("trusted_proxies", "proxy.local", "trusted proxy 'proxy.local' is not an IP address"),
     ],
 )
 def test_bad_values_name_env_var_and_flag(name: str, value: str, problem: str) -> None:
@@ -438,6 +453,7 @@ def test_core_objects() -> None:
         ping_interval=1,
         allowed_origins=("https://a.example",),
         cors_credentials=True,
+        trusted_proxies=("10.0.0.0/8",),
         history_size=5,
         history_ttl=6,
         anonymous=("pub:*",),
@@ -449,6 +465,7 @@ def test_core_objects() -> None:
         ping_interval=1,
         allowed_origins=("https://a.example",),
         cors_credentials=True,
+        trusted_proxies=("10.0.0.0/8",),
     )
     assert config.history() == HistoryPolicy(size=5, ttl=6)
     assert config.anonymous == ("pub:*",)

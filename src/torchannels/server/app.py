@@ -21,12 +21,14 @@ import time
 from typing import Any
 
 import tornado.web
+from tornado.httputil import HTTPServerRequest
 from tornado.log import access_log
 
 from ..assets import static_route
 from ..brokers import Broker, MemoryBroker
 from ..cors import CorsPolicy
 from ..errors import FORBIDDEN, AccessDenied
+from ..forwarded import TrustedProxies, apply_forwarded
 from ..handlers import ChannelMixin
 from ..hub import Hub
 from ..protocol import dumps
@@ -158,6 +160,22 @@ class OpenApiHandler(tornado.web.RequestHandler):
             self.finish(f.read())
 
 
+class HubApplication(tornado.web.Application):
+    """The server's application: every request from a trusted proxy gets the
+    client's address, scheme and host before any handler sees it, so the
+    access log, the API and the origin checks all see the client."""
+
+    def __init__(self, *args: Any, proxies: TrustedProxies, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.proxies = proxies
+
+    def find_handler(
+        self, request: HTTPServerRequest, **kwargs: Any
+    ) -> tornado.web._HandlerDelegate:
+        apply_forwarded(request, self.proxies)
+        return super().find_handler(request, **kwargs)
+
+
 def make_broker(config: ServerConfig) -> Broker:
     """The broker ``config.broker`` names: in memory, or Redis (lazily imported)."""
     if config.broker == "memory":
@@ -215,8 +233,9 @@ def make_app(
             (r"/", DemoPageHandler, {"config": config}),
             (r"/demo/publish", DemoPublishHandler, {"hub": hub}),
         ]
-    app = tornado.web.Application(
+    app = HubApplication(
         routes,
+        proxies=hub.settings.proxies,
         # No static_path: static_route() serves the client, and Tornado's
         # static_path would claim /favicon.ico for a file of the client's folder.
         template_path=os.path.join(os.path.dirname(__file__), "templates"),
