@@ -77,8 +77,8 @@ test('an online event retries at once instead of waiting out the pause', async (
   await clock.tick(0);
   s.end();
   await clock.tick(0);
-  assert.equal(client.state, 'connecting');
   await clock.tick(1000);
+  assert.equal(client.state, 'reconnecting');
   assert.equal(http.requests.length, 1, 'still waiting out the pause');
   win.dispatch('online');
   await clock.tick(0);
