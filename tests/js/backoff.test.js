@@ -101,3 +101,42 @@ test('online while connected changes nothing; the listener goes with close()', a
   client.close();
   assert.equal(win.listeners.online.length, 0);
 });
+
+test('the first retry after a connection that lived comes within minReconnectDelay; then the backoff, capped at 10 s', async () => {
+  for (const [random, first] of [[() => 0, 0], [() => 0.999, 499]]) {
+    const {clock, http, client} = setup({transport: 'stream', random, reconnectingDelay: 0});
+    client.subscribe('a', () => {});
+    await clock.tick(0);
+    const s = http.last().stream();
+    s.write(F.connected('stream'), F.subscribed('a', 0));
+    await clock.tick(2000); // lived 2 s
+    s.end();
+    if (first) {
+      await clock.tick(first - 1);
+      assert.equal(http.requests.length, 1);
+    }
+    await clock.tick(first ? 1 : 0);
+    assert.equal(http.requests.length, 2, `retried after ${first} ms`);
+    const pauses = [];
+    for (let i = 0; i < 8; i++) {
+      http.last().fail();
+      await clock.tick(0);
+      pauses.push(pause(clock));
+      await clock.tick(pauses[i]);
+    }
+    if (random() === 0) assert.deepEqual(pauses, [500, 500, 500, 500, 500, 500, 500, 500]);
+    else assert.deepEqual(pauses, [999, 1499, 2498, 4496, 8492, 10000, 10000, 10000]);
+  }
+});
+
+test('a connection that lived under 2 s gets the backoff, not the quick first retry', async () => {
+  const {clock, http, client} = setup({transport: 'stream', random: () => 0});
+  client.subscribe('a', () => {});
+  await clock.tick(0);
+  const s = http.last().stream();
+  s.write(F.connected('stream'), F.subscribed('a', 0));
+  await clock.tick(1999);
+  s.end();
+  await clock.tick(0);
+  assert.equal(pause(clock), 500);
+});
