@@ -997,15 +997,15 @@
     }
 
     /**
-     * The connection was lost (`reason`: readable words). While connected,
-     * the state says so only if no new connection is up within
-     * reconnectingDelay: a quick repair never shows.
+     * The connection was lost (`reason`: readable words, what ended it; the
+     * retries' failures go to `error` events). While connected, the state
+     * says so only if no new connection is up within reconnectingDelay: a
+     * quick repair never shows.
      */
     _lose(reason) {
-      this._lossReason = reason;
-      if (this._state !== State.CONNECTED) return;
+      if (this._state !== State.CONNECTED || this._timers.grace) return; // the first loss names the reason
       this._lost = true;
-      if (this._timers.grace) return;
+      this._lossReason = reason;
       this._after('grace', this._opts.reconnectingDelay, () => {
         this._moveTo(State.RECONNECTING, this._fallback.current, this._lossReason, this._lossReason);
       });
