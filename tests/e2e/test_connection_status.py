@@ -104,7 +104,9 @@ def timed_wait(page: Page, expression: str, arg: object, what: str) -> float:
     return time.monotonic() - start
 
 
-@pytest.mark.parametrize("transport", ["", "sse", "longpoll"], ids=["negotiated", "sse", "longpoll"])
+@pytest.mark.parametrize(
+    "transport", ["", "sse", "longpoll"], ids=["negotiated", "sse", "longpoll"]
+)
 def test_demo_page_says_reconnecting_when_the_hub_dies_and_live_when_it_is_back(
     page: Page, hub: Restartable, transport: str
 ) -> None:
