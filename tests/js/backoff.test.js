@@ -140,3 +140,39 @@ test('a connection that lived under 2 s gets the backoff, not the quick first re
   await clock.tick(0);
   assert.equal(pause(clock), 500);
 });
+
+test('offline gives the connection up at once, shows as reconnecting (offline), and online brings it back', async () => {
+  const {clock, WebSocket, client, win, states, events} = setup({transport: 'websocket', websocketUrl: 'ws://x/ws'});
+  client.subscribe('a', () => {});
+  await clock.tick(0);
+  WebSocket.instances[0].open();
+  WebSocket.instances[0].frame(F.connected('websocket'), F.subscribed('a', 0), F.message('a', 1));
+  await clock.tick(3000);
+  win.dispatch('offline');
+  assert.equal(WebSocket.instances[0].closedWith, 1000, 'given up');
+  assert.equal(events.filter((e) => e.event === 'error').pop().reason, 'offline');
+  await clock.tick(250);
+  WebSocket.instances[1].drop(1006); // no network
+  await clock.tick(750);
+  assert.deepEqual(states.slice(2), ['connected>reconnecting (offline)']);
+  win.dispatch('online');
+  await clock.tick(0);
+  assert.equal(WebSocket.instances.length, 3, 'at once');
+  WebSocket.instances[2].open();
+  assert.equal(WebSocket.instances[2].sent[0].cursor, 'a=e1:1');
+  WebSocket.instances[2].frame(F.connected('websocket'));
+  assert.equal(client.state, 'connected');
+});
+
+test('offline while disconnected or between attempts changes nothing', async () => {
+  const {clock, http, client, win} = setup({transport: 'poll'});
+  win.dispatch('offline');
+  client.subscribe('a', () => {});
+  await clock.tick(0);
+  http.last().fail();
+  await clock.tick(0);
+  win.dispatch('offline'); // waiting out a pause: nothing to give up
+  await clock.tick(0);
+  assert.equal(http.requests.length, 1);
+  assert.equal(client.state, 'connecting');
+});

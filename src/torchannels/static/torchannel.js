@@ -829,6 +829,7 @@
       this._authCall = null; // the pending getToken() call
       this._authAttempt = 0; // token refreshes since a token last proved good
       this._onOnline = () => this._online();
+      this._onOffline = () => this._offline();
       this._onVisible = () => {
         if (env.document && env.document.visibilityState === 'visible') this._online();
       };
@@ -989,10 +990,13 @@
       this._moveTo(State.DISCONNECTED, name, reason, reason);
     }
 
-    /** Start or stop listening to `online` (window) and `visibilitychange` (document). */
+    /** Start or stop listening to `online`, `offline` (window) and `visibilitychange` (document). */
     _listen(method) {
       const {window: win, document: doc} = this._env;
-      if (win && win[method]) win[method]('online', this._onOnline);
+      if (win && win[method]) {
+        win[method]('online', this._onOnline);
+        win[method]('offline', this._onOffline);
+      }
       if (doc && doc[method]) doc[method]('visibilitychange', this._onVisible);
     }
 
@@ -1152,6 +1156,14 @@
           this._env.now() - this._probeAt >= this._opts.connectTimeout) {
         this._startProbe();
       }
+    }
+
+    _offline() {
+      // The browser says the network is gone: a socket may take a ping
+      // interval to notice, so give the connection up now. The retries fail
+      // fast meanwhile; `online` retries at once.
+      const conn = this._conn;
+      if (conn) this._fail(conn.transport, {reason: 'offline', text: 'offline'});
     }
 
     // -- stepping back up --
