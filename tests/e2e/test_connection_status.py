@@ -215,3 +215,34 @@ def test_seed_page_says_reconnecting_when_the_app_dies_and_connected_when_it_is_
         before,
         what="a tick after the restart",
     )
+
+
+def test_demo_page_says_reconnecting_offline_when_the_browser_goes_offline(
+    page: Page, hub: Restartable
+) -> None:
+    page.goto(f"{hub.base}/")
+    live = "() => document.getElementById('status').textContent === 'live over websocket'"
+    wait_js(page, live, timeout=WAIT, what="live over websocket")
+    page.context.set_offline(True)
+    try:
+        took = timed_wait(
+            page,
+            "() => document.getElementById('status').textContent === 'reconnecting (offline)…'",
+            None,
+            "the status to say reconnecting (offline)",
+        )
+        print(f"\noffline: shown {took:.2f} s after the browser went offline")
+    finally:
+        page.context.set_offline(False)
+    took = timed_wait(page, live, None, "live again once online")
+    print(f"online: live again {took:.2f} s after the browser was back online")
+    text = unique("back online")
+    publish_chat(hub.base, text)
+    wait_js(
+        page,
+        "(line) => [...document.querySelectorAll('#messages li.chat-message')]"
+        ".some((li) => li.textContent === line)",
+        f"api: {text}",
+        timeout=WAIT,
+        what="delivery after going online",
+    )
