@@ -170,3 +170,30 @@ test('close() and a new subscribe() start from the best transport again', async 
   assert.deepEqual(ctx.attempts, ['websocket', 'sse', 'websocket']);
   assert.equal(ctx.client.transport, 'websocket');
 });
+
+test('on the best transport, nothing is probed: not later, not on online or visibilitychange', async () => {
+  const ctx = setup({websocketUrl: 'ws://x/ws', maxPingDelay: 1e9});
+  ctx.client.subscribe('a', () => {});
+  await ctx.clock.tick(0);
+  ctx.WebSocket.instances[0].open();
+  ctx.WebSocket.instances[0].frame(F.connected('websocket'));
+  ctx.win.dispatch('online');
+  ctx.doc.dispatch('visibilitychange');
+  await ctx.clock.tick(600000);
+  assert.equal(ctx.WebSocket.instances.length, 1);
+  assert.deepEqual(ctx.attempts, ['websocket']);
+});
+
+test('a forced transport never probes', async () => {
+  const ctx = setup({transport: 'longpoll', websocketUrl: 'ws://x/ws'});
+  ctx.client.subscribe('a', () => {});
+  await ctx.clock.tick(0);
+  ctx.http.last().answer([F.subscribed('a', 0)]);
+  await ctx.clock.tick(0);
+  ctx.win.dispatch('online');
+  for (let i = 0; i < 10; i++) {
+    await ctx.clock.tick(30000);
+    ctx.http.last().answer([]);
+  }
+  assert.deepEqual(new Set(ctx.attempts), new Set(['longpoll']));
+});

@@ -1152,8 +1152,7 @@
         this._cancel('reconnect');
         this._fallback.reset();
         this._open();
-      } else if (this._state === State.CONNECTED && this._conn && !this._probe &&
-          this._env.now() - this._probeAt >= this._opts.connectTimeout) {
+      } else if (this._steppedDown() && this._env.now() - this._probeAt >= this._opts.connectTimeout) {
         this._startProbe();
       }
     }
@@ -1168,9 +1167,15 @@
 
     // -- stepping back up --
 
+    /** Connected over a worse transport than the best, with no probe running: a probe can run. */
+    _steppedDown() {
+      return this._state === State.CONNECTED && !!this._conn && !this._probe && !this._opts.transport &&
+        this._fallback.better().length > 0;
+    }
+
     /** After a step-down, connected: plan a probe of the better transports, with backoff. */
     _planProbe() {
-      if (this._probe || this._timers.probe || !this._fallback.better().length || this._opts.transport) return;
+      if (this._timers.probe || !this._steppedDown()) return;
       const o = this._opts;
       const ceiling = Math.min(o.maxProbeDelay, o.probeDelay * Math.pow(2, Math.min(this._probeRound, 31)));
       const delay = Math.floor(ceiling / 2 + this._env.random() * ceiling / 2);
@@ -1180,7 +1185,7 @@
     /** Open the better transports one by one beside the live connection, best first. */
     _startProbe() {
       this._cancel('probe');
-      if (this._state !== State.CONNECTED || !this._conn) return; // planned again once connected
+      if (!this._steppedDown()) return; // planned again once connected
       this._probeAt = this._env.now();
       this._probe = {transport: null, queue: this._fallback.better()};
       this._probeNext();
