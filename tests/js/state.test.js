@@ -124,3 +124,27 @@ test('an error listener that calls close() leaves the client disconnected, with 
   assert.equal(ctx.client.state, 'connecting', 'usable again');
   assert.deepEqual(ctx.http.last().channels, ['b']);
 });
+
+test('a state listener that calls close() on connecting or reconnecting leaves nothing running', async () => {
+  for (const when of ['connecting', 'reconnecting']) {
+    const ctx = setup({transport: 'stream'});
+    ctx.client.on('state', (e) => { if (e.to === when) ctx.client.close(); });
+    ctx.client.subscribe('a', () => {});
+    await ctx.clock.tick(0);
+    if (when === 'reconnecting') {
+      ctx.http.last().stream().write(F.connected('stream'));
+      await ctx.clock.tick(0);
+      ctx.http.requests[0]._controller.error(new TypeError('cut'));
+      await ctx.clock.tick(0);
+      ctx.http.last().fail(); // the retry fails too
+      await ctx.clock.tick(1000);
+    }
+    const requests = ctx.http.requests.length;
+    assert.equal(ctx.client.state, 'disconnected', when);
+    await ctx.clock.tick(60000);
+    assert.equal(ctx.http.requests.length, requests, `${when}: nothing after close()`);
+    assert.equal(ctx.clock.timers.size, 0, when);
+    // The 0.1 event comes after `state`: not at all once a state listener closed.
+    assert.equal(ctx.events.filter((e) => e.event === 'connecting').length, when === 'connecting' ? 0 : 1, when);
+  }
+});

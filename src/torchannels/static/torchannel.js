@@ -973,7 +973,7 @@
       this._live = null;
       this._probeRound = 0;
       this._moveTo(State.CONNECTING, this._fallback.current, 'starting', undefined);
-      this._open();
+      if (this._state === State.CONNECTING) this._open(); // unless a listener called close()
     }
 
     /** any -> disconnected: every step in progress is cancelled. */
