@@ -1,18 +1,20 @@
-"""Transports that fail, say why, and come back (issue 13, client side), in
-Chromium against a real server: a WebSocket refused with 403 (the origin
-check, as behind a proxy that rewrites ``Host``) reports transport_failed
-with close 1006 and steps down to SSE; once the WebSocket is accepted
-again, the client steps back up (here at once, on ``online``) without
-losing or repeating a message. A blocked cross-origin request says
-"blocked or unreachable"."""
+"""Transports that fail, say why, adapt and come back (issue 13, client
+side), in Chromium against a real server: a WebSocket refused with 403 (the
+origin check, as behind a proxy that rewrites ``Host``) reports
+transport_failed with close 1006 and steps down to SSE; once the WebSocket
+is accepted again, the client steps back up (here at once, on ``online``)
+without losing or repeating a message. A long-poll behind a gateway that
+answers 504 to holds longer than its timeout shortens its hold, with no
+error and no status change. A blocked cross-origin request says "blocked
+or unreachable"."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 from collections.abc import Iterator
-from typing import Any
-from urllib.parse import urlencode
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import tornado.httpserver
@@ -22,15 +24,31 @@ from playwright.sync_api import Page
 
 import torchannels
 from e2e.conftest import HERE, PageHandler
-from e2e.e2e_helpers import offsets, page_state, unique, wait_count, wait_js
+from e2e.e2e_helpers import offsets, page_state, unique, wait_count, wait_js, wait_until
 from torchannels import ChannelMixin, HistoryPolicy, Hub, MemoryBroker, Settings
 
 
 class Handler(ChannelMixin, tornado.web.RequestHandler):
     """Anyone may read; ``refuse_ws`` answers WebSocket upgrades 403, as the
-    origin check does behind a proxy that rewrites ``Host``."""
+    origin check does behind a proxy that rewrites ``Host``; with
+    ``gateway_timeout``, a long-poll asking for a longer hold gets 504 after
+    that many seconds, as from a proxy whose read timeout is shorter."""
 
     refuse_ws = False
+    gateway_timeout: float | None = None
+    gateway_cuts: ClassVar[list[float]] = []
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        limit = type(self).gateway_timeout
+        if limit is not None and self.get_query_argument("transport", "") == "longpoll":
+            hold = float(self.get_query_argument("timeout", "25"))
+            if hold > limit:
+                await asyncio.sleep(limit)
+                type(self).gateway_cuts.append(hold)
+                self.set_status(504)
+                self.finish("<html>504 Gateway Time-out</html>")
+                return
+        await super().get(*args, **kwargs)
 
     def prepare(self) -> None:
         upgrade = self.request.headers.get("Upgrade", "").lower() == "websocket"
@@ -163,6 +181,51 @@ def test_refused_websocket_is_reported_then_the_client_steps_back_up(
     assert offsets(page, channel) == [1, 2, 3, 4, 5], page_state(page)
     assert page.evaluate("() => window.states") == [], "the state never left connected"
     assert page.evaluate("() => window.client.state") == "connected"
+
+
+def longpoll_holds(url: str) -> list[str]:
+    """The `timeout` of a long-poll subscribe request ("-": none), or nothing."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    if parts.path != "/channels" or query.get("transport") != ["longpoll"]:
+        return []
+    return query.get("timeout", ["-"])
+
+
+def test_longpoll_behind_a_gateway_timeout_shortens_its_hold_without_an_error(
+    page: Page, server: Server
+) -> None:
+    channel = unique("gateway")
+    holds: list[str] = []
+    page.on("request", lambda r: holds.extend(longpoll_holds(r.url)))
+    page.add_init_script(
+        "window.__states = []; addEventListener('DOMContentLoaded', () => "
+        "window.client.on('state', (e) => window.__states.push(e.to)));"
+    )
+    server.handler.gateway_timeout = 3.0
+    server.handler.gateway_cuts = []
+    try:
+        page.goto(
+            f"{server.base}/page/client?"
+            + urlencode({"channels": channel, "transport": "longpoll"})
+        )
+        # Quiet holds: cut once by the gateway, then short enough to be answered.
+        wait_until(lambda: holds.count("2") >= 3, timeout=30, what="three 2 s holds", page=page)
+        server.publish(channel, 1)
+        server.publish(channel, 2)
+        wait_count(page, channel, 2)
+        assert offsets(page, channel) == [1, 2]
+        assert holds[0] == "25", holds
+        assert set(holds[1:]) == {"2"}, holds
+        assert server.handler.gateway_cuts == [25.0]
+        assert page.evaluate("() => window.failures") == []
+        # (The move to connecting may come before the listener: the page connects on load.)
+        assert page.evaluate("() => window.__states") in (
+            ["connected"],
+            ["connecting", "connected"],
+        )
+    finally:
+        server.handler.gateway_timeout = None
 
 
 def test_a_cross_origin_request_the_browser_blocks_says_blocked_or_unreachable(
