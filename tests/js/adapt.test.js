@@ -199,3 +199,26 @@ test('sse: never resumes from lastEventId: every reconnect names the cursor the 
   await ctx.clock.tick(1000);
   assert.equal(ctx.EventSource.instances[1].cursor, 'a=e1:2');
 });
+
+test('longpoll: a 504 after the whole hold (a gateway that cannot reach the hub) is an ordinary failure', async () => {
+  const ctx = await heldLongpoll({longpollTimeout: 10});
+  await ctx.clock.tick(10000); // as long as asked: the hub would have answered by now
+  ctx.http.last().error(504);
+  await ctx.clock.tick(0);
+  assert.deepEqual(errors(ctx).map((e) => e.status), [504]);
+  await ctx.clock.tick(1000);
+  assert.equal(ctx.client.state, 'reconnecting');
+  assert.equal(ctx.http.last().timeout, '10', 'the hold is kept');
+});
+
+test('longpoll: a gateway that times out reaching the hub is reported after one silent retry, not hidden', async () => {
+  const ctx = await heldLongpoll();
+  for (let i = 0; i < 4; i++) {
+    await ctx.clock.tick(5000); // proxy_connect_timeout: every request gets 504 at 5 s
+    ctx.http.last().error(504);
+    await ctx.clock.tick(0);
+  }
+  assert.equal(ctx.http.requests[2].timeout, '3', 'once taken for a short read timeout');
+  assert.ok(errors(ctx).length >= 2, 'then honest failures');
+  assert.equal(ctx.client.state, 'reconnecting');
+});

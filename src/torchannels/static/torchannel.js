@@ -1106,19 +1106,23 @@
     }
 
     /**
-     * A long-poll ended by a 502/504, or cut, after it was held a while: is
-     * the hold longer than something in the path allows? A gateway error, or
-     * a second cut at the same age, shortens the hold to 3/4 of that age. The
-     * first cut only polls again. True: poll again at once, as no failure.
+     * A long-poll ended by a 502/504, or cut, after it was held a while (at
+     * least 1 s, less than the hold asked for): is the hold longer than
+     * something in the path allows? A gateway error, or a second cut at the
+     * same age, shortens the hold to 3/4 of that age. The first cut only
+     * polls again. True: poll again at once, as no failure.
      */
     _holdTooLong(info) {
       const age = info.age;
+      const current = this._hold || 25;
       const gateway = info.status === 502 || info.status === 504;
       if (!(age >= 1000) || !(gateway || info.reason === LOST)) return false;
+      // Held for the whole hold, the server would have answered: the fault is
+      // elsewhere (a gateway that cannot reach the hub, say), not the hold.
+      if (age >= current * 1000) return false;
       const consistent = gateway || sameAge(this._holdCut, age);
       this._holdCut = age;
       if (!consistent) return true;
-      const current = this._hold || 25;
       const hold = Math.max(1, Math.min(current - 1, Math.floor(age * 0.75 / 1000)));
       if (hold >= current) return false; // as short as it goes: an ordinary failure
       this._hold = hold;
