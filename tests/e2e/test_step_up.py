@@ -60,9 +60,9 @@ class Handler(ChannelMixin, tornado.web.RequestHandler):
 
 
 class Server:
-    def __init__(self) -> None:
+    def __init__(self, ping_interval: float = 2.0) -> None:
         self.hub = Hub(
-            MemoryBroker(HistoryPolicy(size=1000, ttl=3600)), Settings(ping_interval=2.0)
+            MemoryBroker(HistoryPolicy(size=1000, ttl=3600)), Settings(ping_interval=ping_interval)
         )
         self.handler: type[Handler] = type("StepUpHandler", (Handler,), {"hub": self.hub})
         self.loop = asyncio.new_event_loop()
