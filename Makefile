@@ -1,31 +1,45 @@
 # torchannels: `make run` starts the server, `make test` runs every check.
-# Both set up what they need from a clean clone (a venv in .venv; for the
-# tests also Chromium and redis-server from Debian's packages, started when
-# missing, and jQuery from npm as a fixture).
+# Both set up what they need from a clean clone: a venv in .venv (`make run`
+# installs the package with its runtime extras only; `make test` adds the
+# test tools), and for the tests also Chromium, redis-server and nginx from
+# Debian's packages, Redis started when missing, and jQuery from npm as a fixture.
+# The venv is made once and reused: a stamp per set of extras is redone only
+# when pyproject.toml changes.
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8090
+# What `make run` needs: the server, its metrics and its Redis broker.
+RUN_EXTRAS := metrics,redis
 
-.PHONY: setup run example test lint typecheck test-js test-py browser redis clean
+.PHONY: setup run-setup run example test lint typecheck test-js test-py browser redis nginx clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed-dev
+run-setup: $(VENV)/.installed-run
 
-$(VENV)/.installed: pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[$(RUN_EXTRAS)]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed-run
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# The standalone hub on the in-memory broker, with its demo page at /.
-# Options come from flags, TORCHANNELS_* variables or a TOML file.
-run: setup
-	$(VENV)/bin/torchannels serve --host $(HOST) --port $(PORT)
+# The standalone hub in development mode (--dev): the in-memory broker, the
+# demo page at /, and an API key made for this run (or TORCHANNELS_API_KEY),
+# printed with ready-to-paste publish commands. HOST and PORT choose where
+# it listens (make run PORT=8091); other options come from flags,
+# TORCHANNELS_* variables or a TOML file (TORCHANNELS_CONFIG).
+run: run-setup
+	$(VENV)/bin/torchannels serve --dev --host $(HOST) --port $(PORT)
 
 # The seed README's app, embedding torchannels in a Tornado app.
-example: setup
+example: run-setup
 	$(PY) examples/seed_app.py --host $(HOST) --port 8888
 
 node_modules/.installed: package.json package-lock.json
@@ -38,6 +52,10 @@ browser:
 redis:
 	scripts/ensure-redis.sh
 
+# Installed only: the proxy tests run nginx themselves (tests/nginx.py).
+nginx:
+	scripts/ensure-nginx.sh
+
 lint: setup
 	$(VENV)/bin/ruff check src tests examples
 	$(VENV)/bin/ruff format --check src tests examples
@@ -46,10 +64,10 @@ typecheck: setup
 	$(VENV)/bin/mypy
 
 test-js: node_modules/.installed
-	node --test tests/js/
+	scripts/test-js.sh tests/js/
 	npx --no-install tsc -p tests/js/types
 
-test-py: setup browser redis node_modules/.installed
+test-py: setup browser redis nginx node_modules/.installed
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck test-js test-py

@@ -458,6 +458,31 @@ async def read_ws_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return first & 0x0F, await reader.readexactly(size)
 
 
+async def upgrade(
+    port: int, target: str, headers: Mapping[str, str]
+) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A WebSocket handshake sent with exactly ``headers`` (``Host`` and
+    ``Origin`` included, as a browser would): the status, and the open
+    connection, which the caller closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [
+        f"GET {target} HTTP/1.1",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    except BaseException:
+        writer.close()
+        raise
+    return int(head.split()[1]), reader, writer
+
+
 class RawSocket:
     """A WebSocket client on a bare TCP socket: it reads only when told to and
     answers PINGs only when told to, as a stuck or dead peer would not."""

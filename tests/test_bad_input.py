@@ -102,6 +102,14 @@ CASES: list[tuple[str, str, dict[str, str], str]] = [
         "bad_parameter",
     ),
     ("repeated timeout", "transport=longpoll&channel=a&timeout=1&timeout=2", {}, "bad_parameter"),
+    ("ping text", "transport=sse&channel=a&ping=often", {}, "bad_parameter"),
+    ("ping empty", "transport=stream&channel=a&ping=", {}, "bad_parameter"),
+    ("ping zero", "transport=sse&channel=a&ping=0", {}, "bad_parameter"),
+    ("ping negative", "transport=stream&channel=a&ping=-5", {}, "bad_parameter"),
+    ("ping nan", "transport=sse&channel=a&ping=nan", {}, "bad_parameter"),
+    ("ping non-utf8", "transport=sse&channel=a&ping=%FF", {}, "bad_parameter"),
+    ("repeated ping", "transport=sse&channel=a&ping=5&ping=6", {}, "bad_parameter"),
+    ("ping on poll is checked too", "transport=poll&channel=a&ping=x", {}, "bad_parameter"),
 ]
 
 
@@ -169,6 +177,8 @@ async def test_bad_request_gets_400_with_code(
         "transport=longpoll&channel=a&timeout=10",  # the limit itself is allowed
         "channel=a&timeout=0.3",  # no transport: the default long-poll
         "transport=poll&channel=a&unknown=ignored",
+        "transport=poll&channel=a&ping=1",  # clamped, and unused by poll
+        "transport=longpoll&channel=a&timeout=0.2&ping=1e9",
     ],
 )
 async def test_near_misses_are_accepted(good: tuple[Server, Stream], query: str) -> None:

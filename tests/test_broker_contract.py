@@ -490,6 +490,55 @@ class TestBrokerContract:
         assert info.has_state is True
         assert info.position == pubs[-1].position
 
+    # -- listing ----------------------------------------------------------------
+
+    async def test_channels_lists_what_was_published_sorted(self, kit: Kit) -> None:
+        assert await kit.broker.channels() == []
+        for name in ("news", "chat:b", "chat:a", "a", "chat:a"):
+            await kit.broker.publish(name, {"n": 1})
+        await kit.broker.set_state("scores", [{"s": 1}])  # a state makes a channel too
+        assert await kit.broker.channels() == ["a", "chat:a", "chat:b", "news", "scores"]
+        await kit.broker.publish("b", {"n": 1})  # a channel made after a listing is listed
+        assert await kit.broker.channels(after="a", limit=2) == ["b", "chat:a"]
+
+    async def test_channels_pages_with_after_and_limit(self, kit: Kit) -> None:
+        names = [f"ch:{i:02d}" for i in range(25)]
+        for name in reversed(names):
+            await kit.broker.publish(name, {"n": 1})
+        pages, after = [], None
+        while True:
+            page = await kit.broker.channels(after=after, limit=10)
+            if not page:
+                break
+            pages.append(page)
+            after = page[-1]
+        assert [len(p) for p in pages] == [10, 10, 5]
+        assert [n for p in pages for n in p] == names
+        assert await kit.broker.channels(after="ch:23", limit=10) == ["ch:24"]
+        assert await kit.broker.channels(after="zzz") == []
+        assert await kit.broker.channels(limit=0) == []
+
+    async def test_channels_filters_by_prefix(self, kit: Kit) -> None:
+        for name in ("chat:a", "chat:b", "chatty", "chat", "news", "cha"):
+            await kit.broker.publish(name, {"n": 1})
+        assert await kit.broker.channels("chat:") == ["chat:a", "chat:b"]
+        assert await kit.broker.channels("chat") == ["chat", "chat:a", "chat:b", "chatty"]
+        assert await kit.broker.channels("chat", after="chat:a", limit=2) == ["chat:b", "chatty"]
+        assert await kit.broker.channels("nothing") == []
+        # Characters a glob or a key pattern would treat specially are plain here.
+        for name in ("a.b#c$", "a.b#d@", "a/b"):
+            await kit.broker.publish(name, {"n": 1})
+        assert await kit.broker.channels("a.b#") == ["a.b#c$", "a.b#d@"]
+
+    async def test_channels_forgets_idle_channels(self, make_kit: MakeKit) -> None:
+        kit = await make_kit(HistoryPolicy(size=10, ttl=60))
+        await kit.broker.publish("old", {"n": 1})
+        await kit.advance(30)
+        await kit.broker.publish("young", {"n": 1})
+        assert await kit.broker.channels() == ["old", "young"]
+        await kit.advance(31)
+        assert await kit.broker.channels() == ["young"]
+
 
 # -- not broker-specific --------------------------------------------------------
 

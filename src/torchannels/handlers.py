@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import inspect
+import urllib.parse
 from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar
 
@@ -18,7 +19,9 @@ from tornado.web import HTTPError, RequestHandler
 from tornado.websocket import WebSocketHandler
 
 from .channel import Channel
+from .cors import CorsPolicy
 from .errors import SHUTTING_DOWN, BadRequest
+from .forwarded import apply_forwarded, forwarded_of, log_refused_origin
 from .hub import Hub, default_hub
 from .request import parse_request
 from .session import Subscription
@@ -42,6 +45,10 @@ class ChannelMixin(RequestHandler):
     Subclass hooks:
 
     - :meth:`can_access` decides who may read a channel (default: anyone).
+    - :meth:`cors_policy` decides which other origins may read the HTTP
+      transports (default: ``Settings.allowed_origins``). A subclass that
+      overrides ``initialize`` or ``set_default_headers`` calls ``super()``,
+      or its answers lose their CORS headers.
 
     Class attributes:
 
@@ -59,11 +66,48 @@ class ChannelMixin(RequestHandler):
     _websocket_class: ClassVar[type[RequestHandler] | None] = None
 
     def initialize(self, **kwargs: Any) -> None:
-        """Accepts ``hub=``; other keyword arguments go to the next class."""
+        """Accepts ``hub=``; other keyword arguments go to the next class.
+
+        With ``Settings.trusted_proxies``, a request from one of them gets
+        the client's address, scheme and host its forwarding headers give
+        (``request.remote_ip``, ``.protocol``, ``.host``)."""
         hub = kwargs.pop("hub", None)
         if hub is not None:
             self.hub = hub
+        apply_forwarded(self.request, self.hub.settings.proxies)
         super().initialize(**kwargs)
+        self._cors_ready = True
+        self.set_cors_headers()
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        # Also after an error clears the headers; not before initialize()
+        # has named the hub (whose settings hold the origins).
+        if vars(self).get("_cors_ready"):
+            self.set_cors_headers()
+
+    def cors_policy(self) -> CorsPolicy:
+        """Override to change who may read this URL from another origin.
+
+        The default lets ``Settings.allowed_origins`` read the HTTP
+        transports (``Authorization`` and ``Last-Event-ID`` allowed in
+        requests), with credentials when ``Settings.cors_credentials``.
+        """
+        settings = self.hub.settings
+        return CorsPolicy(
+            settings.allowed_origins,
+            credentials=settings.cors_credentials,
+            methods=("GET",),
+            headers=("Authorization", "Last-Event-ID"),
+        )
+
+    def set_cors_headers(self) -> None:
+        """The CORS headers of this request's answer (torchannels.cors)."""
+        self.cors_policy().apply(self)
+
+    def options(self, *args: Any, **kwargs: Any) -> None:
+        """A CORS preflight: the browser asks before a request with headers."""
+        self.cors_policy().preflight(self)
 
     @classmethod
     def get_channel(cls, name: str) -> Channel:
@@ -106,11 +150,23 @@ class ChannelMixin(RequestHandler):
         """Override to decide which page origins may open a WebSocket.
 
         The default allows the page's own origin and
-        ``Settings.allowed_origins``. Only asked on the WebSocket route.
+        ``Settings.allowed_origins``. Only asked on the WebSocket route, when
+        Tornado found that ``Origin`` does not match the ``Host`` header.
+        The page's own origin is the host the client asked for: behind a
+        trusted proxy (``Settings.trusted_proxies``) the forwarded host.
         """
         if origin.rstrip("/") in self.hub.settings.allowed_origins:
             return True
-        return WebSocketHandler.check_origin(self, origin)  # type: ignore[arg-type]
+        # Tornado compared Origin with the Host header, which behind a proxy
+        # may name the upstream (nginx's default) instead of the page's host.
+        forwarded = forwarded_of(self.request)
+        host = forwarded.host if forwarded is not None else None
+        if host is not None and urllib.parse.urlsplit(origin).netloc.lower() == host.lower():
+            return True
+        if WebSocketHandler.check_origin(self, origin):  # type: ignore[arg-type]
+            return True
+        log_refused_origin(origin, self.request)
+        return False
 
     def can_access(self, sub: Subscription) -> bool | Awaitable[bool]:
         """Override to restrict who may read ``sub.channel``.

@@ -138,6 +138,10 @@ class Hub:
         local = self._local.get(channel)
         return 0 if local is None else len(local.subscribers)
 
+    def local_channels(self) -> dict[str, int]:
+        """Channels with live subscribers in this process, and how many each."""
+        return {c: len(local.subscribers) for c, local in self._local.items() if local.subscribers}
+
     async def info(self, channel: str) -> ChannelInfo:
         info = await self.broker.info(check_channel(channel))
         info.extra["local_subscribers"] = self.local_subscribers(channel)

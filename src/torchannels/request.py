@@ -1,4 +1,4 @@
-"""Parsing a subscriber's request: transport, channels, cursor, timeout.
+"""Parsing a subscriber's request: transport, channels, cursor, timeout, ping.
 
 Every problem becomes a :class:`~torchannels.errors.BadRequest` with a code
 from errors.py; the handler answers it with HTTP 400 and a JSON body.
@@ -32,6 +32,9 @@ class SubscribeRequest:
     channels: list[str]
     cursor: dict[str, Position]
     timeout: float | None
+    #: Keep-alive period the client asked for, clamped to ``ping_bounds``;
+    #: None: the server's ``ping_interval``.
+    ping: float | None = None
 
 
 def _one(args: Mapping[str, list[bytes]], name: str) -> str | None:
@@ -48,6 +51,29 @@ def _text(raw: bytes, name: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest(BAD_PARAMETER, f"parameter {name!r} is not UTF-8") from None
+
+
+def _seconds(raw: str, name: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not value > 0:  # also refuses NaN
+        raise BadRequest(BAD_PARAMETER, f"{name} must be a positive number of seconds")
+    return value
+
+
+def parse_ping(raw: str | None, settings: Settings) -> float | None:
+    """The ``ping`` parameter: a positive number of seconds, clamped to
+    ``settings.ping_bounds``; None when absent (the server's interval).
+
+    >>> parse_ping("1", Settings()), parse_ping("20", Settings()), parse_ping(None, Settings())
+    (5.0, 20.0, None)
+    """
+    if raw is None:
+        return None
+    low, high = settings.ping_bounds
+    return min(max(_seconds(raw, "ping"), low), high)
 
 
 def check_channels(names: list[object], limit: int) -> list[str]:
@@ -112,16 +138,11 @@ def parse_request(
     timeout: float | None = None
     raw_timeout = _one(args, "timeout")
     if raw_timeout is not None:
-        try:
-            timeout = float(raw_timeout)
-        except ValueError:
-            timeout = math.nan
-        if not timeout > 0:  # also refuses NaN
-            raise BadRequest(BAD_PARAMETER, "timeout must be a positive number of seconds")
         # Longer than the server allows is capped, not refused: a client
         # cannot know the server's maximum.
-        timeout = min(timeout, settings.longpoll_timeout)
+        timeout = min(_seconds(raw_timeout, "timeout"), settings.longpoll_timeout)
+    ping = parse_ping(_one(args, "ping"), settings)
     for name, values in args.items():  # the app's own parameters (``token``) too
         for raw in values:
             _text(raw, name)
-    return SubscribeRequest(transport, channels, cursor, timeout)
+    return SubscribeRequest(transport, channels, cursor, timeout, ping)

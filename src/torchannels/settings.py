@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .forwarded import TrustedProxies
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -19,8 +21,10 @@ class Settings:
     max_request_bytes: int = 16384
     #: Longest a long-poll is held before an empty answer (a client may ask less).
     longpoll_timeout: float = 25.0
-    #: Seconds between keep-alive pings on streaming responses.
+    #: Seconds between keep-alive pings on streaming responses and WebSockets.
     ping_interval: float = 15.0
+    #: The range a client's ``ping`` request parameter is clamped to (seconds).
+    ping_bounds: tuple[float, float] = (5.0, 60.0)
     #: Bytes after which a stream or SSE response ends with ``reconnect``.
     stream_max_bytes: int = 1 << 20
     #: Bytes a streaming or WebSocket client may fall behind before it is
@@ -34,9 +38,19 @@ class Settings:
     write_timeout: float = 30.0
     #: Reconnect delay SSE asks of ``EventSource`` (``retry:`` field), ms.
     sse_retry_ms: int = 1000
-    #: Origins (``scheme://host[:port]``) allowed to open WebSockets besides
-    #: the page's own; same-origin only by default.
+    #: Origins (``scheme://host[:port]``) besides the page's own allowed to
+    #: open WebSockets and to read the HTTP transports (CORS, torchannels.cors);
+    #: same-origin only by default.
     allowed_origins: tuple[str, ...] = ()
+    #: Let those origins send credentials (cookies) to the HTTP transports:
+    #: ``Access-Control-Allow-Credentials: true`` (the client's
+    #: ``withCredentials``). Off by default.
+    cors_credentials: bool = False
+    #: Reverse proxies (IP addresses or CIDR networks, ``10.0.0.0/8``) whose
+    #: ``X-Forwarded-For``/``-Proto``/``-Host`` and ``Forwarded`` headers are
+    #: believed: for client addresses, and for the WebSocket origin check
+    #: (Origin against the forwarded host). Empty: believe no one.
+    trusted_proxies: tuple[str, ...] = ()
     #: Seconds the hub keeps a channel's broker subscription after its last
     #: local subscriber left (long-polls come back at once).
     unsubscribe_grace: float = 2.0
@@ -55,3 +69,14 @@ class Settings:
             or self.sse_retry_ms < 0
         ):
             raise ValueError("timeouts and intervals must be positive")
+        low, high = self.ping_bounds
+        if not 0 < low <= high:
+            raise ValueError("ping_bounds must be (low, high) with 0 < low <= high")
+        if isinstance(self.trusted_proxies, str):
+            raise ValueError("trusted_proxies must be a tuple of networks, not one string")
+        TrustedProxies.of(tuple(self.trusted_proxies))  # ValueError names a bad one
+
+    @property
+    def proxies(self) -> TrustedProxies:
+        """``trusted_proxies``, parsed (cached per distinct tuple)."""
+        return TrustedProxies.of(tuple(self.trusted_proxies))

@@ -77,8 +77,8 @@ test('an online event retries at once instead of waiting out the pause', async (
   await clock.tick(0);
   s.end();
   await clock.tick(0);
-  assert.equal(client.state, 'connecting');
   await clock.tick(1000);
+  assert.equal(client.state, 'reconnecting');
   assert.equal(http.requests.length, 1, 'still waiting out the pause');
   win.dispatch('online');
   await clock.tick(0);
@@ -100,4 +100,79 @@ test('online while connected changes nothing; the listener goes with close()', a
   assert.equal(WebSocket.instances.length, 1);
   client.close();
   assert.equal(win.listeners.online.length, 0);
+});
+
+test('the first retry after a connection that lived comes within minReconnectDelay; then the backoff, capped at 10 s', async () => {
+  for (const [random, first] of [[() => 0, 0], [() => 0.999, 499]]) {
+    const {clock, http, client} = setup({transport: 'stream', random, reconnectingDelay: 0});
+    client.subscribe('a', () => {});
+    await clock.tick(0);
+    const s = http.last().stream();
+    s.write(F.connected('stream'), F.subscribed('a', 0));
+    await clock.tick(2000); // lived 2 s
+    s.end();
+    if (first) {
+      await clock.tick(first - 1);
+      assert.equal(http.requests.length, 1);
+    }
+    await clock.tick(first ? 1 : 0);
+    assert.equal(http.requests.length, 2, `retried after ${first} ms`);
+    const pauses = [];
+    for (let i = 0; i < 8; i++) {
+      http.last().fail();
+      await clock.tick(0);
+      pauses.push(pause(clock));
+      await clock.tick(pauses[i]);
+    }
+    if (random() === 0) assert.deepEqual(pauses, [500, 500, 500, 500, 500, 500, 500, 500]);
+    else assert.deepEqual(pauses, [999, 1499, 2498, 4496, 8492, 10000, 10000, 10000]);
+  }
+});
+
+test('a connection that lived under 2 s gets the backoff, not the quick first retry', async () => {
+  const {clock, http, client} = setup({transport: 'stream', random: () => 0});
+  client.subscribe('a', () => {});
+  await clock.tick(0);
+  const s = http.last().stream();
+  s.write(F.connected('stream'), F.subscribed('a', 0));
+  await clock.tick(1999);
+  s.end();
+  await clock.tick(0);
+  assert.equal(pause(clock), 500);
+});
+
+test('offline gives the connection up at once, shows as reconnecting (offline), and online brings it back', async () => {
+  const {clock, WebSocket, client, win, states, events} = setup({transport: 'websocket', websocketUrl: 'ws://x/ws'});
+  client.subscribe('a', () => {});
+  await clock.tick(0);
+  WebSocket.instances[0].open();
+  WebSocket.instances[0].frame(F.connected('websocket'), F.subscribed('a', 0), F.message('a', 1));
+  await clock.tick(3000);
+  win.dispatch('offline');
+  assert.equal(WebSocket.instances[0].closedWith, 1000, 'given up');
+  assert.equal(events.filter((e) => e.event === 'error').pop().reason, 'offline');
+  await clock.tick(250);
+  WebSocket.instances[1].drop(1006); // no network
+  await clock.tick(750);
+  assert.deepEqual(states.slice(2), ['connected>reconnecting (offline)']);
+  win.dispatch('online');
+  await clock.tick(0);
+  assert.equal(WebSocket.instances.length, 3, 'at once');
+  WebSocket.instances[2].open();
+  assert.equal(WebSocket.instances[2].sent[0].cursor, 'a=e1:1');
+  WebSocket.instances[2].frame(F.connected('websocket'));
+  assert.equal(client.state, 'connected');
+});
+
+test('offline while disconnected or between attempts changes nothing', async () => {
+  const {clock, http, client, win} = setup({transport: 'poll'});
+  win.dispatch('offline');
+  client.subscribe('a', () => {});
+  await clock.tick(0);
+  http.last().fail();
+  await clock.tick(0);
+  win.dispatch('offline'); // waiting out a pause: nothing to give up
+  await clock.tick(0);
+  assert.equal(http.requests.length, 1);
+  assert.equal(client.state, 'connecting');
 });

@@ -276,6 +276,8 @@ function setup(options = {}) {
   const WebSocket = fakeWebSocketClass(attempts);
   const EventSource = fakeEventSourceClass(attempts);
   const win = new FakeWindow();
+  const doc = new FakeWindow(); // a document: visibilitychange
+  doc.visibilityState = 'visible';
   const client = new TorChannels.Client(Object.assign({
     url: 'http://test.invalid/channels',
     fetch: http.fetch,
@@ -284,14 +286,21 @@ function setup(options = {}) {
     setTimeout: clock.setTimeout,
     clearTimeout: clock.clearTimeout,
     random: () => 0.5,
+    now: () => clock.now,
     window: win,
+    document: doc,
     location: null,
   }, options));
   const events = [];
   for (const name of ['connecting', 'connected', 'disconnected', 'error']) {
     client.on(name, (payload) => events.push(Object.assign({event: name}, payload)));
   }
-  return {clock, http, WebSocket, EventSource, win, client, events, attempts};
+  // Every `state` event as 'from>to (reason)', and every transport_failed.
+  const states = [];
+  client.on('state', (e) => states.push(`${e.from}>${e.to} (${e.reason})`));
+  const failed = [];
+  client.on('transport_failed', (e) => failed.push(e));
+  return {clock, http, WebSocket, EventSource, win, doc, client, events, states, failed, attempts};
 }
 
 /** Records what callbacks receive, as 'channel:text' strings. */

@@ -17,13 +17,16 @@ test('stream resumes every channel from its own position after a drop', async ()
   await clock.tick(0);
   s.end(); // the server went away without a reconnect frame: back off
   await clock.tick(0);
-  assert.equal(client.state, 'connecting');
+  assert.equal(client.state, 'connected', 'for reconnectingDelay');
   assert.equal(http.requests.length, 1);
   await clock.tick(750); // 500 + floor(0.5 * 500)
   assert.equal(http.requests.length, 2);
   const again = http.last();
   assert.deepEqual(again.channels, ['a', 'b']);
   assert.deepEqual(again.cursorMap(), {a: 'e1:3', b: 'zz:6'});
+  assert.deepEqual(events.map((e) => e.event), ['connecting', 'connected', 'error']);
+  await clock.tick(250); // not connected again after reconnectingDelay
+  assert.equal(client.state, 'reconnecting');
   assert.deepEqual(events.map((e) => e.event), ['connecting', 'connected', 'error', 'connecting']);
 });
 
@@ -144,7 +147,7 @@ test('a reconnect frame before anything was served waits out a pause instead of 
   s.write(F.connected('stream'), F.reconnect('shutdown'));
   await clock.tick(0);
   assert.equal(http.requests.length, 2, 'served nothing: not at once');
-  assert.equal(client.state, 'connecting');
+  assert.equal(client.state, 'connected', 'for reconnectingDelay');
   await clock.tick(750);
   assert.equal(http.requests.length, 3);
   assert.equal(http.last().cursor, 'a=e1:0');

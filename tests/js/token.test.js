@@ -134,8 +134,10 @@ for (const transport of ['stream', 'sse']) {
     assert.deepEqual(errors, []);
     assert.deepEqual(errorsOf(ctx), []);
     assert.equal(ctx.client.state, 'connected');
+    // Renewed within reconnectingDelay: no state change; the 0.1 `connected` event marks the new connection.
     assert.deepEqual(ctx.events.map((e) => [e.event, e.reason]),
-      [['connecting', undefined], ['connected', undefined], ['connecting', 'token_expired'], ['connected', undefined]]);
+      [['connecting', undefined], ['connected', undefined], ['connected', undefined]]);
+    assert.deepEqual(ctx.states, ['disconnected>connecting (starting)', `connecting>connected (connected over ${transport})`]);
   });
 }
 

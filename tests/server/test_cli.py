@@ -155,8 +155,13 @@ async def test_cli_publish_succeeds_and_prints_the_position(
         pytest.param(["demo:cli", "{}", "--api-key", "nope"], {}, 1, "403", id="wrong-key"),
         pytest.param(["demo:cli", "{oops", "--api-key", KEY], {}, 2, "the message is not JSON",
                      id="bad-json"),
-        pytest.param(["demo:cli", "[1, 2]", "--api-key", KEY], {}, 1, "invalid_message",
+        pytest.param(["demo:cli", "[1, 2]", "--api-key", KEY], {}, 2,
+                     "the message must be a JSON object, like '{\"text\": \"hi\"}', not a list",
                      id="not-an-object"),
+        # The user typed no "data" field: the error must not talk about one.
+        pytest.param(["news", '"hi"', "--api-key", KEY], {}, 2,
+                     "the message must be a JSON object, like '{\"text\": \"hi\"}', "
+                     "not a string (\"hi\")", id="a-string"),
         pytest.param(["bad channel", "{}", "--api-key", KEY], {}, 1, "invalid_channel",
                      id="bad-channel"),
         pytest.param(["demo:cli", "{}"], {}, 2, "give the API key", id="no-key"),

@@ -64,6 +64,8 @@ def test_defaults() -> None:
         "port": 8090,
         "api_key": None,
         "token_secret": None,
+        "admin_password": None,
+        "admin": True,
         "broker": "memory",
         "redis_prefix": "torchannels",
         "workers": 1,
@@ -84,6 +86,9 @@ def test_defaults() -> None:
         "backlog": 0,
         "max_connections": 0,
         "allowed_origins": (),
+        "cors_credentials": False,
+        "dev": False,
+        "trusted_proxies": (),
         "demo": True,
         "metrics": False,
         "shutdown_timeout": 10.0,
@@ -104,6 +109,8 @@ LAYERS: dict[str, tuple[str, str, tuple[str, ...], Any, Any, Any]] = {
     "port": ("port = 9001", "9002", ("--port", "9003"), 9001, 9002, 9003),
     "api_key": ('api-key = "k1"', "k2", ("--api-key", "k3"), "k1", "k2", "k3"),
     "token_secret": ('token_secret = "s1"', "s2", ("--token-secret", "s3"), "s1", "s2", "s3"),
+    "admin_password": ('admin-password = "p1"', "p2", ("--admin-password", "p3"), "p1", "p2", "p3"),
+    "admin": ("admin = false", "on", ("--no-admin",), False, True, False),
     "broker": (
         'broker = "redis://a:1/0"',
         "rediss://b:2/1",
@@ -144,6 +151,23 @@ LAYERS: dict[str, tuple[str, str, tuple[str, ...], Any, Any, Any]] = {
         ("https://a.example",),
         ("https://b.example", "http://c.example:8080"),
         ("https://d.example",),
+    ),
+    "cors_credentials": (
+        "cors_credentials = true",
+        "no",
+        ("--cors-credentials",),
+        True,
+        False,
+        True,
+    ),
+    "dev": ("dev = true", "0", ("--dev",), True, False, True),
+    "trusted_proxies": (
+        'trusted-proxies = ["10.0.0.0/8"]',
+        "127.0.0.1, ::1",
+        ("--trusted-proxies", "192.168.0.0/16", "--trusted-proxies", "fd00::/8"),
+        ("10.0.0.0/8",),
+        ("127.0.0.1/32", "::1/128"),
+        ("192.168.0.0/16", "fd00::/8"),
     ),
     "demo": ("demo = false", "yes", ("--no-demo",), False, True, False),
     "metrics": ("metrics = true", "off", ("--metrics",), True, False, True),
@@ -322,6 +346,12 @@ def test_repeated_list_flags_accumulate() -> None:
         ("allowed_origins", "example.com", "origin 'example.com' is not scheme://host[:port]"),
         ("allowed_origins", "https://a/b", "origin 'https://a/b' is not scheme://host[:port]"),
         ("allowed_origins", "ftp://a", "origin 'ftp://a' is not scheme://host[:port]"),
+        (
+            "trusted_proxies",
+            "10.0.0.1/8",
+            "trusted proxy '10.0.0.1/8' is not an IP address or CIDR network",
+        ),
+        ("trusted_proxies", "proxy.local", "trusted proxy 'proxy.local' is not an IP address"),
     ],
 )
 def test_bad_values_name_env_var_and_flag(name: str, value: str, problem: str) -> None:
@@ -422,6 +452,8 @@ def test_core_objects() -> None:
         longpoll_timeout=2,
         ping_interval=1,
         allowed_origins=("https://a.example",),
+        cors_credentials=True,
+        trusted_proxies=("10.0.0.0/8",),
         history_size=5,
         history_ttl=6,
         anonymous=("pub:*",),
@@ -432,6 +464,8 @@ def test_core_objects() -> None:
         longpoll_timeout=2,
         ping_interval=1,
         allowed_origins=("https://a.example",),
+        cors_credentials=True,
+        trusted_proxies=("10.0.0.0/8",),
     )
     assert config.history() == HistoryPolicy(size=5, ttl=6)
     assert config.anonymous == ("pub:*",)

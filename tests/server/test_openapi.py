@@ -23,6 +23,7 @@ from server.processes import (
     openapi,
 )
 from torchannels.server import api as api_module
+from torchannels.server import channels_api
 from torchannels.server.app import make_app
 from torchannels.server.config import ServerConfig
 
@@ -48,7 +49,7 @@ def validate(value: Any, schema: Mapping[str, Any], doc: Mapping[str, Any], at: 
         return
     kinds: dict[str, type | tuple[type, ...]] = {
         "object": dict, "array": list, "string": str, "boolean": bool,
-        "integer": int, "number": (int, float),
+        "integer": int, "number": (int, float), "null": type(None),
     }  # fmt: skip
     if "type" in schema:
         kind = schema["type"]
@@ -135,6 +136,7 @@ class Call:
 
 def calls() -> list[Call]:
     pub, state, info = "/api/publish", "/api/state", "/api/channels/{channel}"
+    lst = "/api/channels"
     big = json.dumps({"channel": "a", "data": {"p": "x" * LIMIT}}).encode()
     big_state = json.dumps({"channel": "a", "messages": [{"p": "x" * LIMIT}]}).encode()
     one = {"channel": "oa:one", "data": {"n": 1}}
@@ -175,6 +177,14 @@ def calls() -> list[Call]:
         Call(info, "get", 403, "forbidden", path="/api/channels/oa", key="x"),
         Call(info, "get", 403, "api_disabled", path="/api/channels/oa", hub="bare"),
         Call(info, "get", 503, "broker_unavailable", path="/api/channels/oa", hub="down"),
+        Call(lst, "get", 200, None, path="/api/channels?prefix=oa:&limit=1"),
+        Call(lst, "get", 200, None, path="/api/channels?after=oa:one"),
+        Call(lst, "get", 400, "invalid_limit", path="/api/channels?limit=1001"),
+        Call(lst, "get", 400, "invalid_channel", path="/api/channels?prefix=a%20b"),
+        Call(lst, "get", 401, "unauthorized", path=lst, key=None),
+        Call(lst, "get", 403, "forbidden", path=lst, key="x"),
+        Call(lst, "get", 403, "api_disabled", path=lst, hub="bare"),
+        Call(lst, "get", 503, "broker_unavailable", path=lst, hub="down"),
     ]  # fmt: skip
 
 
@@ -188,7 +198,12 @@ async def test_every_documented_status_and_code_is_produced(
     servers = {"main": main_server, "bare": bare_server, "limited": limited_server,
                "down": down_server}  # fmt: skip
     doc = openapi()
-    codes = {v for k, v in vars(api_module).items() if k.isupper() and isinstance(v, str)}
+    codes = {
+        v
+        for module in (api_module, channels_api)
+        for k, v in vars(module).items()
+        if k.isupper() and isinstance(v, str)
+    }
     produced: dict[tuple[str, str, str], set[str]] = {}
     for call in calls():
         operation = doc["paths"][call.template][call.method]

@@ -340,6 +340,22 @@ class Broker(abc.ABC):
     async def info(self, channel: str) -> ChannelInfo:
         """Position and history size of ``channel``."""
 
+    # -- listing --------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def channels(
+        self, prefix: str = "", *, after: str | None = None, limit: int = 100
+    ) -> list[str]:
+        """Names of the channels this broker holds, sorted (by code point:
+        channel names are ASCII), that start with ``prefix`` and sort after
+        ``after`` (None: from the first), at most ``limit`` of them.
+
+        A broker holds a channel from its first publish or set_state until
+        it is forgotten for idleness (its history TTL). Pages are consistent
+        under change: a channel created or forgotten between two calls is
+        listed or not, but no other name is skipped or repeated.
+        """
+
     async def close(self) -> None:
         """Store what is queued, then release connections."""
         while self._pump is not None:

@@ -14,6 +14,7 @@ epoch at offset 0); only publishers create channels, at most
 
 from __future__ import annotations
 
+import bisect
 import logging
 import secrets
 import time
@@ -77,6 +78,8 @@ class MemoryBroker(Broker):
         #: raises :class:`~torchannels.errors.ChannelLimitError`.
         self.channel_limit = channel_limit
         self._channels: dict[str, _Channel] = {}
+        #: The channels' names sorted, for listing; None after a change.
+        self._sorted: list[str] | None = None
         self._listeners: dict[str, list[Listener]] = {}
         self._next_sweep = clock()
 
@@ -133,6 +136,7 @@ class MemoryBroker(Broker):
                         f"{len(self._channels)} channels, its channel_limit"
                     )
             ch = self._channels[channel] = _Channel(self.epoch, now)
+            self._sorted = None
         return ch
 
     def _sweep(self, now: float) -> None:
@@ -146,6 +150,7 @@ class MemoryBroker(Broker):
             del self._channels[name]
         if idle:
             self.epoch = new_epoch()
+            self._sorted = None
         self._next_sweep = now + min(60.0, self.default_policy.ttl / 4)
 
     def _trim(self, channel: str, ch: _Channel, now: float) -> None:
@@ -217,3 +222,25 @@ class MemoryBroker(Broker):
         return ChannelInfo(
             channel, Position(ch.epoch, ch.top), len(ch.history), ch.state is not None
         )
+
+    async def channels(
+        self, prefix: str = "", *, after: str | None = None, limit: int = 100
+    ) -> list[str]:
+        # The names are sorted once per change of the set of channels, so a
+        # page is a binary search and ``limit`` steps, not a pass over all.
+        if self._sorted is None:
+            self._sorted = sorted(self._channels)
+        names = self._sorted
+        start = bisect.bisect_left(names, prefix)
+        if after is not None:
+            start = max(start, bisect.bisect_right(names, after))
+        now = self.clock()
+        page: list[str] = []
+        for i in range(start, len(names)):
+            name = names[i]
+            if len(page) >= limit or not name.startswith(prefix):
+                break
+            ch = self._channels.get(name)
+            if ch is not None and now - ch.touched < self.policy_for(name).ttl:
+                page.append(name)  # (an idle one is skipped; the next write sweeps it)
+        return page

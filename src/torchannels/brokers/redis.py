@@ -170,6 +170,17 @@ class RedisBroker(Broker):
     async def info(self, channel: str) -> ChannelInfo:
         return await self._data.info(channel)
 
+    # -- listing ------------------------------------------------------------------
+
+    async def channels(
+        self, prefix: str = "", *, after: str | None = None, limit: int = 100
+    ) -> list[str]:
+        """A SCAN for the channels' meta keys (:mod:`.redis_listing`): a
+        channel a subscriber read exists too, with an epoch, until its TTL."""
+        from .redis_listing import scan_channels
+
+        return await scan_channels(self.client, self.prefix, prefix, after, limit)
+
     # -- delivery -----------------------------------------------------------------
 
     async def subscribe(self, channel: str, listener: Listener) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from tornado.web import RequestHandler, stream_request_body
 
+from ..cors import CorsPolicy
 from ..errors import (
     BrokerError,
     ChannelLimitError,
@@ -61,10 +62,14 @@ class ApiHandler(RequestHandler):
     a clean 413 whatever its size, without ever being held in memory.
     """
 
-    def initialize(self, hub: Hub, api_key: str | None, max_body: int) -> None:
+    def initialize(
+        self, hub: Hub, api_key: str | None, max_body: int, cors: CorsPolicy | None = None
+    ) -> None:
         self.hub = hub
         self.api_key = api_key
         self.max_body = max_body
+        self.cors = cors or CorsPolicy(())
+        self.cors.apply(self)
         self._chunks: list[bytes] = []
         self._size = 0
         self._refusal: ApiError | None = None
@@ -74,7 +79,19 @@ class ApiHandler(RequestHandler):
     def check_xsrf_cookie(self) -> None:
         """The API authenticates with a key, not cookies."""
 
+    def set_default_headers(self) -> None:
+        # Again after an error clears the headers (not before initialize).
+        cors = vars(self).get("cors")
+        if cors is not None:
+            cors.apply(self)
+
+    def options(self, *args: str) -> None:
+        """A CORS preflight (it carries no key); the browser then sends the request."""
+        self.cors.preflight(self)
+
     def prepare(self) -> None:
+        if self.request.method == "OPTIONS":
+            return  # a preflight: nothing to authenticate, no body
         try:
             self._authenticate()
             if self._declared_length() > self.max_body:
@@ -186,6 +203,8 @@ def api_error(exc: ApiError | TorChannelsError) -> ApiError:
 
 
 def _channel(value: object) -> str:
+    if value is None:
+        raise ApiError(400, INVALID_CHANNEL, 'the "channel" field is missing: name the channel')
     try:
         return check_channel(value)
     except ChannelNameError as exc:

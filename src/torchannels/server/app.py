@@ -9,6 +9,7 @@
 ``/api/...``          the publish API (docs/api.md, ``/api/openapi.json``)
 ``/health``           200 ``{"status": "ok"}``, 503 while shutting down
 ``/metrics``          Prometheus metrics, with ``--metrics``
+``/admin``            the admin page, with an admin password or API key
 ``/``                 the demo page, unless ``--no-demo``
 ====================  ==========================================================
 """
@@ -20,22 +21,33 @@ import time
 from typing import Any
 
 import tornado.web
+from tornado.httputil import HTTPServerRequest
 from tornado.log import access_log
 
-from ..assets import ClientFileHandler, static_path, static_route
+from ..assets import static_route
 from ..brokers import Broker, MemoryBroker
+from ..cors import CorsPolicy
 from ..errors import FORBIDDEN, AccessDenied
+from ..forwarded import TrustedProxies, apply_forwarded
 from ..handlers import ChannelMixin
 from ..hub import Hub
 from ..protocol import dumps
 from ..redaction import redact
 from ..session import Subscription
 from ..tokens import ChannelPatterns, Claims, TokenError, decode_token
+from .admin import AdminAuth
+from .admin_api import admin_routes
 from .api import ChannelInfoHandler, PublishHandler, StateHandler
+from .channels_api import ChannelListHandler
 from .config import ServerConfig
-from .demo import DemoPageHandler, DemoPublishHandler
+from .demo import DemoPageHandler, DemoPublishHandler, FaviconHandler
+from .fleet import make_counts
 
 TOKEN_REQUIRED = "token_required"
+NO_TOKEN_SECRET = (
+    "this server accepts no tokens: start it with --token-secret "
+    "(or TORCHANNELS_TOKEN_SECRET) set to the secret your backend signs tokens with"
+)
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
@@ -83,7 +95,7 @@ class ServerChannelHandler(ChannelMixin):
             result: Claims | TokenError | None = None
             if token is not None:
                 if self.token_secret is None:
-                    result = TokenError("token_unsupported", "this server accepts no tokens")
+                    result = TokenError("token_unsupported", NO_TOKEN_SECRET)
                 else:
                     try:
                         result = decode_token(token, self.token_secret, now=time.time())
@@ -92,12 +104,21 @@ class ServerChannelHandler(ChannelMixin):
             self._claims = result
         return self._claims
 
+    def _token_required(self, channel: str) -> str:
+        if self.token_secret is None:
+            return (
+                f"{channel!r} is not anonymous, and this server checks no tokens: start it with "
+                "--token-secret (or TORCHANNELS_TOKEN_SECRET) and subscribe with a token, or "
+                "make the channel anonymous with --anonymous"
+            )
+        return f"{channel!r} needs a subscription token (the token query parameter)"
+
     def can_access(self, sub: Subscription) -> bool:
         if self.anonymous.matches(sub.channel):
             return True
         claims = self.claims()
         if claims is None:
-            raise AccessDenied(TOKEN_REQUIRED, f"{sub.channel!r} needs a subscription token")
+            raise AccessDenied(TOKEN_REQUIRED, self._token_required(sub.channel))
         if isinstance(claims, TokenError):
             raise AccessDenied(claims.code, str(claims))
         if claims.expires <= time.time():
@@ -139,6 +160,22 @@ class OpenApiHandler(tornado.web.RequestHandler):
             self.finish(f.read())
 
 
+class HubApplication(tornado.web.Application):
+    """The server's application: every request from a trusted proxy gets the
+    client's address, scheme and host before any handler sees it, so the
+    access log, the API and the origin checks all see the client."""
+
+    def __init__(self, *args: Any, proxies: TrustedProxies, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.proxies = proxies
+
+    def find_handler(
+        self, request: HTTPServerRequest, **kwargs: Any
+    ) -> tornado.web._HandlerDelegate:
+        apply_forwarded(request, self.proxies)
+        return super().find_handler(request, **kwargs)
+
+
 def make_broker(config: ServerConfig) -> Broker:
     """The broker ``config.broker`` names: in memory, or Redis (lazily imported)."""
     if config.broker == "memory":
@@ -163,31 +200,46 @@ def make_app(
         "token_secret": config.token_secret,
         "anonymous": ChannelPatterns(config.anonymous),
     }
-    api = {"hub": hub, "api_key": config.api_key, "max_body": config.max_publish_bytes}
+    cors = CorsPolicy(
+        config.allowed_origins,
+        credentials=config.cors_credentials,
+        methods=("GET", "POST"),
+        headers=("Authorization", "X-API-Key", "Content-Type"),
+    )
+    api = {"hub": hub, "api_key": config.api_key, "max_body": config.max_publish_bytes,
+           "cors": cors}  # fmt: skip
+    counts = make_counts(hub)  # started by serve(): run.py
     routes: list[Any] = [
         (r"/channels", ServerChannelHandler, subscribe),
         (r"/channels/ws", ServerChannelHandler.websocket(), subscribe),
         static_route(),
         (r"/api/publish", PublishHandler, api),
         (r"/api/state", StateHandler, api),
+        (r"/api/channels", ChannelListHandler, {**api, "counts": counts}),
         (r"/api/channels/([^/]+)", ChannelInfoHandler, api),
         (r"/api/openapi.json", OpenApiHandler),
         (r"/health", HealthHandler, {"hub": hub, "worker": worker}),
+        (r"/favicon.ico", FaviconHandler),
     ]
     if config.metrics:
         from .metrics import MetricsHandler
 
         routes.append((r"/metrics", MetricsHandler, {"hub": hub}))
+    admin = config.admin_secret()
+    if admin is not None:
+        routes += admin_routes(hub, AdminAuth(admin), counts)
     if config.demo:
         routes += [
-            (r"/", DemoPageHandler),
+            (r"/", DemoPageHandler, {"config": config}),
             (r"/demo/publish", DemoPublishHandler, {"hub": hub}),
         ]
-    return tornado.web.Application(
+    app = HubApplication(
         routes,
-        static_path=static_path(),
-        static_url_prefix="/torchannels/",
-        static_handler_class=ClientFileHandler,
+        proxies=hub.settings.proxies,
+        # No static_path: static_route() serves the client, and Tornado's
+        # static_path would claim /favicon.ico for a file of the client's folder.
         template_path=os.path.join(os.path.dirname(__file__), "templates"),
         log_function=log_request,
     )
+    app.settings["torchannels_counts"] = counts
+    return app

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 
 from .. import __version__
 from . import watch
+from .cliparser import SuggestingParser
 from .config import ConfigError, add_arguments, load_config
 from .run import serve
 
@@ -47,7 +48,7 @@ def _ttl(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = SuggestingParser(
         prog="torchannels", description="Real-time channels for Tornado: a standalone server."
     )
     parser.add_argument("--version", action="version", version=f"torchannels {__version__}")
@@ -120,7 +121,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
-            config = load_config(args, env)
+            loaded = load_config(args, env)
+            config = loaded.with_dev_key()  # dev mode: a working API key at once
+            key_generated = config.api_key != loaded.api_key
             if config.metrics:
                 try:
                     from . import metrics  # noqa: F401 - fail now, not at the first scrape
@@ -143,8 +146,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                     return 2
                 from .workers import run_workers
 
-                return run_workers(config)
-            return asyncio.run(serve(config))  # from .run
+                return run_workers(config, key_generated)
+            return asyncio.run(serve(config, key_generated=key_generated))  # from .run
         if args.command == "publish":
             return publish(args, env)
         if args.command in watch.COMMANDS:
@@ -167,6 +170,10 @@ def publish(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     except ValueError as exc:
         print(f"torchannels: the message is not JSON: {exc}", file=sys.stderr)
         return 2
+    if not isinstance(data, dict):
+        print(f"torchannels: the message must be a JSON object, like {EXAMPLE}, not "
+              f"{_kind(data)}", file=sys.stderr)  # fmt: skip
+        return 2
     target = _target(args, env)
     if target is None:
         return 2
@@ -176,6 +183,17 @@ def publish(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(answer)
         return 0
     return 1
+
+
+EXAMPLE = """'{"text": "hi"}'"""
+
+
+def _kind(value: object) -> str:
+    """What a JSON value is, for an error message: ``a string ("hi")``."""
+    names = {str: "a string", list: "a list", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}  # fmt: skip
+    shown = json.dumps(value)
+    return names.get(type(value), "a value") + (f" ({shown})" if len(shown) <= 40 else "")
 
 
 def _target(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, str] | None:
@@ -208,6 +226,10 @@ def publish_ndjson(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             print(f"torchannels: line {number} is not JSON: {exc}", file=sys.stderr)
             return 2
         if args.channel is not None:
+            if not isinstance(value, dict):
+                print(f"torchannels: line {number} must be a JSON object, like {EXAMPLE}, not "
+                      f"{_kind(value)}", file=sys.stderr)  # fmt: skip
+                return 2
             value = {"channel": args.channel, "data": value}
         items.append(json.dumps(value, separators=(",", ":")).encode())
     target = _target(args, env)

@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import ipaddress
 import math
 import os
 import re
+import secrets
 import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import Field, dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any
 
 from ..brokers import HistoryPolicy
 from ..errors import ChannelNameError, TorChannelsError
+from ..forwarded import TrustedProxies
 from ..settings import Settings
 from ..tokens import check_pattern
 
@@ -72,6 +75,15 @@ class ServerConfig:
         "secret",
         "HS256 secret of signed subscription tokens (JWT); unset: only "
         "anonymous channels can be read",
+    )
+    admin_password: str | None = _opt(
+        None,
+        "secret",
+        "password of the admin page at /admin; unset: the API key (--api-key); "
+        "neither: no admin page",
+    )
+    admin: bool = _opt(
+        True, "bool", "serve the admin page at /admin when an admin password or API key is set"
     )
     broker: str = _opt(
         "memory",
@@ -165,8 +177,28 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = _opt(
         (),
         "origins",
-        "origins (scheme://host[:port]) besides the page's own that may open "
-        "WebSockets; repeat or comma-separate",
+        "origins (scheme://host[:port]) besides the page's own whose pages may subscribe "
+        "(WebSocket, and CORS on the HTTP transports) and call the publish API (CORS); "
+        "repeat or comma-separate",
+    )
+    cors_credentials: bool = _opt(
+        False,
+        "bool",
+        "let --allowed-origins send cookies to the subscribe URL "
+        "(Access-Control-Allow-Credentials: true)",
+    )
+    dev: bool = _opt(
+        False,
+        "bool",
+        "development mode: without an API key, generate one; print it with ready-to-paste "
+        "publish commands and show it on the demo page (never in production)",
+    )
+    trusted_proxies: tuple[str, ...] = _opt(
+        (),
+        "networks",
+        "reverse proxies (IP addresses or CIDR networks) whose X-Forwarded-For/-Proto/-Host "
+        "and Forwarded headers are believed, for client addresses, logs and the WebSocket "
+        "origin check; repeat or comma-separate, empty for none",
     )
     demo: bool = _opt(True, "bool", "serve the demo page at / and its demo publisher")
     metrics: bool = _opt(False, "bool", "serve Prometheus metrics (needs torchannels[metrics])")
@@ -195,7 +227,34 @@ class ServerConfig:
             max_pending_bytes=self.max_pending_bytes,
             write_timeout=self.write_timeout,
             allowed_origins=self.allowed_origins,
+            cors_credentials=self.cors_credentials,
+            trusted_proxies=self.trusted_proxies,
         )
+
+    def admin_secret(self) -> str | None:
+        """The admin page's password: ``admin_password``, else ``api_key``;
+        None when the page is off.
+
+        >>> ServerConfig(api_key="k").admin_secret()
+        'k'
+        >>> ServerConfig(api_key="k", admin=False).admin_secret() is None
+        True
+        """
+        if not self.admin:
+            return None
+        return self.admin_password or self.api_key
+
+    def with_dev_key(self) -> ServerConfig:
+        """In dev mode without an API key, a copy with a random one; else self.
+
+        >>> ServerConfig(dev=True).with_dev_key().api_key is not None
+        True
+        >>> ServerConfig(dev=True, api_key="k").with_dev_key().api_key
+        'k'
+        """
+        if not self.dev or self.api_key is not None:
+            return self
+        return replace(self, api_key=secrets.token_urlsafe(18))
 
     def listen_backlog(self) -> int:
         """The listen backlog to use: ``backlog``, or the system's maximum for 0.
@@ -270,7 +329,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help = help.replace("%", "%%")  # argparse %-formats help texts
         if meta["kind"] == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
-        elif meta["kind"] in ("patterns", "origins"):
+        elif meta["kind"] in ("patterns", "origins", "networks"):
             parser.add_argument(flag, action="append", metavar="LIST", help=help)
         else:
             parser.add_argument(flag, metavar=f.name.split("_")[-1].upper(), help=help)
@@ -356,13 +415,14 @@ def _convert(f: Field[Any], value: object, source: str, *, text: bool = False) -
             raise ValueError("must be a boolean (1/0, true/false, yes/no, on/off)")
         if kind in ("int", "float"):
             return _number(kind, value, meta, text)
-        if kind in ("patterns", "origins"):
+        if kind in ("patterns", "origins", "networks"):
             items = _items(value, text)
-            check = check_pattern if kind == "patterns" else _check_origin
+            check = {"patterns": check_pattern, "origins": _check_origin}.get(kind, _check_network)
             return tuple(dict.fromkeys(check(item) for item in items))
     except (ValueError, ChannelNameError) as exc:
         # List items name themselves in the message; secrets must not be shown.
-        shown = "" if kind in ("patterns", "origins", "secret", "broker") else f"{value!r} "
+        listed = ("patterns", "origins", "networks", "secret", "broker")
+        shown = "" if kind in listed else f"{value!r} "
         raise ConfigError(f"{source}: {shown}{exc}") from None
     raise ConfigError(f"{source}: must be a string, not {type(value).__name__}")
 
@@ -396,6 +456,13 @@ def _check_origin(origin: str) -> str:
     if _ORIGIN_RE.fullmatch(normal) is None:
         raise ValueError(f"origin {origin!r} is not scheme://host[:port] (http or https)")
     return normal
+
+
+def _check_network(item: str) -> str:
+    """An IP address or CIDR network, written the canonical way (``::1/128``
+    for ``::1``); host bits set (``10.0.0.1/8``) are refused, not widened."""
+    TrustedProxies.of((item,))
+    return str(ipaddress.ip_network(item.strip()))
 
 
 BROKER_SCHEMES = ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://", "unix://")

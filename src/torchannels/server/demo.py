@@ -8,7 +8,9 @@ else, and ``--no-demo`` removes all of it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import random
 import time
 from typing import Any
@@ -16,6 +18,8 @@ from typing import Any
 import tornado.web
 
 from ..hub import Hub
+from .config import ServerConfig
+from .devmode import ORIGIN, program, publish_commands
 
 log = logging.getLogger("torchannels.demo")
 
@@ -25,9 +29,42 @@ MAX_TEXT = 280
 MAX_NAME = 32
 
 
+FAVICON = os.path.join(os.path.dirname(__file__), "favicon.ico")
+
+
 class DemoPageHandler(tornado.web.RequestHandler):
+    """``GET /``: the demo page. In dev mode (``--dev``) it shows the API key
+    in a ready-to-paste publish command and its publish box uses it; else it
+    shows ``$TORCHANNELS_API_KEY``, or says the API is off without a key."""
+
+    def initialize(self, config: ServerConfig) -> None:
+        self.config = config
+
     def get(self) -> None:
-        self.render("demo.html")
+        config = self.config
+        dev_key = config.api_key if config.dev else None
+        if dev_key is not None:
+            self.set_header("Cache-Control", "no-store")  # the page holds the key
+        enabled = config.api_key is not None
+        commands = publish_commands(ORIGIN, dev_key, program()) if enabled else []
+        page = {"apiKey": dev_key, "apiEnabled": enabled, "origin": ORIGIN, "commands": commands}
+        # Inside <script>: no "</script>" or "<!--" can come out of a key.
+        text = json.dumps(page).replace("<", "\\u003c").replace(">", "\\u003e")
+        self.render("demo.html", api_enabled=enabled, dev=dev_key is not None, page_config=text)
+
+
+class FaviconHandler(tornado.web.RequestHandler):
+    """``GET /favicon.ico``: browsers ask every page's host for it."""
+
+    _icon: bytes | None = None
+
+    def get(self) -> None:
+        if FaviconHandler._icon is None:
+            with open(FAVICON, "rb") as file:
+                FaviconHandler._icon = file.read()
+        self.set_header("Content-Type", "image/x-icon")
+        self.set_header("Cache-Control", "public, max-age=86400")
+        self.finish(FaviconHandler._icon)
 
 
 class DemoPublishHandler(tornado.web.RequestHandler):

@@ -4,6 +4,7 @@ SIGINT, then shuts down gracefully (as one of ``--workers`` too)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import signal
@@ -26,18 +27,43 @@ from .listener import (
 log = logging.getLogger("torchannels.server")
 
 
+def banner(config: ServerConfig, port: int, key_generated: bool = False) -> str:
+    """The lines printed once the server listens: the address, and in dev
+    mode the API key with ready-to-paste publish commands."""
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    text = f"torchannels server listening on http://{host}:{port}/"
+    if config.dev:
+        from .devmode import banner as dev_banner
+
+        text += "\n" + dev_banner(config, port, key_generated)
+    return text
+
+
+def cannot_listen(config: ServerConfig, exc: OSError) -> str:
+    """The one-line error of a failed bind, with the fix for a port in use."""
+    text = f"torchannels: cannot listen on {config.host}:{config.port}: {exc}"
+    if exc.errno == errno.EADDRINUSE:
+        text += (
+            f"; another process uses port {config.port}: stop it, or choose another "
+            "port with --port (or TORCHANNELS_PORT; make run PORT=8091)"
+        )
+    return text
+
+
 async def serve(
     config: ServerConfig,
     *,
     worker: int = 0,
     sockets: list[socket.socket] | None = None,
     on_ready: Callable[[], None] | None = None,
+    key_generated: bool = False,
 ) -> int:
     """Run the server until SIGTERM or SIGINT, then shut down gracefully.
 
     As one of ``--workers`` (see :mod:`.workers`) it serves ``sockets`` and
     calls ``on_ready`` instead of printing the banner; only worker 0 runs
-    the demo ticker.
+    the demo ticker. ``key_generated``: dev mode made the API key (the banner
+    says so).
     """
     from ..redaction import install_redaction
     from .app import make_app, make_hub
@@ -49,6 +75,8 @@ async def serve(
 
     hub = make_hub(config)
     app = make_app(config, hub, worker=worker)
+    counts = app.settings["torchannels_counts"]
+    counts.start()  # with Redis: share this process's counts with the others
     # The API streams bodies and answers 413 itself past max_publish_bytes;
     # Tornado's own cap only bounds how much of an oversized body is read.
     server = HubHTTPServer(
@@ -66,8 +94,7 @@ async def serve(
         try:
             sockets = bind_sockets(config.port, config.host, backlog=config.listen_backlog())
         except OSError as exc:
-            where = f"{config.host}:{config.port}"
-            print(f"torchannels: cannot listen on {where}: {exc}", file=sys.stderr)
+            print(cannot_listen(config, exc), file=sys.stderr)
             return 1
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]
@@ -84,10 +111,9 @@ async def serve(
     if on_ready is not None:
         on_ready()
     else:
-        host = f"[{config.host}]" if ":" in config.host else config.host
-        print(f"torchannels server listening on http://{host}:{port}/", flush=True)
+        print(banner(config, port, key_generated), flush=True)
     if config.api_key is None and worker == 0:
-        log.warning("no API key set (--api-key): the publish API is disabled")
+        log.warning("no API key set (--api-key, or --dev to make one): the publish API is disabled")
     await stop.wait()
 
     started = time.monotonic()
@@ -101,6 +127,7 @@ async def serve(
         await asyncio.wait_for(server.close_all_connections(), remaining)
     except TimeoutError:
         clean = False
+    await counts.stop()
     await hub.close()
     log.info("stopped in %.2fs (%s)", time.monotonic() - started, "clean" if clean else "forced")
     if on_ready is None:

@@ -23,7 +23,7 @@ from types import FrameType
 from tornado.netutil import bind_sockets
 
 from .config import ServerConfig
-from .run import serve
+from .run import banner, cannot_listen, serve
 
 log = logging.getLogger("torchannels.server")
 
@@ -32,7 +32,7 @@ log = logging.getLogger("torchannels.server")
 MIN_LIFETIME = 2.0
 
 
-def run_workers(config: ServerConfig) -> int:
+def run_workers(config: ServerConfig, key_generated: bool = False) -> int:
     """Fork ``config.workers`` workers and supervise them until they stop."""
     try:
         # Port 0 means "any": pick one here, then every worker binds that one.
@@ -40,7 +40,7 @@ def run_workers(config: ServerConfig) -> int:
             config.port, config.host, reuse_port=True, backlog=config.listen_backlog()
         )
     except OSError as exc:
-        print(f"torchannels: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        print(cannot_listen(config, exc), file=sys.stderr)
         return 1
     port = probe[0].getsockname()[1]
     for sock in probe:
@@ -75,8 +75,7 @@ def run_workers(config: ServerConfig) -> int:
         if not chunk:
             break
         ready += len(chunk)
-    host = f"[{config.host}]" if ":" in config.host else config.host
-    print(f"torchannels server listening on http://{host}:{port}/", flush=True)
+    print(banner(config, port, key_generated), flush=True)
     log.info("%d workers (pids %s)", config.workers, ", ".join(map(str, children)))
     code = 0
     while children:

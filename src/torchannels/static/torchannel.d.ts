@@ -6,7 +6,12 @@ export as namespace TorChannels;
 /** The transports, in the order the client tries them. */
 export type TransportName = 'websocket' | 'sse' | 'stream' | 'longpoll' | 'poll';
 
-export type ConnectionState = 'disconnected' | 'connecting' | 'connected';
+/**
+ * 'connecting': the first connection is being made; 'reconnecting': an
+ * established connection was lost (for longer than reconnectingDelay) and
+ * the client retries.
+ */
+export type ConnectionState = 'disconnected' | 'connecting' | 'connected' | 'reconnecting';
 
 /** A delivered message: what was published, plus the four keys the server sets. */
 export interface Message {
@@ -40,11 +45,35 @@ export interface SubscribeOptions {
   onError?: (error: ChannelError) => void;
 }
 
-/** Payload of the 'connecting', 'connected' and 'disconnected' events. */
+/** Payload of the 'state' event: one per change of client.state. */
+export interface StateChange {
+  from: ConnectionState;
+  to: ConnectionState;
+  /**
+   * Readable words: 'starting', 'connected over websocket', what was lost
+   * ('connection lost', 'blocked or unreachable', 'HTTP 502', ...), 'idle' or 'closed'.
+   */
+  reason: string;
+  transport: TransportName | null;
+}
+
+/** Payload of the 0.1 events 'connecting' (also on entering 'reconnecting'), 'connected' and 'disconnected'. */
 export interface StateEvent {
   transport: TransportName | null;
-  /** Why the state changed: a failure reason, 'idle' or 'closed'. */
+  /** 'connecting': what was lost (none on the first connect); 'disconnected': 'idle' or 'closed'. */
   reason?: string;
+}
+
+/** Payload of the 'transport_failed' event: the client steps down from `transport` to `next`. */
+export interface TransportFailedEvent {
+  transport: TransportName;
+  next: TransportName;
+  /** The HTTP status of the answer, when one came. */
+  status: number | null;
+  /** The WebSocket close code (1006 for a refused upgrade), a protocol ErrorCode or the HTTP status. */
+  code: string | number | null;
+  /** Readable words, e.g. 'refused or unreachable (close 1006 before open)', 'blocked or unreachable'. */
+  reason: string;
 }
 
 /** Payload of the 'error' event. */
@@ -60,6 +89,9 @@ export interface ErrorEvent {
   channel?: string;
   /** An ErrorCode, an HTTP status or a WebSocket close code. */
   code?: string | number;
+  /** The HTTP status of a failed answer. */
+  status?: number;
+  /** Type 'transport': e.g. 'blocked or unreachable', 'connection lost', 'connect_timeout', 'ping_timeout'. */
   reason?: string;
   message?: string;
   error?: unknown;
@@ -76,9 +108,11 @@ export interface ClientOptions {
   transport?: TransportName | null;
   /** Called for every reset, after the subscriptions' own onReset. */
   onReset?: ((channel: string, reason: string) => void) | null;
-  /** Backoff bounds, ms. Defaults 500 and 20000. */
+  /** Backoff bounds, ms. Defaults 500 and 10000. */
   minReconnectDelay?: number;
   maxReconnectDelay?: number;
+  /** ms a lost connection may take to come back before the state becomes 'reconnecting'. Default 1000. */
+  reconnectingDelay?: number;
   /** ms to wait for a streaming transport's `connected` frame before stepping down. Default 5000. */
   connectTimeout?: number;
   /** ms a ping may be late before the connection counts as dead. Default 10000. */
@@ -92,6 +126,16 @@ export interface ClientOptions {
   longpollTimeout?: number | null;
   /** ms an HTTP poll answer may take beyond the long-poll hold. Default 10000. */
   requestTimeout?: number;
+  /**
+   * Seconds between keep-alives to ask websocket, sse and stream for (the
+   * `ping` parameter; the server clamps it to [5, 60]). Default null: the
+   * server's; the client shortens it by itself after idle cuts.
+   */
+  ping?: number | null;
+  /** ms before the first probe of the better transports after a step-down. Default 15000. */
+  probeDelay?: number;
+  /** ms, the longest pause between two probes. Default 300000. */
+  maxProbeDelay?: number;
   /** Send cookies cross-origin (fetch credentials 'include', EventSource withCredentials). */
   withCredentials?: boolean;
   /**
@@ -115,8 +159,16 @@ export interface ClientOptions {
   clearTimeout?: (id: any) => void;
   /** Source of randomness for the backoff jitter. */
   random?: () => number;
+  /** The clock, ms (default Date.now). */
+  now?: () => number;
   /** Where 'online' events come from; null for none. */
   window?: {
+    addEventListener(type: string, listener: () => void): void;
+    removeEventListener(type: string, listener: () => void): void;
+  } | null;
+  /** Where 'visibilitychange' events come from (probes, retries); null for none. */
+  document?: {
+    visibilityState?: string;
     addEventListener(type: string, listener: () => void): void;
     removeEventListener(type: string, listener: () => void): void;
   } | null;
@@ -129,9 +181,9 @@ export interface ClientOptions {
 export class Client {
   constructor(options?: ClientOptions);
   /**
-   * The connection state. Each move fires the event of the new state:
-   * disconnected -> connecting -> connected -> connecting ..., and any ->
-   * disconnected (idle or close()).
+   * The connection state. Each move fires 'state', then the 0.1 event of the
+   * new state: disconnected -> connecting -> connected -> reconnecting ->
+   * connected ..., and any -> disconnected (idle or close()).
    */
   readonly state: ConnectionState;
   /** The transport in use or being tried; null when disconnected. */
@@ -150,9 +202,12 @@ export class Client {
    * reason (codes token_*) are asked for again.
    */
   setToken(token: string | null): void;
+  on(event: 'state', listener: (event: StateChange) => void): this;
+  on(event: 'transport_failed', listener: (event: TransportFailedEvent) => void): this;
   on(event: 'connecting' | 'connected' | 'disconnected', listener: (event: StateEvent) => void): this;
   on(event: 'error', listener: (event: ErrorEvent) => void): this;
-  off(event: 'connecting' | 'connected' | 'disconnected' | 'error', listener?: (event: any) => void): this;
+  off(event: 'state' | 'transport_failed' | 'connecting' | 'connected' | 'disconnected' | 'error',
+    listener?: (event: any) => void): this;
   /** Drop every subscription and disconnect. */
   close(): void;
 }

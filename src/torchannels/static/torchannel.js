@@ -113,12 +113,16 @@
     transport: null,
     onReset: null,
     minReconnectDelay: 500,
-    maxReconnectDelay: 20000,
+    maxReconnectDelay: 10000,
+    reconnectingDelay: 1000, // ms a lost connection may take to come back before the state says 'reconnecting'
     connectTimeout: 5000, // ms to wait for `connected` on a streaming transport
     maxPingDelay: 10000, // ms a ping may be late before the connection counts as dead
     pollInterval: 2000,
     longpollTimeout: 25, // s, sent as `timeout`; the server caps it to its own maximum
     requestTimeout: 10000, // ms a poll answer may take beyond the long-poll hold
+    ping: null, // s: the keep-alive interval to ask streams for (`ping`); null: the server's
+    probeDelay: 15000, // ms before the first probe of a better transport after a step-down
+    maxProbeDelay: 300000, // ms: the longest pause between probes
     withCredentials: false,
     token: null, // a subscription token, sent as the `token` query parameter
     getToken: null // () => token or Promise of one: called for a fresh token when it lapses
@@ -153,13 +157,22 @@
     return `${q < 0 ? url : url.slice(0, q)}?${query.join('&')}`;
   }
 
-  /** The subscribe request of the HTTP transports (docs/protocol.md). */
+  /** `url` with more query parameters (strings `name=value`, encoded already). */
+  function withQuery(url, query) {
+    return query.length ? url + (url.indexOf('?') < 0 ? '?' : '&') + query.join('&') : url;
+  }
+
+  /** The subscribe request of the HTTP transports (docs/protocol.md); `extra`: more parameters. */
   function httpUrl(base, transport, params, extra) {
-    const url = withToken(base, params.auth);
     const query = [`transport=${transport}`, ...params.channels.map((c) => `channel=${encodeURIComponent(c)}`)];
     if (params.cursor) query.push(`cursor=${encodeURIComponent(params.cursor)}`);
-    if (extra) query.push(extra);
-    return url + (url.indexOf('?') < 0 ? '?' : '&') + query.join('&');
+    return withQuery(withToken(base, params.auth), query.concat(extra || []));
+  }
+
+  /** The `ping` parameter asking a stream for a shorter keep-alive, when the client wants one. */
+  function pingQuery(host) {
+    const ping = host.ping();
+    return ping ? [`ping=${ping}`] : [];
   }
 
   /** The default WebSocket URL: the HTTP url + "/ws", as ws:/wss:. */
@@ -187,7 +200,10 @@
       setTimeout: unbound(o.setTimeout || root.setTimeout),
       clearTimeout: unbound(o.clearTimeout || root.clearTimeout),
       random: o.random || Math.random,
+      now: o.now || Date.now,
       window: win,
+      document: o.document !== undefined ? o.document
+        : (root.document && typeof root.document.addEventListener === 'function' ? root.document : null),
       location: o.location !== undefined ? o.location : root.location,
       AbortController: o.AbortController || root.AbortController,
       TextDecoder: o.TextDecoder || root.TextDecoder
@@ -271,7 +287,22 @@
       this.failures = 0;
       if (!this.worked.size) this.index = 0;
     }
+
+    /** A new start (after close() or idle): the best transport first, nothing remembered. */
+    restart() {
+      this.index = 0;
+      this.failures = 0;
+      this.worked.clear();
+    }
+
+    /** The streaming transports better than the current one, best first: what a step-up probes. */
+    better() {
+      return this.candidates.slice(0, this.index).filter((name) => STREAMING.indexOf(name) >= 0);
+    }
   }
+
+  /** The transports that open with a `connected` frame: what a step-up probe can test. */
+  const STREAMING = Object.freeze(['websocket', 'sse', 'stream']);
 
   /** A failed HTTP answer. The server's own refusals carry {"error": code, "message": text}. */
   function httpFailure(status, text) {
@@ -281,12 +312,55 @@
         reason: 'refused',
         code: body.error,
         message: body.message,
+        status,
         // A server without this transport: try the next one. Otherwise the
         // server spoke, and another transport would hear the same.
         retry: body.error === ErrorCode.UNKNOWN_TRANSPORT ? Retry.NEXT : Retry.SAME
       };
     }
-    return {reason: 'http_error', code: status, message: `HTTP ${status}`};
+    return {reason: 'http_error', code: status, status, message: `HTTP ${status}`};
+  }
+
+  /** What a request that got no answer at all reports: fetch() rejected, EventSource failed at once. */
+  const UNREACHABLE = 'blocked or unreachable';
+  /** What a connection that was answered, then cut, reports. */
+  const LOST = 'connection lost';
+
+  /** Readable words for the reasons and codes a transport ends with (the `state` event's reason). */
+  const REASON_TEXT = Object.freeze({
+    connect_timeout: 'no connected frame in time (a buffering proxy?)',
+    ping_timeout: 'no ping from the server in time',
+    timeout: 'request timed out',
+    closed: 'closed by the server',
+    bad_frame: 'unreadable frame',
+    bad_answer: 'unreadable answer',
+    unsupported: 'not supported here',
+    shutdown: 'server shutting down',
+    [ErrorCode.SHUTTING_DOWN]: 'server shutting down',
+    [ReconnectReason.TOKEN_EXPIRED]: 'token expired',
+    [ReconnectReason.BROKER_UNAVAILABLE]: 'server cannot read its history',
+    [ReconnectReason.BYTE_LIMIT]: 'stream limit reached',
+    [ReconnectReason.SLOW_CONSUMER]: 'fell behind',
+    [ErrorCode.UNKNOWN_TRANSPORT]: 'transport not offered by the server'
+  });
+
+  /** Readable words for the WebSocket close codes. */
+  const CLOSE_TEXT = Object.freeze({
+    [CloseCode.NORMAL]: 'closed by the server',
+    [CloseCode.GOING_AWAY]: 'server going away',
+    [CloseCode.MESSAGE_TOO_BIG]: 'message too big',
+    [CloseCode.TRY_AGAIN_LATER]: 'server cannot read its history',
+    [CloseCode.SLOW_CONSUMER]: 'fell behind',
+    [CloseCode.EXPIRED]: 'token expired',
+    1006: LOST
+  });
+
+  /** A transport's end as a short readable phrase ("reconnecting (connection lost)"). */
+  function describe(info) {
+    if (info.text) return info.text;
+    if (info.reason === 'refused') return REASON_TEXT[info.code] || `refused: ${info.code}`;
+    if (info.reason === 'http_error') return `HTTP ${info.status}`;
+    return REASON_TEXT[info.reason] || info.reason || LOST;
   }
 
   /** How the client goes on after each WebSocket close code (any other: Retry.AUTO). */
@@ -340,8 +414,10 @@
   //   host.env, host.opts, host.url, host.wsUrl;
   //   host.params(): {channels, cursor, auth} for a request made now;
   //   host.token(): the subscription token now;
+  //   host.hold(): the long-poll hold to ask for (s, or null); host.ping(): the keep-alive to ask for (s, or null);
   //   host.frame(t, frame): every frame, in order;
-  //   host.end(t, info): the end, reported once: {reason, code?, message?, error?, retry?: Retry.*};
+  //   host.end(t, info): the end, reported once: {reason, code?, status?, message?, text?, age?, error?, retry?: Retry.*}
+  //     (text: readable words for it; age: ms a long-poll request was held);
   //   host.answered(t): a poll answer came without a lapsed token.
   // The host ignores all of it from a transport that is no longer current.
 
@@ -431,19 +507,25 @@
       const {env, opts} = this.host;
       // The server holds min(timeout, its longpoll_timeout), so the hold
       // never outlasts the deadline below.
-      const extra = this.hold && opts.longpollTimeout ? `timeout=${opts.longpollTimeout}` : null;
-      const limit = opts.requestTimeout + (this.hold ? (opts.longpollTimeout || 25) * 1000 : 0);
+      const hold = this.hold ? this.host.hold() : null;
+      const limit = opts.requestTimeout + (this.hold ? (hold || 25) * 1000 : 0);
       this._timer = env.setTimeout(() => this._end({reason: 'timeout'}), limit);
-      this._fetch(extra)
-        .then((res) => res.text().then((text) => this._answer(res, text)))
-        .catch((err) => this._end({reason: 'network', error: err}));
+      const sent = env.now();
+      this._fetch(hold ? [`timeout=${hold}`] : [])
+        .then((res) => res.text().then((text) => this._answer(res, text, env.now() - sent)))
+        .catch((err) => {
+          // No answer: nothing was reached (or the browser blocked it, CORS),
+          // unless a held request was cut after a while.
+          const age = env.now() - sent;
+          this._end({reason: this.hold && age >= 1000 ? LOST : UNREACHABLE, age, error: err});
+        });
     }
 
-    _answer(res, text) {
+    _answer(res, text, age) {
       if (this.closed) return;
       const {env, opts} = this.host;
       env.clearTimeout(this._timer);
-      if (!res.ok) return this._end(httpFailure(res.status, text));
+      if (!res.ok) return this._end(Object.assign(httpFailure(res.status, text), {age}));
       const doc = parseJSON(text);
       if (!doc || !Array.isArray(doc.frames)) return this._end({reason: 'bad_answer'});
       if (!this._answered) {
@@ -478,7 +560,7 @@
     get seesPings() { return true; }
 
     open() {
-      this._fetch(null)
+      this._fetch(pingQuery(this.host))
         .then((res) => {
           if (this.closed) return;
           if (!res.ok) return res.text().then((text) => this._end(httpFailure(res.status, text)));
@@ -487,7 +569,7 @@
           }
           this._read(res.body.getReader(), new this.host.env.TextDecoder());
         })
-        .catch((err) => this._end({reason: 'network', error: err}));
+        .catch((err) => this._end({reason: UNREACHABLE, error: err}));
     }
 
     _read(reader, decoder) {
@@ -505,7 +587,7 @@
           }
           if (chunk.done) this._end({reason: 'closed'});
           else if (!this.closed) pump();
-        }).catch((err) => this._end({reason: 'network', error: err}));
+        }).catch((err) => this._end({reason: LOST, error: err}));
       };
       pump();
     }
@@ -535,15 +617,26 @@
       const {env, opts, url} = this.host;
       const params = this.host.params();
       this.auth = params.auth;
-      const es = this._es = new env.EventSource(httpUrl(url, this.name, params),
+      // ids=0: the server leaves out the `id:` lines; the client resumes from
+      // its own cursor and never lets EventSource reconnect with Last-Event-ID.
+      const es = this._es = new env.EventSource(httpUrl(url, this.name, params, ['ids=0', ...pingQuery(this.host)]),
         {withCredentials: !!opts.withCredentials});
-      const named = (event) => this._text(event.data);
+      let heard = false; // an event came: the server was reached
+      const named = (event) => {
+        heard = true;
+        this._text(event.data);
+      };
       for (const type of SSE_EVENTS) es.addEventListener(type, named);
       // Message frames are default events whose data is the message itself.
-      es.addEventListener('message', (event) => this._text(event.data, FrameType.MESSAGE));
+      es.addEventListener('message', (event) => {
+        heard = true;
+        this._text(event.data, FrameType.MESSAGE);
+      });
       // EventSource's own error event: the connection failed or ended. (The
-      // server's error frames are `channel_error` events.)
-      es.addEventListener('error', () => this._end({reason: 'network'}));
+      // server's error frames are `channel_error` events.) It carries no
+      // status: before any event, the request was refused, blocked or not
+      // answered at all.
+      es.addEventListener('error', () => this._end({reason: heard ? LOST : UNREACHABLE}));
     }
 
     _release() {
@@ -572,7 +665,7 @@
       const host = this.host;
       // The socket's token is the one in its URL, for its whole life.
       this.auth = host.token();
-      const ws = this._ws = new host.env.WebSocket(withToken(host.wsUrl, this.auth));
+      const ws = this._ws = new host.env.WebSocket(withQuery(withToken(host.wsUrl, this.auth), pingQuery(host)));
       ws.onopen = () => {
         if (this.closed) return;
         this._ready = true;
@@ -581,9 +674,16 @@
       };
       ws.onmessage = (event) => this._text(event.data);
       ws.onclose = (event) => {
+        if (!this._ready) {
+          // Closed before it opened: browsers hide the HTTP answer (a 403 from
+          // the origin check, a 404, a proxy without Upgrade) behind 1006.
+          return this._end({reason: 'refused or unreachable', code: event.code,
+            text: `refused or unreachable (close ${event.code} before open)`, message: event.reason});
+        }
         const retry = CLOSE_RETRY[event.code];
-        this._end({reason: retry === Retry.TOKEN ? ReconnectReason.TOKEN_EXPIRED : 'closed',
-          code: event.code, message: event.reason, retry});
+        const reason = retry === Retry.TOKEN ? ReconnectReason.TOKEN_EXPIRED : event.code === 1006 ? LOST : 'closed';
+        this._end({reason, code: event.code, message: event.reason, retry,
+          text: CLOSE_TEXT[event.code] || `closed (${event.code})`});
       };
       ws.onerror = () => {}; // onclose follows, with the code
     }
@@ -642,24 +742,39 @@
   const State = Object.freeze({
     DISCONNECTED: 'disconnected',
     CONNECTING: 'connecting',
-    CONNECTED: 'connected'
+    CONNECTED: 'connected',
+    RECONNECTING: 'reconnecting'
   });
 
   /**
-   * The moves between states, each with the event named after its new state:
+   * The moves between states, each with one `state` event ({from, to,
+   * reason}), then the 0.1 event named after the new state ('connecting' for
+   * reconnecting too):
    *   disconnected -> connecting   a channel is wanted (_start)
    *   connecting   -> connected    the server's first frame or answer (_frame)
-   *   connected    -> connecting   the connection was lost or its token lapsed (_fail, _tokenExpired)
+   *   connected    -> reconnecting the connection was lost or its token lapsed, and no
+   *                                new one connected within reconnectingDelay (_lose)
+   *   reconnecting -> connected    a new connection's first frame or answer (_frame)
    *   any          -> disconnected no channel is left, or close() (_stop)
-   * A failed attempt while connecting, and a replaced connection while
-   * connected (a reconnect frame, new channels over HTTP), stay where they
-   * are and emit nothing.
+   * A failed attempt while connecting or reconnecting, and a replaced
+   * connection while connected (a reconnect frame, new channels over HTTP, a
+   * loss repaired within reconnectingDelay), stay where they are.
    */
   const TRANSITIONS = Object.freeze({
     [State.DISCONNECTED]: [State.CONNECTING],
     [State.CONNECTING]: [State.CONNECTED, State.DISCONNECTED],
-    [State.CONNECTED]: [State.CONNECTING, State.DISCONNECTED]
+    [State.CONNECTED]: [State.RECONNECTING, State.DISCONNECTED],
+    [State.RECONNECTING]: [State.CONNECTED, State.DISCONNECTED]
   });
+
+  /** A connection that lived this long (ms) is retried without the backoff's floor. */
+  const STABLE_MS = 2000;
+  /** Two cuts this close in age (ms, or a fifth of the age) are "at a consistent age". */
+  function sameAge(a, b) {
+    return a != null && b != null && Math.abs(a - b) <= Math.max(1000, 0.2 * Math.max(a, b));
+  }
+  /** The keep-alive bounds the server clamps `ping` to (s). */
+  const MIN_PING = 5;
 
   /**
    * A connection to one torchannels URL carrying any number of channels.
@@ -687,6 +802,7 @@
       if (o.longpollTimeout != null && !(o.longpollTimeout > 0)) {
         throw new TypeError('torchannels: longpollTimeout must be a positive number of seconds, or null');
       }
+      if (o.ping != null && !(o.ping > 0)) throw new TypeError('torchannels: ping must be a positive number of seconds, or null');
       const wanted = o.transport ? [o.transport] : o.transports;
       for (const name of wanted) {
         if (TRANSPORTS.indexOf(name) < 0) throw new Error(`torchannels: unknown transport ${name}`);
@@ -713,11 +829,28 @@
       this._authCall = null; // the pending getToken() call
       this._authAttempt = 0; // token refreshes since a token last proved good
       this._onOnline = () => this._online();
+      this._onOffline = () => this._offline();
+      this._onVisible = () => {
+        if (env.document && env.document.visibilityState === 'visible') this._online();
+      };
+      // Adapting to what is in the path (a proxy's read timeout):
+      this._hold = o.longpollTimeout; // s, the long-poll hold asked for (shortened after 502/504, cuts)
+      this._holdCut = null; // age (ms) of the last cut of a held long-poll
+      this._ping = o.ping; // s, the keep-alive asked of streams (shortened after idle cuts)
+      this._idleCut = null; // ms of silence before the last cut of a stream
+      this._lost = false; // a connection was lost since the last `connected`
+      this._lossReason = null; // its readable reason
+      this._live = null; // the transport of the last `connected`
+      this._probe = null; // the step-up probe running: {transport, queue}
+      this._probeRound = 0; // probe rounds failed since the step-down
+      this._probeAt = -Infinity; // when the last probe started
       this._host = {
         env,
         opts: o,
         url: o.url,
         wsUrl,
+        hold: () => this._hold,
+        ping: () => this._ping,
         token: () => this._auth,
         params: () => this._params(),
         frame: (t, frame) => this._frame(t, frame),
@@ -726,7 +859,7 @@
       };
     }
 
-    /** 'disconnected', 'connecting' or 'connected'. */
+    /** 'disconnected', 'connecting', 'connected' or 'reconnecting'. */
     get state() {
       return this._state;
     }
@@ -790,7 +923,7 @@
       }
     }
 
-    /** Listen to 'connecting', 'connected', 'disconnected' or 'error'. */
+    /** Listen to 'state', 'transport_failed', 'error', or the 0.1 events 'connecting', 'connected', 'disconnected'. */
     on(event, fn) {
       const list = this._listeners.get(event);
       if (list) list.push(fn);
@@ -815,22 +948,32 @@
 
     // -- the state machine --
 
-    /** Move to `state` and tell the listeners; nothing when already there. */
-    _moveTo(state, info) {
+    /**
+     * Move to `state` and tell the listeners: the `state` event ({from, to,
+     * reason: readable words, transport}), then the 0.1 event of the new state
+     * ({transport, reason: legacy}). Nothing when already there.
+     */
+    _moveTo(state, transport, reason, legacy) {
       const from = this._state;
       if (from === state) return;
       if (TRANSITIONS[from].indexOf(state) < 0) throw new Error(`torchannels: no move from ${from} to ${state}`);
       this._state = state;
-      this._emit(state, info);
+      this._emit('state', {from, to: state, reason, transport});
+      if (this._state !== state) return; // a state listener moved on (close())
+      const payload = {transport};
+      if (legacy !== undefined) payload.reason = legacy;
+      this._emit(state === State.RECONNECTING ? State.CONNECTING : state, payload);
     }
 
-    /** disconnected -> connecting. */
+    /** disconnected -> connecting, from the best transport. */
     _start() {
-      const win = this._env.window;
-      if (win && win.addEventListener) win.addEventListener('online', this._onOnline);
-      this._fallback.failures = 0;
-      this._moveTo(State.CONNECTING, {transport: this._fallback.current});
-      this._open();
+      this._listen('addEventListener');
+      this._fallback.restart();
+      this._lost = false;
+      this._live = null;
+      this._probeRound = 0;
+      this._moveTo(State.CONNECTING, this._fallback.current, 'starting', undefined);
+      if (this._state === State.CONNECTING) this._open(); // unless a listener called close()
     }
 
     /** any -> disconnected: every step in progress is cancelled. */
@@ -839,11 +982,37 @@
       this._teardown();
       this._cancel('reconnect');
       this._cancel('sync');
+      this._cancel('grace');
+      this._cancel('probe');
       this._authCall = null;
       this._setActive([]);
-      const win = this._env.window;
-      if (win && win.removeEventListener) win.removeEventListener('online', this._onOnline);
-      this._moveTo(State.DISCONNECTED, {transport: name, reason});
+      this._listen('removeEventListener');
+      this._moveTo(State.DISCONNECTED, name, reason, reason);
+    }
+
+    /** Start or stop listening to `online`, `offline` (window) and `visibilitychange` (document). */
+    _listen(method) {
+      const {window: win, document: doc} = this._env;
+      if (win && win[method]) {
+        win[method]('online', this._onOnline);
+        win[method]('offline', this._onOffline);
+      }
+      if (doc && doc[method]) doc[method]('visibilitychange', this._onVisible);
+    }
+
+    /**
+     * The connection was lost (`reason`: readable words, what ended it; the
+     * retries' failures go to `error` events). While connected, the state
+     * says so only if no new connection is up within reconnectingDelay: a
+     * quick repair never shows.
+     */
+    _lose(reason) {
+      if (this._state !== State.CONNECTED || this._timers.grace) return; // the first loss names the reason
+      this._lost = true;
+      this._lossReason = reason;
+      this._after('grace', this._opts.reconnectingDelay, () => {
+        this._moveTo(State.RECONNECTING, this._fallback.current, this._lossReason, this._lossReason);
+      });
     }
 
     /** The next step while connecting or connected: a fresh token first if one is needed, then a transport. */
@@ -854,8 +1023,10 @@
       const name = this._fallback.current;
       const t = new TRANSPORT_CLASSES[name](this._host, name);
       // progress: a channel frame came on this connection; serverPing: the
-      // interval its `connected` frame stated (s); pingMs: the watchdog's limit.
-      this._conn = {transport: t, progress: false, serverPing: 0, pingMs: 0};
+      // interval its `connected` frame stated (s); pingMs: the watchdog's
+      // limit; connectedAt, heardAt: when its `connected` frame and its latest
+      // frame came (ms, env.now()).
+      this._conn = {transport: t, progress: false, serverPing: 0, pingMs: 0, connectedAt: null, heardAt: null};
       if (t.streaming) {
         // A streaming response starts with `connected` at once. When it does
         // not come, something between us buffers the stream (for WebSocket,
@@ -882,6 +1053,7 @@
       this._conn = null;
       this._cancel('first');
       this._cancel('ping');
+      this._stopProbe();
       if (conn) conn.transport.close();
     }
 
@@ -889,34 +1061,196 @@
       return this._conn !== null && this._conn.transport === t;
     }
 
-    /** The current transport ended: apply its retry policy (-> connecting). */
+    /** The current transport ended: apply its retry policy (connected -> reconnecting, after a grace). */
     _fail(t, info) {
       if (!this._current(t)) return;
+      const conn = this._conn;
+      const o = this._opts;
       let retry = info.retry || Retry.AUTO;
       if (retry.renewToken && this._tokenExpired(t)) return;
+      if (t.hold && this._holdTooLong(info)) {
+        // Something in the path cuts requests held this long: no error, poll again at once.
+        this._teardown();
+        return this._open();
+      }
+      const stable = conn.connectedAt != null && this._env.now() - conn.connectedAt >= STABLE_MS;
+      if (t.streaming) this._learnIdleCut(conn, info);
       // "Reconnect at once" (close 1001, 4001) from a connection that served
       // no channel frame would only repeat itself (a catch-up the server
       // cannot send): pause first, as for a reconnect frame.
-      if (retry.now && !this._conn.progress) retry = Retry.SAME;
+      if (retry.now && !conn.progress) retry = Retry.SAME;
+      const text = describe(info);
       this._teardown();
+      this._lose(text);
       if (!retry.now) {
         this._emit('error', {type: 'transport', transport: t.name, reason: info.reason,
-          code: info.code, message: info.message, error: info.error});
+          code: info.code, status: info.status, message: info.message || text, error: info.error});
         if (this._state === State.DISCONNECTED || this._conn) return; // a listener closed or reconnected
       }
+      const index = this._fallback.index;
       const pause = this._fallback.advance(retry);
-      const o = this._opts;
-      const delay = pause ? backoff(this._fallback.failures++, o.minReconnectDelay, o.maxReconnectDelay, this._env.random) : 0;
-      this._moveTo(State.CONNECTING, {transport: this._fallback.current, reason: info.reason});
+      if (this._fallback.index !== index) {
+        this._emit('transport_failed', {transport: t.name, next: this._fallback.current,
+          status: info.status == null ? null : info.status,
+          code: info.code == null ? null : info.code, reason: text});
+        if (this._state === State.DISCONNECTED || this._conn) return;
+      }
+      let delay = 0;
+      if (pause) {
+        // The first retry after a connection that lived: within
+        // minReconnectDelay (full jitter). Then the backoff.
+        delay = stable ? Math.floor(this._env.random() * o.minReconnectDelay)
+          : backoff(this._fallback.failures++, o.minReconnectDelay, o.maxReconnectDelay, this._env.random);
+      }
       this._after('reconnect', delay, () => this._open());
     }
 
+    /**
+     * A long-poll ended by a 502/504, or cut, after it was held a while (at
+     * least 1 s, less than the hold asked for): is the hold longer than
+     * something in the path allows? A gateway error, or a second cut at the
+     * same age, shortens the hold to 3/4 of that age. The first cut only
+     * polls again. True: poll again at once, as no failure.
+     */
+    _holdTooLong(info) {
+      const age = info.age;
+      const current = this._hold || 25;
+      const gateway = info.status === 502 || info.status === 504;
+      if (!(age >= 1000) || !(gateway || info.reason === LOST)) return false;
+      // Held for the whole hold, the server would have answered: the fault is
+      // elsewhere (a gateway that cannot reach the hub, say), not the hold.
+      if (age >= current * 1000) return false;
+      const consistent = gateway || sameAge(this._holdCut, age);
+      this._holdCut = age;
+      if (!consistent) return true;
+      const hold = Math.max(1, Math.min(current - 1, Math.floor(age * 0.75 / 1000)));
+      if (hold >= current) return false; // as short as it goes: an ordinary failure
+      this._hold = hold;
+      return true;
+    }
+
+    /**
+     * A stream cut after a silence shorter than its ping interval (the next
+     * ping was not even due): something in the path times out idle
+     * connections. A second such cut after the same silence asks the server
+     * for pings at half that silence (at least 5 s).
+     */
+    _learnIdleCut(conn, info) {
+      const idle = conn.heardAt == null ? null : this._env.now() - conn.heardAt;
+      const cut = info.reason === LOST || info.reason === 'closed';
+      if (!cut || conn.connectedAt == null || !conn.serverPing || !(idle >= 1000) || idle >= conn.serverPing * 1000) {
+        this._idleCut = null;
+        return;
+      }
+      if (sameAge(this._idleCut, idle)) {
+        const ping = Math.max(MIN_PING, Math.floor(idle / 2000));
+        if (ping < (this._ping || conn.serverPing)) this._ping = ping;
+      }
+      this._idleCut = idle;
+    }
+
     _online() {
-      // Back online: retry now instead of at the end of a backoff pause.
-      if (!this._timers.reconnect) return;
-      this._cancel('reconnect');
-      this._fallback.reset();
-      this._open();
+      // Back online (or the page visible again): retry now instead of at the
+      // end of a backoff pause; after a step-down, try the better transports.
+      if (this._timers.reconnect) {
+        this._cancel('reconnect');
+        this._fallback.reset();
+        this._open();
+      } else if (this._steppedDown() && this._env.now() - this._probeAt >= this._opts.connectTimeout) {
+        this._startProbe();
+      }
+    }
+
+    _offline() {
+      // The browser says the network is gone: a socket may take a ping
+      // interval to notice, so give the connection up now. The retries fail
+      // fast meanwhile; `online` retries at once.
+      const conn = this._conn;
+      if (conn) this._fail(conn.transport, {reason: 'offline', text: 'offline'});
+    }
+
+    // -- stepping back up --
+
+    /** Connected over a worse transport than the best, with no probe running: a probe can run. */
+    _steppedDown() {
+      return this._state === State.CONNECTED && !!this._conn && !this._probe && !this._opts.transport &&
+        this._fallback.better().length > 0;
+    }
+
+    /** After a step-down, connected: plan a probe of the better transports, with backoff. */
+    _planProbe() {
+      if (this._timers.probe || !this._steppedDown()) return;
+      const o = this._opts;
+      const ceiling = Math.min(o.maxProbeDelay, o.probeDelay * Math.pow(2, Math.min(this._probeRound, 31)));
+      const delay = Math.floor(ceiling / 2 + this._env.random() * ceiling / 2);
+      this._after('probe', delay, () => this._startProbe());
+    }
+
+    /** Open the better transports one by one beside the live connection, best first. */
+    _startProbe() {
+      this._cancel('probe');
+      if (!this._steppedDown()) return; // planned again once connected
+      this._probeAt = this._env.now();
+      this._probe = {transport: null, queue: this._fallback.better()};
+      this._probeNext();
+    }
+
+    _probeNext() {
+      const probe = this._probe;
+      const name = probe.queue.shift();
+      if (!name) {
+        this._probe = null;
+        this._probeRound++;
+        return this._planProbe();
+      }
+      // The probe only listens for `connected`: a WebSocket subscribes to
+      // nothing; sse and stream name the channels (the server needs some) from
+      // the current positions, and what they deliver is ignored.
+      const host = Object.assign({}, this._host, {
+        params: () => {
+          const channels = name === 'websocket' ? [] : Array.from(this._active);
+          return {channels, cursor: this._cursor(channels), auth: this._auth};
+        },
+        frame: (t, f) => {
+          if (probe.transport === t && f && f.type === FrameType.CONNECTED) this._probeWon(t);
+        },
+        end: (t) => {
+          if (probe.transport === t) this._probeLost();
+        },
+        answered: () => {}
+      });
+      const t = probe.transport = new TRANSPORT_CLASSES[name](host, name);
+      this._after('probeTimeout', this._opts.connectTimeout, () => this._probeLost());
+      try {
+        t.open();
+      } catch (err) {
+        this._probeLost();
+      }
+    }
+
+    _probeLost() {
+      const probe = this._probe;
+      if (!probe) return;
+      this._cancel('probeTimeout');
+      const t = probe.transport;
+      probe.transport = null;
+      if (t) t.close();
+      this._probeNext();
+    }
+
+    /** A better transport answered: switch to it, from the current positions. */
+    _probeWon(t) {
+      this._stopProbe();
+      this._probeRound = 0;
+      this._fallback.index = this._fallback.candidates.indexOf(t.name);
+      this._restart();
+    }
+
+    _stopProbe() {
+      const probe = this._probe;
+      this._probe = null;
+      this._cancel('probeTimeout');
+      if (probe && probe.transport) probe.transport.close();
     }
 
     // -- channels --
@@ -1049,7 +1383,7 @@
         this._authAttempt++;
       }
       this._teardown();
-      this._moveTo(State.CONNECTING, {transport: t.name, reason: ReconnectReason.TOKEN_EXPIRED});
+      this._lose(REASON_TEXT[ReconnectReason.TOKEN_EXPIRED]);
       this._after('reconnect', delay, () => this._open());
       return true;
     }
@@ -1064,16 +1398,27 @@
     _frame(t, f) {
       if (!this._current(t) || !f || typeof f !== 'object') return;
       const conn = this._conn;
+      conn.heardAt = this._env.now();
       this._rearm();
       const channel = f.channel;
       switch (f.type) {
-        case FrameType.CONNECTED:
+        case FrameType.CONNECTED: {
           this._cancel('first');
+          this._cancel('grace');
           this._fallback.connected(t.name);
+          conn.connectedAt = conn.heardAt;
           conn.serverPing = f.ping > 0 ? f.ping : 0;
           if (conn.serverPing && t.seesPings) this._watchPings();
-          this._moveTo(State.CONNECTED, {transport: t.name});
+          // The 0.1 `connected` event also marks a loss repaired within the
+          // grace, and a switch of transport, which change no state.
+          const again = this._state === State.CONNECTED && (this._lost || this._live !== t.name);
+          this._lost = false;
+          this._live = t.name;
+          if (again) this._emit('connected', {transport: t.name});
+          else this._moveTo(State.CONNECTED, t.name, `connected over ${t.name}`, undefined);
+          if (this._conn === conn) this._planProbe();
           break;
+        }
         case FrameType.PING:
           if (!conn.pingMs && conn.serverPing) this._watchPings();
           this._authAttempt = 0; // the connection lived a ping interval: its token works

@@ -62,6 +62,7 @@ class LiveConnection:
         expires: float | None = None,
         byte_limit: int | None = None,
         hears_peer: bool = False,
+        ping_interval: float | None = None,
     ) -> None:
         self.name = name
         self.hub = hub
@@ -72,6 +73,9 @@ class LiveConnection:
         self._ping = ping
         self._expires = expires
         self._byte_limit = byte_limit
+        #: This connection's keep-alive period: what its client asked for
+        #: (``ping``, clamped), else the hub's ``ping_interval``.
+        self.ping_interval = ping_interval or hub.settings.ping_interval
         #: Bytes handed to the outbox so far.
         self.sent_bytes = 0
         #: An ``end`` began: only the ``reconnect`` frame is still written.
@@ -87,7 +91,7 @@ class LiveConnection:
         self.listening = True
         self._timers: list[asyncio.TimerHandle] = []
         self._watchdog: asyncio.TimerHandle | None = None
-        self._ticker = PeriodicCallback(self._tick, hub.settings.ping_interval * 1000)
+        self._ticker = PeriodicCallback(self._tick, self.ping_interval * 1000)
         self.outbox = Outbox(
             write,
             hub.settings.max_pending_bytes,
@@ -249,7 +253,7 @@ class LiveConnection:
         # What waits unframed is dropped: the client resumes from the
         # positions of the frames it got.
         self._discard_waiting()
-        self._timers.append(self._call_later(self.hub.settings.ping_interval, self.cut))
+        self._timers.append(self._call_later(self.ping_interval, self.cut))
         self.outbox.put(self._encode(F.reconnect(reason)))
 
     def _tick(self) -> None:
@@ -330,6 +334,7 @@ class StreamingTransport(Transport):
             ping=self.encode(F.PING_FRAME),
             expires=self.expires,
             byte_limit=self.hub.settings.stream_max_bytes,
+            ping_interval=self.request.ping,
         )
 
     @abc.abstractmethod
@@ -354,7 +359,7 @@ class StreamingTransport(Transport):
         ]
         stream = handler.request.connection.stream  # type: ignore[union-attr]
         stream.set_nodelay(True)
-        connected = F.connected(self.name, self.hub.settings.ping_interval)
+        connected = F.connected(self.name, self.connection.ping_interval)
         self.connection.put(self.preamble() + self.encode(connected))
         self.connection.start()
         try:

@@ -39,7 +39,7 @@ from ..errors import (
 )
 from ..frames import Frame
 from ..protocol import dumps, parse_cursor
-from ..request import check_channels, query_names
+from ..request import check_channels, parse_ping, query_names
 from ..session import Session
 from .base import log_broker_failure
 from .connection import LiveConnection
@@ -118,6 +118,11 @@ class ChannelSocketMixin(WebSocketHandler):
         stream = self.ws_connection.stream
         assert stream is not None
         self.set_nodelay(True)
+        try:
+            ping = parse_ping(self._one_argument("ping"), hub.settings)
+            bad_ping = None
+        except BadRequest as exc:
+            ping, bad_ping = None, exc
         session = Session(hub, self._send, self._authorize_channel, self._broker_failed)
         self._connection = connection = LiveConnection(
             self.name,
@@ -130,9 +135,13 @@ class ChannelSocketMixin(WebSocketHandler):
             ping=_encode(F.PING_FRAME) + PROTOCOL_PING,
             expires=self.subscription_expires(),
             hears_peer=True,
+            ping_interval=ping,
         )
-        connection.put(_encode(F.connected(self.name, hub.settings.ping_interval)))
+        connection.put(_encode(F.connected(self.name, connection.ping_interval)))
         connection.start()
+        if bad_ping is not None:
+            self._error(bad_ping.code, bad_ping.message)
+            return None
         # The connect URL subscribes exactly like an in-band command would.
         try:
             names = query_names(self.request.query_arguments)
@@ -149,6 +158,16 @@ class ChannelSocketMixin(WebSocketHandler):
         if names:
             return self._subscribe(session, names, cursor_text)
         return None
+
+    def _one_argument(self, name: str) -> str | None:
+        """A single-valued connect URL parameter (BadRequest if repeated or not UTF-8)."""
+        values = self.request.query_arguments.get(name, [])
+        if len(values) > 1:
+            raise BadRequest(BAD_PARAMETER, f"parameter {name!r} given {len(values)} times")
+        try:
+            return values[0].decode("utf-8") if values else None
+        except UnicodeDecodeError:
+            raise BadRequest(BAD_PARAMETER, f"parameter {name!r} is not UTF-8") from None
 
     def on_pong(self, data: bytes) -> None:
         if self._connection is not None:

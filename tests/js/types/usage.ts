@@ -6,7 +6,8 @@ import {
   registerJQuery,
 } from '../../../src/torchannels/static/torchannel.js';
 import type {
-  ClientOptions, ConnectionState, ErrorEvent, Message, StateEvent, SubscriptionToken, TransportName,
+  ClientOptions, ConnectionState, ErrorEvent, Message, StateChange, StateEvent, SubscriptionToken, TransportName,
+  TransportFailedEvent,
 } from '../../../src/torchannels/static/torchannel.js';
 
 const options: ClientOptions = {
@@ -16,12 +17,16 @@ const options: ClientOptions = {
   transport: null,
   onReset: (channel: string, reason: string) => console.log(channel, reason),
   minReconnectDelay: 500,
-  maxReconnectDelay: 20000,
+  maxReconnectDelay: 10000,
+  reconnectingDelay: 1000,
   connectTimeout: 5000,
   maxPingDelay: 10000,
   pollInterval: 2000,
   longpollTimeout: null,
   requestTimeout: 10000,
+  ping: 10,
+  probeDelay: 15000,
+  maxProbeDelay: 300000,
   withCredentials: false,
   token: 'eyJ0...',
   getToken: () => fetch('/token').then((res) => res.json()).then((body: {token: string}) => body.token),
@@ -31,7 +36,9 @@ const options: ClientOptions = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (id) => clearTimeout(id),
   random: Math.random,
+  now: Date.now,
   window,
+  document,
   location: null,
   AbortController,
   TextDecoder,
@@ -72,6 +79,20 @@ const chained: Client = client.on('connecting', onState).on('connected', onState
     console.log(type, code, e.channel, e.reason, e.message, e.error, e.transport);
   });
 client.off('connected', onState).off('error');
+client.on('state', (e: StateChange) => {
+  const to: 'disconnected' | 'connecting' | 'connected' | 'reconnecting' = e.to;
+  const from: ConnectionState = e.from;
+  const why: string = e.reason;
+  if (to === 'reconnecting') console.log(`reconnecting (${why})…`, from, e.transport);
+});
+client.on('transport_failed', (e: TransportFailedEvent) => {
+  const status: number | null = e.status;
+  const code: string | number | null = e.code;
+  const next: TransportName = e.next;
+  console.log(e.transport, status, code, next, e.reason.length);
+});
+client.off('state').off('transport_failed');
+if (client.state === 'reconnecting') console.log('reconnecting');
 client.close();
 
 // constants and helpers
@@ -124,3 +145,7 @@ backoff('3', 500, 20000);
 // @ts-expect-error: onError receives a ChannelError, not a string
 client.subscribe('news', () => {}, {onError: (e: string) => console.log(e)});
 console.log(wrongState);
+// @ts-expect-error: a state change is no transport failure
+client.on('state', (e: TransportFailedEvent) => console.log(e.next));
+// @ts-expect-error: ping is seconds, a number
+new Client({ping: '10'});

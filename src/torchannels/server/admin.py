@@ -1,0 +1,177 @@
+"""The admin page at ``/admin``: a login, then the hub's live state.
+
+Off unless an admin password (``--admin-password``, else the API key) is
+set: without one the routes do not exist (404). The session is a signed
+cookie (Tornado's ``create_signed_value``, HMAC-SHA256) holding the time
+of the login; it lasts :data:`SESSION_SECONDS`, is ``HttpOnly``,
+``SameSite=Strict``, ``Secure`` over HTTPS (or ``X-Forwarded-Proto:
+https`` from a proxy), and scoped to ``/admin``. Its
+key is derived from the password, so every worker process accepts it and
+changing the password ends every session. Every form and every
+state-changing call carries Tornado's XSRF token. The key never travels
+in a URL.
+
+The page tails any channel through ``/admin/channels`` (and
+``/admin/channels/ws``): the ordinary subscribe endpoint, authorized by the
+admin session instead of a token, so the page needs no token secret and
+mints no token. Its WebSocket accepts only the page's own origin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from typing import Any
+
+import tornado.web
+import tornado.websocket
+
+from ..errors import FORBIDDEN, AccessDenied
+from ..handlers import ChannelMixin
+from ..session import Subscription
+
+COOKIE = "torchannels_admin"
+#: How long a login lasts.
+SESSION_SECONDS = 12 * 3600
+#: Security headers of every admin answer: no framing, no caching, no
+#: script or connection that is not the hub's own.
+HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
+    ),
+}
+
+
+class AdminAuth:
+    """The admin password and the key that signs session cookies.
+
+    >>> auth = AdminAuth("pw")
+    >>> auth.expires(auth.cookie(now=1000.0), now=1001.0)
+    44200.0
+    >>> auth.expires(b"forged", now=1001.0) is None
+    True
+    """
+
+    def __init__(self, password: str, cookie_secret: str | None = None) -> None:
+        self.password = password
+        # Derived, not the password itself: the cookie key must not reveal it.
+        self.secret = (
+            cookie_secret
+            or hmac.new(password.encode(), b"torchannels admin session", hashlib.sha256).hexdigest()
+        )
+
+    def check(self, given: str) -> bool:
+        """Whether ``given`` is the password (compared in constant time)."""
+        return hmac.compare_digest(given.encode(), self.password.encode())
+
+    def cookie(self, now: float | None = None) -> bytes:
+        """A fresh session cookie value."""
+        issued = int(time.time() if now is None else now)
+        return tornado.web.create_signed_value(self.secret, COOKIE, str(issued))
+
+    def expires(self, value: str | bytes | None, now: float | None = None) -> float | None:
+        """When the session of cookie ``value`` ends; None if it is not a
+        valid, current session."""
+        if not value:
+            return None
+        decoded = tornado.web.decode_signed_value(self.secret, COOKIE, value, max_age_days=1)
+        if decoded is None or not decoded.isdigit():
+            return None
+        end = float(int(decoded) + SESSION_SECONDS)
+        return end if end > (time.time() if now is None else now) else None
+
+
+class AdminHandler(tornado.web.RequestHandler):
+    """Base of the admin handlers: the session, headers, XSRF on POST."""
+
+    def initialize(self, auth: AdminAuth) -> None:
+        self.auth = auth
+
+    def set_default_headers(self) -> None:
+        for name, value in HEADERS.items():
+            self.set_header(name, value)
+
+    def session_expires(self) -> float | None:
+        return self.auth.expires(self.get_cookie(COOKIE))
+
+    def prepare(self) -> None:
+        if self.request.method == "POST":
+            self.check_xsrf_cookie()  # the app has no xsrf_cookies setting: asked here
+
+
+class AdminPageHandler(AdminHandler):
+    """``GET /admin``: the dashboard, or the login form without a session."""
+
+    def get(self) -> None:
+        if self.session_expires() is None:
+            self.render("admin_login.html", error=None)
+        else:
+            self.render("admin.html")
+
+
+class AdminLoginHandler(AdminHandler):
+    """``POST /admin/login`` with ``password``: a session cookie, then back to /admin."""
+
+    def post(self) -> None:
+        if not self.auth.check(self.get_body_argument("password", "")):
+            self.set_status(403)
+            self.render("admin_login.html", error="Wrong password.")
+            return
+        self.set_cookie(
+            COOKIE,
+            self.auth.cookie(),
+            path="/admin",
+            expires_days=SESSION_SECONDS / 86400,
+            httponly=True,
+            samesite="Strict",
+            secure=self._over_https(),
+        )
+        self.redirect("/admin", status=303)
+
+    def _over_https(self) -> bool:
+        # Trusting the proxy's header here is safe: a forged one can only
+        # make the cookie Secure, which breaks nothing but the forger's login.
+        forwarded = self.request.headers.get("X-Forwarded-Proto", "")
+        return self.request.protocol == "https" or forwarded.lower() == "https"
+
+
+class AdminLogoutHandler(AdminHandler):
+    """``POST /admin/logout``: the session cookie is cleared."""
+
+    def post(self) -> None:
+        self.clear_cookie(COOKIE, path="/admin")
+        self.redirect("/admin", status=303)
+
+
+class AdminChannelHandler(ChannelMixin, tornado.web.RequestHandler):
+    """``/admin/channels``: subscriptions to any channel for an admin session."""
+
+    def initialize(self, **kwargs: Any) -> None:
+        self.auth: AdminAuth = kwargs.pop("auth")
+        super().initialize(**kwargs)
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+
+    def _expires(self) -> float | None:
+        if not hasattr(self, "_session"):
+            self._session = self.auth.expires(self.get_cookie(COOKIE))
+        return self._session
+
+    def can_access(self, sub: Subscription) -> bool:
+        if self._expires() is None:
+            raise AccessDenied(FORBIDDEN, "log in at /admin to read channels here")
+        return True
+
+    def subscription_expires(self) -> float | None:
+        return self._expires()
+
+    def check_origin(self, origin: str) -> bool:
+        """The admin page's own origin only, whatever ``--allowed-origins`` says."""
+        return tornado.websocket.WebSocketHandler.check_origin(self, origin)  # type: ignore[arg-type]

@@ -1,0 +1,125 @@
+"""The admin page's JSON routes, authorized by its session cookie, and
+:func:`admin_routes`, every route of the page.
+
+``GET /admin/api/stats`` (totals over every process), ``GET
+/admin/api/channels`` (the rows of ``GET /api/channels``) and ``POST
+/admin/api/publish`` (one message; the ``X-XSRFToken`` header required).
+Without a session each answers 401 ``unauthorized``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ..errors import TorChannelsError
+from ..hub import Hub
+from ..protocol import dumps
+from .admin import (
+    AdminAuth,
+    AdminChannelHandler,
+    AdminHandler,
+    AdminLoginHandler,
+    AdminLogoutHandler,
+    AdminPageHandler,
+)
+from .api import BAD_JSON, INVALID_MESSAGE, UNAUTHORIZED, ApiError, _channel, api_error
+from .channels_api import list_channels, page_arguments
+from .fleet import LocalCounts
+
+#: The largest message the publish box sends.
+MAX_BODY = 65536
+
+
+class AdminDataHandler(AdminHandler):
+    """JSON in and out; 401 without a session, errors as ``{"error", "message"}``."""
+
+    def initialize(self, **kwargs: Any) -> None:  # type: ignore[override]
+        super().initialize(kwargs.pop("auth"))
+        self.hub: Hub = kwargs["hub"]
+        self.counts: LocalCounts = kwargs["counts"]
+
+    def prepare(self) -> None:
+        if self.session_expires() is None:
+            self.fail(ApiError(401, UNAUTHORIZED, "log in at /admin first"))
+            return
+        super().prepare()
+
+    def reply(self, body: dict[str, Any]) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(dumps(body))
+
+    def fail(self, exc: ApiError | TorChannelsError) -> None:
+        error = api_error(exc)
+        self.set_status(error.status)
+        self.reply({"error": error.code, "message": error.message})
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        code = "xsrf" if status_code == 403 else "internal" if status_code >= 500 else "http_error"
+        self.reply({"error": code, "message": self._reason})
+
+
+class AdminStatsHandler(AdminDataHandler):
+    """``GET /admin/api/stats``: connections by transport, subscriptions and
+    the counters, summed over every process, and the server time."""
+
+    async def get(self) -> None:
+        try:
+            totals = await self.counts.totals()
+        except TorChannelsError as exc:
+            self.fail(exc)
+            return
+        self.reply({**totals, "time": time.time()})
+
+
+class AdminChannelsHandler(AdminDataHandler):
+    """``GET /admin/api/channels``: as ``GET /api/channels``."""
+
+    async def get(self) -> None:
+        try:
+            prefix, after, limit = page_arguments(self)
+            self.reply(await list_channels(self.hub, self.counts, prefix, after, limit))
+        except (ApiError, TorChannelsError) as exc:
+            self.fail(exc)
+
+
+class AdminPublishHandler(AdminDataHandler):
+    """``POST /admin/api/publish`` ``{"channel": NAME, "data": {...}}``."""
+
+    async def post(self) -> None:
+        try:
+            if len(self.request.body) > MAX_BODY:
+                raise ApiError(413, "payload_too_large", f"at most {MAX_BODY} bytes")
+            try:
+                body = json.loads(self.request.body)
+            except ValueError:
+                raise ApiError(400, BAD_JSON, "the body is not valid JSON") from None
+            if not isinstance(body, dict):
+                raise ApiError(400, BAD_JSON, "the body must be a JSON object")
+            channel = _channel(body.get("channel"))
+            data = body.get("data")
+            if not isinstance(data, dict):
+                raise ApiError(400, INVALID_MESSAGE, '"data" must be a JSON object')
+            message = await self.hub.channel(channel).asend(data)
+        except (ApiError, TorChannelsError) as exc:
+            self.fail(exc)
+            return
+        self.reply({k: message[k] for k in ("channel", "epoch", "offset", "ts")})
+
+
+def admin_routes(hub: Hub, auth: AdminAuth, counts: LocalCounts) -> list[Any]:
+    """The admin page's routes (added only when a password is set)."""
+    mine = {"auth": auth}
+    data = {"auth": auth, "hub": hub, "counts": counts}
+    channels = {"auth": auth, "hub": hub}
+    return [
+        (r"/admin", AdminPageHandler, mine),
+        (r"/admin/login", AdminLoginHandler, mine),
+        (r"/admin/logout", AdminLogoutHandler, mine),
+        (r"/admin/api/stats", AdminStatsHandler, data),
+        (r"/admin/api/channels", AdminChannelsHandler, data),
+        (r"/admin/api/publish", AdminPublishHandler, data),
+        (r"/admin/channels", AdminChannelHandler, channels),
+        (r"/admin/channels/ws", AdminChannelHandler.websocket(), channels),
+    ]

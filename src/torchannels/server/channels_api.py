@@ -1,0 +1,102 @@
+"""``GET /api/channels``: the channels that exist, a page at a time.
+
+The list is the broker's channels (:meth:`~torchannels.Broker.channels`)
+together with those that have subscribers in this process, sorted by name;
+each row carries the channel's position, history and subscriber counts
+(``subscribers`` over every process: :mod:`.fleet`). The admin page reads
+the same rows through its own session-authenticated route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from typing import Any
+
+from tornado.web import RequestHandler
+
+from ..cors import CorsPolicy
+from ..errors import TorChannelsError
+from ..hub import Hub
+from ..protocol import CHANNEL_RE, MAX_CHANNEL_LENGTH
+from .api import INVALID_CHANNEL, ApiError, ApiHandler
+from .fleet import LocalCounts
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+INVALID_LIMIT = "invalid_limit"  # 400: limit is not an integer from 1 to MAX_LIMIT
+
+
+def page_arguments(handler: RequestHandler) -> tuple[str, str | None, int]:
+    """``prefix``, ``after`` and ``limit`` of a list request, checked."""
+    prefix = handler.get_query_argument("prefix", "")
+    if prefix and CHANNEL_RE.fullmatch(prefix) is None:
+        raise ApiError(
+            400,
+            INVALID_CHANNEL,
+            f"invalid prefix {prefix!r}: use up to {MAX_CHANNEL_LENGTH} characters "
+            "allowed in channel names",
+        )
+    after = handler.get_query_argument("after", "") or None
+    if after is not None and CHANNEL_RE.fullmatch(after) is None:
+        raise ApiError(400, INVALID_CHANNEL, f"invalid channel name {after!r} in 'after'")
+    text = handler.get_query_argument("limit", str(DEFAULT_LIMIT)).strip()
+    limit = int(text) if text.isascii() and text.isdigit() and len(text) < 10 else -1
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(
+            400, INVALID_LIMIT, f"limit must be an integer from 1 to {MAX_LIMIT}, not {text!r}"
+        )
+    return prefix, after, limit
+
+
+async def list_channels(
+    hub: Hub, counts: LocalCounts, prefix: str, after: str | None, limit: int
+) -> dict[str, Any]:
+    """One page: ``{"channels": [row, ...], "next": NAME or None}``."""
+    held = await hub.broker.channels(prefix, after=after, limit=limit + 1)
+    local = [
+        c for c in hub.local_channels() if c.startswith(prefix) and (after is None or c > after)
+    ]
+    # The first limit+1 of the union are among the broker's first limit+1
+    # and the local ones, so the merge is exact.
+    names = heapq.nsmallest(limit + 1, set(held).union(local))
+    page = names[:limit]
+    infos = await asyncio.gather(*(hub.info(name) for name in page))
+    subscribers = await counts.subscribers(page)
+    rows = [
+        {
+            "channel": info.channel,
+            "epoch": info.position.epoch,
+            "offset": info.position.offset,
+            "history_length": info.history_length,
+            "has_state": info.has_state,
+            "local_subscribers": info.extra.get("local_subscribers", 0),
+            "subscribers": subscribers.get(info.channel, 0),
+        }
+        for info in infos
+    ]
+    return {"channels": rows, "next": page[-1] if len(names) > limit else None}
+
+
+class ChannelListHandler(ApiHandler):
+    """``GET /api/channels?prefix=P&limit=N&after=NAME``."""
+
+    def initialize(  # type: ignore[override]
+        self,
+        hub: Hub,
+        api_key: str | None,
+        max_body: int,
+        counts: LocalCounts,
+        cors: CorsPolicy | None = None,
+    ) -> None:
+        super().initialize(hub, api_key, max_body, cors)
+        self.counts = counts
+
+    async def get(self) -> None:
+        if self.refused():
+            return
+        try:
+            prefix, after, limit = page_arguments(self)
+            self.reply(await list_channels(self.hub, self.counts, prefix, after, limit))
+        except (ApiError, TorChannelsError) as exc:
+            self.fail(exc)

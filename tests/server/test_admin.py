@@ -1,0 +1,286 @@
+"""The admin page's authentication against real ``torchannels serve``
+processes: off by default, login, cookie, XSRF, logout, and the admin-only
+routes (issue 12). The page itself runs in Chromium: tests/e2e/test_admin_page.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import Callable
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import tornado.httpclient
+import tornado.websocket
+
+from redis_servers import shared_redis
+from server.processes import (
+    KEY,
+    WAIT,
+    Live,
+    ServerProcess,
+    Socket,
+    api,
+    as_json,
+    fetch,
+    poll,
+    until,
+)
+from support import messages
+
+PASSWORD = "admin-test-password"
+COOKIE = "torchannels_admin"
+
+
+class Browser:
+    """A cookie jar over Tornado's HTTP client: what a browser would send."""
+
+    def __init__(self, http: Any, server: ServerProcess) -> None:
+        self.http = http
+        self.server = server
+        self.cookies: dict[str, str] = {}
+
+    def header(self) -> dict[str, str]:
+        jar = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        return {"Cookie": jar} if jar else {}
+
+    async def request(
+        self, path: str, method: str = "GET", body: str | bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:  # fmt: skip
+        response = await self.http.fetch(
+            self.server.base + path, method=method, body=body, raise_error=False,
+            headers={**self.header(), **(headers or {})}, follow_redirects=False,
+            allow_nonstandard_methods=True, request_timeout=WAIT,
+        )  # fmt: skip
+        for line in response.headers.get_list("Set-Cookie"):
+            for name, morsel in SimpleCookie(line).items():
+                if not morsel.value or morsel["max-age"] == "0":  # cleared
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = morsel.value
+        return response
+
+    async def xsrf(self) -> str:
+        """The login form's XSRF token (its cookie set on the way)."""
+        page = await self.request("/admin")
+        match = re.search(rb'name="_xsrf" value="([^"]+)"', page.body)
+        assert match, page.body
+        return match.group(1).decode()
+
+    async def login(self, password: str = PASSWORD, xsrf: str | None = None) -> Any:
+        token = await self.xsrf() if xsrf is None else xsrf
+        body = urlencode({"password": password, "_xsrf": token})
+        return await self.request("/admin/login", "POST", body)
+
+
+@pytest.fixture
+def admin_server(spawn: Callable[..., ServerProcess]) -> ServerProcess:
+    return spawn("--no-demo", "--api-key", KEY, "--admin-password", PASSWORD)
+
+
+async def test_off_without_a_password_or_key(
+    bare_server: ServerProcess, spawn: Callable[..., ServerProcess], http: Any
+) -> None:
+    no_admin = spawn("--no-demo", "--api-key", KEY, "--no-admin")
+    for server in (bare_server, no_admin):
+        for path in ("/admin", "/admin/login", "/admin/api/stats", "/admin/api/channels",
+                     "/admin/channels?channel=x"):  # fmt: skip
+            response = await fetch(http, server.base + path)
+            assert response.code == 404, (path, response.code)
+        response = await fetch(http, server.base + "/admin/login", "POST", "password=x")
+        assert response.code == 404
+
+
+async def test_login_sets_a_signed_httponly_strict_cookie(
+    admin_server: ServerProcess, http: Any
+) -> None:
+    browser = Browser(http, admin_server)
+    form = await browser.request("/admin")
+    assert form.code == 200 and b'type="password"' in form.body and b"/admin/login" in form.body
+    assert COOKIE not in browser.cookies
+    for header, value in (("X-Frame-Options", "DENY"), ("Cache-Control", "no-store")):
+        assert form.headers[header] == value
+    assert "frame-ancestors 'none'" in form.headers["Content-Security-Policy"]
+    response = await browser.login()
+    assert response.code == 303 and response.headers["Location"] == "/admin"
+    line = next(c for c in response.headers.get_list("Set-Cookie") if c.startswith(COOKIE))
+    lowered = line.lower()
+    assert "httponly" in lowered and "samesite=strict" in lowered and "path=/admin" in lowered
+    assert PASSWORD not in line and "secure" not in lowered.replace("samesite", "")  # plain http
+    # Behind a TLS-terminating proxy the cookie is Secure.
+    proxied = Browser(browser.http, admin_server)
+    token = await proxied.xsrf()
+    response = await proxied.request(
+        "/admin/login", "POST", urlencode({"password": PASSWORD, "_xsrf": token}),
+        {"X-Forwarded-Proto": "https"},
+    )  # fmt: skip
+    line = next(c for c in response.headers.get_list("Set-Cookie") if c.startswith(COOKIE))
+    assert "; secure" in line.lower()
+    page = await browser.request("/admin")
+    assert page.code == 200 and b'id="channels"' in page.body and b'id="logout"' in page.body
+    assert PASSWORD.encode() not in page.body
+    stats = await browser.request("/admin/api/stats")
+    body = as_json(stats)
+    assert stats.code == 200 and body["processes"] == 1
+    assert {"connections", "subscriptions", "published", "delivered", "resets",
+            "slow_dropped", "failed_publishes", "time"} <= set(body)  # fmt: skip
+
+
+async def test_wrong_password_missing_xsrf_and_forged_cookies_are_refused(
+    admin_server: ServerProcess, main_server: ServerProcess, http: Any
+) -> None:
+    browser = Browser(http, admin_server)
+    response = await browser.login("wrong")
+    assert response.code == 403 and b"Wrong password" in response.body
+    assert COOKIE not in browser.cookies
+    # With an admin password set, the API key is not it.
+    assert (await browser.login(KEY)).code == 403
+    # No XSRF token, or one that does not match the cookie: 403 before the password counts.
+    assert (await browser.login(xsrf="")).code == 403
+    assert (await browser.login(xsrf="2|00|" + "0" * 32 + "|1")).code == 403
+    assert COOKIE not in browser.cookies
+    for cookie in ("forged", "1700000000|" + "0" * 64):
+        browser.cookies[COOKIE] = cookie
+        assert (await browser.request("/admin/api/stats")).code == 401
+        page = await browser.request("/admin")
+        assert b'type="password"' in page.body
+    # A session of one server is no session on another (its key comes from its password).
+    other = Browser(http, main_server)
+    assert (await other.login(KEY)).code == 303  # main_server falls back to its API key
+    browser.cookies[COOKIE] = other.cookies[COOKIE]
+    assert (await browser.request("/admin/api/stats")).code == 401
+
+
+async def test_logout_ends_the_session(admin_server: ServerProcess, http: Any) -> None:
+    browser = Browser(http, admin_server)
+    await browser.login()
+    assert (await browser.request("/admin/api/stats")).code == 200
+    # Logging out is a POST with the XSRF token too.
+    assert (await browser.request("/admin/logout", "POST", "")).code == 403
+    assert COOKIE in browser.cookies
+    token = browser.cookies["_xsrf"]
+    response = await browser.request("/admin/logout", "POST", urlencode({"_xsrf": token}))
+    assert response.code == 303 and COOKIE not in browser.cookies
+    assert (await browser.request("/admin/api/stats")).code == 401
+    assert b'type="password"' in (await browser.request("/admin")).body
+
+
+async def test_admin_publish_needs_session_and_xsrf(admin_server: ServerProcess, http: Any) -> None:
+    browser = Browser(http, admin_server)
+    body = json.dumps({"channel": "ops:log", "data": {"text": "hi"}})
+    assert (await browser.request("/admin/api/publish", "POST", body)).code == 401
+    await browser.login()
+    response = await browser.request("/admin/api/publish", "POST", body)
+    assert response.code == 403 and as_json(response)["error"] == "xsrf"
+    xsrf = {"X-XSRFToken": browser.cookies["_xsrf"]}
+    response = await browser.request("/admin/api/publish", "POST", body, xsrf)
+    assert response.code == 200 and as_json(response)["offset"] == 1
+    info = as_json(await api(http, admin_server, "/api/channels/ops:log"))
+    assert info["offset"] == 1
+    for bad, code in (
+        ("nope", "bad_json"),
+        (json.dumps({"channel": "a b", "data": {}}), "invalid_channel"),
+        (json.dumps({"channel": "ops:log", "data": [1]}), "invalid_message"),
+        (json.dumps({"channel": "ops:log", "data": {"offset": 3}}), "invalid_message"),
+        ('{"channel": "ops:log", "data": {"x": NaN}}', "invalid_message"),
+    ):
+        response = await browser.request("/admin/api/publish", "POST", bad, xsrf)
+        assert (response.code, as_json(response)["error"]) == (400, code), bad
+    assert as_json(await api(http, admin_server, "/api/channels/ops:log"))["offset"] == 1
+
+
+async def test_admin_channels_route_lists_like_the_api(
+    admin_server: ServerProcess, http: Any
+) -> None:
+    browser = Browser(http, admin_server)
+    assert (await browser.request("/admin/api/channels")).code == 401
+    await browser.login()
+    await api(http, admin_server, "/api/publish", {"channel": "ops:a", "data": {}})
+    mine = as_json(await browser.request("/admin/api/channels?prefix=ops:"))
+    theirs = as_json(await api(http, admin_server, "/api/channels?prefix=ops:"))
+    assert mine == theirs and [r["channel"] for r in mine["channels"]] == ["ops:a"]
+    response = await browser.request("/admin/api/channels?limit=5000")
+    assert (response.code, as_json(response)["error"]) == (400, "invalid_limit")
+
+
+async def test_admin_subscribe_path_reads_any_channel_only_with_a_session(
+    admin_server: ServerProcess, http: Any
+) -> None:
+    await api(http, admin_server, "/api/publish", {"channel": "private:x", "data": {"n": 1}})
+    # The public path needs a token for private:x; the admin path a session.
+    public = await poll(http, admin_server, ["private:x"])
+    assert [f.get("code") for f in public["frames"] if f["type"] == "error"] == ["token_required"]
+    browser = Browser(http, admin_server)
+    url = "/admin/channels?" + urlencode({"transport": "poll", "channel": "private:x"})
+    refused = as_json(await browser.request(url))
+    assert [f.get("code") for f in refused["frames"] if f["type"] == "error"] == ["forbidden"]
+    await browser.login()
+    doc = as_json(await browser.request(url))
+    assert [m["n"] for m in messages(doc["frames"])] == [1]
+
+
+async def test_stats_cover_every_process_with_redis(
+    spawn: Callable[..., ServerProcess], http: Any, lives: Callable[..., Live]
+) -> None:
+    prefix = f"tc-test-{uuid.uuid4().hex[:12]}"
+    flags = ["--broker", shared_redis(), "--redis-prefix", prefix, "--history-ttl", "120",
+             "--api-key", KEY, "--admin-password", PASSWORD, "--no-demo"]  # fmt: skip
+    a, b = spawn(*flags), spawn(*flags)
+    streams = [lives(a.url(transport="sse", channel="demo:s")),
+               lives(b.url(transport="stream", channel=["demo:s", "demo:t"])),
+               lives(b.url(transport="sse", channel="demo:t"))]  # fmt: skip
+    for live in streams:
+        await live.wait(lambda fs: any(f["type"] == "subscribed" for f in fs))
+    for server in (a, b, b):
+        await api(http, server, "/api/publish", {"channel": "demo:s", "data": {}})
+    # The session made on a is valid on b too: both derive the key from the password.
+    browser = Browser(http, a)
+    await browser.login()
+    on_b = Browser(http, b)
+    on_b.cookies = dict(browser.cookies)
+
+    async def all_counted() -> bool:
+        stats = [as_json(await x.request("/admin/api/stats")) for x in (browser, on_b)]
+        return all(
+            s["processes"] == 2 and s["connections"] == {"sse": 2, "stream": 1}
+            and s["subscriptions"] == 4 and s["published"] == 3 and s["delivered"] >= 6
+            for s in stats
+        )  # fmt: skip
+
+    await until(all_counted, "stats of both processes on both")
+
+
+async def test_admin_websocket_needs_the_session_and_the_page_origin(
+    admin_server: ServerProcess, http: Any
+) -> None:
+    browser = Browser(http, admin_server)
+    await browser.login()
+    url = admin_server.base.replace("http://", "ws://") + "/admin/channels/ws?channel=private:w"
+    own = admin_server.base
+
+    async def connect(origin: str, cookies: dict[str, str]) -> Socket:
+        request = tornado.httpclient.HTTPRequest(url, headers={
+            "Origin": origin, "Host": own.removeprefix("http://"),
+            **({"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())} if cookies else {}),
+        })  # fmt: skip
+        conn = await asyncio.wait_for(tornado.websocket.websocket_connect(request), WAIT)
+        return Socket(conn)
+
+    with pytest.raises(tornado.httpclient.HTTPClientError) as refused:
+        await connect("https://evil.example", browser.cookies)
+    assert refused.value.code == 403
+    anonymous = await connect(own, {})
+    frames = await anonymous.wait(lambda fs: any(f["type"] == "error" for f in fs))
+    assert [f.get("code") for f in frames if f["type"] == "error"] == ["forbidden"]
+    await anonymous.aclose()
+    admin = await connect(own, browser.cookies)
+    await admin.wait(lambda fs: any(f["type"] == "subscribed" for f in fs))
+    await api(http, admin_server, "/api/publish", {"channel": "private:w", "data": {"n": 7}})
+    frames = await admin.wait(lambda fs: len(messages(fs)) >= 1)
+    assert [m["n"] for m in messages(frames)] == [7]
+    await admin.aclose()
