@@ -8,10 +8,15 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from server.processes import KEY, ServerProcess
+from server.processes import KEY, SECRET, ServerProcess
 from torchannels.client import AsyncPublisher, Event, Message, Status, Subscription
 
 WAIT = 10.0
+#: Flags of every hub here: API key, token secret, a short ping so dead
+#: connections show within a test's time, a short long-poll hold.
+FLAGS = ["--no-demo", "--api-key", KEY, "--token-secret", SECRET, "--anonymous", "open:*",
+         "--ping-interval", "1", "--longpoll-timeout", "2",
+         "--max-publish-bytes", "2048"]  # fmt: skip
 
 
 class Reader:

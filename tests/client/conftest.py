@@ -13,13 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from server.processes import KEY, SECRET, ServerProcess
-
-#: Flags of every hub here: API key, token secret, a short ping so dead
-#: connections show within a test's time, a short long-poll hold.
-FLAGS = ["--no-demo", "--api-key", KEY, "--token-secret", SECRET, "--anonymous", "open:*",
-         "--ping-interval", "1", "--longpoll-timeout", "2",
-         "--max-publish-bytes", "2048"]  # fmt: skip
+from client.client_helpers import FLAGS
+from server.processes import ServerProcess
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from client.conftest import FLAGS
+from client.client_helpers import FLAGS
 from server.processes import KEY, ServerProcess
 from torchannels.client import (
     APIError,
