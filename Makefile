@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8090
 
-.PHONY: setup run example test lint typecheck test-js test-py browser redis clean
+.PHONY: setup run example test lint typecheck test-js test-py browser redis clean bench
 
 setup: $(VENV)/.installed
 
@@ -53,6 +53,21 @@ test-py: setup browser redis node_modules/.installed
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck test-js test-py
+
+# The fan-out benchmark's standard set (docs/benchmarks.md): torchannels over
+# SSE, NDJSON stream and WebSocket against a raw asyncio floor, a minimal
+# Tornado server, sse-starlette and python-socketio, at 1,000 and 10,000
+# subscribers, server pinned to CPU 0. About 10 minutes; writes the table
+# into docs/benchmarks.md and the chart into docs/benchmarks-fanout.png.
+BENCH_ARGS ?= --subscribers 1000,10000 --half --rounds 1
+bench: $(VENV)/.bench
+	mkdir -p test-output
+	$(PY) bench/fanout.py $(BENCH_ARGS) --json test-output/bench-fanout.json \
+		--docs docs/benchmarks.md --chart docs/benchmarks-fanout.png --command "make bench"
+
+$(VENV)/.bench: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
 
 clean:
 	rm -rf $(VENV) node_modules test-output
