@@ -146,8 +146,8 @@ async def run_contender(
     profile = None
     if args.profile is not None:
         profile = args.profile / f"{contender.replace(':', '-')}-{subscribers}.txt"
-    messages = args.messages or max(20, args.deliveries // subscribers)
-    args.history = messages * 2 + WARMUP
+    most = args.messages or max(20, args.deliveries // subscribers)
+    args.history = most * 2 + WARMUP
     cpus = {0} if args.pin else None
     name = f"{server_name}-{transport}"
     server = Server(name, server_argv(server_name, args), workdir, profile, cpus)
@@ -167,7 +167,7 @@ async def run_contender(
         publisher = Publisher(server.port, pad_for(args.size))
         idle_rss = server.memory_mib()[0]
         run.subscribers = [Subscriber(run, i) for i in range(subscribers)]
-        gate = asyncio.Semaphore(128)  # well under every server's listen backlog
+        gate = asyncio.Semaphore(256)  # well under every server's listen backlog (4096)
 
         async def join(sub: Subscriber) -> None:
             async with gate:
@@ -182,9 +182,14 @@ async def run_contender(
         result["rss_connected_mib"] = connected_rss
         result["rss_per_conn_kib"] = (connected_rss - idle_rss) * 1024 / subscribers
         await publisher.open()
+        warm = time.perf_counter()
         await publisher.publish(WARMUP, rate=0, window=4, limit=120)
         if not await _wait_until(lambda: all(s.last >= WARMUP for s in run.subscribers), 60):
             run.fail("warm-up messages were not all delivered within 60s")
+        # Enough messages for about --phase-seconds at the warm-up's pace (a
+        # slow contender gets fewer), within --deliveries; --messages fixes it.
+        pace = WARMUP / max(1e-3, time.perf_counter() - warm)
+        messages = args.messages or max(10, min(most, int(pace * args.phase_seconds)))
         if not run.failures:
             phases["max"] = await phase(run, server, publisher, args, messages, args.rate)
         if args.half and not run.failures:
@@ -226,7 +231,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--transport", choices=("websocket", "sse", "stream"), default="websocket")
     add("--subscribers", default="200", help="comma-separated counts (200)")
     add("--messages", type=int, default=0, help="messages per run (default: --deliveries / N)")
-    add("--deliveries", type=int, default=400_000, help="deliveries per run (400,000)")
+    add("--deliveries", type=int, default=400_000, help="most deliveries per phase (400,000)")
+    add("--phase-seconds", type=float, default=8.0,
+        help="size phases to last about this long at the warm-up's pace (8)")  # fmt: skip
     add("--size", type=int, default=256, help="bytes of published data (256)")
     add("--rate", type=float, default=0.0, help="first phase at this many msg/s (default: max)")
     add("--half", action="store_true", help="then a phase at half the measured rate (latency)")
