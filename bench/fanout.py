@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import resource
 import sys
@@ -228,7 +227,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add = parser.add_argument
     add("--contenders", help="comma-separated SERVER:TRANSPORT (default: the standard set)")
     add("--servers", help="old form: comma-separated servers, each over --transport")
-    add("--transport", choices=("websocket", "sse", "stream"), default="websocket")
+    add("--transport", choices=("websocket", "sse", "stream"),
+        help="old form: torchannels and baseline (or --servers) over this transport")  # fmt: skip
     add("--subscribers", default="200", help="comma-separated counts (200)")
     add("--messages", type=int, default=0, help="messages per run (default: --deliveries / N)")
     add("--deliveries", type=int, default=400_000, help="most deliveries per phase (400,000)")
@@ -254,8 +254,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.contenders:
         names = [c.strip() for c in args.contenders.split(",") if c.strip()]
-    elif args.servers:
-        names = [f"{s.strip()}:{args.transport}" for s in args.servers.split(",") if s.strip()]
+    elif args.servers or args.transport:
+        servers = (args.servers or "torchannels,baseline").split(",")
+        transport = args.transport or "websocket"
+        names = [f"{s.strip()}:{transport}" for s in servers if s.strip()]
     else:
         names = list(STANDARD)
     try:

@@ -49,7 +49,6 @@ def pad_for(size: int) -> int:
     return max(0, size - overhead)
 
 
-
 class Run:
     """What the subscribers of one server run share, and the phase being
     measured: offsets up to ``warm_top`` are not counted, ``final`` is the
@@ -426,5 +425,3 @@ class Publisher:
 
     def close(self) -> None:
         self.writer.close()
-
-

@@ -52,7 +52,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _fmt(value: float, spec: str) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else spec.format(value)
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    return "—" if missing else spec.format(value)
 
 
 def markdown(args: argparse.Namespace, summary: dict[Key, dict[str, Any]]) -> str:
@@ -87,7 +88,8 @@ def markdown(args: argparse.Namespace, summary: dict[Key, dict[str, Any]]) -> st
                 f"| {_fmt(sat.get('server_us_per_delivery', float('nan')), '{:.1f}')} "
                 f"| {_fmt(s['rss_per_conn_kib'], '{:.1f} KiB')} | {latency} "
                 f"| {_fmt(sat.get('gc_share', float('nan')), '{:.0%}')} "
-                f"| {_fmt(gc_max, '{:.0f} ms')} | {_fmt(sat.get('gc_full', float('nan')), '{:.0f}')} "
+                f"| {_fmt(gc_max, '{:.0f} ms')} "
+                f"| {_fmt(sat.get('gc_full', float('nan')), '{:.0f}')} "
                 f"| {_fmt(sat.get('bench_cpu_busy', float('nan')), '{:.0%}')} | {check} |"
             )
         out.append("")
@@ -113,8 +115,7 @@ def chart(args: argparse.Namespace, summary: dict[Key, dict[str, Any]], path: Pa
     fig, ax = plt.subplots(figsize=(11, 5.5), dpi=100)
     for i, count in enumerate(args.counts):
         values = [
-            summary.get((n, count), {}).get("max", {}).get("delivered_mps", 0) / 1000
-            for n in names
+            summary.get((n, count), {}).get("max", {}).get("delivered_mps", 0) / 1000 for n in names
         ]
         xs = [j + (i - (len(args.counts) - 1) / 2) * width for j in range(len(names))]
         bars = ax.bar(xs, values, width, label=f"{count:,} subscribers")
