@@ -188,12 +188,14 @@ async def run_contender(
         # Enough messages for about --phase-seconds at the warm-up's pace (a
         # slow contender gets fewer), within --deliveries; --messages fixes it.
         pace = WARMUP / max(1e-3, time.perf_counter() - warm)
-        messages = args.messages or max(10, min(most, int(pace * args.phase_seconds)))
+        messages = args.messages or max(5, min(most, int(pace * args.phase_seconds)))
         if not run.failures:
             phases["max"] = await phase(run, server, publisher, args, messages, args.rate)
         if args.half and not run.failures:
             rate = phases["max"]["delivered_mps"] / subscribers / 2
-            phases["half"] = await phase(run, server, publisher, args, max(10, messages // 2), rate)
+            # about as long as the saturation phase, at least 4 messages
+            count = args.messages // 2 or max(4, min(most, round(rate * args.phase_seconds)))
+            phases["half"] = await phase(run, server, publisher, args, count, rate)
         result["rss_end_mib"], result["hwm_mib"] = server.memory_mib()
     except (OSError, RuntimeError, TimeoutError, asyncio.IncompleteReadError) as exc:
         run.fail(f"{type(exc).__name__}: {exc}")  # the next contender still runs
