@@ -63,7 +63,7 @@ def markdown(args: argparse.Namespace, summary: dict[Key, dict[str, Any]]) -> st
         ref = summary.get((args.reference, count), {}).get("max", {})
         out.append(f"**{count:,} subscribers**\n")
         out.append(
-            "| contender | deliveries/s | ratio to minimal Tornado SSE | CPU µs/delivery "
+            f"| contender | deliveries/s | ratio to {label(args.reference)} | CPU µs/delivery "
             "| RSS/idle conn | p50 / p99 at half load | GC share of CPU | longest GC pause "
             "| full GCs | load gen. busy | every delivery checked |"
         )
