@@ -14,7 +14,7 @@ PORT   ?= 8090
 # What `make run` needs: the server, its metrics and its Redis broker.
 RUN_EXTRAS := metrics,redis
 
-.PHONY: setup run-setup run example test lint typecheck test-js test-py browser redis nginx clean
+.PHONY: setup run-setup run example test lint typecheck test-js test-py browser redis nginx clean bench
 
 setup: $(VENV)/.installed-dev
 run-setup: $(VENV)/.installed-run
@@ -52,7 +52,7 @@ browser:
 redis:
 	scripts/ensure-redis.sh
 
-# Installed only: the proxy tests run nginx themselves (tests/nginx.py).
+# Installed only: the proxy tests run nginx themselves (tests/nginx_proxy.py).
 nginx:
 	scripts/ensure-nginx.sh
 
@@ -71,6 +71,21 @@ test-py: setup browser redis nginx node_modules/.installed
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck test-js test-py
+
+# The fan-out benchmark's standard set (docs/benchmarks.md): torchannels over
+# SSE, NDJSON stream and WebSocket against a raw asyncio floor, a minimal
+# Tornado server, sse-starlette and python-socketio, at 1,000 and 10,000
+# subscribers, server pinned to CPU 0. About 10 minutes; writes the table
+# into docs/benchmarks.md and the chart into docs/benchmarks-fanout.png.
+BENCH_ARGS ?= --subscribers 1000,10000 --half --rounds 1
+bench: $(VENV)/.bench
+	mkdir -p test-output
+	$(PY) bench/fanout.py $(BENCH_ARGS) --json test-output/bench-fanout.json \
+		--docs docs/benchmarks.md --chart docs/benchmarks-fanout.png --command "make bench"
+
+$(VENV)/.bench: $(VENV)/.installed-dev pyproject.toml
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
 
 clean:
 	rm -rf $(VENV) node_modules test-output

@@ -180,7 +180,7 @@ async def serve(port: int, host: str, api_key: str) -> None:
         ]
     )
     server = HTTPServer(app)
-    sockets = bind_sockets(port, host)
+    sockets = bind_sockets(port, host, backlog=4096)  # 10,000 subscribers connect at once
     server.add_sockets(sockets)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -193,6 +193,45 @@ async def test_ten_thousand_queued_publishes_keep_order_in_few_round_trips(
     assert broker.failed_publishes == 0
 
 
+async def test_a_batch_to_many_channels_takes_one_script_call_per_256(
+    server: RedisServer, brokers: list[RedisBroker]
+) -> None:
+    broker = make(brokers, server.url)
+    channels = [f"room:{i}" for i in range(20)]
+    _, got = await listening(broker, *channels)
+    await broker.publish("room:0", {"n": -1})  # loads the scripts
+    server.cli("CONFIG", "RESETSTAT")
+    batch = [(channels[i % 20], {"n": i}) for i in range(500)]
+    pubs = await broker.publish_many(batch)
+    stats = server.cli("INFO", "commandstats")
+    assert int(stats.split("cmdstat_evalsha:calls=")[1].split(",")[0]) == 2
+    assert [p.offset for p in pubs if p.channel == "room:0"] == list(range(2, 27))
+    assert [p.offset for p in pubs if p.channel == "room:19"] == list(range(1, 26))
+    await eventually(lambda: len(got) == 501)
+    # Pub/sub carries the batch in publishing order, across channels too.
+    assert [p.payload for p in got[1:]] == [p.payload for p in pubs]
+
+
+async def test_a_forgotten_channel_in_a_batch_starts_a_new_epoch(
+    brokers: list[RedisBroker],
+) -> None:
+    url = shared_redis()
+    broker = make(brokers, url)
+    admin = redis.asyncio.Redis.from_url(url)
+    try:
+        first = await broker.publish_many([("a", {"n": 1}), ("b", {"n": 1})])
+        await admin.delete(f"{{{broker.prefix}:a}}:m")  # evicted, say
+        again = await broker.publish_many([("a", {"n": 2}), ("b", {"n": 2})])
+        assert again[0].position.offset == 1 and again[0].epoch != first[0].epoch
+        assert again[1].position == Position(first[1].epoch, 2)
+        read = await broker.read("a", first[0].position)
+        assert read.reset == RESET_EPOCH
+        assert [p.data["n"] for p in read.publications] == [2]  # the old stream went
+        await admin.delete(*(f"{{{broker.prefix}:{c}}}:{k}" for c in "ab" for k in "mhs"))
+    finally:
+        await admin.aclose()
+
+
 async def test_a_failing_queued_publish_surfaces_through_flush(
     server: RedisServer, brokers: list[RedisBroker]
 ) -> None:
@@ -332,6 +371,22 @@ async def test_cluster_delivers_across_nodes_and_resumes(
         assert resumed.reset is None and offsets(resumed.publications) == [2, 3]
     positions = await subscriber.positions([*channels, "never"])
     assert positions == {c: sent[c][-1].position for c in channels}
+
+
+async def test_cluster_publishes_a_batch_across_nodes(
+    cluster: LocalCluster, brokers: list[RedisBroker]
+) -> None:
+    broker = make(brokers, cluster.url)
+    channels = [c for names in spread(cluster, broker.prefix).values() for c in names]
+    _, got = await listening(broker, *channels)
+    batch = [(channels[i % len(channels)], {"n": i}) for i in range(60)]
+    pubs = await broker.publish_many(batch)
+    for channel in channels:
+        assert [p.offset for p in pubs if p.channel == channel] == list(range(1, 11))
+    await eventually(lambda: len(got) == 60)
+    for channel in channels:  # per channel in order (nodes deliver independently)
+        mine = [p.payload for p in pubs if p.channel == channel]
+        assert [p.payload for p in got if p.channel == channel] == mine
 
 
 async def test_cluster_resets_after_a_channel_is_forgotten(

@@ -1,68 +1,74 @@
-"""Garbage-collector probe for the benchmark's server processes (opt-in).
+"""Garbage-collector probe for the benchmark's server processes.
 
-Put this directory on ``PYTHONPATH`` and set ``GCPROBE`` to a directory:
-each server process started by bench/fanout.py (they inherit both) then
-writes ``SERVER-PID.txt`` there at exit, with the number, total and longest
-duration of collections per generation. ``GCTHRESH=a,b,c`` additionally runs
-the torchannels hub with ``gc.set_threshold(a, b, c)``, to see what the
-collector costs::
+bench/fanout.py starts every Python server with this directory on
+``PYTHONPATH`` and ``GCPROBE`` set to a directory. The probe then times
+every collection (``gc.callbacks``); on SIGUSR2 it writes what it saw
+since the previous signal to ``GCPROBE/PID-N.json`` (N counts the
+signals) and starts over, so the benchmark gets the pauses of each
+measured phase::
 
-    GCPROBE=/tmp/gc PYTHONPATH=bench/gcprobe .venv/bin/python bench/fanout.py
-    GCPROBE=/tmp/gc GCTHRESH=20000,20,20 PYTHONPATH=bench/gcprobe \\
-        .venv/bin/python bench/fanout.py --only torchannels --rate 200
+    {"collections": [gen0, gen1, gen2], "total_s": ..., "max_s": ...,
+     "full_s": ..., "pauses": [seconds of every pause of 1 ms or more]}
 
-Without ``GCPROBE`` it does nothing; the benchmark never sets it.
+``GCTHRESH=a,b,c`` additionally runs the torchannels hub with
+``gc.set_threshold(a, b, c)``, to see what the collector costs::
+
+    GCTHRESH=20000,20,20 .venv/bin/python bench/fanout.py --contenders torchannels:sse
+
+Without ``GCPROBE`` it does nothing. The cost is two ``perf_counter``
+calls per collection.
 """
 
 from __future__ import annotations
 
-import atexit
 import gc
+import json
 import os
+import signal
 import sys
 import time
+from typing import Any
 
 
-def _server() -> str | None:
-    argv = sys.orig_argv
-    if "torchannels" in argv and "serve" in argv:
-        return "torchannels"
-    if any(arg.endswith("baseline_server.py") for arg in argv):
-        return "baseline"
-    return None
-
-
-def _install(directory: str, name: str) -> None:
-    stats = {generation: [0, 0.0, 0.0] for generation in range(3)}
+def _install(directory: str) -> None:
+    stats: dict[str, Any] = {}
     started = [0.0]
+    signals = [0]
+
+    def reset() -> None:
+        stats.update(collections=[0, 0, 0], total_s=0.0, max_s=0.0, full_s=0.0, pauses=[])
 
     def callback(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             started[0] = time.perf_counter()
             return
         took = time.perf_counter() - started[0]
-        entry = stats[info["generation"]]
-        entry[0] += 1
-        entry[1] += took
-        entry[2] = max(entry[2], took)
+        generation = info["generation"]
+        stats["collections"][generation] += 1
+        stats["total_s"] += took
+        if took > stats["max_s"]:
+            stats["max_s"] = took
+        if generation == 2:
+            stats["full_s"] += took
+        if took >= 0.001:
+            stats["pauses"].append(took)
 
-    def dump() -> None:
-        path = os.path.join(directory, f"{name}-{os.getpid()}.txt")
-        with open(path, "w") as f:
-            for generation, (count, total, longest) in stats.items():
-                f.write(
-                    f"gen{generation}: {count} collections, {total * 1000:.0f} ms total, "
-                    f"longest {longest * 1000:.1f} ms\n"
-                )
-            f.write(f"threshold: {gc.get_threshold()}\n")
+    def dump(signum: int, frame: object) -> None:
+        signals[0] += 1
+        path = os.path.join(directory, f"{os.getpid()}-{signals[0]}.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(stats, f)
+        os.replace(path + ".tmp", path)  # whole once visible
+        reset()
 
+    reset()
     gc.callbacks.append(callback)
-    atexit.register(dump)
-    if name == "torchannels" and os.environ.get("GCTHRESH"):
+    signal.signal(signal.SIGUSR2, dump)
+    argv = sys.orig_argv
+    if os.environ.get("GCTHRESH") and "torchannels" in argv and "serve" in argv:
         gc.set_threshold(*(int(n) for n in os.environ["GCTHRESH"].split(",")))
 
 
 _directory = os.environ.get("GCPROBE")
-_name = _server()
-if _directory and _name:
-    _install(_directory, _name)
+if _directory:
+    _install(_directory)

@@ -218,6 +218,33 @@ class Broker(abc.ABC):
         result: Publication = await self._wait(self._op(channel, [message], state=False))
         return result
 
+    async def publish_many(
+        self, messages: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[Publication]:
+        """:meth:`publish` each ``(channel, message)`` in this order (channels
+        may differ and repeat); returns once all are stored, one publication
+        per message. Every channel is checked and every message stamped and
+        encoded before any is queued, so a bad one stores none. The queue
+        stores them in one batch (one round trip, a few script calls on
+        Redis); if some fail, the others are still stored and the first
+        failure is raised once all have ended."""
+        ops = [self._op(channel, [message], state=False) for channel, message in messages]
+        loop = asyncio.get_running_loop()
+        for op in ops:
+            op.future = loop.create_future()
+            self._enqueue(op)
+        results: list[Publication] = []
+        failure: BaseException | None = None
+        for op in ops:
+            assert op.future is not None
+            try:
+                results.append(await op.future)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return results
+
     async def set_state(self, channel: str, messages: list[dict[str, Any]]) -> Position:
         """Replace, for fresh joiners, all history up to now with ``messages``."""
         result: Position = await self._wait(self._op(channel, messages, state=True))

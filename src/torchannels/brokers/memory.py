@@ -193,6 +193,22 @@ class MemoryBroker(Broker):
     async def publish(self, channel: str, message: dict[str, Any]) -> Publication:
         return self.publish_nowait(channel, message)
 
+    async def publish_many(
+        self, messages: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[Publication]:
+        now = self.clock()
+        drafts = [Draft(channel, message, now) for channel, message in messages]
+        results: list[Publication] = []
+        failure: ChannelLimitError | None = None
+        for draft in drafts:  # like the queue: a failed one does not stop the others
+            try:
+                results.append(self._publish(draft, now))
+            except ChannelLimitError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return results
+
     async def set_state(self, channel: str, messages: list[dict[str, Any]]) -> Position:
         return self.set_state_nowait(channel, messages)
 

@@ -145,7 +145,7 @@ class RedisBroker(Broker):
     # -- keys -------------------------------------------------------------------
 
     def check_channel(self, channel: str) -> None:
-        self._data.keys(channel)  # a name that would escape its hash tag raises
+        self._data.check(channel)  # a name that would escape its hash tag raises
 
     # -- availability -----------------------------------------------------------
 

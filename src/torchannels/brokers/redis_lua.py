@@ -81,6 +81,70 @@ return {epoch, top - n + 1}
 """
 )
 
+#: Publishes to several channels in one call (one Redis, not a Cluster: the
+#: keys span slots). KEYS: the four keys of each channel in turn. ARGV:
+#: PUBLISH or SPUBLISH, the channel count C, then per channel its epoch
+#: candidate, ttl ms, horizon and history size, then one argument with the
+#: messages in publishing order, ``NUMBER\nTS\nHEAD\n`` each (NUMBER the
+#: channel's, 1..C; one argument, not three per message, because building
+#: a command of thousands of arguments costs the client more than the
+#: script costs Redis; encoded JSON holds no raw newline). Every message is stored and
+#: published in that order, each channel's get consecutive offsets, and
+#: each channel is trimmed and its expiry renewed once at the end, as a run
+#: of PUBLISH calls would. Returns {epoch, first offset} per channel, flat.
+PUBLISH_MANY = """
+local cmd, nc = ARGV[1], tonumber(ARGV[2])
+local epochs, tops, firsts, sizes = {}, {}, {}, {}
+for c = 1, nc do
+  local k, a = 4 * (c - 1), 3 + 4 * (c - 1)
+  local m = redis.call('HMGET', KEYS[k + 1], 'e', 'o')
+  if m[1] then
+    epochs[c], tops[c] = m[1], tonumber(m[2])
+  else
+    redis.call('DEL', KEYS[k + 2], KEYS[k + 3])
+    redis.call('HSET', KEYS[k + 1], 'e', ARGV[a], 'o', 0)
+    epochs[c], tops[c] = ARGV[a], 0
+  end
+  firsts[c] = tops[c] + 1
+  sizes[c] = tonumber(ARGV[a + 3])
+end
+for number, ts, head in string.gmatch(ARGV[3 + 4 * nc], '([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n') do
+  local c = tonumber(number)
+  local k, top = 4 * (c - 1), tops[c] + 1
+  tops[c] = top
+  local epoch, off = epochs[c], string.format('%d', top)
+  local payload = head .. ',"epoch":"' .. epoch .. '","offset":' .. off .. '}'
+  if sizes[c] > 0 then
+    redis.call('XADD', KEYS[k + 2], 'MAXLEN', sizes[c], '0-' .. off, 't', ts, 'p', payload)
+  end
+  redis.call(cmd, KEYS[k + 4], off .. ':' .. epoch .. ':' .. ts .. ':' .. payload)
+end
+local out = {}
+for c = 1, nc do
+  local k, a = 4 * (c - 1), 3 + 4 * (c - 1)
+  redis.call('HSET', KEYS[k + 1], 'o', string.format('%d', tops[c]))
+  if sizes[c] > 0 then
+    -- the oldest entry stamped at or after the horizon, as fresh() finds it
+    local horizon, start, count, first = tonumber(ARGV[a + 2]), '-', 1, nil
+    while not first do
+      local batch = redis.call('XRANGE', KEYS[k + 2], start, '+', 'COUNT', count)
+      if #batch == 0 then break end
+      for _, e in ipairs(batch) do
+        if tonumber(e[2][2]) >= horizon then first = e[1] break end
+      end
+      start = '(' .. batch[#batch][1]
+      count = math.min(count * 4, 256)
+    end
+    if first then redis.call('XTRIM', KEYS[k + 2], 'MINID', first)
+    else redis.call('DEL', KEYS[k + 2]) end
+  end
+  for j = 1, 3 do redis.call('PEXPIRE', KEYS[k + j], ARGV[a + 1]) end
+  out[#out + 1] = epochs[c]
+  out[#out + 1] = firsts[c]
+end
+return out
+"""
+
 #: ARGV: epoch candidate, ttl ms, then (ts, head) per message. Returns
 #: {epoch, offset the state stands for}.
 SET_STATE = (

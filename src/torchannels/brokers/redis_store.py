@@ -4,7 +4,8 @@ Per channel, under the hash tag ``{PREFIX:CHANNEL}`` (one Cluster slot),
 Redis holds a meta hash (epoch, last offset), a stream (the history) and a
 state hash, written and read by the Lua scripts of :mod:`.redis_lua`: a
 script call per read, and a batch of queued publishes and set_states as
-pipelined script calls, one round trip. ``ok`` is False from a command
+pipelined script calls, one round trip (up to 256 publishes to any
+channels share one call). ``ok`` is False from a command
 that found Redis unreachable until a command reaches it again.
 """
 
@@ -41,6 +42,14 @@ def _settle_all(calls: list[_Call], error: BaseException, results: dict[int, Any
             results[id(op)] = error
 
 
+def _numkeys(ops: list[QueuedOp], script: str) -> int:
+    if script is lua.SET_STATE:
+        return 3
+    if script is lua.PUBLISH_MANY:
+        return 4 * len({op.channel for op in ops})
+    return 4
+
+
 class Store:
     """The channels of one :class:`~.redis.RedisBroker` in Redis.
 
@@ -66,12 +75,19 @@ class Store:
         self._clock = clock
         self._start = start
         self._publish_cmd = "SPUBLISH" if cluster else "PUBLISH"
+        #: One script call publishes to several channels (not on a Cluster).
+        self._many = not cluster
 
     # -- keys -------------------------------------------------------------------
 
-    def keys(self, channel: str) -> list[str]:
+    @staticmethod
+    def check(channel: str) -> None:
+        """Raise for a name that would escape its hash tag."""
         if "{" in channel or "}" in channel:  # the hash tag must end where we say
             raise ChannelNameError(f"invalid channel name {channel!r}: no braces")
+
+    def keys(self, channel: str) -> list[str]:
+        self.check(channel)
         tag = f"{{{self.prefix}:{channel}}}"
         return [tag + ":m", tag + ":h", tag + ":s", tag + ":p"]
 
@@ -110,17 +126,26 @@ class Store:
     # -- publishing --------------------------------------------------------------
 
     def _calls(self, batch: list[QueuedOp]) -> list[_Call]:
-        """The script calls for ``batch``, in order: consecutive publishes to
-        one channel share a call (up to ``_GROUP`` messages)."""
+        """The script calls for ``batch``, in order. On one Redis, a run of
+        publishes (to any channels) shares one PUBLISH_MANY call, up to
+        ``_GROUP`` messages; on a Cluster, whose keys span slots, consecutive
+        publishes to one channel share a PUBLISH call."""
         calls: list[_Call] = []
         for op in batch:
-            keys = self.keys(op.channel)
-            ttl = self._ttl_ms(op.channel)
-            stamps = [a for d in op.drafts for a in (repr(d.ts), d.head)]
             if op.state:
-                calls.append(([op], lua.SET_STATE, [*keys[:3], secrets.token_hex(4), ttl, *stamps]))
+                keys = self.keys(op.channel)
+                stamps = [a for d in op.drafts for a in (repr(d.ts), d.head)]
+                args = [*keys[:3], secrets.token_hex(4), self._ttl_ms(op.channel), *stamps]
+                calls.append(([op], lua.SET_STATE, args))
                 continue
             last = calls[-1] if calls else None
+            if self._many:
+                if last is None or last[1] is not lua.PUBLISH_MANY or len(last[0]) >= _GROUP:
+                    last = ([], lua.PUBLISH_MANY, [])
+                    calls.append(last)
+                last[0].append(op)
+                continue
+            stamps = [a for d in op.drafts for a in (repr(d.ts), d.head)]
             if (
                 last is not None
                 and last[1] is lua.PUBLISH
@@ -130,10 +155,38 @@ class Store:
                 last[0].append(op)
                 last[2].extend(stamps)
                 continue
+            keys = self.keys(op.channel)
             size = str(self._policy_for(op.channel).size)
+            ttl = self._ttl_ms(op.channel)
             head = [*keys, secrets.token_hex(4), ttl, self._horizon(op.channel), size]
             calls.append(([op], lua.PUBLISH, [*head, self._publish_cmd, *stamps]))
+        for ops, script, args in calls:
+            if script is lua.PUBLISH_MANY:
+                args.extend(self._many_args(ops))
         return calls
+
+    def _many_args(self, ops: list[QueuedOp]) -> list[Any]:
+        """KEYS and ARGV of one PUBLISH_MANY call (keys first, then
+        ``numkeys`` is put before them by :meth:`store`)."""
+        numbers: dict[str, int] = {}
+        keys: list[str] = []
+        per_channel: list[str] = []
+        messages: list[bytes] = []
+        for op in ops:
+            channel = op.channel
+            number = numbers.get(channel)
+            if number is None:
+                number = numbers[channel] = len(numbers) + 1
+                keys += self.keys(channel)
+                per_channel += (
+                    secrets.token_hex(4),
+                    self._ttl_ms(channel),
+                    self._horizon(channel),
+                    str(self._policy_for(channel).size),
+                )
+            draft = op.drafts[0]
+            messages.append(b"%d\n%r\n%b\n" % (number, draft.ts, draft.head))
+        return [*keys, self._publish_cmd, len(numbers), *per_channel, b"".join(messages)]
 
     async def store(self, batch: list[QueuedOp]) -> list[Publication | Position | BaseException]:
         """Every op of ``batch`` in one pipelined round trip (two when Redis
@@ -150,8 +203,8 @@ class Store:
         for attempt in range(2):
             try:
                 pipe = self.client.pipeline(transaction=False)
-                for _ops, script, args in pending:
-                    nkeys = 3 if script is lua.SET_STATE else 4
+                for ops, script, args in pending:
+                    nkeys = _numkeys(ops, script)
                     # execute_command: redis-py refuses pipe.evalsha on a Cluster,
                     # though every key of one call shares a slot.
                     pipe.execute_command("EVALSHA", lua.sha1(script), nkeys, *args)
@@ -167,6 +220,15 @@ class Store:
                     missing.append(call)
                 elif isinstance(reply, Exception):
                     _settle_all([call], self.failed(reply, "publish"), results)
+                elif call[1] is lua.PUBLISH_MANY:
+                    # {epoch, first offset} per channel, in order of first use
+                    tops = {}
+                    for i, channel in enumerate(dict.fromkeys(op.channel for op in ops)):
+                        tops[channel] = [reply[2 * i].decode(), int(reply[2 * i + 1])]
+                    for op in ops:
+                        top = tops[op.channel]
+                        results[id(op)] = self._stored(op, top[0], top[1])
+                        top[1] += 1
                 else:
                     epoch, offset = reply[0].decode(), int(reply[1])
                     for i, op in enumerate(ops):

@@ -254,17 +254,12 @@ class PublishHandler(ApiHandler):
                 f"{len(items)} messages in one request; at most {MAX_BATCH}",
             )
         batch = [self._check_item(i, item) for i, item in enumerate(items)]
-        # Tasks run in creation order, so the messages are queued in this order
-        # and stored in one round trip where the broker can.
-        outcomes = await asyncio.gather(
-            *(self._publish(c, d) for c, d in batch), return_exceptions=True
-        )
-        results = []
-        for outcome in outcomes:  # every publish has ended: answer the first failure
-            if isinstance(outcome, BaseException):
-                raise outcome
-            results.append(outcome)
-        return results
+        # Queued in this order and stored together (one Redis script call per
+        # 256 messages); if some fail, the first failure is raised once all ended.
+        pubs = await self.hub.broker.publish_many(batch)
+        self.hub.stats.published += len(pubs)
+        keys = ("channel", "epoch", "offset", "ts")
+        return [{k: pub.data[k] for k in keys} for pub in pubs]
 
     def _check_item(self, index: int, item: object) -> tuple[str, dict[str, Any]]:
         """Everything a publish of ``item`` could refuse, before any is queued."""

@@ -1,0 +1,427 @@
+"""The load generator of bench/fanout.py: subscribers and the publisher.
+
+One asyncio process reads every subscriber's socket with as little parsing
+as possible: frames are delimited (WebSocket headers, HTTP chunks, then
+the blank line or newline ending an event) and one precompiled regular
+expression per span of complete frames checks each message's exact shape
+and pulls out its send time and offset. Every subscriber must get every
+offset once and in order; the publisher checks the answers' offsets.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import re
+import time
+import urllib.parse
+from collections import Counter
+from typing import Any
+
+HOST = "127.0.0.1"
+CHANNEL = "bench:fanout"
+API_KEY = "bench-key"
+WARMUP = 20  # messages published and delivered before measuring
+
+SUBSCRIBED_RE = re.compile(
+    rb'"type":"subscribed","channel":"[^"]*","epoch":"([a-z0-9]+)","offset":(\d+)'
+)
+CONTROL_RE = re.compile(rb'"type":"(reset|reconnect)"[^}]*?"reason":"([a-z_]+)"')
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def message_re(pad: int) -> re.Pattern[bytes]:
+    """One delivered message, as both servers stamp it: the publisher's data
+    (send time ``t`` and ``pad`` x's) then channel, ts, epoch, offset."""
+    return re.compile(
+        rb'\{"t":([0-9.]+),"p":"x{%d}","channel":"%s","ts":[0-9.e+-]+,'
+        rb'"epoch":"[a-z0-9]+","offset":(\d+)\}' % (pad, CHANNEL.encode())
+    )
+
+
+def pad_for(size: int) -> int:
+    """The padding that makes the published ``data`` object about ``size`` bytes."""
+    overhead = len(b'{"t":,"p":""}') + 17  # a typical repr(time.perf_counter())
+    return max(0, size - overhead)
+
+
+class Run:
+    """What the subscribers of one server run share, and the phase being
+    measured: offsets up to ``warm_top`` are not counted, ``final`` is the
+    last one. ``socketio``: the subscribers speak Socket.IO (Engine.IO 4 over
+    WebSocket) instead of the torchannels protocol."""
+
+    def __init__(
+        self,
+        transport: str,
+        port: int,
+        *,
+        size: int,
+        max_reconnects: int,
+        socketio: bool = False,
+    ) -> None:
+        self.transport = transport
+        self.port = port
+        self.socketio = socketio
+        self.msg_re = message_re(pad_for(size))
+        self.warm_top = 0
+        self.final = WARMUP
+        self.latencies = array.array("d")
+        self.subscribers: list[Subscriber] = []
+        self.done = 0
+        self.all_done = asyncio.Event()
+        self.stopping = False
+        self.reconnects: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.max_reconnects = max_reconnects
+        self.connect_timeout = 60.0
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def begin_phase(self, messages: int) -> None:
+        """Measure the next ``messages`` offsets: every subscriber must have
+        received everything so far (the caller waited for it)."""
+        self.warm_top = self.final
+        self.final += messages
+        self.latencies = array.array("d")
+        self.done = 0
+        self.all_done = asyncio.Event()
+        for sub in self.subscribers:
+            sub.received = 0
+            sub.done_at = None
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def fail(self, text: str) -> None:
+        if len(self.failures) < 20:
+            self.failures.append(text)
+
+
+class Subscriber:
+    """One subscriber: where it stands in the channel and what it received.
+    It outlives its connections: a server that ends one (``reconnect``
+    frame, close code) is rejoined from the last offset, as a client would."""
+
+    def __init__(self, run: Run, index: int) -> None:
+        self.run = run
+        self.index = index
+        self.conn: Connection | None = None
+        self.ready: asyncio.Future[None] | None = None
+        self.epoch: str | None = None
+        self.last = -1  # offset of the last message received
+        self.received = 0  # measured messages received
+        self.duplicates = 0
+        self.gaps = 0
+        self.done_at: float | None = None
+        self.reconnects = 0
+
+    async def connect(self) -> None:
+        """Open a connection; on the first one wait for ``subscribed``."""
+        loop = asyncio.get_running_loop()
+        self.ready = loop.create_future() if self.epoch is None else None
+        query = {"channel": CHANNEL}
+        if self.epoch is not None:
+            query["cursor"] = f"{CHANNEL}={self.epoch}:{self.last}"
+        host = f"Host: {HOST}:{self.run.port}\r\n"
+        ws_key = base64.b64encode(os.urandom(16))
+        if self.run.socketio:
+            path = "/socket.io/?EIO=4&transport=websocket"
+        else:
+            path = f"/channels/ws?{urllib.parse.urlencode(query)}"
+        if self.run.transport == "websocket":
+            request = (
+                f"GET {path} HTTP/1.1\r\n{host}"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {ws_key.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+        else:
+            query["transport"] = self.run.transport
+            request = f"GET /channels?{urllib.parse.urlencode(query)} HTTP/1.1\r\n{host}\r\n"
+        transport, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: Connection(self, ws_key), HOST, self.run.port),
+            self.run.connect_timeout,
+        )
+        self.conn = conn
+        transport.write(request.encode())
+        if self.ready is not None:
+            await asyncio.wait_for(self.ready, self.run.connect_timeout)
+
+    def ended(self, reason: str) -> None:
+        """The server ended a connection: resume from the last offset."""
+        run = self.run
+        if self.ready is not None and not self.ready.done():
+            detail = "; ".join(run.failures[-1:])
+            self.ready.set_exception(ConnectionError(f"subscriber {self.index}: {reason} {detail}"))
+            return
+        if run.stopping or self.done_at is not None or self.epoch is None:
+            return
+        self.reconnects += 1
+        run.reconnects[reason] += 1
+        if self.reconnects > run.max_reconnects:
+            run.fail(f"subscriber {self.index}: more than {run.max_reconnects} reconnects")
+            return
+        run.spawn(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        try:
+            await self.connect()
+        except (OSError, TimeoutError) as exc:
+            self.run.fail(f"subscriber {self.index}: reconnect failed: {exc!r}")
+
+    def scan(self, data: bytearray, end: int, now: float) -> str | None:
+        """Count the messages in ``data[:end]`` (complete frames only); return
+        the reason of a ``reconnect`` frame among them."""
+        run = self.run
+        reason = None
+        if self.epoch is None:
+            match = SUBSCRIBED_RE.search(data, 0, end)
+            if match is None:
+                return None
+            self.epoch = match[1].decode()
+            self.last = int(match[2])
+            if self.ready is not None and not self.ready.done():
+                self.ready.set_result(None)
+        if data.find(b'"type":"re', 0, end) >= 0:  # rare: reset or reconnect
+            for control in CONTROL_RE.finditer(data, 0, end):
+                if control[1] == b"reset":
+                    run.fail(f"subscriber {self.index}: reset ({control[2].decode()})")
+                else:
+                    reason = f"reconnect {control[2].decode()}"
+        last = self.last
+        warm = run.warm_top
+        latency = run.latencies.append
+        received = 0
+        for match in run.msg_re.finditer(data, 0, end):
+            offset = int(match[2])
+            if offset != last + 1:
+                if offset <= last:
+                    self.duplicates += 1
+                    continue
+                self.gaps += offset - last - 1
+            last = offset
+            if offset > warm:
+                received += 1
+                latency(now - float(match[1]))
+        self.last = last
+        self.received += received
+        if last >= run.final and self.done_at is None:
+            self.done_at = now
+            run.done += 1
+            if run.done == len(run.subscribers):
+                run.all_done.set()
+        return reason
+
+
+class Connection(asyncio.Protocol):
+    """One connection of a subscriber, read with as little parsing as
+    possible: frames are delimited (WebSocket headers, HTTP chunks, blank
+    lines), then one regular expression pulls send time and offset out of
+    each message (``Subscriber.scan``)."""
+
+    def __init__(self, sub: Subscriber, ws_key: bytes) -> None:
+        self.sub = sub
+        self.websocket = sub.run.transport == "websocket"
+        self.separator = b"\n" if sub.run.transport == "stream" else b"\n\n"
+        self.ws_key = ws_key
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.head_done = False
+        self.reason: str | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(self.reason or "connection lost")
+
+    def _end(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+        self.sub.ended(reason)
+
+    def close(self) -> None:
+        """Close without reconnecting (the run is over)."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        buf = self.buf
+        buf += data
+        if not self.head_done:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(buf[:end])
+            del buf[: end + 4]
+            self.head_done = True
+            if not self._check_head(head):
+                return
+            if self.sub.run.socketio:
+                self._ws_send(0x1, b"40")  # Socket.IO: join the default namespace
+        if self.websocket:
+            self._ws_frames(now)
+        else:
+            self._http_events(now)
+
+    def _check_head(self, head: bytes) -> bool:
+        status = head.split(b"\r\n", 1)[0]
+        lower = head.lower()
+        if self.websocket:
+            accept = base64.b64encode(hashlib.sha1(self.ws_key + WS_GUID).digest())
+            ok = b" 101 " in status and b"sec-websocket-accept: " + accept.lower() in lower
+        else:
+            ok = b" 200 " in status and b"transfer-encoding: chunked" in lower
+        if not ok:
+            run = self.sub.run
+            run.fail(f"subscriber {self.sub.index}: bad response {status.decode(errors='replace')}")
+            run.stopping = True  # not a server hiccup: stop, do not retry
+            self._end("bad response")
+        return ok
+
+    def _ws_frames(self, now: float) -> None:
+        buf = self.buf
+        size = len(buf)
+        pos = 0
+        close: int | None = None
+        while size - pos >= 2:
+            n = buf[pos + 1] & 0x7F
+            head = 2
+            if n == 126:
+                if size - pos < 4:
+                    break
+                n = (buf[pos + 2] << 8) | buf[pos + 3]
+                head = 4
+            elif n == 127:
+                if size - pos < 10:
+                    break
+                n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                head = 10
+            end = pos + head + n
+            if end > size:
+                break
+            opcode = buf[pos] & 0x0F
+            if opcode == 0x9:  # ping: answer so the server keeps us
+                self._ws_send(0xA, bytes(buf[pos + head : end]))
+            elif n == 1 and opcode == 0x1 and buf[pos + head] == 0x32 and self.sub.run.socketio:
+                self._ws_send(0x1, b"3")  # Engine.IO ping "2": pong
+            elif opcode == 0x8:
+                close = int.from_bytes(buf[pos + head : pos + head + 2], "big") if n >= 2 else 1005
+            pos = end
+        if pos:
+            # Frame headers are two to ten bytes that never look like JSON, so
+            # the scan runs over the whole span of complete frames at once.
+            self.reason = self.sub.scan(buf, pos, now) or self.reason
+            del buf[:pos]
+        if close is not None:
+            self._ws_send(0x8, close.to_bytes(2, "big"))
+            self._end(f"close {close}")
+
+    def _ws_send(self, opcode: int, payload: bytes) -> None:
+        if self.transport is None or self.closed:
+            return
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.transport.write(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
+
+    def _http_events(self, now: float) -> None:
+        """Scan the raw chunked body up to its last complete event. Chunk
+        headers (``1a3\\r\\n``) are not decoded: every server writes whole
+        events in a chunk, and a header never looks like a message, so a
+        chunk cut inside an event would show as a missing message (a failed
+        run), never as a false pass."""
+        buf = self.buf
+        cut = buf.rfind(self.separator)
+        if cut < 0:
+            return
+        cut += len(self.separator)
+        self.reason = self.sub.scan(buf, cut, now) or self.reason
+        del buf[:cut]
+        if self.reason is not None:  # a reconnect frame: the response ends with it
+            self._end(self.reason)
+
+
+# -- the publisher ------------------------------------------------------------------
+
+
+class Publisher:
+    """``POST /api/publish``, one message per request, on one keep-alive
+    connection, with up to ``window`` requests in flight (HTTP/1.1
+    pipelining: Tornado answers them in order, one at a time), so the server
+    never waits for the benchmark's event loop to send the next one."""
+
+    def __init__(self, port: int, pad: int) -> None:
+        self.port = port
+        self.pad = b"x" * pad
+        self.head = (
+            f"POST /api/publish HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+            f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
+        ).encode()
+        self.offsets: list[int] = []  # answered, in order
+        self.last_answer = 0.0
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.wait_for(
+            asyncio.open_connection(HOST, self.port), 10
+        )
+
+    def _request(self, sent: float) -> bytes:
+        body = b'{"channel":"%s","data":{"t":%s,"p":"%s"}}' % (
+            CHANNEL.encode(),
+            repr(sent).encode(),
+            self.pad,
+        )
+        return self.head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+    async def publish(self, count: int, *, rate: float, window: int, limit: float) -> None:
+        """Publish ``count`` messages, at ``rate`` per second (0: as fast as the
+        window allows); raise if it takes more than ``limit`` seconds."""
+        slots = asyncio.Semaphore(window)
+        answers = asyncio.ensure_future(self._answers(count, slots))
+        start = time.perf_counter()
+        try:
+            for i in range(count):
+                await asyncio.wait_for(slots.acquire(), limit)
+                if answers.done():
+                    break  # it failed: its exception is raised below
+                if rate:
+                    # The send time is the scheduled one, so a server that
+                    # falls behind shows in latency (no coordinated omission).
+                    sent = start + i / rate
+                    delay = sent - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                else:
+                    sent = time.perf_counter()
+                self.writer.write(self._request(sent))
+                if time.perf_counter() - start > limit:
+                    raise TimeoutError(f"published {i + 1} of {count} messages in {limit}s")
+            await asyncio.wait_for(asyncio.shield(answers), limit)
+        finally:
+            answers.cancel()
+
+    async def _answers(self, count: int, slots: asyncio.Semaphore) -> None:
+        for _ in range(count):
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            answer = await self.reader.readexactly(int(length[1]) if length else 0)
+            if not head.startswith(b"HTTP/1.1 200"):
+                status = head.split(b"\r\n", 1)[0]
+                raise RuntimeError(f"publish failed: {status!r} {answer[:200]!r}")
+            self.offsets.append(json.loads(answer)["offset"])
+            self.last_answer = time.perf_counter()
+            slots.release()
+
+    def close(self) -> None:
+        self.writer.close()

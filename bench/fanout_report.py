@@ -1,0 +1,210 @@
+"""bench/fanout.py's results: medians, the markdown table, the chart, the
+JSON file and the docs section between ``<!-- bench:begin -->`` and
+``<!-- bench:end -->``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from fanout_servers import HERE, label
+
+Key = tuple[str, int]
+PHASE_KEYS = (
+    "delivered_mps", "publish_rps", "latency_p50_ms", "latency_p99_ms", "latency_max_ms",
+    "server_cpu_s", "server_cpu_busy", "server_us_per_delivery", "redis_cpu_s",
+    "total_us_per_delivery", "bench_cpu_busy", "wall_s", "gc_total_s", "gc_share",
+    "gc_max_ms", "gc_full", "gc_over_10ms", "rate", "messages",
+)  # fmt: skip
+RUN_KEYS = ("connect_s", "rss_idle_mib", "rss_connected_mib", "rss_per_conn_kib", "reconnects")
+
+
+def _median(values: list[Any]) -> float:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return statistics.median(values) if values else float("nan")
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each metric over the rounds of one contender and count."""
+    summary: dict[str, Any] = {"runs": len(runs), "ok": all(r["ok"] for r in runs)}
+    for key in RUN_KEYS:
+        summary[key] = _median([r.get(key) for r in runs])
+    for name in ("max", "half"):
+        got = [r["phases"][name] for r in runs if name in r["phases"]]
+        if got:
+            summary[name] = {k: _median([p[k] for p in got]) for k in PHASE_KEYS}
+    summary["failures"] = [f for r in runs for f in r["failures"]]
+    reasons: Counter[str] = Counter()
+    for r in runs:
+        reasons.update(r["reconnect_reasons"])
+    summary["reconnect_reasons"] = dict(reasons)
+    return summary
+
+
+def _fmt(value: float, spec: str) -> str:
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    return "—" if missing else spec.format(value)
+
+
+def markdown(args: argparse.Namespace, summary: dict[Key, dict[str, Any]]) -> str:
+    """One table per subscriber count, a row per contender."""
+    out = []
+    for count in args.counts:
+        ref = summary.get((args.reference, count), {}).get("max", {})
+        out.append(f"**{count:,} subscribers**\n")
+        out.append(
+            f"| contender | deliveries/s | ratio to {label(args.reference)} | CPU µs/delivery "
+            "| RSS/idle conn | p50 / p99 at half load | GC share of CPU | longest GC pause "
+            "| full GCs | load gen. busy | every delivery checked |"
+        )
+        out.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
+        for name in args.names:
+            s = summary.get((name, count))
+            if s is None:
+                continue
+            sat, half = s.get("max", {}), s.get("half", {})
+            mps = sat.get("delivered_mps", float("nan"))
+            ratio = mps / ref["delivered_mps"] if ref.get("delivered_mps") else float("nan")
+            latency = (
+                f"{_fmt(half.get('latency_p50_ms', float('nan')), '{:.1f}')} / "
+                f"{_fmt(half.get('latency_p99_ms', float('nan')), '{:.1f}')} ms"
+            )
+            gc_max = max(sat.get("gc_max_ms", float("nan")), half.get("gc_max_ms", float("nan")))
+            check = "ok" if s["ok"] else "**FAILED**"
+            if s["reconnects"]:
+                check += f" ({s['reconnects']:.0f} resumes)"
+            out.append(
+                f"| {label(name)} | {_fmt(mps, '{:,.0f}')} | {_fmt(ratio, '{:.2f}')} "
+                f"| {_fmt(sat.get('server_us_per_delivery', float('nan')), '{:.1f}')} "
+                f"| {_fmt(s['rss_per_conn_kib'], '{:.1f} KiB')} | {latency} "
+                f"| {_fmt(sat.get('gc_share', float('nan')), '{:.0%}')} "
+                f"| {_fmt(gc_max, '{:.0f} ms')} "
+                f"| {_fmt(sat.get('gc_full', float('nan')), '{:.0f}')} "
+                f"| {_fmt(sat.get('bench_cpu_busy', float('nan')), '{:.0%}')} | {check} |"
+            )
+        out.append("")
+    for (name, count), s in summary.items():
+        for failure in s["failures"][:5]:
+            out.append(f"- FAILED {name} at {count}: {failure}")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def text_table(args: argparse.Namespace, summary: dict[Key, dict[str, Any]]) -> str:
+    return markdown(args, summary)
+
+
+def chart(args: argparse.Namespace, summary: dict[Key, dict[str, Any]], path: Path) -> None:
+    """Grouped bars: deliveries/s per contender, one bar per subscriber count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in args.names if any((n, c) in summary for c in args.counts)]
+    width = 0.8 / len(args.counts)
+    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=100)
+    for i, count in enumerate(args.counts):
+        values = [
+            summary.get((n, count), {}).get("max", {}).get("delivered_mps", 0) / 1000 for n in names
+        ]
+        xs = [j + (i - (len(args.counts) - 1) / 2) * width for j in range(len(names))]
+        bars = ax.bar(xs, values, width, label=f"{count:,} subscribers")
+        ax.bar_label(bars, fmt="%.0fk", fontsize=8)
+    ref = args.reference
+    for count in args.counts:
+        value = summary.get((ref, count), {}).get("max", {}).get("delivered_mps")
+        if value:
+            ax.axhline(value / 1000, linestyle=":", linewidth=0.8, color="grey")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([label(n).replace(", ", ",\n") for n in names], fontsize=8)
+    ax.set_ylabel("deliveries/s (thousands), server on one core")
+    ax.set_title(f"Fan-out of ~{args.size} B messages, one channel (dotted: {label(ref)})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def machine() -> dict[str, Any]:
+    import tornado
+
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+
+    def git(*argv: str) -> str:
+        try:
+            out = subprocess.run(["git", *argv], cwd=HERE, capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return out.stdout.decode().strip()
+
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "git_head": git("rev-parse", "--short", "HEAD"),
+        "src_modified": bool(git("status", "--porcelain", "--", "../src")),
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "tornado": tornado.version,
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def write_outputs(
+    args: argparse.Namespace,
+    host: dict[str, Any],
+    summary: dict[Key, dict[str, Any]],
+    runs: dict[Key, list[dict[str, Any]]],
+) -> None:
+    table = markdown(args, summary)
+    if args.markdown is not None:
+        args.markdown.write_text(table)
+    if args.chart is not None:
+        chart(args, summary, args.chart)
+    if args.docs is not None:
+        _update_docs(args, host, table)
+    if args.json is not None:
+        config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        document = {
+            "config": config,
+            "machine": host,
+            "summary": {f"{n}@{c}": s for (n, c), s in summary.items()},
+            "runs": {f"{n}@{c}": r for (n, c), r in runs.items()},
+        }
+        args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
+
+
+def _update_docs(args: argparse.Namespace, host: dict[str, Any], table: str) -> None:
+    text = args.docs.read_text()
+    load = ", ".join(f"{x:.2f}" for x in host["loadavg_at_start"])
+    dirty = " + uncommitted changes in src/" if host["src_modified"] else ""
+    section = (
+        "<!-- bench:begin (written by bench/fanout.py --docs) -->\n"
+        f"`{args.command or 'bench/fanout.py'}`, {host['date']}, commit `{host['git_head']}`"
+        f"{dirty}; {host['nproc']} CPUs ({host['cpu']}), Python {host['python']}, "
+        f"Tornado {host['tornado']}; load average at start {load}; "
+        f"{args.rounds} round(s), medians; {host['duration_s'] / 60:.1f} minutes.\n\n"
+        f"{table}"
+        "<!-- bench:end -->"
+    )
+    pattern = re.compile(r"<!-- bench:begin.*?<!-- bench:end -->", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{args.docs} has no <!-- bench:begin --> ... <!-- bench:end --> markers")
+    args.docs.write_text(pattern.sub(lambda _: section, text))
