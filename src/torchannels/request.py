@@ -32,6 +32,8 @@ class SubscribeRequest:
     channels: list[str]
     cursor: dict[str, Position]
     timeout: float | None
+    #: SSE only: write ``id:`` lines (``ids=0``: none; the client keeps its cursor).
+    ids: bool = True
 
 
 def _one(args: Mapping[str, list[bytes]], name: str) -> str | None:
@@ -121,7 +123,10 @@ def parse_request(
         # Longer than the server allows is capped, not refused: a client
         # cannot know the server's maximum.
         timeout = min(timeout, settings.longpoll_timeout)
+    ids = _one(args, "ids")
+    if ids not in (None, "0", "1"):
+        raise BadRequest(BAD_PARAMETER, "ids must be 0 or 1")
     for name, values in args.items():  # the app's own parameters (``token``) too
         for raw in values:
             _text(raw, name)
-    return SubscribeRequest(transport, channels, cursor, timeout)
+    return SubscribeRequest(transport, channels, cursor, timeout, ids=ids != "0")

@@ -26,9 +26,10 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
 
+from tornado.http1connection import HTTP1Connection
 from tornado.ioloop import PeriodicCallback
 from tornado.web import GZipContentEncoding
 
@@ -38,7 +39,7 @@ from ..frames import Frame
 from ..hub import Hub
 from ..session import Session
 from .base import Transport
-from .outbox import Outbox
+from .outbox import Outbox, Write, direct_writer
 
 
 class LiveConnection:
@@ -55,7 +56,7 @@ class LiveConnection:
         session: Session,
         *,
         encode: Callable[[Frame], bytes],
-        write: Callable[[bytes], asyncio.Future[Any]],
+        write: Write,
         finish: Callable[[str], None],
         cut: Callable[[], None],
         ping: bytes,
@@ -79,6 +80,7 @@ class LiveConnection:
         #: :meth:`stop` ran; nothing more happens.
         self.stopped = False
         self._reason = ""
+        self._finished = False
         self._hears_peer = hears_peer
         self._heard = True  # since the last tick
         self._missed = 0  # ticks in a row with nothing heard since the one before
@@ -135,7 +137,7 @@ class LiveConnection:
         self._discard_waiting()
         self.session.close()
 
-    def send(self, frames: list[Frame], *, backlog: bool = False) -> None:
+    def send(self, frames: Sequence[Frame], *, backlog: bool = False) -> None:
         """The session's sink: frame and queue ``frames``.
 
         Catch-up (``backlog``) waits unframed and goes to the outbox a slice
@@ -147,11 +149,12 @@ class LiveConnection:
         if backlog:
             self._waiting.extend((frame, 0) for frame in frames)
         elif not self._waiting:
-            encode = self._encode
             if len(frames) == 1:  # the live fan-out case: no join per recipient
-                self._put(encode(frames[0]), live=True)
+                data = self._encode(frames[0])
             else:
-                self._put(b"".join(encode(f) for f in frames), live=True)
+                data = b"".join(map(self._encode, frames))
+            self.outbox.put(data, live=True)
+            self._count(data)
             return
         else:
             for frame in frames:
@@ -162,7 +165,7 @@ class LiveConnection:
                 self._slow()
                 return
         self._refill()
-        self.outbox.pump()
+        self.outbox.schedule()
 
     def put(self, data: bytes) -> None:
         """Queue bytes already framed for this transport (a reply to a
@@ -293,7 +296,8 @@ class LiveConnection:
         self.end(RECONNECT_SLOW)
 
     def _idle(self) -> None:
-        if self.ending and not self.stopped:
+        if self.ending and not self.stopped and not self._finished:
+            self._finished = True
             self._finish(self._reason)
 
     def _gone(self) -> None:
@@ -308,33 +312,77 @@ class LiveConnection:
         return asyncio.get_running_loop().call_later(delay, callback, *args)
 
 
+def http_chunk(data: bytes) -> bytes:
+    """``data`` as one piece of a chunked HTTP/1.1 body (RFC 9112 7.1)."""
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
 class StreamingTransport(Transport):
     """The base of the HTTP streams: one long response, written as frames arrive.
+
+    Once the response's headers are out, frames are written straight to the
+    connection's socket (:func:`.outbox.direct_writer`), each already framed
+    as a piece of the chunked body: the framing of a shared frame is built
+    once for all recipients (:meth:`encode_chunk`). Tornado's
+    ``RequestHandler.write``/``flush`` are only used for the headers, for
+    ending the response, and when :attr:`direct_writes` is off.
 
     After ``stream_max_bytes`` the response ends with ``reconnect``
     (byte_limit), since proxies may buffer endless responses.
     """
 
     content_type: str = "application/octet-stream"
+    #: Write frames straight to the socket (False: through
+    #: ``RequestHandler.write`` and ``flush``; the same bytes, slower).
+    direct_writes: ClassVar[bool] = True
 
     def prepare(self) -> None:
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        handler = self.handler
+        conn = handler.request.connection
+        # Tornado chunks a response to an HTTP/1.1 GET (status 200, no
+        # Content-Length); to HTTP/1.0 it writes the body as is and closes.
+        self._chunked = handler.request.version == "HTTP/1.1"
+        write: Write = self._write
+        frame = self.encode
+        if self.direct_writes and isinstance(conn, HTTP1Connection) and self._no_transforms():
+            write = direct_writer(conn.stream)
+            if self._chunked:
+                frame = self.encode_chunk
+        else:
+            self._chunked = False  # Tornado chunks what goes through it
         self.connection = LiveConnection(
             self.name,
             self.hub,
             self.session,
-            encode=self.encode,
-            write=self._write,
+            encode=frame,
+            write=write,
             finish=self._end_response,
             cut=self._cut,
-            ping=self.encode(F.PING_FRAME),
+            ping=frame(F.PING_FRAME),
             expires=self.expires,
             byte_limit=self.hub.settings.stream_max_bytes,
         )
+        # Live frames go from the session straight to the connection.
+        self.session.sink = self.connection.send
+
+    def _no_transforms(self) -> bool:
+        """Drop gzip (never for streams, see :meth:`run`); True if no other
+        output transform is left (an app's own would need every write)."""
+        handler = self.handler
+        handler._transforms = [
+            t for t in handler._transforms if not isinstance(t, GZipContentEncoding)
+        ]
+        return not handler._transforms
 
     @abc.abstractmethod
     def encode(self, frame: Frame) -> bytes:
         """The bytes of one frame on this transport."""
+
+    def encode_chunk(self, frame: Frame) -> bytes:
+        """:meth:`encode` as one piece of a chunked body; transports cache it
+        on shared frames (``Frame.cached``)."""
+        return http_chunk(self.encode(frame))
 
     def preamble(self) -> bytes:
         """Bytes written before the first frame."""
@@ -348,14 +396,14 @@ class StreamingTransport(Transport):
         # Never compressed: with ``compress_response=True`` Tornado would gzip
         # each stream on its own (a compressor and a sync flush per frame per
         # connection), costing the CPU and memory fan-out saves. Poll answers
-        # may still be compressed.
-        handler._transforms = [
-            t for t in handler._transforms if not isinstance(t, GZipContentEncoding)
-        ]
+        # may still be compressed. (prepare dropped the transform already.)
         stream = handler.request.connection.stream  # type: ignore[union-attr]
         stream.set_nodelay(True)
+        # The headers go out now, through Tornado, ahead of every frame.
+        handler.flush()
         connected = F.connected(self.name, self.hub.settings.ping_interval)
-        self.connection.put(self.preamble() + self.encode(connected))
+        first = self.preamble() + self.encode(connected)
+        self.connection.put(http_chunk(first) if self._chunked else first)
         self.connection.start()
         try:
             try:
@@ -368,7 +416,7 @@ class StreamingTransport(Transport):
         if not self.closed:
             handler.finish()
 
-    def send(self, frames: list[Frame], *, backlog: bool = False) -> None:
+    def send(self, frames: Sequence[Frame], *, backlog: bool = False) -> None:
         self.connection.send(frames, backlog=backlog)
 
     def end(self, reason: str) -> None:

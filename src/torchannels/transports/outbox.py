@@ -1,38 +1,117 @@
 """One connection's outgoing bytes: a bounded queue with one write in flight.
 
 Every long-lived transport writes through an :class:`Outbox` (owned by its
-:class:`~.connection.LiveConnection`).
+:class:`~.connection.LiveConnection`). :func:`direct_writer` is the write it
+uses once a connection's headers are out: straight to the socket, with no
+future unless the socket could not take everything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from tornado.iostream import IOStream
+
+#: A write: None when every byte went out at once, else a future that
+#: completes when the rest has been written (or fails: the peer is gone).
+Write = Callable[[bytes], "asyncio.Future[Any] | None"]
+
+
+def direct_writer(stream: IOStream) -> Write:
+    """Write to ``stream``'s socket while the stream itself has nothing
+    queued, handing only what the socket did not take to the stream.
+
+    So the common case (a client that reads) is one ``send`` and nothing
+    else: no future, no callback. Bytes the stream holds always go first:
+    once it has some, everything goes through it, in order. An SSL stream
+    always writes through the stream.
+    """
+    if type(stream) is not IOStream:  # SSLIOStream and friends: their own send
+        return stream.write
+    sock: socket.socket = stream.socket
+
+    def write(data: bytes) -> asyncio.Future[Any] | None:
+        if stream.writing() or stream.closed():
+            return stream.write(data)  # raises StreamClosedError when closed
+        try:
+            sent = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            # Reset or broken pipe: the stream meets the same error, closes
+            # and fails the future, as for any of its own writes.
+            return stream.write(data)
+        if sent == len(data):
+            return None
+        return stream.write(data[sent:])
+
+    return write
+
+
+class _Batch:
+    """The outboxes that got bytes during one loop iteration, pumped together
+    at its end: what reaches one connection in one iteration is one write."""
+
+    __slots__ = ("loop", "outboxes")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.outboxes: list[Outbox] = []
+
+    def run(self) -> None:
+        global _batch
+        if _batch is self:
+            _batch = None
+        for outbox in self.outboxes:
+            outbox.scheduled = False
+            outbox.pump()
+
+
+_batch: _Batch | None = None
 
 
 class Outbox:
     """One connection's outgoing bytes: a queue with one write in flight.
 
-    A write is handed to the socket while the rest waits in the queue and goes
-    out joined when it completes, so a fast client gets every frame at once
-    and a slow one gets them batched. One write carries at most about
-    ``WRITE_CHUNK`` bytes (whole frames), so that a client that reads, however
-    slowly, completes writes: a write that does not complete within
-    ``write_timeout`` means the client stopped reading.
+    Bytes put during one loop iteration are written together at its end
+    (:meth:`schedule`), so publications that reach a connection in the same
+    iteration share one write. While a write is in flight the rest waits in
+    the queue and goes out joined when it completes, so a fast client gets
+    every frame at once and a slow one gets them batched. One write carries
+    at most about ``WRITE_CHUNK`` bytes (whole frames), so that a client that
+    reads, however slowly, completes writes: a write that does not complete
+    within ``write_timeout`` means the client stopped reading.
 
     Every byte counts: :attr:`queued_bytes` is everything handed to the outbox
     and not yet written, the write in flight included. A client is *slow* when
     a live frame arrives while it is more than ``limit`` behind.
     """
 
+    __slots__ = (
+        "_in_flight",
+        "_on_closed",
+        "_on_idle",
+        "_on_slow",
+        "_on_written",
+        "_queue",
+        "_queued",
+        "_write",
+        "closed",
+        "limit",
+        "scheduled",
+        "write_started",
+    )
+
     #: Bytes joined into one write, at most (plus the frame that crosses it).
     WRITE_CHUNK = 64 * 1024
 
     def __init__(
         self,
-        write: Callable[[bytes], asyncio.Future[Any]],
+        write: Write,
         limit: int,
         on_slow: Callable[[], None],
         on_closed: Callable[[], None],
@@ -51,10 +130,12 @@ class Outbox:
         #: Loop time at which the write in flight was handed to the socket.
         self.write_started = 0.0
         self.closed = False
+        #: Waiting in this loop iteration's batch for :meth:`pump`.
+        self.scheduled = False
 
     @property
     def busy(self) -> bool:
-        """A write is in flight."""
+        """A write is in flight (the socket did not take all of it yet)."""
         return self._in_flight > 0
 
     @property
@@ -63,51 +144,75 @@ class Outbox:
         return self._queued + self._in_flight
 
     def queue(self, data: bytes) -> None:
-        """Queue ``data`` without starting a write (call :meth:`pump`)."""
+        """Queue ``data`` without starting a write (call :meth:`schedule`)."""
         self._queue.append(data)
         self._queued += len(data)
 
     def put(self, data: bytes, *, live: bool = False) -> None:
-        """Queue ``data`` and write; for a ``live`` frame, call ``on_slow``
-        instead when the client is already more than ``limit`` behind."""
+        """Queue ``data`` for the end of this loop iteration; for a ``live``
+        frame, call ``on_slow`` instead when the client is already more than
+        ``limit`` behind."""
         if self.closed:
             return
-        self.queue(data)
-        if live and self.busy and self._queued + self._in_flight > self.limit:
+        self._queue.append(data)
+        self._queued += len(data)
+        if live and self._in_flight and self._queued + self._in_flight > self.limit:
             self.discard()
             self._on_slow()
             return
-        self.pump()
+        if not self.scheduled:
+            self.schedule()
+
+    def schedule(self) -> None:
+        """Write what is queued at the end of this loop iteration."""
+        global _batch
+        if self.scheduled:
+            return
+        self.scheduled = True
+        batch = _batch
+        loop = asyncio.get_running_loop()
+        if batch is None or batch.loop is not loop:
+            batch = _batch = _Batch(loop)
+            loop.call_soon(batch.run)
+        batch.outboxes.append(self)
 
     def discard(self) -> None:
         """Forget everything not yet handed to the socket."""
         self._queue.clear()
         self._queued = 0
 
-    def pump(self) -> None:
-        if self.busy or self.closed or not self._queue:
-            return
+    def pump(self, wrote: bool = False) -> None:
+        """Write what is queued now, unless a write is in flight; then, if
+        anything was written (``wrote``: a write just completed) and nothing
+        is in flight, call ``on_idle``."""
         queue = self._queue
-        data = queue.popleft()
-        if queue and len(data) < self.WRITE_CHUNK:
-            parts = [data]
-            size = len(data)
-            while queue and size < self.WRITE_CHUNK:
-                part = queue.popleft()
-                parts.append(part)
-                size += len(part)
-            data = b"".join(parts)
-        self._queued -= len(data)
-        self._in_flight = len(data) or 1  # an empty write is still in flight
-        self.write_started = asyncio.get_running_loop().time()
-        try:
-            future = self._write(data)
-        except Exception:  # closed under us (StreamClosedError, finished handler)
-            self._in_flight = 0
-            self.closed = True
-            self._on_closed()
+        while queue and not self._in_flight and not self.closed:
+            data = queue.popleft()
+            if queue and len(data) < self.WRITE_CHUNK:
+                parts = [data]
+                size = len(data)
+                while queue and size < self.WRITE_CHUNK:
+                    part = queue.popleft()
+                    parts.append(part)
+                    size += len(part)
+                data = b"".join(parts)
+            self._queued -= len(data)
+            try:
+                future = self._write(data)
+            except Exception:  # closed under us (StreamClosedError, finished handler)
+                self.closed = True
+                self._on_closed()
+                return
+            if future is None:  # all written at once
+                wrote = True
+                self._on_written()
+                continue
+            self._in_flight = len(data) or 1  # an empty write is still in flight
+            self.write_started = asyncio.get_running_loop().time()
+            future.add_done_callback(self._written)
             return
-        future.add_done_callback(self._written)
+        if wrote and not self._in_flight and not self.closed:
+            self._on_idle()
 
     def _written(self, future: asyncio.Future[Any]) -> None:
         self._in_flight = 0
@@ -117,6 +222,4 @@ class Outbox:
             self._on_closed()
             return
         self._on_written()
-        self.pump()
-        if not self.busy:
-            self._on_idle()
+        self.pump(wrote=True)

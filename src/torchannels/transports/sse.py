@@ -10,7 +10,8 @@ resumes every channel without loss or duplicates.
 The event's ``event``/``data`` lines are built once per frame and shared by
 all recipients; only the short ``id`` line is per connection, because each
 connection's cursor spans its own set of channels. Connections to a single
-channel share the whole event, ``id`` included.
+channel share the whole event, ``id`` included, and so do connections that
+asked for no ids (``ids=0``).
 
 Every byte is written by one pure encoder, :func:`encode_fields`:
 
@@ -26,7 +27,7 @@ from .. import frames as F
 from ..frames import Frame
 from ..protocol import Position, format_cursor
 from .base import apply
-from .connection import StreamingTransport
+from .connection import StreamingTransport, http_chunk
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 
@@ -94,17 +95,34 @@ def _body(frame: Frame) -> bytes:
     return encode_fields(frame.sse_data, event=name)
 
 
+def _plain_event(frame: Frame) -> bytes:
+    return frame.cached("sse", _body) + b"\n"
+
+
 def _single_channel_event(frame: Frame) -> bytes:
     assert frame.channel is not None and frame.position is not None
     cursor = format_cursor({frame.channel: frame.position})
     return frame.cached("sse", _body) + encode_event(id=cursor)
 
 
+def _plain_chunk(frame: Frame) -> bytes:
+    return http_chunk(frame.cached("sse-plain", _plain_event))
+
+
+def _single_channel_chunk(frame: Frame) -> bytes:
+    return http_chunk(frame.cached("sse-single", _single_channel_event))
+
+
 class SSETransport(StreamingTransport):
+    """Server-Sent Events. With ``ids=0`` in the request no event carries an
+    ``id`` (a client that resumes from its own cursor needs none), so every
+    event is the same bytes for every subscriber."""
+
     name = "sse"
     content_type = "text/event-stream; charset=utf-8"
 
     def prepare(self) -> None:
+        self.ids = self.request.ids
         self.cursor: dict[str, Position] = {
             c: p for c, p in self.request.cursor.items() if c in self.request.channels
         }
@@ -115,10 +133,17 @@ class SSETransport(StreamingTransport):
         return encode_fields(retry=self.hub.settings.sse_retry_ms)
 
     def encode(self, frame: Frame) -> bytes:
-        if not apply(self.cursor, frame):
-            return frame.cached("sse", _body) + b"\n"
+        if not self.ids or not apply(self.cursor, frame):
+            return frame.cached("sse-plain", _plain_event)
         if len(self.cursor) == 1 and frame.position is not None:
             # A one-channel connection's cursor is this frame's own position:
             # the same whole event for every such subscriber, built once.
             return frame.cached("sse-single", _single_channel_event)
         return frame.cached("sse", _body) + encode_event(id=format_cursor(self.cursor))
+
+    def encode_chunk(self, frame: Frame) -> bytes:
+        if not self.ids or not apply(self.cursor, frame):
+            return frame.cached("sse-plain+chunk", _plain_chunk)
+        if len(self.cursor) == 1 and frame.position is not None:
+            return frame.cached("sse-single+chunk", _single_channel_chunk)
+        return http_chunk(frame.cached("sse", _body) + encode_event(id=format_cursor(self.cursor)))
