@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, SSLIOStream
 
 #: A write: None when every byte went out at once, else a future that
 #: completes when the rest has been written (or fails: the peer is gone).
@@ -27,11 +27,13 @@ def direct_writer(stream: IOStream) -> Write:
 
     So the common case (a client that reads) is one ``send`` and nothing
     else: no future, no callback. Bytes the stream holds always go first:
-    once it has some, everything goes through it, in order. An SSL stream
+    once it has some, everything goes through it, in order. A TLS stream
     always writes through the stream.
     """
-    if type(stream) is not IOStream:  # SSLIOStream and friends: their own send
-        return stream.write
+    if not isinstance(stream, IOStream) or isinstance(stream, SSLIOStream):
+        return stream.write  # TLS: only the stream knows how to send
+    if type(stream).write_to_fd is not IOStream.write_to_fd:
+        return stream.write  # a stream that sends its own way
     sock: socket.socket = stream.socket
 
     def write(data: bytes) -> asyncio.Future[Any] | None:
