@@ -113,6 +113,31 @@ def _single_channel_chunk(frame: Frame) -> bytes:
     return http_chunk(frame.cached("sse-single", _single_channel_event))
 
 
+def sse_event(frame: Frame, cursor: dict[str, Position] | None) -> bytes:
+    """The event of ``frame`` on a connection at ``cursor`` (moved by the
+    frame), or with no ``id`` at all when ``cursor`` is None (``ids=0``).
+
+    Shared frames get shared bytes: an event without ``id``, or whose
+    cursor is the frame's own one channel, is built once for everyone.
+    """
+    if cursor is None or not apply(cursor, frame):
+        return frame.cached("sse-plain", _plain_event)
+    if len(cursor) == 1 and frame.position is not None:
+        # A one-channel connection's cursor is this frame's own position:
+        # the same whole event for every such subscriber, built once.
+        return frame.cached("sse-single", _single_channel_event)
+    return frame.cached("sse", _body) + encode_event(id=format_cursor(cursor))
+
+
+def sse_chunk(frame: Frame, cursor: dict[str, Position] | None) -> bytes:
+    """:func:`sse_event` as one piece of a chunked body, shared the same way."""
+    if cursor is None or not apply(cursor, frame):
+        return frame.cached("sse-plain+chunk", _plain_chunk)
+    if len(cursor) == 1 and frame.position is not None:
+        return frame.cached("sse-single+chunk", _single_channel_chunk)
+    return http_chunk(frame.cached("sse", _body) + encode_event(id=format_cursor(cursor)))
+
+
 class SSETransport(StreamingTransport):
     """Server-Sent Events. With ``ids=0`` in the request no event carries an
     ``id`` (a client that resumes from its own cursor needs none), so every
@@ -122,10 +147,12 @@ class SSETransport(StreamingTransport):
     content_type = "text/event-stream; charset=utf-8"
 
     def prepare(self) -> None:
-        self.ids = self.request.ids
-        self.cursor: dict[str, Position] = {
-            c: p for c, p in self.request.cursor.items() if c in self.request.channels
-        }
+        #: The connection's cursor, moved by every frame; None with ``ids=0``.
+        self.cursor: dict[str, Position] | None = None
+        if self.request.ids:
+            self.cursor = {
+                c: p for c, p in self.request.cursor.items() if c in self.request.channels
+            }
         super().prepare()  # frames with self.encode, which reads the cursor
 
     def preamble(self) -> bytes:
@@ -133,17 +160,7 @@ class SSETransport(StreamingTransport):
         return encode_fields(retry=self.hub.settings.sse_retry_ms)
 
     def encode(self, frame: Frame) -> bytes:
-        if not self.ids or not apply(self.cursor, frame):
-            return frame.cached("sse-plain", _plain_event)
-        if len(self.cursor) == 1 and frame.position is not None:
-            # A one-channel connection's cursor is this frame's own position:
-            # the same whole event for every such subscriber, built once.
-            return frame.cached("sse-single", _single_channel_event)
-        return frame.cached("sse", _body) + encode_event(id=format_cursor(self.cursor))
+        return sse_event(frame, self.cursor)
 
     def encode_chunk(self, frame: Frame) -> bytes:
-        if not self.ids or not apply(self.cursor, frame):
-            return frame.cached("sse-plain+chunk", _plain_chunk)
-        if len(self.cursor) == 1 and frame.position is not None:
-            return frame.cached("sse-single+chunk", _single_channel_chunk)
-        return http_chunk(frame.cached("sse", _body) + encode_event(id=format_cursor(self.cursor)))
+        return sse_chunk(frame, self.cursor)
