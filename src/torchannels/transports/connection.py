@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from tornado.http1connection import HTTP1Connection
-from tornado.ioloop import PeriodicCallback
 from tornado.web import GZipContentEncoding
 
 from .. import frames as F
@@ -87,20 +86,16 @@ class LiveConnection:
         #: False while the transport reads nothing from the peer (a command
         #: is being handled): silence then says nothing about the peer.
         self.listening = True
-        self._timers: list[asyncio.TimerHandle] = []
+        self._timers: tuple[asyncio.TimerHandle, ...] = ()
         self._watchdog: asyncio.TimerHandle | None = None
-        self._ticker = PeriodicCallback(self._tick, hub.settings.ping_interval * 1000)
-        self.outbox = Outbox(
-            write,
-            hub.settings.max_pending_bytes,
-            on_slow=self._slow,
-            on_closed=self._gone,
-            on_written=self._refill,
-            on_idle=self._idle,
-        )
+        #: Seconds between keep-alive ticks.
+        self._interval = hub.settings.ping_interval
+        self._ticker: asyncio.TimerHandle | None = None
+        self.outbox = Outbox(write, hub.settings.max_pending_bytes, self)
         #: Frames (and replies queued behind them) not yet framed for the
-        #: outbox, each with the size it counts as live (0 for catch-up).
-        self._waiting: deque[tuple[Frame | bytes, int]] = deque()
+        #: outbox, each with the size it counts as live (0 for catch-up);
+        #: made when needed, dropped once empty (most connections idle).
+        self._waiting: deque[tuple[Frame | bytes, int]] | None = None
         self._waiting_live = 0
         self._drained: asyncio.Future[None] | None = None
 
@@ -116,11 +111,11 @@ class LiveConnection:
     def start(self) -> None:
         """Register with the hub, start the keep-alive, the write watchdog
         and the expiry timer."""
-        self._ticker.start()
+        self._ticker = self._call_later(self._interval, self._on_tick)
         self._arm_watchdog(self.hub.settings.write_timeout)
         if self._expires is not None:
             delay = max(0.0, self._expires - time.time())
-            self._timers.append(self._call_later(delay, self.end, RECONNECT_EXPIRED))
+            self._timers += (self._call_later(delay, self.end, RECONNECT_EXPIRED),)
         self.hub.connection_opened(self)
 
     def stop(self) -> None:
@@ -129,7 +124,8 @@ class LiveConnection:
             return
         self.stopped = True
         self.hub.connection_closed(self)
-        self._ticker.stop()
+        if self._ticker is not None:
+            self._ticker.cancel()
         for timer in self._timers:
             timer.cancel()
         if self._watchdog is not None:
@@ -147,7 +143,7 @@ class LiveConnection:
         if self.ending or self.stopped:
             return
         if backlog:
-            self._waiting.extend((frame, 0) for frame in frames)
+            self._wait().extend((frame, 0) for frame in frames)
         elif not self._waiting:
             if len(frames) == 1:  # the live fan-out case: no join per recipient
                 data = self._encode(frames[0])
@@ -157,9 +153,10 @@ class LiveConnection:
             self._count(data)
             return
         else:
+            waiting = self._wait()
             for frame in frames:
                 size = len(frame.envelope)
-                self._waiting.append((frame, size))
+                waiting.append((frame, size))
                 self._waiting_live += size
             if self.outbox.queued_bytes + self._waiting_live > self.outbox.limit:
                 self._slow()
@@ -177,6 +174,11 @@ class LiveConnection:
         else:
             self._put(data)
 
+    def _wait(self) -> deque[tuple[Frame | bytes, int]]:
+        if self._waiting is None:
+            self._waiting = deque()
+        return self._waiting
+
     def _put(self, data: bytes, *, live: bool = False) -> None:
         self.outbox.put(data, live=live)
         self._count(data)
@@ -190,15 +192,21 @@ class LiveConnection:
     def _refill(self) -> None:
         """Frame waiting frames into the outbox while it holds less than half
         of ``max_pending_bytes``: the other half is room for live frames."""
-        outbox = self.outbox
         waiting = self._waiting
-        room = outbox.limit // 2
-        while waiting and outbox.queued_bytes < room and not self.ending:
-            item, live = waiting.popleft()
-            self._waiting_live -= live
-            data = item if isinstance(item, bytes) else self._encode(item)
-            outbox.queue(data)
-            self._count(data)
+        if waiting is None and self._drained is None:
+            return  # the common case: a live write completed
+        outbox = self.outbox
+        if waiting is not None:
+            room = outbox.limit // 2
+            while waiting and outbox.queued_bytes < room and not self.ending:
+                item, live = waiting.popleft()
+                self._waiting_live -= live
+                data = item if isinstance(item, bytes) else self._encode(item)
+                outbox.queue(data)
+                self._count(data)
+            if not waiting and self._waiting is waiting:
+                self._waiting = None
+                waiting = None
         drained = self._drained
         if drained is not None and not waiting and outbox.queued_bytes < outbox.limit:
             self._drained = None
@@ -218,7 +226,7 @@ class LiveConnection:
             await self._drained
 
     def _discard_waiting(self) -> None:
-        self._waiting.clear()
+        self._waiting = None
         self._waiting_live = 0
         drained = self._drained
         self._drained = None
@@ -252,8 +260,18 @@ class LiveConnection:
         # What waits unframed is dropped: the client resumes from the
         # positions of the frames it got.
         self._discard_waiting()
-        self._timers.append(self._call_later(self.hub.settings.ping_interval, self.cut))
+        self._timers += (self._call_later(self.hub.settings.ping_interval, self.cut),)
         self.outbox.put(self._encode(F.reconnect(reason)))
+
+    def _on_tick(self) -> None:
+        self._ticker = None
+        if self.stopped:
+            return
+        try:
+            self._tick()
+        finally:
+            if not self.stopped:
+                self._ticker = self._call_later(self._interval, self._on_tick)
 
     def _tick(self) -> None:
         if self._hears_peer and self.listening:
@@ -286,6 +304,22 @@ class LiveConnection:
         else:
             self._arm_watchdog(timeout)
 
+    # -- what the outbox tells its owner ------------------------------------------
+
+    def outbox_slow(self) -> None:
+        self._slow()
+
+    def outbox_closed(self) -> None:
+        self.cut()
+
+    def outbox_written(self) -> None:
+        self._refill()
+
+    def outbox_idle(self) -> None:
+        if self.ending and not self.stopped and not self._finished:
+            self._finished = True
+            self._finish(self._reason)
+
     def _slow(self) -> None:
         """The client fell too far behind or stopped reading: drop what it has
         not taken; it resumes from its positions after ``reconnect``
@@ -294,14 +328,6 @@ class LiveConnection:
         self.outbox.discard()
         self.session.close()
         self.end(RECONNECT_SLOW)
-
-    def _idle(self) -> None:
-        if self.ending and not self.stopped and not self._finished:
-            self._finished = True
-            self._finish(self._reason)
-
-    def _gone(self) -> None:
-        self.cut()
 
     def cut(self) -> None:
         """Close the connection at once, with no ``reconnect`` frame (a dead
