@@ -150,7 +150,9 @@ class LiveConnection:
             else:
                 data = b"".join(map(self._encode, frames))
             self.outbox.put(data, live=True)
-            self._count(data)
+            self.sent_bytes += len(data)  # _count, inline on the fan-out path
+            if self._byte_limit is not None and self.sent_bytes >= self._byte_limit:
+                self.end(RECONNECT_BYTE_LIMIT)
             return
         else:
             waiting = self._wait()
@@ -257,6 +259,7 @@ class LiveConnection:
             return
         self.ending = True
         self._reason = reason
+        self.outbox.notify_idle = True  # finish once the reconnect is written
         # What waits unframed is dropped: the client resumes from the
         # positions of the frames it got.
         self._discard_waiting()

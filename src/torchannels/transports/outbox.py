@@ -38,15 +38,15 @@ class DirectWriter:
 
     def __call__(self, data: bytes) -> asyncio.Future[Any] | None:
         stream = self.stream
-        if stream.writing() or stream.closed():
-            return stream.write(data)  # raises StreamClosedError when closed
+        if stream.writing():
+            return stream.write(data)
         try:
             sent = self.socket.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
-            # Reset or broken pipe: the stream meets the same error, closes
-            # and fails the future, as for any of its own writes.
+            # Reset, broken pipe, or closed by the stream (EBADF): the stream
+            # meets the same error, or raises StreamClosedError.
             return stream.write(data)
         if sent == len(data):
             return None
@@ -127,6 +127,7 @@ class Outbox:
         "_write",
         "closed",
         "limit",
+        "notify_idle",
         "scheduled",
         "write_started",
     )
@@ -149,6 +150,9 @@ class Outbox:
         self.closed = False
         #: Waiting in this loop iteration's batch for :meth:`pump`.
         self.scheduled = False
+        #: Call the owner's ``outbox_idle`` when writes complete (the owner
+        #: sets it when it waits for that, such as to end the connection).
+        self.notify_idle = False
 
     @property
     def busy(self) -> bool:
@@ -232,7 +236,7 @@ class Outbox:
             self.write_started = asyncio.get_running_loop().time()
             future.add_done_callback(self._written)
             return
-        if wrote and not self._in_flight and not self.closed:
+        if wrote and self.notify_idle and not self._in_flight and not self.closed:
             self._owner.outbox_idle()
 
     def _written(self, future: asyncio.Future[Any]) -> None:
