@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from torchannels.server.run import FULL_COLLECTION_EVERY, tune_collector
+from torchannels.server.run import FULL_COLLECTION_EVERY, PYTHON_DEFAULT, tune_collector
 
 
 @pytest.fixture
@@ -18,11 +18,15 @@ def thresholds() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("thresholds")
-def test_full_collections_are_rarer_and_young_ones_unchanged() -> None:
-    gc.set_threshold(700, 10, 10)
+def test_full_collections_are_ten_times_rarer() -> None:
+    gc.set_threshold(*PYTHON_DEFAULT)
     tune_collector()
     assert gc.get_threshold() == (700, 10, FULL_COLLECTION_EVERY)
     assert FULL_COLLECTION_EVERY == 100
-    gc.set_threshold(1234, 7, 3)  # an operator's own young thresholds stay
+
+
+@pytest.mark.usefixtures("thresholds")
+def test_thresholds_set_by_someone_else_stay() -> None:
+    gc.set_threshold(20000, 20, 20)  # bench/gcprobe's GCTHRESH, an operator's sitecustomize
     tune_collector()
-    assert gc.get_threshold() == (1234, 7, FULL_COLLECTION_EVERY)
+    assert gc.get_threshold() == (20000, 20, 20)

@@ -27,6 +27,8 @@ log = logging.getLogger("torchannels.server")
 
 #: Younger collections between two full ones, at least (Python's default: 10).
 FULL_COLLECTION_EVERY = 100
+#: CPython's thresholds: collections of generation 0, 1 and 2.
+PYTHON_DEFAULT = (700, 10, 10)
 
 
 def tune_collector() -> None:
@@ -40,10 +42,11 @@ def tune_collector() -> None:
     CPU per delivery: what a full pass would free is cyclic garbage of
     closed connections, and Python still requires a quarter of the
     long-lived objects to be new before one runs. The young generations
-    keep Python's thresholds.
+    keep Python's thresholds; thresholds someone already changed (a
+    ``sitecustomize``, bench/gcprobe's ``GCTHRESH``) are left alone.
     """
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+    if gc.get_threshold() == PYTHON_DEFAULT:
+        gc.set_threshold(PYTHON_DEFAULT[0], PYTHON_DEFAULT[1], FULL_COLLECTION_EVERY)
 
 
 async def serve(
