@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -91,15 +92,15 @@ class _Batch:
         self.outboxes: list[Outbox] = []
 
     def run(self) -> None:
-        global _batch
-        if _batch is self:
-            _batch = None
+        if getattr(_current, "batch", None) is self:
+            _current.batch = None
         for outbox in self.outboxes:
             outbox.scheduled = False
             outbox.pump()
 
 
-_batch: _Batch | None = None
+#: The batch of this thread's running loop (one loop runs per thread at a time).
+_current = threading.local()
 
 
 class Outbox:
@@ -186,14 +187,13 @@ class Outbox:
 
     def schedule(self) -> None:
         """Write what is queued at the end of this loop iteration."""
-        global _batch
         if self.scheduled:
             return
         self.scheduled = True
-        batch = _batch
+        batch: _Batch | None = getattr(_current, "batch", None)
         loop = asyncio.get_running_loop()
         if batch is None or batch.loop is not loop:
-            batch = _batch = _Batch(loop)
+            batch = _current.batch = _Batch(loop)
             loop.call_soon(batch.run)
         batch.outboxes.append(self)
 
