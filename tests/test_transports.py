@@ -537,14 +537,20 @@ async def test_single_channel_sse_events_are_built_once(server: Server, framings
         await s.wait_frames(lambda fs: any(f["type"] == "message" for f in fs))
     pub = (await server.hub.broker.read("solo", None)).publications[-1]
     epoch = pub.epoch
+    # Written straight to the socket: the event as one piece of the chunked body.
     whole = [
-        e for e in framings.answered(pub.frame) if e.endswith(f"id: solo={epoch}:1\n\n".encode())
+        e
+        for e in framings.answered(pub.frame)
+        if e.endswith(f"id: solo={epoch}:1\n\n\r\n".encode())
     ]
     # The one-channel event was asked for once per one-channel subscriber,
     # built once, and the very same bytes object handed to each.
     [event, *others] = whole
     assert len(others) == len(single) - 1 and all(e is event for e in others)
     assert sorted(framings.built(pub.frame)) == sorted(set(framings.built(pub.frame)))
+    size, _, rest = event.partition(b"\r\n")
+    assert int(size, 16) == len(rest) - 2 and rest.endswith(b"\r\n")
+    event = rest[:-2]  # what the client reads, chunk framing removed
     for s in single:
         assert event in s.buffer
     assert event not in both.buffer

@@ -75,7 +75,17 @@ class Publication:
     framed and delivered from its bytes alone.
     """
 
-    __slots__ = ("_data", "_frame", "channel", "epoch", "offset", "payload", "position", "ts")
+    __slots__ = (
+        "_data",
+        "_frame",
+        "_frames",
+        "channel",
+        "epoch",
+        "offset",
+        "payload",
+        "position",
+        "ts",
+    )
 
     def __init__(
         self,
@@ -95,6 +105,7 @@ class Publication:
         #: Built once: sessions compare and store it for every recipient.
         self.position = Position(epoch, offset)
         self._frame: Frame | None = None
+        self._frames: tuple[Frame] | None = None
 
     @property
     def data(self) -> dict[str, Any]:
@@ -115,6 +126,13 @@ class Publication:
                 sse_data=self.payload,
             )
         return self._frame
+
+    @property
+    def frames(self) -> tuple[Frame]:
+        """``(frame,)``, built once: what live delivery hands every sink."""
+        if self._frames is None:
+            self._frames = (self.frame,)
+        return self._frames
 
     def __repr__(self) -> str:
         return f"<Publication {self.channel} {self.epoch}:{self.offset}>"

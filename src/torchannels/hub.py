@@ -38,8 +38,9 @@ class Connection(Protocol):
 class Subscriber(Protocol):
     """What the hub delivers to: a :class:`~torchannels.session.Session`."""
 
-    def on_publication(self, pub: Publication) -> None:
-        """A new publication of a channel the subscriber is attached to."""
+    def on_publication(self, pub: Publication) -> bool:
+        """A new publication of a channel the subscriber is attached to;
+        True if it was delivered (counted in ``Stats.delivered``)."""
 
     def resync(self, channel: str, top: Position | None) -> None:
         """Live delivery of ``channel`` may have missed something: re-read it
@@ -204,11 +205,16 @@ class Hub:
         local = self._local.get(pub.channel)
         if local is None:
             return
+        delivered = 0
+        # ``subscribers`` is replaced, never changed, by attach and detach:
+        # a subscriber that leaves during this loop leaves the next one.
         for subscriber in local.subscribers:
             try:
-                subscriber.on_publication(pub)
+                if subscriber.on_publication(pub):
+                    delivered += 1
             except Exception:
                 log.exception("subscriber failed on %r", pub)
+        self.stats.delivered += delivered
 
     def _on_resync(self, channels: Sequence[str]) -> None:
         """The broker's live delivery of ``channels`` may have had a gap."""

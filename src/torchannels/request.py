@@ -35,6 +35,8 @@ class SubscribeRequest:
     #: Keep-alive period the client asked for, clamped to ``ping_bounds``;
     #: None: the server's ``ping_interval``.
     ping: float | None = None
+    #: SSE only: write ``id:`` lines (``ids=0``: none; the client keeps its cursor).
+    ids: bool = True
 
 
 def _one(args: Mapping[str, list[bytes]], name: str) -> str | None:
@@ -142,7 +144,10 @@ def parse_request(
         # cannot know the server's maximum.
         timeout = min(_seconds(raw_timeout, "timeout"), settings.longpoll_timeout)
     ping = parse_ping(_one(args, "ping"), settings)
+    ids = _one(args, "ids")
+    if ids not in (None, "0", "1"):
+        raise BadRequest(BAD_PARAMETER, "ids must be 0 or 1")
     for name, values in args.items():  # the app's own parameters (``token``) too
         for raw in values:
             _text(raw, name)
-    return SubscribeRequest(transport, channels, cursor, timeout, ping)
+    return SubscribeRequest(transport, channels, cursor, timeout, ping, ids=ids != "0")

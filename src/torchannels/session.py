@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from . import frames as F
@@ -61,7 +61,7 @@ class Sink(Protocol):
     client asked for): a live connection frames it a slice at a time as the
     client takes it, rather than holding it all as bytes."""
 
-    def __call__(self, frames: list[Frame], *, backlog: bool = False) -> None: ...
+    def __call__(self, frames: Sequence[Frame], *, backlog: bool = False) -> None: ...
 
 
 #: Decides whether a channel may be read: True, False, or an awaitable of
@@ -235,24 +235,27 @@ class Session:
             if self._tasks.get(channel) is asyncio.current_task():
                 del self._tasks[channel]
 
-    def on_publication(self, pub: Publication) -> None:
-        """A new publication of a channel this session is attached to."""
+    def on_publication(self, pub: Publication) -> bool:
+        """A new publication of a channel this session is attached to; True
+        if it was handed to the sink (the hub counts deliveries)."""
         channel = pub.channel
-        if channel not in self._buffers or self._closed:
-            return
-        buffered = self._buffers[channel]
+        try:
+            buffered = self._buffers[channel]
+        except KeyError:
+            return False  # not served (a closed session serves nothing)
         if buffered is not None:
             buffered.append(pub)
-            return
-        verdict = _follows(self.positions[channel], pub)
-        if verdict:
+            return False
+        position = self.positions[channel]
+        if pub.offset == position.offset + 1 and pub.epoch == position.epoch:
             self.positions[channel] = pub.position
-            self.hub.stats.delivered += 1
-            self.sink([pub.frame])
-        elif verdict is False:
+            self.sink(pub.frames)
+            return True
+        if _follows(position, pub) is False:
             # A gap in live delivery (a lost broker message): read it back.
             self._buffers[channel] = [pub]
             self._start_catch_up(channel)
+        return False
 
     def resync(self, channel: str, top: Position | None) -> None:
         """Live delivery of ``channel`` may have missed publications: re-read

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 import logging
+from collections.abc import Sequence
 from typing import ClassVar
 
 from tornado.web import RequestHandler
@@ -55,7 +56,7 @@ class Transport(abc.ABC):
         """Serve the request until it is answered or the client leaves."""
 
     @abc.abstractmethod
-    def send(self, frames: list[Frame], *, backlog: bool = False) -> None:
+    def send(self, frames: Sequence[Frame], *, backlog: bool = False) -> None:
         """Take frames from the session, in order."""
 
     def end(self, reason: str) -> None:  # noqa: B027 - poll answers at once

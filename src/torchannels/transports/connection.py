@@ -26,10 +26,10 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
 
-from tornado.ioloop import PeriodicCallback
+from tornado.http1connection import HTTP1Connection
 from tornado.web import GZipContentEncoding
 
 from .. import frames as F
@@ -38,7 +38,7 @@ from ..frames import Frame
 from ..hub import Hub
 from ..session import Session
 from .base import Transport
-from .outbox import Outbox
+from .outbox import Outbox, Write, direct_writer
 
 
 class LiveConnection:
@@ -55,7 +55,7 @@ class LiveConnection:
         session: Session,
         *,
         encode: Callable[[Frame], bytes],
-        write: Callable[[bytes], asyncio.Future[Any]],
+        write: Write,
         finish: Callable[[str], None],
         cut: Callable[[], None],
         ping: bytes,
@@ -83,26 +83,21 @@ class LiveConnection:
         #: :meth:`stop` ran; nothing more happens.
         self.stopped = False
         self._reason = ""
+        self._finished = False
         self._hears_peer = hears_peer
         self._heard = True  # since the last tick
         self._missed = 0  # ticks in a row with nothing heard since the one before
         #: False while the transport reads nothing from the peer (a command
         #: is being handled): silence then says nothing about the peer.
         self.listening = True
-        self._timers: list[asyncio.TimerHandle] = []
+        self._timers: tuple[asyncio.TimerHandle, ...] = ()
         self._watchdog: asyncio.TimerHandle | None = None
-        self._ticker = PeriodicCallback(self._tick, self.ping_interval * 1000)
-        self.outbox = Outbox(
-            write,
-            hub.settings.max_pending_bytes,
-            on_slow=self._slow,
-            on_closed=self._gone,
-            on_written=self._refill,
-            on_idle=self._idle,
-        )
+        self._ticker: asyncio.TimerHandle | None = None
+        self.outbox = Outbox(write, hub.settings.max_pending_bytes, self)
         #: Frames (and replies queued behind them) not yet framed for the
-        #: outbox, each with the size it counts as live (0 for catch-up).
-        self._waiting: deque[tuple[Frame | bytes, int]] = deque()
+        #: outbox, each with the size it counts as live (0 for catch-up);
+        #: made when needed, dropped once empty (most connections idle).
+        self._waiting: deque[tuple[Frame | bytes, int]] | None = None
         self._waiting_live = 0
         self._drained: asyncio.Future[None] | None = None
 
@@ -118,11 +113,11 @@ class LiveConnection:
     def start(self) -> None:
         """Register with the hub, start the keep-alive, the write watchdog
         and the expiry timer."""
-        self._ticker.start()
+        self._ticker = self._call_later(self.ping_interval, self._on_tick)
         self._arm_watchdog(self.hub.settings.write_timeout)
         if self._expires is not None:
             delay = max(0.0, self._expires - time.time())
-            self._timers.append(self._call_later(delay, self.end, RECONNECT_EXPIRED))
+            self._timers += (self._call_later(delay, self.end, RECONNECT_EXPIRED),)
         self.hub.connection_opened(self)
 
     def stop(self) -> None:
@@ -131,7 +126,8 @@ class LiveConnection:
             return
         self.stopped = True
         self.hub.connection_closed(self)
-        self._ticker.stop()
+        if self._ticker is not None:
+            self._ticker.cancel()
         for timer in self._timers:
             timer.cancel()
         if self._watchdog is not None:
@@ -139,7 +135,7 @@ class LiveConnection:
         self._discard_waiting()
         self.session.close()
 
-    def send(self, frames: list[Frame], *, backlog: bool = False) -> None:
+    def send(self, frames: Sequence[Frame], *, backlog: bool = False) -> None:
         """The session's sink: frame and queue ``frames``.
 
         Catch-up (``backlog``) waits unframed and goes to the outbox a slice
@@ -149,24 +145,28 @@ class LiveConnection:
         if self.ending or self.stopped:
             return
         if backlog:
-            self._waiting.extend((frame, 0) for frame in frames)
+            self._wait().extend((frame, 0) for frame in frames)
         elif not self._waiting:
-            encode = self._encode
             if len(frames) == 1:  # the live fan-out case: no join per recipient
-                self._put(encode(frames[0]), live=True)
+                data = self._encode(frames[0])
             else:
-                self._put(b"".join(encode(f) for f in frames), live=True)
+                data = b"".join(map(self._encode, frames))
+            self.outbox.put(data, live=True)
+            self.sent_bytes += len(data)  # _count, inline on the fan-out path
+            if self._byte_limit is not None and self.sent_bytes >= self._byte_limit:
+                self.end(RECONNECT_BYTE_LIMIT)
             return
         else:
+            waiting = self._wait()
             for frame in frames:
                 size = len(frame.envelope)
-                self._waiting.append((frame, size))
+                waiting.append((frame, size))
                 self._waiting_live += size
             if self.outbox.queued_bytes + self._waiting_live > self.outbox.limit:
                 self._slow()
                 return
         self._refill()
-        self.outbox.pump()
+        self.outbox.schedule()
 
     def put(self, data: bytes) -> None:
         """Queue bytes already framed for this transport (a reply to a
@@ -177,6 +177,11 @@ class LiveConnection:
             self._waiting.append((data, 0))
         else:
             self._put(data)
+
+    def _wait(self) -> deque[tuple[Frame | bytes, int]]:
+        if self._waiting is None:
+            self._waiting = deque()
+        return self._waiting
 
     def _put(self, data: bytes, *, live: bool = False) -> None:
         self.outbox.put(data, live=live)
@@ -191,15 +196,21 @@ class LiveConnection:
     def _refill(self) -> None:
         """Frame waiting frames into the outbox while it holds less than half
         of ``max_pending_bytes``: the other half is room for live frames."""
-        outbox = self.outbox
         waiting = self._waiting
-        room = outbox.limit // 2
-        while waiting and outbox.queued_bytes < room and not self.ending:
-            item, live = waiting.popleft()
-            self._waiting_live -= live
-            data = item if isinstance(item, bytes) else self._encode(item)
-            outbox.queue(data)
-            self._count(data)
+        if waiting is None and self._drained is None:
+            return  # the common case: a live write completed
+        outbox = self.outbox
+        if waiting is not None:
+            room = outbox.limit // 2
+            while waiting and outbox.queued_bytes < room and not self.ending:
+                item, live = waiting.popleft()
+                self._waiting_live -= live
+                data = item if isinstance(item, bytes) else self._encode(item)
+                outbox.queue(data)
+                self._count(data)
+            if not waiting and self._waiting is waiting:
+                self._waiting = None
+                waiting = None
         drained = self._drained
         if drained is not None and not waiting and outbox.queued_bytes < outbox.limit:
             self._drained = None
@@ -219,7 +230,7 @@ class LiveConnection:
             await self._drained
 
     def _discard_waiting(self) -> None:
-        self._waiting.clear()
+        self._waiting = None
         self._waiting_live = 0
         drained = self._drained
         self._drained = None
@@ -250,11 +261,22 @@ class LiveConnection:
             return
         self.ending = True
         self._reason = reason
+        self.outbox.notify_idle = True  # finish once the reconnect is written
         # What waits unframed is dropped: the client resumes from the
         # positions of the frames it got.
         self._discard_waiting()
-        self._timers.append(self._call_later(self.ping_interval, self.cut))
+        self._timers += (self._call_later(self.ping_interval, self.cut),)
         self.outbox.put(self._encode(F.reconnect(reason)))
+
+    def _on_tick(self) -> None:
+        self._ticker = None
+        if self.stopped:
+            return
+        try:
+            self._tick()
+        finally:
+            if not self.stopped:
+                self._ticker = self._call_later(self.ping_interval, self._on_tick)
 
     def _tick(self) -> None:
         if self._hears_peer and self.listening:
@@ -287,6 +309,22 @@ class LiveConnection:
         else:
             self._arm_watchdog(timeout)
 
+    # -- what the outbox tells its owner ------------------------------------------
+
+    def outbox_slow(self) -> None:
+        self._slow()
+
+    def outbox_closed(self) -> None:
+        self.cut()
+
+    def outbox_written(self) -> None:
+        self._refill()
+
+    def outbox_idle(self) -> None:
+        if self.ending and not self.stopped and not self._finished:
+            self._finished = True
+            self._finish(self._reason)
+
     def _slow(self) -> None:
         """The client fell too far behind or stopped reading: drop what it has
         not taken; it resumes from its positions after ``reconnect``
@@ -295,13 +333,6 @@ class LiveConnection:
         self.outbox.discard()
         self.session.close()
         self.end(RECONNECT_SLOW)
-
-    def _idle(self) -> None:
-        if self.ending and not self.stopped:
-            self._finish(self._reason)
-
-    def _gone(self) -> None:
-        self.cut()
 
     def cut(self) -> None:
         """Close the connection at once, with no ``reconnect`` frame (a dead
@@ -312,34 +343,78 @@ class LiveConnection:
         return asyncio.get_running_loop().call_later(delay, callback, *args)
 
 
+def http_chunk(data: bytes) -> bytes:
+    """``data`` as one piece of a chunked HTTP/1.1 body (RFC 9112 7.1)."""
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
 class StreamingTransport(Transport):
     """The base of the HTTP streams: one long response, written as frames arrive.
+
+    Once the response's headers are out, frames are written straight to the
+    connection's socket (:func:`.outbox.direct_writer`), each already framed
+    as a piece of the chunked body: the framing of a shared frame is built
+    once for all recipients (:meth:`encode_chunk`). Tornado's
+    ``RequestHandler.write``/``flush`` are only used for the headers, for
+    ending the response, and when :attr:`direct_writes` is off.
 
     After ``stream_max_bytes`` the response ends with ``reconnect``
     (byte_limit), since proxies may buffer endless responses.
     """
 
     content_type: str = "application/octet-stream"
+    #: Write frames straight to the socket (False: through
+    #: ``RequestHandler.write`` and ``flush``; the same bytes, slower).
+    direct_writes: ClassVar[bool] = True
 
     def prepare(self) -> None:
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        handler = self.handler
+        conn = handler.request.connection
+        # Tornado chunks a response to an HTTP/1.1 GET (status 200, no
+        # Content-Length); to HTTP/1.0 it writes the body as is and closes.
+        self._chunked = handler.request.version == "HTTP/1.1"
+        write: Write = self._write
+        frame = self.encode
+        if self.direct_writes and isinstance(conn, HTTP1Connection) and self._no_transforms():
+            write = direct_writer(conn.stream)
+            if self._chunked:
+                frame = self.encode_chunk
+        else:
+            self._chunked = False  # Tornado chunks what goes through it
         self.connection = LiveConnection(
             self.name,
             self.hub,
             self.session,
-            encode=self.encode,
-            write=self._write,
+            encode=frame,
+            write=write,
             finish=self._end_response,
             cut=self._cut,
-            ping=self.encode(F.PING_FRAME),
+            ping=frame(F.PING_FRAME),
             expires=self.expires,
             byte_limit=self.hub.settings.stream_max_bytes,
             ping_interval=self.request.ping,
         )
+        # Live frames go from the session straight to the connection.
+        self.session.sink = self.connection.send
+
+    def _no_transforms(self) -> bool:
+        """Drop gzip (never for streams, see :meth:`run`); True if no other
+        output transform is left (an app's own would need every write)."""
+        handler = self.handler
+        handler._transforms = [
+            t for t in handler._transforms if not isinstance(t, GZipContentEncoding)
+        ]
+        return not handler._transforms
 
     @abc.abstractmethod
     def encode(self, frame: Frame) -> bytes:
         """The bytes of one frame on this transport."""
+
+    def encode_chunk(self, frame: Frame) -> bytes:
+        """:meth:`encode` as one piece of a chunked body; transports cache it
+        on shared frames (``Frame.cached``)."""
+        return http_chunk(self.encode(frame))
 
     def preamble(self) -> bytes:
         """Bytes written before the first frame."""
@@ -353,14 +428,14 @@ class StreamingTransport(Transport):
         # Never compressed: with ``compress_response=True`` Tornado would gzip
         # each stream on its own (a compressor and a sync flush per frame per
         # connection), costing the CPU and memory fan-out saves. Poll answers
-        # may still be compressed.
-        handler._transforms = [
-            t for t in handler._transforms if not isinstance(t, GZipContentEncoding)
-        ]
+        # may still be compressed. (prepare dropped the transform already.)
         stream = handler.request.connection.stream  # type: ignore[union-attr]
         stream.set_nodelay(True)
+        # The headers go out now, through Tornado, ahead of every frame.
+        handler.flush()
         connected = F.connected(self.name, self.connection.ping_interval)
-        self.connection.put(self.preamble() + self.encode(connected))
+        first = self.preamble() + self.encode(connected)
+        self.connection.put(http_chunk(first) if self._chunked else first)
         self.connection.start()
         try:
             try:
@@ -373,7 +448,7 @@ class StreamingTransport(Transport):
         if not self.closed:
             handler.finish()
 
-    def send(self, frames: list[Frame], *, backlog: bool = False) -> None:
+    def send(self, frames: Sequence[Frame], *, backlog: bool = False) -> None:
         self.connection.send(frames, backlog=backlog)
 
     def end(self, reason: str) -> None:

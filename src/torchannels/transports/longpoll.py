@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 
 from .. import frames as F
 from ..errors import RECONNECT_EXPIRED
@@ -20,7 +21,7 @@ class LongPollTransport(PollTransport):
         super().prepare()
         self._wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def send(self, frames: list[Frame], *, backlog: bool = False) -> None:
+    def send(self, frames: Sequence[Frame], *, backlog: bool = False) -> None:
         super().send(frames, backlog=backlog)
         if not self._wake.done():
             self._wake.set_result(None)

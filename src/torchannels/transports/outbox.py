@@ -1,60 +1,163 @@
 """One connection's outgoing bytes: a bounded queue with one write in flight.
 
 Every long-lived transport writes through an :class:`Outbox` (owned by its
-:class:`~.connection.LiveConnection`).
+:class:`~.connection.LiveConnection`). :func:`direct_writer` is the write it
+uses once a connection's headers are out: straight to the socket, with no
+future unless the socket could not take everything.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import socket
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
+
+from tornado.iostream import IOStream, SSLIOStream
+
+#: A write: None when every byte went out at once, else a future that
+#: completes when the rest has been written (or fails: the peer is gone).
+Write = Callable[[bytes], "asyncio.Future[Any] | None"]
+
+
+class DirectWriter:
+    """Writes to a stream's socket while the stream itself has nothing
+    queued, handing only what the socket did not take to the stream.
+
+    So the common case (a client that reads) is one ``send`` and nothing
+    else: no future, no callback. Bytes the stream holds always go first:
+    once it has some, everything goes through it, in order. (A class with
+    slots rather than a closure: one object per connection, not three.)
+    """
+
+    __slots__ = ("socket", "stream")
+
+    def __init__(self, stream: IOStream) -> None:
+        self.stream = stream
+        self.socket: socket.socket = stream.socket
+
+    def __call__(self, data: bytes) -> asyncio.Future[Any] | None:
+        stream = self.stream
+        if stream.writing():
+            return stream.write(data)
+        try:
+            sent = self.socket.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            # Reset, broken pipe, or closed by the stream (EBADF): the stream
+            # meets the same error, or raises StreamClosedError.
+            return stream.write(data)
+        if sent == len(data):
+            return None
+        return stream.write(data[sent:])
+
+
+def direct_writer(stream: IOStream) -> Write:
+    """The write for ``stream``: a :class:`DirectWriter`, or the stream's own
+    ``write`` for a stream that must send its own way (TLS)."""
+    if not isinstance(stream, IOStream) or isinstance(stream, SSLIOStream):
+        return stream.write  # TLS: only the stream knows how to send
+    if type(stream).write_to_fd is not IOStream.write_to_fd:
+        return stream.write  # a stream that sends its own way
+    return DirectWriter(stream)
+
+
+class Owner(Protocol):
+    """What an outbox tells the connection that owns it."""
+
+    def outbox_slow(self) -> None:
+        """A live frame came while the client was more than ``limit`` behind
+        (what was queued is already discarded)."""
+
+    def outbox_closed(self) -> None:
+        """A write failed: the connection is gone."""
+
+    def outbox_written(self) -> None:
+        """A write completed (there may be room for more)."""
+
+    def outbox_idle(self) -> None:
+        """Writes completed and none is in flight."""
+
+
+class _Batch:
+    """The outboxes that got bytes during one loop iteration, pumped together
+    at its end: what reaches one connection in one iteration is one write."""
+
+    __slots__ = ("loop", "outboxes")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.outboxes: list[Outbox] = []
+
+    def run(self) -> None:
+        if getattr(_current, "batch", None) is self:
+            _current.batch = None
+        for outbox in self.outboxes:
+            outbox.scheduled = False
+            outbox.pump()
+
+
+#: The batch of this thread's running loop (one loop runs per thread at a time).
+_current = threading.local()
 
 
 class Outbox:
     """One connection's outgoing bytes: a queue with one write in flight.
 
-    A write is handed to the socket while the rest waits in the queue and goes
-    out joined when it completes, so a fast client gets every frame at once
-    and a slow one gets them batched. One write carries at most about
-    ``WRITE_CHUNK`` bytes (whole frames), so that a client that reads, however
-    slowly, completes writes: a write that does not complete within
-    ``write_timeout`` means the client stopped reading.
+    Bytes put during one loop iteration are written together at its end
+    (:meth:`schedule`), so publications that reach a connection in the same
+    iteration share one write. While a write is in flight the rest waits in
+    the queue and goes out joined when it completes, so a fast client gets
+    every frame at once and a slow one gets them batched. One write carries
+    at most about ``WRITE_CHUNK`` bytes (whole frames), so that a client that
+    reads, however slowly, completes writes: a write that does not complete
+    within ``write_timeout`` means the client stopped reading.
 
     Every byte counts: :attr:`queued_bytes` is everything handed to the outbox
     and not yet written, the write in flight included. A client is *slow* when
     a live frame arrives while it is more than ``limit`` behind.
     """
 
+    __slots__ = (
+        "_in_flight",
+        "_owner",
+        "_queue",
+        "_queued",
+        "_write",
+        "closed",
+        "limit",
+        "notify_idle",
+        "scheduled",
+        "write_started",
+    )
+
     #: Bytes joined into one write, at most (plus the frame that crosses it).
     WRITE_CHUNK = 64 * 1024
 
-    def __init__(
-        self,
-        write: Callable[[bytes], asyncio.Future[Any]],
-        limit: int,
-        on_slow: Callable[[], None],
-        on_closed: Callable[[], None],
-        on_written: Callable[[], None],
-        on_idle: Callable[[], None],
-    ) -> None:
+    def __init__(self, write: Write, limit: int, owner: Owner) -> None:
         self._write = write
         self.limit = limit
-        self._on_slow = on_slow
-        self._on_closed = on_closed
-        self._on_written = on_written
-        self._on_idle = on_idle
-        self._queue: deque[bytes] = deque()
+        # One reference, not four bound methods: fewer objects per connection.
+        self._owner = owner
+        # A list, not a deque: taken whole (or in large slices), and an
+        # empty list holds no block of memory, for every idle connection.
+        self._queue: list[bytes] = []
         self._queued = 0  # bytes in the queue
         self._in_flight = 0  # bytes of the write in flight
         #: Loop time at which the write in flight was handed to the socket.
         self.write_started = 0.0
         self.closed = False
+        #: Waiting in this loop iteration's batch for :meth:`pump`.
+        self.scheduled = False
+        #: Call the owner's ``outbox_idle`` when writes complete (the owner
+        #: sets it when it waits for that, such as to end the connection).
+        self.notify_idle = False
 
     @property
     def busy(self) -> bool:
-        """A write is in flight."""
+        """A write is in flight (the socket did not take all of it yet)."""
         return self._in_flight > 0
 
     @property
@@ -63,60 +166,85 @@ class Outbox:
         return self._queued + self._in_flight
 
     def queue(self, data: bytes) -> None:
-        """Queue ``data`` without starting a write (call :meth:`pump`)."""
+        """Queue ``data`` without starting a write (call :meth:`schedule`)."""
         self._queue.append(data)
         self._queued += len(data)
 
     def put(self, data: bytes, *, live: bool = False) -> None:
-        """Queue ``data`` and write; for a ``live`` frame, call ``on_slow``
-        instead when the client is already more than ``limit`` behind."""
+        """Queue ``data`` for the end of this loop iteration; for a ``live``
+        frame, call its owner's ``outbox_slow`` instead when the client is already more than
+        ``limit`` behind."""
         if self.closed:
             return
-        self.queue(data)
-        if live and self.busy and self._queued + self._in_flight > self.limit:
+        self._queue.append(data)
+        self._queued += len(data)
+        if live and self._in_flight and self._queued + self._in_flight > self.limit:
             self.discard()
-            self._on_slow()
+            self._owner.outbox_slow()
             return
-        self.pump()
+        if not self.scheduled:
+            self.schedule()
+
+    def schedule(self) -> None:
+        """Write what is queued at the end of this loop iteration."""
+        if self.scheduled:
+            return
+        self.scheduled = True
+        batch: _Batch | None = getattr(_current, "batch", None)
+        loop = asyncio.get_running_loop()
+        if batch is None or batch.loop is not loop:
+            batch = _current.batch = _Batch(loop)
+            loop.call_soon(batch.run)
+        batch.outboxes.append(self)
 
     def discard(self) -> None:
         """Forget everything not yet handed to the socket."""
         self._queue.clear()
         self._queued = 0
 
-    def pump(self) -> None:
-        if self.busy or self.closed or not self._queue:
-            return
+    def pump(self, wrote: bool = False) -> None:
+        """Write what is queued now, unless a write is in flight; then, if
+        anything was written (``wrote``: a write just completed) and nothing
+        is in flight, call the owner's ``outbox_idle``."""
         queue = self._queue
-        data = queue.popleft()
-        if queue and len(data) < self.WRITE_CHUNK:
-            parts = [data]
-            size = len(data)
-            while queue and size < self.WRITE_CHUNK:
-                part = queue.popleft()
-                parts.append(part)
-                size += len(part)
-            data = b"".join(parts)
-        self._queued -= len(data)
-        self._in_flight = len(data) or 1  # an empty write is still in flight
-        self.write_started = asyncio.get_running_loop().time()
-        try:
-            future = self._write(data)
-        except Exception:  # closed under us (StreamClosedError, finished handler)
-            self._in_flight = 0
-            self.closed = True
-            self._on_closed()
+        while queue and not self._in_flight and not self.closed:
+            if len(queue) == 1:  # the fan-out case
+                data = queue[0]
+                queue.clear()
+            elif self._queued <= self.WRITE_CHUNK:
+                data = b"".join(queue)
+                queue.clear()
+            else:
+                size = taken = 0
+                while taken < len(queue) and size < self.WRITE_CHUNK:
+                    size += len(queue[taken])
+                    taken += 1
+                data = b"".join(queue[:taken])
+                del queue[:taken]
+            self._queued -= len(data)
+            try:
+                future = self._write(data)
+            except Exception:  # closed under us (StreamClosedError, finished handler)
+                self.closed = True
+                self._owner.outbox_closed()
+                return
+            if future is None:  # all written at once
+                wrote = True
+                self._owner.outbox_written()
+                continue
+            self._in_flight = len(data) or 1  # an empty write is still in flight
+            self.write_started = asyncio.get_running_loop().time()
+            future.add_done_callback(self._written)
             return
-        future.add_done_callback(self._written)
+        if wrote and self.notify_idle and not self._in_flight and not self.closed:
+            self._owner.outbox_idle()
 
     def _written(self, future: asyncio.Future[Any]) -> None:
         self._in_flight = 0
         if future.cancelled() or future.exception() is not None:
             self.closed = True  # the connection is gone
             self.discard()
-            self._on_closed()
+            self._owner.outbox_closed()
             return
-        self._on_written()
-        self.pump()
-        if not self.busy:
-            self._on_idle()
+        self._owner.outbox_written()
+        self.pump(wrote=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..frames import Frame
 from .base import BROKER_UNAVAILABLE, Transport, apply, document, log_broker_failure, refuse
 
@@ -14,7 +16,7 @@ class PollTransport(Transport):
         self.frames: list[Frame] = []
         self.cursor = dict(self.request.cursor)
 
-    def send(self, frames: list[Frame], *, backlog: bool = False) -> None:
+    def send(self, frames: Sequence[Frame], *, backlog: bool = False) -> None:
         self.frames.extend(frames)
 
     async def run(self) -> None:

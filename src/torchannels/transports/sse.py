@@ -10,7 +10,8 @@ resumes every channel without loss or duplicates.
 The event's ``event``/``data`` lines are built once per frame and shared by
 all recipients; only the short ``id`` line is per connection, because each
 connection's cursor spans its own set of channels. Connections to a single
-channel share the whole event, ``id`` included.
+channel share the whole event, ``id`` included, and so do connections that
+asked for no ids (``ids=0``).
 
 Every byte is written by one pure encoder, :func:`encode_fields`:
 
@@ -26,7 +27,7 @@ from .. import frames as F
 from ..frames import Frame
 from ..protocol import Position, format_cursor
 from .base import apply
-from .connection import StreamingTransport
+from .connection import StreamingTransport, http_chunk
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 
@@ -94,20 +95,64 @@ def _body(frame: Frame) -> bytes:
     return encode_fields(frame.sse_data, event=name)
 
 
+def _plain_event(frame: Frame) -> bytes:
+    return frame.cached("sse", _body) + b"\n"
+
+
 def _single_channel_event(frame: Frame) -> bytes:
     assert frame.channel is not None and frame.position is not None
     cursor = format_cursor({frame.channel: frame.position})
     return frame.cached("sse", _body) + encode_event(id=cursor)
 
 
+def _plain_chunk(frame: Frame) -> bytes:
+    return http_chunk(frame.cached("sse-plain", _plain_event))
+
+
+def _single_channel_chunk(frame: Frame) -> bytes:
+    return http_chunk(frame.cached("sse-single", _single_channel_event))
+
+
+def sse_event(frame: Frame, cursor: dict[str, Position] | None) -> bytes:
+    """The event of ``frame`` on a connection at ``cursor`` (moved by the
+    frame), or with no ``id`` at all when ``cursor`` is None (``ids=0``).
+
+    Shared frames get shared bytes: an event without ``id``, or whose
+    cursor is the frame's own one channel, is built once for everyone.
+    """
+    if cursor is None or not apply(cursor, frame):
+        return frame.cached("sse-plain", _plain_event)
+    if len(cursor) == 1 and frame.position is not None:
+        # A one-channel connection's cursor is this frame's own position:
+        # the same whole event for every such subscriber, built once.
+        return frame.cached("sse-single", _single_channel_event)
+    return frame.cached("sse", _body) + encode_event(id=format_cursor(cursor))
+
+
+def sse_chunk(frame: Frame, cursor: dict[str, Position] | None) -> bytes:
+    """:func:`sse_event` as one piece of a chunked body, shared the same way."""
+    if cursor is None or not apply(cursor, frame):
+        return frame.cached("sse-plain+chunk", _plain_chunk)
+    if len(cursor) == 1 and frame.position is not None:
+        return frame.cached("sse-single+chunk", _single_channel_chunk)
+    return http_chunk(frame.cached("sse", _body) + encode_event(id=format_cursor(cursor)))
+
+
 class SSETransport(StreamingTransport):
+    """Server-Sent Events. With ``ids=0`` in the request no event carries an
+    ``id`` (a client that resumes from its own cursor needs none), so every
+    event is the same bytes for every subscriber."""
+
     name = "sse"
     content_type = "text/event-stream; charset=utf-8"
 
     def prepare(self) -> None:
-        self.cursor: dict[str, Position] = {
-            c: p for c, p in self.request.cursor.items() if c in self.request.channels
-        }
+        #: The connection's cursor, moved by every frame; None with ``ids=0``.
+        self.cursor: dict[str, Position] | None = None
+        if self.request.ids:
+            self.cursor = {
+                c: p for c, p in self.request.cursor.items() if c in self.request.channels
+            }
         super().prepare()  # frames with self.encode, which reads the cursor
 
     def preamble(self) -> bytes:
@@ -115,10 +160,7 @@ class SSETransport(StreamingTransport):
         return encode_fields(retry=self.hub.settings.sse_retry_ms)
 
     def encode(self, frame: Frame) -> bytes:
-        if not apply(self.cursor, frame):
-            return frame.cached("sse", _body) + b"\n"
-        if len(self.cursor) == 1 and frame.position is not None:
-            # A one-channel connection's cursor is this frame's own position:
-            # the same whole event for every such subscriber, built once.
-            return frame.cached("sse-single", _single_channel_event)
-        return frame.cached("sse", _body) + encode_event(id=format_cursor(self.cursor))
+        return sse_event(frame, self.cursor)
+
+    def encode_chunk(self, frame: Frame) -> bytes:
+        return sse_chunk(frame, self.cursor)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from ..frames import Frame
-from .connection import StreamingTransport
+from .connection import StreamingTransport, http_chunk
 
 
 def _line(frame: Frame) -> bytes:
     return frame.envelope + b"\n"
+
+
+def _line_chunk(frame: Frame) -> bytes:
+    return http_chunk(frame.cached("ndjson", _line))
 
 
 class StreamTransport(StreamingTransport):
@@ -16,3 +20,6 @@ class StreamTransport(StreamingTransport):
 
     def encode(self, frame: Frame) -> bytes:
         return frame.cached("ndjson", _line)
+
+    def encode_chunk(self, frame: Frame) -> bytes:
+        return frame.cached("ndjson+chunk", _line_chunk)

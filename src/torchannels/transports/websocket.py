@@ -5,7 +5,12 @@ transports, and the same :class:`~.connection.LiveConnection` (outbox,
 keep-alive, expiry, slow-consumer limit, ``end``). Frames are written as
 prepared WebSocket frames: the frame header and payload of a message are
 built once (``Frame.cached``) and the same bytes go to every recipient's
-socket, with no per-recipient encoding, compression or task.
+socket, with no per-recipient encoding, compression or task: straight to
+the socket when its stream holds nothing (:func:`.outbox.direct_writer`).
+Server frames are unmasked, so one encoding serves every recipient. Frames
+are sent uncompressed even when an app turns on permessage-deflate: that
+extension is per message (RFC 7692 section 6: a message with RSV1 unset is
+not compressed), and compressing per connection would undo the sharing.
 
 The keep-alive tick writes a JSON ``ping`` frame (a browser page cannot see
 protocol pings) and a protocol PING in the same write; a peer that leaves
@@ -16,8 +21,8 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tornado.web import HTTPError
 from tornado.websocket import WebSocketHandler
@@ -43,6 +48,7 @@ from ..request import check_channels, parse_ping, query_names
 from ..session import Session
 from .base import log_broker_failure
 from .connection import LiveConnection
+from .outbox import direct_writer
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -97,6 +103,9 @@ class ChannelSocketMixin(WebSocketHandler):
         def subscription_expires(self) -> float | None: ...
 
     _connection: LiveConnection | None = None
+    #: Write frames straight to the socket when the stream holds nothing
+    #: (False: every write through ``IOStream.write``; the same bytes).
+    direct_writes: ClassVar[bool] = True
 
     # -- Tornado hooks ------------------------------------------------------------
 
@@ -129,7 +138,7 @@ class ChannelSocketMixin(WebSocketHandler):
             hub,
             session,
             encode=_encode,
-            write=stream.write,
+            write=direct_writer(stream) if self.direct_writes else stream.write,
             finish=self._finish_close,
             cut=stream.close,
             ping=_encode(F.PING_FRAME) + PROTOCOL_PING,
@@ -137,6 +146,7 @@ class ChannelSocketMixin(WebSocketHandler):
             hears_peer=True,
             ping_interval=ping,
         )
+        session.sink = connection.send  # live frames straight to the connection
         connection.put(_encode(F.connected(self.name, connection.ping_interval)))
         connection.start()
         if bad_ping is not None:
@@ -254,7 +264,7 @@ class ChannelSocketMixin(WebSocketHandler):
     def _error(self, code: str, message: str) -> None:
         self._put(ws_text_frame(dumps({"type": F.ERROR, "code": code, "message": message})))
 
-    def _send(self, frames: list[Frame], *, backlog: bool = False) -> None:
+    def _send(self, frames: Sequence[Frame], *, backlog: bool = False) -> None:
         if self._connection is not None:
             self._connection.send(frames, backlog=backlog)
 
