@@ -68,7 +68,7 @@ test-js: node_modules/.installed
 	npx --no-install tsc -p tests/js/types
 
 test-py: setup browser redis nginx node_modules/.installed
-	$(VENV)/bin/pytest -q
+	scripts/test-py.sh
 
 test: lint typecheck test-js test-py
 
