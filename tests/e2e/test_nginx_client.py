@@ -306,6 +306,8 @@ def test_short_read_timeout_longpoll_and_streams_adapt_without_flicker_or_loss(
                 "proxy_read_timeout_s": SHORT_TIMEOUT,
                 "quiet_s": round(quiet_until - quiet_from, 1),
                 "latency_ms_after_quiet": latencies,
+                "longpoll_timeouts_asked": holds,
+                "stream_pings_asked": {name: [p for _, p in asked[name]] for name in STREAMS},
             },
         )
         # Promptly: a wide margin over the "within 1 s" for a loaded machine.
