@@ -33,6 +33,11 @@ UPSTREAM = "server 127.0.0.1:8090;"
 HOST_LINE = "proxy_set_header Host $http_host;"
 BUFFERING_OFF = "proxy_buffering off;"
 READ_TIMEOUT = "proxy_read_timeout 60s;"
+UPGRADE_LINE = "proxy_set_header Upgrade $http_upgrade;"
+CONNECTION_LINE = "proxy_set_header Connection $torchannels_connection;"
+#: The changes that leave WebSocket handshakes out (as a site never set up
+#: for them): nginx passes no ``Upgrade``, the hub answers 400.
+NO_UPGRADE = ((UPGRADE_LINE, "# no Upgrade line"), (CONNECTION_LINE, "# no Connection line"))
 
 
 def missing(what: str) -> None:
@@ -77,8 +82,9 @@ class Nginx:
     """One nginx master (and worker) serving ``site`` from ``workdir``."""
 
     def __init__(self, workdir: Path, hub_port: int, *changes: tuple[str, str]) -> None:
-        binary = nginx_binary()
+        self.binary = nginx_binary()
         self.workdir = workdir
+        self.hub_port = hub_port
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -102,8 +108,7 @@ class Nginx:
             "}\n"
         )
         (workdir / "temp").mkdir(exist_ok=True)
-        command = [binary, "-e", str(workdir / "error.log"), "-p", str(workdir),
-                   "-c", str(workdir / "nginx.conf"), "-g", "daemon off;"]  # fmt: skip
+        command = [*self._command(), "-g", "daemon off;"]
         with open(workdir / "stderr.log", "wb") as log:
             self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
@@ -111,6 +116,34 @@ class Nginx:
         except BaseException:
             self.close()
             raise
+
+    def _command(self) -> list[str]:
+        workdir = self.workdir
+        return [self.binary, "-e", str(workdir / "error.log"), "-p", str(workdir),
+                "-c", str(workdir / "nginx.conf")]  # fmt: skip
+
+    def reload(self, *changes: tuple[str, str]) -> None:
+        """Rewrite the site (the guide's config with ``changes``) and run
+        ``nginx -s reload`` with the same -p/-c. Returns once the old worker
+        was told to stop: from then on new connections get the new config
+        (the old worker still finishes the requests it holds)."""
+        (self.workdir / "site.conf").write_text(site(self.hub_port, self.port, *changes))
+        stopped = self._error_log().count("gracefully shutting down")
+        done = subprocess.run(
+            [*self._command(), "-s", "reload"], capture_output=True, text=True, timeout=10
+        )
+        assert done.returncode == 0, f"nginx -s reload: {done.stdout}{done.stderr}{self.log()}"
+        deadline = time.monotonic() + START_TIMEOUT
+        while self._error_log().count("gracefully shutting down") <= stopped:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"nginx exited with {self.proc.returncode}: {self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nginx did not reload in {START_TIMEOUT}s: {self.log()}")
+            time.sleep(0.02)
+
+    def _error_log(self) -> str:
+        path = self.workdir / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def _wait_listening(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
