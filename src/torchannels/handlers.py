@@ -63,6 +63,9 @@ class ChannelMixin(RequestHandler):
     transports: ClassVar[Mapping[str, type[Transport]]] = TRANSPORTS
 
     _channel_transport: Transport | None = None
+    # Class defaults, not ``vars(self)`` lookups: asking an instance for its
+    # ``__dict__`` makes Python build one, a dict more per connection.
+    _cors_ready = False
     _websocket_class: ClassVar[type[RequestHandler] | None] = None
 
     def initialize(self, **kwargs: Any) -> None:
@@ -83,7 +86,7 @@ class ChannelMixin(RequestHandler):
         super().set_default_headers()
         # Also after an error clears the headers; not before initialize()
         # has named the hub (whose settings hold the origins).
-        if vars(self).get("_cors_ready"):
+        if self._cors_ready:
             self.set_cors_headers()
 
     def cors_policy(self) -> CorsPolicy:

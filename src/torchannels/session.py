@@ -96,6 +96,18 @@ class Session:
     subscribing raise to the caller instead.
     """
 
+    # Slots, not an instance dict: one per idle connection.
+    __slots__ = (
+        "_buffers",
+        "_closed",
+        "_tasks",
+        "authorize",
+        "hub",
+        "on_failure",
+        "positions",
+        "sink",
+    )
+
     def __init__(
         self,
         hub: Hub,

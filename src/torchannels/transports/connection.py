@@ -48,6 +48,36 @@ class LiveConnection:
     session writes to (:meth:`send`).
     """
 
+    # Slots, not an instance dict: one per idle connection.
+    __slots__ = (
+        "_byte_limit",
+        "_cut_socket",
+        "_drained",
+        "_encode",
+        "_expires",
+        "_finish",
+        "_finished",
+        "_heard",
+        "_hears_peer",
+        "_missed",
+        "_ping",
+        "_reason",
+        "_ticker",
+        "_timers",
+        "_waiting",
+        "_waiting_live",
+        "_watchdog",
+        "ending",
+        "hub",
+        "listening",
+        "name",
+        "outbox",
+        "ping_interval",
+        "sent_bytes",
+        "session",
+        "stopped",
+    )
+
     def __init__(
         self,
         name: str,
@@ -433,9 +463,7 @@ class StreamingTransport(Transport):
         stream.set_nodelay(True)
         # The headers go out now, through Tornado, ahead of every frame.
         handler.flush()
-        connected = F.connected(self.name, self.connection.ping_interval)
-        first = self.preamble() + self.encode(connected)
-        self.connection.put(http_chunk(first) if self._chunked else first)
+        self._greet()
         self.connection.start()
         try:
             try:
@@ -447,6 +475,13 @@ class StreamingTransport(Transport):
             self.connection.stop()
         if not self.closed:
             handler.finish()
+
+    def _greet(self) -> None:
+        # Not inline in run(): its frame stays suspended for the whole
+        # connection, and would keep the frame and its bytes alive.
+        connected = F.connected(self.name, self.connection.ping_interval)
+        first = self.preamble() + self.encode(connected)
+        self.connection.put(http_chunk(first) if self._chunked else first)
 
     def send(self, frames: Sequence[Frame], *, backlog: bool = False) -> None:
         self.connection.send(frames, backlog=backlog)
