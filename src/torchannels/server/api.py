@@ -17,6 +17,7 @@ from typing import Any
 
 from tornado.web import RequestHandler, stream_request_body
 
+from ..brokers.base import ChannelInfo
 from ..cors import CorsPolicy
 from ..errors import (
     BrokerError,
@@ -202,6 +203,19 @@ def api_error(exc: ApiError | TorChannelsError) -> ApiError:
     raise exc
 
 
+def info_body(info: ChannelInfo) -> dict[str, Any]:
+    """A channel's info as the API answers it (``GET /api/channels/NAME``,
+    and each row of ``GET /api/channels``)."""
+    return {
+        "channel": info.channel,
+        "epoch": info.position.epoch,
+        "offset": info.position.offset,
+        "history_length": info.history_length,
+        "has_state": info.has_state,
+        "local_subscribers": info.extra.get("local_subscribers", 0),
+    }
+
+
 def _channel(value: object) -> str:
     if value is None:
         raise ApiError(400, INVALID_CHANNEL, 'the "channel" field is missing: name the channel')
@@ -317,13 +331,4 @@ class ChannelInfoHandler(ApiHandler):
         except (ApiError, TorChannelsError) as exc:
             self.fail(exc)
             return
-        self.reply(
-            {
-                "channel": info.channel,
-                "epoch": info.position.epoch,
-                "offset": info.position.offset,
-                "history_length": info.history_length,
-                "has_state": info.has_state,
-                "local_subscribers": info.extra.get("local_subscribers", 0),
-            }
-        )
+        self.reply(info_body(info))

@@ -19,7 +19,7 @@ from ..cors import CorsPolicy
 from ..errors import TorChannelsError
 from ..hub import Hub
 from ..protocol import CHANNEL_RE, MAX_CHANNEL_LENGTH
-from .api import INVALID_CHANNEL, ApiError, ApiHandler
+from .api import INVALID_CHANNEL, ApiError, ApiHandler, info_body
 from .fleet import LocalCounts
 
 DEFAULT_LIMIT = 100
@@ -63,18 +63,7 @@ async def list_channels(
     page = names[:limit]
     infos = await asyncio.gather(*(hub.info(name) for name in page))
     subscribers = await counts.subscribers(page)
-    rows = [
-        {
-            "channel": info.channel,
-            "epoch": info.position.epoch,
-            "offset": info.position.offset,
-            "history_length": info.history_length,
-            "has_state": info.has_state,
-            "local_subscribers": info.extra.get("local_subscribers", 0),
-            "subscribers": subscribers.get(info.channel, 0),
-        }
-        for info in infos
-    ]
+    rows = [{**info_body(info), "subscribers": subscribers.get(info.channel, 0)} for info in infos]
     return {"channels": rows, "next": page[-1] if len(names) > limit else None}
 
 
