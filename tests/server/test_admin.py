@@ -184,6 +184,7 @@ async def test_admin_publish_needs_session_and_xsrf(admin_server: ServerProcess,
     assert info["offset"] == 1
     for bad, code in (
         ("nope", "bad_json"),
+        ("[" * 5000, "bad_json"),  # nests deeper than the parser goes: no 500
         (json.dumps({"channel": "a b", "data": {}}), "invalid_channel"),
         (json.dumps({"channel": "ops:log", "data": [1]}), "invalid_message"),
         (json.dumps({"channel": "ops:log", "data": {"offset": 3}}), "invalid_message"),

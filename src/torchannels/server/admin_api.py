@@ -9,7 +9,6 @@ Without a session each answers 401 ``unauthorized``.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -24,7 +23,7 @@ from .admin import (
     AdminLogoutHandler,
     AdminPageHandler,
 )
-from .api import BAD_JSON, INVALID_MESSAGE, UNAUTHORIZED, ApiError, _channel, api_error
+from .api import UNAUTHORIZED, ApiError, _channel, api_error, json_body, publish_one
 from .channels_api import list_channels, page_arguments
 from .fleet import LocalCounts
 
@@ -91,21 +90,12 @@ class AdminPublishHandler(AdminDataHandler):
         try:
             if len(self.request.body) > MAX_BODY:
                 raise ApiError(413, "payload_too_large", f"at most {MAX_BODY} bytes")
-            try:
-                body = json.loads(self.request.body)
-            except ValueError:
-                raise ApiError(400, BAD_JSON, "the body is not valid JSON") from None
-            if not isinstance(body, dict):
-                raise ApiError(400, BAD_JSON, "the body must be a JSON object")
-            channel = _channel(body.get("channel"))
-            data = body.get("data")
-            if not isinstance(data, dict):
-                raise ApiError(400, INVALID_MESSAGE, '"data" must be a JSON object')
-            message = await self.hub.channel(channel).asend(data)
+            body = json_body(self.request.body)
+            answer = await publish_one(self.hub, _channel(body.get("channel")), body.get("data"))
         except (ApiError, TorChannelsError) as exc:
             self.fail(exc)
             return
-        self.reply({k: message[k] for k in ("channel", "epoch", "offset", "ts")})
+        self.reply(answer)
 
 
 def admin_routes(hub: Hub, auth: AdminAuth, counts: LocalCounts) -> list[Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+from collections.abc import Callable
 from typing import Any
 
 from tornado.web import RequestHandler, stream_request_body
@@ -168,15 +169,7 @@ class ApiHandler(RequestHandler):
     def body(self) -> dict[str, Any]:
         if self._size > self.max_body:
             self._too_large()
-        try:
-            value = json.loads(b"".join(self._chunks), parse_constant=self._constant)
-        except ValueError:
-            raise ApiError(400, BAD_JSON, "the body is not valid JSON") from None
-        except RecursionError:
-            raise ApiError(400, BAD_JSON, "the body nests too deeply") from None
-        if not isinstance(value, dict):
-            raise ApiError(400, BAD_JSON, "the body must be a JSON object")
-        return value
+        return json_body(b"".join(self._chunks), self._constant)
 
     def _constant(self, name: str) -> float:
         self._nonfinite = True  # NaN, Infinity, -Infinity: refused when published
@@ -201,6 +194,27 @@ def api_error(exc: ApiError | TorChannelsError) -> ApiError:
     if isinstance(exc, ChannelLimitError):
         return ApiError(503, CHANNEL_LIMIT, str(exc))
     raise exc
+
+
+def json_body(raw: bytes, parse_constant: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """A request body that must be one JSON object (ApiError ``bad_json`` if not)."""
+    try:
+        value = json.loads(raw, parse_constant=parse_constant)
+    except ValueError:
+        raise ApiError(400, BAD_JSON, "the body is not valid JSON") from None
+    except RecursionError:
+        raise ApiError(400, BAD_JSON, "the body nests too deeply") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, BAD_JSON, "the body must be a JSON object")
+    return value
+
+
+async def publish_one(hub: Hub, channel: str, data: object) -> dict[str, Any]:
+    """Publish ``data`` (a JSON object) to ``channel``: the API's answer for it."""
+    if not isinstance(data, dict):
+        raise ApiError(400, INVALID_MESSAGE, '"data" must be a JSON object')
+    message = await hub.channel(channel).asend(data)
+    return {k: message[k] for k in ("channel", "epoch", "offset", "ts")}
 
 
 def info_body(info: ChannelInfo) -> dict[str, Any]:
@@ -296,10 +310,7 @@ class PublishHandler(ApiHandler):
             ) from None
 
     async def _publish(self, channel: str, data: object) -> dict[str, Any]:
-        if not isinstance(data, dict):
-            raise ApiError(400, INVALID_MESSAGE, '"data" must be a JSON object')
-        message = await self.hub.channel(channel).asend(data)
-        return {k: message[k] for k in ("channel", "epoch", "offset", "ts")}
+        return await publish_one(self.hub, channel, data)
 
 
 class StateHandler(ApiHandler):
