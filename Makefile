@@ -14,7 +14,7 @@ PORT   ?= 8090
 # What `make run` needs: the server, its metrics and its Redis broker.
 RUN_EXTRAS := metrics,redis
 
-.PHONY: setup run-setup run example test lint typecheck test-js test-py browser redis nginx clean bench
+.PHONY: lock setup run-setup run example test lint typecheck test-js test-py browser redis nginx clean bench
 
 setup: $(VENV)/.installed-dev
 run-setup: $(VENV)/.installed-run
@@ -22,13 +22,35 @@ run-setup: $(VENV)/.installed-run
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-run: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[$(RUN_EXTRAS)]'
+# Every install takes exact, hashed versions from a lock in requirements/
+# (run.txt, dev.txt, bench.txt), so a new upstream release never changes what
+# `make run`, `make test` or `make bench` get; the package itself goes in
+# editable with no dependencies of its own and the locked build backend.
+# pip-sync semantics: a stamp per lock, redone when the lock changes.
+LOCK_INSTALL = $(PY) -m pip install -q --disable-pip-version-check --require-hashes
+SELF_INSTALL = $(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+
+$(VENV)/.installed-run: requirements/run.txt pyproject.toml | $(PY)
+	$(LOCK_INSTALL) -r requirements/run.txt
+	$(SELF_INSTALL)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed-run
-	$(PY) -m pip install -q -e '.[dev]'
+$(VENV)/.installed-dev: requirements/dev.txt pyproject.toml | $(PY)
+	$(LOCK_INSTALL) -r requirements/dev.txt
+	$(SELF_INSTALL)
 	touch $@
+
+# Refresh every lock to the newest versions pyproject.toml allows (the only
+# way the locks change); then run `make test` and fix what the new versions
+# break. uv is pinned here, so the lock's own tool never drifts.
+UV_VERSION := 0.13.9
+UV_COMPILE = $(VENV)/bin/uv pip compile -q --universal --python-version 3.11 \
+	--generate-hashes --upgrade pyproject.toml requirements/build.in
+lock: | $(PY)
+	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV_COMPILE) --extra metrics --extra redis -o requirements/run.txt
+	$(UV_COMPILE) --extra metrics --extra redis --extra dev -o requirements/dev.txt
+	$(UV_COMPILE) --extra metrics --extra redis --extra dev --extra bench -o requirements/bench.txt
 
 # The standalone hub in development mode (--dev): the in-memory broker, the
 # demo page at /, and an API key made for this run (or TORCHANNELS_API_KEY),
@@ -83,8 +105,8 @@ bench: $(VENV)/.bench
 	$(PY) bench/fanout.py $(BENCH_ARGS) --json test-output/bench-fanout.json \
 		--docs docs/benchmarks.md --chart docs/benchmarks-fanout.png --command "make bench"
 
-$(VENV)/.bench: $(VENV)/.installed-dev pyproject.toml
-	$(PY) -m pip install -q -e '.[dev,bench]'
+$(VENV)/.bench: requirements/bench.txt $(VENV)/.installed-dev
+	$(LOCK_INSTALL) -r requirements/bench.txt
 	touch $@
 
 clean:

@@ -160,7 +160,7 @@ async def test_pubsub_carries_the_position_beside_the_payload(
         await watcher.delete(*(f"{{{broker.prefix}:news}}:{k}" for k in "mhs"))
         assert info.history_length == 1
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
         await watcher.aclose()
 
 

@@ -168,19 +168,22 @@ def test_make_run_installs_the_runtime_only(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     plan = make_dry_run(venv, "run")
     assert "-m venv VENV\n" in plan
-    assert "pip install -q -e '.[metrics,redis]'" in plan
-    for dev_tool in ("[dev]", "playwright", "mypy", "ruff", "hypothesis", "pytest"):
+    # Pinned, hashed versions from the runtime lock; the package without deps.
+    assert "--require-hashes -r requirements/run.txt" in plan
+    assert "--no-deps --no-build-isolation -e ." in plan
+    for dev_tool in ("dev.txt", "playwright", "mypy", "ruff", "hypothesis", "pytest"):
         assert dev_tool not in plan, dev_tool
     assert re.search(r"bin/torchannels serve --dev --host 127\.0\.0\.1 --port 8090$", plan, re.M)
     # make test's setup adds the dev tools on top.
-    assert "pip install -q -e '.[dev]'" in make_dry_run(venv, "setup")
+    assert "--require-hashes -r requirements/dev.txt" in make_dry_run(venv, "setup")
 
 
 def test_make_reuses_the_venv_when_nothing_changed(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").touch()
-    later = (ROOT / "pyproject.toml").stat().st_mtime + 60
+    inputs = ("pyproject.toml", "requirements/run.txt", "requirements/dev.txt")
+    later = max((ROOT / name).stat().st_mtime for name in inputs) + 60
     for stamp in (".installed-run", ".installed-dev"):
         (venv / stamp).touch()
         os.utime(venv / stamp, (later, later))
@@ -188,11 +191,11 @@ def test_make_reuses_the_venv_when_nothing_changed(tmp_path: Path) -> None:
     assert "pip" not in plan and "-m venv" not in plan, plan
     assert "serve --dev" in plan
     assert "pip" not in make_dry_run(venv, "setup")
-    # pyproject.toml changed since: reinstall into the same venv, not a new one.
+    # pyproject.toml or the lock changed since: reinstall into the same venv.
     earlier = later - 3600
     os.utime(venv / ".installed-run", (earlier, earlier))
     plan = make_dry_run(venv, "run")
-    assert "pip install -q -e '.[metrics,redis]'" in plan and "-m venv" not in plan, plan
+    assert "-r requirements/run.txt" in plan and "-m venv" not in plan, plan
 
 
 def test_docs_name_the_make_targets_and_variables() -> None:
