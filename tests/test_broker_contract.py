@@ -21,6 +21,7 @@ from redis_servers import shared_redis
 from support import eventually
 from torchannels import Broker, HistoryPolicy, MemoryBroker, Position, Publication
 from torchannels.brokers import RedisBroker
+from torchannels.brokers.base import ReadResult, check_unbroken
 from torchannels.errors import RESET_EPOCH, RESET_INVALID, RESET_TRIMMED
 
 
@@ -555,3 +556,57 @@ def test_memory_broker_restart_makes_a_new_epoch() -> None:
     pub = first.publish_nowait("news", {"n": 1})
     result = second.read_nowait("news", pub.position)
     assert result.reset == RESET_EPOCH
+
+
+# -- the one rule that served history has no hole (every broker, the session) ----
+
+
+def _pubs(*numbers: int) -> list[Publication]:
+    return [Publication("c", "e", n, 0.0, b"{}") for n in numbers]
+
+
+@pytest.mark.parametrize(
+    ("since", "at", "numbers", "top", "reset", "position", "served"),
+    [
+        # unbroken: returned as it is
+        (2, 2, (3, 4, 5), 5, None, 2, [3, 4, 5]),
+        (5, 5, (), 5, None, 5, []),
+        (None, 0, (1, 2), None, None, 0, [1, 2]),
+        # a hole in the middle: a resumer is reset to the unbroken run's start
+        (2, 2, (3, 7), 7, RESET_TRIMMED, 6, [7]),
+        (2, 2, (3, 5, 6, 7), 7, RESET_TRIMMED, 4, [5, 6, 7]),
+        (None, 0, (1, 2, 3, 7), 7, None, 6, [7]),
+        # the newest ones missing: nothing reaches the top
+        (2, 2, (3,), 7, RESET_TRIMMED, 7, []),
+        (2, 2, (), 7, RESET_TRIMMED, 7, []),
+        # top unknown (the session): only holes between publications count
+        (2, 2, (3, 7), None, RESET_TRIMMED, 6, [7]),
+        (2, 2, (4,), None, RESET_TRIMMED, 3, [4]),
+    ],
+)
+def test_check_unbroken(
+    since: int | None,
+    at: int,
+    numbers: tuple[int, ...],
+    top: int | None,
+    reset: str | None,
+    position: int,
+    served: list[int],
+) -> None:
+    reader = None if since is None else Position("e", since)
+    state = _pubs(at)
+    result = ReadResult(Position("e", at), _pubs(*numbers), state, None)
+    checked = check_unbroken(reader, result, top)
+    assert checked.reset == reset
+    assert checked.position == Position("e", position)
+    assert offsets(checked.publications) == served
+    if position == at:
+        assert checked is result
+    else:
+        assert checked.state is None  # the hole made any state stale
+
+
+def test_check_unbroken_keeps_an_epoch_reset() -> None:
+    result = ReadResult(Position("e", 2), _pubs(3, 7), None, RESET_EPOCH)
+    checked = check_unbroken(Position("old", 9), result, 7)
+    assert checked.reset == RESET_EPOCH and checked.position == Position("e", 6)

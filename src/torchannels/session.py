@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from . import frames as F
-from .brokers.base import ReadResult
+from .brokers.base import ReadResult, check_unbroken
 from .errors import FORBIDDEN, AccessDenied
 from .frames import Frame, Publication
 from .hub import Hub
@@ -187,6 +187,7 @@ class Session:
     ) -> bool:
         """Send what ``result`` holds for a reader at ``since``, then what was
         buffered meanwhile; True if the buffer shows a gap (read again)."""
+        result = check_unbroken(since, result, None)  # a broker's hole is a reset here too
         out: list[Frame] = []
         if result.reset is not None:
             self.hub.stats.resets += 1

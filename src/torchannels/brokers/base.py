@@ -130,6 +130,40 @@ def plan_read(
     )
 
 
+def check_unbroken(since: Position | None, result: ReadResult, top: int | None) -> ReadResult:
+    """The one rule that served history has no hole: every broker's read
+    and the session that delivers it pass their answer through it.
+
+    ``result.publications`` must run from ``result.position`` to ``top``
+    (the channel's last offset; None: the last publication's) with no
+    offset missing. Then ``result`` is returned as it is. Otherwise (a
+    process that kept no history published in between, say) the part
+    before the hole cannot be served: the answer is :func:`plan_read`'s for
+    a channel whose oldest retained message starts the unbroken run that
+    ends at ``top``, so a resumer gets a ``history_trimmed`` reset, a fresh
+    joiner that run, and a state the hole made stale is not served.
+
+    >>> pubs = [Publication("c", "e", n, 0.0, b"{}") for n in (3, 7)]
+    >>> fixed = check_unbroken(Position("e", 2), ReadResult(Position("e", 2), pubs), 7)
+    >>> fixed.reset, fixed.position.offset, [p.offset for p in fixed.publications]
+    ('history_trimmed', 6, [7])
+    """
+    pubs = result.publications
+    start = result.position.offset
+    if top is None:
+        top = pubs[-1].offset if pubs else start
+    if len(pubs) == top - start and all(p.offset == start + i for i, p in enumerate(pubs, 1)):
+        return result
+    first = top + 1  # the oldest offset of the unbroken run that ends at top
+    for pub in reversed(pubs):
+        if pub.offset != first - 1:
+            break
+        first -= 1
+    plan = plan_read(since, epoch=result.position.epoch, top=top, first=first, state_at=None)
+    log.debug("history has a hole after %s: served from offset %d", result.position, plan.after)
+    return ReadResult(plan.position, [p for p in pubs if p.offset > plan.after], None, plan.reset)
+
+
 class QueuedOp:
     """One queued publish (``state`` False) or set_state (``state`` True)."""
 

@@ -31,6 +31,7 @@ from .base import (
     HistoryPolicy,
     Listener,
     ReadResult,
+    check_unbroken,
     plan_read,
 )
 
@@ -179,7 +180,8 @@ class MemoryBroker(Broker):
             ch.stale_warned = True
             log.warning("state of %r is older than its history; set_state more often", channel)
         pubs = [p for p in ch.history if p.offset > plan.after]
-        return ReadResult(plan.position, pubs, ch.state if plan.state else None, plan.reset)
+        result = ReadResult(plan.position, pubs, ch.state if plan.state else None, plan.reset)
+        return check_unbroken(since, result, ch.top)
 
     # -- the Broker interface ---------------------------------------------------
 

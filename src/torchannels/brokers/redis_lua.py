@@ -72,10 +72,10 @@ for i = 0, n - 1 do
   redis.call(ARGV[5], KEYS[4], off .. ':' .. epoch .. ':' .. ts .. ':' .. payload)
 end
 redis.call('HSET', KEYS[1], 'o', string.format('%d', top))
-if size > 0 then
-  local first = fresh(tonumber(ARGV[3]))
-  if first then redis.call('XTRIM', KEYS[2], 'MINID', first) else redis.call('DEL', KEYS[2]) end
-end
+local first = nil
+if size > 0 then first = fresh(tonumber(ARGV[3])) end
+-- size 0 keeps none: what another process kept before would end in a hole
+if first then redis.call('XTRIM', KEYS[2], 'MINID', first) else redis.call('DEL', KEYS[2]) end
 expire(ARGV[2])
 return {epoch, top - n + 1}
 """
@@ -123,9 +123,10 @@ local out = {}
 for c = 1, nc do
   local k, a = 4 * (c - 1), 3 + 4 * (c - 1)
   redis.call('HSET', KEYS[k + 1], 'o', string.format('%d', tops[c]))
+  local first = nil
   if sizes[c] > 0 then
     -- the oldest entry stamped at or after the horizon, as fresh() finds it
-    local horizon, start, count, first = tonumber(ARGV[a + 2]), '-', 1, nil
+    local horizon, start, count = tonumber(ARGV[a + 2]), '-', 1
     while not first do
       local batch = redis.call('XRANGE', KEYS[k + 2], start, '+', 'COUNT', count)
       if #batch == 0 then break end
@@ -135,9 +136,9 @@ for c = 1, nc do
       start = '(' .. batch[#batch][1]
       count = math.min(count * 4, 256)
     end
-    if first then redis.call('XTRIM', KEYS[k + 2], 'MINID', first)
-    else redis.call('DEL', KEYS[k + 2]) end
   end
+  if first then redis.call('XTRIM', KEYS[k + 2], 'MINID', first)
+  else redis.call('DEL', KEYS[k + 2]) end
   for j = 1, 3 do redis.call('PEXPIRE', KEYS[k + j], ARGV[a + 1]) end
   out[#out + 1] = epochs[c]
   out[#out + 1] = firsts[c]

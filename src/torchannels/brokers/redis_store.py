@@ -20,7 +20,7 @@ from ..errors import BrokerError, BrokerUnavailable, ChannelNameError
 from ..frames import Publication
 from ..protocol import Position
 from . import redis_lua as lua
-from .base import ChannelInfo, HistoryPolicy, QueuedOp, ReadResult, plan_read
+from .base import ChannelInfo, HistoryPolicy, QueuedOp, ReadResult, check_unbroken, plan_read
 from .redis_errors import broker_error, redis_py, unreachable
 
 if TYPE_CHECKING:
@@ -300,7 +300,7 @@ class Store:
                 Publication(channel, epoch, state_at, float(t), p)
                 for t, p in zip(ats, payloads, strict=True)
             ]
-        return ReadResult(plan.position, pubs, state, plan.reset)
+        return check_unbroken(since, ReadResult(plan.position, pubs, state, plan.reset), top)
 
     async def positions(self, channels: Sequence[str]) -> dict[str, Position]:
         await self._start()
