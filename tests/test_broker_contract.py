@@ -22,7 +22,7 @@ from support import eventually
 from torchannels import Broker, HistoryPolicy, MemoryBroker, Position, Publication
 from torchannels.brokers import RedisBroker
 from torchannels.brokers.base import ReadResult, check_unbroken
-from torchannels.errors import RESET_EPOCH, RESET_INVALID, RESET_TRIMMED
+from torchannels.errors import RESET_EPOCH, RESET_INVALID, RESET_TRIMMED, ChannelLimitError
 
 
 class FakeClock:
@@ -338,7 +338,7 @@ class TestBrokerContract:
         assert current.state is not None and current.position.offset == 6
 
     async def test_reset_on_history_trimmed_by_age(self, make_kit: MakeKit) -> None:
-        kit = await make_kit(HistoryPolicy(size=100, ttl=10))
+        kit = await make_kit(HistoryPolicy(size=100, ttl=10, meta_ttl=0))
         pubs = await publish_n(kit.broker, "news", range(1, 3))
         epoch = pubs[0].epoch
         await kit.advance(6)
@@ -356,12 +356,62 @@ class TestBrokerContract:
         assert ok.reset is None and offsets(ok.publications) == [3]
         await kit.advance(7)  # 3 is 13 s old too, but the channel was used 13 s ago
         at_top = await kit.broker.read("news", Position(epoch, 3))
-        assert at_top.reset == RESET_EPOCH and at_top.publications == []  # idle: forgotten
+        # idle, and no meta_ttl beyond the ttl: forgotten whole
+        assert at_top.reset == RESET_EPOCH and at_top.publications == []
         assert at_top.position.epoch != epoch and at_top.position.offset == 0
         info = await kit.broker.info("news")
         assert info.history_length == 0 and info.position.offset == 0
         again = await publish_n(kit.broker, "news", range(1, 2))
         assert again[0].epoch not in (epoch, None) and again[0].offset == 1  # no reuse
+
+    async def test_a_quiet_channel_keeps_its_position_for_meta_ttl(self, make_kit: MakeKit) -> None:
+        kit = await make_kit(HistoryPolicy(size=100, ttl=10, meta_ttl=60))
+        pubs = await publish_n(kit.broker, "news", range(1, 4))
+        await kit.broker.set_state("news", [{"s": 1}])
+        epoch = pubs[0].epoch
+        await kit.advance(11)  # history and state are gone, the position is kept
+        at_top = await kit.broker.read("news", Position(epoch, 3))
+        assert at_top.reset is None and at_top.position == Position(epoch, 3)
+        assert at_top.publications == [] and not at_top.state
+        behind = await kit.broker.read("news", Position(epoch, 1))
+        assert behind.reset == RESET_TRIMMED and behind.position == Position(epoch, 3)
+        assert behind.publications == [] and not behind.state
+        fresh = await kit.broker.read("news", None)
+        assert fresh.reset is None and fresh.position == Position(epoch, 3)
+        assert fresh.publications == [] and not fresh.state
+        info = await kit.broker.info("news")
+        assert info.position == Position(epoch, 3)
+        assert info.history_length == 0 and not info.has_state
+        assert await kit.broker.positions(["news"]) == {"news": Position(epoch, 3)}
+        assert await kit.broker.channels() == []  # listed only within its history ttl
+        later = await kit.broker.publish("news", {"n": 4})
+        assert later.position == Position(epoch, 4)  # the same epoch goes on
+        resumed = await kit.broker.read("news", Position(epoch, 3))
+        assert resumed.reset is None and offsets(resumed.publications) == [4]
+        assert await kit.broker.channels() == ["news"]
+        await kit.advance(61)  # past meta_ttl: forgotten whole
+        gone = await kit.broker.read("news", Position(epoch, 4))
+        assert gone.reset == RESET_EPOCH and gone.position.offset == 0
+        assert await kit.broker.positions(["news"]) == {}
+        again = await kit.broker.publish("news", {"n": 1})
+        assert again.epoch != epoch and again.offset == 1
+
+    async def test_reads_create_no_channel(self, kit: Kit) -> None:
+        for _ in range(3):
+            await kit.broker.read("ghost", None)
+            await kit.broker.read("ghost", Position("abc", 5))
+            await kit.broker.info("ghost")
+        assert await kit.broker.channels() == []
+        assert await kit.broker.positions(["ghost"]) == {}
+
+    async def test_a_reader_of_an_empty_channel_resumes_after_its_first_message(
+        self, kit: Kit
+    ) -> None:
+        joined = await kit.broker.read("quiet", None)
+        assert joined.position.offset == 0 and joined.reset is None
+        pub = await kit.broker.publish("quiet", {"n": 1})
+        resumed = await kit.broker.read("quiet", joined.position)
+        assert resumed.reset is None and offsets(resumed.publications) == [pub.offset]
 
     async def test_messages_older_than_ttl_go_while_the_channel_is_used(
         self, make_kit: MakeKit
@@ -544,10 +594,32 @@ class TestBrokerContract:
 # -- not broker-specific --------------------------------------------------------
 
 
-@pytest.mark.parametrize(("size", "ttl"), [(-1, 10.0), (10, 0.0), (10, -1.0)])
-def test_history_policy_refuses_nonsense(size: int, ttl: float) -> None:
+@pytest.mark.parametrize(
+    ("size", "ttl", "meta_ttl"), [(-1, 10.0, 0.0), (10, 0.0, 0.0), (10, -1.0, 0.0), (1, 1, -1)]
+)
+def test_history_policy_refuses_nonsense(size: int, ttl: float, meta_ttl: float) -> None:
     with pytest.raises(ValueError):
-        HistoryPolicy(size, ttl)
+        HistoryPolicy(size, ttl, meta_ttl)
+
+
+def test_memory_broker_bounds_kept_positions_by_its_channel_limit() -> None:
+    clock = FakeClock()
+    broker = MemoryBroker(HistoryPolicy(ttl=10, meta_ttl=1000), channel_limit=3, clock=clock)
+    pubs = {}
+    for name in ("a", "b", "c"):
+        pubs[name] = broker.publish_nowait(name, {"n": 1})
+        clock.now += 1
+    clock.now += 10  # all three dormant: positions kept, history gone
+    assert broker.read_nowait("a", pubs["a"].position).reset is None
+    broker.publish_nowait("d", {"n": 1})  # at the limit: the oldest dormant one goes
+    assert broker.channel_count == 3
+    assert broker.read_nowait("a", pubs["a"].position).reset == RESET_EPOCH
+    assert broker.read_nowait("b", pubs["b"].position).reset is None
+    broker.publish_nowait("e", {"n": 1})
+    broker.publish_nowait("f", {"n": 1})
+    assert broker.channel_count == 3
+    with pytest.raises(ChannelLimitError):  # live channels are never forgotten early
+        broker.publish_nowait("g", {"n": 1})
 
 
 def test_memory_broker_restart_makes_a_new_epoch() -> None:

@@ -21,6 +21,7 @@ from redis.crc import key_slot
 from redis_servers import LocalCluster, RedisServer, shared_redis
 from support import eventually
 from torchannels.brokers import HistoryPolicy, RedisBroker
+from torchannels.brokers.base import NO_EPOCH
 from torchannels.errors import RESET_EPOCH, BrokerUnavailable, ChannelNameError
 from torchannels.frames import Publication, tail
 from torchannels.protocol import Position
@@ -90,7 +91,7 @@ def offsets(pubs: Sequence[Publication]) -> list[int]:
 
 async def test_keys_are_hash_tagged_and_expire_with_the_ttl(brokers: list[RedisBroker]) -> None:
     url = shared_redis()
-    broker = make(brokers, url, history=HistoryPolicy(size=10, ttl=30))
+    broker = make(brokers, url, history=HistoryPolicy(size=10, ttl=30, meta_ttl=300))
     admin = redis.asyncio.Redis.from_url(url)
     try:
         await broker.publish("chat:a/b@c", {"n": 1})
@@ -98,25 +99,25 @@ async def test_keys_are_hash_tagged_and_expire_with_the_ttl(brokers: list[RedisB
         tag = f"{{{broker.prefix}:chat:a/b@c}}"
         keys = sorted([k.decode() async for k in admin.scan_iter(match=f"{{{broker.prefix}:*")])
         assert keys == [tag + ":h", tag + ":m", tag + ":s"]
-        for key in keys:
+        for key in (tag + ":h", tag + ":s"):  # history and state: the history TTL
             assert 29_000 < await admin.pttl(key) <= 30_000
+        assert 299_000 < await admin.pttl(tag + ":m") <= 300_000  # the position: meta_ttl
         assert len({key_slot(k.encode()) for k in keys}) == 1
         await admin.delete(*keys)
     finally:
         await admin.aclose()
 
 
-async def test_reading_an_absent_channel_creates_its_epoch(brokers: list[RedisBroker]) -> None:
-    """As in Centrifugo: a subscriber of an empty channel holds a real epoch,
-    so the first publication does not reset it. The meta key expires."""
+async def test_reading_an_absent_channel_creates_nothing(brokers: list[RedisBroker]) -> None:
+    """A subscriber of an empty channel holds ``NO_EPOCH:0``, which the first
+    publication does not reset; no key is written for it."""
     url = shared_redis()
     broker = make(brokers, url, history=HistoryPolicy(size=10, ttl=30))
     admin = redis.asyncio.Redis.from_url(url)
     try:
         joined = await broker.read("quiet", None)
-        meta = f"{{{broker.prefix}:quiet}}:m"
-        assert [k async for k in admin.scan_iter(match=f"{{{broker.prefix}:*")] == [meta.encode()]
-        assert 29_000 < await admin.pttl(meta) <= 30_000
+        assert joined.position == Position(NO_EPOCH, 0)
+        assert [k async for k in admin.scan_iter(match=f"{{{broker.prefix}:*")] == []
         pub = await broker.publish("quiet", {"n": 1})
         resumed = await broker.read("quiet", joined.position)
         assert resumed.reset is None and offsets(resumed.publications) == [pub.offset]
@@ -266,9 +267,11 @@ async def test_empty_restart_mid_stream_changes_the_epoch(
     await eventually(lambda: resyncs.calls == [["news"]], timeout=10)
     assert broker.available
     stale = await broker.read("news", before[-1].position)
-    assert stale.reset == RESET_EPOCH and stale.position.epoch != before[0].epoch
+    assert stale.reset == RESET_EPOCH and stale.position == Position(NO_EPOCH, 0)
     after = await broker.publish("news", {"n": 7})
-    assert after.position == Position(stale.position.epoch, 1)
+    assert after.offset == 1 and after.epoch not in (before[0].epoch, NO_EPOCH)
+    resumed = await broker.read("news", stale.position)  # it held nothing: no reset
+    assert resumed.reset is None and offsets(resumed.publications) == [1]
     await eventually(lambda: len(got) == 6)  # resubscribed
     assert got[-1].position == after.position
 
@@ -401,9 +404,11 @@ async def test_cluster_resets_after_a_channel_is_forgotten(
     finally:
         await admin.aclose()
     result = await broker.read("room:x", pubs[-1].position)
-    assert result.reset == RESET_EPOCH and result.position.offset == 0
+    assert result.reset == RESET_EPOCH and result.position == Position(NO_EPOCH, 0)
     again = await broker.publish("room:x", {"n": 0})
-    assert again.position == Position(result.position.epoch, 1)
+    assert again.offset == 1 and again.epoch not in (pubs[0].epoch, NO_EPOCH)
+    resumed = await broker.read("room:x", result.position)
+    assert resumed.reset is None and offsets(resumed.publications) == [1]
 
 
 async def test_cluster_node_restarted_empty_resyncs_and_resets(

@@ -6,6 +6,7 @@ Each test uses its own random key prefix and deletes its keys afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -130,3 +131,48 @@ async def test_a_state_a_hole_made_stale_is_not_served(rd: Redis) -> None:
     assert fresh.reset is None and not fresh.state
     assert fresh.position == Position(pubs[0].epoch, 3)
     assert offsets(fresh.publications) == [4, 5]
+
+
+# -- reads create nothing ------------------------------------------------------------
+
+
+async def test_reads_polls_and_info_of_unpublished_channels_create_no_key(rd: Redis) -> None:
+    broker = rd.broker()
+    await broker.publish("real", {"n": 1})
+    before = await rd.keys()
+    for i in range(100):
+        channel = f"ghost:{i}"
+        await broker.read(channel, None)
+        await broker.read(channel, Position("abcd1234", 3))
+        await broker.info(channel)
+    await broker.positions([f"ghost:{i}" for i in range(100)])
+    assert await rd.keys() == before
+    assert await broker.channels() == ["real"]
+
+
+# -- positions outlive history -----------------------------------------------------
+
+
+async def test_a_caught_up_client_resumes_after_history_expired(rd: Redis) -> None:
+    """Real expiry in Redis: the history TTL passes (its keys are gone), the
+    meta TTL has not."""
+    broker = rd.broker(history=HistoryPolicy(size=100, ttl=0.2, meta_ttl=60))
+    pubs = [await broker.publish("c", {"n": n}) for n in range(1, 4)]
+    await broker.set_state("c", [{"s": 1}])
+    epoch = pubs[0].epoch
+    for _ in range(500):  # bounded: until Redis expired the history and state
+        if await rd.admin.exists(rd.key("c", "h"), rd.key("c", "s")) == 0:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the history never expired")
+    assert await rd.keys() == [rd.key("c", "m")]
+    at_top = await broker.read("c", Position(epoch, 3))
+    assert at_top.reset is None and at_top.publications == []
+    behind = await broker.read("c", Position(epoch, 2))
+    assert behind.reset == RESET_TRIMMED and behind.position == Position(epoch, 3)
+    assert await broker.channels() == []  # not listed past its history TTL
+    nxt = await broker.publish("c", {"n": 4})
+    assert nxt.position == Position(epoch, 4)
+    assert offsets((await broker.read("c", Position(epoch, 3))).publications) == [4]
+    assert await broker.channels() == ["c"]

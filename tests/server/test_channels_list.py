@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
+import redis.asyncio
+
 from redis_servers import shared_redis
 from server.processes import (
     KEY,
@@ -18,6 +20,7 @@ from server.processes import (
     as_json,
     assert_error,
     fetch,
+    poll,
     until,
 )
 
@@ -164,6 +167,7 @@ async def test_redis_counts_cover_every_process(
     for live in on_a + on_b:
         await live.wait(lambda fs: any(f["type"] == "subscribed" for f in fs))
     await publish(http, b, "demo:x", 1)
+    await publish(http, a, "demo:y", 1)  # listed by a too (reads create no channel)
     await publish(http, a, "other", 1)
 
     def rows(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -208,3 +212,35 @@ async def test_redis_counts_cover_every_process(
 
 async def _not(check: Callable[[], Awaitable[bool]]) -> bool:
     return not await check()
+
+
+async def test_redis_reads_create_no_channel_and_no_key(
+    spawn: Callable[..., ServerProcess], http: Any
+) -> None:
+    """Anonymous polls and ``GET /api/channels/NAME`` of channels nobody
+    published to write nothing to Redis, so they are not listed (issue 17)."""
+    url = shared_redis()
+    prefix = f"tc-test-{uuid.uuid4().hex[:12]}"
+    server = spawn("--broker", url, "--redis-prefix", prefix, "--api-key", KEY, "--no-demo",
+                   "--anonymous", "pub:*")  # fmt: skip
+    admin = redis.asyncio.Redis.from_url(url)
+
+    async def keys() -> list[bytes]:
+        return [k async for k in admin.scan_iter(match=f"{{{prefix}:*", count=1000)]
+
+    try:
+        await publish(http, server, "pub:real", 1)
+        before = await keys()
+        for i in range(10):
+            doc = await poll(http, server, [f"pub:ghost{i}-{j}" for j in range(10)])
+            assert sum(f["type"] == "subscribed" for f in doc["frames"]) == 10
+        for i in range(10):
+            info = as_json(await api(http, server, f"/api/channels/pub:info{i}"))
+            assert info["offset"] == 0
+        assert await keys() == before
+        assert names(await page(http, server)) == ["pub:real"]
+    finally:
+        found = await keys()
+        if found:
+            await admin.delete(*found)
+        await admin.aclose()

@@ -46,17 +46,28 @@ class HistoryPolicy:
     """How much history a channel keeps: at most ``size`` messages, none older
     than ``ttl`` seconds. ``size=0`` keeps none, so every resume is a reset.
 
-    A channel nobody publishes to (nor sets state on) for ``ttl`` seconds is
-    forgotten whole: position, history and state. Its next publication
-    starts a new epoch, so resumers get an honest ``epoch_changed``.
+    A channel nobody publishes to (nor sets state on) for ``ttl`` seconds
+    loses its history and state, but its position (epoch and last offset)
+    is kept until ``meta_ttl`` seconds (at least ``ttl``) after that last
+    write: a client that had every message resumes with nothing to do, one
+    that missed some gets ``history_trimmed``, and the next publication
+    continues the epoch. Past ``meta_ttl`` the channel is forgotten whole,
+    and its next publication starts a new epoch (resumers get an honest
+    ``epoch_changed``).
     """
 
     size: int = 1000
     ttl: float = 3600.0
+    meta_ttl: float = 7 * 86400.0
 
     def __post_init__(self) -> None:
-        if self.size < 0 or self.ttl <= 0:
-            raise ValueError("history size must be >= 0 and ttl > 0")
+        if self.size < 0 or self.ttl <= 0 or self.meta_ttl < 0:
+            raise ValueError("history size must be >= 0, ttl > 0 and meta_ttl >= 0")
+
+    @property
+    def keep(self) -> float:
+        """Seconds a channel's position is kept after its last write."""
+        return max(self.ttl, self.meta_ttl)
 
 
 @dataclass(slots=True)
@@ -97,6 +108,13 @@ class ReadPlan:
     stale_state: bool = False
 
 
+#: The epoch a network broker answers for a channel nobody wrote (reading
+#: creates nothing). Real epochs are 8 hex digits, so no channel has it;
+#: ``NO_EPOCH:0`` holds nothing, so :func:`plan_read` resumes it at offset 0
+#: of whatever epoch the channel has by then.
+NO_EPOCH = "0"
+
+
 def plan_read(
     since: Position | None, *, epoch: str, top: int, first: int, state_at: int | None
 ) -> ReadPlan:
@@ -114,6 +132,8 @@ def plan_read(
     'epoch_changed'
     """
     reason: str | None = None
+    if since == Position(NO_EPOCH, 0):
+        since = Position(epoch, 0)  # read before the channel existed: it held nothing
     if since is not None:
         if since.epoch != epoch:
             reason = RESET_EPOCH
@@ -202,7 +222,12 @@ class Broker(abc.ABC):
     # -- history policies -------------------------------------------------------
 
     def configure_channel(
-        self, name_or_prefix: str, *, size: int | None = None, ttl: float | None = None
+        self,
+        name_or_prefix: str,
+        *,
+        size: int | None = None,
+        ttl: float | None = None,
+        meta_ttl: float | None = None,
     ) -> None:
         """Set the history policy of one channel, or of every channel starting
         with a prefix that ends in ``*`` (``"chat:*"``). The longest match wins.
@@ -212,7 +237,9 @@ class Broker(abc.ABC):
         """
         base = self.policy_for(name_or_prefix.rstrip("*"))
         self._policies[name_or_prefix] = HistoryPolicy(
-            base.size if size is None else size, base.ttl if ttl is None else ttl
+            base.size if size is None else size,
+            base.ttl if ttl is None else ttl,
+            base.meta_ttl if meta_ttl is None else meta_ttl,
         )
 
     def policy_for(self, channel: str) -> HistoryPolicy:

@@ -3,18 +3,21 @@
 Each channel has the epoch that was current when it was created. A new
 process starts with a new epoch, so every client that resumes across a
 restart gets an honest reset. A channel idle (no publish, no set_state) for
-its history TTL is forgotten, and the broker's current epoch changes when
-it forgets any, so a channel created again never reuses an epoch whose
-offsets a client may hold.
+its history TTL loses its history and state but keeps its position (it
+is *dormant*) until its ``meta_ttl``; then it is forgotten, and the
+broker's current epoch changes when it forgets any, so a channel created
+again never reuses an epoch whose offsets a client may hold.
 
 A subscriber reading a channel creates nothing (the answer is the current
 epoch at offset 0); only publishers create channels, at most
-``channel_limit`` of them.
+``channel_limit`` of them, dormant ones included: a publish that would
+create one more forgets the dormant channels idle longest first.
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
 import logging
 import secrets
 import time
@@ -131,6 +134,7 @@ class MemoryBroker(Broker):
         if ch is None:
             if len(self._channels) >= self.channel_limit:
                 self._sweep(now)
+                self._forget_dormant(now)
                 if len(self._channels) >= self.channel_limit:
                     raise ChannelLimitError(
                         f"cannot create channel {channel!r}: the broker holds "
@@ -138,21 +142,43 @@ class MemoryBroker(Broker):
                     )
             ch = self._channels[channel] = _Channel(self.epoch, now)
             self._sorted = None
+        else:
+            self._dormant(channel, ch, now)
         return ch
 
+    def _dormant(self, name: str, ch: _Channel, now: float) -> bool:
+        """Drop the history and state of a channel idle for its TTL; True if it is."""
+        if now - ch.touched < self.policy_for(name).ttl:
+            return False
+        ch.history.clear()
+        ch.state = None
+        return True
+
     def _sweep(self, now: float) -> None:
-        """Forget channels idle for their TTL; a new epoch if any was."""
-        idle = [
-            name
+        """Make channels idle for their TTL dormant, and forget those idle
+        for their ``meta_ttl``; a new epoch if any was forgotten."""
+        gone = []
+        for name, ch in self._channels.items():
+            if self._dormant(name, ch, now) and now - ch.touched >= self.policy_for(name).keep:
+                gone.append(name)
+        self._forget(gone)
+        self._next_sweep = now + min(60.0, self.default_policy.ttl / 4)
+
+    def _forget_dormant(self, now: float) -> None:
+        """At the channel limit: forget the older half of the dormant channels."""
+        dormant = [
+            (ch.touched, name)
             for name, ch in self._channels.items()
             if now - ch.touched >= self.policy_for(name).ttl
         ]
-        for name in idle:
+        self._forget([name for _, name in heapq.nsmallest(max(1, len(dormant) // 2), dormant)])
+
+    def _forget(self, names: list[str]) -> None:
+        for name in names:
             del self._channels[name]
-        if idle:
+        if names:
             self.epoch = new_epoch()
             self._sorted = None
-        self._next_sweep = now + min(60.0, self.default_policy.ttl / 4)
 
     def _trim(self, channel: str, ch: _Channel, now: float) -> None:
         policy = self.policy_for(channel)
@@ -165,14 +191,9 @@ class MemoryBroker(Broker):
 
     def read_nowait(self, channel: str, since: Position | None) -> ReadResult:
         now = self.clock()
-        ch = self._channels.get(channel)
-        if ch is not None and now - ch.touched >= self.policy_for(channel).ttl:
-            self._sweep(now)
-            ch = self._channels.get(channel)
+        ch = self._held(channel, now)
         if ch is None:
             ch = _Channel(self.epoch, now)  # not stored: reading creates nothing
-        else:
-            self._trim(channel, ch, now)
         first = ch.history[0].offset if ch.history else ch.top + 1
         state_at = ch.state_at if ch.state is not None else None
         plan = plan_read(since, epoch=ch.epoch, top=ch.top, first=first, state_at=state_at)
@@ -231,12 +252,21 @@ class MemoryBroker(Broker):
             if not listeners:
                 del self._listeners[channel]
 
-    async def info(self, channel: str) -> ChannelInfo:
-        now = self.clock()
+    def _held(self, channel: str, now: float) -> _Channel | None:
+        """The channel if held (dormant or not), its history trimmed to now."""
         ch = self._channels.get(channel)
+        if ch is not None and self._dormant(channel, ch, now):
+            if now - ch.touched >= self.policy_for(channel).keep:
+                self._sweep(now)
+                ch = self._channels.get(channel)
+        elif ch is not None:
+            self._trim(channel, ch, now)
+        return ch
+
+    async def info(self, channel: str) -> ChannelInfo:
+        ch = self._held(channel, self.clock())
         if ch is None:
             return ChannelInfo(channel, Position(self.epoch, 0), 0, False)
-        self._trim(channel, ch, now)
         return ChannelInfo(
             channel, Position(ch.epoch, ch.top), len(ch.history), ch.state is not None
         )

@@ -9,9 +9,12 @@ and to ``ttl`` seconds of age) and a state hash; every key expires after
 nothing. An empty Redis (restart without persistence, FLUSHDB, eviction)
 therefore starts new epochs: resumers get an honest ``epoch_changed``.
 
-Reading a channel that does not exist creates its meta (its epoch), as
-Centrifugo does, so a subscriber that joined an empty channel is not reset
-when the first message arrives; such a meta key expires with the TTL.
+Reading creates nothing: a channel nobody wrote answers the epoch
+``NO_EPOCH`` at offset 0, a position that resumes at offset 0 of the epoch
+the channel gets, so a subscriber that joined an empty channel is not reset
+when the first message arrives. A channel's meta (epoch, last offset)
+outlives its history, for the policy's ``meta_ttl``, so a client that had
+every message resumes after a quiet period without a reset.
 
 Publishing, set_state and reading are each one Lua script
 (:mod:`.redis_lua`), one round trip; a batch of queued publishes is one
@@ -175,11 +178,9 @@ class RedisBroker(Broker):
     async def channels(
         self, prefix: str = "", *, after: str | None = None, limit: int = 100
     ) -> list[str]:
-        """A SCAN for the channels' meta keys (:mod:`.redis_listing`): a
-        channel a subscriber read exists too, with an epoch, until its TTL."""
-        from .redis_listing import scan_channels
-
-        return await scan_channels(self.client, self.prefix, prefix, after, limit)
+        """A SCAN for the channels' meta keys (:mod:`.redis_listing`), of
+        which those written within their history TTL are listed."""
+        return await self._data.channels(prefix, after, limit)
 
     # -- delivery -----------------------------------------------------------------
 

@@ -1,20 +1,22 @@
 """The Redis broker's Lua scripts: each runs atomically, in one round trip.
 
 Keys of one channel share the hash tag ``{PREFIX:CHANNEL}`` (one Cluster
-slot): ``KEYS[1]`` the meta hash (``e`` epoch, ``o`` last offset),
-``KEYS[2]`` the history stream (entry id ``0-<offset>``, fields ``t`` the
-ts and ``p`` the payload), ``KEYS[3]`` the state hash (``a`` the offset it
-stands for, ``n`` how many messages, ``t``/``p`` their ts and payloads,
-newline-joined: encoded JSON never holds a raw newline), and for PUBLISH
-``KEYS[4]``, the pub/sub channel (declared so Cluster routes SPUBLISH).
+slot): ``KEYS[1]`` the meta hash (``e`` epoch, ``o`` last offset, ``t`` the
+time of the last publish or set_state), ``KEYS[2]`` the history stream
+(entry id ``0-<offset>``, fields ``t`` the ts and ``p`` the payload),
+``KEYS[3]`` the state hash (``a`` the offset it stands for, ``n`` how many
+messages, ``t``/``p`` their ts and payloads, newline-joined: encoded JSON
+never holds a raw newline), and for PUBLISH ``KEYS[4]``, the pub/sub
+channel (declared so Cluster routes SPUBLISH).
 
-``ARGV[1]`` is always a fresh random epoch, used only when the meta is
-missing (never created, expired, flushed, evicted or lost in a restart):
-then the stream and state, which belong to a forgotten epoch, go too.
-``ARGV[2]`` is the history TTL in milliseconds: a publish or set_state sets
-every key's expiry to it, so a channel idle for its TTL is forgotten whole.
-A payload is completed here with ``,"epoch":"E","offset":N}``, byte for
-byte what :func:`torchannels.frames.tail` would append.
+Only writes create keys. A write's ``ARGV[1]`` is a fresh random epoch,
+used only when the meta is missing (never created, expired, flushed,
+evicted or lost in a restart): then the stream and state, which belong to
+a forgotten epoch, go too. A write sets the stream's and state's expiry to
+the history TTL and the meta's to the (longer) meta TTL, so an idle
+channel loses its history first and its position later. A payload is
+completed here with ``,"epoch":"E","offset":N}``, byte for byte what
+:func:`torchannels.frames.tail` would append.
 """
 
 from __future__ import annotations
@@ -22,12 +24,11 @@ from __future__ import annotations
 import hashlib
 
 _PRELUDE = """
-local function meta(candidate, ttl)
+local function meta(candidate)
   local m = redis.call('HMGET', KEYS[1], 'e', 'o')
   if m[1] then return m[1], tonumber(m[2]) end
   redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('HSET', KEYS[1], 'e', candidate, 'o', 0)
-  redis.call('PEXPIRE', KEYS[1], ttl)
   return candidate, 0
 end
 -- The id of the oldest entry stamped at or after horizon (nil: none), and
@@ -45,27 +46,31 @@ local function fresh(horizon)
     count = math.min(count * 4, 256)
   end
 end
-local function expire(ttl)
-  redis.call('PEXPIRE', KEYS[1], ttl)
+-- After a write at time now: the history TTL on the stream and state, the
+-- meta TTL on the meta.
+local function expire(ttl, keep, now)
+  redis.call('HSET', KEYS[1], 't', now)
+  redis.call('PEXPIRE', KEYS[1], keep)
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PEXPIRE', KEYS[3], ttl)
 end
 """
 
 #: ARGV: epoch candidate, ttl ms, horizon (oldest ts kept), history size,
-#: PUBLISH or SPUBLISH, then (ts, head) per message. Returns {epoch, first
-#: offset}; the messages got consecutive offsets. Each is published as
-#: ``<offset>:<epoch>:<ts>:<payload>``, so a subscriber frames it unparsed.
+#: PUBLISH or SPUBLISH, meta ttl ms, now, then (ts, head) per message.
+#: Returns {epoch, first offset}; the messages got consecutive offsets.
+#: Each is published as ``<offset>:<epoch>:<ts>:<payload>``, so a
+#: subscriber frames it unparsed.
 PUBLISH = (
     _PRELUDE
     + """
-local epoch, top = meta(ARGV[1], ARGV[2])
+local epoch, top = meta(ARGV[1])
 local size = tonumber(ARGV[4])
-local n = (#ARGV - 5) / 2
+local n = (#ARGV - 7) / 2
 for i = 0, n - 1 do
   top = top + 1
-  local ts, off = ARGV[6 + 2 * i], string.format('%d', top)
-  local payload = ARGV[7 + 2 * i] .. ',"epoch":"' .. epoch .. '","offset":' .. off .. '}'
+  local ts, off = ARGV[8 + 2 * i], string.format('%d', top)
+  local payload = ARGV[9 + 2 * i] .. ',"epoch":"' .. epoch .. '","offset":' .. off .. '}'
   if size > 0 then
     redis.call('XADD', KEYS[2], 'MAXLEN', size, '0-' .. off, 't', ts, 'p', payload)
   end
@@ -76,7 +81,7 @@ local first = nil
 if size > 0 then first = fresh(tonumber(ARGV[3])) end
 -- size 0 keeps none: what another process kept before would end in a hole
 if first then redis.call('XTRIM', KEYS[2], 'MINID', first) else redis.call('DEL', KEYS[2]) end
-expire(ARGV[2])
+expire(ARGV[2], ARGV[6], ARGV[7])
 return {epoch, top - n + 1}
 """
 )
@@ -84,7 +89,7 @@ return {epoch, top - n + 1}
 #: Publishes to several channels in one call (one Redis, not a Cluster: the
 #: keys span slots). KEYS: the four keys of each channel in turn. ARGV:
 #: PUBLISH or SPUBLISH, the channel count C, then per channel its epoch
-#: candidate, ttl ms, horizon and history size, then one argument with the
+#: candidate, ttl ms, horizon, history size, meta ttl ms and now, then one argument with the
 #: messages in publishing order, ``NUMBER\nTS\nHEAD\n`` each (NUMBER the
 #: channel's, 1..C; one argument, not three per message, because building
 #: a command of thousands of arguments costs the client more than the
@@ -96,7 +101,7 @@ PUBLISH_MANY = """
 local cmd, nc = ARGV[1], tonumber(ARGV[2])
 local epochs, tops, firsts, sizes = {}, {}, {}, {}
 for c = 1, nc do
-  local k, a = 4 * (c - 1), 3 + 4 * (c - 1)
+  local k, a = 4 * (c - 1), 3 + 6 * (c - 1)
   local m = redis.call('HMGET', KEYS[k + 1], 'e', 'o')
   if m[1] then
     epochs[c], tops[c] = m[1], tonumber(m[2])
@@ -108,7 +113,7 @@ for c = 1, nc do
   firsts[c] = tops[c] + 1
   sizes[c] = tonumber(ARGV[a + 3])
 end
-for number, ts, head in string.gmatch(ARGV[3 + 4 * nc], '([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n') do
+for number, ts, head in string.gmatch(ARGV[3 + 6 * nc], '([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n') do
   local c = tonumber(number)
   local k, top = 4 * (c - 1), tops[c] + 1
   tops[c] = top
@@ -121,8 +126,8 @@ for number, ts, head in string.gmatch(ARGV[3 + 4 * nc], '([^\\n]*)\\n([^\\n]*)\\
 end
 local out = {}
 for c = 1, nc do
-  local k, a = 4 * (c - 1), 3 + 4 * (c - 1)
-  redis.call('HSET', KEYS[k + 1], 'o', string.format('%d', tops[c]))
+  local k, a = 4 * (c - 1), 3 + 6 * (c - 1)
+  redis.call('HSET', KEYS[k + 1], 'o', string.format('%d', tops[c]), 't', ARGV[a + 5])
   local first = nil
   if sizes[c] > 0 then
     -- the oldest entry stamped at or after the horizon, as fresh() finds it
@@ -139,46 +144,49 @@ for c = 1, nc do
   end
   if first then redis.call('XTRIM', KEYS[k + 2], 'MINID', first)
   else redis.call('DEL', KEYS[k + 2]) end
-  for j = 1, 3 do redis.call('PEXPIRE', KEYS[k + j], ARGV[a + 1]) end
+  redis.call('PEXPIRE', KEYS[k + 1], ARGV[a + 4])
+  for j = 2, 3 do redis.call('PEXPIRE', KEYS[k + j], ARGV[a + 1]) end
   out[#out + 1] = epochs[c]
   out[#out + 1] = firsts[c]
 end
 return out
 """
 
-#: ARGV: epoch candidate, ttl ms, then (ts, head) per message. Returns
-#: {epoch, offset the state stands for}.
+#: ARGV: epoch candidate, ttl ms, meta ttl ms, now, then (ts, head) per
+#: message. Returns {epoch, offset the state stands for}.
 SET_STATE = (
     _PRELUDE
     + """
-local epoch, top = meta(ARGV[1], ARGV[2])
+local epoch, top = meta(ARGV[1])
 local tail = ',"epoch":"' .. epoch .. '","offset":' .. string.format('%d', top) .. '}'
 local stamps, payloads = {}, {}
-for i = 3, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   stamps[#stamps + 1] = ARGV[i]
   payloads[#payloads + 1] = ARGV[i + 1] .. tail
 end
 redis.call('HSET', KEYS[3], 'a', string.format('%d', top), 'n', #payloads,
   't', table.concat(stamps, '\\n'), 'p', table.concat(payloads, '\\n'))
-expire(ARGV[2])
+expire(ARGV[2], ARGV[3], ARGV[4])
 return {epoch, top}
 """
 )
 
-#: ARGV: epoch candidate, ttl ms, horizon, the reader's epoch ('' for a
-#: fresh join) and offset, and the offset to read after (-1: choose). A
-#: missing meta is created (Centrifugo does the same), so a subscriber of
-#: an empty channel is not reset by its first message. Chosen: after the
-#: reader's offset when it can resume, else after the state or the oldest
-#: retained entry; the caller decides with plan_read and reads again in
-#: the rare case it needs older entries. Returns {epoch, top, first
-#: retained offset, retained count, state offset (-1: none), state count,
-#: state stamps, state payloads, read after, entries}.
+#: ARGV: horizon, the reader's epoch ('' for a fresh join) and offset, and
+#: the offset to read after (-1: choose). Writes nothing: a channel without
+#: meta answers epoch '' at offset 0 with nothing retained (stream and state
+#: left from a forgotten epoch are not read). Chosen: after the reader's
+#: offset when it can resume, else after the state or the oldest retained
+#: entry; the caller decides with plan_read and reads again in the rare
+#: case it needs older entries. Returns {epoch, top, first retained offset,
+#: retained count, state offset (-1: none), state count, state stamps,
+#: state payloads, read after, entries}.
 READ = (
     _PRELUDE
     + """
-local epoch, top = meta(ARGV[1], ARGV[2])
-local first_id, stale = fresh(tonumber(ARGV[3]))
+local m = redis.call('HMGET', KEYS[1], 'e', 'o')
+if not m[1] then return {'', 0, 1, 0, -1, 0, '', '', 0, {}} end
+local epoch, top = m[1], tonumber(m[2])
+local first_id, stale = fresh(tonumber(ARGV[1]))
 local first, kept = top + 1, 0
 if first_id then
   first = tonumber(string.sub(first_id, 3))
@@ -187,10 +195,10 @@ end
 local st = redis.call('HMGET', KEYS[3], 'a', 'n', 't', 'p')
 local state_at = -1
 if st[1] then state_at = tonumber(st[1]) end
-local after = tonumber(ARGV[6])
+local after = tonumber(ARGV[4])
 if after < 0 then
-  local since = tonumber(ARGV[5])
-  if ARGV[4] == epoch and since <= top and since >= first - 1 then after = since
+  local since = tonumber(ARGV[3])
+  if ARGV[2] == epoch and since <= top and since >= first - 1 then after = since
   elseif state_at >= first - 1 then after = state_at
   else after = first - 1 end
 end

@@ -20,7 +20,15 @@ from ..errors import BrokerError, BrokerUnavailable, ChannelNameError
 from ..frames import Publication
 from ..protocol import Position
 from . import redis_lua as lua
-from .base import ChannelInfo, HistoryPolicy, QueuedOp, ReadResult, check_unbroken, plan_read
+from .base import (
+    NO_EPOCH,
+    ChannelInfo,
+    HistoryPolicy,
+    QueuedOp,
+    ReadResult,
+    check_unbroken,
+    plan_read,
+)
 from .redis_errors import broker_error, redis_py, unreachable
 
 if TYPE_CHECKING:
@@ -100,6 +108,11 @@ class Store:
     def _ttl_ms(self, channel: str) -> str:
         return str(max(1, round(self._policy_for(channel).ttl * 1000)))
 
+    def _expiries(self, channel: str) -> tuple[str, str, str]:
+        """The history TTL, the meta TTL (ms) and the time now, for a write."""
+        keep = str(max(1, round(self._policy_for(channel).keep * 1000)))
+        return self._ttl_ms(channel), keep, repr(self._clock())
+
     async def _run(self, script: str, keys: list[str], args: list[Any], where: str) -> Any:
         """EVALSHA ``script`` (loading it when Redis lacks it)."""
         await self._start()
@@ -135,7 +148,7 @@ class Store:
             if op.state:
                 keys = self.keys(op.channel)
                 stamps = [a for d in op.drafts for a in (repr(d.ts), d.head)]
-                args = [*keys[:3], secrets.token_hex(4), self._ttl_ms(op.channel), *stamps]
+                args = [*keys[:3], secrets.token_hex(4), *self._expiries(op.channel), *stamps]
                 calls.append(([op], lua.SET_STATE, args))
                 continue
             last = calls[-1] if calls else None
@@ -157,9 +170,9 @@ class Store:
                 continue
             keys = self.keys(op.channel)
             size = str(self._policy_for(op.channel).size)
-            ttl = self._ttl_ms(op.channel)
+            ttl, keep, now = self._expiries(op.channel)
             head = [*keys, secrets.token_hex(4), ttl, self._horizon(op.channel), size]
-            calls.append(([op], lua.PUBLISH, [*head, self._publish_cmd, *stamps]))
+            calls.append(([op], lua.PUBLISH, [*head, self._publish_cmd, keep, now, *stamps]))
         for ops, script, args in calls:
             if script is lua.PUBLISH_MANY:
                 args.extend(self._many_args(ops))
@@ -178,11 +191,14 @@ class Store:
             if number is None:
                 number = numbers[channel] = len(numbers) + 1
                 keys += self.keys(channel)
+                ttl, keep, now = self._expiries(channel)
                 per_channel += (
                     secrets.token_hex(4),
-                    self._ttl_ms(channel),
+                    ttl,
                     self._horizon(channel),
                     str(self._policy_for(channel).size),
+                    keep,
+                    now,
                 )
             draft = op.drafts[0]
             messages.append(b"%d\n%r\n%b\n" % (number, draft.ts, draft.head))
@@ -255,8 +271,6 @@ class Store:
     async def _read_raw(self, channel: str, since: Position | None, after: int) -> list[Any]:
         keys = self.keys(channel)[:3]
         args: list[Any] = [
-            secrets.token_hex(4),
-            self._ttl_ms(channel),
             self._horizon(channel),
             since.epoch if since is not None else "",
             since.offset if since is not None else 0,
@@ -270,7 +284,7 @@ class Store:
         for _ in range(3):
             reply = await self._read_raw(channel, since, after)
             epoch, top, first, _kept, state_at, count, stamps, blob, got, entries = reply
-            epoch = epoch.decode()
+            epoch = epoch.decode() or NO_EPOCH  # no meta: a channel nobody wrote
             plan = plan_read(
                 since,
                 epoch=epoch,
@@ -318,7 +332,17 @@ class Store:
             if e is not None and o is not None
         }
 
+    async def channels(self, prefix: str, after: str | None, limit: int) -> list[str]:
+        """The channels written within their history TTL (:mod:`.redis_listing`)."""
+        from .redis_listing import scan_channels
+
+        def horizon(channel: str) -> float:
+            return self._clock() - self._policy_for(channel).ttl
+
+        return await scan_channels(self.client, self.prefix, prefix, after, limit, horizon)
+
     async def info(self, channel: str) -> ChannelInfo:
         reply = await self._read_raw(channel, None, _NONE)
         epoch, top, _first, kept, state_at = reply[:5]
-        return ChannelInfo(channel, Position(epoch.decode(), top), kept, state_at >= 0)
+        position = Position(epoch.decode() or NO_EPOCH, top)
+        return ChannelInfo(channel, position, kept, state_at >= 0)

@@ -105,7 +105,8 @@ class ServerConfig:
     channel_limit: int = _opt(
         100_000,
         "int",
-        "channels the in-memory broker holds at most (idle ones are forgotten after --history-ttl)",
+        "channels the in-memory broker holds at most (idle ones are forgotten after "
+        "--history-meta-ttl, or sooner to make room)",
         low=1,
     )
     anonymous: tuple[str, ...] = _opt(
@@ -116,6 +117,13 @@ class ServerConfig:
     )
     history_size: int = _opt(1000, "int", "messages of history kept per channel (0: none)", low=0)
     history_ttl: float = _opt(3600.0, "float", "seconds history is kept", low=0, above=True)
+    history_meta_ttl: float = _opt(
+        604800.0,
+        "float",
+        "seconds an idle channel's epoch and last offset are kept (at least --history-ttl), "
+        "so a client that had every message resumes without a reset",
+        low=0,
+    )
     max_channels: int = _opt(64, "int", "channels one subscribe request may name", low=1)
     max_request_bytes: int = _opt(
         16384, "int", "bytes of query string plus Last-Event-ID a subscriber may send", low=1
@@ -268,9 +276,11 @@ class ServerConfig:
         """The broker's default :class:`~torchannels.HistoryPolicy`.
 
         >>> ServerConfig(history_size=0).history()
-        HistoryPolicy(size=0, ttl=3600.0)
+        HistoryPolicy(size=0, ttl=3600.0, meta_ttl=604800.0)
         """
-        return HistoryPolicy(size=self.history_size, ttl=self.history_ttl)
+        return HistoryPolicy(
+            size=self.history_size, ttl=self.history_ttl, meta_ttl=self.history_meta_ttl
+        )
 
 
 SOMAXCONN_PATH = "/proc/sys/net/core/somaxconn"
