@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 import redis.asyncio
 
 from redis_servers import shared_redis
+from support import Server, content, receive
+from torchannels import Hub, Settings
 from torchannels.brokers import HistoryPolicy, RedisBroker
+from torchannels.brokers.base import NO_EPOCH
 from torchannels.errors import RESET_TRIMMED
 from torchannels.frames import Publication
 from torchannels.protocol import Position
@@ -156,7 +159,7 @@ async def test_reads_polls_and_info_of_unpublished_channels_create_no_key(rd: Re
 async def test_a_caught_up_client_resumes_after_history_expired(rd: Redis) -> None:
     """Real expiry in Redis: the history TTL passes (its keys are gone), the
     meta TTL has not."""
-    broker = rd.broker(history=HistoryPolicy(size=100, ttl=0.2, meta_ttl=60))
+    broker = rd.broker(history=HistoryPolicy(size=100, ttl=0.2))
     pubs = [await broker.publish("c", {"n": n}) for n in range(1, 4)]
     await broker.set_state("c", [{"s": 1}])
     epoch = pubs[0].epoch
@@ -176,3 +179,47 @@ async def test_a_caught_up_client_resumes_after_history_expired(rd: Redis) -> No
     assert nxt.position == Position(epoch, 4)
     assert offsets((await broker.read("c", Position(epoch, 3))).publications) == [4]
     assert await broker.channels() == ["c"]
+
+
+# -- through a server -------------------------------------------------------------
+
+
+def kinds(frames: list[dict[str, Any]]) -> list[str]:
+    return [f["type"] for f in frames]
+
+
+async def test_a_subscriber_of_an_empty_channel_gets_its_first_message(
+    rd: Redis, make_server: Callable[..., Server]
+) -> None:
+    broker = rd.broker()
+    server = make_server(hub_=Hub(broker, Settings(ping_interval=0.5)))
+    joined = await receive(server, "stream", ["c"], until=lambda fs: "subscribed" in kinds(fs),
+                           keep_open=True)  # fmt: skip
+    assert joined.frames[0]["epoch"] == NO_EPOCH and joined.frames[0]["offset"] == 0
+    assert await rd.keys() == []
+    assert joined.stream is not None
+    pub = await broker.publish("c", {"n": 1})
+    frames = await joined.stream.wait_frames(lambda fs: "message" in kinds(content(fs)))
+    assert kinds(content(frames)) == ["subscribed", "message"]  # no reset
+    assert content(frames)[1]["data"]["offset"] == pub.offset
+    joined.stream.close()
+
+
+async def test_a_caught_up_client_comes_back_after_a_quiet_period(
+    rd: Redis, make_server: Callable[..., Server]
+) -> None:
+    broker = rd.broker(history=HistoryPolicy(size=100, ttl=0.2))
+    server = make_server(hub_=Hub(broker, Settings(ping_interval=0.5)))
+    first = await receive(server, "poll", ["c"])
+    for n in range(1, 4):
+        await broker.publish("c", {"n": n})
+    got = await receive(server, "poll", ["c"], cursor=first.cursor)
+    assert [f["data"]["n"] for f in got.frames if f["type"] == "message"] == [1, 2, 3]
+    for _ in range(500):  # bounded: until Redis expired the history
+        if await rd.admin.exists(rd.key("c", "h")) == 0:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the history never expired")
+    back = await receive(server, "poll", ["c"], cursor=got.cursor)
+    assert back.frames == [] and back.cursor == got.cursor  # nothing to do, no reset
