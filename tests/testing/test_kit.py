@@ -35,6 +35,8 @@ CASES = [
     ("duplicate", [sub(0), msg(1), msg(1)], ["duplicate"]),
     ("out of order", [sub(0), msg(2), msg(1)], ["gap", "out_of_order"]),
     ("epoch changed without reset", [sub(0), msg(1), msg(1, "f")], ["epoch_changed_silently"]),
+    ("0:0 (nothing yet) is followed by any epoch", [sub(0, "0"), msg(1), msg(2)], []),
+    ("0:0 still sees a gap", [sub(0, "0"), msg(2)], ["gap"]),
     ("message before subscribed", [msg(1)], ["no_position"]),
     ("message after reset, before subscribed", [sub(0), RESET, msg(1)], ["no_position"]),
     ("subscribed moves a position", [sub(0), msg(1), sub(5)], ["subscribed_moved"]),

@@ -27,6 +27,8 @@ from typing import Any
 GAP = "gap"  #: a message skipped offsets after the position, with no reset
 DUPLICATE = "duplicate"  #: a message at or before the position that was delivered already
 OUT_OF_ORDER = "out_of_order"  #: a skipped message that came after a later one
+#: The position ``0:0`` of a channel nobody published to (docs/protocol.md).
+NO_EPOCH = "0"
 EPOCH_CHANGED = "epoch_changed_silently"  #: a message of another epoch, with no reset
 NO_POSITION = "no_position"  #: a message before the channel's ``subscribed``
 MOVED = "subscribed_moved"  #: a ``subscribed`` that moved a held position, with no reset
@@ -160,6 +162,9 @@ class DeliveryChecker:
             self._violate(NO_POSITION, channel, f"message before `subscribed` {why}", at)
             log.position = at
             return
+        if log.position == (NO_EPOCH, 0):  # held nothing: any epoch follows it
+            log.position = (epoch, 0)
+            log.joined.setdefault(epoch, 0)
         held_epoch, held = log.position
         if epoch != held_epoch:
             self._violate(EPOCH_CHANGED, channel, f"position was {held_epoch}:{held}", at)
