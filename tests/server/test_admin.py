@@ -285,3 +285,60 @@ async def test_admin_websocket_needs_the_session_and_the_page_origin(
     frames = await admin.wait(lambda fs: len(messages(fs)) >= 1)
     assert [m["n"] for m in messages(frames)] == [7]
     await admin.aclose()
+
+
+ELSEWHERE = "http://127.0.0.1:1"  # same site, another port: a SameSite=Strict cookie goes
+
+
+async def test_admin_paths_are_same_origin_only_whatever_cors_allows(
+    spawn: Callable[..., ServerProcess], http: Any, lives: Callable[..., Live]
+) -> None:
+    """Issue 17 2b.2: a listed origin with --cors-credentials could read any
+    channel through the admin tail with the admin's cookie (poll and SSE)."""
+    server = spawn("--no-demo", "--api-key", KEY, "--admin-password", PASSWORD,
+                   "--allowed-origins", ELSEWHERE, "--cors-credentials")  # fmt: skip
+    await api(http, server, "/api/publish", {"channel": "private:c", "data": {"n": 1}})
+    browser = Browser(http, server)
+    await browser.login()
+    cookie = browser.header()
+    for transport in ("poll", "longpoll", "stream", "sse"):
+        query = urlencode({"transport": transport, "channel": "private:c", "cursor": ""})
+        path = f"/admin/channels?{query}"
+        stream = lives(server.base + path, {**cookie, "Origin": ELSEWHERE})
+        await stream.ended()
+        assert stream.status == 403, (transport, stream.status, stream.buffer)
+        assert json.loads(stream.buffer)["error"] == "forbidden"
+        assert not [h for h in stream.headers if h.startswith("access-control-")], stream.headers
+        assert b'"n":1' not in stream.buffer
+        # The page's own origin (or none, as a same-origin GET sends) reads it.
+        for origin in ({"Origin": server.base}, {}):
+            if transport in ("poll", "longpoll"):
+                answer = await browser.request(path, headers=origin)
+                frames = as_json(answer)["frames"]
+                headers = [h.lower() for h in answer.headers]
+            else:
+                own = lives(server.base + path, {**cookie, **origin})
+                frames = await own.wait(lambda fs: len(messages(fs)) >= 1)
+                headers = list(own.headers)
+                await own.aclose()
+            assert [m["n"] for m in messages(frames)] == [1], transport
+            assert not [h for h in headers if h.startswith("access-control-")], transport
+    preflight = await browser.request("/admin/channels?channel=private:c", "OPTIONS", headers={
+        "Origin": ELSEWHERE, "Access-Control-Request-Method": "GET"})  # fmt: skip
+    assert "Access-Control-Allow-Origin" not in preflight.headers, preflight.code
+    assert "Access-Control-Allow-Credentials" not in preflight.headers
+    for path in ("/admin/api/stats", "/admin/api/channels", "/admin"):
+        answer = await browser.request(path, headers={"Origin": ELSEWHERE})
+        assert answer.code == 403 and "Access-Control-Allow-Origin" not in answer.headers, path
+        assert (await browser.request(path, headers={"Origin": server.base})).code == 200, path
+    # The WebSocket too, though ELSEWHERE is listed in --allowed-origins.
+    url = server.base.replace("http://", "ws://") + "/admin/channels/ws?channel=private:c"
+    request = tornado.httpclient.HTTPRequest(url, headers={**cookie, "Origin": ELSEWHERE})
+    with pytest.raises(tornado.httpclient.HTTPClientError) as refused:
+        await asyncio.wait_for(tornado.websocket.websocket_connect(request), WAIT)
+    assert refused.value.code == 403
+    # The public subscribe URL still honours the listed origin.
+    public = lives(server.url(transport="sse", channel="private:c"), {"Origin": ELSEWHERE})
+    await public.wait(lambda fs: any(f["type"] == "error" for f in fs))
+    assert public.headers["access-control-allow-origin"] == ELSEWHERE
+    await public.aclose()

@@ -14,7 +14,14 @@ in a URL.
 The page tails any channel through ``/admin/channels`` (and
 ``/admin/channels/ws``): the ordinary subscribe endpoint, authorized by the
 admin session instead of a token, so the page needs no token secret and
-mints no token. Its WebSocket accepts only the page's own origin.
+mints no token.
+
+Every admin path is same-origin only, whatever ``--allowed-origins`` and
+``--cors-credentials`` say: no answer carries a CORS header, and a request
+whose ``Origin`` is not the page's own host (the forwarded host behind a
+trusted proxy) is refused with 403 ``forbidden`` on every transport, the
+WebSocket included. A ``SameSite=Strict`` cookie alone would not do: it
+still goes to a page on another port or a sibling subdomain.
 """
 
 from __future__ import annotations
@@ -22,14 +29,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+import urllib.parse
 from typing import Any
 
+import tornado.httputil
 import tornado.web
-import tornado.websocket
 
+from ..cors import CorsPolicy
 from ..errors import FORBIDDEN, AccessDenied
+from ..forwarded import log_refused_origin
 from ..handlers import ChannelMixin
 from ..session import Subscription
+from ..transports.base import refuse
 
 COOKIE = "torchannels_admin"
 #: How long a login lasts.
@@ -40,7 +51,9 @@ HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it a form POST says `Origin: null`, which the
+    # origin check below refuses. same-origin still leaks nothing elsewhere.
+    "Referrer-Policy": "same-origin",
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self' 'unsafe-inline'; "
         "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
@@ -87,6 +100,38 @@ class AdminAuth:
         return end if end > (time.time() if now is None else now) else None
 
 
+#: No origin but the page's own may read an admin answer.
+SAME_ORIGIN_ONLY = CorsPolicy(())
+
+
+def own_origin(request: tornado.httputil.HTTPServerRequest, origin: str) -> bool:
+    """Whether ``origin`` is the page's own: its host is the one the client
+    asked for (``request.host``, forwarded by a trusted proxy) or the
+    ``Host`` header.
+
+    >>> from tornado.httputil import HTTPHeaders, HTTPServerRequest
+    >>> request = HTTPServerRequest("GET", "/admin", headers=HTTPHeaders(Host="hub:8090"))
+    >>> own_origin(request, "http://HUB:8090"), own_origin(request, "http://hub:8091")
+    (True, False)
+    """
+    netloc = urllib.parse.urlsplit(origin).netloc.lower()
+    hosts = {request.host.lower(), request.headers.get("Host", "").lower()}
+    return bool(netloc) and netloc in hosts
+
+
+def refuse_other_origins(handler: tornado.web.RequestHandler) -> bool:
+    """Answer 403 ``forbidden`` to a request from a page on another origin;
+    True if refused. A request without ``Origin`` (a navigation, a
+    same-origin GET) passes: only a browser reading across origins is at
+    stake, and a browser always names the origin then."""
+    origin = handler.request.headers.get("Origin")
+    if origin is None or own_origin(handler.request, origin):
+        return False
+    log_refused_origin(origin, handler.request)
+    refuse(handler, 403, FORBIDDEN, "the admin paths answer only the admin page's own origin")
+    return True
+
+
 class AdminHandler(tornado.web.RequestHandler):
     """Base of the admin handlers: the session, headers, XSRF on POST."""
 
@@ -101,6 +146,8 @@ class AdminHandler(tornado.web.RequestHandler):
         return self.auth.expires(self.get_cookie(COOKIE))
 
     def prepare(self) -> None:
+        if refuse_other_origins(self):
+            return
         if self.request.method == "POST":
             self.check_xsrf_cookie()  # the app has no xsrf_cookies setting: asked here
 
@@ -157,7 +204,15 @@ class AdminChannelHandler(ChannelMixin, tornado.web.RequestHandler):
         super().initialize(**kwargs)
 
     def set_default_headers(self) -> None:
+        super().set_default_headers()
         self.set_header("Cache-Control", "no-store")
+
+    def cors_policy(self) -> CorsPolicy:
+        """None: the admin tail is same-origin only (see the module)."""
+        return SAME_ORIGIN_ONLY
+
+    def prepare(self) -> None:
+        refuse_other_origins(self)  # on the WebSocket route too, before the upgrade
 
     def _expires(self) -> float | None:
         if not hasattr(self, "_session"):
@@ -174,4 +229,4 @@ class AdminChannelHandler(ChannelMixin, tornado.web.RequestHandler):
 
     def check_origin(self, origin: str) -> bool:
         """The admin page's own origin only, whatever ``--allowed-origins`` says."""
-        return tornado.websocket.WebSocketHandler.check_origin(self, origin)  # type: ignore[arg-type]
+        return own_origin(self.request, origin)
