@@ -239,11 +239,14 @@ async def test_stats_cover_every_process_with_redis(
         await live.wait(lambda fs: any(f["type"] == "subscribed" for f in fs))
     for server in (a, b, b):
         await api(http, server, "/api/publish", {"channel": "demo:s", "data": {}})
-    # The session made on a is valid on b too: both derive the key from the password.
+    # Each process salts its session key with its own random salt: a login
+    # is per `serve` (its --workers share it: test_workers_accept_one_login).
     browser = Browser(http, a)
     await browser.login()
     on_b = Browser(http, b)
     on_b.cookies = dict(browser.cookies)
+    assert (await on_b.request("/admin/api/stats")).code == 401
+    await on_b.login()
 
     async def all_counted() -> bool:
         stats = [as_json(await x.request("/admin/api/stats")) for x in (browser, on_b)]
@@ -342,3 +345,89 @@ async def test_admin_paths_are_same_origin_only_whatever_cors_allows(
     await public.wait(lambda fs: any(f["type"] == "error" for f in fs))
     assert public.headers["access-control-allow-origin"] == ELSEWHERE
     await public.aclose()
+
+
+async def test_wrong_passwords_make_the_address_wait(
+    spawn: Callable[..., ServerProcess], http: Any
+) -> None:
+    """Issue 17 2b.5: 553 guesses a second from one client before."""
+    server = spawn("--no-demo", "--api-key", KEY, "--admin-password", PASSWORD,
+                   "--trusted-proxies", "127.0.0.1")  # fmt: skip
+    attacker = {"X-Forwarded-For": "203.0.113.9"}
+    browser = Browser(http, server)
+    token = await browser.xsrf()
+
+    async def login(password: str, headers: dict[str, str]) -> Any:
+        body = urlencode({"password": password, "_xsrf": token})
+        return await browser.request("/admin/login", "POST", body, headers)
+
+    codes = [(await login(f"guess-{n}", attacker)).code for n in range(6)]
+    assert codes == [403] * 5 + [429], codes
+    waiting = await login(PASSWORD, attacker)  # not even checked while it waits
+    assert waiting.code == 429 and int(waiting.headers["Retry-After"]) >= 1
+    assert b"Too many wrong passwords" in waiting.body and b'role="alert"' in waiting.body
+    assert COOKIE not in browser.cookies
+    # Another client (the address a trusted proxy forwards) is not held up.
+    assert (await login(PASSWORD, {"X-Forwarded-For": "203.0.113.10"})).code == 303
+    browser.cookies.pop(COOKIE)
+
+    async def let_in() -> bool:
+        answer: int = (await login(PASSWORD, attacker)).code
+        return answer == 303
+
+    await until(let_in, "the right password after the wait")
+    # A success forgets the address: five more tries before any wait.
+    codes = [(await login(f"again-{n}", attacker)).code for n in range(5)]
+    assert codes == [403] * 5, codes
+
+
+async def test_forwarded_addresses_from_untrusted_peers_are_not_believed(
+    admin_server: ServerProcess, http: Any
+) -> None:
+    browser = Browser(http, admin_server)
+    token = await browser.xsrf()
+    codes = []
+    for n in range(7):  # a new X-Forwarded-For each time: still one address
+        body = urlencode({"password": "wrong", "_xsrf": token})
+        headers = {"X-Forwarded-For": f"198.51.100.{n}"}
+        codes.append((await browser.request("/admin/login", "POST", body, headers)).code)
+    assert codes == [403] * 5 + [429] * 2, codes
+
+
+def test_the_cookie_key_is_not_a_fast_hash_of_the_password() -> None:
+    """A cookie signed with the old key (one HMAC of the password) is refused,
+    and the key is scrypt with a salt of this process."""
+    import hashlib
+    import hmac
+
+    import tornado.web
+
+    from torchannels.server.admin import AdminAuth, session_key, session_salt
+
+    old = hmac.new(PASSWORD.encode(), b"torchannels admin session", hashlib.sha256).hexdigest()
+    forged = tornado.web.create_signed_value(old, COOKIE, "2000000000")
+    auth = AdminAuth(PASSWORD)
+    assert auth.expires(forged, now=2000000001) is None
+    assert auth.expires(auth.cookie(now=2000000000), now=2000000001) is not None
+    salt = b"torchannels admin session" + session_salt()
+    assert auth.secret == hashlib.scrypt(PASSWORD.encode(), salt=salt, n=2**14, r=8, p=1).hex()
+    assert session_key(PASSWORD, b"another salt") != auth.secret
+
+
+async def test_workers_accept_one_login(spawn: Callable[..., ServerProcess], http: Any) -> None:
+    """The salt is made before --workers fork: every worker accepts the
+    session cookie whichever worker made it."""
+    prefix = f"tc-test-{uuid.uuid4().hex[:12]}"
+    server = spawn("--no-demo", "--api-key", KEY, "--admin-password", PASSWORD, "--workers",
+                   "2", "--broker", shared_redis(), "--redis-prefix", prefix)  # fmt: skip
+    browser = Browser(http, server)
+    assert (await browser.login()).code == 303
+    workers_seen: set[int] = set()
+    for n in range(80):  # each request on a new connection: the kernel spreads them
+        answer = await browser.request("/admin/api/stats", headers={"Connection": "close"})
+        assert answer.code == 200, answer.body
+        health = await fetch(http, server.base + "/health", headers={"Connection": "close"})
+        workers_seen.add(as_json(health)["worker"])
+        if workers_seen == {0, 1} and n >= 20:
+            break
+    assert workers_seen == {0, 1}

@@ -5,9 +5,13 @@ set: without one the routes do not exist (404). The session is a signed
 cookie (Tornado's ``create_signed_value``, HMAC-SHA256) holding the time
 of the login; it lasts :data:`SESSION_SECONDS`, is ``HttpOnly``,
 ``SameSite=Strict``, ``Secure`` over HTTPS (or ``X-Forwarded-Proto:
-https`` from a proxy), and scoped to ``/admin``. Its
-key is derived from the password, so every worker process accepts it and
-changing the password ends every session. Every form and every
+https`` from a proxy), and scoped to ``/admin``. Its key is derived from
+the password with scrypt (:func:`session_key`, some 70 ms of work) and a
+random salt made once per ``torchannels serve`` (:func:`session_salt`),
+before ``--workers`` fork: every worker accepts a login, a captured
+cookie costs a guesser that much work per guess, and a restart or a
+changed password ends every session. Wrong passwords are limited per
+client address (:mod:`.login_limit`). Every form and every
 state-changing call carries Tornado's XSRF token. The key never travels
 in a URL.
 
@@ -26,8 +30,11 @@ still goes to a page on another port or a sibling subdomain.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import math
+import os
 import time
 import urllib.parse
 from typing import Any
@@ -41,6 +48,7 @@ from ..forwarded import log_refused_origin
 from ..handlers import ChannelMixin
 from ..session import Subscription
 from ..transports.base import refuse
+from .login_limit import LoginLimit
 
 COOKIE = "torchannels_admin"
 #: How long a login lasts.
@@ -61,8 +69,37 @@ HEADERS = {
 }
 
 
+#: scrypt's cost: 2**14 rounds of 16 KiB (16 MiB, some 70 ms of one core).
+SCRYPT_N = 2**14
+_salt: bytes | None = None
+
+
+def session_salt() -> bytes:
+    """This server's salt for the session key: random, made at the first
+    call. ``torchannels serve`` calls it before ``--workers`` fork, so the
+    workers share it (and accept each other's cookies)."""
+    global _salt
+    if _salt is None:
+        _salt = os.urandom(16)
+    return _salt
+
+
+@functools.lru_cache(maxsize=8)
+def session_key(password: str, salt: bytes) -> str:
+    """The key that signs session cookies: scrypt of the password.
+
+    Slow on purpose: a captured cookie lets an attacker test passwords
+    offline (the API key itself, when it is the password), at one scrypt
+    each instead of one HMAC. Cached, so each process pays once."""
+    derived = hashlib.scrypt(
+        password.encode(), salt=b"torchannels admin session" + salt, n=SCRYPT_N, r=8, p=1
+    )
+    return derived.hex()
+
+
 class AdminAuth:
-    """The admin password and the key that signs session cookies.
+    """The admin password, the key that signs session cookies, and the
+    limit on wrong passwords.
 
     >>> auth = AdminAuth("pw")
     >>> auth.expires(auth.cookie(now=1000.0), now=1001.0)
@@ -71,13 +108,13 @@ class AdminAuth:
     True
     """
 
-    def __init__(self, password: str, cookie_secret: str | None = None) -> None:
+    def __init__(
+        self, password: str, cookie_secret: str | None = None, limit: LoginLimit | None = None
+    ) -> None:
         self.password = password
         # Derived, not the password itself: the cookie key must not reveal it.
-        self.secret = (
-            cookie_secret
-            or hmac.new(password.encode(), b"torchannels admin session", hashlib.sha256).hexdigest()
-        )
+        self.secret = cookie_secret or session_key(password, session_salt())
+        self.limit = limit or LoginLimit()
 
     def check(self, given: str) -> bool:
         """Whether ``given`` is the password (compared in constant time)."""
@@ -166,10 +203,22 @@ class AdminLoginHandler(AdminHandler):
     """``POST /admin/login`` with ``password``: a session cookie, then back to /admin."""
 
     def post(self) -> None:
+        # The client's address: forwarded by a trusted proxy (HubApplication).
+        address = self.request.remote_ip or ""
+        limit = self.auth.limit
+        wait = limit.wait(address)
+        if wait > 0:  # not even checked: a guess while waiting tells nothing
+            self._too_many(wait)
+            return
         if not self.auth.check(self.get_body_argument("password", "")):
+            wait = limit.failed(address)
+            if wait > 0:
+                self._too_many(wait)
+                return
             self.set_status(403)
             self.render("admin_login.html", error="Wrong password.")
             return
+        limit.succeeded(address)
         self.set_cookie(
             COOKIE,
             self.auth.cookie(),
@@ -180,6 +229,15 @@ class AdminLoginHandler(AdminHandler):
             secure=self._over_https(),
         )
         self.redirect("/admin", status=303)
+
+    def _too_many(self, wait: float) -> None:
+        seconds = math.ceil(wait)
+        self.set_status(429)
+        self.set_header("Retry-After", str(seconds))
+        self.render(
+            "admin_login.html",
+            error=f"Too many wrong passwords from your address: try again in {seconds} s.",
+        )
 
     def _over_https(self) -> bool:
         # Trusting the proxy's header here is safe: a forged one can only

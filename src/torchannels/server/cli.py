@@ -124,6 +124,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             loaded = load_config(args, env)
             config = loaded.with_dev_key()  # dev mode: a working API key at once
             key_generated = config.api_key != loaded.api_key
+            from .admin import session_salt
+
+            session_salt()  # made before --workers fork: every worker accepts a login
             if config.metrics:
                 try:
                     from . import metrics  # noqa: F401 - fail now, not at the first scrape
