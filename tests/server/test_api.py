@@ -86,7 +86,7 @@ async def test_set_state_and_channel_info(
     info = as_json(await api(http, main_server, "/api/channels/demo:state"))
     assert info == {
         "channel": "demo:state", "epoch": position["epoch"], "offset": position["offset"],
-        "history_length": 0, "has_state": True, "local_subscribers": 1,
+        "history_length": 0, "has_state": True, "local_subscribers": 1, "subscribers": 1,
     }  # fmt: skip
     await live.aclose()
 

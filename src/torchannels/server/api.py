@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tornado.web import RequestHandler, stream_request_body
@@ -29,6 +29,7 @@ from ..errors import (
 )
 from ..hub import Hub
 from ..protocol import check_channel, check_message, dumps, encode_message
+from .fleet import LocalCounts
 
 #: Messages one batch publish (``{"messages": [...]}``) may carry at most.
 MAX_BATCH = 1000
@@ -217,9 +218,10 @@ async def publish_one(hub: Hub, channel: str, data: object) -> dict[str, Any]:
     return {k: message[k] for k in ("channel", "epoch", "offset", "ts")}
 
 
-def info_body(info: ChannelInfo) -> dict[str, Any]:
+def info_body(info: ChannelInfo, subscribers: Mapping[str, int]) -> dict[str, Any]:
     """A channel's info as the API answers it (``GET /api/channels/NAME``,
-    and each row of ``GET /api/channels``)."""
+    and each row of ``GET /api/channels``); ``subscribers``: counts over
+    every process, by channel."""
     return {
         "channel": info.channel,
         "epoch": info.position.epoch,
@@ -227,6 +229,7 @@ def info_body(info: ChannelInfo) -> dict[str, Any]:
         "history_length": info.history_length,
         "has_state": info.has_state,
         "local_subscribers": info.extra.get("local_subscribers", 0),
+        "subscribers": subscribers.get(info.channel, 0),
     }
 
 
@@ -332,14 +335,29 @@ class StateHandler(ApiHandler):
 
 
 class ChannelInfoHandler(ApiHandler):
-    """``GET /api/channels/NAME``: position, history length, subscribers here."""
+    """``GET /api/channels/NAME``: position, history length, and subscribers
+    here and over every process (as each row of ``GET /api/channels``)."""
+
+    def initialize(  # type: ignore[override]
+        self,
+        hub: Hub,
+        api_key: str | None,
+        max_body: int,
+        counts: LocalCounts,
+        cors: CorsPolicy | None = None,
+    ) -> None:
+        super().initialize(hub, api_key, max_body, cors)
+        self.counts = counts
 
     async def get(self, name: str) -> None:
         if self.refused():
             return
         try:
-            info = await self.hub.info(_channel(name))
+            channel = _channel(name)
+            info, subscribers = await asyncio.gather(
+                self.hub.info(channel), self.counts.subscribers([channel])
+            )
         except (ApiError, TorChannelsError) as exc:
             self.fail(exc)
             return
-        self.reply(info_body(info))
+        self.reply(info_body(info, subscribers))

@@ -216,7 +216,7 @@ def make_app(
         (r"/api/publish", PublishHandler, api),
         (r"/api/state", StateHandler, api),
         (r"/api/channels", ChannelListHandler, {**api, "counts": counts}),
-        (r"/api/channels/([^/]+)", ChannelInfoHandler, api),
+        (r"/api/channels/([^/]+)", ChannelInfoHandler, {**api, "counts": counts}),
         (r"/api/openapi.json", OpenApiHandler),
         (r"/health", HealthHandler, {"hub": hub, "worker": worker}),
         (r"/favicon.ico", FaviconHandler),
