@@ -26,6 +26,7 @@ from server.processes import (
     Socket,
     api,
     as_json,
+    assert_error,
     fetch,
     poll,
     until,
@@ -192,6 +193,10 @@ async def test_admin_publish_needs_session_and_xsrf(admin_server: ServerProcess,
     ):
         response = await browser.request("/admin/api/publish", "POST", bad, xsrf)
         assert (response.code, as_json(response)["error"]) == (400, code), bad
+    big = json.dumps({"channel": "ops:log", "data": {"pad": "x" * 70000}})
+    error = assert_error(await browser.request("/admin/api/publish", "POST", big, xsrf), 413,
+                         "payload_too_large")  # fmt: skip
+    assert "65536 bytes (a fixed limit, not --max-publish-bytes)" in error["message"]
     assert as_json(await api(http, admin_server, "/api/channels/ops:log"))["offset"] == 1
 
 

@@ -133,7 +133,9 @@ async def test_no_key_configured_is_403_api_disabled(bare_server: ServerProcess,
                        ("/api/state", {"channel": "a", "messages": []}),
                        ("/api/channels/a", None)):  # fmt: skip
         for key in (None, KEY):
-            assert_error(await api(http, bare_server, path, body, key=key), 403, "api_disabled")
+            answer = await api(http, bare_server, path, body, key=key)
+            error = assert_error(answer, 403, "api_disabled")
+            assert "start it with --api-key (or TORCHANNELS_API_KEY)" in error["message"]
 
 
 BAD_BODIES = [
@@ -200,7 +202,7 @@ async def test_body_size_limit_is_exact(main_server: ServerProcess, http: Any) -
     assert ok.code == 200, ok.body
     too_big = await api(http, main_server, "/api/publish", raw=body(LIMIT + 1))
     error = assert_error(too_big, 413, "payload_too_large")
-    assert str(LIMIT) in error["message"]
+    assert str(LIMIT) in error["message"] and "--max-publish-bytes" in error["message"]
     # The key is checked first: an unauthenticated big body is a 401.
     assert_error(await api(http, main_server, "/api/publish", raw=body(LIMIT + 1), key=None),
                  401, "unauthorized")  # fmt: skip

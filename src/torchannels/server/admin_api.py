@@ -29,6 +29,10 @@ from .fleet import LocalCounts
 
 #: The largest message the publish box sends.
 MAX_BODY = 65536
+BODY_TOO_LARGE = (
+    f"the admin page publishes at most {MAX_BODY} bytes (a fixed limit, not "
+    "--max-publish-bytes): publish larger messages through the API"
+)
 
 
 class AdminDataHandler(AdminHandler):
@@ -89,7 +93,7 @@ class AdminPublishHandler(AdminDataHandler):
     async def post(self) -> None:
         try:
             if len(self.request.body) > MAX_BODY:
-                raise ApiError(413, "payload_too_large", f"at most {MAX_BODY} bytes")
+                raise ApiError(413, "payload_too_large", BODY_TOO_LARGE)
             body = json_body(self.request.body)
             answer = await publish_one(self.hub, _channel(body.get("channel")), body.get("data"))
         except (ApiError, TorChannelsError) as exc:
