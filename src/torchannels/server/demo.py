@@ -19,7 +19,7 @@ import tornado.web
 
 from ..hub import Hub
 from .config import ServerConfig
-from .devmode import ORIGIN, program, publish_commands
+from .devmode import ORIGIN, admin_hint, program, publish_commands
 
 log = logging.getLogger("torchannels.demo")
 
@@ -50,7 +50,8 @@ class DemoPageHandler(tornado.web.RequestHandler):
         page = {"apiKey": dev_key, "apiEnabled": enabled, "origin": ORIGIN, "commands": commands}
         # Inside <script>: no "</script>" or "<!--" can come out of a key.
         text = json.dumps(page).replace("<", "\\u003c").replace(">", "\\u003e")
-        self.render("demo.html", api_enabled=enabled, dev=dev_key is not None, page_config=text)
+        self.render("demo.html", api_enabled=enabled, dev=dev_key is not None, page_config=text,
+                    admin=admin_hint(config))  # fmt: skip
 
 
 class FaviconHandler(tornado.web.RequestHandler):

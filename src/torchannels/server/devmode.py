@@ -91,9 +91,27 @@ def banner(config: ServerConfig, port: int, generated: bool) -> str:
             for c in (command, "")
         ),
     ]
+    admin = admin_hint(config)
+    if admin is not None:
+        lines += [f"admin page (live connections, channels, a tail of any channel): {base}/admin",
+                  admin, ""]  # fmt: skip
     if config.host not in ("127.0.0.1", "localhost", "::1"):
         lines.append(
             f"warning: --host {config.host}: the demo page, and so the API key, can be "
             "reached from other machines"
         )
     return "\n".join(lines)
+
+
+def admin_hint(config: ServerConfig) -> str | None:
+    """How to log in to ``/admin``, as the banner and the demo page say it;
+    None when the admin page is off.
+
+    >>> admin_hint(ServerConfig(api_key="k"))
+    'its password is the API key (give it one of its own with --admin-password)'
+    """
+    if config.admin_secret() is None:
+        return None
+    if config.admin_password:
+        return "its password is the --admin-password (TORCHANNELS_ADMIN_PASSWORD) it started with"
+    return "its password is the API key (give it one of its own with --admin-password)"
