@@ -17,8 +17,10 @@ See docs/python-client.md.
 
 from __future__ import annotations
 
+import warnings
+
 from .calls import ChannelInfo, ChannelPage, Published, StateSet
-from .client import TRANSPORTS, Client, Subscription
+from .client import TRANSPORTS, ChannelFeed, Client
 from .errors import (
     APIError,
     AuthError,
@@ -40,6 +42,7 @@ __all__ = [
     "AsyncPublisher",
     "AuthError",
     "ChannelError",
+    "ChannelFeed",
     "ChannelInfo",
     "ChannelPage",
     "Client",
@@ -56,8 +59,20 @@ __all__ = [
     "StateSet",
     "Status",
     "SubscribeError",
-    "Subscription",
     "SyncSubscription",
     "UnavailableError",
     "subscribe_sync",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ``Subscription`` was this package's name for ChannelFeed up to 0.1; it
+    # read as torchannels.Subscription (what can_access is asked about).
+    if name == "Subscription":
+        warnings.warn(
+            "torchannels.client.Subscription is now torchannels.client.ChannelFeed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ChannelFeed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
