@@ -3,14 +3,16 @@ and publish through a hub's API. Runtime dependency: Tornado only.
 
 ::
 
-    from torchannels.client import Client, Message, Publisher
+    from torchannels.client import ChannelError, Client, Message, Publisher
 
-    Publisher("http://127.0.0.1:8090", "s3cret").publish("news", {"text": "hi"})
+    Publisher("http://127.0.0.1:8090", api_key).publish("demo:chat", {"text": "hi"})
 
     async with Client("http://127.0.0.1:8090/channels") as client:
-        async for event in client.subscribe("news"):
+        async for event in client.subscribe("demo:chat"):  # a ChannelFeed
             if isinstance(event, Message):
                 print(event.data)
+            elif isinstance(event, ChannelError):
+                print("refused:", event.code)
 
 See docs/python-client.md.
 """
