@@ -95,6 +95,7 @@ def test_the_readme_example(dev_hub: tuple[ServerProcess, str], tmp_path: Path) 
     assert run.finish(interrupt=True) == (0, ""), run.lines  # Ctrl-C: no traceback
 
     # A channel that needs a token: the refusal is printed, and the loop ends.
+    assert code.count('subscribe("demo:chat")') == 1, code
     refused = Example(code.replace('subscribe("demo:chat")', 'subscribe("news")'), dev_hub,
                       tmp_path)  # fmt: skip
     assert refused.finish() == (0, ""), refused.lines
