@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -180,15 +180,18 @@ async def test_requests_through_a_trusted_proxy_count_per_forwarded_client(
         return (f"GET /channels?transport=stream&channel=t:a HTTP/1.1\r\nHost: hub\r\n"
                 f"X-Forwarded-For: {client}\r\n\r\n").encode()  # fmt: skip
 
-    async def live(conn: Held) -> bool:
-        return b'"connected"' in conn.answer
+    def live(conn: Held) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return b'"connected"' in conn.answer
+
+        return check
 
     # The proxy (127.0.0.1) opens 5 streams, more than 3: it is not limited
     # at accept; 3 of 203.0.113.7's run, and 2 for another client do too.
     first = [held(hub.port, "127.0.0.1", stream("203.0.113.7")) for _ in range(3)]
     other = [held(hub.port, "127.0.0.1", stream("203.0.113.8")) for _ in range(2)]
     for conn in first + other:
-        await until(lambda conn=conn: live(conn), "a stream connected")
+        await until(live(conn), "a stream connected")
     code, body = await request(hub.port, "/health", headers={"X-Forwarded-For": "203.0.113.7"})
     assert (code, body.strip()) == (503, PER_IP)
     code, _ = await request(hub.port, "/health", headers={"X-Forwarded-For": "203.0.113.9"})
