@@ -241,3 +241,15 @@ def test_refusals_are_logged_once_per_interval_with_a_count(
     assert messages[1].startswith("refused 500 connection(s) over --max-connections-per-ip 2 "
                                   "in the last 10s, the latest from 198.51.100.1")  # fmt: skip
     assert limit.refusals == 501
+
+
+def test_the_dev_banner_publishes_to_the_internal_port(
+    spawn: Callable[..., ServerProcess],
+) -> None:
+    hub = spawn("--dev", "--internal-port", "0")
+    internal = internal_port(hub)
+    lines = [hub.next_line() for _ in range(5)]
+    assert lines[0].startswith(f"dev mode (--dev): open http://127.0.0.1:{hub.port}/ "), lines
+    while "/api/publish" not in lines[-1]:
+        lines.append(hub.next_line())
+    assert f"http://127.0.0.1:{internal}/api/publish" in lines[-1], lines

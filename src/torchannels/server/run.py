@@ -73,7 +73,7 @@ def banner(
     if config.dev:
         from .devmode import banner as dev_banner
 
-        text += "\n" + dev_banner(config, port if internal is None else internal, key_generated)
+        text += "\n" + dev_banner(config, port, key_generated, internal)
     return text
 
 
