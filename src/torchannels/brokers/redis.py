@@ -154,8 +154,11 @@ class RedisBroker(Broker):
         return not self._closed and self._delivery.ok and self._data.ok
 
     async def ping(self) -> None:
-        """A PING (every node's, on a Cluster); raises the client's error."""
-        await self.client.ping()
+        """A PING (to every primary of a Cluster); raises the client's error."""
+        if self.cluster:
+            await self.client.ping(target_nodes="primaries")
+        else:
+            await self.client.ping()
         self._data.ok = True  # Redis answers again, even if no command ran since it failed
 
     def _now(self) -> float:
