@@ -11,8 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from redis_servers import RedisServer, free_port
-from server.processes import ServerProcess, fetch, until
+import pytest
+from redis.exceptions import RedisError
+
+from redis_servers import LocalCluster, RedisServer, free_port
+from server.processes import WAIT, ServerProcess, fetch, until
+from torchannels import MemoryBroker
+from torchannels.brokers.redis import RedisBroker
+from torchannels.server.health import BrokerCheck
 
 
 async def health(http: Any, hub: ServerProcess) -> tuple[int, dict[str, Any]]:
@@ -82,3 +88,23 @@ async def test_a_flood_of_health_checks_is_one_ping(
         assert 1 <= pings(redis) - before <= 3, pings(redis) - before
     finally:
         redis.kill()
+
+
+async def test_a_cluster_ping_asks_every_primary(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path / "cluster")
+    cluster.start()
+    broker = RedisBroker.from_url(cluster.url, prefix="health-ping")
+    try:
+        await asyncio.wait_for(broker.ping(), WAIT)
+        cluster.nodes[2].kill()  # one primary of three: a third of the slots
+        with pytest.raises((RedisError, OSError)):
+            await asyncio.wait_for(broker.ping(), WAIT)
+    finally:
+        await broker.close()
+        cluster.stop()
+
+
+async def test_the_memory_broker_always_answers() -> None:
+    broker = MemoryBroker()
+    await broker.ping()  # raises if it does not answer
+    assert await BrokerCheck(broker).ok()
