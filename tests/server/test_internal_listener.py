@@ -207,6 +207,9 @@ async def test_requests_through_a_trusted_proxy_count_per_forwarded_client(
     # An untrusted peer's X-Forwarded-For changes nothing: it counts as itself.
     spoofed = [held(hub.port, "127.0.0.2", stream(f"198.51.100.{n}")) for n in range(4)]
     await settled(spoofed, 1)
+    # Two refusals, one log line: no access-log line per refused request.
+    lines = [line for line in hub.log().splitlines() if "503" in line or "refused" in line]
+    assert len(lines) == 1 and "the latest from 203.0.113.7" in lines[0], lines
 
 
 async def test_workers_share_the_internal_port(spawn: Callable[..., ServerProcess]) -> None:

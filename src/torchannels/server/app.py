@@ -60,6 +60,8 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     """Tornado's access log line, with ``token=`` values redacted (however
     the name is URL-encoded): a token in a URL is a live credential and must
     not end up in log files. ``serve`` also filters every other log line."""
+    if isinstance(handler, TooManyFromAddressHandler):
+        return  # one line per 10 s says how many (address_limit.py), not one each
     status = handler.get_status()
     if status < 400:
         log = access_log.info
