@@ -48,6 +48,7 @@ class Held:
     def __init__(self, port: int, source: str, data: bytes) -> None:
         self.port, self.source, self.data = port, source, data
         self.answer = b""
+        self.connected = asyncio.Event()
         self.closed = asyncio.Event()
         self.task = asyncio.create_task(self._run())
 
@@ -59,6 +60,7 @@ class Held:
         except OSError:
             self.closed.set()
             return
+        self.connected.set()
         try:
             writer.write(self.data)
             while chunk := await reader.read(65536):
@@ -153,6 +155,8 @@ async def test_the_internal_port_answers_while_the_public_one_is_full(
     # Internal connections count against no limit of the public port: 25
     # held there, then the public port still takes its 20.
     inside = [held(internal) for _ in range(25)]
+    await asyncio.wait_for(asyncio.gather(*(c.connected.wait() for c in inside)), WAIT)
+    assert (await request(internal, "/health"))[0] == 200  # accepted after all 25
     public = [held(hub.port) for _ in range(21)]
     await until(lambda: as_true(any(c.refused for c in public)), "the public port full")
     assert sum(c.refused for c in public) == 1 and not any(c.closed.is_set() for c in inside)
