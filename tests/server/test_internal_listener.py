@@ -9,12 +9,13 @@ import asyncio
 import json
 import logging
 import re
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from redis_servers import shared_redis
-from server.processes import KEY, WAIT, ServerProcess, until
+from server.processes import KEY, WAIT, ServerProcess, cli, until
 from torchannels.forwarded import TrustedProxies
 from torchannels.server.address_limit import PerAddressLimit
 
@@ -260,3 +261,15 @@ def test_the_dev_banner_publishes_to_the_internal_port(
     while "/api/publish" not in lines[-1]:
         lines.append(hub.next_line())
     assert f"http://127.0.0.1:{internal}/api/publish" in lines[-1], lines
+
+
+def test_an_internal_port_in_use_is_one_clear_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = cli("serve", "--port", "0", "--no-demo", "--internal-port", str(port))
+    assert done.returncode == 1, done
+    assert done.stderr.startswith(f"torchannels: cannot listen on 127.0.0.1:{port}: "), done.stderr
+    assert "choose another port with --internal-port" in done.stderr
+    assert "Traceback" not in done.stderr
