@@ -736,6 +736,219 @@
     poll: PollTransport
   };
 
+  /** Named one-shot timers on env.setTimeout: starting one cancels the one of that name before it. */
+  class Timers {
+    constructor(env) {
+      this._env = env;
+      this._ids = {};
+    }
+
+    /** Call fn() in `ms`, in place of any `name` timer pending. */
+    after(name, ms, fn) {
+      const ids = this._ids;
+      this.cancel(name);
+      ids[name] = this._env.setTimeout(() => {
+        ids[name] = null;
+        fn();
+      }, ms);
+    }
+
+    cancel(name) {
+      if (this._ids[name] != null) {
+        this._env.clearTimeout(this._ids[name]);
+        this._ids[name] = null;
+      }
+    }
+
+    pending(name) {
+      return this._ids[name] != null;
+    }
+  }
+
+  // ---- Adapting to the path ----
+
+  /** A connection that lived this long (ms) is retried without the backoff's floor. */
+  const STABLE_MS = 2000;
+  /** Two cuts this close in age (ms, or a fifth of the age) are "at a consistent age". */
+  function sameAge(a, b) {
+    return a != null && b != null && Math.abs(a - b) <= Math.max(1000, 0.2 * Math.max(a, b));
+  }
+  /** The keep-alive bounds the server clamps `ping` to (s). */
+  const MIN_PING = 5;
+
+  /**
+   * What the client asks of the server to get through what is in the path (a
+   * proxy's read timeout): the long-poll hold (s, `timeout`) and the stream
+   * keep-alive (s, `ping`), each learnt from the cuts the transports report.
+   * Pure: `now()` is the only thing it reads.
+   *
+   *   const path = new PathAdapter({longpollTimeout: 25, ping: null}, Date.now);
+   *   path.hold;  // 25, until cuts say the path allows less
+   */
+  class PathAdapter {
+    constructor(opts, now) {
+      this._now = now;
+      this.hold = opts.longpollTimeout; // s, the long-poll hold asked for (shortened after 502/504, cuts)
+      this.ping = opts.ping; // s, the keep-alive asked of streams (shortened after idle cuts)
+      this._holdCut = null; // age (ms) of the last cut of a held long-poll
+      this._idleCut = null; // ms of silence before the last cut of a stream
+    }
+
+    /**
+     * A long-poll ended by a 502/504, or cut, after it was held a while (at
+     * least 1 s, less than the hold asked for): is the hold longer than
+     * something in the path allows? A gateway error, or a second cut at the
+     * same age, shortens the hold to 3/4 of that age. The first cut only
+     * polls again. True: poll again at once, as no failure.
+     */
+    holdTooLong(info) {
+      const age = info.age;
+      const current = this.hold || 25;
+      const gateway = info.status === 502 || info.status === 504;
+      if (!(age >= 1000) || !(gateway || info.reason === LOST)) return false;
+      // Held for the whole hold, the server would have answered: the fault is
+      // elsewhere (a gateway that cannot reach the hub, say), not the hold.
+      if (age >= current * 1000) return false;
+      const consistent = gateway || sameAge(this._holdCut, age);
+      this._holdCut = age;
+      if (!consistent) return true;
+      const hold = Math.max(1, Math.min(current - 1, Math.floor(age * 0.75 / 1000)));
+      if (hold >= current) return false; // as short as it goes: an ordinary failure
+      this.hold = hold;
+      return true;
+    }
+
+    /**
+     * A stream (`conn`: {connectedAt, heardAt, serverPing}) ended with `info`.
+     * Cut after a silence shorter than its ping interval (the next ping was
+     * not even due): something in the path times out idle connections. A
+     * second such cut after the same silence asks the server for pings at
+     * half that silence (at least 5 s).
+     */
+    streamEnded(conn, info) {
+      const idle = conn.heardAt == null ? null : this._now() - conn.heardAt;
+      const cut = info.reason === LOST || info.reason === 'closed';
+      if (!cut || conn.connectedAt == null || !conn.serverPing || !(idle >= 1000) || idle >= conn.serverPing * 1000) {
+        this._idleCut = null;
+        return;
+      }
+      if (sameAge(this._idleCut, idle)) {
+        const ping = Math.max(MIN_PING, Math.floor(idle / 2000));
+        if (ping < (this.ping || conn.serverPing)) this.ping = ping;
+      }
+      this._idleCut = idle;
+    }
+  }
+
+  // ---- Stepping back up ----
+
+  /**
+   * After a step-down, probes the better transports now and then, beside the
+   * live connection: each only has to answer `connected` within
+   * connectTimeout. Rounds that fail back off (probeDelay doubling up to
+   * maxProbeDelay, half of it jitter). What it needs of the client:
+   *   live(): connected, over a transport the client may change;
+   *   better(): the streaming transports better than the current one, best first;
+   *   transport(name, {connected(t), ended(t)}): a new, unopened probe transport;
+   *   won(name): the probe of `name` answered: switch to it.
+   */
+  class Prober {
+    constructor(env, opts, client) {
+      this._env = env;
+      this._opts = opts;
+      this._client = client;
+      this._timers = new Timers(env); // plan: the next round; timeout: the probe running
+      this._probe = null; // the round running: {transport, queue}
+      this._round = 0; // rounds failed since the step-down
+      this._at = -Infinity; // when the last round started
+    }
+
+    /** A round can start: connected over a worse transport than the best, and none running. */
+    get ready() {
+      return !this._probe && this._client.live() && this._client.better().length > 0;
+    }
+
+    /** Connected (again): plan a round, unless one is planned or running. */
+    plan() {
+      if (this._timers.pending('plan') || !this.ready) return;
+      const o = this._opts;
+      const ceiling = Math.min(o.maxProbeDelay, o.probeDelay * Math.pow(2, Math.min(this._round, 31)));
+      const delay = Math.floor(ceiling / 2 + this._env.random() * ceiling / 2);
+      this._timers.after('plan', delay, () => this.start());
+    }
+
+    /** Back online or visible: a round now, unless one started within connectTimeout. */
+    poke() {
+      if (this.ready && this._env.now() - this._at >= this._opts.connectTimeout) this.start();
+    }
+
+    /** Open the better transports one by one, best first. */
+    start() {
+      this._timers.cancel('plan');
+      if (!this.ready) return; // planned again once connected
+      this._at = this._env.now();
+      this._probe = {transport: null, queue: this._client.better()};
+      this._next();
+    }
+
+    /** Close the probe running, if any (the connection it ran beside went). */
+    stop() {
+      const probe = this._probe;
+      this._probe = null;
+      this._timers.cancel('timeout');
+      if (probe && probe.transport) probe.transport.close();
+    }
+
+    /** Stop, with nothing planned and the backoff forgotten (the client disconnected). */
+    reset() {
+      this.stop();
+      this._timers.cancel('plan');
+      this._round = 0;
+    }
+
+    _next() {
+      const probe = this._probe;
+      const name = probe.queue.shift();
+      if (!name) {
+        this._probe = null;
+        this._round++;
+        return this.plan();
+      }
+      // Only the probe running counts: not one given up or stopped.
+      const current = (t) => this._probe === probe && probe.transport === t;
+      const t = probe.transport = this._client.transport(name, {
+        connected: (t) => {
+          if (current(t)) this._won(t);
+        },
+        ended: (t) => {
+          if (current(t)) this._lost();
+        }
+      });
+      this._timers.after('timeout', this._opts.connectTimeout, () => this._lost());
+      try {
+        t.open();
+      } catch (err) {
+        this._lost();
+      }
+    }
+
+    _lost() {
+      const probe = this._probe;
+      if (!probe) return;
+      this._timers.cancel('timeout');
+      const t = probe.transport;
+      probe.transport = null;
+      if (t) t.close();
+      this._next();
+    }
+
+    _won(t) {
+      this.stop();
+      this._round = 0;
+      this._client.won(t.name);
+    }
+  }
+
   // ---- The client ----
 
   /** The connection states: `client.state` is one of them. */
@@ -766,15 +979,6 @@
     [State.CONNECTED]: [State.RECONNECTING, State.DISCONNECTED],
     [State.RECONNECTING]: [State.CONNECTED, State.DISCONNECTED]
   });
-
-  /** A connection that lived this long (ms) is retried without the backoff's floor. */
-  const STABLE_MS = 2000;
-  /** Two cuts this close in age (ms, or a fifth of the age) are "at a consistent age". */
-  function sameAge(a, b) {
-    return a != null && b != null && Math.abs(a - b) <= Math.max(1000, 0.2 * Math.max(a, b));
-  }
-  /** The keep-alive bounds the server clamps `ping` to (s). */
-  const MIN_PING = 5;
 
   /**
    * A connection to one torchannels URL carrying any number of channels.
@@ -821,7 +1025,7 @@
       this._active = new Set(); // channels the current connection was asked for
       this._positions = new Map(); // channel -> 'epoch:offset', for active channels
       this._listeners = new Map(); // event -> listeners
-      this._timers = {}; // name -> id: sync, reconnect, first (connectTimeout), ping
+      this._timers = new Timers(env); // sync, reconnect, grace, first (connectTimeout), ping
       // The subscription token (`token` query parameter); named `auth` here,
       // apart from the tokens subscribe() returns.
       this._auth = o.token || null;
@@ -833,24 +1037,26 @@
       this._onVisible = () => {
         if (env.document && env.document.visibilityState === 'visible') this._online();
       };
-      // Adapting to what is in the path (a proxy's read timeout):
-      this._hold = o.longpollTimeout; // s, the long-poll hold asked for (shortened after 502/504, cuts)
-      this._holdCut = null; // age (ms) of the last cut of a held long-poll
-      this._ping = o.ping; // s, the keep-alive asked of streams (shortened after idle cuts)
-      this._idleCut = null; // ms of silence before the last cut of a stream
+      this._path = new PathAdapter(o, env.now); // the hold and keep-alive asked for
+      this._prober = new Prober(env, o, {
+        live: () => this._state === State.CONNECTED && !!this._conn && !o.transport,
+        better: () => this._fallback.better(),
+        transport: (name, on) => this._probeTransport(name, on),
+        won: (name) => {
+          this._fallback.index = this._fallback.candidates.indexOf(name);
+          this._restart();
+        }
+      });
       this._lost = false; // a connection was lost since the last `connected`
       this._lossReason = null; // its readable reason
       this._live = null; // the transport of the last `connected`
-      this._probe = null; // the step-up probe running: {transport, queue}
-      this._probeRound = 0; // probe rounds failed since the step-down
-      this._probeAt = -Infinity; // when the last probe started
       this._host = {
         env,
         opts: o,
         url: o.url,
         wsUrl,
-        hold: () => this._hold,
-        ping: () => this._ping,
+        hold: () => this._path.hold,
+        ping: () => this._path.ping,
         token: () => this._auth,
         params: () => this._params(),
         frame: (t, frame) => this._frame(t, frame),
@@ -971,7 +1177,7 @@
       this._fallback.restart();
       this._lost = false;
       this._live = null;
-      this._probeRound = 0;
+      this._prober.reset();
       this._moveTo(State.CONNECTING, this._fallback.current, 'starting', undefined);
       if (this._state === State.CONNECTING) this._open(); // unless a listener called close()
     }
@@ -983,7 +1189,7 @@
       this._cancel('reconnect');
       this._cancel('sync');
       this._cancel('grace');
-      this._cancel('probe');
+      this._prober.reset();
       this._authCall = null;
       this._setActive([]);
       this._listen('removeEventListener');
@@ -1007,7 +1213,7 @@
      * quick repair never shows.
      */
     _lose(reason) {
-      if (this._state !== State.CONNECTED || this._timers.grace) return; // the first loss names the reason
+      if (this._state !== State.CONNECTED || this._timers.pending('grace')) return; // the first loss names the reason
       this._lost = true;
       this._lossReason = reason;
       this._after('grace', this._opts.reconnectingDelay, () => {
@@ -1053,7 +1259,7 @@
       this._conn = null;
       this._cancel('first');
       this._cancel('ping');
-      this._stopProbe();
+      this._prober.stop();
       if (conn) conn.transport.close();
     }
 
@@ -1068,13 +1274,13 @@
       const o = this._opts;
       let retry = info.retry || Retry.AUTO;
       if (retry.renewToken && this._tokenExpired(t)) return;
-      if (t.hold && this._holdTooLong(info)) {
+      if (t.hold && this._path.holdTooLong(info)) {
         // Something in the path cuts requests held this long: no error, poll again at once.
         this._teardown();
         return this._open();
       }
       const stable = conn.connectedAt != null && this._env.now() - conn.connectedAt >= STABLE_MS;
-      if (t.streaming) this._learnIdleCut(conn, info);
+      if (t.streaming) this._path.streamEnded(conn, info);
       // "Reconnect at once" (close 1001, 4001) from a connection that served
       // no channel frame would only repeat itself (a catch-up the server
       // cannot send): pause first, as for a reconnect frame.
@@ -1105,59 +1311,15 @@
       this._after('reconnect', delay, () => this._open());
     }
 
-    /**
-     * A long-poll ended by a 502/504, or cut, after it was held a while (at
-     * least 1 s, less than the hold asked for): is the hold longer than
-     * something in the path allows? A gateway error, or a second cut at the
-     * same age, shortens the hold to 3/4 of that age. The first cut only
-     * polls again. True: poll again at once, as no failure.
-     */
-    _holdTooLong(info) {
-      const age = info.age;
-      const current = this._hold || 25;
-      const gateway = info.status === 502 || info.status === 504;
-      if (!(age >= 1000) || !(gateway || info.reason === LOST)) return false;
-      // Held for the whole hold, the server would have answered: the fault is
-      // elsewhere (a gateway that cannot reach the hub, say), not the hold.
-      if (age >= current * 1000) return false;
-      const consistent = gateway || sameAge(this._holdCut, age);
-      this._holdCut = age;
-      if (!consistent) return true;
-      const hold = Math.max(1, Math.min(current - 1, Math.floor(age * 0.75 / 1000)));
-      if (hold >= current) return false; // as short as it goes: an ordinary failure
-      this._hold = hold;
-      return true;
-    }
-
-    /**
-     * A stream cut after a silence shorter than its ping interval (the next
-     * ping was not even due): something in the path times out idle
-     * connections. A second such cut after the same silence asks the server
-     * for pings at half that silence (at least 5 s).
-     */
-    _learnIdleCut(conn, info) {
-      const idle = conn.heardAt == null ? null : this._env.now() - conn.heardAt;
-      const cut = info.reason === LOST || info.reason === 'closed';
-      if (!cut || conn.connectedAt == null || !conn.serverPing || !(idle >= 1000) || idle >= conn.serverPing * 1000) {
-        this._idleCut = null;
-        return;
-      }
-      if (sameAge(this._idleCut, idle)) {
-        const ping = Math.max(MIN_PING, Math.floor(idle / 2000));
-        if (ping < (this._ping || conn.serverPing)) this._ping = ping;
-      }
-      this._idleCut = idle;
-    }
-
     _online() {
       // Back online (or the page visible again): retry now instead of at the
       // end of a backoff pause; after a step-down, try the better transports.
-      if (this._timers.reconnect) {
+      if (this._timers.pending('reconnect')) {
         this._cancel('reconnect');
         this._fallback.reset();
         this._open();
-      } else if (this._steppedDown() && this._env.now() - this._probeAt >= this._opts.connectTimeout) {
-        this._startProbe();
+      } else {
+        this._prober.poke();
       }
     }
 
@@ -1171,86 +1333,24 @@
 
     // -- stepping back up --
 
-    /** Connected over a worse transport than the best, with no probe running: a probe can run. */
-    _steppedDown() {
-      return this._state === State.CONNECTED && !!this._conn && !this._probe && !this._opts.transport &&
-        this._fallback.better().length > 0;
-    }
-
-    /** After a step-down, connected: plan a probe of the better transports, with backoff. */
-    _planProbe() {
-      if (this._timers.probe || !this._steppedDown()) return;
-      const o = this._opts;
-      const ceiling = Math.min(o.maxProbeDelay, o.probeDelay * Math.pow(2, Math.min(this._probeRound, 31)));
-      const delay = Math.floor(ceiling / 2 + this._env.random() * ceiling / 2);
-      this._after('probe', delay, () => this._startProbe());
-    }
-
-    /** Open the better transports one by one beside the live connection, best first. */
-    _startProbe() {
-      this._cancel('probe');
-      if (!this._steppedDown()) return; // planned again once connected
-      this._probeAt = this._env.now();
-      this._probe = {transport: null, queue: this._fallback.better()};
-      this._probeNext();
-    }
-
-    _probeNext() {
-      const probe = this._probe;
-      const name = probe.queue.shift();
-      if (!name) {
-        this._probe = null;
-        this._probeRound++;
-        return this._planProbe();
-      }
-      // The probe only listens for `connected`: a WebSocket subscribes to
-      // nothing; sse and stream name the channels (the server needs some) from
-      // the current positions, and what they deliver is ignored.
+    /**
+     * A step-up probe of `name`: it only listens for `connected`. A WebSocket
+     * subscribes to nothing; sse and stream name the channels (the server
+     * needs some) from the current positions, and what they deliver is ignored.
+     */
+    _probeTransport(name, on) {
       const host = Object.assign({}, this._host, {
         params: () => {
           const channels = name === 'websocket' ? [] : Array.from(this._active);
           return {channels, cursor: this._cursor(channels), auth: this._auth};
         },
         frame: (t, f) => {
-          if (probe.transport === t && f && f.type === FrameType.CONNECTED) this._probeWon(t);
+          if (f && f.type === FrameType.CONNECTED) on.connected(t);
         },
-        end: (t) => {
-          if (probe.transport === t) this._probeLost();
-        },
+        end: (t) => on.ended(t),
         answered: () => {}
       });
-      const t = probe.transport = new TRANSPORT_CLASSES[name](host, name);
-      this._after('probeTimeout', this._opts.connectTimeout, () => this._probeLost());
-      try {
-        t.open();
-      } catch (err) {
-        this._probeLost();
-      }
-    }
-
-    _probeLost() {
-      const probe = this._probe;
-      if (!probe) return;
-      this._cancel('probeTimeout');
-      const t = probe.transport;
-      probe.transport = null;
-      if (t) t.close();
-      this._probeNext();
-    }
-
-    /** A better transport answered: switch to it, from the current positions. */
-    _probeWon(t) {
-      this._stopProbe();
-      this._probeRound = 0;
-      this._fallback.index = this._fallback.candidates.indexOf(t.name);
-      this._restart();
-    }
-
-    _stopProbe() {
-      const probe = this._probe;
-      this._probe = null;
-      this._cancel('probeTimeout');
-      if (probe && probe.transport) probe.transport.close();
+      return new TRANSPORT_CLASSES[name](host, name);
     }
 
     // -- channels --
@@ -1267,7 +1367,7 @@
     _scheduleSync() {
       // Deferred, so that subscribing to several channels in a row (as a
       // page does when it loads) makes one connection or one change.
-      if (!this._timers.sync) this._after('sync', 0, () => this._sync());
+      if (!this._timers.pending('sync')) this._after('sync', 0, () => this._sync());
     }
 
     _sync() {
@@ -1416,7 +1516,7 @@
           this._live = t.name;
           if (again) this._emit('connected', {transport: t.name});
           else this._moveTo(State.CONNECTED, t.name, `connected over ${t.name}`, undefined);
-          if (this._conn === conn) this._planProbe();
+          if (this._conn === conn) this._prober.plan();
           break;
         }
         case FrameType.PING:
@@ -1539,19 +1639,11 @@
     }
 
     _after(name, ms, fn) {
-      const timers = this._timers;
-      this._cancel(name);
-      timers[name] = this._env.setTimeout(() => {
-        timers[name] = null;
-        fn();
-      }, ms);
+      this._timers.after(name, ms, fn);
     }
 
     _cancel(name) {
-      if (this._timers[name] != null) {
-        this._env.clearTimeout(this._timers[name]);
-        this._timers[name] = null;
-      }
+      this._timers.cancel(name);
     }
   }
 
@@ -1561,7 +1653,7 @@
     return $;
   }
 
-  return {
+  const api = {
     version: VERSION,
     Client,
     FrameType,
@@ -1573,4 +1665,10 @@
     backoff,
     registerJQuery
   };
+  // The parts of the client, for its unit tests (tests/js/): not API. A
+  // symbol key, so that no enumeration of the API (nor the .mjs) sees it.
+  Object.defineProperty(api, Symbol.for('torchannels.internals'), {
+    value: Object.freeze({Fallback, PathAdapter, Prober, Timers, LOST})
+  });
+  return api;
 });
