@@ -325,42 +325,71 @@
   const UNREACHABLE = 'blocked or unreachable';
   /** What a connection that was answered, then cut, reports. */
   const LOST = 'connection lost';
+  /** What a WebSocket closed before it opened reports (the browser hides the HTTP answer). */
+  const WS_UNREACHABLE = 'refused or unreachable';
 
-  /** Readable words for the reasons and codes a transport ends with (the `state` event's reason). */
-  const REASON_TEXT = Object.freeze({
-    connect_timeout: 'no connected frame in time (a buffering proxy?)',
-    ping_timeout: 'no ping from the server in time',
-    timeout: 'request timed out',
-    closed: 'closed by the server',
-    bad_frame: 'unreadable frame',
-    bad_answer: 'unreadable answer',
-    unsupported: 'not supported here',
-    shutdown: 'server shutting down',
-    [ErrorCode.SHUTTING_DOWN]: 'server shutting down',
-    [ReconnectReason.TOKEN_EXPIRED]: 'token expired',
-    [ReconnectReason.BROKER_UNAVAILABLE]: 'server cannot read its history',
-    [ReconnectReason.BYTE_LIMIT]: 'stream limit reached',
-    [ReconnectReason.SLOW_CONSUMER]: 'fell behind',
-    [ErrorCode.UNKNOWN_TRANSPORT]: 'transport not offered by the server'
+  // Each end of a connection is said twice: in plain words a page can show a
+  // user (the `reason` of `state` and `transport_failed` events), and in
+  // technical detail for a developer (their `detail`, the `error` event's
+  // `message`).
+
+  /** Plain words for the reasons and codes a transport ends with. */
+  const PLAIN = Object.freeze({
+    [UNREACHABLE]: 'server unreachable',
+    [WS_UNREACHABLE]: 'server unreachable',
+    [LOST]: LOST,
+    closed: 'connection closed by the server',
+    offline: 'offline',
+    connect_timeout: 'server not responding',
+    timeout: 'server not responding',
+    ping_timeout: 'connection timed out',
+    bad_frame: 'unreadable answer from the server',
+    bad_answer: 'unreadable answer from the server',
+    unsupported: 'not supported by this browser',
+    shutdown: 'server restarting',
+    [ErrorCode.SHUTTING_DOWN]: 'server restarting',
+    [ReconnectReason.TOKEN_EXPIRED]: 'access expired',
+    [ReconnectReason.BROKER_UNAVAILABLE]: 'server temporarily unavailable',
+    [ReconnectReason.BYTE_LIMIT]: 'server renewed the connection',
+    [ReconnectReason.SLOW_CONSUMER]: 'connection too slow',
+    [ErrorCode.UNKNOWN_TRANSPORT]: 'not offered by the server'
   });
 
-  /** Readable words for the WebSocket close codes. */
-  const CLOSE_TEXT = Object.freeze({
-    [CloseCode.NORMAL]: 'closed by the server',
-    [CloseCode.GOING_AWAY]: 'server going away',
+  /** Plain words for the WebSocket close codes (any other: closed by the server). */
+  const CLOSE_PLAIN = Object.freeze({
+    [CloseCode.GOING_AWAY]: PLAIN.shutdown,
     [CloseCode.MESSAGE_TOO_BIG]: 'message too big',
-    [CloseCode.TRY_AGAIN_LATER]: 'server cannot read its history',
-    [CloseCode.SLOW_CONSUMER]: 'fell behind',
-    [CloseCode.EXPIRED]: 'token expired',
+    [CloseCode.TRY_AGAIN_LATER]: PLAIN[ReconnectReason.BROKER_UNAVAILABLE],
+    [CloseCode.SLOW_CONSUMER]: PLAIN[ReconnectReason.SLOW_CONSUMER],
+    [CloseCode.EXPIRED]: PLAIN[ReconnectReason.TOKEN_EXPIRED],
     1006: LOST
   });
 
-  /** A transport's end as a short readable phrase ("reconnecting (connection lost)"). */
-  function describe(info) {
-    if (info.text) return info.text;
-    if (info.reason === 'refused') return REASON_TEXT[info.code] || `refused: ${info.code}`;
-    if (info.reason === 'http_error') return `HTTP ${info.status}`;
-    return REASON_TEXT[info.reason] || info.reason || LOST;
+  /** Plain words for an HTTP status that ended a request. */
+  function httpPlain(status) {
+    if (status === 401 || status === 403) return `access denied (${status})`;
+    if (status === 404) return 'not found (404)';
+    if (status === 502 || status === 503 || status === 504) return `server unavailable (${status})`;
+    return status >= 500 ? `server error (${status})` : `request refused (${status})`;
+  }
+
+  /**
+   * A transport's end (what host.end() gets) as {reason: plain words, detail:
+   * technical words}. The reporter may give either ready-made (`plain`,
+   * `detail`): the WebSocket knows its close codes, the client its timeouts.
+   */
+  function explain(info) {
+    let plain = info.plain;
+    let detail = info.detail;
+    if (info.reason === 'refused') {
+      plain = plain || (info.status === 401 || info.status === 403 ? httpPlain(info.status)
+        : PLAIN[info.code] || httpPlain(info.status));
+      detail = detail || `HTTP ${info.status} ${info.code}${info.message ? `: ${info.message}` : ''}`;
+    } else if (info.reason === 'http_error') {
+      plain = plain || httpPlain(info.status);
+      detail = detail || `HTTP ${info.status}`;
+    }
+    return {reason: plain || PLAIN[info.reason] || LOST, detail: detail || info.reason || LOST};
   }
 
   /** How the client goes on after each WebSocket close code (any other: Retry.AUTO). */
@@ -416,8 +445,8 @@
   //   host.token(): the subscription token now;
   //   host.hold(): the long-poll hold to ask for (s, or null); host.ping(): the keep-alive to ask for (s, or null);
   //   host.frame(t, frame): every frame, in order;
-  //   host.end(t, info): the end, reported once: {reason, code?, status?, message?, text?, age?, error?, retry?: Retry.*}
-  //     (text: readable words for it; age: ms a long-poll request was held);
+  //   host.end(t, info): the end, reported once: {reason, code?, status?, message?, plain?, detail?, age?, error?,
+  //     retry?: Retry.*} (plain, detail: words for it, see explain(); age: ms a long-poll request was held);
   //   host.answered(t): a poll answer came without a lapsed token.
   // The host ignores all of it from a transport that is no longer current.
 
@@ -509,7 +538,7 @@
       // never outlasts the deadline below.
       const hold = this.hold ? this.host.hold() : null;
       const limit = opts.requestTimeout + (this.hold ? (hold || 25) * 1000 : 0);
-      this._timer = env.setTimeout(() => this._end({reason: 'timeout'}), limit);
+      this._timer = env.setTimeout(() => this._end({reason: 'timeout', detail: `no answer within ${limit} ms`}), limit);
       const sent = env.now();
       this._fetch(hold ? [`timeout=${hold}`] : [])
         .then((res) => res.text().then((text) => this._answer(res, text, env.now() - sent)))
@@ -636,7 +665,8 @@
       // server's error frames are `channel_error` events.) It carries no
       // status: before any event, the request was refused, blocked or not
       // answered at all.
-      es.addEventListener('error', () => this._end({reason: heard ? LOST : UNREACHABLE}));
+      es.addEventListener('error', () => this._end(heard ? {reason: LOST}
+        : {reason: UNREACHABLE, detail: 'EventSource failed before any event (blocked or unreachable)'}));
     }
 
     _release() {
@@ -677,13 +707,14 @@
         if (!this._ready) {
           // Closed before it opened: browsers hide the HTTP answer (a 403 from
           // the origin check, a 404, a proxy without Upgrade) behind 1006.
-          return this._end({reason: 'refused or unreachable', code: event.code,
-            text: `refused or unreachable (close ${event.code} before open)`, message: event.reason});
+          return this._end({reason: WS_UNREACHABLE, code: event.code, message: event.reason,
+            detail: `close ${event.code} before open (refused or unreachable)`});
         }
         const retry = CLOSE_RETRY[event.code];
         const reason = retry === Retry.TOKEN ? ReconnectReason.TOKEN_EXPIRED : event.code === 1006 ? LOST : 'closed';
         this._end({reason, code: event.code, message: event.reason, retry,
-          text: CLOSE_TEXT[event.code] || `closed (${event.code})`});
+          plain: CLOSE_PLAIN[event.code] || PLAIN.closed,
+          detail: `close ${event.code}${event.reason ? `: ${event.reason}` : ''}`});
       };
       ws.onerror = () => {}; // onclose follows, with the code
     }
@@ -1047,8 +1078,9 @@
           this._restart();
         }
       });
+      this._cause = null; // see _restart()
       this._lost = false; // a connection was lost since the last `connected`
-      this._lossReason = null; // its readable reason
+      this._lossReason = null; // its explain(): {reason, detail}
       this._live = null; // the transport of the last `connected`
       this._host = {
         env,
@@ -1156,15 +1188,16 @@
 
     /**
      * Move to `state` and tell the listeners: the `state` event ({from, to,
-     * reason: readable words, transport}), then the 0.1 event of the new state
-     * ({transport, reason: legacy}). Nothing when already there.
+     * reason: plain words, detail: technical words or null, transport}), then
+     * the 0.1 event of the new state ({transport, reason: legacy}). Nothing
+     * when already there.
      */
-    _moveTo(state, transport, reason, legacy) {
+    _moveTo(state, transport, reason, legacy, detail) {
       const from = this._state;
       if (from === state) return;
       if (TRANSITIONS[from].indexOf(state) < 0) throw new Error(`torchannels: no move from ${from} to ${state}`);
       this._state = state;
-      this._emit('state', {from, to: state, reason, transport});
+      this._emit('state', {from, to: state, reason, detail: detail || null, transport});
       if (this._state !== state) return; // a state listener moved on (close())
       const payload = {transport};
       if (legacy !== undefined) payload.reason = legacy;
@@ -1207,17 +1240,18 @@
     }
 
     /**
-     * The connection was lost (`reason`: readable words, what ended it; the
-     * retries' failures go to `error` events). While connected, the state
-     * says so only if no new connection is up within reconnectingDelay: a
-     * quick repair never shows.
+     * The connection was lost (`why`: explain()'s {reason, detail} of what
+     * ended it; the retries' failures go to `error` events). While connected,
+     * the state says so only if no new connection is up within
+     * reconnectingDelay: a quick repair never shows.
      */
-    _lose(reason) {
+    _lose(why) {
       if (this._state !== State.CONNECTED || this._timers.pending('grace')) return; // the first loss names the reason
       this._lost = true;
-      this._lossReason = reason;
+      this._lossReason = why;
       this._after('grace', this._opts.reconnectingDelay, () => {
-        this._moveTo(State.RECONNECTING, this._fallback.current, this._lossReason, this._lossReason);
+        const {reason, detail} = this._lossReason;
+        this._moveTo(State.RECONNECTING, this._fallback.current, reason, reason, detail);
       });
     }
 
@@ -1231,14 +1265,18 @@
       // progress: a channel frame came on this connection; serverPing: the
       // interval its `connected` frame stated (s); pingMs: the watchdog's
       // limit; connectedAt, heardAt: when its `connected` frame and its latest
-      // frame came (ms, env.now()).
-      this._conn = {transport: t, progress: false, serverPing: 0, pingMs: 0, connectedAt: null, heardAt: null};
+      // frame came (ms, env.now()); cause: why the connection before it ended
+      // (explain()), when that says more than this one's failure would.
+      this._conn = {transport: t, progress: false, serverPing: 0, pingMs: 0, connectedAt: null, heardAt: null,
+        cause: this._cause};
       if (t.streaming) {
         // A streaming response starts with `connected` at once. When it does
         // not come, something between us buffers the stream (for WebSocket,
         // the upgrade hangs): step down.
-        this._after('first', this._opts.connectTimeout, () => {
-          this._fail(t, {reason: 'connect_timeout', retry: name === 'websocket' ? Retry.NEXT : Retry.LONGPOLL});
+        const ms = this._opts.connectTimeout;
+        this._after('first', ms, () => {
+          this._fail(t, {reason: 'connect_timeout', retry: name === 'websocket' ? Retry.NEXT : Retry.LONGPOLL,
+            detail: `no connected frame within ${ms} ms (a buffering proxy?)`});
         });
       }
       try {
@@ -1248,10 +1286,15 @@
       }
     }
 
-    /** Replace the connection at once, keeping the state unless the new one fails. */
-    _restart() {
+    /**
+     * Replace the connection at once, keeping the state unless the new one
+     * fails; `cause` (explain()) names that failure, if it comes before `connected`.
+     */
+    _restart(cause) {
       this._teardown();
+      this._cause = cause || null;
       this._open();
+      this._cause = null;
     }
 
     _teardown() {
@@ -1285,12 +1328,15 @@
       // no channel frame would only repeat itself (a catch-up the server
       // cannot send): pause first, as for a reconnect frame.
       if (retry.now && !conn.progress) retry = Retry.SAME;
-      const text = describe(info);
+      const why = explain(info);
       this._teardown();
-      this._lose(text);
+      // The server said why it ended the connection this one replaces (it is
+      // shutting down): that is still the reason while this one cannot connect.
+      const cause = conn.connectedAt == null && conn.cause;
+      this._lose(cause ? {reason: cause.reason, detail: `${cause.detail}, then ${why.detail}`} : why);
       if (!retry.now) {
         this._emit('error', {type: 'transport', transport: t.name, reason: info.reason,
-          code: info.code, status: info.status, message: info.message || text, error: info.error});
+          code: info.code, status: info.status, message: info.message || why.detail, error: info.error});
         if (this._state === State.DISCONNECTED || this._conn) return; // a listener closed or reconnected
       }
       const index = this._fallback.index;
@@ -1298,7 +1344,7 @@
       if (this._fallback.index !== index) {
         this._emit('transport_failed', {transport: t.name, next: this._fallback.current,
           status: info.status == null ? null : info.status,
-          code: info.code == null ? null : info.code, reason: text});
+          code: info.code == null ? null : info.code, reason: why.reason, detail: why.detail});
         if (this._state === State.DISCONNECTED || this._conn) return;
       }
       let delay = 0;
@@ -1328,7 +1374,7 @@
       // interval to notice, so give the connection up now. The retries fail
       // fast meanwhile; `online` retries at once.
       const conn = this._conn;
-      if (conn) this._fail(conn.transport, {reason: 'offline', text: 'offline'});
+      if (conn) this._fail(conn.transport, {reason: 'offline', detail: "the browser's offline event"});
     }
 
     // -- stepping back up --
@@ -1483,7 +1529,7 @@
         this._authAttempt++;
       }
       this._teardown();
-      this._lose(REASON_TEXT[ReconnectReason.TOKEN_EXPIRED]);
+      this._lose(explain({reason: ReconnectReason.TOKEN_EXPIRED, detail: 'the server says the token lapsed'}));
       this._after('reconnect', delay, () => this._open());
       return true;
     }
@@ -1549,14 +1595,16 @@
             this._refuse(channel, f);
           }
           break;
-        case FrameType.RECONNECT:
+        case FrameType.RECONNECT: {
           if (f.reason === ReconnectReason.TOKEN_EXPIRED && this._tokenExpired(t)) break;
           // A planned end (e.g. the stream's byte limit): resume at once. But
           // a server that ends connections before serving anything (shutting
           // down, an expired token) gets a backoff pause, not a tight loop.
-          if (conn.progress) this._restart();
-          else this._fail(t, {reason: f.reason});
+          const end = {reason: f.reason, detail: `reconnect frame (${f.reason})`};
+          if (!conn.progress) this._fail(t, end);
+          else this._restart(f.reason === ReconnectReason.SHUTDOWN ? explain(end) : null);
           break;
+        }
         default: // unknown frame types are ignored (docs/protocol.md)
       }
     }
@@ -1571,7 +1619,8 @@
       const conn = this._conn;
       if (!conn || !conn.pingMs) return;
       const t = conn.transport;
-      this._after('ping', conn.pingMs, () => this._fail(t, {reason: 'ping_timeout'}));
+      this._after('ping', conn.pingMs, () => this._fail(t, {reason: 'ping_timeout',
+        detail: `no ping from the server within ${conn.pingMs} ms`}));
     }
 
     /**
