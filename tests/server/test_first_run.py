@@ -242,11 +242,16 @@ async def test_the_banner_and_the_demo_page_point_to_the_admin_page(spawn: Any, 
     own = banner(ServerConfig(dev=True, api_key="k3y", admin_password="pw"), 8090)
     assert "its password is the --admin-password (TORCHANNELS_ADMIN_PASSWORD)" in own
     assert "/admin" not in banner(ServerConfig(dev=True, api_key="k3y", admin=False), 8090)
-    for flags, hint in ((["--dev"], "its password is the API key"),
-                        (["--admin-password", "pw"], "its password is the --admin-password"),
-                        (["--dev", "--no-admin"], None)):  # fmt: skip
+    # With an internal listener the admin page is there, not on the public port.
+    inside = banner(ServerConfig(dev=True, api_key="k3y", internal_port=9000), 8090, internal=9000)
+    assert "a tail of any channel): http://127.0.0.1:9000/admin\n" in inside, inside
+    cases = [(["--dev"], "its password is the API key"),
+             (["--admin-password", "pw"], "its password is the --admin-password"),
+             (["--dev", "--no-admin"], None),
+             (["--dev", "--internal-port", "0"], "on this hub's internal listener")]  # fmt: skip
+    for flags, hint in cases:
         page = (await fetch(http, spawn(*flags).base + "/")).body.decode()
         if hint is None:
             assert 'id="admin-link"' not in page
         else:
-            assert 'href="/admin"' in page and hint in page, flags
+            assert hint in page and ('href="/admin"' in page) == ("--internal-port" not in flags)

@@ -39,10 +39,6 @@ UNAUTHORIZED = "unauthorized"  # 401: no key given
 FORBIDDEN = "forbidden"  # 403: wrong key
 API_DISABLED = "api_disabled"  # 403: the server has no API key configured
 PAYLOAD_TOO_LARGE = "payload_too_large"  # 413
-NO_API_KEY = (
-    "the publish API is disabled: this server runs without an API key; start it with "
-    "--api-key (or TORCHANNELS_API_KEY), or with --dev to have one made"
-)
 BAD_JSON = "bad_json"  # 400: body is not a JSON object of the right shape
 INVALID_CHANNEL = "invalid_channel"  # 400
 INVALID_MESSAGE = "invalid_message"  # 400: reserved key, not JSON-able, ...
@@ -149,7 +145,11 @@ class ApiHandler(RequestHandler):
 
     def _authenticate(self) -> None:
         if self.api_key is None:
-            raise ApiError(403, API_DISABLED, NO_API_KEY)
+            message = (
+                "the publish API is disabled: this server runs without an API key; start it "
+                "with --api-key (or TORCHANNELS_API_KEY), or with --dev to have one made"
+            )
+            raise ApiError(403, API_DISABLED, message)
         given = self.request.headers.get("X-API-Key")
         auth = self.request.headers.get("Authorization", "")
         if given is None and auth[:7].lower() == "bearer ":
