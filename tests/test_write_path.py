@@ -21,7 +21,8 @@ from torchannels import ChannelMixin, Hub
 from torchannels import frames as F
 from torchannels.protocol import Position
 from torchannels.transports import TRANSPORTS
-from torchannels.transports.connection import LiveConnection, http_chunk
+from torchannels.transports.connection import LiveConnection
+from torchannels.transports.http_live import http_chunk
 from torchannels.transports.sse import SSETransport, sse_chunk, sse_event
 from torchannels.transports.stream import StreamTransport
 

@@ -29,6 +29,8 @@ from typing import Any
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream, UnsatisfiableReadError
 
+from ..tornado_compat import adopt_stream, header_read_buffer, stream_socket
+
 log = logging.getLogger("torchannels.server")
 
 #: Tornado's own default, named here because the 431 answer depends on it.
@@ -85,13 +87,12 @@ class _ServerStream(IOStream):
     server: HubHTTPServer
 
     def close(self, exc_info: Any = False) -> None:
-        if (
-            not self.closed()
-            and isinstance(exc_info, UnsatisfiableReadError)
-            and getattr(self, "_read_regex", None) is not None
-        ):
-            pending = bytes(getattr(self, "_read_buffer", b"")).lstrip(b"\r\n")
-            answer_and_close(self.socket, HEADERS_TOO_LARGE if b"\n" in pending else URI_TOO_LONG)
+        if not self.closed() and isinstance(exc_info, UnsatisfiableReadError):
+            buffered = header_read_buffer(self)
+            if buffered is not None:
+                pending = buffered.lstrip(b"\r\n")
+                answer = HEADERS_TOO_LARGE if b"\n" in pending else URI_TOO_LONG
+                answer_and_close(stream_socket(self), answer)
         super().close(exc_info)
 
     def close_fd(self) -> None:
@@ -114,13 +115,12 @@ class HubHTTPServer(HTTPServer):
     def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
         if self.max_connections and self.open_connections >= self.max_connections:
             self.refused_connections += 1
-            answer_and_close(stream.socket, BUSY)
+            answer_and_close(stream_socket(stream), BUSY)
             stream.close()
             return
-        if type(stream) is IOStream:  # not TLS: serve never wraps sockets
-            stream.__class__ = _ServerStream  # adds behaviour only, no state
-            assert isinstance(stream, _ServerStream)
-            stream.server = self
+        ours = adopt_stream(stream, _ServerStream)  # not TLS: serve never wraps sockets
+        if ours is not None:
+            ours.server = self
             self.open_connections += 1
         super().handle_stream(stream, address)
 
