@@ -206,6 +206,9 @@ class Hub:
         if local is None:
             return
         delivered = 0
+        # Held for the whole loop, so every subscriber gets this one frame
+        # and its framings (the publication holds it weakly).
+        frame = pub.frame
         # ``subscribers`` is replaced, never changed, by attach and detach:
         # a subscriber that leaves during this loop leaves the next one.
         for subscriber in local.subscribers:
@@ -215,6 +218,7 @@ class Hub:
             except Exception:
                 log.exception("subscriber failed on %r", pub)
         self.stats.delivered += delivered
+        del frame
 
     def _on_resync(self, channels: Sequence[str]) -> None:
         """The broker's live delivery of ``channels`` may have had a gap."""
