@@ -139,7 +139,9 @@ class Publication:
     @property
     def frames(self) -> tuple[Frame]:
         """``(frame,)``: what live delivery hands every sink."""
-        return (self.frame,)
+        ref = self._frame  # inline, as this runs once per recipient
+        frame = ref() if ref is not None else None
+        return (self.frame if frame is None else frame,)
 
     def __repr__(self) -> str:
         return f"<Publication {self.channel} {self.epoch}:{self.offset}>"
