@@ -127,6 +127,18 @@ def plan_read(
     )
 
 
+def all_or_first_failure(outcomes: Sequence[Publication | BaseException]) -> list[Publication]:
+    """The publications of a :meth:`Broker.publish_many` batch, or its first
+    failure (raised once every member has ended: a failed one does not stop
+    the others)."""
+    publications: list[Publication] = []
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        publications.append(outcome)
+    return publications
+
+
 class Broker(abc.ABC):
     """Abstract broker. Reads and writes are coroutines so network brokers fit.
 

@@ -31,9 +31,9 @@ from .base import (
     HistoryPolicy,
     Listener,
     ReadResult,
+    all_or_first_failure,
     plan_read,
 )
-from .publish_queue import all_or_first_failure
 
 log = logging.getLogger("torchannels.broker")
 

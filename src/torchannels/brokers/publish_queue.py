@@ -26,6 +26,7 @@ from typing import Any
 from ..errors import BrokerError, TorChannelsError
 from ..frames import Draft, Publication
 from ..protocol import Position
+from .base import all_or_first_failure
 
 log = logging.getLogger("torchannels.broker")
 
@@ -44,17 +45,6 @@ class QueuedOp:
         self.drafts = drafts
         self.state = state
         self.future: asyncio.Future[Any] | None = None
-
-
-def all_or_first_failure(outcomes: Sequence[Publication | BaseException]) -> list[Publication]:
-    """The publications of a batch, or its first failure raised once every
-    member has ended (a failed one does not stop the others)."""
-    publications: list[Publication] = []
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-        publications.append(outcome)
-    return publications
 
 
 class PublishQueue:
