@@ -278,6 +278,12 @@ class Broker(abc.ABC):
         """False while the broker is known to be unreachable (for /health)."""
         return True
 
+    async def ping(self) -> None:
+        """Ask the broker whether it answers now; raise if it does not. The
+        caller bounds the wait (``/health`` gives it a second). A broker in
+        this process always answers."""
+        return None
+
     @abc.abstractmethod
     async def info(self, channel: str) -> ChannelInfo:
         """Position and history size of ``channel``."""

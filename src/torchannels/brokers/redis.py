@@ -161,6 +161,14 @@ class RedisBroker(Broker):
     def available(self) -> bool:
         return not self._closed and self._delivery.ok and self._data.ok
 
+    async def ping(self) -> None:
+        """A PING (to every primary of a Cluster); raises the client's error."""
+        if self.cluster:
+            await self.client.ping(target_nodes="primaries")
+        else:
+            await self.client.ping()
+        self._data.ok = True  # Redis answers again, even if no command ran since it failed
+
     def _now(self) -> float:
         return self.clock()
 

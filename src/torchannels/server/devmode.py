@@ -74,10 +74,12 @@ def local_base(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def banner(config: ServerConfig, port: int, generated: bool) -> str:
-    """What dev mode prints after the "listening" line."""
+def banner(config: ServerConfig, port: int, generated: bool, api_port: int | None = None) -> str:
+    """What dev mode prints after the "listening" line; the publish
+    commands go to ``api_port`` on the internal host when given."""
     assert config.api_key is not None
     base = local_base(config.host, port)
+    api = base if api_port is None else local_base(config.internal_host, api_port)
     where = "generated for this run" if generated else "from --api-key/TORCHANNELS_API_KEY"
     lines = [
         f"dev mode (--dev): open {base}/ for the demo page; it shows the API key, "
@@ -85,11 +87,7 @@ def banner(config: ServerConfig, port: int, generated: bool) -> str:
         f"API key ({where}): {config.api_key}",
         "publish from another terminal with either:",
         "",
-        *(
-            c
-            for command in publish_commands(base, config.api_key, program())
-            for c in (command, "")
-        ),
+        *(c for command in publish_commands(api, config.api_key, program()) for c in (command, "")),
     ]
     if config.host not in ("127.0.0.1", "localhost", "::1"):
         lines.append(
