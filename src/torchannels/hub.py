@@ -24,8 +24,10 @@ from .stats import Stats
 log = logging.getLogger("torchannels.hub")
 
 
-class Connection(Protocol):
-    """A live subscriber connection the hub can ask to end (transports)."""
+class Endable(Protocol):
+    """What the hub registers: a live subscriber connection it can ask to
+    end at shutdown (a :class:`~torchannels.transports.connection.LiveConnection`).
+    Not the Python client's ``Connection``, its side of a transport."""
 
     @property
     def name(self) -> str:
@@ -86,7 +88,7 @@ class Hub:
         self.settings = settings or Settings()
         self.stats = Stats()
         #: Live connections (long-polls, streams, sockets) of this process.
-        self.connections: set[Connection] = set()
+        self.connections: set[Endable] = set()
         #: True once :meth:`shutdown` began: new subscribe requests get 503.
         self.closing = False
         self._local: dict[str, _Local] = {}
@@ -96,10 +98,10 @@ class Hub:
         self._reads: dict[tuple[str, Position | None], _SharedRead] = {}
         self.broker.add_resync_listener(self._on_resync)
 
-    def connection_opened(self, connection: Connection) -> None:
+    def connection_opened(self, connection: Endable) -> None:
         self.connections.add(connection)
 
-    def connection_closed(self, connection: Connection) -> None:
+    def connection_closed(self, connection: Endable) -> None:
         self.connections.discard(connection)
         if not self.connections and self._idle is not None:
             self._idle.set()
@@ -206,6 +208,9 @@ class Hub:
         if local is None:
             return
         delivered = 0
+        # Held for the whole loop, so every subscriber gets this one frame
+        # and its framings (the publication holds it weakly).
+        frame = pub.frame
         # ``subscribers`` is replaced, never changed, by attach and detach:
         # a subscriber that leaves during this loop leaves the next one.
         for subscriber in local.subscribers:
@@ -215,6 +220,7 @@ class Hub:
             except Exception:
                 log.exception("subscriber failed on %r", pub)
         self.stats.delivered += delivered
+        del frame
 
     def _on_resync(self, channels: Sequence[str]) -> None:
         """The broker's live delivery of ``channels`` may have had a gap."""

@@ -14,7 +14,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from tornado.iostream import IOStream, SSLIOStream
+from tornado.iostream import IOStream
+
+from ..tornado_compat import sends_plainly, stream_socket
 
 #: A write: None when every byte went out at once, else a future that
 #: completes when the rest has been written (or fails: the peer is gone).
@@ -35,7 +37,7 @@ class DirectWriter:
 
     def __init__(self, stream: IOStream) -> None:
         self.stream = stream
-        self.socket: socket.socket = stream.socket
+        self.socket: socket.socket = stream_socket(stream)
 
     def __call__(self, data: bytes) -> asyncio.Future[Any] | None:
         stream = self.stream
@@ -57,10 +59,8 @@ class DirectWriter:
 def direct_writer(stream: IOStream) -> Write:
     """The write for ``stream``: a :class:`DirectWriter`, or the stream's own
     ``write`` for a stream that must send its own way (TLS)."""
-    if not isinstance(stream, IOStream) or isinstance(stream, SSLIOStream):
-        return stream.write  # TLS: only the stream knows how to send
-    if type(stream).write_to_fd is not IOStream.write_to_fd:
-        return stream.write  # a stream that sends its own way
+    if not sends_plainly(stream):
+        return stream.write  # TLS, or a stream that sends its own way
     return DirectWriter(stream)
 
 
