@@ -202,7 +202,11 @@ async def test_a_close_before_the_attach_registers_leaves_nothing_attached(
 
 
 async def test_an_unsubscribe_before_the_attach_registers_detaches_that_channel() -> None:
-    hub = LateHub(lambda channel, s: s.unsubscribe("x") if channel == "x" else None)
+    def unsubscribe_x(channel: str, s: Session) -> None:
+        if channel == "x":
+            s.unsubscribe("x")  # a WebSocket unsubscribe command, say
+
+    hub = LateHub(unsubscribe_x)
     a, a_sink = session(hub)
     await a.subscribe(["x", "y"], {}, live=True)
     assert hub.local_channels() == {"y": 1}
