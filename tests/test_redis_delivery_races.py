@@ -1,0 +1,140 @@
+"""The Redis broker's pub/sub subscriptions follow its listeners exactly,
+whatever interrupts a subscribe or a reconnect (real Redis, real Cluster).
+
+Each test stops at a known step (a SUBSCRIBE sent and not yet confirmed;
+a reconnect that has not made every node's connection yet) and then
+checks what Redis itself says: PUBSUB NUMSUB / SHARDNUMSUB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+
+from redis_servers import LocalCluster, shared_redis
+from torchannels.brokers.redis import RedisBroker
+from torchannels.frames import Publication
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    local = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        local.start()
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+async def brokers() -> AsyncIterator[list[RedisBroker]]:
+    made: list[RedisBroker] = []
+    yield made
+    for broker in made:
+        await broker.close()
+
+
+def make(made: list[RedisBroker], url: str) -> RedisBroker:
+    broker = RedisBroker.from_url(url, prefix="race" + secrets.token_hex(4), reconnect_cap=0.2)
+    made.append(broker)
+    return broker
+
+
+def pubsub_name(broker: RedisBroker, channel: str) -> bytes:
+    return f"{{{broker.prefix}:{channel}}}:p".encode()
+
+
+async def eventually(predicate: Callable[[], object], what: str, timeout: float = 10) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_a_cancelled_subscribe_takes_its_subscribe_back(
+    brokers: list[RedisBroker],
+) -> None:
+    from redis.asyncio import Redis
+
+    url = shared_redis()
+    broker = make(brokers, url)
+    got: list[Publication] = []
+    await broker.subscribe("other", got.append)  # the pub/sub connection is up
+    feed = broker._delivery._feeds[""]
+    name = pubsub_name(broker, "news")
+    subscribing = asyncio.ensure_future(broker.subscribe("news", got.append))
+    # One step of the loop: the SUBSCRIBE is sent, and its confirmation
+    # cannot have been read yet (the reader runs after a later poll).
+    await asyncio.sleep(0)
+    assert name in feed._waiters
+    subscribing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await subscribing
+    admin = Redis.from_url(url)
+    try:
+        counts: dict[bytes, int] = {}
+
+        async def count() -> None:
+            counts.update(dict(await admin.pubsub_numsub(name)))
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        await count()
+        while counts[name] and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+            await count()
+        assert counts[name] == 0, "the cancelled SUBSCRIBE is still on Redis"
+        # Subscribing again works, and only what is wanted is delivered.
+        await broker.subscribe("news", got.append)
+        assert dict(await admin.pubsub_numsub(name))[name] == 1
+        await broker.publish("news", {"n": 1})
+        await eventually(lambda: [p.channel for p in got] == ["news"], "delivery")
+    finally:
+        await admin.aclose()
+
+
+async def test_an_unsubscribe_during_a_cluster_reconnect_is_not_undone(
+    cluster: LocalCluster, brokers: list[RedisBroker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = make(brokers, cluster.url)
+    delivery = broker._delivery
+    by_port: dict[int, str] = {}
+    i = 0
+    while len(by_port) < len(cluster.nodes):  # a channel on every node
+        channel = f"room:{i}"
+        by_port.setdefault(cluster.node_for(f"{{{broker.prefix}:{channel}}}").port, channel)
+        i += 1
+    got: dict[str, list[Publication]] = {c: [] for c in by_port.values()}
+    for channel in by_port.values():
+        await broker.subscribe(channel, got[channel].append)
+    resyncs: list[list[str]] = []
+    broker.add_resync_listener(lambda channels: resyncs.append(list(channels)))
+    gone: list[str] = []
+    open_feed = delivery._open_feed
+
+    async def open_feed_after_an_unsubscribe(node: str) -> object:
+        # The reconnect makes its first node's connection: meanwhile a channel
+        # of another node (whose connection is not made yet) is unsubscribed.
+        if not gone and not delivery.ok:
+            victim = next(
+                c for c in by_port.values() if delivery._node_of(pubsub_name(broker, c)) != node
+            )
+            gone.append(victim)
+            await broker.unsubscribe(victim, got[victim].append)
+        return await open_feed(node)
+
+    monkeypatch.setattr(delivery, "_open_feed", open_feed_after_an_unsubscribe)
+    for node in cluster.nodes:
+        node.cli("CLIENT", "KILL", "TYPE", "pubsub")
+    await eventually(lambda: resyncs and delivery.ok, "the reconnect", timeout=20)
+    assert gone
+    for port, channel in by_port.items():
+        node = next(n for n in cluster.nodes if n.port == port)
+        name = pubsub_name(broker, channel).decode()
+        reply = node.cli("PUBSUB", "SHARDNUMSUB", name).split()
+        assert reply == [name, "0" if channel in gone else "1"], channel
