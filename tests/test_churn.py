@@ -13,8 +13,6 @@ holds no subscription either (on Redis: PUBSUB NUMSUB is back to 0).
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import re
 import secrets
 import socket
@@ -28,6 +26,7 @@ import tornado.httpserver
 import tornado.testing
 
 from redis_servers import shared_redis
+from support import upgrade_request
 from torchannels import Hub, MemoryBroker, Settings
 from torchannels.brokers.base import Broker
 from torchannels.server.app import make_app
@@ -79,17 +78,9 @@ async def memory() -> AsyncIterator[Served]:
 def request(transport: str, channels: Sequence[str]) -> bytes:
     query = "&".join(f"channel={c}" for c in channels)
     if transport == "websocket":
-        key = base64.b64encode(os.urandom(16)).decode()
-        head = [
-            f"GET /channels/ws?{query} HTTP/1.1",
-            "Upgrade: websocket",
-            "Connection: Upgrade",
-            f"Sec-WebSocket-Key: {key}",
-            "Sec-WebSocket-Version: 13",
-        ]
-    else:
-        head = [f"GET /channels?transport={transport}&{query} HTTP/1.1"]
-    return ("\r\n".join([*head, "Host: 127.0.0.1", "", ""])).encode()
+        return upgrade_request(f"/channels/ws?{query}", {"Host": "127.0.0.1"})
+    target = f"/channels?transport={transport}&{query}"
+    return f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
 
 
 def churn(port: int, transport: str, channels: Sequence[str], rst: bool, cycles: int) -> None:

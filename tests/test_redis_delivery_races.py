@@ -9,60 +9,46 @@ checks what Redis itself says: PUBSUB NUMSUB / SHARDNUMSUB.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from redis_servers import LocalCluster, shared_redis
+from redis_servers import LocalCluster, running_cluster, shared_redis
+from support import eventually
 from torchannels.brokers.redis import RedisBroker
 from torchannels.frames import Publication
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    local = LocalCluster(tmp_path_factory.mktemp("cluster"))
-    try:
-        local.start()
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as local:
         yield local
-    finally:
-        local.stop()
 
 
-@pytest.fixture
-async def brokers() -> AsyncIterator[list[RedisBroker]]:
-    made: list[RedisBroker] = []
-    yield made
-    for broker in made:
-        await broker.close()
-
-
-def make(made: list[RedisBroker], url: str) -> RedisBroker:
+@contextlib.asynccontextmanager
+async def opened(url: str) -> AsyncIterator[RedisBroker]:
     broker = RedisBroker.from_url(url, prefix="race" + secrets.token_hex(4), reconnect_cap=0.2)
-    made.append(broker)
-    return broker
+    try:
+        yield broker
+    finally:
+        await broker.close()
 
 
 def pubsub_name(broker: RedisBroker, channel: str) -> bytes:
     return f"{{{broker.prefix}:{channel}}}:p".encode()
 
 
-async def eventually(predicate: Callable[[], object], what: str, timeout: float = 10) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.01)
+async def test_a_cancelled_subscribe_takes_its_subscribe_back() -> None:
+    url = shared_redis()
+    async with opened(url) as broker:
+        await cancel_a_subscribe(broker, url)
 
 
-async def test_a_cancelled_subscribe_takes_its_subscribe_back(
-    brokers: list[RedisBroker],
-) -> None:
+async def cancel_a_subscribe(broker: RedisBroker, url: str) -> None:
     from redis.asyncio import Redis
 
-    url = shared_redis()
-    broker = make(brokers, url)
     got: list[Publication] = []
     await broker.subscribe("other", got.append)  # the pub/sub connection is up
     feed = broker._delivery._feeds[""]
@@ -91,15 +77,21 @@ async def test_a_cancelled_subscribe_takes_its_subscribe_back(
         await broker.subscribe("news", got.append)
         assert await numsub() == 1
         await broker.publish("news", {"n": 1})
-        await eventually(lambda: [p.channel for p in got] == ["news"], "delivery")
+        await eventually(lambda: [p.channel for p in got] == ["news"])
     finally:
         await admin.aclose()
 
 
 async def test_an_unsubscribe_during_a_cluster_reconnect_is_not_undone(
-    cluster: LocalCluster, brokers: list[RedisBroker], monkeypatch: pytest.MonkeyPatch
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    broker = make(brokers, cluster.url)
+    async with opened(cluster.url) as broker:
+        await unsubscribe_during_a_reconnect(cluster, broker, monkeypatch)
+
+
+async def unsubscribe_during_a_reconnect(
+    cluster: LocalCluster, broker: RedisBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     delivery = broker._delivery
     by_port: dict[int, str] = {}
     i = 0
@@ -129,7 +121,7 @@ async def test_an_unsubscribe_during_a_cluster_reconnect_is_not_undone(
     monkeypatch.setattr(delivery, "_open_feed", open_feed_after_an_unsubscribe)
     for node in cluster.nodes:
         node.cli("CLIENT", "KILL", "TYPE", "pubsub")
-    await eventually(lambda: resyncs and delivery.ok, "the reconnect", timeout=20)
+    await eventually(lambda: bool(resyncs) and delivery.ok, timeout=20)
     assert gone
     for port, channel in by_port.items():
         node = next(n for n in cluster.nodes if n.port == port)
