@@ -19,6 +19,7 @@ from .errors import RECONNECT_SHUTDOWN
 from .frames import Publication
 from .protocol import Position, check_channel
 from .settings import Settings
+from .shared_reads import SharedReads, retrieve
 from .stats import Stats
 
 log = logging.getLogger("torchannels.hub")
@@ -64,20 +65,6 @@ class _Local:
         self.generation = generation
 
 
-class _SharedRead:
-    __slots__ = ("future", "waiters")
-
-    def __init__(self) -> None:
-        self.future: asyncio.Future[ReadResult] | None = None
-        self.waiters = 0
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a shared read's exception as seen: its waiters re-raise it."""
-    if not future.cancelled():
-        future.exception()
-
-
 class Hub:
     """Fans publications from a broker out to the subscribers of this process.
 
@@ -98,7 +85,7 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
         self._checks: asyncio.Future[None] | None = None
-        self._reads: dict[tuple[str, Position | None, int], _SharedRead] = {}
+        self._reads = SharedReads(self.broker)
         self._generation = 0
         self.broker.add_resync_listener(self._on_resync)
 
@@ -166,7 +153,7 @@ class Hub:
         if local is None:
             local = self._local[channel] = _Local(self._generation)
             local.ready = asyncio.ensure_future(self._subscribe(channel, local))
-            local.ready.add_done_callback(_retrieve)
+            local.ready.add_done_callback(retrieve)
             self._start_checks()
         local.generation = self._generation
         local.subscribers += (subscriber,)
@@ -284,34 +271,7 @@ class Hub:
         A read leaves the table the moment it completes.
         """
         local = self._local.get(channel)
-        key = (channel, since, 0 if local is None else local.generation)
-        shared = self._reads.get(key)
-        if shared is None:
-            shared = self._reads[key] = _SharedRead()
-            shared.future = asyncio.ensure_future(self._read_once(key, shared))
-            shared.future.add_done_callback(_retrieve)
-        future = shared.future
-        assert future is not None
-        shared.waiters += 1
-        try:
-            return await asyncio.shield(future)
-        finally:
-            shared.waiters -= 1
-            if not shared.waiters and not future.done():
-                self._forget_read(key, shared)
-                future.cancel()
-
-    async def _read_once(
-        self, key: tuple[str, Position | None, int], shared: _SharedRead
-    ) -> ReadResult:
-        try:
-            return await self.broker.read(key[0], key[1])
-        finally:
-            self._forget_read(key, shared)  # before any waiter wakes: none joins it now
-
-    def _forget_read(self, key: tuple[str, Position | None, int], shared: _SharedRead) -> None:
-        if self._reads.get(key) is shared:
-            del self._reads[key]
+        return await self._reads.read((channel, since, 0 if local is None else local.generation))
 
     async def flush(self) -> None:
         """Wait until every queued ``send``/``set_state`` is stored; raise the
