@@ -3,10 +3,10 @@ side), in Chromium against a real server: a WebSocket refused with 403 (the
 origin check, as behind a proxy that rewrites ``Host``) reports
 transport_failed ("server unreachable", close 1006 in its detail) and
 steps down to SSE; once the WebSocket is accepted again, the client steps
-back up (here at once, on ``online``) without losing or repeating a message. A long-poll behind a gateway that
-answers 504 to holds longer than its timeout shortens its hold, with no
-error and no status change. A blocked cross-origin request says "blocked
-or unreachable"."""
+back up (here at once, on ``online``) without losing or repeating a
+message. A long-poll behind a gateway that answers 504 to holds longer
+than its timeout shortens its hold, with no error and no status change.
+A blocked cross-origin request says "blocked or unreachable"."""
 
 from __future__ import annotations
 

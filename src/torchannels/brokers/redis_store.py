@@ -20,7 +20,8 @@ from ..errors import BrokerError, BrokerUnavailable, ChannelNameError
 from ..frames import Publication
 from ..protocol import Position
 from . import redis_lua as lua
-from .base import ChannelInfo, HistoryPolicy, QueuedOp, ReadResult, plan_read
+from .base import ChannelInfo, HistoryPolicy, ReadResult, plan_read
+from .publish_queue import QueuedOp
 from .redis_errors import broker_error, redis_py, unreachable
 
 if TYPE_CHECKING:

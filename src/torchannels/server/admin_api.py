@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import TorChannelsError
 from ..hub import Hub
 from ..protocol import dumps
+from ..tornado_compat import status_reason
 from .admin import (
     AdminAuth,
     AdminChannelHandler,
@@ -60,7 +61,7 @@ class AdminDataHandler(AdminHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         code = "xsrf" if status_code == 403 else "internal" if status_code >= 500 else "http_error"
-        self.reply({"error": code, "message": self._reason})
+        self.reply({"error": code, "message": status_reason(self)})
 
 
 class AdminStatsHandler(AdminDataHandler):

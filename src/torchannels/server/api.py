@@ -29,6 +29,7 @@ from ..errors import (
 )
 from ..hub import Hub
 from ..protocol import check_channel, check_message, dumps, encode_message
+from ..tornado_compat import status_reason
 from .fleet import LocalCounts
 
 #: Messages one batch publish (``{"messages": [...]}``) may carry at most.
@@ -186,7 +187,10 @@ class ApiHandler(RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.reply(
-            {"error": "internal" if status_code >= 500 else "http_error", "message": self._reason}
+            {
+                "error": "internal" if status_code >= 500 else "http_error",
+                "message": status_reason(self),
+            }
         )
 
 

@@ -36,6 +36,7 @@ from tornado.httputil import HTTPServerRequest
 from tornado.iostream import IOStream, UnsatisfiableReadError
 
 from ..forwarded import TrustedProxies, forwarded_of
+from ..tornado_compat import adopt_stream, header_read_buffer, stream_socket
 from .address_limit import PerAddressLimit, peer_address
 
 log = logging.getLogger("torchannels.server")
@@ -97,13 +98,12 @@ class _ServerStream(IOStream):
     client: str | None = None
 
     def close(self, exc_info: Any = False) -> None:
-        if (
-            not self.closed()
-            and isinstance(exc_info, UnsatisfiableReadError)
-            and getattr(self, "_read_regex", None) is not None
-        ):
-            pending = bytes(getattr(self, "_read_buffer", b"")).lstrip(b"\r\n")
-            answer_and_close(self.socket, HEADERS_TOO_LARGE if b"\n" in pending else URI_TOO_LONG)
+        if not self.closed() and isinstance(exc_info, UnsatisfiableReadError):
+            buffered = header_read_buffer(self)
+            if buffered is not None:
+                pending = buffered.lstrip(b"\r\n")
+                answer = HEADERS_TOO_LARGE if b"\n" in pending else URI_TOO_LONG
+                answer_and_close(stream_socket(self), answer)
         super().close(exc_info)
 
     def close_fd(self) -> None:
@@ -161,16 +161,15 @@ class HubHTTPServer(HTTPServer):
             self.refused_connections += 1
             refusal = BUSY
         if refusal is not None:
-            answer_and_close(stream.socket, refusal)
+            answer_and_close(stream_socket(stream), refusal)
             stream.close()
             return
-        if type(stream) is IOStream:  # not TLS: serve never wraps sockets
-            stream.__class__ = _ServerStream  # adds behaviour only, no state
-            assert isinstance(stream, _ServerStream)
-            stream.server = self
+        ours = adopt_stream(stream, _ServerStream)  # not TLS: serve never wraps sockets
+        if ours is not None:
+            ours.server = self
             self.open_connections += 1
             if peer is not None and not limits.proxies.trusts(peer):
-                limits.take(stream, peer)
+                limits.take(ours, peer)
         super().handle_stream(stream, address)
 
 
