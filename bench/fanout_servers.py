@@ -287,6 +287,8 @@ def _torchannels_argv(args: Any) -> list[str]:
         "--ping-interval", "3600",
         "--shutdown-timeout", "2",
         "--log-level", args.hub_log_level,
+        # Every subscriber connects from this machine's one address.
+        "--max-connections-per-ip", str(1 << 30),
     ]  # fmt: skip
 
 

@@ -37,6 +37,7 @@ import os
 import random
 import re
 import secrets
+import signal
 import time
 from typing import Any
 
@@ -208,12 +209,25 @@ def make_app(secret: str | None = None) -> tornado.web.Application:
 
 
 async def main(host: str, port: int) -> None:
-    make_app().listen(port, host)
+    server = make_app().listen(port, host)
     price = [100.0]
     ticker = PeriodicCallback(lambda: publish_tick(price), 1000)
     ticker.start()
+    # Ctrl-C (SIGINT) or SIGTERM: a graceful stop, not a KeyboardInterrupt
+    # traceback. Clients are asked to reconnect (elsewhere, in a real deployment).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     print(f"seed app on http://{host}:{port}/", flush=True)
-    await asyncio.Event().wait()
+    await stop.wait()
+    server.stop()
+    ticker.stop()
+    hub = ChannelHandler.hub
+    await hub.shutdown(5.0)
+    await asyncio.wait_for(server.close_all_connections(), 5.0)
+    await hub.close()
+    print("seed app stopped", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,14 @@ class LocalCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.kill()
+
+
+@contextmanager
+def running_cluster(workdir: Path) -> Iterator[LocalCluster]:
+    """A :class:`LocalCluster`, started, and stopped on the way out."""
+    local = LocalCluster(workdir)
+    try:
+        local.start()
+        yield local
+    finally:
+        local.stop()

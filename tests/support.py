@@ -458,13 +458,8 @@ async def read_ws_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return first & 0x0F, await reader.readexactly(size)
 
 
-async def upgrade(
-    port: int, target: str, headers: Mapping[str, str]
-) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter]:
-    """A WebSocket handshake sent with exactly ``headers`` (``Host`` and
-    ``Origin`` included, as a browser would): the status, and the open
-    connection, which the caller closes."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+def upgrade_request(target: str, headers: Mapping[str, str]) -> bytes:
+    """The bytes of a WebSocket handshake for ``target`` with ``headers``."""
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [
         f"GET {target} HTTP/1.1",
@@ -474,7 +469,17 @@ async def upgrade(
         "Sec-WebSocket-Version: 13",
         *(f"{name}: {value}" for name, value in headers.items()),
     ]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def upgrade(
+    port: int, target: str, headers: Mapping[str, str]
+) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A WebSocket handshake sent with exactly ``headers`` (``Host`` and
+    ``Origin`` included, as a browser would): the status, and the open
+    connection, which the caller closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(upgrade_request(target, headers))
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     except BaseException:

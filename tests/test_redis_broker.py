@@ -173,13 +173,13 @@ async def test_ten_thousand_queued_publishes_keep_order_in_few_round_trips(
 ) -> None:
     broker = make(brokers, server.url, history=HistoryPolicy(size=10_000, ttl=600))
     batches: list[int] = []
-    store = broker._store
+    store = broker._queue._store
 
     async def counted(batch: Any) -> Any:
         batches.append(len(batch))
         return await store(batch)
 
-    monkeypatch.setattr(broker, "_store", counted)
+    monkeypatch.setattr(broker._queue, "_store", counted)
     server.cli("CONFIG", "RESETSTAT")
     stamped = [broker.publish_soon("seq", {"n": n}) for n in range(10_000)]
     assert all(s["channel"] == "seq" and "offset" not in s for s in stamped)

@@ -420,3 +420,38 @@ async def test_a_broker_error_is_not_reported_as_bad_json(
     sock.send({"type": "subscribe", "channels": ["doomed"]})
     await asyncio.wait_for(sock.closed.wait(), 10)  # the failure ends the socket
     assert not sock.of("error"), sock.frames
+
+
+@pytest.mark.parametrize("kind", ["subscribe", "unsubscribe"])
+async def test_a_lone_surrogate_in_a_command_is_answered_and_the_socket_stays(
+    ws_server: Server, connect: Any, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17 2b.3: ``"\\ud800"`` is not valid Unicode, so the frame that
+    echoes it cannot be UTF-8 as is; it was a traceback and a dropped socket."""
+    other = await connect("channel=calm")
+    await other.wait(lambda fs: bool(other.of("subscribed")))
+    sock = await connect()
+    sock.send({"type": kind, "channels": ["\ud800", "fine"]})
+    answer = "error" if kind == "subscribe" else "unsubscribed"
+    await sock.wait(lambda fs: len(sock.of(answer)) == 2)
+    assert [f["channel"] for f in sock.of(answer)] == ["\ud800", "fine"]
+    if kind == "subscribe":
+        assert {f["code"] for f in sock.of("error")} == {"invalid_channel"}
+    sock.send({"type": "subscribe", "channels": ["after"]})
+    await sock.wait(lambda fs: bool(sock.of("subscribed")))
+    assert not sock.closed.is_set()
+    ws_server.hub.channel("calm").send({"n": 1})
+    await other.wait(lambda fs: other.offsets("calm") == [1])
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert not [r for r in caplog.records if r.exc_info], caplog.text
+
+
+async def test_a_lone_surrogate_on_the_connect_url_is_an_error_frame(
+    connect: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    sock = await connect("channel=%ED%A0%80")  # "\ud800" as (invalid) UTF-8
+    await sock.wait(lambda fs: bool(sock.of("error")))
+    assert sock.of("error")[0]["code"] == "bad_parameter"
+    sock.send({"type": "subscribe", "channels": ["after"]})
+    await sock.wait(lambda fs: bool(sock.of("subscribed")))
+    assert not [r for r in caplog.records if r.exc_info], caplog.text

@@ -20,8 +20,9 @@ from support import Server, eventually, parse_sse
 from torchannels import ChannelMixin, Hub
 from torchannels import frames as F
 from torchannels.protocol import Position
-from torchannels.transports import TRANSPORTS
-from torchannels.transports.connection import LiveConnection, http_chunk
+from torchannels.transports import TRANSPORT_CLASSES
+from torchannels.transports.connection import LiveConnection
+from torchannels.transports.http_live import http_chunk
 from torchannels.transports.sse import SSETransport, sse_chunk, sse_event
 from torchannels.transports.stream import StreamTransport
 
@@ -84,7 +85,7 @@ def fast_and_slow(make_server: Callable[..., Server], hub: Hub) -> Server:
     ``/slow`` through Tornado (``RequestHandler.write``/``flush``, and
     ``IOStream.write`` for WebSocket)."""
     fast: type[ChannelMixin] = type("Fast", (ChannelMixin,), {"hub": hub})
-    slow_transports = {**TRANSPORTS, "stream": SlowStream, "sse": SlowSSE}
+    slow_transports = {**TRANSPORT_CLASSES, "stream": SlowStream, "sse": SlowSSE}
     slow: type[ChannelMixin] = type(
         "Slow", (ChannelMixin,), {"hub": hub, "transports": slow_transports}
     )

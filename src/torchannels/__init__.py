@@ -17,12 +17,12 @@ from .hub import Hub, default_hub
 from .protocol import Position, format_cursor, parse_cursor
 from .session import Subscription
 from .settings import Settings
-from .transports import TRANSPORTS, Transport
+from .transports import TRANSPORT_CLASSES, Transport, deprecated_name
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "TRANSPORTS",
+    "TRANSPORT_CLASSES",
     "BadRequest",
     "Broker",
     "Channel",
@@ -48,3 +48,8 @@ __all__ = [
     "static_path",
     "static_route",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ``TRANSPORTS``, the old name of ``TRANSPORT_CLASSES``: still importable, with a warning.
+    return deprecated_name(name, __name__)

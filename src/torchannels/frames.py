@@ -1,16 +1,22 @@
 """Frames: the units every transport writes, each encoded once.
 
 A :class:`Publication` is one stored message. Its JSON ``payload`` is encoded
-once when it is published; its message :class:`Frame` is built once, the
-first time any subscriber needs it, and every transport caches its own
-framing of it on the frame (``Frame.cached``). So the fan-out path does no
-per-recipient JSON encoding. Control frames (subscribed, reset, error, ...)
-concern one subscriber and are built for it.
+once when it is published; its message :class:`Frame` is built when a
+subscriber needs it, and every transport caches its own framing of it on
+the frame (``Frame.cached``). So the fan-out path does no per-recipient
+JSON encoding. Control frames (subscribed, reset, error, ...) concern one
+subscriber and are built for it.
+
+A publication holds its frame weakly: the frame and its framings live while
+a fan-out, a read being served or a connection's queue holds them, and no
+longer. So a history kept in memory holds messages, not up to eight
+framings of each.
 """
 
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,7 +43,7 @@ class Frame:
     position forgets it (reset, error).
     """
 
-    __slots__ = ("_cache", "channel", "envelope", "kind", "position", "sse_data")
+    __slots__ = ("__weakref__", "_cache", "channel", "envelope", "kind", "position", "sse_data")
 
     def __init__(
         self,
@@ -78,7 +84,6 @@ class Publication:
     __slots__ = (
         "_data",
         "_frame",
-        "_frames",
         "channel",
         "epoch",
         "offset",
@@ -104,8 +109,7 @@ class Publication:
         self._data = data
         #: Built once: sessions compare and store it for every recipient.
         self.position = Position(epoch, offset)
-        self._frame: Frame | None = None
-        self._frames: tuple[Frame] | None = None
+        self._frame: weakref.ref[Frame] | None = None
 
     @property
     def data(self) -> dict[str, Any]:
@@ -116,23 +120,28 @@ class Publication:
 
     @property
     def frame(self) -> Frame:
-        """The shared message frame of this publication."""
-        if self._frame is None:
-            self._frame = Frame(
+        """The message frame of this publication, shared by everyone that
+        holds it: built again only once nobody does (see the module's doc).
+        Whoever hands it to many recipients (the hub's fan-out) holds it
+        for the whole loop, so all of them get the same frame."""
+        frame = self._frame() if self._frame is not None else None
+        if frame is None:
+            frame = Frame(
                 MESSAGE,
                 b'{"type":"message","data":' + self.payload + b"}",
                 channel=self.channel,
                 position=self.position,
                 sse_data=self.payload,
             )
-        return self._frame
+            self._frame = weakref.ref(frame)
+        return frame
 
     @property
     def frames(self) -> tuple[Frame]:
-        """``(frame,)``, built once: what live delivery hands every sink."""
-        if self._frames is None:
-            self._frames = (self.frame,)
-        return self._frames
+        """``(frame,)``: what live delivery hands every sink."""
+        ref = self._frame  # inline, as this runs once per recipient
+        frame = ref() if ref is not None else None
+        return (self.frame if frame is None else frame,)
 
     def __repr__(self) -> str:
         return f"<Publication {self.channel} {self.epoch}:{self.offset}>"

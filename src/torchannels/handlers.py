@@ -25,7 +25,7 @@ from .forwarded import apply_forwarded, forwarded_of, log_refused_origin
 from .hub import Hub, default_hub
 from .request import parse_request
 from .session import Subscription
-from .transports import TRANSPORTS, Transport
+from .transports import TRANSPORT_CLASSES, Transport
 from .transports.base import refuse
 from .transports.websocket import ChannelSocketMixin
 
@@ -60,7 +60,7 @@ class ChannelMixin(RequestHandler):
 
     # Reads as the process hub until a subclass, or a route's ``hub=``, sets it.
     hub: Hub = _ProcessHub()  # type: ignore[assignment]
-    transports: ClassVar[Mapping[str, type[Transport]]] = TRANSPORTS
+    transports: ClassVar[Mapping[str, type[Transport]]] = TRANSPORT_CLASSES
 
     _channel_transport: Transport | None = None
     # Class defaults, not ``vars(self)`` lookups: asking an instance for its

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from .brokers.base import Broker, ChannelInfo, ReadResult
@@ -19,13 +19,16 @@ from .errors import RECONNECT_SHUTDOWN
 from .frames import Publication
 from .protocol import Position, check_channel
 from .settings import Settings
+from .shared_reads import SharedReads, retrieve
 from .stats import Stats
 
 log = logging.getLogger("torchannels.hub")
 
 
-class Connection(Protocol):
-    """A live subscriber connection the hub can ask to end (transports)."""
+class Endable(Protocol):
+    """What the hub registers: a live subscriber connection it can ask to
+    end at shutdown (a :class:`~torchannels.transports.connection.LiveConnection`).
+    Not the Python client's ``Connection``, its side of a transport."""
 
     @property
     def name(self) -> str:
@@ -49,28 +52,19 @@ class Subscriber(Protocol):
 
 
 class _Local:
-    __slots__ = ("ready", "release", "subscribers")
+    __slots__ = ("generation", "ready", "release", "subscribers")
 
-    def __init__(self, ready: asyncio.Future[None]) -> None:
+    def __init__(self, generation: int) -> None:
         # A tuple, replaced on change: dispatch iterates it without copying.
         self.subscribers: tuple[Subscriber, ...] = ()
-        self.ready = ready
+        #: The broker subscription: a task of the channel's own, so that a
+        #: cancelled attach cancels only its own wait, never the others'.
+        self.ready: asyncio.Future[None] | None = None
         self.release: asyncio.TimerHandle | None = None
-
-
-class _SharedRead:
-    __slots__ = ("future", "waiters")
-
-    def __init__(self, read: Coroutine[Any, Any, ReadResult]) -> None:
-        self.future = asyncio.ensure_future(read)
-        self.future.add_done_callback(_retrieve)
-        self.waiters = 0
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a shared read's exception as seen: its waiters re-raise it."""
-    if not future.cancelled():
-        future.exception()
+        #: Unique in the hub, renewed by every attach: a read started at an
+        #: earlier generation may miss what was published just before the
+        #: latest attach, so it is not shared with that subscriber.
+        self.generation = generation
 
 
 class Hub:
@@ -86,20 +80,21 @@ class Hub:
         self.settings = settings or Settings()
         self.stats = Stats()
         #: Live connections (long-polls, streams, sockets) of this process.
-        self.connections: set[Connection] = set()
+        self.connections: set[Endable] = set()
         #: True once :meth:`shutdown` began: new subscribe requests get 503.
         self.closing = False
         self._local: dict[str, _Local] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
         self._checks: asyncio.Future[None] | None = None
-        self._reads: dict[tuple[str, Position | None], _SharedRead] = {}
+        self._reads = SharedReads(self.broker)
+        self._generation = 0
         self.broker.add_resync_listener(self._on_resync)
 
-    def connection_opened(self, connection: Connection) -> None:
+    def connection_opened(self, connection: Endable) -> None:
         self.connections.add(connection)
 
-    def connection_closed(self, connection: Connection) -> None:
+    def connection_closed(self, connection: Endable) -> None:
         self.connections.discard(connection)
         if not self.connections and self._idle is not None:
             self._idle.set()
@@ -149,28 +144,41 @@ class Hub:
         return info
 
     async def attach(self, channel: str, subscriber: Subscriber) -> None:
-        """Deliver ``channel``'s new publications to ``subscriber`` from now on."""
+        """Deliver ``channel``'s new publications to ``subscriber`` from now on.
+
+        If this raises (the broker failed, or the caller was cancelled), the
+        subscriber is not attached; a cancelled caller does not disturb the
+        others waiting for the same broker subscription.
+        """
+        self._generation += 1
         local = self._local.get(channel)
-        if local is not None:
-            local.subscribers += (subscriber,)
-            if local.release is not None:  # came back within the grace period
-                local.release.cancel()
-                local.release = None
-            if not local.ready.done():
-                await asyncio.shield(local.ready)
+        if local is None:
+            local = self._local[channel] = _Local(self._generation)
+            local.ready = asyncio.ensure_future(self._subscribe(channel, local))
+            local.ready.add_done_callback(retrieve)
+            self._start_checks()
+        local.generation = self._generation
+        local.subscribers += (subscriber,)
+        if local.release is not None:  # came back within the grace period
+            local.release.cancel()
+            local.release = None
+        ready = local.ready
+        assert ready is not None
+        if ready.done():  # the common case: no yield to the loop
             return
-        local = self._local[channel] = _Local(asyncio.get_running_loop().create_future())
-        local.subscribers = (subscriber,)
-        self._start_checks()
+        try:
+            await asyncio.shield(ready)
+        except BaseException:
+            self._leave(channel, local, subscriber)
+            raise
+
+    async def _subscribe(self, channel: str, local: _Local) -> None:
         try:
             await self.broker.subscribe(channel, self._dispatch)
-        except BaseException as exc:
+        except BaseException:
             if self._local.get(channel) is local:
-                del self._local[channel]
-            local.ready.set_exception(exc)
-            local.ready.exception()  # waiters re-raise it; do not warn when none wait
+                del self._local[channel]  # the next attach tries again
             raise
-        local.ready.set_result(None)
 
     def detach(self, channel: str, subscriber: Subscriber) -> None:
         """Stop delivering to ``subscriber``; synchronous so close paths stay
@@ -178,10 +186,14 @@ class Hub:
         ``Settings.unsubscribe_grace`` seconds without subscribers, so
         clients that reconnect at once (long-polls) do not churn it."""
         local = self._local.get(channel)
-        if local is None or subscriber not in local.subscribers:
+        if local is not None:
+            self._leave(channel, local, subscriber)
+
+    def _leave(self, channel: str, local: _Local, subscriber: Subscriber) -> None:
+        if subscriber not in local.subscribers:
             return
         local.subscribers = tuple(s for s in local.subscribers if s is not subscriber)
-        if not local.subscribers and local.release is None:
+        if not local.subscribers and local.release is None and self._local.get(channel) is local:
             local.release = asyncio.get_running_loop().call_later(
                 self.settings.unsubscribe_grace, self._spawn_release, channel, local
             )
@@ -193,12 +205,14 @@ class Hub:
     async def _release(self, channel: str, local: _Local) -> None:
         if self._local.get(channel) is not local or local.subscribers:
             return  # somebody came back meanwhile
-        if not local.ready.done():
-            await asyncio.wait([local.ready])
+        ready = local.ready
+        assert ready is not None
+        if not ready.done():
+            await asyncio.wait([ready])
         if self._local.get(channel) is not local or local.subscribers:
             return
         del self._local[channel]
-        if local.ready.exception() is None:
+        if not ready.cancelled() and ready.exception() is None:
             await self.broker.unsubscribe(channel, self._dispatch)
 
     def _dispatch(self, pub: Publication) -> None:
@@ -206,6 +220,9 @@ class Hub:
         if local is None:
             return
         delivered = 0
+        # Held for the whole loop, so every subscriber gets this one frame
+        # and its framings (the publication holds it weakly).
+        frame = pub.frame
         # ``subscribers`` is replaced, never changed, by attach and detach:
         # a subscriber that leaves during this loop leaves the next one.
         for subscriber in local.subscribers:
@@ -215,6 +232,7 @@ class Hub:
             except Exception:
                 log.exception("subscriber failed on %r", pub)
         self.stats.delivered += delivered
+        del frame
 
     def _on_resync(self, channels: Sequence[str]) -> None:
         """The broker's live delivery of ``channels`` may have had a gap."""
@@ -250,19 +268,16 @@ class Hub:
         """``broker.read``, shared: sessions that ask for the same channel from
         the same position at the same time (a burst of joins, every session
         re-reading after a resync) wait on one broker read, which is
-        cancelled if every one of them stops waiting."""
-        key = (channel, since)
-        shared = self._reads.get(key)
-        if shared is None:
-            shared = self._reads[key] = _SharedRead(self.broker.read(channel, since))
-            shared.future.add_done_callback(lambda _: self._reads.pop(key, None))
-        shared.waiters += 1
-        try:
-            return await asyncio.shield(shared.future)
-        finally:
-            shared.waiters -= 1
-            if not shared.waiters and not shared.future.done():
-                shared.future.cancel()
+        cancelled if every one of them stops waiting.
+
+        A read is shared only while the channel has had no new attach since
+        it started (the attach generation is part of its key): a subscriber
+        that attached later might miss a publication made between the
+        read's start and its attach, which live delivery never gave it.
+        A read leaves the table the moment it completes.
+        """
+        local = self._local.get(channel)
+        return await self._reads.read((channel, since, 0 if local is None else local.generation))
 
     async def flush(self) -> None:
         """Wait until every queued ``send``/``set_state`` is stored; raise the

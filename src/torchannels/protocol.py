@@ -115,8 +115,24 @@ def dumps(value: Any) -> bytes:
 
     The standard library is used on purpose: orjson would turn NaN into
     ``null`` silently. Encoding happens once per message, not per recipient.
+
+    Never raises for a string that is not valid Unicode (a lone surrogate
+    such as ``"\\ud800"``, which JSON text from a client may carry): such a
+    value is written with ``\\u`` escapes, so a frame that echoes client
+    input can always be sent.
+
+    >>> dumps({"channel": "\\ud800", "n": "é"})
+    b'{"channel":"\\\\ud800","n":"\\\\u00e9"}'
     """
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    text = _json(value)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # rare: only a lone surrogate gets here
+        return _json(value, ascii=True).encode()
+
+
+def _json(value: Any, ascii: bool = False) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=ascii, allow_nan=False)
 
 
 def check_message(message: object) -> dict[str, Any]:
@@ -137,9 +153,16 @@ def check_message(message: object) -> dict[str, Any]:
 
 
 def encode_message(message: Mapping[str, Any]) -> bytes:
-    """Encode a stamped message, turning codec errors into :class:`MessageError`."""
+    """Encode a stamped message, turning codec errors into :class:`MessageError`.
+
+    Unlike :func:`dumps`, a lone surrogate is refused: a publisher's message
+    must be valid Unicode, as every client decodes it."""
     try:
-        return dumps(message)
+        return _json(message).encode()
+    except UnicodeEncodeError:
+        raise MessageError(
+            "message is not valid Unicode: it holds a lone surrogate (\\ud800-\\udfff)"
+        ) from None
     except (TypeError, ValueError, OverflowError) as exc:
         raise MessageError(f"message is not JSON-serialisable: {exc}") from None
 

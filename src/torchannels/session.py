@@ -149,9 +149,12 @@ class Session:
         if live:
             for channel in allowed:
                 self._buffers[channel] = []
-            await _all(self.hub.attach(c, self) for c in allowed)
+            try:
+                await _all(self.hub.attach(c, self) for c in allowed)
+            finally:
+                self._drop_stale_attachments(allowed)
         if self._closed:
-            return  # close() detached what was attached
+            return
         reads = await _all(self.hub.read(c, cursor.get(c)) for c in allowed)
         results = dict(zip(allowed, reads, strict=True))
         for channel, refusal in zip(wanted, refusals, strict=True):
@@ -164,6 +167,15 @@ class Session:
                 continue  # taken by another subscribe, or unsubscribed while reading
             if self._apply(channel, cursor.get(channel), results[channel], live=live):
                 self._start_catch_up(channel)
+
+    def _drop_stale_attachments(self, channels: Sequence[str]) -> None:
+        """Detach what close() or unsubscribe() could not: they ran while the
+        attachments were under way, before these registered with the hub.
+        The subscribe that attaches is the owner that releases on every way
+        out (the hub detaches a failed or cancelled attach itself)."""
+        for channel in channels:
+            if self._closed or channel not in self._buffers:
+                self.hub.detach(channel, self)
 
     def unsubscribe(self, channel: str) -> bool:
         """Stop serving ``channel``; False if it was not served."""
@@ -308,10 +320,20 @@ def _follows(position: Position, pub: Publication) -> bool | None:
 
 
 async def _all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
-    """``asyncio.gather``, but one awaitable is simply awaited: the common
-    one-channel subscribe then needs no task and, on the in-memory broker,
-    completes without yielding to the loop."""
+    """``asyncio.gather`` that raises only once all have ended (none is left
+    running to attach after its caller cleaned up); one awaitable is simply
+    awaited: the common one-channel subscribe then needs no task and, on a
+    channel already attached here and the in-memory broker, completes
+    without yielding to the loop."""
     pending = list(awaitables)
     if len(pending) == 1:
         return [await pending[0]]
-    return list(await asyncio.gather(*pending))
+    # Every one ends before this returns or raises: none is left running to
+    # attach (or fail) after its caller has cleaned up.
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    done: list[T] = []
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+        done.append(result)
+    return done

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from server.processes import KEY, SECRET, ServerProcess
-from torchannels.client import AsyncPublisher, Event, Message, Status, Subscription
+from torchannels.client import AsyncPublisher, ChannelFeed, Event, Message, Status
 
 WAIT = 10.0
 #: Flags of every hub here: API key, token secret, a short ping so dead
@@ -22,7 +22,7 @@ FLAGS = ["--no-demo", "--api-key", KEY, "--token-secret", SECRET, "--anonymous",
 class Reader:
     """Iterates ``sub`` in a task of its own, keeping every event."""
 
-    def __init__(self, sub: Subscription) -> None:
+    def __init__(self, sub: ChannelFeed) -> None:
         self.sub = sub
         self.events: list[Event] = []
         self.error: BaseException | None = None

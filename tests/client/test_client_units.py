@@ -14,6 +14,7 @@ from torchannels.client import (
     APIError,
     AuthError,
     ChannelError,
+    ChannelFeed,
     Client,
     Message,
     PayloadTooLarge,
@@ -79,6 +80,8 @@ def test_the_tracker_moves_positions_as_the_protocol_says() -> None:
     state = {"type": "subscribed", "channel": "b", "epoch": "e1", "offset": 7, "state": [stamped]}
     [event] = t.apply(state)
     assert isinstance(event, Message) and event.state and event.data["s"] == 1
+    assert "b" not in t.positions  # a state moves the position as its last message goes out
+    t.handed_out(event)
     assert [e.offset for e in t.apply(msg("a", 4)) if isinstance(e, Message)] == [4]
     assert t.apply(msg("zzz", 1)) == []  # not ours: dropped
     assert t.positions == {"a": Position("e1", 4), "b": Position("e1", 7)}
@@ -205,3 +208,16 @@ def test_client_urls_and_backoff() -> None:
     delays = [client.backoff(n) for n in range(1, 12)]
     assert all(0.5 <= d <= 20.0 for d in delays) and max(delays) > 5
     assert all(d <= 0.5 + 0.5 * 2**n for n, d in enumerate(delays, 1))
+
+
+def test_the_client_iterator_is_a_channel_feed_and_the_old_name_warns() -> None:
+    """``torchannels.Subscription`` is what ``can_access`` is asked about; the
+    client's iterator is ``ChannelFeed``, and its old name still imports."""
+    import torchannels.client as client
+
+    with pytest.warns(DeprecationWarning, match="now torchannels.client.ChannelFeed"):
+        old = client.Subscription
+    assert old is ChannelFeed is type(Client("http://h/channels").subscribe("a"))
+    assert "Subscription" not in client.__all__ and "ChannelFeed" in client.__all__
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        client.Nothing  # noqa: B018

@@ -145,6 +145,23 @@ def test_login_tail_publish_and_logout(page: Page, hub_url: str) -> None:
     wait_js(
         page, "() => document.getElementById('publish-result').textContent.startsWith('not JSON')"
     )
+    assert_error_shown(page)
+    # So is a refusal by the server: red, and announced, not a grey note.
+    page.fill("#publish-channel", "bad name")
+    page.fill("#publish-data", '{"text": "x"}')
+    page.click("#publish button[type=submit]")
+    wait_js(
+        page,
+        "() => document.getElementById('publish-result').textContent.startsWith("
+        "'invalid_channel: ')",
+        what="the server's refusal",
+    )
+    assert_error_shown(page)
+    page.fill("#publish-channel", channel)
+    page.click("#publish button[type=submit]")
+    wait_js(page, "() => /^published at offset 3 /.test(" + TEXT_OF.format("publish-result") + ")")
+    result = page.locator("#publish-result")
+    assert result.get_attribute("role") is None and result.get_attribute("class") == "muted"
 
     # Stop, then log out: back to the form, and the session is gone.
     page.click("#tail-stop")
@@ -153,6 +170,14 @@ def test_login_tail_publish_and_logout(page: Page, hub_url: str) -> None:
     wait_js(page, "() => !!document.getElementById('password')", what="the login form again")
     assert not [c for c in page.context.cookies() if c["name"] == "torchannels_admin"]
     assert page.request.get(f"{hub_url}/admin/api/stats").status == 401
+
+
+def assert_error_shown(page: Page) -> None:
+    """The publish box's answer reads as an error: red, and role=alert."""
+    result = page.locator("#publish-result")
+    assert result.get_attribute("role") == "alert"
+    color = result.evaluate("el => getComputedStyle(el).color")
+    assert color == "rgb(179, 38, 30)", color  # .error's #b3261e, not .muted's grey
 
 
 def test_desktop_screenshot(page: Page, hub_url: str) -> None:

@@ -24,6 +24,7 @@ def start_dev_hub(*flags: str) -> tuple[Process, str, list[str]]:
     match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
     assert match, line
     proc.wait_for_line(lambda line: " publish demo:chat " in line)
+    proc.wait_for_line(lambda line: line.startswith("its password is"))  # the banner's end
     return proc, f"http://127.0.0.1:{match.group(1)}", list(proc.output)
 
 
@@ -162,3 +163,51 @@ def test_the_page_says_when_history_was_reset(page: Page) -> None:
         wait_chat_line(page, "curl: hello")
     finally:
         proc.stop()
+
+
+def test_the_page_takes_the_new_key_of_a_restarted_hub(page: Page) -> None:
+    """Issue 17: after a restart (a new generated key) the page kept the old
+    key, and its publish box and commands answered 403 until a reload."""
+    port = free_port()
+    proc, base, banner = start_dev_hub("--port", str(port))
+    try:
+        page.goto(base + "/")
+        wait_live(page)
+        old_curl = page.text_content("#curl-command") or ""
+        assert old_curl in "".join(banner)
+        proc.stop()
+        proc, _, banner = start_dev_hub("--port", str(port))
+        new_key = re.search(r"^API key \(generated for this run\): (\S+)$", "".join(banner), re.M)
+        assert new_key and new_key.group(1) not in old_curl
+        # At once, before the page noticed the restart: a 403, then the new key.
+        text = unique("after the restart")
+        page.fill("#publish-data", f'{{"name": "box", "text": "{text}"}}')
+        page.click("#publish button")
+        wait_chat_line(page, f"box: {text}", timeout=45)
+        page.wait_for_function(
+            "() => document.getElementById('publish-result').textContent.startsWith('200 ')"
+        )
+        # The commands carry the new key too, and work as pasted.
+        page.wait_for_function(
+            "(key) => document.getElementById('curl-command').textContent.includes(key)",
+            arg=new_key.group(1),
+        )
+        curl = page.text_content("#curl-command") or ""
+        assert curl in "".join(banner)
+        done = shell(curl)
+        assert done.returncode == 0 and '"offset"' in done.stdout, done
+    finally:
+        proc.stop()
+
+
+def test_the_page_points_to_the_admin_page(page: Page, dev_hub: tuple[str, str]) -> None:
+    base, banner = dev_hub
+    assert f"admin page (live connections, channels, a tail of any channel): {base}/admin" in (
+        banner
+    )
+    page.goto(base + "/")
+    hint = page.text_content("#admin-link") or ""
+    assert "its password is the API key" in hint, hint
+    page.click("#admin-link a")
+    page.wait_for_selector("#password")
+    assert page.url == base + "/admin"

@@ -8,6 +8,7 @@ import http.cookiejar
 import json
 import os
 import re
+import signal
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -317,3 +318,25 @@ def test_cookie_secret_comes_from_the_environment(
     assert erin is not None
     erin.base = app.base
     assert "Not logged in" in erin.request("/")[1]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_the_example_cleanly(sig: signal.Signals) -> None:
+    """Issue 17: Ctrl-C on ``make example`` ended in a KeyboardInterrupt
+    traceback. It stops gracefully now, with a subscriber connected."""
+    port = free_port()
+    proc = Process([PYTHON, os.path.join(ROOT, "examples", "seed_app.py"), "--port", str(port)])
+    try:
+        proc.wait_for_line(lambda line: line.startswith("seed app on "))
+        url = f"http://127.0.0.1:{port}/channels?transport=stream&channel=ticker"
+        with urllib.request.urlopen(url, timeout=10) as stream:  # a live subscriber
+            assert b'"connected"' in stream.readline()
+            assert b'"subscribed"' in stream.readline()
+            proc.proc.send_signal(sig)
+            proc.wait_for_line(lambda line: line.startswith("seed app stopped"))
+            code = proc.proc.wait(10)
+    finally:
+        proc.stop()
+    output = "".join(proc.output)
+    assert code == 0, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output

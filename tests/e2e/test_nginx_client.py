@@ -131,7 +131,8 @@ def test_no_upgrade_falls_back_to_sse_at_once_and_says_why(
         failed = seen["failed"]
         assert [(f["transport"], f["next"]) for f in failed] == [("websocket", "sse")], failed
         assert failed[0]["code"] == 1006, failed
-        assert "refused" in failed[0]["reason"], failed
+        assert failed[0]["reason"] == "server unreachable", failed
+        assert "refused" in failed[0]["detail"], failed
         assert [e["transport"] for e in seen["errors"]] == ["websocket"], seen["errors"]
         fallback_ms = seen["connected"][0]["t"]
         record("no_upgrade", {"sse_connected_ms_after_page_start": round(fallback_ms)})

@@ -1,12 +1,12 @@
 """Transports that fail, say why, adapt and come back (issue 13, client
 side), in Chromium against a real server: a WebSocket refused with 403 (the
 origin check, as behind a proxy that rewrites ``Host``) reports
-transport_failed with close 1006 and steps down to SSE; once the WebSocket
-is accepted again, the client steps back up (here at once, on ``online``)
-without losing or repeating a message. A long-poll behind a gateway that
-answers 504 to holds longer than its timeout shortens its hold, with no
-error and no status change. A blocked cross-origin request says "blocked
-or unreachable"."""
+transport_failed ("server unreachable", close 1006 in its detail) and
+steps down to SSE; once the WebSocket is accepted again, the client steps
+back up (here at once, on ``online``) without losing or repeating a
+message. A long-poll behind a gateway that answers 504 to holds longer
+than its timeout shortens its hold, with no error and no status change.
+A blocked cross-origin request says "blocked or unreachable"."""
 
 from __future__ import annotations
 
@@ -150,7 +150,8 @@ def test_refused_websocket_is_reported_then_the_client_steps_back_up(
                 "next": "sse",
                 "status": None,
                 "code": 1006,
-                "reason": "refused or unreachable (close 1006 before open)",
+                "reason": "server unreachable",
+                "detail": "close 1006 before open (refused or unreachable)",
             }
         ], failed
         failures: list[dict[str, Any]] = page.evaluate("() => window.failures")

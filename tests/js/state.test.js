@@ -19,7 +19,7 @@ test('each move fires one state event, then its 0.1 event, with client.state alr
   const ctx = setup({transport: 'stream'});
   const seen = watch(ctx.client);
   const states = [];
-  ctx.client.on('state', (e) => states.push([e.from, e.to, e.reason, e.transport, ctx.client.state]));
+  ctx.client.on('state', (e) => states.push([e.from, e.to, e.reason, e.detail, e.transport, ctx.client.state]));
   assert.equal(ctx.client.state, 'disconnected');
   ctx.client.subscribe('a', () => {});
   await ctx.clock.tick(0);
@@ -41,14 +41,14 @@ test('each move fires one state event, then its 0.1 event, with client.state alr
   await ctx.clock.tick(0);
   ctx.client.close();
   assert.deepEqual(states, [
-    ['disconnected', 'connecting', 'starting', 'stream', 'connecting'],
-    ['connecting', 'connected', 'connected over stream', 'stream', 'connected'],
-    ['connected', 'reconnecting', 'closed by the server', 'stream', 'reconnecting'],
-    ['reconnecting', 'connected', 'connected over stream', 'stream', 'connected'],
-    ['connected', 'disconnected', 'closed', 'stream', 'disconnected'],
+    ['disconnected', 'connecting', 'starting', null, 'stream', 'connecting'],
+    ['connecting', 'connected', 'connected over stream', null, 'stream', 'connected'],
+    ['connected', 'reconnecting', 'connection closed by the server', 'closed', 'stream', 'reconnecting'],
+    ['reconnecting', 'connected', 'connected over stream', null, 'stream', 'connected'],
+    ['connected', 'disconnected', 'closed', null, 'stream', 'disconnected'],
   ]);
   assert.deepEqual(seen, [
-    'connecting/connecting/', 'connected/connected/', 'connecting/reconnecting/closed by the server',
+    'connecting/connecting/', 'connected/connected/', 'connecting/reconnecting/connection closed by the server',
     'connected/connected/', 'disconnected/disconnected/closed',
   ]);
   assert.equal(ctx.http.requests.length, 4);

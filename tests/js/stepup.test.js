@@ -126,8 +126,8 @@ test('after a buffering step-down to long-poll, a probe brings the stream back f
   await ctx.clock.tick(0);
   ctx.http.last().stream(); // buffered: no `connected` frame
   await ctx.clock.tick(5000);
-  assert.deepEqual(ctx.failed.map((e) => [e.transport, e.next, e.reason]),
-    [['stream', 'longpoll', 'no connected frame in time (a buffering proxy?)']]);
+  assert.deepEqual(ctx.failed.map((e) => [e.transport, e.next, e.reason, e.detail]),
+    [['stream', 'longpoll', 'server not responding', 'no connected frame within 5000 ms (a buffering proxy?)']]);
   ctx.http.last().answer([F.subscribed('a', 0), F.message('a', 1, {text: 'a1'})]);
   await ctx.clock.tick(0);
   assert.equal(ctx.client.transport, 'longpoll');

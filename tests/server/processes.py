@@ -133,6 +133,10 @@ class ServerProcess:
         line, _, self.stdout = self.stdout.partition(b"\n")
         return line + b"\n"
 
+    def next_line(self, timeout: float = START_TIMEOUT) -> str:
+        """The next line the process printed (after the banner's first)."""
+        return self._read_line(timeout).decode()
+
     def url(self, path: str = "/channels", **query: Any) -> str:
         qs = urlencode(query, doseq=True)
         return self.base + path + (f"?{qs}" if qs else "")

@@ -26,6 +26,7 @@ from server.processes import (
     Socket,
     api,
     as_json,
+    assert_error,
     fetch,
     poll,
     until,
@@ -192,6 +193,10 @@ async def test_admin_publish_needs_session_and_xsrf(admin_server: ServerProcess,
     ):
         response = await browser.request("/admin/api/publish", "POST", bad, xsrf)
         assert (response.code, as_json(response)["error"]) == (400, code), bad
+    big = json.dumps({"channel": "ops:log", "data": {"pad": "x" * 70000}})
+    error = assert_error(await browser.request("/admin/api/publish", "POST", big, xsrf), 413,
+                         "payload_too_large")  # fmt: skip
+    assert "65536 bytes (a fixed limit, not --max-publish-bytes)" in error["message"]
     assert as_json(await api(http, admin_server, "/api/channels/ops:log"))["offset"] == 1
 
 
@@ -239,11 +244,14 @@ async def test_stats_cover_every_process_with_redis(
         await live.wait(lambda fs: any(f["type"] == "subscribed" for f in fs))
     for server in (a, b, b):
         await api(http, server, "/api/publish", {"channel": "demo:s", "data": {}})
-    # The session made on a is valid on b too: both derive the key from the password.
+    # Each process salts its session key with its own random salt: a login
+    # is per `serve` (its --workers share it: test_workers_accept_one_login).
     browser = Browser(http, a)
     await browser.login()
     on_b = Browser(http, b)
     on_b.cookies = dict(browser.cookies)
+    assert (await on_b.request("/admin/api/stats")).code == 401
+    await on_b.login()
 
     async def all_counted() -> bool:
         stats = [as_json(await x.request("/admin/api/stats")) for x in (browser, on_b)]
@@ -285,3 +293,146 @@ async def test_admin_websocket_needs_the_session_and_the_page_origin(
     frames = await admin.wait(lambda fs: len(messages(fs)) >= 1)
     assert [m["n"] for m in messages(frames)] == [7]
     await admin.aclose()
+
+
+ELSEWHERE = "http://127.0.0.1:1"  # same site, another port: a SameSite=Strict cookie goes
+
+
+async def test_admin_paths_are_same_origin_only_whatever_cors_allows(
+    spawn: Callable[..., ServerProcess], http: Any, lives: Callable[..., Live]
+) -> None:
+    """Issue 17 2b.2: a listed origin with --cors-credentials could read any
+    channel through the admin tail with the admin's cookie (poll and SSE)."""
+    server = spawn("--no-demo", "--api-key", KEY, "--admin-password", PASSWORD,
+                   "--allowed-origins", ELSEWHERE, "--cors-credentials")  # fmt: skip
+    await api(http, server, "/api/publish", {"channel": "private:c", "data": {"n": 1}})
+    browser = Browser(http, server)
+    await browser.login()
+    cookie = browser.header()
+    for transport in ("poll", "longpoll", "stream", "sse"):
+        query = urlencode({"transport": transport, "channel": "private:c", "cursor": ""})
+        path = f"/admin/channels?{query}"
+        stream = lives(server.base + path, {**cookie, "Origin": ELSEWHERE})
+        await stream.ended()
+        assert stream.status == 403, (transport, stream.status, stream.buffer)
+        assert json.loads(stream.buffer)["error"] == "forbidden"
+        assert not [h for h in stream.headers if h.startswith("access-control-")], stream.headers
+        assert b'"n":1' not in stream.buffer
+        # The page's own origin (or none, as a same-origin GET sends) reads it.
+        for origin in ({"Origin": server.base}, {}):
+            if transport in ("poll", "longpoll"):
+                answer = await browser.request(path, headers=origin)
+                frames = as_json(answer)["frames"]
+                headers = [h.lower() for h in answer.headers]
+            else:
+                own = lives(server.base + path, {**cookie, **origin})
+                frames = await own.wait(lambda fs: len(messages(fs)) >= 1)
+                headers = list(own.headers)
+                await own.aclose()
+            assert [m["n"] for m in messages(frames)] == [1], transport
+            assert not [h for h in headers if h.startswith("access-control-")], transport
+    preflight = await browser.request("/admin/channels?channel=private:c", "OPTIONS", headers={
+        "Origin": ELSEWHERE, "Access-Control-Request-Method": "GET"})  # fmt: skip
+    assert "Access-Control-Allow-Origin" not in preflight.headers, preflight.code
+    assert "Access-Control-Allow-Credentials" not in preflight.headers
+    for path in ("/admin/api/stats", "/admin/api/channels", "/admin"):
+        answer = await browser.request(path, headers={"Origin": ELSEWHERE})
+        assert answer.code == 403 and "Access-Control-Allow-Origin" not in answer.headers, path
+        assert (await browser.request(path, headers={"Origin": server.base})).code == 200, path
+    # The WebSocket too, though ELSEWHERE is listed in --allowed-origins.
+    url = server.base.replace("http://", "ws://") + "/admin/channels/ws?channel=private:c"
+    request = tornado.httpclient.HTTPRequest(url, headers={**cookie, "Origin": ELSEWHERE})
+    with pytest.raises(tornado.httpclient.HTTPClientError) as refused:
+        await asyncio.wait_for(tornado.websocket.websocket_connect(request), WAIT)
+    assert refused.value.code == 403
+    # The public subscribe URL still honours the listed origin.
+    public = lives(server.url(transport="sse", channel="private:c"), {"Origin": ELSEWHERE})
+    await public.wait(lambda fs: any(f["type"] == "error" for f in fs))
+    assert public.headers["access-control-allow-origin"] == ELSEWHERE
+    await public.aclose()
+
+
+async def test_wrong_passwords_make_the_address_wait(
+    spawn: Callable[..., ServerProcess], http: Any
+) -> None:
+    """Issue 17 2b.5: 553 guesses a second from one client before."""
+    server = spawn("--no-demo", "--api-key", KEY, "--admin-password", PASSWORD,
+                   "--trusted-proxies", "127.0.0.1")  # fmt: skip
+    attacker = {"X-Forwarded-For": "203.0.113.9"}
+    browser = Browser(http, server)
+    token = await browser.xsrf()
+
+    async def login(password: str, headers: dict[str, str]) -> Any:
+        body = urlencode({"password": password, "_xsrf": token})
+        return await browser.request("/admin/login", "POST", body, headers)
+
+    codes = [(await login(f"guess-{n}", attacker)).code for n in range(6)]
+    assert codes == [403] * 5 + [429], codes
+    waiting = await login(PASSWORD, attacker)  # not even checked while it waits
+    assert waiting.code == 429 and int(waiting.headers["Retry-After"]) >= 1
+    assert b"Too many wrong passwords" in waiting.body and b'role="alert"' in waiting.body
+    assert COOKIE not in browser.cookies
+    # Another client (the address a trusted proxy forwards) is not held up.
+    assert (await login(PASSWORD, {"X-Forwarded-For": "203.0.113.10"})).code == 303
+    browser.cookies.pop(COOKIE)
+
+    async def let_in() -> bool:
+        answer: int = (await login(PASSWORD, attacker)).code
+        return answer == 303
+
+    await until(let_in, "the right password after the wait")
+    # A success forgets the address: five more tries before any wait.
+    codes = [(await login(f"again-{n}", attacker)).code for n in range(5)]
+    assert codes == [403] * 5, codes
+
+
+async def test_forwarded_addresses_from_untrusted_peers_are_not_believed(
+    admin_server: ServerProcess, http: Any
+) -> None:
+    browser = Browser(http, admin_server)
+    token = await browser.xsrf()
+    codes = []
+    for n in range(7):  # a new X-Forwarded-For each time: still one address
+        body = urlencode({"password": "wrong", "_xsrf": token})
+        headers = {"X-Forwarded-For": f"198.51.100.{n}"}
+        codes.append((await browser.request("/admin/login", "POST", body, headers)).code)
+    assert codes == [403] * 5 + [429] * 2, codes
+
+
+def test_the_cookie_key_is_not_a_fast_hash_of_the_password() -> None:
+    """A cookie signed with the old key (one HMAC of the password) is refused,
+    and the key is scrypt with a salt of this process."""
+    import hashlib
+    import hmac
+
+    import tornado.web
+
+    from torchannels.server.admin import AdminAuth, session_key, session_salt
+
+    old = hmac.new(PASSWORD.encode(), b"torchannels admin session", hashlib.sha256).hexdigest()
+    forged = tornado.web.create_signed_value(old, COOKIE, "2000000000")
+    auth = AdminAuth(PASSWORD)
+    assert auth.expires(forged, now=2000000001) is None
+    assert auth.expires(auth.cookie(now=2000000000), now=2000000001) is not None
+    salt = b"torchannels admin session" + session_salt()
+    assert auth.secret == hashlib.scrypt(PASSWORD.encode(), salt=salt, n=2**14, r=8, p=1).hex()
+    assert session_key(PASSWORD, b"another salt") != auth.secret
+
+
+async def test_workers_accept_one_login(spawn: Callable[..., ServerProcess], http: Any) -> None:
+    """The salt is made before --workers fork: every worker accepts the
+    session cookie whichever worker made it."""
+    prefix = f"tc-test-{uuid.uuid4().hex[:12]}"
+    server = spawn("--no-demo", "--api-key", KEY, "--admin-password", PASSWORD, "--workers",
+                   "2", "--broker", shared_redis(), "--redis-prefix", prefix)  # fmt: skip
+    browser = Browser(http, server)
+    assert (await browser.login()).code == 303
+    workers_seen: set[int] = set()
+    for n in range(80):  # each request on a new connection: the kernel spreads them
+        answer = await browser.request("/admin/api/stats", headers={"Connection": "close"})
+        assert answer.code == 200, answer.body
+        health = await fetch(http, server.base + "/health", headers={"Connection": "close"})
+        workers_seen.add(as_json(health)["worker"])
+        if workers_seen == {0, 1} and n >= 20:
+            break
+    assert workers_seen == {0, 1}

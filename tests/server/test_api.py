@@ -86,7 +86,7 @@ async def test_set_state_and_channel_info(
     info = as_json(await api(http, main_server, "/api/channels/demo:state"))
     assert info == {
         "channel": "demo:state", "epoch": position["epoch"], "offset": position["offset"],
-        "history_length": 0, "has_state": True, "local_subscribers": 1,
+        "history_length": 0, "has_state": True, "local_subscribers": 1, "subscribers": 1,
     }  # fmt: skip
     await live.aclose()
 
@@ -133,7 +133,9 @@ async def test_no_key_configured_is_403_api_disabled(bare_server: ServerProcess,
                        ("/api/state", {"channel": "a", "messages": []}),
                        ("/api/channels/a", None)):  # fmt: skip
         for key in (None, KEY):
-            assert_error(await api(http, bare_server, path, body, key=key), 403, "api_disabled")
+            answer = await api(http, bare_server, path, body, key=key)
+            error = assert_error(answer, 403, "api_disabled")
+            assert "start it with --api-key (or TORCHANNELS_API_KEY)" in error["message"]
 
 
 BAD_BODIES = [
@@ -200,7 +202,7 @@ async def test_body_size_limit_is_exact(main_server: ServerProcess, http: Any) -
     assert ok.code == 200, ok.body
     too_big = await api(http, main_server, "/api/publish", raw=body(LIMIT + 1))
     error = assert_error(too_big, 413, "payload_too_large")
-    assert str(LIMIT) in error["message"]
+    assert str(LIMIT) in error["message"] and "--max-publish-bytes" in error["message"]
     # The key is checked first: an unauthenticated big body is a 401.
     assert_error(await api(http, main_server, "/api/publish", raw=body(LIMIT + 1), key=None),
                  401, "unauthorized")  # fmt: skip
@@ -223,3 +225,33 @@ async def test_other_methods_are_405_json(main_server: ServerProcess, http: Any)
         response = await fetch(http, main_server.base + path, method,
                                b"{}" if method in ("PUT", "POST") else None, auth())  # fmt: skip
         assert_error(response, 405, "http_error")
+
+
+async def test_lone_surrogates_are_refused_cleanly_everywhere(
+    spawn: Any, http: Any, sockets: Any
+) -> None:
+    """Issue 17 2b.3: a lone surrogate is not valid Unicode; wherever a
+    client can send one (a JSON body, a query parameter, a WebSocket
+    command) it gets a 4xx or an error frame, never a traceback."""
+    server = spawn("--no-demo", "--api-key", KEY)
+    for path, raw, code in (
+        ("/api/publish", b'{"channel": "\\ud800", "data": {}}', "invalid_channel"),
+        ("/api/publish", b'{"channel": "a", "data": {"t": "\\udfff"}}', "invalid_message"),
+        ("/api/publish", b'{"messages": [{"channel": "\\ud800", "data": {}}]}', "invalid_channel"),
+        ("/api/state", b'{"channel": "\\ud800", "messages": []}', "invalid_channel"),
+    ):
+        answer = await api(http, server, path, raw=raw)
+        error = as_json(answer)
+        assert (answer.code, error["error"]) == (400, code), error
+        assert "\\ud800" in error["message"] or "surrogate" in error["message"], error
+    assert (await api(http, server, "/api/channels/%ED%A0%80")).code == 400
+    answer = await fetch(http, server.url(transport="poll") + "&channel=%ED%A0%80")
+    assert_error(answer, 400, "bad_parameter")
+    sock = await sockets(server.ws_url())
+    await sock.conn.write_message('{"type": "subscribe", "channels": ["\\ud800"]}')
+    frames = await sock.wait(lambda fs: any(f["type"] == "error" for f in fs))
+    assert [f["channel"] for f in frames if f["type"] == "error"] == ["\ud800"]
+    await sock.conn.write_message('{"type": "subscribe", "channels": ["demo:after"]}')
+    await sock.wait(lambda fs: any(f["type"] == "subscribed" for f in fs))
+    log = server.log()
+    assert "Traceback" not in log and "UnicodeEncodeError" not in log, log

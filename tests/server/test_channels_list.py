@@ -4,6 +4,7 @@ sharing one Redis (issue 12)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,6 +20,7 @@ from server.processes import (
     api,
     as_json,
     assert_error,
+    cli,
     fetch,
     poll,
     until,
@@ -212,6 +214,34 @@ async def test_redis_counts_cover_every_process(
 
 async def _not(check: Callable[[], Awaitable[bool]]) -> bool:
     return not await check()
+
+
+async def test_channel_info_counts_every_process_as_the_list_does(
+    spawn: Callable[..., ServerProcess], http: Any, lives: Callable[..., Live]
+) -> None:
+    """Issue 17: ``torchannels info`` said 0 subscribers under Redis while
+    ``torchannels channels`` said 1: the info answer had no ``subscribers``."""
+    prefix = f"tc-test-{uuid.uuid4().hex[:12]}"
+    flags = ["--broker", shared_redis(), "--redis-prefix", prefix, "--history-ttl", "120",
+             "--api-key", KEY, "--no-demo"]  # fmt: skip
+    a, b = spawn(*flags), spawn(*flags)
+    live = lives(b.url(transport="sse", channel="demo:info"))
+    await live.wait(lambda fs: any(f["type"] == "subscribed" for f in fs))
+    await publish(http, a, "demo:info", 1)
+
+    async def counted() -> bool:
+        info = as_json(await api(http, a, "/api/channels/demo:info"))
+        return bool(info["subscribers"] == 1)
+
+    await until(counted, "b's subscriber counted in a's info")
+    info = as_json(await api(http, a, "/api/channels/demo:info"))
+    assert set(info) == ROW_KEYS and info["local_subscribers"] == 0
+    row = next(r for r in (await page(http, a))["channels"] if r["channel"] == "demo:info")
+    assert row == info
+    shown = cli("info", "demo:info", "--url", a.base, "--api-key", KEY, "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["subscribers"] == 1, shown
+    table = cli("info", "demo:info", "--url", a.base, "--api-key", KEY)
+    assert table.stdout.splitlines()[1].split()[-1] == "1", table.stdout
 
 
 async def test_redis_reads_create_no_channel_and_no_key(

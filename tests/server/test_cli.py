@@ -165,6 +165,10 @@ async def test_cli_publish_succeeds_and_prints_the_position(
         pytest.param(["bad channel", "{}", "--api-key", KEY], {}, 1, "invalid_channel",
                      id="bad-channel"),
         pytest.param(["demo:cli", "{}"], {}, 2, "give the API key", id="no-key"),
+        pytest.param(['{"a":1}', "demo:chat", "--api-key", KEY], {}, 2,
+                     "the arguments look swapped: '{\"a\":1}' is the message and 'demo:chat' "
+                     "the channel; CHANNEL comes first: torchannels publish demo:chat "
+                     "'{\"a\":1}'", id="swapped"),
     ],
 )  # fmt: skip
 def test_cli_publish_fails_cleanly(

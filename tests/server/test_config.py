@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import shutil
 import socket
 import subprocess
@@ -86,6 +87,9 @@ def test_defaults() -> None:
         "body_timeout": 60.0,
         "backlog": 0,
         "max_connections": 0,
+        "max_connections_per_ip": 0,
+        "internal_port": None,
+        "internal_host": "127.0.0.1",
         "allowed_origins": (),
         "cors_credentials": False,
         "dev": False,
@@ -153,6 +157,23 @@ LAYERS: dict[str, tuple[str, str, tuple[str, ...], Any, Any, Any]] = {
     "body_timeout": ("body_timeout = 4", "5", ("--body-timeout", "6.5"), 4.0, 5.0, 6.5),
     "backlog": ("backlog = 10", "20", ("--backlog", "30"), 10, 20, 30),
     "max_connections": ("max-connections = 10", "20", ("--max-connections", "30"), 10, 20, 30),
+    "max_connections_per_ip": (
+        "max-connections-per-ip = 1",
+        "2",
+        ("--max-connections-per-ip", "3"),
+        1,
+        2,
+        3,
+    ),
+    "internal_port": ("internal_port = 9101", "0", ("--internal-port", "9103"), 9101, 0, 9103),
+    "internal_host": (
+        'internal-host = "10.0.0.5"',
+        "::1",
+        ("--internal-host", "0.0.0.0"),
+        "10.0.0.5",
+        "::1",
+        "0.0.0.0",
+    ),
     "allowed_origins": (
         'allowed_origins = ["https://a.example"]',
         "https://B.example/,http://c.example:8080",
@@ -260,6 +281,27 @@ async def test_empty_value_switches_off_a_lower_layer_in_a_running_hub(
     assert_error(response, 403, "api_disabled")
     doc = await poll(http, hub, ["demo:chat"])  # no anonymous channels at all now
     assert outline(doc["frames"]) == [("error", "demo:chat", "token_required")]
+
+
+def test_an_empty_internal_port_switches_it_off(tmp_path: Path) -> None:
+    config = load(env={env_name("internal_port"): ""}, toml="internal-port = 9101", tmp=tmp_path)
+    assert config.internal_port is None
+    assert load(("--internal-port", ""), {env_name("internal_port"): "0"}).internal_port is None
+    assert load(toml='internal_port = ""', tmp=tmp_path).internal_port is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--internal-port", "-1"), "--internal-port: '-1' must be between 0 and 65535"),
+        (("--internal-port", "x"), "--internal-port: 'x' is not an integer"),
+        (("--max-connections-per-ip", "-1"), "--max-connections-per-ip: '-1' must be >= 0"),
+        (("--port", "9000", "--internal-port", "9000"), "--internal-port 9000 is --port too"),
+    ],
+)
+def test_bad_listener_options_are_refused(flags: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load(flags)
 
 
 def test_namespace_may_hold_other_options() -> None:

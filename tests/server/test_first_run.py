@@ -110,7 +110,7 @@ async def test_the_demo_page_shows_the_working_command_in_dev_mode(spawn: Any, h
     banner = dev_banner(hub)
     page = (await fetch(http, hub.base + "/")).body.decode()
     assert "no-store" in (await fetch(http, hub.base + "/")).headers["Cache-Control"]
-    config = re.search(r"var config = (\{.*?\});\n", page)
+    config = re.search(r'<script type="application/json" id="demo-config">(.*?)</script>', page)
     assert config, page
     shown = json.loads(config.group(1))
     key = re.search(r"^API key .*: (\S+)$", banner, re.M)
@@ -232,3 +232,26 @@ async def test_dev_mode_with_workers_shares_one_generated_key(spawn: Any, http: 
         if workers_seen == {0, 1}:
             break
     assert workers_seen == {0, 1}
+
+
+async def test_the_banner_and_the_demo_page_point_to_the_admin_page(spawn: Any, http: Any) -> None:
+    """Issue 17: neither said that /admin exists, nor what its password is."""
+    text = banner(ServerConfig(dev=True, api_key="k3y"), 8090, key_generated=False)
+    assert "admin page (live connections, channels, a tail of any channel): " \
+           "http://127.0.0.1:8090/admin\nits password is the API key" in text  # fmt: skip
+    own = banner(ServerConfig(dev=True, api_key="k3y", admin_password="pw"), 8090)
+    assert "its password is the --admin-password (TORCHANNELS_ADMIN_PASSWORD)" in own
+    assert "/admin" not in banner(ServerConfig(dev=True, api_key="k3y", admin=False), 8090)
+    # With an internal listener the admin page is there, not on the public port.
+    inside = banner(ServerConfig(dev=True, api_key="k3y", internal_port=9000), 8090, internal=9000)
+    assert "a tail of any channel): http://127.0.0.1:9000/admin\n" in inside, inside
+    cases = [(["--dev"], "its password is the API key"),
+             (["--admin-password", "pw"], "its password is the --admin-password"),
+             (["--dev", "--no-admin"], None),
+             (["--dev", "--internal-port", "0"], "on this hub's internal listener")]  # fmt: skip
+    for flags, hint in cases:
+        page = (await fetch(http, spawn(*flags).base + "/")).body.decode()
+        if hint is None:
+            assert 'id="admin-link"' not in page
+        else:
+            assert hint in page and ('href="/admin"' in page) == ("--internal-port" not in flags)

@@ -10,26 +10,23 @@ What a reader at a position receives is decided by one pure function,
 :func:`plan_read`, which every broker calls, so no two brokers can disagree
 on when to reset or whether a state is served.
 
-Publishing is ordered per process. :meth:`Broker.publish_soon` (the seed's
-synchronous ``send``) stamps and encodes at once and queues the message;
-the queue is stored in order, in batches (one round trip for a network
-broker), and :meth:`Broker.flush` raises what failed. ``publish`` and
-``set_state`` go through the same queue, so a process's publications keep
-the order in which it made them, whatever mix of calls it used.
+Publishing is ordered per process: a process's publications keep the
+order in which it made them, whatever mix of calls it used. The in-memory
+broker stores each at once; a network broker queues them and stores the
+queue in batches (:mod:`.publish_queue`).
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import RESET_EPOCH, RESET_INVALID, RESET_TRIMMED, TorChannelsError
-from ..frames import Draft, Publication
+from ..errors import RESET_EPOCH, RESET_INVALID, RESET_TRIMMED
+from ..frames import Publication
 from ..protocol import Position
 
 log = logging.getLogger("torchannels.broker")
@@ -184,25 +181,24 @@ def check_unbroken(since: Position | None, result: ReadResult, top: int | None) 
     return ReadResult(plan.position, [p for p in pubs if p.offset > plan.after], None, plan.reset)
 
 
-class QueuedOp:
-    """One queued publish (``state`` False) or set_state (``state`` True)."""
-
-    __slots__ = ("channel", "drafts", "future", "state")
-
-    def __init__(self, channel: str, drafts: list[Draft], state: bool) -> None:
-        self.channel = channel
-        self.drafts = drafts
-        self.state = state
-        self.future: asyncio.Future[Any] | None = None
+def all_or_first_failure(outcomes: Sequence[Publication | BaseException]) -> list[Publication]:
+    """The publications of a :meth:`Broker.publish_many` batch, or its first
+    failure (raised once every member has ended: a failed one does not stop
+    the others)."""
+    publications: list[Publication] = []
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        publications.append(outcome)
+    return publications
 
 
 class Broker(abc.ABC):
     """Abstract broker. Reads and writes are coroutines so network brokers fit.
 
-    A network broker implements :meth:`_store` (a batch of publishes and
-    set_states in one round trip, in order) and the read side; the queue
-    that gives ``publish_soon``, ``publish``, ``set_state`` and ``flush``
-    their order is here.
+    The interface, and the history policies every broker shares. A network
+    broker keeps its publications in order with a
+    :class:`~.publish_queue.PublishQueue`.
     """
 
     def __init__(
@@ -213,11 +209,6 @@ class Broker(abc.ABC):
         self.clock = clock
         self._policies: dict[str, HistoryPolicy] = {}
         self._resync_listeners: list[ResyncListener] = []
-        self._queue: list[QueuedOp] = []
-        self._pump: asyncio.Task[None] | None = None
-        self._failures: list[BaseException] = []
-        #: Queued publishes and set_states that failed (logged, raised by flush).
-        self.failed_publishes = 0
 
     # -- history policies -------------------------------------------------------
 
@@ -253,8 +244,9 @@ class Broker(abc.ABC):
                 best = (len(key), policy)
         return self.default_policy if best is None else best[1]
 
-    # -- publishing: one ordered queue per process ------------------------------
+    # -- publishing, ordered per process ------------------------------------------
 
+    @abc.abstractmethod
     def publish_soon(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
         """Stamp and encode ``message`` now, store it soon, in order.
 
@@ -264,122 +256,45 @@ class Broker(abc.ABC):
         for a message JSON cannot carry. A failure to store is logged,
         counted in ``failed_publishes`` and raised by :meth:`flush`.
         """
-        op = self._op(channel, [message], state=False)
-        self._enqueue(op)
-        return dict(op.drafts[0].data)
 
+    @abc.abstractmethod
     def set_state_soon(self, channel: str, messages: list[dict[str, Any]]) -> Position | None:
         """:meth:`set_state`, queued like :meth:`publish_soon`; returns the
         position the state stands for where the broker knows it at once."""
-        self._enqueue(self._op(channel, messages, state=True))
-        return None
 
+    @abc.abstractmethod
     async def publish(self, channel: str, message: dict[str, Any]) -> Publication:
         """Stamp, store and deliver ``message``; returns once it is stored."""
-        result: Publication = await self._wait(self._op(channel, [message], state=False))
-        return result
 
+    @abc.abstractmethod
     async def publish_many(
         self, messages: Sequence[tuple[str, dict[str, Any]]]
     ) -> list[Publication]:
         """:meth:`publish` each ``(channel, message)`` in this order (channels
         may differ and repeat); returns once all are stored, one publication
         per message. Every channel is checked and every message stamped and
-        encoded before any is queued, so a bad one stores none. The queue
-        stores them in one batch (one round trip, a few script calls on
-        Redis); if some fail, the others are still stored and the first
+        encoded before any is stored, so a bad one stores none. A network
+        broker stores them in one batch (one round trip, a few script calls
+        on Redis); if some fail, the others are still stored and the first
         failure is raised once all have ended."""
-        ops = [self._op(channel, [message], state=False) for channel, message in messages]
-        loop = asyncio.get_running_loop()
-        for op in ops:
-            op.future = loop.create_future()
-            self._enqueue(op)
-        results: list[Publication] = []
-        failure: BaseException | None = None
-        for op in ops:
-            assert op.future is not None
-            try:
-                results.append(await op.future)
-            except Exception as exc:
-                failure = failure or exc
-        if failure is not None:
-            raise failure
-        return results
 
+    @abc.abstractmethod
     async def set_state(self, channel: str, messages: list[dict[str, Any]]) -> Position:
         """Replace, for fresh joiners, all history up to now with ``messages``."""
-        result: Position = await self._wait(self._op(channel, messages, state=True))
-        return result
 
-    def _op(self, channel: str, messages: list[dict[str, Any]], *, state: bool) -> QueuedOp:
-        """Check ``channel`` and stamp ``messages`` now, before anything is queued."""
-        self.check_channel(channel)
-        now = self.clock()
-        return QueuedOp(channel, [Draft(channel, m, now) for m in messages], state=state)
+    async def flush(self) -> None:  # noqa: B027 - nothing is queued by default
+        """Wait until everything queued so far is stored; raise the first
+        failure since the last flush (the others are logged and counted)."""
+
+    @property
+    def failed_publishes(self) -> int:
+        """Queued publishes and set_states that failed (logged, raised by
+        :meth:`flush`); 0 where nothing is queued."""
+        return 0
 
     def check_channel(self, channel: str) -> None:  # noqa: B027 - an optional hook
         """Raise :class:`~torchannels.ChannelNameError` for a name this broker
         cannot store (beyond the protocol's rules); by default any is fine."""
-
-    async def flush(self) -> None:
-        """Wait until everything queued so far is stored; raise the first
-        failure since the last flush (the others are logged and counted)."""
-        while self._pump is not None:
-            await asyncio.shield(self._pump)
-        if self._failures:
-            first = self._failures[0]
-            self._failures.clear()
-            raise first
-
-    async def _wait(self, op: QueuedOp) -> Any:
-        op.future = asyncio.get_running_loop().create_future()
-        self._enqueue(op)
-        return await op.future
-
-    def _enqueue(self, op: QueuedOp) -> None:
-        if self._pump is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                raise TorChannelsError(
-                    f"{type(self).__name__} publishes from the event loop: call send() "
-                    "and set_state() on the IOLoop's thread"
-                ) from None
-            self._pump = loop.create_task(self._drain())
-        self._queue.append(op)
-
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                try:
-                    results = await self._store(batch)
-                except Exception as exc:
-                    results = [exc] * len(batch)
-                for op, result in zip(batch, results, strict=True):
-                    self._settle(op, result)
-        finally:
-            self._pump = None
-
-    def _settle(self, op: QueuedOp, result: Publication | Position | BaseException) -> None:
-        if op.future is not None:  # an awaited publish: its caller gets the outcome
-            if not op.future.done():
-                if isinstance(result, BaseException):
-                    op.future.set_exception(result)
-                else:
-                    op.future.set_result(result)
-        elif isinstance(result, BaseException):
-            self.failed_publishes += 1
-            self._failures.append(result)
-            what = "set_state" if op.state else "publish"
-            log.error("queued %s to %r failed: %s", what, op.channel, result)
-
-    async def _store(self, batch: list[QueuedOp]) -> list[Publication | Position | BaseException]:
-        """Store ``batch`` in order; one result per op: the publication, the
-        state's position, or the exception that op failed with. A network
-        broker implements it with one round trip; a broker that stores
-        synchronously overrides the four publishing methods instead."""
-        raise NotImplementedError
 
     # -- reading and delivery ---------------------------------------------------
 
@@ -424,6 +339,12 @@ class Broker(abc.ABC):
         """False while the broker is known to be unreachable (for /health)."""
         return True
 
+    async def ping(self) -> None:
+        """Ask the broker whether it answers now; raise if it does not. The
+        caller bounds the wait (``/health`` gives it a second). A broker in
+        this process always answers."""
+        return None
+
     @abc.abstractmethod
     async def info(self, channel: str) -> ChannelInfo:
         """Position and history size of ``channel``."""
@@ -444,7 +365,5 @@ class Broker(abc.ABC):
         listed or not, but no other name is skipped or repeated.
         """
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - nothing to release by default
         """Store what is queued, then release connections."""
-        while self._pump is not None:
-            await asyncio.shield(self._pump)

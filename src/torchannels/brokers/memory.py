@@ -34,6 +34,7 @@ from .base import (
     HistoryPolicy,
     Listener,
     ReadResult,
+    all_or_first_failure,
     check_unbroken,
     plan_read,
 )
@@ -205,6 +206,8 @@ class MemoryBroker(Broker):
         return check_unbroken(since, result, ch.top)
 
     # -- the Broker interface ---------------------------------------------------
+    # Publishing stores at once, so there is no queue to wait for: ``flush``
+    # and ``close`` have nothing to do.
 
     def publish_soon(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
         """Publishes at once: the copy carries ``epoch`` and ``offset`` too."""
@@ -221,16 +224,13 @@ class MemoryBroker(Broker):
     ) -> list[Publication]:
         now = self.clock()
         drafts = [Draft(channel, message, now) for channel, message in messages]
-        results: list[Publication] = []
-        failure: ChannelLimitError | None = None
-        for draft in drafts:  # like the queue: a failed one does not stop the others
+        outcomes: list[Publication | BaseException] = []
+        for draft in drafts:  # a failed one does not stop the others
             try:
-                results.append(self._publish(draft, now))
+                outcomes.append(self._publish(draft, now))
             except ChannelLimitError as exc:
-                failure = failure or exc
-        if failure is not None:
-            raise failure
-        return results
+                outcomes.append(exc)
+        return all_or_first_failure(outcomes)
 
     async def set_state(self, channel: str, messages: list[dict[str, Any]]) -> Position:
         return self.set_state_nowait(channel, messages)

@@ -4,8 +4,9 @@ Epochs and offsets are assigned in Redis, so positions are global: a
 client resumes on any process. Per channel, under the hash tag
 ``{PREFIX:CHANNEL}`` (one Cluster slot), Redis holds a meta hash (epoch,
 last offset), a stream (the history, trimmed to exactly ``size`` entries
-and to ``ttl`` seconds of age) and a state hash; every key expires after
-``ttl`` seconds without a publish or set_state, so idle channels cost
+and to ``ttl`` seconds of age) and a state hash; the stream and state
+expire after ``ttl`` seconds without a publish or set_state, and the meta
+(about 100 bytes) after ``meta_ttl``, so idle channels cost next to
 nothing. An empty Redis (restart without persistence, FLUSHDB, eviction)
 therefore starts new epochs: resumers get an honest ``epoch_changed``.
 
@@ -38,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..frames import Publication
 from ..protocol import Position
-from .base import Broker, ChannelInfo, HistoryPolicy, Listener, QueuedOp, ReadResult
+from .base import Broker, ChannelInfo, HistoryPolicy, Listener, ReadResult
+from .publish_queue import PublishQueue
 from .redis_delivery import Delivery
 from .redis_errors import redis_py
 from .redis_store import Store
@@ -99,6 +101,13 @@ class RedisBroker(Broker):
             reconnect_cap=reconnect_cap,
             subscribe_timeout=subscribe_timeout,
         )
+        #: Publications in order, stored a batch per round trip.
+        self._queue = PublishQueue(
+            self._data.store,
+            check_channel=self.check_channel,
+            clock=self._now,
+            owner=type(self).__name__,
+        )
         self._closed = False
 
     @classmethod
@@ -156,13 +165,42 @@ class RedisBroker(Broker):
     def available(self) -> bool:
         return not self._closed and self._delivery.ok and self._data.ok
 
+    async def ping(self) -> None:
+        """A PING (to every primary of a Cluster); raises the client's error."""
+        if self.cluster:
+            await self.client.ping(target_nodes="primaries")
+        else:
+            await self.client.ping()
+        self._data.ok = True  # Redis answers again, even if no command ran since it failed
+
     def _now(self) -> float:
         return self.clock()
 
-    # -- publishing and reading ---------------------------------------------------
+    # -- publishing (through the queue) and reading --------------------------------
 
-    async def _store(self, batch: list[QueuedOp]) -> list[Publication | Position | BaseException]:
-        return await self._data.store(batch)
+    def publish_soon(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
+        return self._queue.publish_soon(channel, message)
+
+    def set_state_soon(self, channel: str, messages: list[dict[str, Any]]) -> None:
+        self._queue.set_state_soon(channel, messages)
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> Publication:
+        return await self._queue.publish(channel, message)
+
+    async def publish_many(
+        self, messages: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[Publication]:
+        return await self._queue.publish_many(messages)
+
+    async def set_state(self, channel: str, messages: list[dict[str, Any]]) -> Position:
+        return await self._queue.set_state(channel, messages)
+
+    async def flush(self) -> None:
+        await self._queue.flush()
+
+    @property
+    def failed_publishes(self) -> int:
+        return self._queue.failed_publishes
 
     async def read(self, channel: str, since: Position | None) -> ReadResult:
         return await self._data.read(channel, since)
@@ -199,7 +237,7 @@ class RedisBroker(Broker):
 
     async def close(self) -> None:
         """Store what is queued, stop the pub/sub reader, close connections."""
-        await super().close()
+        await self._queue.drain()
         self._closed = True
         await self._delivery.close()
         if self._owns_client:

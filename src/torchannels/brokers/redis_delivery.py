@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BrokerError, BrokerUnavailable
@@ -72,6 +72,8 @@ class Delivery:
         self._recovery: asyncio.Task[None] | None = None
         self._lost_again = False
         self._closed = False
+        #: UNSUBSCRIBEs taken back after a cancelled subscribe.
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     # -- listeners ----------------------------------------------------------------
 
@@ -82,23 +84,38 @@ class Delivery:
             return
         name = self._pubsub_name(channel)
         self._wanted[name] = channel
+        sent = False
         try:
             await self.start()
             feed = await self._feed_for(name)
+            sent = True  # from here the SUBSCRIBE may reach Redis, confirmed or not
             await feed.subscribe([name], self._subscribe_timeout)
         except BaseException:
-            self._drop(channel, listener)
+            if self._drop(channel, listener) and sent:
+                # Cancelled (or failed) after the SUBSCRIBE went out: take it
+                # back, from a task of its own since this one is cancelled.
+                self._cleanup(self._unsubscribe_name(name))
             raise
 
     async def unsubscribe(self, channel: str, listener: Listener) -> None:
-        if not self._drop(channel, listener):
-            return
-        name = self._pubsub_name(channel)
+        if self._drop(channel, listener):
+            await self._unsubscribe_name(self._pubsub_name(channel))
+
+    async def _unsubscribe_name(self, name: bytes) -> None:
+        """UNSUBSCRIBE ``name`` on its feed, unless it is wanted again. The
+        check and the send happen in one step, so a SUBSCRIBE made later
+        goes out after this UNSUBSCRIBE on the same connection."""
         feed = self._feeds.get(self._node_of(name))
         if feed is not None and not feed.lost and name not in self._wanted:
-            # When the connection went meanwhile there is nothing to unsubscribe.
+            # When the connection went meanwhile there is nothing to unsubscribe:
+            # a feed that is re-made subscribes only what is wanted then.
             with contextlib.suppress(BrokerError):
                 await feed.unsubscribe([name], self._subscribe_timeout)
+
+    def _cleanup(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     def _drop(self, channel: str, listener: Listener) -> bool:
         """Forget ``listener``; True when it was the channel's last."""
@@ -265,10 +282,20 @@ class Delivery:
             for node, names in by_node.items():
                 feed = self._feeds.get(node) or await self._open_feed(node)
                 await feed.subscribe(names, self._subscribe_timeout)
+            # An unsubscribe while this ran may have found no feed to send on
+            # (its node's was not made yet), or sent before our SUBSCRIBE:
+            # take back what is no longer wanted. One made from here on finds
+            # its feed, and its UNSUBSCRIBE follows our SUBSCRIBE.
+            for node, names in by_node.items():
+                stale = [name for name in names if name not in self._wanted]
+                if stale:
+                    await self._feeds[node].unsubscribe(stale, self._subscribe_timeout)
 
     async def close(self) -> None:
         """Stop reconnecting and close every feed."""
         self._closed = True
+        for task in list(self._cleanups):
+            task.cancel()
         if self._recovery is not None:
             self._recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):

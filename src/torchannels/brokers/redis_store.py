@@ -24,11 +24,11 @@ from .base import (
     NO_EPOCH,
     ChannelInfo,
     HistoryPolicy,
-    QueuedOp,
     ReadResult,
     check_unbroken,
     plan_read,
 )
+from .publish_queue import QueuedOp
 from .redis_errors import broker_error, redis_py, unreachable
 
 if TYPE_CHECKING:

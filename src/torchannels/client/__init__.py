@@ -3,22 +3,26 @@ and publish through a hub's API. Runtime dependency: Tornado only.
 
 ::
 
-    from torchannels.client import Client, Message, Publisher
+    from torchannels.client import ChannelError, Client, Message, Publisher
 
-    Publisher("http://127.0.0.1:8090", "s3cret").publish("news", {"text": "hi"})
+    Publisher("http://127.0.0.1:8090", api_key).publish("demo:chat", {"text": "hi"})
 
     async with Client("http://127.0.0.1:8090/channels") as client:
-        async for event in client.subscribe("news"):
+        async for event in client.subscribe("demo:chat"):  # a ChannelFeed
             if isinstance(event, Message):
                 print(event.data)
+            elif isinstance(event, ChannelError):
+                print("refused:", event.code)
 
 See docs/python-client.md.
 """
 
 from __future__ import annotations
 
+import warnings
+
 from .calls import ChannelInfo, ChannelPage, Published, StateSet
-from .client import TRANSPORTS, Client, Subscription
+from .client import TRANSPORTS, ChannelFeed, Client
 from .errors import (
     APIError,
     AuthError,
@@ -40,6 +44,7 @@ __all__ = [
     "AsyncPublisher",
     "AuthError",
     "ChannelError",
+    "ChannelFeed",
     "ChannelInfo",
     "ChannelPage",
     "Client",
@@ -56,8 +61,20 @@ __all__ = [
     "StateSet",
     "Status",
     "SubscribeError",
-    "Subscription",
     "SyncSubscription",
     "UnavailableError",
     "subscribe_sync",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ``Subscription`` was this package's name for ChannelFeed up to 0.1; it
+    # read as torchannels.Subscription (what can_access is asked about).
+    if name == "Subscription":
+        warnings.warn(
+            "torchannels.client.Subscription is now torchannels.client.ChannelFeed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ChannelFeed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

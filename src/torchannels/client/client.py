@@ -1,4 +1,4 @@
-"""The asyncio subscriber: :class:`Client` and its :class:`Subscription`.
+"""The asyncio subscriber: :class:`Client` and the :class:`ChannelFeed` it gives.
 
 ::
 
@@ -13,7 +13,7 @@
 
 A subscription is driven by its iteration: no task runs in the background.
 Cancelling the iterating task, leaving the ``async for``/``async with``, or
-:meth:`Subscription.aclose` closes its connection before returning.
+:meth:`ChannelFeed.aclose` closes its connection before returning.
 See docs/python-client.md.
 """
 
@@ -87,16 +87,16 @@ class Client:
         self.connect_timeout, self.ping_leeway = connect_timeout, ping_leeway
         self.longpoll_timeout, self.poll_interval = longpoll_timeout, poll_interval
         self.rng = random.Random(seed)
-        self._subscriptions: set[Subscription] = set()
+        self._subscriptions: set[ChannelFeed] = set()
 
-    def subscribe(self, *channels: str, cursor: str | None = None) -> Subscription:
+    def subscribe(self, *channels: str, cursor: str | None = None) -> ChannelFeed:
         """A subscription to ``channels`` (the cursor's channels when none is
         named), resuming from ``cursor`` for the channels it has."""
         positions = parse_cursor(cursor or "", 1 << 16) if cursor else {}
         names = list(dict.fromkeys(check_channel(c) for c in channels)) or list(positions)
         if not names:
             raise ValueError("name a channel, or give a cursor")
-        sub = Subscription(self, names, {c: p for c, p in positions.items() if c in names})
+        sub = ChannelFeed(self, names, {c: p for c, p in positions.items() if c in names})
         self._subscriptions.add(sub)
         return sub
 
@@ -131,9 +131,11 @@ class Client:
             self.on_status(status)
 
 
-class Subscription:
-    """An async iterator of :class:`Message`, :class:`Reset` and
-    :class:`ChannelError` events; ``cursor`` is where it stands now."""
+class ChannelFeed:
+    """What :meth:`Client.subscribe` gives: an async iterator of
+    :class:`Message`, :class:`Reset` and :class:`ChannelError` events;
+    ``cursor`` is where it stands now. (Not :class:`torchannels.Subscription`,
+    which is what a hub's ``can_access`` is asked about.)"""
 
     def __init__(self, client: Client, channels: list[str], positions: dict[str, Position]) -> None:
         self.client = client
@@ -160,7 +162,7 @@ class Subscription:
         """The channels still asked for (refused ones are dropped)."""
         return list(self.tracker.channels)
 
-    def __aiter__(self) -> Subscription:
+    def __aiter__(self) -> ChannelFeed:
         return self
 
     async def __anext__(self) -> Event:
@@ -172,7 +174,7 @@ class Subscription:
         finally:
             self._running = False
 
-    async def __aenter__(self) -> Subscription:
+    async def __aenter__(self) -> ChannelFeed:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -251,6 +253,7 @@ class Subscription:
                         events = t.apply(frame)
                         self._announce(transport)  # once the `connected` frame came
                         for event in events:
+                            t.handed_out(event)  # the cursor covers what was yielded
                             yield event
                     if t.ping is not None:
                         timeout = t.ping + c.ping_leeway

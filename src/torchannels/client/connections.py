@@ -31,6 +31,7 @@ import tornado.iostream
 import tornado.websocket
 
 from .decode import DecodeError, NDJSONDecoder, SSEDecoder
+from .errors import plain_reason
 from .httpget import Get
 
 #: Seconds :meth:`close` waits for Tornado to wind a connection down.
@@ -142,7 +143,7 @@ class HTTPConnection:
     def _finish(self, error: str | None) -> None:
         """The request is over: its frames (poll), or why it ended."""
         if error is not None and not (self.status and self.status != 200):
-            raise Dropped(f"{self.transport}: {error}")
+            raise Dropped(error)
         if self.status != 200:
             raise _failed(self.status, self._body)
         if self.streaming:
@@ -197,7 +198,7 @@ class WebSocketConnection:
                 raise _failed(exc.code, body or b"") from exc
             if isinstance(exc, OSError | TimeoutError | tornado.iostream.StreamClosedError
                           | tornado.websocket.WebSocketError):  # fmt: skip
-                raise Dropped(f"websocket: {exc!r}") from exc
+                raise Dropped(plain_reason(exc)) from exc
             raise
         return cls(conn)
 

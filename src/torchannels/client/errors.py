@@ -8,11 +8,44 @@ the class for what to do, on ``code`` for the detail. Subscribing raises
 
 from __future__ import annotations
 
+import os
+import socket
+import ssl
+
 from ..errors import TorChannelsError
 
 
 class ClientError(TorChannelsError):
     """Root of everything :mod:`torchannels.client` raises on purpose."""
+
+
+def plain_reason(exc: BaseException) -> str:
+    """Why a connection failed, in the words a person reads: the system's
+    message for its errno, not the repr of whatever wrapped it.
+
+    >>> plain_reason(ConnectionRefusedError(111, "Connection refused"))
+    'connection refused'
+    >>> import tornado.iostream
+    >>> plain_reason(tornado.iostream.StreamClosedError(real_error=ConnectionResetError(104, "x")))
+    'connection reset by peer'
+    >>> plain_reason(TimeoutError())
+    'timed out'
+    """
+    real = getattr(exc, "real_error", None)  # Tornado's StreamClosedError says why in it
+    if isinstance(real, BaseException):
+        return plain_reason(real)
+    if type(exc).__name__ == "StreamClosedError":
+        return "the connection closed"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed: {exc.reason or exc}"
+    if isinstance(exc, TimeoutError) and not exc.errno:
+        return "timed out"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno).lower()
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class ConnectError(ClientError):

@@ -71,8 +71,10 @@ class Status:
     """A change of the connection, for ``Client(on_status=...)``.
 
     ``state`` is ``"connected"`` (``transport`` delivers) or
-    ``"reconnecting"`` (the connection ended: ``reason`` says why, and the
-    next attempt comes after ``delay`` seconds, 0 for at once)."""
+    ``"reconnecting"`` (the connection ended or could not be made:
+    ``reason`` says why, a network failure in plain words such as
+    ``connection refused``, and the next attempt comes after ``delay``
+    seconds, 0 for at once)."""
 
     state: str
     transport: str

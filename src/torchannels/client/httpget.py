@@ -23,6 +23,8 @@ import tornado.tcpclient
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 
+from .errors import plain_reason
+
 #: Bytes of response headers accepted.
 MAX_HEADER = 65536
 
@@ -70,7 +72,7 @@ class Get(httputil.HTTPMessageDelegate):
             connection.finish()
             await connection.read_response(self)
         except Exception as exc:  # OSError, TimeoutError, StreamClosedError, HTTPInputError...
-            self._end(f"{exc!r}")  # whatever it was, this request failed: say so, once
+            self._end(plain_reason(exc))  # whatever it was, this request failed: say so, once
         finally:
             if self._stream is not None:
                 self._stream.close()

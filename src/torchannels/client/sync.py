@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-from .client import Client, Subscription
+from .client import ChannelFeed, Client
 from .events import Event
 
 
@@ -34,7 +34,7 @@ class SyncSubscription:
         self.timeout = timeout
         self._runner = asyncio.Runner()
         self._client = Client(url, **options)
-        self._sub: Subscription = self._client.subscribe(*channels, cursor=cursor)
+        self._sub: ChannelFeed = self._client.subscribe(*channels, cursor=cursor)
         self._closed = False
 
     @property

@@ -8,6 +8,17 @@ docs/protocol.md says, and what one connection has shown so far.
 [Message(channel='chat', epoch='e1', offset=5, state=False)]
 >>> t.positions
 {'chat': Position(epoch='e1', offset=5)}
+
+A state moves the position only as its last message is handed out, so a
+cursor never covers state messages the consumer has not had:
+
+>>> state = [{"channel": "chat", "epoch": "e2", "offset": 9, "k": k} for k in (1, 2)]
+>>> first, last = t.apply({"type": "subscribed", "channel": "chat", "epoch": "e2",
+...                        "offset": 9, "state": state})
+>>> t.handed_out(first); t.positions
+{}
+>>> t.handed_out(last); t.positions
+{'chat': Position(epoch='e2', offset=9)}
 """
 
 from __future__ import annotations
@@ -24,7 +35,9 @@ class MalformedFrame(ValueError):
 
 
 class Tracker:
-    """``channels`` still asked for and their ``positions``; per connection
+    """``channels`` still asked for and their ``positions`` (a channel whose
+    state is being handed out has none until its last message is: see
+    :meth:`handed_out`); per connection
     (reset by :meth:`start`): ``connected``, ``ping`` (the server's interval),
     ``pinged``, ``delivered`` (a channel frame arrived) and ``end`` (why it
     is over: a ``reconnect`` reason, or ``token_expired`` for a channel
@@ -36,6 +49,8 @@ class Tracker:
         self.channels = channels
         self.positions = positions
         self.can_renew = can_renew
+        #: channel -> (the last message of its state, the position it stands for)
+        self._held: dict[str, tuple[Event, Position]] = {}
         self.start()
 
     def start(self) -> None:
@@ -72,20 +87,41 @@ class Tracker:
         elif kind == "subscribed":
             channel = frame["channel"]
             if channel in self.channels:
-                self.positions[channel] = Position(str(frame["epoch"]), int(frame["offset"]))
+                position = Position(str(frame["epoch"]), int(frame["offset"]))
                 self.delivered = True
-                state = frame.get("state") or []
-                return [Message(channel, str(m["epoch"]), int(m["offset"]), m, state=True)
-                        for m in state]  # fmt: skip
+                state: list[Event] = [
+                    Message(channel, str(m["epoch"]), int(m["offset"]), m, state=True)
+                    for m in frame.get("state") or []
+                ]
+                self._forget(channel)
+                if state:  # the position comes with the state's last message
+                    self._held[channel] = (state[-1], position)
+                else:
+                    self.positions[channel] = position
+                return state
         elif kind == "reset":
             channel = frame["channel"]
             if channel in self.channels:
-                self.positions.pop(channel, None)
+                self._forget(channel)
                 self.delivered = True
                 return [Reset(channel, str(frame.get("reason")))]
         elif kind == "error":
             return self._error(frame)
         return []  # ping, unsubscribed, and types this client does not know
+
+    def handed_out(self, event: Event) -> None:
+        """``event`` goes to the consumer now: the last message of a state
+        gives its channel the state's position. Before that the channel has
+        none, so a cursor saved part-way through a state makes the next
+        connection join the channel afresh and get its whole state again."""
+        held = self._held.get(event.channel)
+        if held is not None and held[0] is event:
+            del self._held[event.channel]
+            self.positions[event.channel] = held[1]
+
+    def _forget(self, channel: str) -> None:
+        self.positions.pop(channel, None)
+        self._held.pop(channel, None)
 
     def _error(self, frame: dict[str, Any]) -> list[Event]:
         code, message = str(frame.get("code")), str(frame.get("message", ""))
@@ -99,6 +135,6 @@ class Tracker:
             # torchannel.js does): the refusal was about the token only.
             self.end = "token_expired"
             return []
-        self.positions.pop(channel, None)
+        self._forget(channel)
         self.channels.remove(channel)
         return [ChannelError(channel, code, message)]

@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import TorChannelsError
 from ..hub import Hub
 from ..protocol import dumps
+from ..tornado_compat import status_reason
 from .admin import (
     AdminAuth,
     AdminChannelHandler,
@@ -29,6 +30,10 @@ from .fleet import LocalCounts
 
 #: The largest message the publish box sends.
 MAX_BODY = 65536
+BODY_TOO_LARGE = (
+    f"the admin page publishes at most {MAX_BODY} bytes (a fixed limit, not "
+    "--max-publish-bytes): publish larger messages through the API"
+)
 
 
 class AdminDataHandler(AdminHandler):
@@ -56,7 +61,7 @@ class AdminDataHandler(AdminHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         code = "xsrf" if status_code == 403 else "internal" if status_code >= 500 else "http_error"
-        self.reply({"error": code, "message": self._reason})
+        self.reply({"error": code, "message": status_reason(self)})
 
 
 class AdminStatsHandler(AdminDataHandler):
@@ -89,7 +94,7 @@ class AdminPublishHandler(AdminDataHandler):
     async def post(self) -> None:
         try:
             if len(self.request.body) > MAX_BODY:
-                raise ApiError(413, "payload_too_large", f"at most {MAX_BODY} bytes")
+                raise ApiError(413, "payload_too_large", BODY_TOO_LARGE)
             body = json_body(self.request.body)
             answer = await publish_one(self.hub, _channel(body.get("channel")), body.get("data"))
         except (ApiError, TorChannelsError) as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tornado.web import RequestHandler, stream_request_body
@@ -29,6 +29,8 @@ from ..errors import (
 )
 from ..hub import Hub
 from ..protocol import check_channel, check_message, dumps, encode_message
+from ..tornado_compat import status_reason
+from .fleet import LocalCounts
 
 #: Messages one batch publish (``{"messages": [...]}``) may carry at most.
 MAX_BATCH = 1000
@@ -136,11 +138,19 @@ class ApiHandler(RequestHandler):
             self._chunks.clear()  # keep nothing of an oversized or refused body
 
     def _too_large(self) -> None:
-        raise ApiError(413, PAYLOAD_TOO_LARGE, f"body is larger than {self.max_body} bytes")
+        message = (
+            f"body is larger than {self.max_body} bytes, the server's --max-publish-bytes "
+            "(TORCHANNELS_MAX_PUBLISH_BYTES): send less, or batch fewer messages"
+        )
+        raise ApiError(413, PAYLOAD_TOO_LARGE, message)
 
     def _authenticate(self) -> None:
         if self.api_key is None:
-            raise ApiError(403, API_DISABLED, "the publish API is disabled: set an API key")
+            message = (
+                "the publish API is disabled: this server runs without an API key; start it "
+                "with --api-key (or TORCHANNELS_API_KEY), or with --dev to have one made"
+            )
+            raise ApiError(403, API_DISABLED, message)
         given = self.request.headers.get("X-API-Key")
         auth = self.request.headers.get("Authorization", "")
         if given is None and auth[:7].lower() == "bearer ":
@@ -177,7 +187,10 @@ class ApiHandler(RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.reply(
-            {"error": "internal" if status_code >= 500 else "http_error", "message": self._reason}
+            {
+                "error": "internal" if status_code >= 500 else "http_error",
+                "message": status_reason(self),
+            }
         )
 
 
@@ -217,9 +230,10 @@ async def publish_one(hub: Hub, channel: str, data: object) -> dict[str, Any]:
     return {k: message[k] for k in ("channel", "epoch", "offset", "ts")}
 
 
-def info_body(info: ChannelInfo) -> dict[str, Any]:
+def info_body(info: ChannelInfo, subscribers: Mapping[str, int]) -> dict[str, Any]:
     """A channel's info as the API answers it (``GET /api/channels/NAME``,
-    and each row of ``GET /api/channels``)."""
+    and each row of ``GET /api/channels``); ``subscribers``: counts over
+    every process, by channel."""
     return {
         "channel": info.channel,
         "epoch": info.position.epoch,
@@ -227,6 +241,7 @@ def info_body(info: ChannelInfo) -> dict[str, Any]:
         "history_length": info.history_length,
         "has_state": info.has_state,
         "local_subscribers": info.extra.get("local_subscribers", 0),
+        "subscribers": subscribers.get(info.channel, 0),
     }
 
 
@@ -332,14 +347,29 @@ class StateHandler(ApiHandler):
 
 
 class ChannelInfoHandler(ApiHandler):
-    """``GET /api/channels/NAME``: position, history length, subscribers here."""
+    """``GET /api/channels/NAME``: position, history length, and subscribers
+    here and over every process (as each row of ``GET /api/channels``)."""
+
+    def initialize(  # type: ignore[override]
+        self,
+        hub: Hub,
+        api_key: str | None,
+        max_body: int,
+        counts: LocalCounts,
+        cors: CorsPolicy | None = None,
+    ) -> None:
+        super().initialize(hub, api_key, max_body, cors)
+        self.counts = counts
 
     async def get(self, name: str) -> None:
         if self.refused():
             return
         try:
-            info = await self.hub.info(_channel(name))
+            channel = _channel(name)
+            info, subscribers = await asyncio.gather(
+                self.hub.info(channel), self.counts.subscribers([channel])
+            )
         except (ApiError, TorChannelsError) as exc:
             self.fail(exc)
             return
-        self.reply(info_body(info))
+        self.reply(info_body(info, subscribers))

@@ -7,11 +7,16 @@
 ``/channels/ws``      subscriptions on WebSocket
 ``/torchannels/*``    the browser client (torchannel.js, .mjs, .d.ts)
 ``/api/...``          the publish API (docs/api.md, ``/api/openapi.json``)
-``/health``           200 ``{"status": "ok"}``, 503 while shutting down
+``/health``           200 ``{"status": "ok"}``; 503 while shutting down or
+                      while the broker does not answer a PING (health.py)
 ``/metrics``          Prometheus metrics, with ``--metrics``
 ``/admin``            the admin page, with an admin password or API key
 ``/``                 the demo page, unless ``--no-demo``
 ====================  ==========================================================
+
+With ``--internal-port``, ``/api/...``, ``/health``, ``/metrics`` and
+``/admin`` are served by a second application on that port only (404 on
+the public one), outside the public port's connection limits.
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ from ..errors import FORBIDDEN, AccessDenied
 from ..forwarded import TrustedProxies, apply_forwarded
 from ..handlers import ChannelMixin
 from ..hub import Hub
-from ..protocol import dumps
 from ..redaction import redact
 from ..session import Subscription
 from ..tokens import ChannelPatterns, Claims, TokenError, decode_token
@@ -41,7 +45,9 @@ from .api import ChannelInfoHandler, PublishHandler, StateHandler
 from .channels_api import ChannelListHandler
 from .config import ServerConfig
 from .demo import DemoPageHandler, DemoPublishHandler, FaviconHandler
-from .fleet import make_counts
+from .fleet import LocalCounts, make_counts
+from .health import BrokerCheck, HealthHandler
+from .listener import BUSY_PER_IP, admit_request
 
 TOKEN_REQUIRED = "token_required"
 NO_TOKEN_SECRET = (
@@ -54,6 +60,8 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     """Tornado's access log line, with ``token=`` values redacted (however
     the name is URL-encoded): a token in a URL is a live credential and must
     not end up in log files. ``serve`` also filters every other log line."""
+    if isinstance(handler, TooManyFromAddressHandler):
+        return  # one line per 10 s says how many (address_limit.py), not one each
     status = handler.get_status()
     if status < 400:
         log = access_log.info
@@ -132,27 +140,6 @@ class ServerChannelHandler(ChannelMixin):
         return claims.expires if isinstance(claims, Claims) else None
 
 
-class HealthHandler(tornado.web.RequestHandler):
-    def initialize(self, hub: Hub, worker: int = 0) -> None:
-        self.hub = hub
-        self.worker = worker
-
-    def get(self) -> None:
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        hub = self.hub
-        if hub.closing:
-            self.set_status(503)
-            self.finish(dumps({"status": "shutting_down"}))
-            return
-        broker = "ok" if hub.broker.available else "unavailable"
-        status = "ok" if broker == "ok" else "broker_unavailable"
-        self.set_status(200 if status == "ok" else 503)
-        body = {"status": status, "broker": broker, "worker": self.worker}
-        body["connections"] = len(hub.connections)
-        self.finish(dumps(body))
-
-
 class OpenApiHandler(tornado.web.RequestHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
@@ -163,7 +150,8 @@ class OpenApiHandler(tornado.web.RequestHandler):
 class HubApplication(tornado.web.Application):
     """The server's application: every request from a trusted proxy gets the
     client's address, scheme and host before any handler sees it, so the
-    access log, the API and the origin checks all see the client."""
+    access log, the API and the origin checks all see the client; then it
+    counts against that client's connections (``--max-connections-per-ip``)."""
 
     def __init__(self, *args: Any, proxies: TrustedProxies, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -173,7 +161,21 @@ class HubApplication(tornado.web.Application):
         self, request: HTTPServerRequest, **kwargs: Any
     ) -> tornado.web._HandlerDelegate:
         apply_forwarded(request, self.proxies)
+        if not admit_request(request):
+            return self.get_handler_delegate(request, TooManyFromAddressHandler)
         return super().find_handler(request, **kwargs)
+
+
+class TooManyFromAddressHandler(tornado.web.RequestHandler):
+    """The answer to a request a trusted proxy forwarded for a client that
+    already has ``--max-connections-per-ip`` open: the bytes a connection
+    over the limit gets at accept, on a connection that stays open."""
+
+    def prepare(self) -> None:
+        self.set_status(503)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Retry-After", "1")
+        self.finish(BUSY_PER_IP.partition(b"\r\n\r\n")[2])
 
 
 def make_broker(config: ServerConfig) -> Broker:
@@ -192,14 +194,53 @@ def make_hub(config: ServerConfig) -> Hub:
 def make_app(
     config: ServerConfig, hub: Hub | None = None, *, worker: int = 0
 ) -> tornado.web.Application:
-    """The server application for ``config`` (with a new hub unless given);
-    ``worker`` is this process's number among ``--workers``."""
+    """The public application for ``config`` (with a new hub unless given):
+    everything, unless ``--internal-port`` moves the operators' routes to
+    the internal one (:func:`make_apps`)."""
+    return make_apps(config, hub, worker=worker)[0]
+
+
+def make_apps(
+    config: ServerConfig, hub: Hub | None = None, *, worker: int = 0
+) -> tuple[tornado.web.Application, tornado.web.Application | None]:
+    """The public application and, with ``--internal-port``, the internal
+    one, which alone then serves ``/health``, ``/metrics``, ``/admin`` and
+    the publish API (``/api/...``); ``worker`` is this process's number
+    among ``--workers``. Both share the hub."""
     hub = hub or make_hub(config)
+    counts = make_counts(hub)  # started by serve(): run.py
+    clients = _client_routes(config, hub)
+    operators = _operator_routes(config, hub, counts, worker)
+    if config.internal_port is None:
+        return _application(config, hub, counts, clients + operators), None
+    shared = [static_route(), (r"/favicon.ico", FaviconHandler)]  # the admin page's too
+    public = _application(config, hub, counts, clients + shared)
+    return public, _application(config, hub, counts, operators + shared)
+
+
+def _client_routes(config: ServerConfig, hub: Hub) -> list[Any]:
+    """What browsers and apps subscribe through, and the demo page."""
     subscribe = {
         "hub": hub,
         "token_secret": config.token_secret,
         "anonymous": ChannelPatterns(config.anonymous),
     }
+    routes: list[Any] = [
+        (r"/channels", ServerChannelHandler, subscribe),
+        (r"/channels/ws", ServerChannelHandler.websocket(), subscribe),
+    ]
+    if config.internal_port is None:
+        routes += [static_route(), (r"/favicon.ico", FaviconHandler)]
+    if config.demo:
+        routes += [
+            (r"/", DemoPageHandler, {"config": config}),
+            (r"/demo/publish", DemoPublishHandler, {"hub": hub}),
+        ]
+    return routes
+
+
+def _operator_routes(config: ServerConfig, hub: Hub, counts: LocalCounts, worker: int) -> list[Any]:
+    """The publish API, health, metrics and the admin page."""
     cors = CorsPolicy(
         config.allowed_origins,
         credentials=config.cors_credentials,
@@ -208,18 +249,17 @@ def make_app(
     )
     api = {"hub": hub, "api_key": config.api_key, "max_body": config.max_publish_bytes,
            "cors": cors}  # fmt: skip
-    counts = make_counts(hub)  # started by serve(): run.py
     routes: list[Any] = [
-        (r"/channels", ServerChannelHandler, subscribe),
-        (r"/channels/ws", ServerChannelHandler.websocket(), subscribe),
-        static_route(),
         (r"/api/publish", PublishHandler, api),
         (r"/api/state", StateHandler, api),
         (r"/api/channels", ChannelListHandler, {**api, "counts": counts}),
-        (r"/api/channels/([^/]+)", ChannelInfoHandler, api),
+        (r"/api/channels/([^/]+)", ChannelInfoHandler, {**api, "counts": counts}),
         (r"/api/openapi.json", OpenApiHandler),
-        (r"/health", HealthHandler, {"hub": hub, "worker": worker}),
-        (r"/favicon.ico", FaviconHandler),
+        (
+            r"/health",
+            HealthHandler,
+            {"hub": hub, "check": BrokerCheck(hub.broker), "worker": worker},
+        ),
     ]
     if config.metrics:
         from .metrics import MetricsHandler
@@ -228,11 +268,12 @@ def make_app(
     admin = config.admin_secret()
     if admin is not None:
         routes += admin_routes(hub, AdminAuth(admin), counts)
-    if config.demo:
-        routes += [
-            (r"/", DemoPageHandler, {"config": config}),
-            (r"/demo/publish", DemoPublishHandler, {"hub": hub}),
-        ]
+    return routes
+
+
+def _application(
+    config: ServerConfig, hub: Hub, counts: LocalCounts, routes: list[Any]
+) -> HubApplication:
     app = HubApplication(
         routes,
         proxies=hub.settings.proxies,

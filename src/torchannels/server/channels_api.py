@@ -63,7 +63,7 @@ async def list_channels(
     page = names[:limit]
     infos = await asyncio.gather(*(hub.info(name) for name in page))
     subscribers = await counts.subscribers(page)
-    rows = [{**info_body(info), "subscribers": subscribers.get(info.channel, 0)} for info in infos]
+    rows = [info_body(info, subscribers) for info in infos]
     return {"channels": rows, "next": page[-1] if len(names) > limit else None}
 
 

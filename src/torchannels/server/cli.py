@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 import urllib.error
@@ -124,6 +125,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             loaded = load_config(args, env)
             config = loaded.with_dev_key()  # dev mode: a working API key at once
             key_generated = config.api_key != loaded.api_key
+            from .admin import session_salt
+
+            session_salt()  # made before --workers fork: every worker accepts a login
             if config.metrics:
                 try:
                     from . import metrics  # noqa: F401 - fail now, not at the first scrape
@@ -168,7 +172,7 @@ def publish(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     try:
         data = json.loads(text)
     except ValueError as exc:
-        print(f"torchannels: the message is not JSON: {exc}", file=sys.stderr)
+        print(f"torchannels: {_not_json(args.channel, text, exc)}", file=sys.stderr)
         return 2
     if not isinstance(data, dict):
         print(f"torchannels: the message must be a JSON object, like {EXAMPLE}, not "
@@ -186,6 +190,22 @@ def publish(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 EXAMPLE = """'{"text": "hi"}'"""
+
+
+def _not_json(channel: str, text: str, exc: ValueError) -> str:
+    """Why MESSAGE is refused; a JSON object given as CHANNEL means the
+    two arguments were swapped (``publish '{"a":1}' demo:chat``)."""
+    try:
+        swapped = isinstance(json.loads(channel), dict)
+    except ValueError:
+        swapped = False
+    if swapped:
+        return (
+            f"the arguments look swapped: {channel!r} is the message and {text!r} the "
+            f"channel; CHANNEL comes first: torchannels publish {shlex.quote(text)} "
+            f"{shlex.quote(channel)}"
+        )
+    return f"the message is not JSON: {exc}"
 
 
 def _kind(value: object) -> str:

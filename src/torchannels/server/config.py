@@ -182,6 +182,28 @@ class ServerConfig:
         "(0: nine tenths of the open-file limit)",
         low=0,
     )
+    max_connections_per_ip: int = _opt(
+        0,
+        "int",
+        "open connections from one client address at most (past it a new one gets 503 "
+        "too_many_connections_per_ip); behind --trusted-proxies, requests are counted per "
+        "forwarded client instead (0: a tenth of the connection cap)",
+        low=0,
+        metavar="N",
+    )
+    internal_port: int | None = _opt(
+        None,
+        "int",
+        "TCP port of an internal listener serving /health, /metrics, /admin and the publish "
+        "API (/api) instead of the public port, outside the connection limits (0: any free "
+        "port; unset or empty: none, all on the public port)",
+        low=0,
+        high=65535,
+        optional=True,
+    )
+    internal_host: str = _opt(
+        "127.0.0.1", "str", "address of the internal listener (--internal-port)"
+    )
     allowed_origins: tuple[str, ...] = _opt(
         (),
         "origins",
@@ -219,6 +241,11 @@ class ServerConfig:
         for f in fields(self):
             value = _convert(f, getattr(self, f.name), f"ServerConfig({f.name}=...)")
             object.__setattr__(self, f.name, value)
+        if self.internal_port and self.internal_port == self.port:
+            raise ConfigError(
+                f"--internal-port {self.internal_port} is --port too: give the internal "
+                "listener a port of its own"
+            )
 
     def settings(self) -> Settings:
         """The subscriber-side :class:`~torchannels.Settings` these options give.
@@ -342,7 +369,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         elif meta["kind"] in ("patterns", "origins", "networks"):
             parser.add_argument(flag, action="append", metavar="LIST", help=help)
         else:
-            parser.add_argument(flag, metavar=f.name.split("_")[-1].upper(), help=help)
+            metavar = meta.get("metavar") or f.name.split("_")[-1].upper()
+            parser.add_argument(flag, metavar=metavar, help=help)
 
 
 def load_config(
@@ -424,6 +452,8 @@ def _convert(f: Field[Any], value: object, source: str, *, text: bool = False) -
                 return value
             raise ValueError("must be a boolean (1/0, true/false, yes/no, on/off)")
         if kind in ("int", "float"):
+            if meta.get("optional") and value in (None, ""):
+                return None  # an optional number: unset, or emptied by a higher layer
             return _number(kind, value, meta, text)
         if kind in ("patterns", "origins", "networks"):
             items = _items(value, text)

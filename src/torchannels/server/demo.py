@@ -19,7 +19,7 @@ import tornado.web
 
 from ..hub import Hub
 from .config import ServerConfig
-from .devmode import ORIGIN, program, publish_commands
+from .devmode import ORIGIN, admin_hint, program, publish_commands
 
 log = logging.getLogger("torchannels.demo")
 
@@ -45,12 +45,15 @@ class DemoPageHandler(tornado.web.RequestHandler):
         dev_key = config.api_key if config.dev else None
         if dev_key is not None:
             self.set_header("Cache-Control", "no-store")  # the page holds the key
-        enabled = config.api_key is not None
+        # With --internal-port the API is not on this page's port.
+        enabled = config.api_key is not None and config.internal_port is None
         commands = publish_commands(ORIGIN, dev_key, program()) if enabled else []
         page = {"apiKey": dev_key, "apiEnabled": enabled, "origin": ORIGIN, "commands": commands}
         # Inside <script>: no "</script>" or "<!--" can come out of a key.
         text = json.dumps(page).replace("<", "\\u003c").replace(">", "\\u003e")
-        self.render("demo.html", api_enabled=enabled, dev=dev_key is not None, page_config=text)
+        internal = config.internal_port is not None
+        self.render("demo.html", api_enabled=enabled, dev=dev_key is not None, page_config=text,
+                    internal=internal, admin=admin_hint(config))  # fmt: skip
 
 
 class FaviconHandler(tornado.web.RequestHandler):

@@ -74,10 +74,12 @@ def local_base(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def banner(config: ServerConfig, port: int, generated: bool) -> str:
-    """What dev mode prints after the "listening" line."""
+def banner(config: ServerConfig, port: int, generated: bool, api_port: int | None = None) -> str:
+    """What dev mode prints after the "listening" line; the publish
+    commands go to ``api_port`` on the internal host when given."""
     assert config.api_key is not None
     base = local_base(config.host, port)
+    api = base if api_port is None else local_base(config.internal_host, api_port)
     where = "generated for this run" if generated else "from --api-key/TORCHANNELS_API_KEY"
     lines = [
         f"dev mode (--dev): open {base}/ for the demo page; it shows the API key, "
@@ -85,15 +87,29 @@ def banner(config: ServerConfig, port: int, generated: bool) -> str:
         f"API key ({where}): {config.api_key}",
         "publish from another terminal with either:",
         "",
-        *(
-            c
-            for command in publish_commands(base, config.api_key, program())
-            for c in (command, "")
-        ),
+        *(c for command in publish_commands(api, config.api_key, program()) for c in (command, "")),
     ]
+    admin = admin_hint(config)
+    if admin is not None:
+        lines += [f"admin page (live connections, channels, a tail of any channel): {api}/admin",
+                  admin, ""]  # fmt: skip
     if config.host not in ("127.0.0.1", "localhost", "::1"):
         lines.append(
             f"warning: --host {config.host}: the demo page, and so the API key, can be "
             "reached from other machines"
         )
     return "\n".join(lines)
+
+
+def admin_hint(config: ServerConfig) -> str | None:
+    """How to log in to ``/admin``, as the banner and the demo page say it;
+    None when the admin page is off.
+
+    >>> admin_hint(ServerConfig(api_key="k"))
+    'its password is the API key (give it one of its own with --admin-password)'
+    """
+    if config.admin_secret() is None:
+        return None
+    if config.admin_password:
+        return "its password is the --admin-password (TORCHANNELS_ADMIN_PASSWORD) it started with"
+    return "its password is the API key (give it one of its own with --admin-password)"

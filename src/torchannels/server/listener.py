@@ -7,6 +7,11 @@ level (slowloris: many connections that never finish their headers):
 - a cap on open connections (``--max-connections``): past it, a new
   connection gets a short fixed ``503`` and is closed, before the process
   runs out of file descriptors;
+- a cap on open connections from one client address
+  (``--max-connections-per-ip``), so one address cannot take every slot:
+  counted per TCP peer at accept, and, for a peer that is a trusted
+  proxy, per forwarded client once a request's headers are read
+  (:func:`admit_request`);
 - the soft open-file limit raised to the hard one at start;
 - repeated ``accept()`` errors (``EMFILE``: too many open files) logged at
   most once per interval, with a count, instead of once per loop turn;
@@ -27,7 +32,12 @@ from collections.abc import Callable
 from typing import Any
 
 from tornado.httpserver import HTTPServer
+from tornado.httputil import HTTPServerRequest
 from tornado.iostream import IOStream, UnsatisfiableReadError
+
+from ..forwarded import TrustedProxies, forwarded_of
+from ..tornado_compat import adopt_stream, header_read_buffer, stream_socket
+from .address_limit import PerAddressLimit, peer_address
 
 log = logging.getLogger("torchannels.server")
 
@@ -50,6 +60,7 @@ def _fixed(status: str, code: str) -> bytes:
 
 
 BUSY = _fixed("503 Service Unavailable", "too_many_connections")
+BUSY_PER_IP = _fixed("503 Service Unavailable", "too_many_connections_per_ip")
 HEADERS_TOO_LARGE = _fixed("431 Request Header Fields Too Large", "headers_too_large")
 URI_TOO_LONG = _fixed("414 URI Too Long", "uri_too_long")
 
@@ -83,20 +94,42 @@ class _ServerStream(IOStream):
     """
 
     server: HubHTTPServer
+    #: The client address this connection counts against, if any.
+    client: str | None = None
 
     def close(self, exc_info: Any = False) -> None:
-        if (
-            not self.closed()
-            and isinstance(exc_info, UnsatisfiableReadError)
-            and getattr(self, "_read_regex", None) is not None
-        ):
-            pending = bytes(getattr(self, "_read_buffer", b"")).lstrip(b"\r\n")
-            answer_and_close(self.socket, HEADERS_TOO_LARGE if b"\n" in pending else URI_TOO_LONG)
+        if not self.closed() and isinstance(exc_info, UnsatisfiableReadError):
+            buffered = header_read_buffer(self)
+            if buffered is not None:
+                pending = buffered.lstrip(b"\r\n")
+                answer = HEADERS_TOO_LARGE if b"\n" in pending else URI_TOO_LONG
+                answer_and_close(stream_socket(self), answer)
         super().close(exc_info)
 
     def close_fd(self) -> None:
         self.server.open_connections -= 1
+        self.server.limits.release(self)
         super().close_fd()
+
+
+def admit_request(request: HTTPServerRequest) -> bool:
+    """Count a request that came through a trusted proxy against its
+    forwarded client (call after :func:`~torchannels.forwarded.apply_forwarded`);
+    False if that client is over its limit, and the request is to be
+    refused. Connections from any other peer were counted at accept."""
+    view = forwarded_of(request)
+    stream = getattr(request.connection, "stream", None)
+    if view is None or not isinstance(stream, _ServerStream):
+        return True
+    limits = stream.server.limits
+    if stream.client == view.remote_ip:
+        return True
+    limits.release(stream)  # the previous request's client, on a kept-alive connection
+    if not limits.allows(view.remote_ip):
+        limits.refused(view.remote_ip)
+        return False
+    limits.take(stream, view.remote_ip)
+    return True
 
 
 class HubHTTPServer(HTTPServer):
@@ -104,24 +137,39 @@ class HubHTTPServer(HTTPServer):
 
     Every connection is counted until its descriptor closes, WebSockets
     and streams included; past ``max_connections`` a new one is answered
-    ``503`` (:data:`BUSY`) and closed at once.
+    ``503`` (:data:`BUSY`) and closed at once, and past the per-address
+    cap of ``limits`` one from that address gets :data:`BUSY_PER_IP`.
     """
 
     max_connections = 0
     open_connections = 0
     refused_connections = 0
 
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        super().initialize(*args, **kwargs)
+        #: Connections per client address (``--max-connections-per-ip``).
+        self.limits = PerAddressLimit(0, TrustedProxies(()))
+
     def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
-        if self.max_connections and self.open_connections >= self.max_connections:
+        peer = peer_address(address)
+        limits = self.limits
+        refusal = None
+        if peer is not None and not limits.proxies.trusts(peer) and not limits.allows(peer):
+            limits.refused(peer)
+            refusal = BUSY_PER_IP
+        elif self.max_connections and self.open_connections >= self.max_connections:
             self.refused_connections += 1
-            answer_and_close(stream.socket, BUSY)
+            refusal = BUSY
+        if refusal is not None:
+            answer_and_close(stream_socket(stream), refusal)
             stream.close()
             return
-        if type(stream) is IOStream:  # not TLS: serve never wraps sockets
-            stream.__class__ = _ServerStream  # adds behaviour only, no state
-            assert isinstance(stream, _ServerStream)
-            stream.server = self
+        ours = adopt_stream(stream, _ServerStream)  # not TLS: serve never wraps sockets
+        if ours is not None:
+            ours.server = self
             self.open_connections += 1
+            if peer is not None and not limits.proxies.trusts(peer):
+                limits.take(ours, peer)
         super().handle_stream(stream, address)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import tornado.web
 
 from ..hub import Hub
+from .listener import HubHTTPServer
 
 try:
     from prometheus_client import CollectorRegistry, generate_latest
@@ -24,8 +25,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 class HubCollector:
     """A Prometheus collector over one :class:`~torchannels.Hub`."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, listener: HubHTTPServer | None = None) -> None:
         self.hub = hub
+        self.listener = listener  # the public port's server, for its refusals
 
     def collect(self) -> Iterator[Any]:
         hub = self.hub
@@ -53,6 +55,15 @@ class HubCollector:
             ),
         ):
             yield CounterMetricFamily(f"torchannels_{name}", help_text, value=value)
+        if self.listener is not None:
+            refused = CounterMetricFamily(
+                "torchannels_refused_connections",
+                "Connections (and proxied requests) refused over a connection limit.",
+                labels=["limit"],
+            )
+            refused.add_metric(["max_connections"], self.listener.refused_connections)
+            refused.add_metric(["max_connections_per_ip"], self.listener.limits.refusals)
+            yield refused
 
 
 class MetricsHandler(tornado.web.RequestHandler):
@@ -62,7 +73,8 @@ class MetricsHandler(tornado.web.RequestHandler):
         registry = self.application.settings.get("torchannels_registry")
         if registry is None:
             registry = CollectorRegistry()
-            registry.register(HubCollector(hub))
+            listener = self.application.settings.get("torchannels_listener")
+            registry.register(HubCollector(hub, listener))
             self.application.settings["torchannels_registry"] = registry
         self.registry = registry
 

@@ -4,6 +4,7 @@ SIGINT, then shuts down gracefully (as one of ``--workers`` too)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import gc
 import logging
@@ -12,9 +13,13 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
+import tornado.web
 from tornado.netutil import bind_sockets
 
+from ..forwarded import TrustedProxies
+from .address_limit import PerAddressLimit, per_ip_cap
 from .config import ServerConfig
 from .listener import (
     MAX_HEADER_SIZE,
@@ -50,27 +55,78 @@ def tune_collector() -> None:
         gc.set_threshold(PYTHON_DEFAULT[0], PYTHON_DEFAULT[1], FULL_COLLECTION_EVERY)
 
 
-def banner(config: ServerConfig, port: int, key_generated: bool = False) -> str:
-    """The lines printed once the server listens: the address, and in dev
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def banner(
+    config: ServerConfig, port: int, key_generated: bool = False, internal: int | None = None
+) -> str:
+    """The lines printed once the server listens: the address, the internal
+    listener's (``internal``, else ``config.internal_port``), and in dev
     mode the API key with ready-to-paste publish commands."""
-    host = f"[{config.host}]" if ":" in config.host else config.host
-    text = f"torchannels server listening on http://{host}:{port}/"
+    text = "torchannels server listening on " + _url(config.host, port)
+    internal = config.internal_port if internal is None else internal
+    if internal is not None:
+        where = _url(config.internal_host, internal)
+        text += f"\ninternal listener (health, metrics, admin, publish API) on {where}"
     if config.dev:
         from .devmode import banner as dev_banner
 
-        text += "\n" + dev_banner(config, port, key_generated)
+        text += "\n" + dev_banner(config, port, key_generated, internal)
     return text
 
 
-def cannot_listen(config: ServerConfig, exc: OSError) -> str:
+def cannot_listen(config: ServerConfig, exc: OSError, *, internal: bool = False) -> str:
     """The one-line error of a failed bind, with the fix for a port in use."""
-    text = f"torchannels: cannot listen on {config.host}:{config.port}: {exc}"
+    host, port = config.host, config.port
+    if internal:
+        host, port = config.internal_host, config.internal_port or 0
+    text = f"torchannels: cannot listen on {host}:{port}: {exc}"
     if exc.errno == errno.EADDRINUSE:
-        text += (
-            f"; another process uses port {config.port}: stop it, or choose another "
-            "port with --port (or TORCHANNELS_PORT; make run PORT=8091)"
-        )
+        flag = "--port (or TORCHANNELS_PORT; make run PORT=8091)"
+        if internal:
+            flag = "--internal-port (or TORCHANNELS_INTERNAL_PORT)"
+        text += f"; another process uses port {port}: stop it, or choose another port with {flag}"
     return text
+
+
+def bind_internal(config: ServerConfig, port: int | None = None) -> list[socket.socket]:
+    """The internal listener's sockets (``port``, else ``--internal-port``);
+    with ``--workers``, every worker binds the same port (SO_REUSEPORT)."""
+    return bind_sockets(
+        port if port is not None else config.internal_port or 0,
+        config.internal_host,
+        reuse_port=config.workers > 1,
+    )
+
+
+def _http_server(config: ServerConfig, app: tornado.web.Application) -> HubHTTPServer:
+    # The API streams bodies and answers 413 itself past max_publish_bytes;
+    # Tornado's own cap only bounds how much of an oversized body is read.
+    return HubHTTPServer(
+        app,
+        max_body_size=max(64 << 20, config.max_publish_bytes * 2),
+        max_header_size=MAX_HEADER_SIZE,
+        # Tornado times one interval, from "ready for a request" to "headers
+        # read", with idle_connection_timeout: keep-alive idling and
+        # slowloris dribbling alike.
+        idle_connection_timeout=config.header_timeout,
+        body_timeout=config.body_timeout,
+    )
+
+
+def pin_internal_port(config: ServerConfig) -> ServerConfig:
+    """With ``--internal-port 0`` ("any"), a copy naming a free port, so
+    that every one of ``--workers`` binds the same one; else ``config``.
+    Raises OSError when nothing can be bound."""
+    if config.internal_port != 0:
+        return config
+    probe = bind_internal(config)
+    port = probe[0].getsockname()[1]
+    for sock in probe:
+        sock.close()
+    return replace(config, internal_port=port)
 
 
 async def serve(
@@ -86,10 +142,11 @@ async def serve(
     As one of ``--workers`` (see :mod:`.workers`) it serves ``sockets`` and
     calls ``on_ready`` instead of printing the banner; only worker 0 runs
     the demo ticker. ``key_generated``: dev mode made the API key (the banner
-    says so).
+    says so). With ``--internal-port`` a second server, without connection
+    limits, serves the internal application.
     """
     from ..redaction import install_redaction
-    from .app import make_app, make_hub
+    from .app import make_apps, make_hub
     from .demo import Ticker
 
     install_redaction()  # no token reaches a log line, whichever logger writes it
@@ -97,28 +154,32 @@ async def serve(
     open_files = raise_open_file_limit()
 
     hub = make_hub(config)
-    app = make_app(config, hub, worker=worker)
+    app, internal_app = make_apps(config, hub, worker=worker)
     counts = app.settings["torchannels_counts"]
     counts.start()  # with Redis: share this process's counts with the others
-    # The API streams bodies and answers 413 itself past max_publish_bytes;
-    # Tornado's own cap only bounds how much of an oversized body is read.
-    server = HubHTTPServer(
-        app,
-        max_body_size=max(64 << 20, config.max_publish_bytes * 2),
-        max_header_size=MAX_HEADER_SIZE,
-        # Tornado times one interval, from "ready for a request" to "headers
-        # read", with idle_connection_timeout: keep-alive idling and
-        # slowloris dribbling alike.
-        idle_connection_timeout=config.header_timeout,
-        body_timeout=config.body_timeout,
-    )
+    server = _http_server(config, app)
     server.max_connections = connection_cap(config.max_connections, open_files)
+    per_ip = per_ip_cap(config.max_connections_per_ip, server.max_connections)
+    server.limits = PerAddressLimit(per_ip, TrustedProxies.of(config.trusted_proxies))
+    internal_server = None if internal_app is None else _http_server(config, internal_app)
+    for each in (app, internal_app):
+        if each is not None:
+            each.settings["torchannels_listener"] = server  # its refusals, for /metrics
     if sockets is None:
         try:
             sockets = bind_sockets(config.port, config.host, backlog=config.listen_backlog())
         except OSError as exc:
             print(cannot_listen(config, exc), file=sys.stderr)
             return 1
+    internal_port = None
+    if internal_server is not None:
+        try:
+            internal_sockets = bind_internal(config)
+        except OSError as exc:
+            print(cannot_listen(config, exc, internal=True), file=sys.stderr)
+            return 1
+        internal_server.add_sockets(internal_sockets)
+        internal_port = internal_sockets[0].getsockname()[1]
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]
     ticker = Ticker(hub) if config.demo and worker == 0 else None
@@ -135,7 +196,7 @@ async def serve(
     if on_ready is not None:
         on_ready()
     else:
-        print(banner(config, port, key_generated), flush=True)
+        print(banner(config, port, key_generated, internal_port), flush=True)
     if config.api_key is None and worker == 0:
         log.warning("no API key set (--api-key, or --dev to make one): the publish API is disabled")
     await stop.wait()
@@ -151,6 +212,10 @@ async def serve(
         await asyncio.wait_for(server.close_all_connections(), remaining)
     except TimeoutError:
         clean = False
+    if internal_server is not None:  # kept till now: /health said "shutting_down"
+        internal_server.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(internal_server.close_all_connections(), 1.0)
     await counts.stop()
     await hub.close()
     log.info("stopped in %.2fs (%s)", time.monotonic() - started, "clean" if clean else "forced")

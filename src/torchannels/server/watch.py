@@ -80,7 +80,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str], default_url: str) -> i
         try:
             client = Client(
                 base + "/channels", token=args.token or env.get("TORCHANNELS_TOKEN") or None,
-                transport=args.transport, on_status=_status,
+                transport=args.transport, on_status=StatusLines(base + "/channels"),
             )  # fmt: skip
             subscription = client.subscribe(*args.channel, cursor=args.cursor)
         except (TorChannelsError, ValueError) as exc:
@@ -146,11 +146,36 @@ def _say(text: str) -> None:
     print(f"torchannels: {text}", file=sys.stderr, flush=True)
 
 
-def _status(status: Status) -> None:
-    if status.state == "connected":
-        _say(f"connected ({status.transport})")
-    else:
-        _say(f"disconnected ({status.reason}); reconnecting in {status.delay:.1f} s")
+class StatusLines:
+    """``on_status`` for the terminal: one line when a connection delivers,
+    one when it is lost, and one per retry while none can be made. The
+    transports tried one after the other without a pause share that line,
+    which says "could not connect", not "disconnected": there was nothing
+    to lose."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.connected = False
+        self.failed: dict[str, list[str]] = {}  # reason -> the transports it stopped
+
+    def __call__(self, status: Status) -> None:
+        if status.state == "connected":
+            failed = f", after {self._failures()}" if self.failed else ""
+            self.connected, self.failed = True, {}
+            _say(f"connected ({status.transport}{failed})")
+        elif self.connected:
+            self.connected = False
+            _say(f"disconnected ({status.transport}: {status.reason}); "
+                 f"reconnecting in {status.delay:.1f} s")  # fmt: skip
+        else:
+            self.failed.setdefault(status.reason, []).append(status.transport)
+            if status.delay > 0:  # the round is over: the client pauses now
+                _say(f"could not connect to {self.url} ({self._failures()}); "
+                     f"retrying in {status.delay:.1f} s")  # fmt: skip
+                self.failed = {}
+
+    def _failures(self) -> str:
+        return "; ".join(f"{', '.join(t)}: {r}" for r, t in self.failed.items())
 
 
 def _json_line(value: Mapping[str, Any]) -> str:

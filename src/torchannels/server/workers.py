@@ -23,7 +23,7 @@ from types import FrameType
 from tornado.netutil import bind_sockets
 
 from .config import ServerConfig
-from .run import banner, cannot_listen, serve
+from .run import banner, cannot_listen, pin_internal_port, serve
 
 log = logging.getLogger("torchannels.server")
 
@@ -45,6 +45,11 @@ def run_workers(config: ServerConfig, key_generated: bool = False) -> int:
     port = probe[0].getsockname()[1]
     for sock in probe:
         sock.close()
+    try:
+        config = pin_internal_port(config)  # --internal-port 0: one port for all
+    except OSError as exc:
+        print(cannot_listen(config, exc, internal=True), file=sys.stderr)
+        return 1
     ready_r, ready_w = os.pipe()
     children: dict[int, tuple[int, float]] = {}  # pid -> (worker number, start time)
     stopping = False

@@ -50,10 +50,17 @@ export interface StateChange {
   from: ConnectionState;
   to: ConnectionState;
   /**
-   * Readable words: 'starting', 'connected over websocket', what was lost
-   * ('connection lost', 'blocked or unreachable', 'HTTP 502', ...), 'idle' or 'closed'.
+   * Plain words a page can show a user: 'starting', 'connected over websocket',
+   * what ended the connection ('connection lost', 'server unreachable',
+   * 'server restarting', 'access denied (403)', ...), 'idle' or 'closed'.
    */
   reason: string;
+  /**
+   * Entering 'reconnecting': the technical detail of what ended the connection
+   * ('close 1006', 'HTTP 502', 'no ping from the server within 25000 ms', ...);
+   * null on every other move.
+   */
+  detail: string | null;
   transport: TransportName | null;
 }
 
@@ -72,8 +79,10 @@ export interface TransportFailedEvent {
   status: number | null;
   /** The WebSocket close code (1006 for a refused upgrade), a protocol ErrorCode or the HTTP status. */
   code: string | number | null;
-  /** Readable words, e.g. 'refused or unreachable (close 1006 before open)', 'blocked or unreachable'. */
+  /** Plain words, e.g. 'server unreachable', 'server not responding', 'server unavailable (502)'. */
   reason: string;
+  /** The technical detail, e.g. 'close 1006 before open (refused or unreachable)', 'HTTP 502'. */
+  detail: string;
 }
 
 /** Payload of the 'error' event. */
@@ -93,6 +102,7 @@ export interface ErrorEvent {
   status?: number;
   /** Type 'transport': e.g. 'blocked or unreachable', 'connection lost', 'connect_timeout', 'ping_timeout'. */
   reason?: string;
+  /** Type 'transport': the technical detail, as the `detail` of 'transport_failed', or the server's message. */
   message?: string;
   error?: unknown;
 }

@@ -325,42 +325,71 @@
   const UNREACHABLE = 'blocked or unreachable';
   /** What a connection that was answered, then cut, reports. */
   const LOST = 'connection lost';
+  /** What a WebSocket closed before it opened reports (the browser hides the HTTP answer). */
+  const WS_UNREACHABLE = 'refused or unreachable';
 
-  /** Readable words for the reasons and codes a transport ends with (the `state` event's reason). */
-  const REASON_TEXT = Object.freeze({
-    connect_timeout: 'no connected frame in time (a buffering proxy?)',
-    ping_timeout: 'no ping from the server in time',
-    timeout: 'request timed out',
-    closed: 'closed by the server',
-    bad_frame: 'unreadable frame',
-    bad_answer: 'unreadable answer',
-    unsupported: 'not supported here',
-    shutdown: 'server shutting down',
-    [ErrorCode.SHUTTING_DOWN]: 'server shutting down',
-    [ReconnectReason.TOKEN_EXPIRED]: 'token expired',
-    [ReconnectReason.BROKER_UNAVAILABLE]: 'server cannot read its history',
-    [ReconnectReason.BYTE_LIMIT]: 'stream limit reached',
-    [ReconnectReason.SLOW_CONSUMER]: 'fell behind',
-    [ErrorCode.UNKNOWN_TRANSPORT]: 'transport not offered by the server'
+  // Each end of a connection is said twice: in plain words a page can show a
+  // user (the `reason` of `state` and `transport_failed` events), and in
+  // technical detail for a developer (their `detail`, the `error` event's
+  // `message`).
+
+  /** Plain words for the reasons and codes a transport ends with. */
+  const PLAIN = Object.freeze({
+    [UNREACHABLE]: 'server unreachable',
+    [WS_UNREACHABLE]: 'server unreachable',
+    [LOST]: LOST,
+    closed: 'connection closed by the server',
+    offline: 'offline',
+    connect_timeout: 'server not responding',
+    timeout: 'server not responding',
+    ping_timeout: 'connection timed out',
+    bad_frame: 'unreadable answer from the server',
+    bad_answer: 'unreadable answer from the server',
+    unsupported: 'not supported by this browser',
+    shutdown: 'server restarting',
+    [ErrorCode.SHUTTING_DOWN]: 'server restarting',
+    [ReconnectReason.TOKEN_EXPIRED]: 'access expired',
+    [ReconnectReason.BROKER_UNAVAILABLE]: 'server temporarily unavailable',
+    [ReconnectReason.BYTE_LIMIT]: 'server renewed the connection',
+    [ReconnectReason.SLOW_CONSUMER]: 'connection too slow',
+    [ErrorCode.UNKNOWN_TRANSPORT]: 'not offered by the server'
   });
 
-  /** Readable words for the WebSocket close codes. */
-  const CLOSE_TEXT = Object.freeze({
-    [CloseCode.NORMAL]: 'closed by the server',
-    [CloseCode.GOING_AWAY]: 'server going away',
+  /** Plain words for the WebSocket close codes (any other: closed by the server). */
+  const CLOSE_PLAIN = Object.freeze({
+    [CloseCode.GOING_AWAY]: PLAIN.shutdown,
     [CloseCode.MESSAGE_TOO_BIG]: 'message too big',
-    [CloseCode.TRY_AGAIN_LATER]: 'server cannot read its history',
-    [CloseCode.SLOW_CONSUMER]: 'fell behind',
-    [CloseCode.EXPIRED]: 'token expired',
+    [CloseCode.TRY_AGAIN_LATER]: PLAIN[ReconnectReason.BROKER_UNAVAILABLE],
+    [CloseCode.SLOW_CONSUMER]: PLAIN[ReconnectReason.SLOW_CONSUMER],
+    [CloseCode.EXPIRED]: PLAIN[ReconnectReason.TOKEN_EXPIRED],
     1006: LOST
   });
 
-  /** A transport's end as a short readable phrase ("reconnecting (connection lost)"). */
-  function describe(info) {
-    if (info.text) return info.text;
-    if (info.reason === 'refused') return REASON_TEXT[info.code] || `refused: ${info.code}`;
-    if (info.reason === 'http_error') return `HTTP ${info.status}`;
-    return REASON_TEXT[info.reason] || info.reason || LOST;
+  /** Plain words for an HTTP status that ended a request. */
+  function httpPlain(status) {
+    if (status === 401 || status === 403) return `access denied (${status})`;
+    if (status === 404) return 'not found (404)';
+    if (status === 502 || status === 503 || status === 504) return `server unavailable (${status})`;
+    return status >= 500 ? `server error (${status})` : `request refused (${status})`;
+  }
+
+  /**
+   * A transport's end (what host.end() gets) as {reason: plain words, detail:
+   * technical words}. The reporter may give either ready-made (`plain`,
+   * `detail`): the WebSocket knows its close codes, the client its timeouts.
+   */
+  function explain(info) {
+    let plain = info.plain;
+    let detail = info.detail;
+    if (info.reason === 'refused') {
+      plain = plain || (info.status === 401 || info.status === 403 ? httpPlain(info.status)
+        : PLAIN[info.code] || httpPlain(info.status));
+      detail = detail || `HTTP ${info.status} ${info.code}${info.message ? `: ${info.message}` : ''}`;
+    } else if (info.reason === 'http_error') {
+      plain = plain || httpPlain(info.status);
+      detail = detail || `HTTP ${info.status}`;
+    }
+    return {reason: plain || PLAIN[info.reason] || LOST, detail: detail || info.reason || LOST};
   }
 
   /** How the client goes on after each WebSocket close code (any other: Retry.AUTO). */
@@ -416,8 +445,8 @@
   //   host.token(): the subscription token now;
   //   host.hold(): the long-poll hold to ask for (s, or null); host.ping(): the keep-alive to ask for (s, or null);
   //   host.frame(t, frame): every frame, in order;
-  //   host.end(t, info): the end, reported once: {reason, code?, status?, message?, text?, age?, error?, retry?: Retry.*}
-  //     (text: readable words for it; age: ms a long-poll request was held);
+  //   host.end(t, info): the end, reported once: {reason, code?, status?, message?, plain?, detail?, age?, error?,
+  //     retry?: Retry.*} (plain, detail: words for it, see explain(); age: ms a long-poll request was held);
   //   host.answered(t): a poll answer came without a lapsed token.
   // The host ignores all of it from a transport that is no longer current.
 
@@ -509,7 +538,7 @@
       // never outlasts the deadline below.
       const hold = this.hold ? this.host.hold() : null;
       const limit = opts.requestTimeout + (this.hold ? (hold || 25) * 1000 : 0);
-      this._timer = env.setTimeout(() => this._end({reason: 'timeout'}), limit);
+      this._timer = env.setTimeout(() => this._end({reason: 'timeout', detail: `no answer within ${limit} ms`}), limit);
       const sent = env.now();
       this._fetch(hold ? [`timeout=${hold}`] : [])
         .then((res) => res.text().then((text) => this._answer(res, text, env.now() - sent)))
@@ -636,7 +665,8 @@
       // server's error frames are `channel_error` events.) It carries no
       // status: before any event, the request was refused, blocked or not
       // answered at all.
-      es.addEventListener('error', () => this._end({reason: heard ? LOST : UNREACHABLE}));
+      es.addEventListener('error', () => this._end(heard ? {reason: LOST}
+        : {reason: UNREACHABLE, detail: 'EventSource failed before any event (blocked or unreachable)'}));
     }
 
     _release() {
@@ -677,13 +707,14 @@
         if (!this._ready) {
           // Closed before it opened: browsers hide the HTTP answer (a 403 from
           // the origin check, a 404, a proxy without Upgrade) behind 1006.
-          return this._end({reason: 'refused or unreachable', code: event.code,
-            text: `refused or unreachable (close ${event.code} before open)`, message: event.reason});
+          return this._end({reason: WS_UNREACHABLE, code: event.code, message: event.reason,
+            detail: `close ${event.code} before open (refused or unreachable)`});
         }
         const retry = CLOSE_RETRY[event.code];
         const reason = retry === Retry.TOKEN ? ReconnectReason.TOKEN_EXPIRED : event.code === 1006 ? LOST : 'closed';
         this._end({reason, code: event.code, message: event.reason, retry,
-          text: CLOSE_TEXT[event.code] || `closed (${event.code})`});
+          plain: CLOSE_PLAIN[event.code] || PLAIN.closed,
+          detail: `close ${event.code}${event.reason ? `: ${event.reason}` : ''}`});
       };
       ws.onerror = () => {}; // onclose follows, with the code
     }
@@ -736,6 +767,219 @@
     poll: PollTransport
   };
 
+  /** Named one-shot timers on env.setTimeout: starting one cancels the one of that name before it. */
+  class Timers {
+    constructor(env) {
+      this._env = env;
+      this._ids = {};
+    }
+
+    /** Call fn() in `ms`, in place of any `name` timer pending. */
+    after(name, ms, fn) {
+      const ids = this._ids;
+      this.cancel(name);
+      ids[name] = this._env.setTimeout(() => {
+        ids[name] = null;
+        fn();
+      }, ms);
+    }
+
+    cancel(name) {
+      if (this._ids[name] != null) {
+        this._env.clearTimeout(this._ids[name]);
+        this._ids[name] = null;
+      }
+    }
+
+    pending(name) {
+      return this._ids[name] != null;
+    }
+  }
+
+  // ---- Adapting to the path ----
+
+  /** A connection that lived this long (ms) is retried without the backoff's floor. */
+  const STABLE_MS = 2000;
+  /** Two cuts this close in age (ms, or a fifth of the age) are "at a consistent age". */
+  function sameAge(a, b) {
+    return a != null && b != null && Math.abs(a - b) <= Math.max(1000, 0.2 * Math.max(a, b));
+  }
+  /** The keep-alive bounds the server clamps `ping` to (s). */
+  const MIN_PING = 5;
+
+  /**
+   * What the client asks of the server to get through what is in the path (a
+   * proxy's read timeout): the long-poll hold (s, `timeout`) and the stream
+   * keep-alive (s, `ping`), each learnt from the cuts the transports report.
+   * Pure: `now()` is the only thing it reads.
+   *
+   *   const path = new PathAdapter({longpollTimeout: 25, ping: null}, Date.now);
+   *   path.hold;  // 25, until cuts say the path allows less
+   */
+  class PathAdapter {
+    constructor(opts, now) {
+      this._now = now;
+      this.hold = opts.longpollTimeout; // s, the long-poll hold asked for (shortened after 502/504, cuts)
+      this.ping = opts.ping; // s, the keep-alive asked of streams (shortened after idle cuts)
+      this._holdCut = null; // age (ms) of the last cut of a held long-poll
+      this._idleCut = null; // ms of silence before the last cut of a stream
+    }
+
+    /**
+     * A long-poll ended by a 502/504, or cut, after it was held a while (at
+     * least 1 s, less than the hold asked for): is the hold longer than
+     * something in the path allows? A gateway error, or a second cut at the
+     * same age, shortens the hold to 3/4 of that age. The first cut only
+     * polls again. True: poll again at once, as no failure.
+     */
+    holdTooLong(info) {
+      const age = info.age;
+      const current = this.hold || 25;
+      const gateway = info.status === 502 || info.status === 504;
+      if (!(age >= 1000) || !(gateway || info.reason === LOST)) return false;
+      // Held for the whole hold, the server would have answered: the fault is
+      // elsewhere (a gateway that cannot reach the hub, say), not the hold.
+      if (age >= current * 1000) return false;
+      const consistent = gateway || sameAge(this._holdCut, age);
+      this._holdCut = age;
+      if (!consistent) return true;
+      const hold = Math.max(1, Math.min(current - 1, Math.floor(age * 0.75 / 1000)));
+      if (hold >= current) return false; // as short as it goes: an ordinary failure
+      this.hold = hold;
+      return true;
+    }
+
+    /**
+     * A stream (`conn`: {connectedAt, heardAt, serverPing}) ended with `info`.
+     * Cut after a silence shorter than its ping interval (the next ping was
+     * not even due): something in the path times out idle connections. A
+     * second such cut after the same silence asks the server for pings at
+     * half that silence (at least 5 s).
+     */
+    streamEnded(conn, info) {
+      const idle = conn.heardAt == null ? null : this._now() - conn.heardAt;
+      const cut = info.reason === LOST || info.reason === 'closed';
+      if (!cut || conn.connectedAt == null || !conn.serverPing || !(idle >= 1000) || idle >= conn.serverPing * 1000) {
+        this._idleCut = null;
+        return;
+      }
+      if (sameAge(this._idleCut, idle)) {
+        const ping = Math.max(MIN_PING, Math.floor(idle / 2000));
+        if (ping < (this.ping || conn.serverPing)) this.ping = ping;
+      }
+      this._idleCut = idle;
+    }
+  }
+
+  // ---- Stepping back up ----
+
+  /**
+   * After a step-down, probes the better transports now and then, beside the
+   * live connection: each only has to answer `connected` within
+   * connectTimeout. Rounds that fail back off (probeDelay doubling up to
+   * maxProbeDelay, half of it jitter). What it needs of the client:
+   *   live(): connected, over a transport the client may change;
+   *   better(): the streaming transports better than the current one, best first;
+   *   transport(name, {connected(t), ended(t)}): a new, unopened probe transport;
+   *   won(name): the probe of `name` answered: switch to it.
+   */
+  class Prober {
+    constructor(env, opts, client) {
+      this._env = env;
+      this._opts = opts;
+      this._client = client;
+      this._timers = new Timers(env); // plan: the next round; timeout: the probe running
+      this._probe = null; // the round running: {transport, queue}
+      this._round = 0; // rounds failed since the step-down
+      this._at = -Infinity; // when the last round started
+    }
+
+    /** A round can start: connected over a worse transport than the best, and none running. */
+    get ready() {
+      return !this._probe && this._client.live() && this._client.better().length > 0;
+    }
+
+    /** Connected (again): plan a round, unless one is planned or running. */
+    plan() {
+      if (this._timers.pending('plan') || !this.ready) return;
+      const o = this._opts;
+      const ceiling = Math.min(o.maxProbeDelay, o.probeDelay * Math.pow(2, Math.min(this._round, 31)));
+      const delay = Math.floor(ceiling / 2 + this._env.random() * ceiling / 2);
+      this._timers.after('plan', delay, () => this.start());
+    }
+
+    /** Back online or visible: a round now, unless one started within connectTimeout. */
+    poke() {
+      if (this.ready && this._env.now() - this._at >= this._opts.connectTimeout) this.start();
+    }
+
+    /** Open the better transports one by one, best first. */
+    start() {
+      this._timers.cancel('plan');
+      if (!this.ready) return; // planned again once connected
+      this._at = this._env.now();
+      this._probe = {transport: null, queue: this._client.better()};
+      this._next();
+    }
+
+    /** Close the probe running, if any (the connection it ran beside went). */
+    stop() {
+      const probe = this._probe;
+      this._probe = null;
+      this._timers.cancel('timeout');
+      if (probe && probe.transport) probe.transport.close();
+    }
+
+    /** Stop, with nothing planned and the backoff forgotten (the client disconnected). */
+    reset() {
+      this.stop();
+      this._timers.cancel('plan');
+      this._round = 0;
+    }
+
+    _next() {
+      const probe = this._probe;
+      const name = probe.queue.shift();
+      if (!name) {
+        this._probe = null;
+        this._round++;
+        return this.plan();
+      }
+      // Only the probe running counts: not one given up or stopped.
+      const current = (t) => this._probe === probe && probe.transport === t;
+      const t = probe.transport = this._client.transport(name, {
+        connected: (t) => {
+          if (current(t)) this._won(t);
+        },
+        ended: (t) => {
+          if (current(t)) this._lost();
+        }
+      });
+      this._timers.after('timeout', this._opts.connectTimeout, () => this._lost());
+      try {
+        t.open();
+      } catch (err) {
+        this._lost();
+      }
+    }
+
+    _lost() {
+      const probe = this._probe;
+      if (!probe) return;
+      this._timers.cancel('timeout');
+      const t = probe.transport;
+      probe.transport = null;
+      if (t) t.close();
+      this._next();
+    }
+
+    _won(t) {
+      this.stop();
+      this._round = 0;
+      this._client.won(t.name);
+    }
+  }
+
   // ---- The client ----
 
   /** The connection states: `client.state` is one of them. */
@@ -766,15 +1010,6 @@
     [State.CONNECTED]: [State.RECONNECTING, State.DISCONNECTED],
     [State.RECONNECTING]: [State.CONNECTED, State.DISCONNECTED]
   });
-
-  /** A connection that lived this long (ms) is retried without the backoff's floor. */
-  const STABLE_MS = 2000;
-  /** Two cuts this close in age (ms, or a fifth of the age) are "at a consistent age". */
-  function sameAge(a, b) {
-    return a != null && b != null && Math.abs(a - b) <= Math.max(1000, 0.2 * Math.max(a, b));
-  }
-  /** The keep-alive bounds the server clamps `ping` to (s). */
-  const MIN_PING = 5;
 
   /**
    * A connection to one torchannels URL carrying any number of channels.
@@ -821,7 +1056,7 @@
       this._active = new Set(); // channels the current connection was asked for
       this._positions = new Map(); // channel -> 'epoch:offset', for active channels
       this._listeners = new Map(); // event -> listeners
-      this._timers = {}; // name -> id: sync, reconnect, first (connectTimeout), ping
+      this._timers = new Timers(env); // sync, reconnect, grace, first (connectTimeout), ping
       // The subscription token (`token` query parameter); named `auth` here,
       // apart from the tokens subscribe() returns.
       this._auth = o.token || null;
@@ -833,24 +1068,27 @@
       this._onVisible = () => {
         if (env.document && env.document.visibilityState === 'visible') this._online();
       };
-      // Adapting to what is in the path (a proxy's read timeout):
-      this._hold = o.longpollTimeout; // s, the long-poll hold asked for (shortened after 502/504, cuts)
-      this._holdCut = null; // age (ms) of the last cut of a held long-poll
-      this._ping = o.ping; // s, the keep-alive asked of streams (shortened after idle cuts)
-      this._idleCut = null; // ms of silence before the last cut of a stream
+      this._path = new PathAdapter(o, env.now); // the hold and keep-alive asked for
+      this._prober = new Prober(env, o, {
+        live: () => this._state === State.CONNECTED && !!this._conn && !o.transport,
+        better: () => this._fallback.better(),
+        transport: (name, on) => this._probeTransport(name, on),
+        won: (name) => {
+          this._fallback.index = this._fallback.candidates.indexOf(name);
+          this._restart();
+        }
+      });
+      this._cause = null; // see _restart()
       this._lost = false; // a connection was lost since the last `connected`
-      this._lossReason = null; // its readable reason
+      this._lossReason = null; // its explain(): {reason, detail}
       this._live = null; // the transport of the last `connected`
-      this._probe = null; // the step-up probe running: {transport, queue}
-      this._probeRound = 0; // probe rounds failed since the step-down
-      this._probeAt = -Infinity; // when the last probe started
       this._host = {
         env,
         opts: o,
         url: o.url,
         wsUrl,
-        hold: () => this._hold,
-        ping: () => this._ping,
+        hold: () => this._path.hold,
+        ping: () => this._path.ping,
         token: () => this._auth,
         params: () => this._params(),
         frame: (t, frame) => this._frame(t, frame),
@@ -950,15 +1188,16 @@
 
     /**
      * Move to `state` and tell the listeners: the `state` event ({from, to,
-     * reason: readable words, transport}), then the 0.1 event of the new state
-     * ({transport, reason: legacy}). Nothing when already there.
+     * reason: plain words, detail: technical words or null, transport}), then
+     * the 0.1 event of the new state ({transport, reason: legacy}). Nothing
+     * when already there.
      */
-    _moveTo(state, transport, reason, legacy) {
+    _moveTo(state, transport, reason, legacy, detail) {
       const from = this._state;
       if (from === state) return;
       if (TRANSITIONS[from].indexOf(state) < 0) throw new Error(`torchannels: no move from ${from} to ${state}`);
       this._state = state;
-      this._emit('state', {from, to: state, reason, transport});
+      this._emit('state', {from, to: state, reason, detail: detail || null, transport});
       if (this._state !== state) return; // a state listener moved on (close())
       const payload = {transport};
       if (legacy !== undefined) payload.reason = legacy;
@@ -971,7 +1210,7 @@
       this._fallback.restart();
       this._lost = false;
       this._live = null;
-      this._probeRound = 0;
+      this._prober.reset();
       this._moveTo(State.CONNECTING, this._fallback.current, 'starting', undefined);
       if (this._state === State.CONNECTING) this._open(); // unless a listener called close()
     }
@@ -983,7 +1222,7 @@
       this._cancel('reconnect');
       this._cancel('sync');
       this._cancel('grace');
-      this._cancel('probe');
+      this._prober.reset();
       this._authCall = null;
       this._setActive([]);
       this._listen('removeEventListener');
@@ -1001,17 +1240,18 @@
     }
 
     /**
-     * The connection was lost (`reason`: readable words, what ended it; the
-     * retries' failures go to `error` events). While connected, the state
-     * says so only if no new connection is up within reconnectingDelay: a
-     * quick repair never shows.
+     * The connection was lost (`why`: explain()'s {reason, detail} of what
+     * ended it; the retries' failures go to `error` events). While connected,
+     * the state says so only if no new connection is up within
+     * reconnectingDelay: a quick repair never shows.
      */
-    _lose(reason) {
-      if (this._state !== State.CONNECTED || this._timers.grace) return; // the first loss names the reason
+    _lose(why) {
+      if (this._state !== State.CONNECTED || this._timers.pending('grace')) return; // the first loss names the reason
       this._lost = true;
-      this._lossReason = reason;
+      this._lossReason = why;
       this._after('grace', this._opts.reconnectingDelay, () => {
-        this._moveTo(State.RECONNECTING, this._fallback.current, this._lossReason, this._lossReason);
+        const {reason, detail} = this._lossReason;
+        this._moveTo(State.RECONNECTING, this._fallback.current, reason, reason, detail);
       });
     }
 
@@ -1025,14 +1265,18 @@
       // progress: a channel frame came on this connection; serverPing: the
       // interval its `connected` frame stated (s); pingMs: the watchdog's
       // limit; connectedAt, heardAt: when its `connected` frame and its latest
-      // frame came (ms, env.now()).
-      this._conn = {transport: t, progress: false, serverPing: 0, pingMs: 0, connectedAt: null, heardAt: null};
+      // frame came (ms, env.now()); cause: why the connection before it ended
+      // (explain()), when that says more than this one's failure would.
+      this._conn = {transport: t, progress: false, serverPing: 0, pingMs: 0, connectedAt: null, heardAt: null,
+        cause: this._cause};
       if (t.streaming) {
         // A streaming response starts with `connected` at once. When it does
         // not come, something between us buffers the stream (for WebSocket,
         // the upgrade hangs): step down.
-        this._after('first', this._opts.connectTimeout, () => {
-          this._fail(t, {reason: 'connect_timeout', retry: name === 'websocket' ? Retry.NEXT : Retry.LONGPOLL});
+        const ms = this._opts.connectTimeout;
+        this._after('first', ms, () => {
+          this._fail(t, {reason: 'connect_timeout', retry: name === 'websocket' ? Retry.NEXT : Retry.LONGPOLL,
+            detail: `no connected frame within ${ms} ms (a buffering proxy?)`});
         });
       }
       try {
@@ -1042,10 +1286,15 @@
       }
     }
 
-    /** Replace the connection at once, keeping the state unless the new one fails. */
-    _restart() {
+    /**
+     * Replace the connection at once, keeping the state unless the new one
+     * fails; `cause` (explain()) names that failure, if it comes before `connected`.
+     */
+    _restart(cause) {
       this._teardown();
+      this._cause = cause || null;
       this._open();
+      this._cause = null;
     }
 
     _teardown() {
@@ -1053,7 +1302,7 @@
       this._conn = null;
       this._cancel('first');
       this._cancel('ping');
-      this._stopProbe();
+      this._prober.stop();
       if (conn) conn.transport.close();
     }
 
@@ -1068,23 +1317,26 @@
       const o = this._opts;
       let retry = info.retry || Retry.AUTO;
       if (retry.renewToken && this._tokenExpired(t)) return;
-      if (t.hold && this._holdTooLong(info)) {
+      if (t.hold && this._path.holdTooLong(info)) {
         // Something in the path cuts requests held this long: no error, poll again at once.
         this._teardown();
         return this._open();
       }
       const stable = conn.connectedAt != null && this._env.now() - conn.connectedAt >= STABLE_MS;
-      if (t.streaming) this._learnIdleCut(conn, info);
+      if (t.streaming) this._path.streamEnded(conn, info);
       // "Reconnect at once" (close 1001, 4001) from a connection that served
       // no channel frame would only repeat itself (a catch-up the server
       // cannot send): pause first, as for a reconnect frame.
       if (retry.now && !conn.progress) retry = Retry.SAME;
-      const text = describe(info);
+      const why = explain(info);
       this._teardown();
-      this._lose(text);
+      // The server said why it ended the connection this one replaces (it is
+      // shutting down): that is still the reason while this one cannot connect.
+      const cause = conn.connectedAt == null && conn.cause;
+      this._lose(cause ? {reason: cause.reason, detail: `${cause.detail}, then ${why.detail}`} : why);
       if (!retry.now) {
         this._emit('error', {type: 'transport', transport: t.name, reason: info.reason,
-          code: info.code, status: info.status, message: info.message || text, error: info.error});
+          code: info.code, status: info.status, message: info.message || why.detail, error: info.error});
         if (this._state === State.DISCONNECTED || this._conn) return; // a listener closed or reconnected
       }
       const index = this._fallback.index;
@@ -1092,7 +1344,7 @@
       if (this._fallback.index !== index) {
         this._emit('transport_failed', {transport: t.name, next: this._fallback.current,
           status: info.status == null ? null : info.status,
-          code: info.code == null ? null : info.code, reason: text});
+          code: info.code == null ? null : info.code, reason: why.reason, detail: why.detail});
         if (this._state === State.DISCONNECTED || this._conn) return;
       }
       let delay = 0;
@@ -1105,59 +1357,15 @@
       this._after('reconnect', delay, () => this._open());
     }
 
-    /**
-     * A long-poll ended by a 502/504, or cut, after it was held a while (at
-     * least 1 s, less than the hold asked for): is the hold longer than
-     * something in the path allows? A gateway error, or a second cut at the
-     * same age, shortens the hold to 3/4 of that age. The first cut only
-     * polls again. True: poll again at once, as no failure.
-     */
-    _holdTooLong(info) {
-      const age = info.age;
-      const current = this._hold || 25;
-      const gateway = info.status === 502 || info.status === 504;
-      if (!(age >= 1000) || !(gateway || info.reason === LOST)) return false;
-      // Held for the whole hold, the server would have answered: the fault is
-      // elsewhere (a gateway that cannot reach the hub, say), not the hold.
-      if (age >= current * 1000) return false;
-      const consistent = gateway || sameAge(this._holdCut, age);
-      this._holdCut = age;
-      if (!consistent) return true;
-      const hold = Math.max(1, Math.min(current - 1, Math.floor(age * 0.75 / 1000)));
-      if (hold >= current) return false; // as short as it goes: an ordinary failure
-      this._hold = hold;
-      return true;
-    }
-
-    /**
-     * A stream cut after a silence shorter than its ping interval (the next
-     * ping was not even due): something in the path times out idle
-     * connections. A second such cut after the same silence asks the server
-     * for pings at half that silence (at least 5 s).
-     */
-    _learnIdleCut(conn, info) {
-      const idle = conn.heardAt == null ? null : this._env.now() - conn.heardAt;
-      const cut = info.reason === LOST || info.reason === 'closed';
-      if (!cut || conn.connectedAt == null || !conn.serverPing || !(idle >= 1000) || idle >= conn.serverPing * 1000) {
-        this._idleCut = null;
-        return;
-      }
-      if (sameAge(this._idleCut, idle)) {
-        const ping = Math.max(MIN_PING, Math.floor(idle / 2000));
-        if (ping < (this._ping || conn.serverPing)) this._ping = ping;
-      }
-      this._idleCut = idle;
-    }
-
     _online() {
       // Back online (or the page visible again): retry now instead of at the
       // end of a backoff pause; after a step-down, try the better transports.
-      if (this._timers.reconnect) {
+      if (this._timers.pending('reconnect')) {
         this._cancel('reconnect');
         this._fallback.reset();
         this._open();
-      } else if (this._steppedDown() && this._env.now() - this._probeAt >= this._opts.connectTimeout) {
-        this._startProbe();
+      } else {
+        this._prober.poke();
       }
     }
 
@@ -1166,91 +1374,29 @@
       // interval to notice, so give the connection up now. The retries fail
       // fast meanwhile; `online` retries at once.
       const conn = this._conn;
-      if (conn) this._fail(conn.transport, {reason: 'offline', text: 'offline'});
+      if (conn) this._fail(conn.transport, {reason: 'offline', detail: "the browser's offline event"});
     }
 
     // -- stepping back up --
 
-    /** Connected over a worse transport than the best, with no probe running: a probe can run. */
-    _steppedDown() {
-      return this._state === State.CONNECTED && !!this._conn && !this._probe && !this._opts.transport &&
-        this._fallback.better().length > 0;
-    }
-
-    /** After a step-down, connected: plan a probe of the better transports, with backoff. */
-    _planProbe() {
-      if (this._timers.probe || !this._steppedDown()) return;
-      const o = this._opts;
-      const ceiling = Math.min(o.maxProbeDelay, o.probeDelay * Math.pow(2, Math.min(this._probeRound, 31)));
-      const delay = Math.floor(ceiling / 2 + this._env.random() * ceiling / 2);
-      this._after('probe', delay, () => this._startProbe());
-    }
-
-    /** Open the better transports one by one beside the live connection, best first. */
-    _startProbe() {
-      this._cancel('probe');
-      if (!this._steppedDown()) return; // planned again once connected
-      this._probeAt = this._env.now();
-      this._probe = {transport: null, queue: this._fallback.better()};
-      this._probeNext();
-    }
-
-    _probeNext() {
-      const probe = this._probe;
-      const name = probe.queue.shift();
-      if (!name) {
-        this._probe = null;
-        this._probeRound++;
-        return this._planProbe();
-      }
-      // The probe only listens for `connected`: a WebSocket subscribes to
-      // nothing; sse and stream name the channels (the server needs some) from
-      // the current positions, and what they deliver is ignored.
+    /**
+     * A step-up probe of `name`: it only listens for `connected`. A WebSocket
+     * subscribes to nothing; sse and stream name the channels (the server
+     * needs some) from the current positions, and what they deliver is ignored.
+     */
+    _probeTransport(name, on) {
       const host = Object.assign({}, this._host, {
         params: () => {
           const channels = name === 'websocket' ? [] : Array.from(this._active);
           return {channels, cursor: this._cursor(channels), auth: this._auth};
         },
         frame: (t, f) => {
-          if (probe.transport === t && f && f.type === FrameType.CONNECTED) this._probeWon(t);
+          if (f && f.type === FrameType.CONNECTED) on.connected(t);
         },
-        end: (t) => {
-          if (probe.transport === t) this._probeLost();
-        },
+        end: (t) => on.ended(t),
         answered: () => {}
       });
-      const t = probe.transport = new TRANSPORT_CLASSES[name](host, name);
-      this._after('probeTimeout', this._opts.connectTimeout, () => this._probeLost());
-      try {
-        t.open();
-      } catch (err) {
-        this._probeLost();
-      }
-    }
-
-    _probeLost() {
-      const probe = this._probe;
-      if (!probe) return;
-      this._cancel('probeTimeout');
-      const t = probe.transport;
-      probe.transport = null;
-      if (t) t.close();
-      this._probeNext();
-    }
-
-    /** A better transport answered: switch to it, from the current positions. */
-    _probeWon(t) {
-      this._stopProbe();
-      this._probeRound = 0;
-      this._fallback.index = this._fallback.candidates.indexOf(t.name);
-      this._restart();
-    }
-
-    _stopProbe() {
-      const probe = this._probe;
-      this._probe = null;
-      this._cancel('probeTimeout');
-      if (probe && probe.transport) probe.transport.close();
+      return new TRANSPORT_CLASSES[name](host, name);
     }
 
     // -- channels --
@@ -1267,7 +1413,7 @@
     _scheduleSync() {
       // Deferred, so that subscribing to several channels in a row (as a
       // page does when it loads) makes one connection or one change.
-      if (!this._timers.sync) this._after('sync', 0, () => this._sync());
+      if (!this._timers.pending('sync')) this._after('sync', 0, () => this._sync());
     }
 
     _sync() {
@@ -1383,7 +1529,7 @@
         this._authAttempt++;
       }
       this._teardown();
-      this._lose(REASON_TEXT[ReconnectReason.TOKEN_EXPIRED]);
+      this._lose(explain({reason: ReconnectReason.TOKEN_EXPIRED, detail: 'the server says the token lapsed'}));
       this._after('reconnect', delay, () => this._open());
       return true;
     }
@@ -1416,7 +1562,7 @@
           this._live = t.name;
           if (again) this._emit('connected', {transport: t.name});
           else this._moveTo(State.CONNECTED, t.name, `connected over ${t.name}`, undefined);
-          if (this._conn === conn) this._planProbe();
+          if (this._conn === conn) this._prober.plan();
           break;
         }
         case FrameType.PING:
@@ -1449,14 +1595,16 @@
             this._refuse(channel, f);
           }
           break;
-        case FrameType.RECONNECT:
+        case FrameType.RECONNECT: {
           if (f.reason === ReconnectReason.TOKEN_EXPIRED && this._tokenExpired(t)) break;
           // A planned end (e.g. the stream's byte limit): resume at once. But
           // a server that ends connections before serving anything (shutting
           // down, an expired token) gets a backoff pause, not a tight loop.
-          if (conn.progress) this._restart();
-          else this._fail(t, {reason: f.reason});
+          const end = {reason: f.reason, detail: `reconnect frame (${f.reason})`};
+          if (!conn.progress) this._fail(t, end);
+          else this._restart(f.reason === ReconnectReason.SHUTDOWN ? explain(end) : null);
           break;
+        }
         default: // unknown frame types are ignored (docs/protocol.md)
       }
     }
@@ -1471,7 +1619,8 @@
       const conn = this._conn;
       if (!conn || !conn.pingMs) return;
       const t = conn.transport;
-      this._after('ping', conn.pingMs, () => this._fail(t, {reason: 'ping_timeout'}));
+      this._after('ping', conn.pingMs, () => this._fail(t, {reason: 'ping_timeout',
+        detail: `no ping from the server within ${conn.pingMs} ms`}));
     }
 
     /**
@@ -1539,19 +1688,11 @@
     }
 
     _after(name, ms, fn) {
-      const timers = this._timers;
-      this._cancel(name);
-      timers[name] = this._env.setTimeout(() => {
-        timers[name] = null;
-        fn();
-      }, ms);
+      this._timers.after(name, ms, fn);
     }
 
     _cancel(name) {
-      if (this._timers[name] != null) {
-        this._env.clearTimeout(this._timers[name]);
-        this._timers[name] = null;
-      }
+      this._timers.cancel(name);
     }
   }
 
@@ -1561,7 +1702,7 @@
     return $;
   }
 
-  return {
+  const api = {
     version: VERSION,
     Client,
     FrameType,
@@ -1573,4 +1714,10 @@
     backoff,
     registerJQuery
   };
+  // The parts of the client, for its unit tests (tests/js/): not API. A
+  // symbol key, so that no enumeration of the API (nor the .mjs) sees it.
+  Object.defineProperty(api, Symbol.for('torchannels.internals'), {
+    value: Object.freeze({Fallback, PathAdapter, Prober, Timers, LOST})
+  });
+  return api;
 });

@@ -14,7 +14,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from tornado.iostream import IOStream, SSLIOStream
+from tornado.iostream import IOStream
+
+from ..tornado_compat import sends_plainly, stream_socket
 
 #: A write: None when every byte went out at once, else a future that
 #: completes when the rest has been written (or fails: the peer is gone).
@@ -31,14 +33,17 @@ class DirectWriter:
     slots rather than a closure: one object per connection, not three.)
     """
 
-    __slots__ = ("socket", "stream")
+    __slots__ = ("socket", "stream", "unsent")
 
     def __init__(self, stream: IOStream) -> None:
         self.stream = stream
-        self.socket: socket.socket = stream.socket
+        self.socket: socket.socket = stream_socket(stream)
 
     def __call__(self, data: bytes) -> asyncio.Future[Any] | None:
+        """Write ``data``; when a future is returned, :attr:`unsent` is how
+        many of its bytes the socket did not take (the write in flight)."""
         stream = self.stream
+        self.unsent = len(data)
         if stream.writing():
             return stream.write(data)
         try:
@@ -51,16 +56,15 @@ class DirectWriter:
             return stream.write(data)
         if sent == len(data):
             return None
+        self.unsent = len(data) - sent
         return stream.write(data[sent:])
 
 
 def direct_writer(stream: IOStream) -> Write:
     """The write for ``stream``: a :class:`DirectWriter`, or the stream's own
     ``write`` for a stream that must send its own way (TLS)."""
-    if not isinstance(stream, IOStream) or isinstance(stream, SSLIOStream):
-        return stream.write  # TLS: only the stream knows how to send
-    if type(stream).write_to_fd is not IOStream.write_to_fd:
-        return stream.write  # a stream that sends its own way
+    if not sends_plainly(stream):
+        return stream.write  # TLS, or a stream that sends its own way
     return DirectWriter(stream)
 
 
@@ -232,7 +236,7 @@ class Outbox:
                 wrote = True
                 self._owner.outbox_written()
                 continue
-            self._in_flight = len(data) or 1  # an empty write is still in flight
+            self._in_flight = _unsent(self._write, data) or 1  # an empty write is still in flight
             self.write_started = asyncio.get_running_loop().time()
             future.add_done_callback(self._written)
             return
@@ -248,3 +252,9 @@ class Outbox:
             return
         self._owner.outbox_written()
         self.pump(wrote=True)
+
+
+def _unsent(write: Write, data: bytes) -> int:
+    """The bytes of ``data`` that a write returning a future still holds:
+    only what the socket did not take at once, after a partial direct send."""
+    return write.unsent if isinstance(write, DirectWriter) else len(data)

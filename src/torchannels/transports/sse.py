@@ -27,7 +27,7 @@ from .. import frames as F
 from ..frames import Frame
 from ..protocol import Position, format_cursor
 from .base import apply
-from .connection import StreamingTransport, http_chunk
+from .http_live import StreamingTransport, http_chunk
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..frames import Frame
-from .connection import StreamingTransport, http_chunk
+from .http_live import StreamingTransport, http_chunk
 
 
 def _line(frame: Frame) -> bytes:

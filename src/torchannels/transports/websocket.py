@@ -47,6 +47,7 @@ from ..frames import Frame
 from ..protocol import dumps, parse_cursor
 from ..request import check_channels, parse_ping, query_names
 from ..session import Session
+from ..tornado_compat import websocket_stream
 from .base import log_broker_failure
 from .connection import LiveConnection
 from .outbox import direct_writer
@@ -124,9 +125,7 @@ class ChannelSocketMixin(WebSocketHandler):
 
     def open(self, *args: Any, **kwargs: Any) -> Awaitable[None] | None:
         hub = self.hub
-        assert self.ws_connection is not None
-        stream = self.ws_connection.stream
-        assert stream is not None
+        stream = websocket_stream(self)
         self.set_nodelay(True)
         try:
             ping = parse_ping(self._one_argument("ping"), hub.settings)

@@ -83,13 +83,15 @@ client.on('state', (e: StateChange) => {
   const to: 'disconnected' | 'connecting' | 'connected' | 'reconnecting' = e.to;
   const from: ConnectionState = e.from;
   const why: string = e.reason;
-  if (to === 'reconnecting') console.log(`reconnecting (${why})…`, from, e.transport);
+  const detail: string | null = e.detail;
+  if (to === 'reconnecting') console.log(`reconnecting (${why})…`, from, e.transport, detail);
 });
 client.on('transport_failed', (e: TransportFailedEvent) => {
   const status: number | null = e.status;
   const code: string | number | null = e.code;
   const next: TransportName = e.next;
-  console.log(e.transport, status, code, next, e.reason.length);
+  const detail: string = e.detail;
+  console.log(e.transport, status, code, next, e.reason.length, detail.length);
 });
 client.off('state').off('transport_failed');
 if (client.state === 'reconnecting') console.log('reconnecting');

@@ -1,0 +1,111 @@
+"""Every reach into Tornado beyond its documented API, in one place.
+
+The write path and the listener need a few things Tornado does not promise:
+a handler's output transforms, the stream under an HTTP/1 request or a
+WebSocket, a stream's socket, a stream's own ``write_to_fd``, the buffer
+of a header read, a handler's status reason, and a stream's class swapped
+for a subclass. Each is one function here, so a Tornado release that
+changes one breaks one place, and ``tests/test_tornado_compat.py`` (which
+checks the installed version is within :data:`SUPPORTED` and each reach
+below still finds what it expects) fails by name.
+
+Supported: Tornado 6.5 and 6.6 (``>= 6.5, < 6.7``). Before raising the
+upper bound, run that test against the new release.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING, TypeVar
+
+import tornado
+from tornado.http1connection import HTTP1Connection
+from tornado.iostream import IOStream, SSLIOStream
+from tornado.web import GZipContentEncoding
+
+if TYPE_CHECKING:
+    from tornado.httputil import HTTPServerRequest
+    from tornado.web import RequestHandler
+    from tornado.websocket import WebSocketHandler
+
+#: The Tornado versions this module was checked against: ``[low, high)``.
+SUPPORTED: tuple[tuple[int, int], tuple[int, int]] = ((6, 5), (6, 7))
+
+_Stream = TypeVar("_Stream", bound=IOStream)
+
+
+def supported(version: tuple[int, ...] = tornado.version_info) -> bool:
+    """True if ``version`` (Tornado's ``version_info``) is within :data:`SUPPORTED`.
+
+    >>> supported((6, 6, 1, 0)), supported((7, 0, 0, 0))
+    (True, False)
+    """
+    low, high = SUPPORTED
+    return low <= tuple(version[:2]) < high
+
+
+def request_stream(request: HTTPServerRequest) -> IOStream | None:
+    """The stream under an HTTP/1 ``request`` (``HTTP1Connection.stream``);
+    None for any other kind of connection."""
+    connection = request.connection
+    if isinstance(connection, HTTP1Connection):
+        return connection.stream
+    return None
+
+
+def websocket_stream(handler: WebSocketHandler) -> IOStream:
+    """The stream of an open WebSocket (``handler.ws_connection.stream``)."""
+    protocol = handler.ws_connection
+    assert protocol is not None and protocol.stream is not None, "the WebSocket is not open"
+    return protocol.stream
+
+
+def drop_gzip(handler: RequestHandler) -> bool:
+    """Remove Tornado's gzip output transform from ``handler``
+    (``handler._transforms``, set once the request runs); True if no other
+    output transform is left (an app's own would need every write)."""
+    kept = [t for t in handler._transforms if not isinstance(t, GZipContentEncoding)]
+    handler._transforms = kept
+    return not kept
+
+
+def stream_socket(stream: IOStream) -> socket.socket:
+    """The socket of ``stream`` (``IOStream.socket``)."""
+    return stream.socket
+
+
+def sends_plainly(stream: IOStream) -> bool:
+    """True if ``stream`` sends with Tornado's own ``IOStream.write_to_fd``
+    (a plain ``send``), so a caller may send on its socket directly; False
+    for TLS or a stream that sends its own way."""
+    return (
+        isinstance(stream, IOStream)
+        and not isinstance(stream, SSLIOStream)
+        and type(stream).write_to_fd is IOStream.write_to_fd
+    )
+
+
+def adopt_stream(stream: IOStream, subclass: type[_Stream]) -> _Stream | None:
+    """Make a plain ``IOStream`` an instance of ``subclass`` (one that adds
+    behaviour only, no state of its own) by swapping its ``__class__``;
+    None, and no change, for any other stream (TLS)."""
+    if type(stream) is not IOStream:
+        return None
+    stream.__class__ = subclass
+    assert isinstance(stream, subclass)
+    return stream
+
+
+def header_read_buffer(stream: IOStream) -> bytes | None:
+    """What ``stream`` has buffered of a read it is making until a regular
+    expression (the request line and headers: ``_read_regex`` and
+    ``_read_buffer``); None when it is making no such read."""
+    if getattr(stream, "_read_regex", None) is None:
+        return None
+    return bytes(getattr(stream, "_read_buffer", b""))
+
+
+def status_reason(handler: RequestHandler) -> str:
+    """The reason phrase of ``handler``'s status (``handler._reason``)."""
+    reason: str = handler._reason
+    return reason
