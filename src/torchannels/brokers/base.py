@@ -359,8 +359,9 @@ class Broker(abc.ABC):
         channel names are ASCII), that start with ``prefix`` and sort after
         ``after`` (None: from the first), at most ``limit`` of them.
 
-        A broker holds a channel from its first publish or set_state until
-        it is forgotten for idleness (its history TTL). Pages are consistent
+        A channel is listed from its first publish or set_state until it
+        has been idle for its history TTL (its position may be kept longer,
+        for ``meta_ttl``, but it is not listed). Pages are consistent
         under change: a channel created or forgotten between two calls is
         listed or not, but no other name is skipped or repeated.
         """

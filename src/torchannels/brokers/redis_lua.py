@@ -46,10 +46,9 @@ local function fresh(horizon)
     count = math.min(count * 4, 256)
   end
 end
--- After a write at time now: the history TTL on the stream and state, the
--- meta TTL on the meta.
-local function expire(ttl, keep, now)
-  redis.call('HSET', KEYS[1], 't', now)
+-- After a write: the history TTL on the stream and state, the meta TTL on
+-- the meta.
+local function expire(ttl, keep)
   redis.call('PEXPIRE', KEYS[1], keep)
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PEXPIRE', KEYS[3], ttl)
@@ -76,12 +75,12 @@ for i = 0, n - 1 do
   end
   redis.call(ARGV[5], KEYS[4], off .. ':' .. epoch .. ':' .. ts .. ':' .. payload)
 end
-redis.call('HSET', KEYS[1], 'o', string.format('%d', top))
+redis.call('HSET', KEYS[1], 'o', string.format('%d', top), 't', ARGV[7])
 local first = nil
 if size > 0 then first = fresh(tonumber(ARGV[3])) end
 -- size 0 keeps none: what another process kept before would end in a hole
 if first then redis.call('XTRIM', KEYS[2], 'MINID', first) else redis.call('DEL', KEYS[2]) end
-expire(ARGV[2], ARGV[6], ARGV[7])
+expire(ARGV[2], ARGV[6])
 return {epoch, top - n + 1}
 """
 )
@@ -166,7 +165,8 @@ for i = 5, #ARGV, 2 do
 end
 redis.call('HSET', KEYS[3], 'a', string.format('%d', top), 'n', #payloads,
   't', table.concat(stamps, '\\n'), 'p', table.concat(payloads, '\\n'))
-expire(ARGV[2], ARGV[3], ARGV[4])
+redis.call('HSET', KEYS[1], 't', ARGV[4])
+expire(ARGV[2], ARGV[3])
 return {epoch, top}
 """
 )
