@@ -6,7 +6,7 @@ client resumes on any process. Per channel, under the hash tag
 last offset), a stream (the history, trimmed to exactly ``size`` entries
 and to ``ttl`` seconds of age) and a state hash; the stream and state
 expire after ``ttl`` seconds without a publish or set_state, and the meta
-(about 100 bytes) after ``meta_ttl``, so idle channels cost next to
+(about 120 bytes) after ``meta_ttl``, so idle channels cost next to
 nothing. An empty Redis (restart without persistence, FLUSHDB, eviction)
 therefore starts new epochs: resumers get an honest ``epoch_changed``.
 
