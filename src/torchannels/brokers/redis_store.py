@@ -113,20 +113,35 @@ class Store:
         keep = str(max(1, round(self._policy_for(channel).keep * 1000)))
         return self._ttl_ms(channel), keep, repr(self._clock())
 
-    async def _run(self, script: str, keys: list[str], args: list[Any], where: str) -> Any:
-        """EVALSHA ``script`` (loading it when Redis lacks it)."""
+    async def _run(
+        self, script: str, keys: list[str], args: list[Any], where: str, *, again: bool = False
+    ) -> Any:
+        """EVALSHA ``script`` (loading it when Redis lacks it).
+
+        ``again``: the script writes nothing, so a broken connection is tried
+        once more on a new one. After a node restarts, a Cluster client's first
+        command can find the old connection dead (redis-py retries nothing
+        here: see ``from_url``), and a read must not fail for that."""
         await self._start()
         r = redis_py()
-        try:
+        for tries_left in (1, 0) if again else (0,):
             try:
-                reply = await self.client.evalsha(lua.sha1(script), len(keys), *keys, *args)
-            except r.exceptions.NoScriptError:
-                await self.client.script_load(script)
-                reply = await self.client.evalsha(lua.sha1(script), len(keys), *keys, *args)
-        except Exception as exc:
-            raise self.failed(exc, where) from exc
+                reply = await self._evalsha(script, keys, args)
+                break
+            except r.exceptions.ConnectionError as exc:
+                if not tries_left:
+                    raise self.failed(exc, where) from exc
+            except Exception as exc:
+                raise self.failed(exc, where) from exc
         self.ok = True
         return reply
+
+    async def _evalsha(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self.client.evalsha(lua.sha1(script), len(keys), *keys, *args)
+        except redis_py().exceptions.NoScriptError:
+            await self.client.script_load(script)
+            return await self.client.evalsha(lua.sha1(script), len(keys), *keys, *args)
 
     def failed(self, exc: BaseException, where: str) -> BaseException:
         if not unreachable(exc):
@@ -276,7 +291,7 @@ class Store:
             since.offset if since is not None else 0,
             after,
         ]
-        reply: list[Any] = await self._run(lua.READ, keys, args, "read")
+        reply: list[Any] = await self._run(lua.READ, keys, args, "read", again=True)
         return reply
 
     async def read(self, channel: str, since: Position | None) -> ReadResult:
