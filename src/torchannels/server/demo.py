@@ -17,6 +17,7 @@ from typing import Any
 
 import tornado.web
 
+from ..errors import BrokerError
 from ..hub import Hub
 from .config import ServerConfig
 from .devmode import ORIGIN, admin_hint, program, publish_commands
@@ -119,8 +120,13 @@ class Ticker:
 
     async def _run(self) -> None:
         while True:
-            try:
-                await self.tick()
-            except Exception:  # keep ticking through a broker hiccup
-                log.exception("demo ticker failed")
+            # While the broker is down the ticker waits quietly: the broker
+            # logs its own state changes, and a publish would only fail.
+            if self.hub.broker.available:
+                try:
+                    await self.tick()
+                except BrokerError as exc:
+                    log.debug("demo ticker: %s", exc)
+                except Exception:  # a bug, not a broker hiccup: say it, keep ticking
+                    log.exception("demo ticker failed")
             await asyncio.sleep(self.interval)
