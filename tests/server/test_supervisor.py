@@ -1,14 +1,15 @@
 """The ``--workers`` supervisor: real ``torchannels serve`` processes.
 
 Start-up failures are injected with a ``sitecustomize`` on ``PYTHONPATH``
-(written here) that makes ``make_app`` raise, or wait, in chosen workers:
-``make_app`` is what every worker calls before it is ready, and it is
+(written here) that makes ``make_apps`` raise, or wait, in chosen workers:
+``make_apps`` is what every worker calls before it is ready, and it is
 told the worker's number. Each server runs in a session of its own, so
 "every worker is gone" is checked on its process group.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -26,16 +27,16 @@ from redis_servers import shared_redis
 from server.processes import LISTENING, START_TIMEOUT, STOP_TIMEOUT, WAIT, clean_env
 from torchannels.server.workers import BACKOFF_CAP, BACKOFF_FIRST
 
-SHIM = '''
+SHIM = """
 import os
 import time
 
 import torchannels.server.app as app
 
-_make_app = app.make_app
+_make_apps = app.make_apps
 
 
-def make_app(config, hub=None, *, worker=0):
+def make_apps(config, hub=None, *, worker=0):
     hold = os.environ.get("SHIM_HOLD")
     if hold:  # say "starting", then wait while the hold file exists
         open(os.path.join(hold, f"started-{worker}"), "w").close()
@@ -45,11 +46,11 @@ def make_app(config, hub=None, *, worker=0):
     flag = os.environ.get("SHIM_FAIL_FLAG")
     if str(worker) in failing and (not flag or os.path.exists(flag)):
         raise RuntimeError(f"injected start-up failure of worker {worker}")
-    return _make_app(config, hub, worker=worker)
+    return _make_apps(config, hub, worker=worker)
 
 
-app.make_app = make_app
-'''
+app.make_apps = make_apps
+"""
 
 
 class Supervised:
@@ -123,10 +124,8 @@ class Supervised:
         return False
 
     def kill(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(STOP_TIMEOUT)
 
 
@@ -195,7 +194,7 @@ def test_sigterm_during_start_up_stops_everything_and_exits_0(
 def test_sigterm_after_a_restart_exits_0(supervise: Any) -> None:
     server = supervise("--workers", "2", *redis_flags())
     server.banner()
-    first, second = server.worker_pids()
+    _, second = server.worker_pids()
     os.kill(second, signal.SIGKILL)
     server.wait_log(rf"worker 1 \(pid {second}\) was killed by SIGKILL after [\d.]+ s")
     server.wait_log(r"worker 1 \(pid \d+\) is back")
@@ -205,9 +204,7 @@ def test_sigterm_after_a_restart_exits_0(supervise: Any) -> None:
     assert server.group_gone()
 
 
-def test_a_crash_looping_worker_is_logged_and_backed_off(
-    supervise: Any, tmp_path: Path
-) -> None:
+def test_a_crash_looping_worker_is_logged_and_backed_off(supervise: Any, tmp_path: Path) -> None:
     """Worker 1 starts, then every restart of it fails: each death is one
     log line, the delays double, and worker 0 keeps serving meanwhile. Once
     the fault is gone worker 1 comes back, and SIGTERM still exits 0."""

@@ -232,7 +232,9 @@ class Supervisor:
             pid,
             _describe(code),
             lived,
-            f" ({worker.quick_deaths} quick deaths in a row)" if worker.quick_deaths else "",
+            f" (within {MIN_LIFETIME:g} s of its start, {worker.quick_deaths} times in a row)"
+            if worker.quick_deaths
+            else "",
             delay,
         )
         worker.restart_at = time.monotonic() + delay
