@@ -9,11 +9,12 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from redis_servers import RedisServer, free_port
-from server.processes import WAIT, ServerProcess, cli
+from server.processes import KEY, WAIT, ServerProcess, api, as_json, cli, until
 
 MISSING = (
     "torchannels: --broker: the Redis broker needs redis-py: pip install 'torchannels[redis]'\n"
@@ -78,20 +79,44 @@ async def test_an_unreachable_redis_is_said_once_and_the_demo_stays_quiet(
     assert len(said) <= 3, said  # that line, "no API key set", at most one more
 
 
+async def ticker(http: Any, hub: ServerProcess) -> dict[str, Any]:
+    """``demo:ticker``'s position, once it has one."""
+    info: dict[str, Any] = {}
+
+    async def published() -> bool:
+        nonlocal info
+        info = as_json(await api(http, hub, "/api/channels/demo:ticker"))
+        return bool(info.get("offset"))
+
+    await until(published, "demo:ticker has no message")
+    return info
+
+
 async def test_redis_going_away_and_coming_back_is_two_lines(
-    spawn: Callable[..., ServerProcess], tmp_path: Path
+    spawn: Callable[..., ServerProcess], tmp_path: Path, http: Any
 ) -> None:
+    """One line when Redis goes, one when it is back; the demo ticker is
+    quiet meanwhile and publishes again after (a new epoch: the restarted
+    Redis is empty)."""
     redis = RedisServer(tmp_path / "redis")
     redis.start()
     try:
-        hub = spawn("--broker", redis.url)
+        hub = spawn("--broker", redis.url, "--api-key", KEY)
+        before = await ticker(http, hub)
         redis.kill()
         await wait_log(hub, r"Redis pub/sub connection lost")
         redis.start()
         await wait_log(hub, r"Redis is reachable again after [\d.]+ s")
+
+        async def ticking_again() -> bool:
+            now = await ticker(http, hub)
+            return now["epoch"] != before["epoch"] and now["offset"] >= 1
+
+        await until(ticking_again, "the demo ticker did not resume")
+        log = hub.log()
     finally:
         redis.kill()
-    log = hub.log()
     said = [line for line in lines(log) if "torchannels.broker" in line]
     assert len(said) == 2, said
+    assert "Redis pub/sub connection lost (ConnectionError: " in said[0], said
     assert "Traceback" not in log and "demo ticker" not in log, log

@@ -238,7 +238,9 @@ class Delivery:
                 exc,
             )
         else:
-            log.warning("Redis pub/sub connection lost (%r); reconnecting", exc)
+            log.warning(
+                "Redis pub/sub connection lost (%s: %s); reconnecting", type(exc).__name__, exc
+            )
         self.ok = False
         if self._recovery is None:
             self._recovery = asyncio.ensure_future(self._recover())

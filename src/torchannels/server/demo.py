@@ -28,6 +28,8 @@ CHAT = "demo:chat"
 TICKER = "demo:ticker"
 MAX_TEXT = 280
 MAX_NAME = 32
+#: While the broker is unavailable the ticker tries one tick in this many.
+QUIET_TRY = 10
 
 
 FAVICON = os.path.join(os.path.dirname(__file__), "favicon.ico")
@@ -119,14 +121,19 @@ class Ticker:
         await channel.aset_state(self.recent)
 
     async def _run(self) -> None:
+        skipped = 0
         while True:
-            # While the broker is down the ticker waits quietly: the broker
-            # logs its own state changes, and a publish would only fail.
-            if self.hub.broker.available:
+            # While the broker is down the ticker is quiet: the broker logs
+            # its own state changes. It tries every QUIET_TRY-th tick anyway,
+            # for a broker that only notices it is back when a command works.
+            if self.hub.broker.available or skipped >= QUIET_TRY:
+                skipped = 0
                 try:
                     await self.tick()
                 except BrokerError as exc:
                     log.debug("demo ticker: %s", exc)
                 except Exception:  # a bug, not a broker hiccup: say it, keep ticking
                     log.exception("demo ticker failed")
+            else:
+                skipped += 1
             await asyncio.sleep(self.interval)
