@@ -110,7 +110,7 @@ async def test_redis_going_away_and_coming_back_is_two_lines(
 
         async def ticking_again() -> bool:
             now = await ticker(http, hub)
-            return now["epoch"] != before["epoch"] and now["offset"] >= 1
+            return bool(now["epoch"] != before["epoch"] and now["offset"] >= 1)
 
         await until(ticking_again, "the demo ticker did not resume")
         log = hub.log()
