@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from redis_servers import RedisServer, free_port
-from server.processes import KEY, WAIT, ServerProcess, api, as_json, cli, until
+from server.processes import KEY, START_TIMEOUT, ServerProcess, api, as_json, cli, until
 
 MISSING = (
     "torchannels: --broker: the Redis broker needs redis-py: pip install 'torchannels[redis]'\n"
@@ -53,7 +53,7 @@ def lines(log: str) -> list[str]:
 
 
 async def wait_log(hub: ServerProcess, pattern: str, count: int = 1) -> None:
-    deadline = time.monotonic() + WAIT
+    deadline = time.monotonic() + START_TIMEOUT  # 8 reconnect attempts take up to 7 s
     while len(re.findall(pattern, hub.log())) < count:
         assert time.monotonic() < deadline, f"{count} x {pattern!r} not in: {hub.log()}"
         await asyncio.sleep(0.05)

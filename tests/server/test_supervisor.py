@@ -100,7 +100,9 @@ class Supervised:
         assert match is not None, (line, self.log())
         return int(match.group(1))
 
-    def wait_log(self, pattern: str, count: int = 1, timeout: float = WAIT) -> list[re.Match[str]]:
+    def wait_log(
+        self, pattern: str, count: int = 1, timeout: float = START_TIMEOUT
+    ) -> list[re.Match[str]]:
         deadline = time.monotonic() + timeout
         while len(found := list(re.finditer(pattern, self.log()))) < count:
             if time.monotonic() > deadline or self.proc.poll() is not None:
