@@ -345,6 +345,12 @@ class Broker(abc.ABC):
         this process always answers."""
         return None
 
+    async def connect(self) -> None:
+        """Reach the broker now rather than on first use (the server does so
+        at start-up), so an unreachable one is logged, and retried, at once.
+        Never raises for an unreachable broker."""
+        return None
+
     @abc.abstractmethod
     async def info(self, channel: str) -> ChannelInfo:
         """Position and history size of ``channel``."""

@@ -33,10 +33,12 @@ Redis 7 for a Cluster.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..errors import BrokerUnavailable
 from ..frames import Publication
 from ..protocol import Position
 from .base import Broker, ChannelInfo, HistoryPolicy, Listener, ReadResult
@@ -47,6 +49,12 @@ from .redis_store import Store
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
+
+log = logging.getLogger("torchannels.broker")
+
+#: The options of :meth:`RedisBroker.from_url` that are the broker's (the
+#: others go to redis-py).
+_BROKER_OPTIONS = ("clock", "ping_interval", "reconnect_cap", "subscribe_timeout")
 
 
 class RedisBroker(Broker):
@@ -129,9 +137,7 @@ class RedisBroker(Broker):
         if scheme.endswith("+cluster"):
             scheme, cluster = scheme.removesuffix("+cluster"), True
         url = scheme + sep + rest
-        mine = {
-            k: options.pop(k) for k in ("clock", "ping_interval", "reconnect_cap") if k in options
-        }
+        mine = {k: options.pop(k) for k in _BROKER_OPTIONS if k in options}
         # RESP2 pinned: pub/sub messages are then plain arrays on our own
         # connection (RESP3 sends push frames), and every reply has one shape.
         options.setdefault("protocol", 2)
@@ -172,6 +178,14 @@ class RedisBroker(Broker):
         else:
             await self.client.ping()
         self._data.ok = True  # Redis answers again, even if no command ran since it failed
+
+    async def connect(self) -> None:
+        """Open the pub/sub connection now: a Redis out of reach is logged
+        and retried in the background (:mod:`.redis_delivery`)."""
+        try:
+            await self._delivery.start()
+        except BrokerUnavailable as exc:  # a Cluster: discovery is retried on use
+            log.warning("%s; retrying on the next command", exc)
 
     def _now(self) -> float:
         return self.clock()

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from redis.asyncio.connection import AbstractConnection
 
 log = logging.getLogger("torchannels.broker")
+
+#: Seconds between two "still unreachable" lines while Redis is out of reach.
+SUMMARY_EVERY = 60.0
 
 
 class Delivery:
@@ -228,7 +232,15 @@ class Delivery:
     def _feed_lost(self, feed: Feed | None, exc: BaseException) -> None:
         if self._closed or (feed is not None and self._feeds.get(self._feed_key(feed)) is not feed):
             return  # a feed we already replaced
-        log.warning("Redis pub/sub connection lost (%r); reconnecting", exc)
+        if feed is None:  # never connected: at start-up
+            log.warning(
+                "%s; retrying in the background: publishes and subscriptions fail until it answers",
+                exc,
+            )
+        else:
+            log.warning(
+                "Redis pub/sub connection lost (%s: %s); reconnecting", type(exc).__name__, exc
+            )
         self.ok = False
         if self._recovery is None:
             self._recovery = asyncio.ensure_future(self._recover())
@@ -245,6 +257,7 @@ class Delivery:
         """Re-make every feed and resubscribe, with capped, jittered backoff;
         then hand the broker every channel to re-read."""
         attempt = 0
+        lost = said = time.monotonic()
         try:
             while not self._closed:
                 self._lost_again = False
@@ -254,6 +267,15 @@ class Delivery:
                     delay = random.uniform(0, min(self._reconnect_cap, 0.05 * 2**attempt))
                     attempt += 1
                     log.debug("Redis pub/sub reconnect failed (%r); next in %.2f s", exc, delay)
+                    if time.monotonic() - said >= SUMMARY_EVERY:
+                        said = time.monotonic()
+                        log.warning(
+                            "Redis still unreachable after %.0f s (%d attempts; last: %s); "
+                            "retrying",
+                            said - lost,
+                            attempt,
+                            exc,
+                        )
                     await asyncio.sleep(delay)
                     continue
                 if not self._lost_again:
@@ -263,7 +285,11 @@ class Delivery:
         if self._closed:
             return
         self.ok = True
-        log.info("Redis pub/sub reconnected; re-reading %d channels", len(self._wanted))
+        log.info(
+            "Redis is reachable again after %.1f s; re-reading %d channels",
+            time.monotonic() - lost,
+            len(self._wanted),
+        )
         self._recovered(sorted(set(self._wanted.values())))
 
     async def _rebuild(self) -> None:

@@ -134,6 +134,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 except ImportError as exc:
                     print(f"torchannels: {exc}", file=sys.stderr)
                     return 2
+            if config.broker != "memory":
+                from ..brokers.redis_errors import redis_py
+
+                try:
+                    redis_py()  # fail now, in one line, not in a traceback per worker
+                except ImportError as exc:
+                    print(f"torchannels: --broker: {exc}", file=sys.stderr)
+                    return 2
             logging.basicConfig(
                 level=config.log_level.upper(),
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s",

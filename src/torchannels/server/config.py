@@ -15,6 +15,7 @@ lower one set.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import ipaddress
 import math
@@ -512,6 +513,12 @@ def _check_broker(url: str) -> str:
     """``memory`` or a Redis URL; the message never shows the URL (it may
     hold a password)."""
     url = url.strip()
-    if url == "memory" or url.startswith(BROKER_SCHEMES):
+    if url == "memory":
+        return url
+    if url.startswith(BROKER_SCHEMES):
+        from ..brokers.redis_errors import check_url
+
+        with contextlib.suppress(ImportError):  # without redis-py the CLI says so
+            check_url(url)
         return url
     raise ValueError("must be 'memory' or a URL starting with " + ", ".join(BROKER_SCHEMES))

@@ -17,6 +17,7 @@ from typing import Any
 
 import tornado.web
 
+from ..errors import BrokerError
 from ..hub import Hub
 from .config import ServerConfig
 from .devmode import ORIGIN, admin_hint, program, publish_commands
@@ -27,6 +28,8 @@ CHAT = "demo:chat"
 TICKER = "demo:ticker"
 MAX_TEXT = 280
 MAX_NAME = 32
+#: While the broker is unavailable the ticker tries one tick in this many.
+QUIET_TRY = 10
 
 
 FAVICON = os.path.join(os.path.dirname(__file__), "favicon.ico")
@@ -118,9 +121,19 @@ class Ticker:
         await channel.aset_state(self.recent)
 
     async def _run(self) -> None:
+        skipped = 0
         while True:
-            try:
-                await self.tick()
-            except Exception:  # keep ticking through a broker hiccup
-                log.exception("demo ticker failed")
+            # While the broker is down the ticker is quiet: the broker logs
+            # its own state changes. It tries every QUIET_TRY-th tick anyway,
+            # for a broker that only notices it is back when a command works.
+            if self.hub.broker.available or skipped >= QUIET_TRY:
+                skipped = 0
+                try:
+                    await self.tick()
+                except BrokerError as exc:
+                    log.debug("demo ticker: %s", exc)
+                except Exception:  # a bug, not a broker hiccup: say it, keep ticking
+                    log.exception("demo ticker failed")
+            else:
+                skipped += 1
             await asyncio.sleep(self.interval)

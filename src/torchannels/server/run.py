@@ -154,6 +154,7 @@ async def serve(
     open_files = raise_open_file_limit()
 
     hub = make_hub(config)
+    await hub.broker.connect()  # an unreachable broker is said now, not at first use
     app, internal_app = make_apps(config, hub, worker=worker)
     counts = app.settings["torchannels_counts"]
     counts.start()  # with Redis: share this process's counts with the others
@@ -200,6 +201,12 @@ async def serve(
     if config.api_key is None and worker == 0:
         log.warning("no API key set (--api-key, or --dev to make one): the publish API is disabled")
     await stop.wait()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # A second signal changes nothing, and asyncio's handler would meet
+        # a closed wakeup pipe if one arrived while the loop closes (a
+        # supervisor and a process-group kill both send one to a worker).
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
 
     started = time.monotonic()
     log.info("shutting down: no new connections; asking clients to reconnect")
