@@ -146,8 +146,9 @@ def own_origin(request: tornado.httputil.HTTPServerRequest, origin: str) -> bool
     asked for (``request.host``, forwarded by a trusted proxy) or the
     ``Host`` header.
 
-    >>> from tornado.httputil import HTTPHeaders, HTTPServerRequest
-    >>> request = HTTPServerRequest("GET", "/admin", headers=HTTPHeaders(Host="hub:8090"))
+    >>> from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
+    >>> line = RequestStartLine("GET", "/admin", "HTTP/1.1")
+    >>> request = HTTPServerRequest(start_line=line, headers=HTTPHeaders(Host="hub:8090"))
     >>> own_origin(request, "http://HUB:8090"), own_origin(request, "http://hub:8091")
     (True, False)
     """
