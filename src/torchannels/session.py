@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from . import frames as F
-from .brokers.base import ReadResult, check_unbroken
+from .brokers.base import ReadResult, all_or_first_failure, check_unbroken
 from .errors import FORBIDDEN, AccessDenied
 from .frames import Frame, Publication
 from .hub import Hub
@@ -330,10 +330,4 @@ async def _all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
         return [await pending[0]]
     # Every one ends before this returns or raises: none is left running to
     # attach (or fail) after its caller has cleaned up.
-    results = await asyncio.gather(*pending, return_exceptions=True)
-    done: list[T] = []
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-        done.append(result)
-    return done
+    return all_or_first_failure(await asyncio.gather(*pending, return_exceptions=True))

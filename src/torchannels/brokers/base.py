@@ -23,13 +23,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import RESET_EPOCH, RESET_INVALID, RESET_TRIMMED
 from ..frames import Publication
 from ..protocol import Position
 
 log = logging.getLogger("torchannels.broker")
+_T = TypeVar("_T")
 
 #: Called with every new publication of a channel the process subscribed to.
 Listener = Callable[[Publication], None]
@@ -181,16 +182,17 @@ def check_unbroken(since: Position | None, result: ReadResult, top: int | None) 
     return ReadResult(plan.position, [p for p in pubs if p.offset > plan.after], None, plan.reset)
 
 
-def all_or_first_failure(outcomes: Sequence[Publication | BaseException]) -> list[Publication]:
-    """The publications of a :meth:`Broker.publish_many` batch, or its first
-    failure (raised once every member has ended: a failed one does not stop
-    the others)."""
-    publications: list[Publication] = []
+def all_or_first_failure(outcomes: Sequence[_T | BaseException]) -> list[_T]:
+    """The results of a batch whose members all ended (a
+    :meth:`Broker.publish_many`, a session's attaches), or its first
+    failure: a failed member does not stop the others, and the caller sees
+    the first error once all have ended."""
+    results: list[_T] = []
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
-        publications.append(outcome)
-    return publications
+        results.append(outcome)
+    return results
 
 
 class Broker(abc.ABC):

@@ -24,7 +24,7 @@ from .admin import (
     AdminLogoutHandler,
     AdminPageHandler,
 )
-from .api import UNAUTHORIZED, ApiError, _channel, api_error, json_body, publish_one
+from .api import UNAUTHORIZED, ApiError, api_error, channel_name, json_body, publish_one
 from .channels_api import list_channels, page_arguments
 from .fleet import LocalCounts
 
@@ -96,7 +96,9 @@ class AdminPublishHandler(AdminDataHandler):
             if len(self.request.body) > MAX_BODY:
                 raise ApiError(413, "payload_too_large", BODY_TOO_LARGE)
             body = json_body(self.request.body)
-            answer = await publish_one(self.hub, _channel(body.get("channel")), body.get("data"))
+            answer = await publish_one(
+                self.hub, channel_name(body.get("channel")), body.get("data")
+            )
         except (ApiError, TorChannelsError) as exc:
             self.fail(exc)
             return

@@ -30,7 +30,6 @@ from ..errors import (
 from ..hub import Hub
 from ..protocol import check_channel, check_message, dumps, encode_message
 from ..tornado_compat import status_reason
-from .fleet import LocalCounts
 
 #: Messages one batch publish (``{"messages": [...]}``) may carry at most.
 MAX_BATCH = 1000
@@ -245,7 +244,7 @@ def info_body(info: ChannelInfo, subscribers: Mapping[str, int]) -> dict[str, An
     }
 
 
-def _channel(value: object) -> str:
+def channel_name(value: object) -> str:
     if value is None:
         raise ApiError(400, INVALID_CHANNEL, 'the "channel" field is missing: name the channel')
     try:
@@ -270,14 +269,14 @@ class PublishHandler(ApiHandler):
                 names = body["channels"]
                 if not isinstance(names, list) or not names:
                     raise ApiError(400, BAD_JSON, '"channels" must be a non-empty list')
-                channels = [_channel(n) for n in names]
+                channels = [channel_name(n) for n in names]
                 # Queued in this order, stored in one round trip where the broker can.
                 results = await asyncio.gather(
                     *(self._publish(c, data) for c in dict.fromkeys(channels))
                 )
                 self.reply({"results": list(results)})
             else:
-                self.reply(await self._publish(_channel(body.get("channel")), data))
+                self.reply(await self._publish(channel_name(body.get("channel")), data))
         except (ApiError, TorChannelsError) as exc:
             self.fail(exc)
 
@@ -309,7 +308,7 @@ class PublishHandler(ApiHandler):
         try:
             if not isinstance(item, dict):
                 raise ApiError(400, BAD_JSON, 'a message must be {"channel": ..., "data": {...}}')
-            channel = _channel(item.get("channel"))
+            channel = channel_name(item.get("channel"))
             self.hub.broker.check_channel(channel)
             data = item.get("data")
             if not isinstance(data, dict):
@@ -336,7 +335,7 @@ class StateHandler(ApiHandler):
             return
         try:
             body = self.body()
-            channel = _channel(body.get("channel"))
+            channel = channel_name(body.get("channel"))
             messages = body.get("messages")
             if not isinstance(messages, list):
                 raise ApiError(400, BAD_JSON, '"messages" must be a list of objects')
@@ -344,32 +343,3 @@ class StateHandler(ApiHandler):
             self.reply({"channel": channel, "epoch": position.epoch, "offset": position.offset})
         except (ApiError, TorChannelsError) as exc:
             self.fail(exc)
-
-
-class ChannelInfoHandler(ApiHandler):
-    """``GET /api/channels/NAME``: position, history length, and subscribers
-    here and over every process (as each row of ``GET /api/channels``)."""
-
-    def initialize(  # type: ignore[override]
-        self,
-        hub: Hub,
-        api_key: str | None,
-        max_body: int,
-        counts: LocalCounts,
-        cors: CorsPolicy | None = None,
-    ) -> None:
-        super().initialize(hub, api_key, max_body, cors)
-        self.counts = counts
-
-    async def get(self, name: str) -> None:
-        if self.refused():
-            return
-        try:
-            channel = _channel(name)
-            info, subscribers = await asyncio.gather(
-                self.hub.info(channel), self.counts.subscribers([channel])
-            )
-        except (ApiError, TorChannelsError) as exc:
-            self.fail(exc)
-            return
-        self.reply(info_body(info, subscribers))

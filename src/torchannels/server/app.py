@@ -41,8 +41,8 @@ from ..session import Subscription
 from ..tokens import ChannelPatterns, Claims, TokenError, decode_token
 from .admin import AdminAuth
 from .admin_api import admin_routes
-from .api import ChannelInfoHandler, PublishHandler, StateHandler
-from .channels_api import ChannelListHandler
+from .api import PublishHandler, StateHandler
+from .channels_api import ChannelInfoHandler, ChannelListHandler
 from .config import ServerConfig
 from .demo import DemoPageHandler, DemoPublishHandler, FaviconHandler
 from .fleet import LocalCounts, make_counts

@@ -1,4 +1,5 @@
-"""``GET /api/channels``: the channels that exist, a page at a time.
+"""``GET /api/channels``: the channels that exist, a page at a time; and
+``GET /api/channels/NAME``, one of them.
 
 The list is the broker's channels (:meth:`~torchannels.Broker.channels`)
 together with those that have subscribers in this process, sorted by name;
@@ -19,7 +20,7 @@ from ..cors import CorsPolicy
 from ..errors import TorChannelsError
 from ..hub import Hub
 from ..protocol import CHANNEL_RE, MAX_CHANNEL_LENGTH
-from .api import INVALID_CHANNEL, ApiError, ApiHandler, info_body
+from .api import INVALID_CHANNEL, ApiError, ApiHandler, channel_name, info_body
 from .fleet import LocalCounts
 
 DEFAULT_LIMIT = 100
@@ -67,8 +68,8 @@ async def list_channels(
     return {"channels": rows, "next": page[-1] if len(names) > limit else None}
 
 
-class ChannelListHandler(ApiHandler):
-    """``GET /api/channels?prefix=P&limit=N&after=NAME``."""
+class CountingHandler(ApiHandler):
+    """An API handler that answers subscriber counts over every process."""
 
     def initialize(  # type: ignore[override]
         self,
@@ -81,6 +82,10 @@ class ChannelListHandler(ApiHandler):
         super().initialize(hub, api_key, max_body, cors)
         self.counts = counts
 
+
+class ChannelListHandler(CountingHandler):
+    """``GET /api/channels?prefix=P&limit=N&after=NAME``."""
+
     async def get(self) -> None:
         if self.refused():
             return
@@ -89,3 +94,21 @@ class ChannelListHandler(ApiHandler):
             self.reply(await list_channels(self.hub, self.counts, prefix, after, limit))
         except (ApiError, TorChannelsError) as exc:
             self.fail(exc)
+
+
+class ChannelInfoHandler(CountingHandler):
+    """``GET /api/channels/NAME``: position, history length, and subscribers
+    here and over every process (as each row of ``GET /api/channels``)."""
+
+    async def get(self, name: str) -> None:
+        if self.refused():
+            return
+        try:
+            channel = channel_name(name)
+            info, subscribers = await asyncio.gather(
+                self.hub.info(channel), self.counts.subscribers([channel])
+            )
+        except (ApiError, TorChannelsError) as exc:
+            self.fail(exc)
+            return
+        self.reply(info_body(info, subscribers))
