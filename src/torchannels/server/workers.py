@@ -130,7 +130,7 @@ class Supervisor:
             for worker in self.workers:
                 self._spawn(worker)
             while self.running or self.stop_by is None:
-                for key, _ in selector.select(self._timeout()):
+                for key, _ in selector.select(self._select_timeout()):
                     if key.fd == self._wake_r:
                         self._on_signals(_drain(self._wake_r))
                     else:
@@ -272,7 +272,7 @@ class Supervisor:
             self.code = 1
             self.stop_by = float("inf")
 
-    def _timeout(self) -> float | None:
+    def _select_timeout(self) -> float | None:
         deadlines = [w.restart_at for w in self.workers if w.restart_at is not None]
         if self.stop_by is not None:
             deadlines.append(self.stop_by)
