@@ -79,6 +79,8 @@ class Run:
         self.failures: list[str] = []
         self.max_reconnects = max_reconnects
         self.connect_timeout = 60.0
+        #: A subscription token per subscriber (``token=``), or None: anonymous.
+        self.tokens: list[str] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
 
     def begin_phase(self, messages: int) -> None:
@@ -126,6 +128,8 @@ class Subscriber:
         loop = asyncio.get_running_loop()
         self.ready = loop.create_future() if self.epoch is None else None
         query = {"channel": CHANNEL}
+        if self.run.tokens is not None:
+            query["token"] = self.run.tokens[self.index]
         if self.epoch is not None:
             query["cursor"] = f"{CHANNEL}={self.epoch}:{self.last}"
         host = f"Host: {HOST}:{self.run.port}\r\n"
