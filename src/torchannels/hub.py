@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from .brokers.base import Broker, ChannelInfo, ReadResult
 from .brokers.memory import MemoryBroker
+from .brokers.presence import PresenceEvent
 from .channel import Channel
 from .errors import RECONNECT_SHUTDOWN
 from .frames import Publication
@@ -215,7 +216,9 @@ class Hub:
         if not ready.cancelled() and ready.exception() is None:
             await self.broker.unsubscribe(channel, self._dispatch)
 
-    def _dispatch(self, pub: Publication) -> None:
+    def _dispatch(self, pub: Publication | PresenceEvent) -> None:
+        if isinstance(pub, PresenceEvent):
+            return  # presence events are not delivered yet
         local = self._local.get(pub.channel)
         if local is None:
             return
