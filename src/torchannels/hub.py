@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from .brokers.base import Broker, ChannelInfo, ReadResult
 from .brokers.memory import MemoryBroker
+from .brokers.presence import PresenceEvent
 from .channel import Channel
 from .channel_options import ChannelOptionsTable
 from .errors import RECONNECT_SHUTDOWN
@@ -242,7 +243,9 @@ class Hub:
         if not ready.cancelled() and ready.exception() is None:
             await self.broker.unsubscribe(channel, self._dispatch)
 
-    def _dispatch(self, pub: Publication) -> None:
+    def _dispatch(self, pub: Publication | PresenceEvent) -> None:
+        if isinstance(pub, PresenceEvent):
+            return  # presence events are not delivered yet
         local = self._local.get(pub.channel)
         if local is None:
             return
