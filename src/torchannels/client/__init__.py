@@ -21,7 +21,15 @@ from __future__ import annotations
 
 import warnings
 
-from .calls import ChannelInfo, ChannelPage, Published, StateSet
+from .calls import (
+    ChannelInfo,
+    ChannelPage,
+    PresenceCounts,
+    PresenceUser,
+    Published,
+    StateSet,
+    UserPage,
+)
 from .client import TRANSPORTS, ChannelFeed, Client
 from .errors import (
     APIError,
@@ -53,6 +61,8 @@ __all__ = [
     "Event",
     "Message",
     "PayloadTooLarge",
+    "PresenceCounts",
+    "PresenceUser",
     "Published",
     "Publisher",
     "RequestError",
@@ -63,6 +73,7 @@ __all__ = [
     "SubscribeError",
     "SyncSubscription",
     "UnavailableError",
+    "UserPage",
     "subscribe_sync",
 ]
 

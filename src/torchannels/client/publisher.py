@@ -7,6 +7,7 @@
     hub.publish("news", {"text": "hi"})     # Published(channel='news', epoch=..., offset=1, ...)
     hub.set_state("scores", [{"a": 3}])
     hub.channel("news").history_length
+    [u.user for u in hub.presence_all("room:1")]   # every user present, page after page
 
 :class:`Publisher` uses only the standard library (``urllib``);
 :class:`AsyncPublisher` has the same methods as coroutines, on Tornado's
@@ -28,7 +29,16 @@ from typing import Any
 import tornado.httpclient
 
 from . import calls
-from .calls import Batch, Call, ChannelInfo, ChannelPage, Published, StateSet
+from .calls import (
+    Batch,
+    Call,
+    ChannelInfo,
+    ChannelPage,
+    PresenceUser,
+    Published,
+    StateSet,
+    UserPage,
+)
 from .errors import APIError, ConnectError
 
 
@@ -89,6 +99,24 @@ class Publisher(_Publisher):
         while True:
             page = self.channels(prefix, None, after)
             yield from page.channels
+            if page.next is None:
+                return
+            after = page.next
+
+    def presence(self, channel: str, after: str | None = None,
+                 limit: int | None = None) -> UserPage:  # fmt: skip
+        """One page of the users present in ``channel``, sorted by user id
+        (``limit``: 1-1000, the server's default 100; ``after``: the
+        ``next`` of the page before). A channel without presence raises
+        :class:`RequestError` ``presence_disabled``."""
+        return UserPage.from_json(self.request(calls.presence(channel, after, limit)))
+
+    def presence_all(self, channel: str, limit: int | None = None) -> Iterator[PresenceUser]:
+        """Every user present in ``channel``, page after page (``limit`` a page)."""
+        after: str | None = None
+        while True:
+            page = self.presence(channel, after, limit)
+            yield from page.users
             if page.next is None:
                 return
             after = page.next
@@ -175,6 +203,22 @@ class AsyncPublisher(_Publisher):
             page = await self.channels(prefix, None, after)
             for info in page.channels:
                 yield info
+            if page.next is None:
+                return
+            after = page.next
+
+    async def presence(self, channel: str, after: str | None = None,
+                       limit: int | None = None) -> UserPage:  # fmt: skip
+        return UserPage.from_json(await self.request(calls.presence(channel, after, limit)))
+
+    async def presence_all(
+        self, channel: str, limit: int | None = None
+    ) -> AsyncIterator[PresenceUser]:
+        after: str | None = None
+        while True:
+            page = await self.presence(channel, after, limit)
+            for user in page.users:
+                yield user
             if page.next is None:
                 return
             after = page.next
