@@ -362,8 +362,10 @@ async def part_heartbeat(args: argparse.Namespace, workdir: Path) -> dict[str, A
 def report(host: dict[str, Any], results: dict[str, Any], args: argparse.Namespace) -> str:
     load = ", ".join(f"{x:.2f}" for x in host["load_start"])
     lines = [
-        f"`bench/presence.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit "
-        f"`{host.get('commit', '?')}`; {host.get('cpus', '?')} CPUs; load average at start "
+        f"`bench/presence.py`, {host['date']}, commit `{host['git_head']}`"
+        f"{' (src modified)' if host['src_modified'] else ''}; {host['nproc']} CPUs "
+        f"({host['cpu']}), Python {host['python']}, Tornado {host['tornado']}; "
+        f"load average at start "
         f"{load}, at end {', '.join(f'{x:.2f}' for x in os.getloadavg())}; "
         f"{host['duration_s'] / 60:.1f} minutes.",
         "",

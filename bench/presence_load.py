@@ -21,9 +21,9 @@ from typing import Any
 
 from fanout_client import API_KEY
 from fanout_servers import _cpu_seconds
-from torchannels.identity import Identity, User, new_client_id
 
 from torchannels.brokers import RedisBroker
+from torchannels.identity import Identity, User
 from torchannels.tokens import encode_token
 
 HOST = "127.0.0.1"
@@ -249,7 +249,7 @@ async def fill_users(url: str, prefix: str, channel: str, count: int) -> RedisBr
     gate = asyncio.Semaphore(32)
 
     async def add(i: int) -> None:
-        identity = Identity(new_client_id(), User(f"user-{i:05d}", {"n": i}), "websocket", now)
+        identity = Identity(f"bench-{i}", User(f"user-{i:05d}", {"n": i}), "websocket", now)
         async with gate:
             await broker.presence.add(channel, identity, now + 3600)
 

@@ -14,17 +14,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from torchannels.identity import Identity, User, new_client_id
 
 from redis_servers import shared_redis
 from server.presence_members import Member, cluster_flags, member_pool, prefix_of, read_presence
 from server.processes import ServerProcess, api, as_json, assert_error, fetch
 from torchannels.brokers import RedisBroker
+from torchannels.identity import Identity, User
 
 Open = Callable[..., Awaitable[Member]]
 USERS = 10_000
@@ -42,7 +43,7 @@ async def fill(prefix: str, count: int) -> tuple[RedisBroker, list[str]]:
     broker = RedisBroker.from_url(shared_redis(), prefix=prefix)
     now = time.time()
     gate = asyncio.Semaphore(32)
-    clients = [new_client_id() for _ in range(count)]
+    clients = [f"filled-{uuid.uuid4().hex[:8]}-{i}" for i in range(count)]
 
     async def add(i: int) -> None:
         user = User(f"user-{i:05d}", {"n": i})
