@@ -2,8 +2,9 @@
 
 Only :class:`~torchannels.brokers.presence.PresenceStore` and the broker's
 ``publish_presence``/``subscribe`` are used. A kit has two brokers that
-share presence: on Redis two broker instances (two processes' worth of
-connections) on one key prefix; in memory the same broker twice.
+share presence: on Redis (and on a local three-node Redis Cluster) two
+broker instances (two processes' worth of connections) on one key prefix;
+in memory the same broker twice.
 
 Times are real unix times (the Redis store sets its keys' expiry from
 them); the tests pass ``now`` explicitly, so no test waits for time.
@@ -14,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import redis.asyncio
 
-from redis_servers import shared_redis
+from redis_servers import LocalCluster, running_cluster, shared_redis
 from support import eventually
 from torchannels import MemoryBroker, Publication
 from torchannels.brokers import Broker, Member, PresenceEvent, PresenceStore, RedisBroker
@@ -46,12 +47,15 @@ async def memory_kit() -> Kit:
     return Kit(broker, broker, [broker.close])
 
 
-async def redis_kit() -> Kit:
-    """Two broker instances on the shared Redis under a fresh key prefix."""
-    url = shared_redis()
+async def redis_kit(url: str | None = None) -> Kit:
+    """Two broker instances on one Redis (the shared one unless ``url``
+    says) under a fresh key prefix."""
+    url = url or shared_redis()
     prefix = "test-" + secrets.token_hex(6)
     one = RedisBroker.from_url(url, prefix=prefix)
     two = RedisBroker.from_url(url, prefix=prefix)
+    if url.startswith("redis+cluster://"):
+        return Kit(one, two, [one.close, two.close])  # the cluster goes with its data
     admin = redis.asyncio.Redis.from_url(url)
 
     async def cleanup() -> None:
@@ -66,9 +70,18 @@ async def redis_kit() -> Kit:
 KITS: dict[str, Callable[[], Awaitable[Kit]]] = {"memory": memory_kit, "redis": redis_kit}
 
 
-@pytest.fixture(params=sorted(KITS))
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as local:
+        yield local
+
+
+@pytest.fixture(params=[*sorted(KITS), "cluster"])
 async def kit(request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
-    made = await KITS[request.param]()
+    if request.param == "cluster":  # all of a channel's keys share its slot
+        made = await redis_kit(request.getfixturevalue("cluster").url)
+    else:
+        made = await KITS[request.param]()
     yield made
     for close in made.closers:
         await close()
@@ -236,9 +249,9 @@ async def test_info_is_stored_and_returned(kit: Kit) -> None:
 async def test_paging_ten_thousand_users(kit: Kit) -> None:
     ch, t = channel(), time.time()
     users = [f"user{n:05d}" for n in range(9_996)] + ["Zed", "é", "Ω", "😀"]
-    for start in range(0, len(users), 500):
+    for start in range(0, len(users), 50):
         await asyncio.gather(
-            *(kit.store.add(ch, who("c-" + u, u), t + 30) for u in users[start : start + 500])
+            *(kit.store.add(ch, who("c-" + u, u), t + 30) for u in users[start : start + 50])
         )
     await kit.store.add(ch, who("c-extra", "user00007"), t + 30)
     assert await kit.two.presence.counts(ch, t) == (10_001, 10_000)
