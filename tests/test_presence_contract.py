@@ -276,7 +276,7 @@ async def test_presence_events_arrive_in_order_with_publications(kit: Kit) -> No
     got: list[Publication | PresenceEvent] = []
     await kit.two.subscribe(ch, got.append)
     event = PresenceEvent(ch, (Member("ann", {"name": "Ann"}, 1), Member("bo", None, 1)), ("cy",))
-    await kit.one.publish(ch, {"n": 1})
+    kit.one.publish_soon(ch, {"n": 1})  # queued, not yet stored on Redis
     kit.one.publish_presence(event)
     kit.one.publish_presence(PresenceEvent(ch, (), ("ann",)))
     await kit.one.publish(ch, {"n": 2})
@@ -311,3 +311,9 @@ async def test_thousands_expiring_at_once_are_all_swept_once(kit: Kit) -> None:
     )
     gone = sorted(u for n, u in enumerate(users) if n % 6 and n != 1)
     assert sorted(one + two) == gone
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1001])
+async def test_a_page_size_out_of_range_is_refused(kit: Kit, limit: int) -> None:
+    with pytest.raises(ValueError, match="limit must be 1 to 1000"):
+        await kit.store.page(channel(), None, limit, time.time())

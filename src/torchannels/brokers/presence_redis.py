@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..identity import Identity
 from . import presence_lua as lua
-from .presence import Member, PresenceEvent, PresencePage, PresenceStore
+from .presence import Member, PresenceEvent, PresencePage, PresenceStore, check_limit
 from .redis_errors import redis_py
 from .redis_lua import sha1
 
@@ -187,8 +187,7 @@ class RedisPresence(PresenceStore):
         return int(clients), int(users)
 
     async def page(self, channel: str, after: str | None, limit: int, now: float) -> PresencePage:
-        if limit < 1:
-            raise ValueError("limit must be positive")
+        check_limit(limit)
         start = "-" if after is None else "(" + after
         args = [_ms(now), start, str(limit)]
         reply = await self._read(lua.PAGE, channel, args, "presence page")
