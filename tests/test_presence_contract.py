@@ -276,7 +276,7 @@ async def test_presence_events_arrive_in_order_with_publications(kit: Kit) -> No
     got: list[Publication | PresenceEvent] = []
     await kit.two.subscribe(ch, got.append)
     event = PresenceEvent(ch, (Member("ann", {"name": "Ann"}, 1), Member("bo", None, 1)), ("cy",))
-    await kit.one.publish(ch, {"n": 1})
+    kit.one.publish_soon(ch, {"n": 1})  # queued, not yet stored on Redis
     kit.one.publish_presence(event)
     kit.one.publish_presence(PresenceEvent(ch, (), ("ann",)))
     await kit.one.publish(ch, {"n": 2})
@@ -288,3 +288,32 @@ async def test_presence_events_arrive_in_order_with_publications(kit: Kit) -> No
     assert isinstance(first, Publication) and isinstance(last, Publication)
     assert (first.offset, last.offset) == (1, 2)
     await kit.two.unsubscribe(ch, got.append)
+
+
+async def test_thousands_expiring_at_once_are_all_swept_once(kit: Kit) -> None:
+    """A killed process's 2,500 clients: Redis removes at most 1,000 per
+    script call, and reads and sweeps call again until none is left."""
+    ch, t = channel(), time.time()
+    users = [f"u{n:04d}" for n in range(3_000)]
+    for start in range(0, len(users), 50):
+        await asyncio.gather(
+            *(
+                kit.store.add(ch, who("c-" + u, u), t + (30 if n % 6 else 60))
+                for n, u in enumerate(users[start : start + 50], start)
+            )
+        )
+    assert await kit.two.presence.counts(ch, t + 30) == (500, 500)
+    await kit.store.add(ch, who("c-x", "u0001"), t + 60)  # back before anybody said so
+    page = await kit.store.page(ch, None, 1000, t + 30)
+    assert [m.user for m in page.members] == sorted(["u0001", *users[0::6]])
+    one, two = await asyncio.gather(
+        kit.one.presence.sweep(ch, t + 30), kit.two.presence.sweep(ch, t + 30)
+    )
+    gone = sorted(u for n, u in enumerate(users) if n % 6 and n != 1)
+    assert sorted(one + two) == gone
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1001])
+async def test_a_page_size_out_of_range_is_refused(kit: Kit, limit: int) -> None:
+    with pytest.raises(ValueError, match="limit must be 1 to 1000"):
+        await kit.store.page(channel(), None, limit, time.time())

@@ -3,17 +3,19 @@ pub/sub encoding of presence events, and bad input on pub/sub."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio
 from redis.crc import key_slot
 
-from redis_servers import shared_redis
+from redis_servers import RedisServer, shared_redis
 from support import eventually
 from torchannels import Publication
 from torchannels.brokers import Member, PresenceEvent, RedisBroker
@@ -133,3 +135,34 @@ async def test_a_presence_event_for_a_bad_channel_is_logged_not_raised(
     with caplog.at_level(logging.WARNING, logger="torchannels.broker"):
         broker.publish_presence(PresenceEvent("a{b}", (), ("ann",)))
     assert any("presence event of 'a{b}' not sent" in r.getMessage() for r in caplog.records)
+
+
+def at_least(items: list[Any], count: int) -> bool:
+    return len(items) >= count
+
+
+async def test_an_event_never_overtakes_a_publish_on_a_redis_without_the_scripts(
+    tmp_path: Path,
+) -> None:
+    """A fresh (or restarted, or SCRIPT FLUSHed) Redis lacks the publish
+    scripts: a publish is then sent again after loading them, and an event
+    queued behind it must not go out first."""
+    own = RedisServer(tmp_path / "redis")
+    own.start()
+    try:
+        for round_ in range(3):
+            one = RedisBroker.from_url(own.url, prefix="p")
+            two = RedisBroker.from_url(own.url, prefix="p")
+            got: list[Any] = []
+            ch = f"room:{round_}"
+            await two.subscribe(ch, got.append)
+            one.publish_soon(ch, {"n": 1})
+            one.publish_presence(PresenceEvent(ch, (Member("ann", None, 1),), ()))
+            await one.publish(ch, {"n": 2})
+            await eventually(functools.partial(at_least, got, 3))
+            assert [type(x) for x in got] == [Publication, PresenceEvent, Publication]
+            await one.close()
+            await two.close()
+            own.cli("SCRIPT", "FLUSH")  # our own server: the next round starts without them
+    finally:
+        own.kill()

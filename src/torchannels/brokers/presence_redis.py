@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..identity import Identity
 from . import presence_lua as lua
-from .presence import Member, PresenceEvent, PresencePage, PresenceStore
+from .presence import Member, PresenceEvent, PresencePage, PresenceStore, check_limit
 from .redis_errors import redis_py
 from .redis_lua import sha1
 
@@ -162,24 +162,35 @@ class RedisPresence(PresenceStore):
             return
 
     async def sweep(self, channel: str, now: float) -> list[str]:
-        args = [_ms(now), *self._tail()]
-        return _users(await self._run(lua.SWEEP, self.keys(channel), args, "presence sweep"))
+        """A script call per 1,000 expired clients."""
+        keys, left, more = self.keys(channel), [], 1
+        while more:
+            args = [_ms(now), *self._tail()]
+            more, users = await self._run(lua.SWEEP, keys, args, "presence sweep")
+            left += _users(users)
+        return left
 
     async def remove(self, channel: str, clients: Sequence[str]) -> list[str]:
         args = [*clients, *self._tail()]
         return _users(await self._run(lua.REMOVE, self.keys(channel), args, "presence remove"))
 
+    async def _read(self, script: str, channel: str, args: list[str], where: str) -> Any:
+        """A read script's reply, once it found no more expired clients."""
+        keys = self.keys(channel)
+        while True:
+            more, *reply = await self._run(script, keys, [*args, *self._tail()], where)
+            if not more:
+                return reply
+
     async def counts(self, channel: str, now: float) -> tuple[int, int]:
-        args = [_ms(now), *self._tail()]
-        clients, users = await self._run(lua.COUNTS, self.keys(channel), args, "presence counts")
+        clients, users = await self._read(lua.COUNTS, channel, [_ms(now)], "presence counts")
         return int(clients), int(users)
 
     async def page(self, channel: str, after: str | None, limit: int, now: float) -> PresencePage:
-        if limit < 1:
-            raise ValueError("limit must be positive")
+        check_limit(limit)
         start = "-" if after is None else "(" + after
-        args = [_ms(now), start, str(limit), *self._tail()]
-        reply = await self._run(lua.PAGE, self.keys(channel), args, "presence page")
+        args = [_ms(now), start, str(limit)]
+        reply = await self._read(lua.PAGE, channel, args, "presence page")
         clients, users, ids, counts, infos = reply
         members = [
             Member(u.decode(), json.loads(i) if i is not None else None, int(n))
