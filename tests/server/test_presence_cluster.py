@@ -13,6 +13,7 @@ leave would have come before (a sentinel user's leave), never a bare sleep.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -123,7 +124,7 @@ async def test_members_on_every_transport_see_joins_and_leaves_across_processes(
 async def test_a_reconnect_within_the_grace_makes_no_leave_and_no_join(
     spawn: Spawn, tmp_path: Path, http: Any, members: Open
 ) -> None:
-    flags = cluster_flags(tmp_path, grace=3.0, ttl=6.0)
+    flags = cluster_flags(tmp_path, grace=5.0, ttl=10.0)
     a, b, c = (spawn(*flags) for _ in range(3))
     room = "room:reconnect"
     watch_a = await members(a, "websocket", room, "watch-a")
@@ -138,6 +139,10 @@ async def test_a_reconnect_within_the_grace_makes_no_leave_and_no_join(
 
     await alice.close()
     await carol.close()
+    # The clients come back after 2 s (a slow page load): longer than a
+    # sweep interval (1 s), within the grace (5 s). This sleep is the
+    # scenario, not a check.
+    await asyncio.sleep(2.0)
     alice = await members(c, "sse", room, "alice")
     carol = await members(a, "websocket", room, "carol")
     answered = bob.answers
