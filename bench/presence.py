@@ -53,10 +53,10 @@ from fanout_client import WARMUP, Publisher, Run, Subscriber, pad_for
 from fanout_report import machine
 from fanout_servers import Server, _torchannels_argv
 from presence_load import (
+    HealthProbe,
     Member,
     PrivateRedis,
     fill_users,
-    health_probe,
     http_get_ms,
     monitor_counts,
     percentile,
@@ -174,16 +174,20 @@ async def part_fanout(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
 
 
 async def storm(
-    args: argparse.Namespace, servers: list[Server], redis: PrivateRedis | None
+    args: argparse.Namespace, servers: list[Server], redis: PrivateRedis | None, presence: bool
 ) -> dict[str, Any]:
-    """``--clients`` members join ``room:storm`` at an even rate over
+    """``--clients`` members join ``room:storm`` (presence + join_leave) or
+    ``plain:storm`` (no presence: the control) at an even rate over
     ``--storm-seconds``, round robin over ``servers``."""
-    channel = "room:storm"
+    channel = "room:storm" if presence else "plain:storm"
     count, seconds = args.clients, args.storm_seconds
-    members = [Member(servers[i % len(servers)].port, channel, token(f"u{i:05d}", "room:*",
-                      {"name": f"User {i}"})) for i in range(count)]  # fmt: skip
-    probe_stop = asyncio.Event()
-    probe = asyncio.ensure_future(health_probe(servers[0].port, probe_stop, 0.1))
+    members = [
+        Member(servers[i % len(servers)].port, channel,
+               token(f"u{i:05d}", "*", {"name": f"User {i}"}),
+               track=presence and (i % 50 == 0 or i == count - 1))
+        for i in range(count)
+    ]  # fmt: skip
+    probe = HealthProbe(servers[0].port, 0.1)
     cpu0 = sum(s.cpu_seconds() for s in servers)
     redis0 = redis.cpu_seconds() if redis else 0.0
     start = time.perf_counter()
@@ -192,20 +196,28 @@ async def storm(
         await asyncio.sleep(max(0.0, start + i * seconds / count - time.perf_counter()))
         await members[i].connect()
 
-    await asyncio.wait_for(asyncio.gather(*(join(i) for i in range(count))), seconds + 120)
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(*(join(i) for i in range(count)), return_exceptions=True), seconds + 120
+    )
+    failed = [repr(o) for o in outcomes if isinstance(o, BaseException)]
+    if failed:
+        print(f"  {len(failed)} of {count} joins failed, e.g. {failed[0]}", file=sys.stderr)
+        for server in servers:
+            print(f"  {server.name}: {server.stderr_tail()[-1500:]}", file=sys.stderr)
     joined = time.perf_counter() - start
+    ok = [not isinstance(o, BaseException) for o in outcomes]
+    tracked = [m for m, fine in zip(members, ok, strict=True) if m.track and fine]
     # Every member has every join once the last coalesced frame is flushed.
     deadline = time.monotonic() + 30
-    while not all(m.joins_seen() >= count - m.snapshot_users for m in members):
+    while not all(m.joins_seen() >= count - m.snapshot_users for m in tracked):
         if time.monotonic() > deadline:
             break
         await asyncio.sleep(0.05)
     settled = time.perf_counter() - start
     cpu = sum(s.cpu_seconds() for s in servers) - cpu0
     redis_cpu = (redis.cpu_seconds() - redis0) if redis else 0.0
-    probe_stop.set()
-    health = await probe
-    complete = sum(1 for m in members if m.joins_seen() >= count - m.snapshot_users)
+    health = await probe.finish()
+    complete = sum(1 for m in tracked if m.joins_seen() >= count - m.snapshot_users)
     for m in members:
         m.close()
     frames = sorted(m.presence_frames for m in members)
@@ -217,6 +229,9 @@ async def storm(
         "joined_s": joined,
         "settled_s": settled,
         "complete_members": complete,
+        "tracked_members": len(tracked),
+        "failed_joins": len(failed),
+        "failures": failed[:5],
         "hub_cpu_s": cpu,
         "hub_cpu_busy": cpu / settled,
         "redis_cpu_s": redis_cpu,
@@ -238,24 +253,27 @@ async def storm(
 
 
 async def part_storm(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Each storm on fresh processes: with presence, then the control without."""
     results: dict[str, Any] = {}
-    one = Server("storm-memory", hub_argv(workdir, "room:*"), workdir, None)
-    try:
-        await one.start()
-        results["memory"] = await storm(args, [one], None)
-    finally:
-        await one.stop()
-    async with PrivateRedis(workdir) as redis:
-        flags = ["--broker", redis.url, "--redis-prefix", "bench-storm"]
-        two = [Server(f"storm-redis-{i}", hub_argv(workdir, "room:*", *flags), workdir, None)
-               for i in range(2)]  # fmt: skip
+    for presence in (True, False):
+        key = "" if presence else "-control"
+        one = Server("storm-memory", hub_argv(workdir, "room:*"), workdir, None)
         try:
-            for server in two:
-                await server.start()
-            results["redis"] = await storm(args, two, redis)
+            await one.start()
+            results[f"memory{key}"] = await storm(args, [one], None, presence)
         finally:
-            for server in two:
-                await server.stop()
+            await one.stop()
+        async with PrivateRedis(workdir) as redis:
+            flags = ["--broker", redis.url, "--redis-prefix", "bench-storm"]
+            two = [Server(f"storm-redis-{i}", hub_argv(workdir, "room:*", *flags), workdir, None)
+                   for i in range(2)]  # fmt: skip
+            try:
+                for server in two:
+                    await server.start()
+                results[f"redis{key}"] = await storm(args, two, redis, presence)
+            finally:
+                for server in two:
+                    await server.stop()
     return results
 
 
@@ -341,9 +359,26 @@ async def part_heartbeat(args: argparse.Namespace, workdir: Path) -> dict[str, A
             for m in members:
                 m.close()
             await server.stop()
-    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        # The store's heartbeat alone, timed: 10,000 clients of one channel.
+        broker = await fill_users(redis.url, "bench-hb2", "quiet:one", args.connections)
+        ids = [f"bench-{i}" for i in range(args.connections)]
+        start_stats = await redis_commandstats(redis.url)
+        beats: list[float] = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            await broker.presence.heartbeat({"quiet:one": ids}, time.time() + 60)
+            beats.append((time.perf_counter() - t0) * 1000)
+        end_stats = await redis_commandstats(redis.url)
+        await broker.close()
+    delta = {k: after[k][0] - before.get(k, (0, 0))[0] for k in after}
     per_s = {k: v / window for k, v in sorted(delta.items()) if v}
+    usec = sum(after[k][1] - before.get(k, (0, 0))[1] for k in after)
+    beat_usec = (end_stats["evalsha"][1] - start_stats.get("evalsha", (0, 0))[1]) / len(beats)
+    beats.sort()
     return {
+        "redis_ms_per_s": usec / 1000 / window,
+        "heartbeat_call_p50_ms": percentile(beats, 0.5),
+        "heartbeat_redis_ms": beat_usec / 1000,
         "connections": args.connections,
         "connect_s": connect_s,
         "ttl": ttl,
@@ -392,14 +427,17 @@ def report(host: dict[str, Any], results: dict[str, Any], args: argparse.Namespa
             f"**Join storm** ({args.clients:,} clients, each its own user, joining one "
             f"presence + join_leave channel evenly over {args.storm_seconds:g} s; NDJSON):",
             "",
-            "| | 1 process, memory | 2 processes, Redis |",
-            "|---|--:|--:|",
+            "| | 1 process, memory | 2 processes, Redis | control: memory, no presence "
+            "| control: Redis, no presence |",
+            "|---|--:|--:|--:|--:|",
         ]
-        m, r = results["storm"].get("memory", {}), results["storm"].get("redis", {})
+        columns = [results["storm"].get(k, {}) for k in
+                   ("memory", "redis", "memory-control", "redis-control")]  # fmt: skip
         rows = [
             ("all joined after", "joined_s", "{:.1f} s"),
             ("every member had every join after", "settled_s", "{:.1f} s"),
-            ("members that saw every join", "complete_members", "{:,}"),
+            ("tracked members (every 50th) that saw every join", None, None),
+            ("joins that failed", "failed_joins", "{:,}"),
             ("hub CPU (sum of processes)", "hub_cpu_s", "{:.1f} s"),
             ("hub CPU busy (per core-second)", "hub_cpu_busy", "{:.0%}"),
             ("Redis CPU", "redis_cpu_s", "{:.2f} s"),
@@ -411,11 +449,13 @@ def report(host: dict[str, Any], results: dict[str, Any], args: argparse.Namespa
         ]
         for label, key, fmt in rows:
             cells = []
-            for d in (m, r):
+            for d in columns:
                 if not d:
                     cells.append("-")
                 elif key is not None and fmt is not None:
                     cells.append(fmt.format(d[key]))
+                elif label.startswith("tracked"):
+                    cells.append(f"{d['complete_members']} of {d['tracked_members']}")
                 elif label.startswith("presence frames"):
                     cells.append(f"{d['frames_first']} / {d['frames_median']} / {d['frames_last']}")
                 elif label.startswith("presence bytes"):
@@ -426,7 +466,7 @@ def report(host: dict[str, Any], results: dict[str, Any], args: argparse.Namespa
                 else:
                     probes = f"{d['health_max_ms']:.1f} ms ({d['health_n']} probes)"
                     cells.append(f"{d['health_p50_ms']:.1f} / {d['health_p99_ms']:.1f} / {probes}")
-            lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+            lines.append(f"| {label} | {' | '.join(cells)} |")
         lines.append("")
     if "reads" in results:
         d = results["reads"]
@@ -462,8 +502,12 @@ def report(host: dict[str, Any], results: dict[str, Any], args: argparse.Namespa
             f"- Client round trips/s (`MONITOR`, commands sent by clients): "
             f"{h['round_trips_per_s']:.1f} ({top}); commands run inside scripts: "
             f"{h['script_inner_per_s']:.1f}/s.",
+            f"- Redis time in commands: {h['redis_ms_per_s']:.1f} ms per second.",
+            f"- One heartbeat of {h['connections']:,} clients of one channel, on the store alone "
+            f"(20 calls): {h['heartbeat_call_p50_ms']:.1f} ms per call (p50, one round trip), "
+            f"{h['heartbeat_redis_ms']:.1f} ms of Redis time.",
             f"- At the default `--presence-ttl 30` (a heartbeat every 10 s) the heartbeat part "
-            f"is {scale:.2f}x of that; the per-second sweep's part does not change.",
+            f"is {scale:.2f}x of the above; the per-second sweep's part does not change.",
             f"- Hub CPU {h['hub_cpu_busy']:.1%}, Redis CPU {h['redis_cpu_busy']:.1%} of a core "
             "over the window.",
             "",

@@ -5,9 +5,10 @@ HTTP reads, a private ``redis-server`` and its command counters."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import hashlib
 import json
 import math
+import multiprocessing
 import os
 import re
 import socket
@@ -48,8 +49,11 @@ class Member:
     """One NDJSON stream subscribed to one channel: counts the presence
     frames and their bytes, remembers the snapshot's size and user count."""
 
-    def __init__(self, port: int, channel: str, token_: str) -> None:
+    def __init__(self, port: int, channel: str, token_: str, *, track: bool = True) -> None:
         self.port = port
+        #: Keep the set of users whose joins arrived (parsing every frame of
+        #: 2,000 members would keep the load generator busy); else count only.
+        self.track = track
         query = urllib.parse.urlencode({"transport": "stream", "channel": channel,
                                         "token": token_})  # fmt: skip
         self.request = f"GET /channels?{query} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
@@ -62,6 +66,8 @@ class Member:
         self.writer: asyncio.StreamWriter | None = None
         self.task: asyncio.Task[None] | None = None
         self.subscribed: asyncio.Future[None] | None = None
+        self.lines: list[bytes] = []  # the first lines received (for a failure's report)
+        self.ended: str | None = None
 
     def joins_seen(self) -> int:
         return len(self.joined)
@@ -89,18 +95,24 @@ class Member:
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
                     self._frame(line)
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
+            self.ended = "the body ended"
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
+            self.ended = repr(exc)
         finally:
             if self.subscribed is not None and not self.subscribed.done():
-                self.subscribed.set_exception(ConnectionError("stream ended before subscribed"))
+                self.subscribed.set_exception(
+                    ConnectionError(f"stream ended before subscribed ({self.ended}): {self.lines}")
+                )
 
     def _frame(self, line: bytes) -> None:
+        if len(self.lines) < 3:
+            self.lines.append(line[:300])
         head = line[:40]
         if b'"type":"presence"' in head:
             self.presence_frames += 1
             self.presence_bytes += len(line) + 1
-            self.joined.update(j["user"] for j in json.loads(line)["joins"])
+            if self.track:
+                self.joined.update(j["user"] for j in json.loads(line)["joins"])
         elif b'"type":"subscribed"' in head:
             self.snapshot_bytes = len(line) + 1
             self.snapshot_users = int(json.loads(line).get("presence", {}).get("users", 0))
@@ -133,22 +145,43 @@ async def http_get_ms(port: int, path: str) -> bytes:
     return await _http(port, path, API_KEY)
 
 
-async def health_probe(port: int, stop: asyncio.Event, interval: float) -> list[float]:
-    """``GET /health`` every ``interval`` s until ``stop``: the latencies in ms, sorted."""
+def _probe(port: int, interval: float, stop: Any, out: Any) -> None:
+    """In a process of its own: ``GET /health`` every ``interval`` s (blocking
+    sockets) until ``stop`` is set; send the latencies in ms."""
     found: list[float] = []
+    request = f"GET /health HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n"
     while not stop.is_set():
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(_http(port, "/health", None), 30)
-        except (OSError, RuntimeError, TimeoutError):
+            with socket.create_connection((HOST, port), timeout=30) as sock:
+                sock.sendall(request.encode())
+                while sock.recv(65536):
+                    pass
+        except OSError:
             found.append(math.inf)
         else:
             found.append((time.perf_counter() - started) * 1000)
-        left = interval - (time.perf_counter() - started)
-        if left > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), left)
-    return sorted(found)
+        stop.wait(max(0.0, interval - (time.perf_counter() - started)))
+    out.send(found)
+
+
+class HealthProbe:
+    """``GET /health`` latency from a process of its own, so that the load
+    generator's busy event loop is not in the measurement."""
+
+    def __init__(self, port: int, interval: float) -> None:
+        context = multiprocessing.get_context("fork")
+        self.stop = context.Event()
+        self.receive, send = context.Pipe(duplex=False)
+        self.proc = context.Process(target=_probe, args=(port, interval, self.stop, send))
+        self.proc.start()
+
+    async def finish(self) -> list[float]:
+        """Stop probing; the latencies in ms, sorted."""
+        self.stop.set()
+        found: list[float] = await asyncio.to_thread(self.receive.recv)
+        await asyncio.to_thread(self.proc.join, 10)
+        return sorted(found)
 
 
 # -- Redis ---------------------------------------------------------------------------------
@@ -198,8 +231,8 @@ class PrivateRedis:
         return _cpu_seconds(self.proc.pid) if self.proc is not None else 0.0
 
 
-async def redis_commandstats(url: str) -> dict[str, int]:
-    """Calls per command so far (``INFO commandstats``), without INFO itself."""
+async def redis_commandstats(url: str) -> dict[str, tuple[int, int]]:
+    """(calls, µs) per command so far (``INFO commandstats``), without INFO itself."""
     import redis.asyncio
 
     client = redis.asyncio.Redis.from_url(url)
@@ -207,12 +240,24 @@ async def redis_commandstats(url: str) -> dict[str, int]:
         info = await client.info("commandstats")
     finally:
         await client.aclose()
-    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in info.items()}
-    calls.pop("info", None)
-    return calls
+    stats = {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
+             for name, v in info.items()}  # fmt: skip
+    stats.pop("info", None)
+    return stats
 
 
-MONITOR_LINE = re.compile(rb'^(\d+\.\d+) \[\d+ ([^\]]+)\] "([^"]+)"')
+def _script_names() -> dict[bytes, str]:
+    """SHA1 -> name of the presence store's scripts (to name EVALSHA calls)."""
+    from torchannels.brokers import presence_lua
+
+    return {
+        hashlib.sha1(value.encode()).hexdigest().encode(): name.lower()
+        for name, value in vars(presence_lua).items()
+        if name.isupper() and isinstance(value, str)
+    }
+
+
+MONITOR_LINE = re.compile(rb'^(\d+\.\d+) \[\d+ ([^\]]+)\] "([^"]+)"(?: "([^"]*)")?')
 
 
 async def monitor_counts(redis: PrivateRedis, window: float) -> tuple[Counter[str], Counter[str]]:
@@ -231,11 +276,14 @@ async def monitor_counts(redis: PrivateRedis, window: float) -> tuple[Counter[st
     proc.wait(10)
     top: Counter[str] = Counter()
     inner: Counter[str] = Counter()
+    scripts = _script_names()
     for line in out.read_bytes().splitlines():
         match = MONITOR_LINE.match(line)
         if match is None or not start <= float(match[1]) < end:
             continue
         name = match[3].decode().lower()
+        if name == "evalsha" and match[4]:
+            name = f"evalsha {scripts.get(match[4], 'other script')}"
         (inner if match[2] == b"lua" else top)[name] += 1
     os.unlink(out)
     return top, inner
