@@ -340,3 +340,16 @@ async def test_user_ids_are_any_string(kit: Kit) -> None:
     assert got == [event]
     await kit.two.unsubscribe(ch, got.append)
     assert sorted(await kit.store.sweep(ch, t + 30)) == sorted(users)
+
+
+async def test_removing_thousands_at_shutdown(kit: Kit) -> None:
+    ch, t = channel(), time.time()
+    users = [f"u{n:04d}" for n in range(2_500)]
+    for start in range(0, len(users), 50):
+        await asyncio.gather(
+            *(kit.store.add(ch, who("c-" + u, u), t + 30) for u in users[start : start + 50])
+        )
+    await kit.store.add(ch, who("c-keep", "u0003"), t + 30)
+    left = await kit.store.remove(ch, ["c-" + u for u in users])
+    assert sorted(left) == [u for u in users if u != "u0003"]
+    assert await kit.store.counts(ch, t) == (1, 1)

@@ -42,6 +42,8 @@ Run = Callable[[str, list[str], list[Any], str], Awaitable[Any]]
 EVENT_MARK = b"P"
 #: Seconds every presence key outlives the latest expiry of its channel.
 MARGIN = 60.0
+#: Most clients one remove script call takes (as a sweep removes at most).
+_CHUNK = 1000
 _SUFFIXES = (":pc", ":pd", ":pu", ":pn", ":pi", ":pl")
 
 
@@ -181,8 +183,12 @@ class RedisPresence(PresenceStore):
         return left
 
     async def remove(self, channel: str, clients: Sequence[str]) -> list[str]:
-        args = [*map(_bytes, clients), *self._tail()]
-        return _users(await self._run(lua.REMOVE, self.keys(channel), args, "presence remove"))
+        """A script call per 1,000 clients."""
+        keys, left = self.keys(channel), []
+        for start in range(0, max(1, len(clients)), _CHUNK):
+            args = [*map(_bytes, clients[start : start + _CHUNK]), *self._tail()]
+            left += _users(await self._run(lua.REMOVE, keys, args, "presence remove"))
+        return left
 
     async def _read(self, script: str, channel: str, args: list[Any], where: str) -> Any:
         """A read script's reply, once it found no more expired clients."""
