@@ -197,15 +197,15 @@ class HubPresence:
     async def sweep(self) -> None:
         """Sweep every presence channel with local clients; announce leaves."""
         now = time.time()
-        for graced in self.grace.values():
-            for client, ends in list(graced.items()):
-                if ends < now:
-                    del graced[client]
-        channels = {c for c, g in self.grace.items() if g} | set(self.live)
-        for channel in channels:
+        for channel in {*self.grace, *self.live}:
             await self._announce_leaves(channel, self.store.sweep(channel, now), "swept")
-        for channel in [c for c, g in self.grace.items() if not g]:
-            del self.grace[channel]
+        # Graces that ended by ``now`` were acted on by that sweep: forget them.
+        for channel, graced in list(self.grace.items()):
+            for client, ends in list(graced.items()):
+                if ends <= now:
+                    del graced[client]
+            if not graced:
+                del self.grace[channel]
 
     async def _announce_leaves(
         self, channel: str, leaves: Awaitable[list[str]], doing: str
