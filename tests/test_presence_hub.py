@@ -405,3 +405,18 @@ async def test_a_release_before_the_add_runs_leaves_nothing_live() -> None:
     await settle(hub, time.time() + 0.2)
     assert await hub.presence_counts("room:1") == (0, 0)
     await hub.close()
+
+
+async def test_presence_churn_counts_back_to_zero(make_server: Callable[..., Server]) -> None:
+    hub = presence_hub(presence_grace=0.3)
+    server = serve(make_server, hub)
+    for n in range(30):
+        transport = ("websocket", "stream", "sse", "longpoll", "poll")[n % 5]
+        joiner = Joiner(server, transport, f"u{n % 7}")
+        await joiner.join()
+        joiner.hold()
+        await joiner.leave()
+    await eventually(lambda: not hub.presence_tracker.live and hub.connections == set())
+    await settle(hub, time.time() + 0.3)
+    assert await hub.presence_counts("room:1") == (0, 0)
+    assert hub.presence_tracker.grace == {}
