@@ -317,3 +317,39 @@ async def test_thousands_expiring_at_once_are_all_swept_once(kit: Kit) -> None:
 async def test_a_page_size_out_of_range_is_refused(kit: Kit, limit: int) -> None:
     with pytest.raises(ValueError, match="limit must be 1 to 1000"):
         await kit.store.page(channel(), None, limit, time.time())
+
+
+async def test_user_ids_are_any_string(kit: Kit) -> None:
+    """Lone surrogates included (a ``sub`` claim's JSON may hold one): they
+    page in code point order, and leave and travel like any other."""
+    ch, t = channel(), time.time()
+    users = ["\ud800", "\udfff", "\ud7ff", "\ue000", "a\ud83d", "😀", " ", "ü"]
+    for n, user in enumerate(users):
+        assert await kit.store.add(ch, who(f"c{n}", user, {"u": user}), t + 30) is True
+    page = await kit.two.presence.page(ch, None, 1000, t)
+    assert [m.user for m in page.members] == sorted(users)
+    assert [m.info for m in page.members] == [{"u": u} for u in sorted(users)]
+    assert [m.user for m in (await kit.store.page(ch, "\ud800", 1000, t)).members] == sorted(
+        u for u in users if u > "\ud800"
+    )
+    got: list[Publication | PresenceEvent] = []
+    await kit.two.subscribe(ch, got.append)
+    event = PresenceEvent(ch, (Member("\udfff", {"u": "\udfff"}, 1),), ("\ud800",))
+    kit.one.publish_presence(event)
+    await eventually(lambda: len(got) >= 1)
+    assert got == [event]
+    await kit.two.unsubscribe(ch, got.append)
+    assert sorted(await kit.store.sweep(ch, t + 30)) == sorted(users)
+
+
+async def test_removing_thousands_at_shutdown(kit: Kit) -> None:
+    ch, t = channel(), time.time()
+    users = [f"u{n:04d}" for n in range(2_500)]
+    for start in range(0, len(users), 50):
+        await asyncio.gather(
+            *(kit.store.add(ch, who("c-" + u, u), t + 30) for u in users[start : start + 50])
+        )
+    await kit.store.add(ch, who("c-keep", "u0003"), t + 30)
+    left = await kit.store.remove(ch, ["c-" + u for u in users])
+    assert sorted(left) == [u for u in users if u != "u0003"]
+    assert await kit.store.counts(ch, t) == (1, 1)

@@ -14,13 +14,19 @@ from .errors import (
     ChannelNameError,
 )
 from .hub import Hub
-from .presence_hub import MAX_LIMIT, SNAPSHOT_LIMIT, check_limit, page_body
+from .presence_hub import MAX_LIMIT, SNAPSHOT_LIMIT, check_page_limit, page_body
 from .protocol import check_channel
 from .session import Authorize, access_refusal
 
 
 async def read_page(
-    hub: Hub, authorize: Authorize, channel: object, after: object, limit: object
+    hub: Hub,
+    authorize: Authorize,
+    channel: object,
+    after: object,
+    limit: object,
+    *,
+    query: bool = False,
 ) -> dict[str, Any]:
     """A subscriber's presence read (WebSocket ``presence`` command, HTTP
     ``?presence=``): ``{"channel", "members", "next", "clients", "users"}``.
@@ -28,7 +34,8 @@ async def read_page(
     Raises :class:`~torchannels.errors.AccessDenied` when ``can_access``
     refuses the channel, :class:`~torchannels.errors.BadRequest` with
     ``invalid_channel``, ``presence_disabled``, ``invalid_cursor`` or
-    ``invalid_limit``, checked in that order.
+    ``invalid_limit``, checked in that order. With ``query``, ``limit`` is
+    the text of a query parameter (or None).
     """
     try:
         name = check_channel(channel)
@@ -44,7 +51,9 @@ async def read_page(
         user = hub.page_cursors.verify(after) if isinstance(after, str) else None
         if user is None:
             raise BadRequest(INVALID_CURSOR, "the page cursor does not verify (use a page's next)")
-    size = check_limit(SNAPSHOT_LIMIT if limit is None else limit)
+    if query:
+        limit = parse_limit(limit if isinstance(limit, str) else None)
+    size = check_page_limit(SNAPSHOT_LIMIT if limit is None else limit)
     page = await hub.presence_tracker.page(name, user, size)
     return {"channel": name, **page_body(page, hub.page_cursors.sign)}
 
@@ -56,4 +65,4 @@ def parse_limit(text: str | None) -> int | None:
         return None
     if not text.isascii() or not text.isdigit() or len(text) > 4:
         raise BadRequest(INVALID_LIMIT, f"limit must be an integer from 1 to {MAX_LIMIT}")
-    return check_limit(int(text))
+    return check_page_limit(int(text))
