@@ -50,7 +50,7 @@ async def members(http: Any, hub: PresenceHub, channel: str, **query: Any) -> di
 
 async def test_counts_in_channel_info_and_list_rows(http: Any, hub: PresenceHub) -> None:
     await hub.add("room:a", "alice", {"name": "Alice"})
-    await hub.add("room:a", "alice")  # a second tab: one user, two clients
+    await hub.add("room:a", "alice", {"name": "Alice"})  # a second tab: two clients
     await hub.add("room:a", "bob")
     await hub.add("room:a", None)  # anonymous: a client, never a user
     for channel in ("room:a", "room:empty", "news"):
