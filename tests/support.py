@@ -22,6 +22,7 @@ import tornado.httpclient
 import tornado.httpserver
 import tornado.testing
 import tornado.web
+from tornado.websocket import WebSocketClientConnection
 
 from torchannels import Hub
 from torchannels.errors import CLOSE_SLOW
@@ -57,7 +58,14 @@ class Server:
         return await self.client.fetch(url, **kwargs)
 
     async def poll(self, transport: str = "poll", **query: Any) -> dict[str, Any]:
-        """One poll/long-poll request; returns the decoded JSON document."""
+        """One poll/long-poll request; returns the decoded JSON document
+        without its ``client`` (checked to be there: see :meth:`poll_doc`)."""
+        doc = await self.poll_doc(transport, **query)
+        assert isinstance(doc.pop("client"), str), doc
+        return doc
+
+    async def poll_doc(self, transport: str = "poll", **query: Any) -> dict[str, Any]:
+        """One poll/long-poll request; the decoded JSON document as it came."""
         resp = await self.fetch(self.url(transport=transport, **query))
         assert resp.code == 200, resp.body
         doc: dict[str, Any] = json.loads(resp.body)
@@ -310,6 +318,9 @@ class Received:
     #: NDJSON streams, the one the client computes from the frames.
     cursor: str
     stream: Stream | None = None
+    #: The signed client id: the poll answer's ``client``, or the
+    #: ``connected`` frame's.
+    client: str | None = None
 
 
 SENTINEL_KEY = "__sentinel__"
@@ -344,8 +355,8 @@ async def receive(
         )
         assert resp.code == 200, resp.body
         doc = json.loads(resp.body)
-        assert set(doc) == {"cursor", "frames"}, doc
-        return Received(doc["frames"], doc["cursor"])
+        assert set(doc) == {"cursor", "client", "frames"}, doc
+        return Received(doc["frames"], doc["cursor"], client=doc["client"])
     stream = server.stream(transport, headers=headers, channel=names, **query)
     await stream.wait_frames(lambda fs: until is None or until(content(fs)))
     if sentinel is not None:
@@ -365,7 +376,8 @@ async def receive(
     kept = [
         f for f in content(frames) if not (f["type"] == "message" and SENTINEL_KEY in f["data"])
     ]
-    return Received(kept, new_cursor, stream if keep_open else None)
+    client = next((f.get("client") for f in frames if f["type"] == "connected"), None)
+    return Received(kept, new_cursor, stream if keep_open else None, client)
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
@@ -568,3 +580,50 @@ def frame_type(frame: tuple[int, bytes] | None) -> str:
         kind: str = json.loads(payload)["type"]
         return kind
     return {CLOSE: "CLOSE", PING: "PING", PONG: "PONG"}[opcode]
+
+
+class Socket:
+    """A WebSocket client that collects decoded frames as they arrive."""
+
+    def __init__(self, conn: WebSocketClientConnection) -> None:
+        self.conn = conn
+        self.frames: list[dict[str, Any]] = []
+        self.closed = asyncio.Event()
+        self._arrived = asyncio.Event()
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            raw = await self.conn.read_message()
+            if raw is None:
+                self.closed.set()
+                self._arrived.set()
+                return
+            self.frames.append(json.loads(raw))
+            self._arrived.set()
+
+    def send(self, command: dict[str, Any]) -> None:
+        self.conn.write_message(json.dumps(command))
+
+    async def wait(self, predicate: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+        """Wait (at most 10 s) until ``predicate(frames)`` holds; the frames."""
+
+        async def loop() -> None:
+            while not predicate(self.frames):
+                if self.closed.is_set():
+                    raise AssertionError(f"socket closed first: {self.frames}")
+                self._arrived.clear()
+                await self._arrived.wait()
+
+        await asyncio.wait_for(loop(), 10)
+        return self.frames
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f["type"] == kind]
+
+    def offsets(self, channel: str) -> list[int]:
+        return [f["data"]["offset"] for f in self.of("message") if f["data"]["channel"] == channel]
+
+    async def close(self) -> None:
+        self.conn.close()
+        await asyncio.wait_for(self.closed.wait(), 10)

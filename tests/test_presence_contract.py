@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import redis.asyncio
 
+from redis_servers import shared_redis
 from support import eventually
 from torchannels import MemoryBroker, Publication
-from torchannels.brokers import Broker, Member, PresenceEvent, PresenceStore
+from torchannels.brokers import Broker, Member, PresenceEvent, PresenceStore, RedisBroker
 from torchannels.identity import Identity, User
 
 
@@ -44,7 +46,24 @@ async def memory_kit() -> Kit:
     return Kit(broker, broker, [broker.close])
 
 
-KITS: dict[str, Callable[[], Awaitable[Kit]]] = {"memory": memory_kit}
+async def redis_kit() -> Kit:
+    """Two broker instances on the shared Redis under a fresh key prefix."""
+    url = shared_redis()
+    prefix = "test-" + secrets.token_hex(6)
+    one = RedisBroker.from_url(url, prefix=prefix)
+    two = RedisBroker.from_url(url, prefix=prefix)
+    admin = redis.asyncio.Redis.from_url(url)
+
+    async def cleanup() -> None:
+        keys = [key async for key in admin.scan_iter(match=f"{{{prefix}:*")]
+        if keys:
+            await admin.delete(*keys)
+        await admin.aclose()
+
+    return Kit(one, two, [one.close, two.close, cleanup])
+
+
+KITS: dict[str, Callable[[], Awaitable[Kit]]] = {"memory": memory_kit, "redis": redis_kit}
 
 
 @pytest.fixture(params=sorted(KITS))

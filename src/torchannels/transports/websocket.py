@@ -41,9 +41,11 @@ from ..errors import (
     RECONNECT_EXPIRED,
     RECONNECT_SHUTDOWN,
     RECONNECT_SLOW,
+    AccessDenied,
     BadRequest,
 )
 from ..frames import Frame
+from ..presence_reads import read_page
 from ..protocol import dumps, parse_cursor
 from ..request import check_channels, parse_ping, query_names
 from ..session import Session
@@ -54,6 +56,7 @@ from .outbox import direct_writer
 
 if TYPE_CHECKING:
     from ..hub import Hub
+    from ..identity import Identity
 
 UNSUBSCRIBED = "unsubscribed"
 
@@ -104,6 +107,10 @@ class ChannelSocketMixin(WebSocketHandler):
 
         def subscription_expires(self) -> float | None: ...
 
+        async def channel_identity(self, transport: str, client: str | None) -> Identity: ...
+
+        _channel_identity: Identity | None
+
     _connection: LiveConnection | None = None
     #: Write frames straight to the socket when the stream holds nothing
     #: (False: every write through ``IOStream.write``; the same bytes).
@@ -121,6 +128,7 @@ class ChannelSocketMixin(WebSocketHandler):
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         if not self._refused_while_closing():  # as on the HTTP URL
+            await self.channel_identity(self.name, None)
             await super().get(*args, **kwargs)
 
     def open(self, *args: Any, **kwargs: Any) -> Awaitable[None] | None:
@@ -132,7 +140,8 @@ class ChannelSocketMixin(WebSocketHandler):
             bad_ping = None
         except BadRequest as exc:
             ping, bad_ping = None, exc
-        session = Session(hub, self._send, self._authorize_channel, self._broker_failed)
+        identity = self._channel_identity
+        session = Session(hub, self._send, self._authorize_channel, self._broker_failed, identity)
         self._connection = connection = LiveConnection(
             self.name,
             hub,
@@ -147,7 +156,8 @@ class ChannelSocketMixin(WebSocketHandler):
             ping_interval=ping,
         )
         session.sink = connection.send  # live frames straight to the connection
-        connection.put(_encode(F.connected(self.name, connection.ping_interval)))
+        client = hub.client_ids.sign(session.identity.client)
+        connection.put(_encode(F.connected(self.name, connection.ping_interval, client)))
         connection.start()
         if bad_ping is not None:
             self._error(bad_ping.code, bad_ping.message)
@@ -217,6 +227,9 @@ class ChannelSocketMixin(WebSocketHandler):
         if not isinstance(command, dict):
             raise BadRequest(BAD_MESSAGE, "a command is a JSON object")
         kind = command.get("type")
+        if kind == F.PRESENCE:
+            await self._presence(command)
+            return
         names = command.get("channels")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise BadRequest(BAD_MESSAGE, '"channels" must be a list of channel names')
@@ -247,6 +260,29 @@ class ChannelSocketMixin(WebSocketHandler):
             await session.subscribe(new, cursor, live=True)
         except Exception as exc:
             self._broker_failed(exc)
+
+    async def _presence(self, command: dict[str, Any]) -> None:
+        """``{"type": "presence", "channel", "after"?, "limit"?}``: answered
+        by a ``presence_page`` frame, or an ``error`` frame for the channel."""
+        channel = command.get("channel")
+        try:
+            body = await read_page(
+                self.hub,
+                self._authorize_channel,
+                channel,
+                command.get("after"),
+                command.get("limit"),
+            )
+        except (BadRequest, AccessDenied) as exc:
+            if isinstance(channel, str):
+                self._send([F.error(channel, exc.code, exc.message)])
+            else:
+                self._error(exc.code, exc.message)
+            return
+        except Exception as exc:
+            self._broker_failed(exc)
+            return
+        self._put(ws_text_frame(dumps({"type": F.PRESENCE_PAGE, **body})))
 
     def _broker_failed(self, exc: BaseException) -> None:
         log_broker_failure(exc)
