@@ -298,6 +298,7 @@ def test_presence_column_and_member_list(page: Page, presence_url: str) -> None:
         assert page.is_disabled("#members-next") and not page.is_disabled("#members-first")
         page.click("#members-first")
         wait_js(page, "() => document.querySelectorAll('#members-list tr').length === 50")
+        page.screenshot(path=_output("admin-presence.png"), full_page=True)
 
         # A channel without presence: the server's refusal, not an empty list.
         page.fill("#members-channel", "plain-" + channel)
@@ -310,6 +311,5 @@ def test_presence_column_and_member_list(page: Page, presence_url: str) -> None:
         )
         assert "has no presence" in (page.text_content("#members-status") or "")
         assert page.evaluate("() => document.querySelectorAll('#members-list tr').length") == 0
-        page.screenshot(path=_output("admin-presence.png"), full_page=True)
     finally:
         holders.stop()

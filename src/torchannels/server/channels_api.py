@@ -22,7 +22,7 @@ from tornado.web import RequestHandler
 
 from ..brokers.base import ChannelInfo
 from ..cors import CorsPolicy
-from ..errors import TorChannelsError
+from ..errors import INVALID_CURSOR, INVALID_LIMIT, PRESENCE_DISABLED, TorChannelsError
 from ..hub import Hub
 from ..protocol import CHANNEL_RE, MAX_CHANNEL_LENGTH
 from .api import INVALID_CHANNEL, ApiError, ApiHandler, channel_name, info_body
@@ -30,9 +30,9 @@ from .fleet import LocalCounts
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-INVALID_LIMIT = "invalid_limit"  # 400: limit is not an integer from 1 to MAX_LIMIT
-PRESENCE_DISABLED = "presence_disabled"  # 400: the channel has no presence
-INVALID_CURSOR = "invalid_cursor"  # 400: a page cursor that does not verify
+# Codes of 400 answers: INVALID_LIMIT (limit is not an integer from 1 to
+# MAX_LIMIT), PRESENCE_DISABLED (the channel has no presence), INVALID_CURSOR
+# (a page cursor that does not verify); the same as subscribers' presence reads.
 
 
 def page_arguments(handler: RequestHandler) -> tuple[str, str | None, int]:
