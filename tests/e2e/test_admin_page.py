@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page
 
-from e2e.e2e_helpers import OUTPUT, PYTHON, Process, unique, wait_js
+from e2e.e2e_helpers import OUTPUT, PYTHON, Process, served, unique, wait_js
 
 API_KEY = "e2e-admin-key"
 PASSWORD = "e2e-admin-password"
@@ -23,15 +22,8 @@ PASSWORD = "e2e-admin-password"
 @pytest.fixture(scope="module")
 def hub_url() -> Iterator[str]:
     # Demo on: its ticker publishes every second, so the rates move.
-    proc = Process([PYTHON, "-m", "torchannels", "serve", "--port", "0", "--api-key", API_KEY,
-                    "--admin-password", PASSWORD])  # fmt: skip
-    try:
-        line = proc.wait_for_line(lambda line: "torchannels server listening on" in line)
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        assert match, line
-        yield f"http://127.0.0.1:{match.group(1)}"
-    finally:
-        proc.stop()
+    with served("--api-key", API_KEY, "--admin-password", PASSWORD) as url:
+        yield url
 
 
 def api_publish(base: str, channel: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -238,16 +230,9 @@ def presence_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A hub whose ``room:*`` channels have presence, tokens signed with SECRET."""
     config = tmp_path_factory.mktemp("admin-presence") / "hub.toml"
     config.write_text('[channels."room:*"]\npresence = true\n')
-    proc = Process([PYTHON, "-m", "torchannels", "serve", "--port", "0", "--api-key", API_KEY,
-                    "--admin-password", PASSWORD, "--token-secret", SECRET, "--no-demo",
-                    "--anonymous", "room:*", "--config", str(config)])  # fmt: skip
-    try:
-        line = proc.wait_for_line(lambda line: "torchannels server listening on" in line)
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        assert match, line
-        yield f"http://127.0.0.1:{match.group(1)}"
-    finally:
-        proc.stop()
+    with served("--api-key", API_KEY, "--admin-password", PASSWORD, "--token-secret", SECRET,
+                "--no-demo", "--anonymous", "room:*", "--config", str(config)) as url:  # fmt: skip
+        yield url
 
 
 #: True once channel ``a[0]``'s row shows ``a[1]`` in its presence column.
