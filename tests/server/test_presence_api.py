@@ -19,7 +19,18 @@ import pytest
 
 from redis_servers import shared_redis
 from server.presence_hub import PresenceHub
-from server.processes import KEY, as_json, assert_error, auth, clean_env, fetch
+from server.processes import (
+    KEY,
+    ServerProcess,
+    api,
+    as_json,
+    assert_error,
+    auth,
+    clean_env,
+    cli,
+    fetch,
+    token_for,
+)
 from server.test_admin import Browser
 
 PASSWORD = "presence-admin-password"
@@ -211,3 +222,39 @@ async def test_cli_refusals(hub: PresenceHub) -> None:
     assert (code, out) == (2, "") and "API key" in err
     code, out, err = await command(hub, "a b")
     assert (code, out) == (1, "") and "invalid channel name" in err
+
+
+async def test_real_connections_to_a_serve_process(
+    main_server: ServerProcess, http: Any, sockets: Any
+) -> None:
+    """``main_server`` gives ``pres:*`` presence: users are WebSocket
+    connections with tokens; read through the API and the command."""
+    channel = f"pres:real-{uuid.uuid4().hex[:8]}"
+    tokens = [
+        token_for(channel, sub="alice", info={"name": "Alice"}),
+        token_for(channel, sub="alice", info={"name": "Alice"}),  # a second tab
+        token_for(channel, sub="bob"),
+        token_for(channel),  # no sub: anonymous
+    ]
+    for token in tokens:
+        sock = await sockets(main_server.ws_url(channel=channel, token=token))
+        await sock.wait(lambda frames: any(f["type"] == "subscribed" for f in frames))
+    info = as_json(await api(http, main_server, f"/api/channels/{channel}"))
+    assert info["presence"] == {"clients": 4, "users": 2}
+    page = as_json(await api(http, main_server, f"/api/channels/{channel}/presence"))
+    assert page == {
+        "channel": channel,
+        "users": [
+            {"user": "alice", "info": {"name": "Alice"}, "clients": 2},
+            {"user": "bob", "info": None, "clients": 1},
+        ],
+        "next": None,
+    }
+    env = {"TORCHANNELS_URL": main_server.base, "TORCHANNELS_API_KEY": KEY}
+    done = await asyncio.to_thread(cli, "presence", channel, env=env)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines() == [
+        f"{channel}: 2 users, 4 clients",
+        'alice  2 clients {"name": "Alice"}',
+        "bob  1 client",
+    ]
