@@ -258,3 +258,28 @@ async def test_real_connections_to_a_serve_process(
         'alice  2 clients {"name": "Alice"}',
         "bob  1 client",
     ]
+
+
+async def test_two_processes_on_redis_share_counts_and_cursors(http: Any) -> None:
+    """Two apps on one Redis (one prefix, one API key): users added through
+    either are counted by both, and a page cursor of one is accepted by the
+    other (its key derives from the API key); another key refuses it."""
+    options: dict[str, Any] = {"broker": shared_redis(),
+                               "redis_prefix": f"t-papi-{uuid.uuid4().hex[:8]}"}  # fmt: skip
+    one, two = PresenceHub(**options), PresenceHub(**options)
+    other = PresenceHub(**options, api_key="another-key")
+    try:
+        for i, user in enumerate(["ann", "ben", "cat", "dan"]):
+            await (one if i % 2 else two).add("room:x", user)
+        for hub in (one, two):
+            info = as_json(await get(http, hub, "/api/channels/room:x"))
+            assert info["presence"] == {"clients": 4, "users": 4}
+        first = await members(http, one, "room:x", limit=2)
+        rest = await members(http, two, "room:x", limit=2, after=first["next"])
+        assert [u["user"] for u in first["users"] + rest["users"]] == ["ann", "ben", "cat", "dan"]
+        url = other.base + "/api/channels/room:x/presence?" + urlencode({"after": first["next"]})
+        refused = await fetch(http, url, headers=auth("another-key"))
+        assert_error(refused, 400, "invalid_cursor")
+    finally:
+        for hub in (one, two, other):
+            await hub.close()
