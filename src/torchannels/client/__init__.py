@@ -34,7 +34,17 @@ from .errors import (
     SubscribeError,
     UnavailableError,
 )
-from .events import ChannelError, Event, Message, Reset, Status
+from .events import (
+    ChannelError,
+    Event,
+    Member,
+    Message,
+    PresenceDiff,
+    PresencePage,
+    PresenceSnapshot,
+    Reset,
+    Status,
+)
 from .publisher import AsyncPublisher, Publisher
 from .sync import SyncSubscription, subscribe_sync
 
@@ -51,8 +61,12 @@ __all__ = [
     "ClientError",
     "ConnectError",
     "Event",
+    "Member",
     "Message",
     "PayloadTooLarge",
+    "PresenceDiff",
+    "PresencePage",
+    "PresenceSnapshot",
     "Published",
     "Publisher",
     "RequestError",

@@ -113,6 +113,8 @@ CODES: dict[str, type[APIError]] = {
     "invalid_message": RequestError,
     "too_many_messages": RequestError,
     "invalid_limit": RequestError,
+    "invalid_cursor": RequestError,
+    "presence_disabled": RequestError,
     "http_error": RequestError,
     "headers_too_large": RequestError,
     "uri_too_long": RequestError,

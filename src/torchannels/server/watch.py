@@ -30,7 +30,10 @@ from ..client import (
     ChannelInfo,
     Client,
     ClientError,
+    Member,
     Message,
+    PresenceDiff,
+    PresenceSnapshot,
     Publisher,
     Reset,
     Status,
@@ -123,6 +126,10 @@ async def _subscribe(client: Client, sub: Any, as_json: bool, out: TextIO) -> in
             if isinstance(event, Message):
                 out.write((_json_line(event.data) if as_json else _readable(event)) + "\n")
                 out.flush()
+            elif isinstance(event, PresenceSnapshot | PresenceDiff):
+                out.write((_json_line(_presence_doc(event)) if as_json
+                           else _readable_presence(event)) + "\n")  # fmt: skip
+                out.flush()
             elif isinstance(event, Reset):
                 _say(f"reset {event.channel}: {event.reason}")
             elif isinstance(event, ChannelError):
@@ -189,6 +196,47 @@ def _readable(message: Message) -> str:
     state = " state" if message.state else ""
     text = json.dumps(data, ensure_ascii=False)
     return f"{clock} {message.channel} {message.epoch}:{message.offset}{state} {text}"
+
+
+def _member_doc(member: Member, clients: bool = True) -> dict[str, Any]:
+    doc = {"user": member.user, "info": member.info}
+    return doc | {"clients": member.clients} if clients else doc
+
+
+def _presence_doc(event: PresenceSnapshot | PresenceDiff) -> dict[str, Any]:
+    """The ``--json`` line of a presence event: a snapshot as the
+    ``subscribed`` frame's ``presence`` with ``"type": "presence_snapshot"``,
+    a diff as the ``presence`` frame. (Message lines always have ``offset``;
+    these never do.)"""
+    if isinstance(event, PresenceDiff):
+        return {"type": "presence", "channel": event.channel,
+                "joins": [_member_doc(m, clients=False) for m in event.joins],
+                "leaves": [{"user": u} for u in event.leaves]}  # fmt: skip
+    return {"type": "presence_snapshot", "channel": event.channel,
+            "members": [_member_doc(m) for m in event.members],
+            "clients": event.clients, "users": event.users, "next": event.next}  # fmt: skip
+
+
+def _readable_presence(event: PresenceSnapshot | PresenceDiff) -> str:
+    """``HH:MM:SS CHANNEL present N users, M clients: ann (2), bob[, ...]``
+    (``...`` when more users than the snapshot's page) or ``HH:MM:SS
+    CHANNEL joined ann, bob; left cy``; the clock is the time of receipt."""
+    clock = time.strftime("%H:%M:%S")
+    if isinstance(event, PresenceDiff):
+        parts = [
+            f"{word} {', '.join(names)}"
+            for word, names in (
+                ("joined", [m.user for m in event.joins]),
+                ("left", list(event.leaves)),
+            )
+            if names
+        ]
+        return f"{clock} {event.channel} {'; '.join(parts) or 'no change'}"  # fmt: skip
+    names = [m.user + (f" ({m.clients})" if m.clients > 1 else "") for m in event.members]
+    if event.next is not None:
+        names.append("...")
+    listed = f": {', '.join(names)}" if names else ""
+    return f"{clock} {event.channel} present {event.users} users, {event.clients} clients{listed}"
 
 
 def _table(infos: list[ChannelInfo], args: argparse.Namespace) -> list[str]:
