@@ -29,8 +29,8 @@ from torchannels.client import (
     RequestError,
 )
 
-PAGE = {"clients": 2, "users": 1, "members": [{"user": "ann", "info": None, "clients": 2}],
-        "next": None}  # fmt: skip
+ANN = {"user": "ann", "info": None, "clients": 2}
+PAGE: dict[str, Any] = {"clients": 2, "users": 1, "members": [ANN], "next": None}
 
 
 class Script(tornado.websocket.WebSocketHandler):
@@ -41,7 +41,7 @@ class Script(tornado.websocket.WebSocketHandler):
     def initialize(self, log: list[dict[str, Any]], delay: float, old: bool) -> None:
         self.log, self.delay, self.old = log, delay, old
 
-    def open(self) -> None:  # type: ignore[override]
+    def open(self) -> None:
         self.write_message({"type": "connected", "transport": "websocket", "ping": 60,
                             "client": "c1.sig"})  # fmt: skip
         for channel in self.get_arguments("channel"):
@@ -61,6 +61,7 @@ class Script(tornado.websocket.WebSocketHandler):
         self.write_message({"type": "message", "data": {"channel": live, "epoch": "e",
                                                         "offset": n, "ts": 1.0}})  # fmt: skip
         channel = command["channel"]
+        answer: dict[str, Any]
         if self.old:
             answer = {"type": "error", "code": "bad_message", "message": "unknown type"}
         elif channel.startswith("refused"):
