@@ -21,6 +21,7 @@ the public one), outside the public port's connection limits.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any
@@ -36,6 +37,7 @@ from ..errors import FORBIDDEN, AccessDenied
 from ..forwarded import TrustedProxies, apply_forwarded
 from ..handlers import ChannelMixin
 from ..hub import Hub
+from ..identity import User
 from ..redaction import redact
 from ..session import Subscription
 from ..tokens import ChannelPatterns, Claims, TokenError, decode_token
@@ -135,6 +137,13 @@ class ServerChannelHandler(ChannelMixin):
             raise AccessDenied(FORBIDDEN, f"the token does not allow {sub.channel!r}")
         return True
 
+    def identify(self) -> User | None:
+        """The token's ``sub`` (and ``info``); no token or no ``sub``: anonymous."""
+        claims = self.claims()
+        if isinstance(claims, Claims) and claims.subject:
+            return User(claims.subject, claims.info)
+        return None
+
     def subscription_expires(self) -> float | None:
         claims = self.claims()
         return claims.expires if isinstance(claims, Claims) else None
@@ -188,7 +197,11 @@ def make_broker(config: ServerConfig) -> Broker:
 
 
 def make_hub(config: ServerConfig) -> Hub:
-    return Hub(make_broker(config), config.settings())
+    """A hub on ``config``'s broker, with its ``[channels."PATTERN"]`` options."""
+    hub = Hub(make_broker(config), config.settings())
+    for pattern, options in config.channels:
+        hub.configure_channels(pattern, **dataclasses.asdict(options))
+    return hub
 
 
 def make_app(
