@@ -1,0 +1,175 @@
+"""The Python client's presence against a real ``torchannels serve`` with
+presence channels, on every transport: the snapshot after ``subscribed``,
+a second client's join then leave as diffs, the one-off read (over the
+socket and over HTTP) and its refusals, and client ids kept by polls."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from client.client_helpers import FLAGS, Reader, channels_url, publisher, tasks_left
+from server.processes import SECRET, ServerProcess
+from torchannels.client import (
+    TRANSPORTS,
+    AuthError,
+    Client,
+    Member,
+    PresenceDiff,
+    PresencePage,
+    PresenceSnapshot,
+    RequestError,
+)
+from torchannels.tokens import encode_token
+
+#: ``room:*``: presence with joins and leaves; ``count:*``: presence only;
+#: ``open:*`` (anonymous): none.
+CHANNELS = """
+[channels."room:*"]
+presence = true
+join_leave = true
+
+[channels."count:*"]
+presence = true
+"""
+
+
+@pytest.fixture(scope="module")
+def presence_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    path = tmp_path_factory.mktemp("presence-hub")
+    (path / "channels.toml").write_text(CHANNELS)
+    server = ServerProcess(path, ["--port", "0", *FLAGS, "--config", str(path / "channels.toml"),
+                                  "--presence-grace", "0.5"], None)  # fmt: skip
+    yield server
+    server.close()
+
+
+def token(user: str | None, info: dict[str, Any] | None = None, **claims: Any) -> str:
+    body: dict[str, Any] = {"exp": time.time() + 600, "channels": ["room:*", "count:*"]}
+    if user is not None:
+        body["sub"] = user
+    if info is not None:
+        body["info"] = info
+    return encode_token({**body, **claims}, SECRET)
+
+
+def fast(url: str, **options: Any) -> Client:
+    return Client(url, min_delay=0.05, max_delay=0.3, poll_interval=0.05, longpoll_timeout=2,
+                  **options)  # fmt: skip
+
+
+def of(reader: Reader, kind: type[Any]) -> list[Any]:
+    return [e for e in reader.events if isinstance(e, kind)]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_polls_keep_their_client_id(hub: ServerProcess, transport: str) -> None:
+    channel = f"open:ids-{transport}"
+    async with publisher(hub) as pub, fast(channels_url(hub), transport=transport) as client:
+        feed = client.subscribe(channel)
+        reader = Reader(feed)
+        ids = []
+        for n in range(1, 5):  # each message comes in an answer (or frame) of its own
+            await pub.publish(channel, {"n": n})
+            await reader.received(channel, n, "one more message")
+            ids.append(feed.client_id)
+        assert ids[0] is not None and "." in ids[0]  # CLIENT.SIG, opaque otherwise
+        # A poll sends its id back with each request: the server keeps it.
+        assert ids == [ids[0]] * 4
+        await reader.stop()
+    assert not await tasks_left()
+
+
+def members(page: PresencePage) -> dict[str, tuple[Any, int]]:
+    return {m.user: (m.info, m.clients) for m in page.members}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_member_sees_a_second_client_join_then_leave(
+    presence_hub: ServerProcess, transport: str
+) -> None:
+    channel, url = f"room:join-{transport}", channels_url(presence_hub)
+    async with fast(url, transport=transport, token=token("ann", {"name": "Ann"})) as ann:
+        watcher = Reader(ann.subscribe(channel))
+        await watcher.wait(lambda: bool(of(watcher, PresenceSnapshot)), "ann's snapshot")
+        [snapshot] = of(watcher, PresenceSnapshot)
+        assert snapshot.channel == channel and set(members(snapshot)) <= {"ann"}
+        async with fast(url, transport=transport, token=token("bob", {"n": 2})) as bob:
+            visitor = Reader(bob.subscribe(channel))
+            # bob's own snapshot lists ann, with her info
+            await visitor.wait(lambda: bool(of(visitor, PresenceSnapshot)), "bob's snapshot")
+            [seen] = of(visitor, PresenceSnapshot)
+            assert members(seen)["ann"] == ({"name": "Ann"}, 1) and seen.complete
+            await watcher.wait(lambda: any(d.joins for d in of(watcher, PresenceDiff)), "join")
+            await visitor.stop()
+        await watcher.wait(lambda: any(d.leaves for d in of(watcher, PresenceDiff)), "leave")
+        diffs = of(watcher, PresenceDiff)
+        assert [(d.joins, d.leaves) for d in diffs] == [
+            ((Member("bob", {"n": 2}, 1),), ()),
+            ((), ("bob",)),
+        ]
+        assert all(d.channel == channel for d in diffs)
+        await watcher.stop()
+    assert not await tasks_left()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_the_one_off_read_and_its_pages(presence_hub: ServerProcess, transport: str) -> None:
+    """Over the socket of a WebSocket subscription, else over HTTP."""
+    channel, url = f"count:read-{transport}", channels_url(presence_hub)
+    users = ["ann", "bob", "cy"]
+    clients = [fast(url, transport=transport, token=token(u, {"u": u})) for u in users]
+    readers = [Reader(c.subscribe(channel)) for c in clients]
+    try:
+        for reader in readers:
+            await reader.wait(lambda r=reader: bool(of(r, PresenceSnapshot)), "a snapshot")
+        reading = clients[0]
+        whole = await reading.presence(channel)
+        assert whole.channel == channel and (whole.users, whole.clients) == (3, 3)
+        assert members(whole) == {u: ({"u": u}, 1) for u in users} and whole.next is None
+        pages = [await reading.presence(channel, limit=2)]
+        while pages[-1].next is not None:
+            pages.append(await reading.presence(channel, after=pages[-1].next, limit=2))
+        assert [[m.user for m in p.members] for p in pages] == [["ann", "bob"], ["cy"]]
+        assert pages[1].next is None and pages[1].users == 3
+        # No `join_leave` on count:*: no diff, ever (the snapshot is all there is)
+        assert not of(readers[0], PresenceDiff)
+    finally:
+        for reader in readers:
+            await reader.stop()
+        for client in clients:
+            await client.aclose()
+    assert not await tasks_left()
+
+
+@pytest.mark.parametrize("transport", ["websocket", None])
+async def test_refused_reads(presence_hub: ServerProcess, transport: str | None) -> None:
+    """``None``: no subscription, so HTTP."""
+    url = channels_url(presence_hub)
+    async with fast(url, transport="websocket", token=token("ann")) as client:
+        reader = Reader(client.subscribe("count:refusals")) if transport else None
+        if reader is not None:
+            await reader.wait(lambda: bool(of(reader, PresenceSnapshot)), "a snapshot")
+        cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+            ({"channel": "open:no-presence"}, RequestError, "presence_disabled"),
+            ({"channel": "count:refusals", "after": "tampered.cursor"}, RequestError,
+             "invalid_cursor"),
+            ({"channel": "count:refusals", "limit": 0}, RequestError, "invalid_limit"),
+            ({"channel": "count:refusals", "limit": 1001}, RequestError, "invalid_limit"),
+            ({"channel": "secret:x"}, AuthError, "forbidden"),  # not in the token's channels
+        ]  # fmt: skip
+        for args, cls, code in cases:
+            with pytest.raises(cls) as refused:
+                await client.presence(**args)
+            assert refused.value.code == code, (args, refused.value)
+        if reader is not None:  # the subscription is untouched by the refusals
+            assert not reader.task.done() and reader.error is None
+            await reader.stop()
+    async with fast(url) as anonymous:  # no token
+        with pytest.raises(AuthError) as refused:
+            await anonymous.presence("count:refusals")
+        assert refused.value.code == "token_required"
+    assert not await tasks_left()
