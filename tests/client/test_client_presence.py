@@ -15,6 +15,7 @@ from client.client_helpers import FLAGS, Reader, channels_url, publisher, tasks_
 from server.processes import SECRET, ServerProcess
 from torchannels.client import (
     TRANSPORTS,
+    APIError,
     AuthError,
     Client,
     Member,
@@ -83,6 +84,12 @@ async def test_polls_keep_their_client_id(hub: ServerProcess, transport: str) ->
     assert not await tasks_left()
 
 
+async def snapshot_of(reader: Reader) -> PresenceSnapshot:
+    await reader.wait(lambda: bool(of(reader, PresenceSnapshot)), "a snapshot")
+    snapshot: PresenceSnapshot = of(reader, PresenceSnapshot)[0]
+    return snapshot
+
+
 def members(page: PresencePage) -> dict[str, tuple[Any, int]]:
     return {m.user: (m.info, m.clients) for m in page.members}
 
@@ -94,14 +101,12 @@ async def test_a_member_sees_a_second_client_join_then_leave(
     channel, url = f"room:join-{transport}", channels_url(presence_hub)
     async with fast(url, transport=transport, token=token("ann", {"name": "Ann"})) as ann:
         watcher = Reader(ann.subscribe(channel))
-        await watcher.wait(lambda: bool(of(watcher, PresenceSnapshot)), "ann's snapshot")
-        [snapshot] = of(watcher, PresenceSnapshot)
+        snapshot = await snapshot_of(watcher)
         assert snapshot.channel == channel and set(members(snapshot)) <= {"ann"}
         async with fast(url, transport=transport, token=token("bob", {"n": 2})) as bob:
             visitor = Reader(bob.subscribe(channel))
             # bob's own snapshot lists ann, with her info
-            await visitor.wait(lambda: bool(of(visitor, PresenceSnapshot)), "bob's snapshot")
-            [seen] = of(visitor, PresenceSnapshot)
+            seen = await snapshot_of(visitor)
             assert members(seen)["ann"] == ({"name": "Ann"}, 1) and seen.complete
             await watcher.wait(lambda: any(d.joins for d in of(watcher, PresenceDiff)), "join")
             await visitor.stop()
@@ -125,7 +130,7 @@ async def test_the_one_off_read_and_its_pages(presence_hub: ServerProcess, trans
     readers = [Reader(c.subscribe(channel)) for c in clients]
     try:
         for reader in readers:
-            await reader.wait(lambda r=reader: bool(of(r, PresenceSnapshot)), "a snapshot")
+            await snapshot_of(reader)
         reading = clients[0]
         whole = await reading.presence(channel)
         assert whole.channel == channel and (whole.users, whole.clients) == (3, 3)
@@ -152,8 +157,8 @@ async def test_refused_reads(presence_hub: ServerProcess, transport: str | None)
     async with fast(url, transport="websocket", token=token("ann")) as client:
         reader = Reader(client.subscribe("count:refusals")) if transport else None
         if reader is not None:
-            await reader.wait(lambda: bool(of(reader, PresenceSnapshot)), "a snapshot")
-        cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+            await snapshot_of(reader)
+        cases: list[tuple[dict[str, Any], type[APIError], str]] = [
             ({"channel": "open:no-presence"}, RequestError, "presence_disabled"),
             ({"channel": "count:refusals", "after": "tampered.cursor"}, RequestError,
              "invalid_cursor"),
