@@ -5,6 +5,8 @@ socket and over HTTP) and its refusals, and client ids kept by polls."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from client.client_helpers import FLAGS, Reader, channels_url, publisher, tasks_left
+from client.test_client_cli import Subscriber
 from server.processes import SECRET, ServerProcess
 from torchannels.client import (
     TRANSPORTS,
@@ -178,3 +181,38 @@ async def test_refused_reads(presence_hub: ServerProcess, transport: str | None)
             await anonymous.presence("count:refusals")
         assert refused.value.code == "token_required"
     assert not await tasks_left()
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+async def test_torchannels_subscribe_prints_presence(presence_hub: ServerProcess,
+                                                     as_json: bool) -> None:  # fmt: skip
+    channel = f"room:cli-{as_json}"
+    flags = ["--json"] if as_json else []
+    sub = await Subscriber.start(presence_hub, channel, "--token", token("ann"),
+                                 "--transport", "websocket", *flags)  # fmt: skip
+    try:
+        first = await sub.line()
+        async with fast(channels_url(presence_hub), token=token("bob", {"n": 1})) as bob:
+            visitor = Reader(bob.subscribe(channel))
+            await snapshot_of(visitor)
+            joined = await sub.line()
+            await visitor.stop()
+        left = await sub.line()
+        code, _ = await sub.interrupt()
+    finally:
+        sub.kill()
+    assert code == 130
+    if as_json:
+        snapshot = json.loads(first)
+        assert snapshot["type"] == "presence_snapshot" and snapshot["channel"] == channel
+        assert {m["user"] for m in snapshot["members"]} <= {"ann"}
+        assert json.loads(joined) == {"type": "presence", "channel": channel,
+                                      "joins": [{"user": "bob", "info": {"n": 1}}],
+                                      "leaves": []}  # fmt: skip
+        assert json.loads(left) == {"type": "presence", "channel": channel, "joins": [],
+                                    "leaves": [{"user": "bob"}]}  # fmt: skip
+    else:
+        counts = "(0 users, 0 clients|1 user, 1 client: ann)"  # ann herself, or not yet
+        assert re.fullmatch(rf"\d\d:\d\d:\d\d {channel} present {counts}", first), first
+        assert re.fullmatch(rf"\d\d:\d\d:\d\d {channel} joined bob", joined), joined
+        assert re.fullmatch(rf"\d\d:\d\d:\d\d {channel} left bob", left), left

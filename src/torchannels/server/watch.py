@@ -219,6 +219,7 @@ def _presence_doc(event: PresenceSnapshot | PresenceDiff) -> dict[str, Any]:
 
 def _readable_presence(event: PresenceSnapshot | PresenceDiff) -> str:
     """``HH:MM:SS CHANNEL present N users, M clients: ann (2), bob[, ...]``
+    ("1 user", "1 client" in the singular)
     (``...`` when more users than the snapshot's page) or ``HH:MM:SS
     CHANNEL joined ann, bob; left cy``; the clock is the time of receipt."""
     clock = time.strftime("%H:%M:%S")
@@ -236,7 +237,12 @@ def _readable_presence(event: PresenceSnapshot | PresenceDiff) -> str:
     if event.next is not None:
         names.append("...")
     listed = f": {', '.join(names)}" if names else ""
-    return f"{clock} {event.channel} present {event.users} users, {event.clients} clients{listed}"
+    counts = f"{_count(event.users, 'user')}, {_count(event.clients, 'client')}"
+    return f"{clock} {event.channel} present {counts}{listed}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _table(infos: list[ChannelInfo], args: argparse.Namespace) -> list[str]:
