@@ -10,13 +10,15 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from client.client_helpers import FLAGS, Reader, channels_url, publisher, tasks_left
 from client.test_client_cli import Subscriber
-from server.processes import SECRET, ServerProcess
+from client.test_client_doc_examples import DOC, KEY_LINE, Example, blocks
+from server.processes import SECRET, START_TIMEOUT, ServerProcess
 from torchannels.client import (
     TRANSPORTS,
     APIError,
@@ -27,6 +29,7 @@ from torchannels.client import (
     PresencePage,
     PresenceSnapshot,
     RequestError,
+    subscribe_sync,
 )
 from torchannels.tokens import encode_token
 
@@ -250,3 +253,29 @@ async def test_torchannels_subscribe_prints_presence(presence_hub: ServerProcess
         assert re.fullmatch(rf"\d\d:\d\d:\d\d {channel} present {counts}", first), first
         assert re.fullmatch(rf"\d\d:\d\d:\d\d {channel} joined (ann, )?bob", joined), joined
         assert re.fullmatch(rf"\d\d:\d\d:\d\d {channel} left bob", left), left
+
+
+def test_the_doc_example(tmp_path: Path) -> None:
+    """docs/python-client.md's presence example, as a script, against
+    ``serve --dev`` with presence on ``demo:chat``: its snapshot (of no
+    user: the example is anonymous), then bob's join and, after the grace,
+    his leave."""
+    (tmp_path / "channels.toml").write_text(
+        '[channels."demo:chat"]\npresence = true\njoin_leave = true\n'
+    )
+    _, example, _, _ = blocks(DOC.read_text())
+    hub = ServerProcess(tmp_path, ["--dev", "--port", "0", "--config",
+                                   str(tmp_path / "channels.toml"), "--token-secret", SECRET,
+                                   "--presence-grace", "0.5"], None)  # fmt: skip
+    try:
+        while (match := KEY_LINE.fullmatch(hub._read_line(START_TIMEOUT))) is None:
+            pass
+        run = Example(example, (hub, match.group(1).decode()), tmp_path)
+        run.until(r"^demo:chat here: \[\]$")
+        with subscribe_sync(channels_url(hub), "demo:chat", token=token("bob")) as bob:
+            assert isinstance(next(bob), PresenceSnapshot)  # bob is connected now
+            run.until(r"^demo:chat here: \['bob'\]$")
+        run.until(r"^demo:chat here: \[\]$")  # after the grace
+        assert run.finish(interrupt=True) == (0, ""), run.lines
+    finally:
+        hub.close()
