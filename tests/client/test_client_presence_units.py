@@ -3,7 +3,6 @@ into exception classes, and ``torchannels subscribe``'s presence lines."""
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -166,35 +165,3 @@ def test_subscribe_prints_presence(event: PresenceSnapshot | PresenceDiff, reada
     if doc is not None:
         text = watch._json_line(watch._presence_doc(event))
         assert json.loads(text) == doc and "offset" not in text and "\n" not in text
-
-
-async def test_subscribe_writes_presence_lines_in_order() -> None:
-    """``_subscribe`` over a feed given as an async iterator of events."""
-
-    class Feed:
-        cursor = "room=e1:4"
-
-        def __init__(self, events: list[Any]) -> None:
-            self.events = iter(events)
-
-        def __aiter__(self) -> Feed:
-            return self
-
-        async def __anext__(self) -> Any:
-            try:
-                return next(self.events)
-            except StopIteration:
-                raise StopAsyncIteration from None
-
-    class NoClient:
-        async def aclose(self) -> None:
-            pass
-
-    diff = PresenceDiff("room", (Member("cy"),), ())
-    message = Message("room", "e1", 5, {"channel": "room", "epoch": "e1", "offset": 5, "ts": 1.0})
-    out = io.StringIO()
-    code = await watch._subscribe(NoClient(), Feed([SNAP, message, diff]), True, out)  # type: ignore[arg-type]
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert code == 1 and [line.get("type") for line in lines] == [
-        "presence_snapshot", None, "presence"]  # fmt: skip
-    assert lines[1]["offset"] == 5 and lines[2]["joins"] == [{"user": "cy", "info": None}]
