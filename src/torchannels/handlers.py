@@ -26,7 +26,7 @@ from .errors import BAD_PARAMETER, SHUTTING_DOWN, AccessDenied, BadRequest
 from .forwarded import apply_forwarded, forwarded_of, log_refused_origin
 from .hub import Hub, default_hub
 from .identity import POLLING, Identity, User, check_info, new_client_id
-from .presence_reads import parse_limit, read_page
+from .presence_reads import read_page
 from .protocol import dumps
 from .request import parse_request
 from .session import Subscription
@@ -287,9 +287,11 @@ class ChannelMixin(RequestHandler):
                     raise BadRequest(BAD_PARAMETER, f"parameter {name!r} given more than once")
             channel = self.get_query_argument("presence")
             after = self.get_query_argument("after", None)
-            limit = parse_limit(self.get_query_argument("limit", None))
+            limit = self.get_query_argument("limit", None)
             await self.channel_identity("poll", None)
-            body = await read_page(self.hub, self._authorize_channel, channel, after, limit)
+            body = await read_page(
+                self.hub, self._authorize_channel, channel, after, limit, query=True
+            )
         except BadRequest as exc:
             refuse(self, 400, exc.code, exc.message)
             return

@@ -20,7 +20,13 @@ from .session import Authorize, access_refusal
 
 
 async def read_page(
-    hub: Hub, authorize: Authorize, channel: object, after: object, limit: object
+    hub: Hub,
+    authorize: Authorize,
+    channel: object,
+    after: object,
+    limit: object,
+    *,
+    query: bool = False,
 ) -> dict[str, Any]:
     """A subscriber's presence read (WebSocket ``presence`` command, HTTP
     ``?presence=``): ``{"channel", "members", "next", "clients", "users"}``.
@@ -28,7 +34,8 @@ async def read_page(
     Raises :class:`~torchannels.errors.AccessDenied` when ``can_access``
     refuses the channel, :class:`~torchannels.errors.BadRequest` with
     ``invalid_channel``, ``presence_disabled``, ``invalid_cursor`` or
-    ``invalid_limit``, checked in that order.
+    ``invalid_limit``, checked in that order. With ``query``, ``limit`` is
+    the text of a query parameter (or None).
     """
     try:
         name = check_channel(channel)
@@ -44,6 +51,8 @@ async def read_page(
         user = hub.page_cursors.verify(after) if isinstance(after, str) else None
         if user is None:
             raise BadRequest(INVALID_CURSOR, "the page cursor does not verify (use a page's next)")
+    if query:
+        limit = parse_limit(limit if isinstance(limit, str) else None)
     size = check_limit(SNAPSHOT_LIMIT if limit is None else limit)
     page = await hub.presence_tracker.page(name, user, size)
     return {"channel": name, **page_body(page, hub.page_cursors.sign)}
