@@ -66,6 +66,11 @@ class Script(tornado.websocket.WebSocketHandler):
             answer = {"type": "error", "code": "bad_message", "message": "unknown type"}
         elif channel.startswith("refused"):
             answer = {"type": "error", "channel": channel, "code": "forbidden", "message": "no"}
+        elif channel == "broken":  # as a hub whose broker failed: reconnect, then close
+            self.write_message({"type": "reconnect", "reason": "broker_unavailable"})
+            await asyncio.sleep(2)  # slow to close: the client must not wait for it
+            self.close(1000)
+            return
         elif channel == "plain":
             answer = {"type": "error", "channel": channel, "code": "presence_disabled",
                       "message": "no presence"}  # fmt: skip
@@ -74,13 +79,21 @@ class Script(tornado.websocket.WebSocketHandler):
         self.write_message(answer)
 
 
+class Reads(tornado.web.RequestHandler):
+    """``GET /channels?presence=C``: a page of 7 clients."""
+
+    def get(self) -> None:
+        self.finish({"channel": self.get_argument("presence"), **PAGE, "clients": 7})
+
+
 Scripted = tuple[str, list[dict[str, Any]], tornado.httpserver.HTTPServer]
 
 
 async def scripted(delay: float = 0.0, old: bool = False) -> Scripted:
     log: list[dict[str, Any]] = []
     app = tornado.web.Application([(r"/channels/ws", Script,
-                                    {"log": log, "delay": delay, "old": old})])  # fmt: skip
+                                    {"log": log, "delay": delay, "old": old}),
+                                   (r"/channels", Reads)])  # fmt: skip
     [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server = tornado.httpserver.HTTPServer(app)
     server.add_sockets([sock])
@@ -172,3 +185,26 @@ async def test_a_server_without_the_command() -> None:
         assert old.value.code == "bad_message" and feed.channels == ["room"]
     finally:
         server.stop()
+
+
+async def test_a_read_answered_by_reconnect_is_asked_over_http(
+    hub: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, log = hub
+    async with Client(url, transport="websocket", max_delay=0.1, connect_timeout=1) as client:
+        feed = client.subscribe("room")
+        events: list[Any] = []
+        async for event in feed:
+            events.append(event)
+            if len(events) == 1:
+                assert isinstance(event, PresenceSnapshot)
+                page = await client.presence("broken")
+                assert page == PresencePage("broken", event.members, 7, 1, None)  # HTTP's
+                assert await client.presence("room") == PresencePage(
+                    "room", event.members, 7, 1, None)  # no socket: HTTP again  # fmt: skip
+            elif len(events) == 3:
+                break
+        assert log == [{"type": "presence", "channel": "broken"}]
+    # The feed saw the reconnect, and connected again: a second snapshot.
+    assert [type(e).__name__ for e in events] == ["PresenceSnapshot", "Message",
+                                                  "PresenceSnapshot"]  # fmt: skip

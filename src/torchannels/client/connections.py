@@ -201,6 +201,7 @@ class WebSocketConnection:
         #: or `error` of each is the subscription's, never a command's answer
         #: (the server answers the connect URL before it reads a command)
         self._unanswered = set(channels)
+        self._ending = False  # a `reconnect` frame came: the server answers nothing more
 
     @classmethod
     async def open(cls, url: str, headers: Mapping[str, str], connect_timeout: float,
@@ -227,7 +228,7 @@ class WebSocketConnection:
     @property
     def usable(self) -> bool:
         """Not known to be closed: commands may be sent."""
-        return self._failure is None and self._conn.protocol is not None
+        return self._failure is None and not self._ending and self._conn.protocol is not None
 
     async def read(self, timeout: float) -> list[dict[str, Any]]:
         try:
@@ -251,6 +252,8 @@ class WebSocketConnection:
         try:
             if self._failure is not None:
                 raise self._failure
+            if self._ending:
+                raise Dropped("the server asked to reconnect")
             try:
                 await self._conn.write_message(json.dumps(command))
             except tornado.websocket.WebSocketClosedError as exc:
@@ -289,7 +292,13 @@ class WebSocketConnection:
             self._failure = Dropped(f"undecodable websocket frame {text!r:.200}")
             return
         kind, channel = frame.get("type"), frame.get("channel")
-        if kind in ("subscribed", "error") and channel in self._unanswered:
+        if kind == "reconnect":  # e.g. the broker failed reading presence: ask elsewhere
+            self._ending = True
+            for _, answer in self._asked:
+                if not answer.done():
+                    answer.set_exception(Dropped(f"reconnect {frame.get('reason')}"))
+            self._asked.clear()
+        elif kind in ("subscribed", "error") and channel in self._unanswered:
             self._unanswered.discard(channel)  # the subscription's answer
         elif (
             self._asked
