@@ -54,14 +54,16 @@ def add_commands(commands: Any, default_url: str) -> None:
         "subscribe",
         help="print the messages of channels as they arrive",
         description="Subscribe to channels and print their messages until Ctrl-C, which "
-        "prints the cursor to resume from (on stderr). Resets, refusals and reconnects go "
-        "to stderr too.",
+        "prints the cursor to resume from (on stderr). Presence channels also print who is "
+        "there when joined, and who joins and leaves. Resets, refusals and reconnects go "
+        "to stderr.",
     )
     sub.add_argument("channel", nargs="*", help="channels (default: those of --cursor)")
     sub.add_argument("--url", help=url_help)
     sub.add_argument("--cursor", help="resume from this cursor (printed by an earlier run)")
     sub.add_argument("--token", help="a subscription token (env TORCHANNELS_TOKEN)")
-    sub.add_argument("--json", action="store_true", help="one JSON message a line")
+    sub.add_argument("--json", action="store_true",
+                     help="one JSON message (or presence snapshot or diff) a line")  # fmt: skip
     sub.add_argument("--transport", choices=TRANSPORTS, help="use only this transport")
     for name, text in (
         ("channels", "list the channels with their positions and subscriber counts"),
