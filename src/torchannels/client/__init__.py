@@ -21,7 +21,15 @@ from __future__ import annotations
 
 import warnings
 
-from .calls import ChannelInfo, ChannelPage, Published, StateSet
+from .calls import (
+    ChannelInfo,
+    ChannelPage,
+    PresenceCounts,
+    PresenceUser,
+    Published,
+    StateSet,
+    UserPage,
+)
 from .client import TRANSPORTS, ChannelFeed, Client
 from .errors import (
     APIError,
@@ -64,9 +72,11 @@ __all__ = [
     "Member",
     "Message",
     "PayloadTooLarge",
+    "PresenceCounts",
     "PresenceDiff",
     "PresencePage",
     "PresenceSnapshot",
+    "PresenceUser",
     "Published",
     "Publisher",
     "RequestError",
@@ -77,6 +87,7 @@ __all__ = [
     "SubscribeError",
     "SyncSubscription",
     "UnavailableError",
+    "UserPage",
     "subscribe_sync",
 ]
 

@@ -75,7 +75,8 @@ class AuthError(APIError):
 
 class RequestError(APIError):
     """The request itself is wrong (``bad_json``, ``invalid_channel``,
-    ``invalid_message``, ``too_many_messages``, ``http_error``, ...):
+    ``invalid_message``, ``too_many_messages``, ``presence_disabled``,
+    ``invalid_cursor``, ``http_error``, ...):
     sending it again cannot succeed."""
 
 

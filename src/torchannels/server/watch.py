@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import signal
 import sys
@@ -105,7 +106,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str], default_url: str) -> i
     except (ClientError, ValueError) as exc:
         print(f"torchannels: {exc}", file=sys.stderr)
         return 1
-    for line in (_json_line(i.__dict__) for i in infos) if args.json else _table(infos, args):
+    # asdict, not __dict__: a channel's ``presence`` is a dataclass too.
+    lines = (_json_line(dataclasses.asdict(i)) for i in infos) if args.json else _table(infos, args)
+    for line in lines:
         print(line)
     return 0
 
