@@ -42,7 +42,17 @@ from .errors import (
     SubscribeError,
     UnavailableError,
 )
-from .events import ChannelError, Event, Message, Reset, Status
+from .events import (
+    ChannelError,
+    Event,
+    Member,
+    Message,
+    PresenceDiff,
+    PresencePage,
+    PresenceSnapshot,
+    Reset,
+    Status,
+)
 from .publisher import AsyncPublisher, Publisher
 from .sync import SyncSubscription, subscribe_sync
 
@@ -59,9 +69,13 @@ __all__ = [
     "ClientError",
     "ConnectError",
     "Event",
+    "Member",
     "Message",
     "PayloadTooLarge",
     "PresenceCounts",
+    "PresenceDiff",
+    "PresencePage",
+    "PresenceSnapshot",
     "PresenceUser",
     "Published",
     "Publisher",
