@@ -34,12 +34,12 @@ from .calls import (
     Call,
     ChannelInfo,
     ChannelPage,
-    PresenceUser,
     Published,
     StateSet,
     UserPage,
 )
 from .errors import APIError, ConnectError
+from .events import Member
 
 Item = TypeVar("Item")
 
@@ -136,10 +136,10 @@ class Publisher(_Publisher):
         :class:`RequestError` ``presence_disabled``."""
         return UserPage.from_json(self.request(calls.presence(channel, after, limit)))
 
-    def presence_all(self, channel: str, limit: int | None = None) -> Iterator[PresenceUser]:
+    def presence_all(self, channel: str, limit: int | None = None) -> Iterator[Member]:
         """Every user present in ``channel``, page after page (``limit`` a page)."""
 
-        def read(after: str | None) -> tuple[list[PresenceUser], str | None]:
+        def read(after: str | None) -> tuple[list[Member], str | None]:
             page = self.presence(channel, after, limit)
             return page.users, page.next
 
@@ -232,8 +232,8 @@ class AsyncPublisher(_Publisher):
                        limit: int | None = None) -> UserPage:  # fmt: skip
         return UserPage.from_json(await self.request(calls.presence(channel, after, limit)))
 
-    def presence_all(self, channel: str, limit: int | None = None) -> AsyncIterator[PresenceUser]:
-        async def read(after: str | None) -> tuple[list[PresenceUser], str | None]:
+    def presence_all(self, channel: str, limit: int | None = None) -> AsyncIterator[Member]:
+        async def read(after: str | None) -> tuple[list[Member], str | None]:
             page = await self.presence(channel, after, limit)
             return page.users, page.next
 
