@@ -281,6 +281,16 @@ def test_presence_column_and_member_list(page: Page, presence_url: str) -> None:
         wait_js(page, "() => document.querySelectorAll('#members-list tr').length === 5")
         assert [r[0] for r in page.evaluate(MEMBER_ROWS)] == users[50:]
         assert page.is_disabled("#members-next") and not page.is_disabled("#members-first")
+        # The list is read again every 5 s: a user who joins now shows up on this page.
+        late = Process([PYTHON, HOLDERS, presence_url, SECRET, channel, "zz"])
+        try:
+            late.wait_for_line(lambda line: line.startswith("ready 1"), timeout=30)
+            wait_js(page, "() => document.querySelectorAll('#members-list tr').length === 6",
+                    timeout=15, what="the late user listed without a click")  # fmt: skip
+            assert [r[0] for r in page.evaluate(MEMBER_ROWS)] == [*users[50:], "zz"]
+            assert page.text_content("#members-status") == f"{channel}: 56 users · 58 clients"
+        finally:
+            late.stop()
         page.click("#members-first")
         wait_js(page, "() => document.querySelectorAll('#members-list tr').length === 50")
         page.screenshot(path=_output("admin-presence.png"), full_page=True)
