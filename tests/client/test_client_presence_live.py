@@ -279,3 +279,23 @@ def test_the_doc_example(tmp_path: Path) -> None:
         assert run.finish(interrupt=True) == (0, ""), run.lines
     finally:
         hub.close()
+
+
+async def test_an_http_read_renews_a_lapsed_token(presence_hub: ServerProcess) -> None:
+    asked: list[str] = []
+
+    def fresh() -> str:
+        asked.append("token")
+        return token("ann")
+
+    url = channels_url(presence_hub)
+    async with fast(url, token=token("ann", exp=time.time() - 5), get_token=fresh) as client:
+        page = await client.presence("count:renew")  # no subscription: over HTTP
+    assert page.channel == "count:renew" and asked == ["token"]
+    async with fast(url, get_token=fresh) as client:  # no token yet: asks for one first
+        await client.presence("count:renew")
+    assert asked == ["token", "token"]
+    async with fast(url, token=token("ann", exp=time.time() - 5)) as client:  # no get_token
+        with pytest.raises(AuthError) as lapsed:
+            await client.presence("count:renew")
+    assert lapsed.value.code == "token_expired" and lapsed.value.status == 403

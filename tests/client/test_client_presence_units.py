@@ -123,7 +123,7 @@ def test_the_client_id_of_connected_frames(frames: list[dict[str, Any]], client:
     ("token_expired", 0, AuthError),
     ("invalid_info", 0, AuthError),
     ("presence_disabled", 400, RequestError),
-    ("token_invalid", 403, AuthError),
+    ("token_bad_signature", 403, AuthError),
     ("shutting_down", 503, Exception),  # an UnavailableError: see below
     ("", 502, ServerError),
 ])  # fmt: skip
