@@ -15,8 +15,8 @@ from server.processes import KEY
 from torchannels.client import (
     AsyncPublisher,
     AuthError,
+    Member,
     PresenceCounts,
-    PresenceUser,
     Publisher,
     RequestError,
     UserPage,
@@ -66,13 +66,13 @@ async def test_typed_pages_and_every_user(hub: PresenceHub, form: str) -> None:
     assert [u.user for u in page.users] == ids[:5] and page.next is not None
     then = await call(form, hub.base, "presence", "room:py", page.next, 5)
     assert [u.user for u in then.users] == ids[5:10]
-    assert then.users[2] == PresenceUser("user0007", {"name": "Seven"}, 2)
+    assert then.users[2] == Member("user0007", {"name": "Seven"}, 2)
     default = await call(form, hub.base, "presence", "room:py")
     assert len(default.users) == 100  # the server's default page
 
     everyone = await call(form, hub.base, "presence_all", "room:py", 500)
     assert [u.user for u in everyone] == ids
-    assert all(isinstance(u, PresenceUser) for u in everyone)
+    assert all(isinstance(u, Member) for u in everyone)
     assert sum(u.clients for u in everyone) == 1201  # the anonymous client is no user
 
 

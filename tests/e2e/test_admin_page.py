@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page
 
-from e2e.e2e_helpers import OUTPUT, PYTHON, Process, unique, wait_js
+from e2e.e2e_helpers import OUTPUT, PYTHON, Process, served, unique, wait_js
 
 API_KEY = "e2e-admin-key"
 PASSWORD = "e2e-admin-password"
@@ -23,15 +22,8 @@ PASSWORD = "e2e-admin-password"
 @pytest.fixture(scope="module")
 def hub_url() -> Iterator[str]:
     # Demo on: its ticker publishes every second, so the rates move.
-    proc = Process([PYTHON, "-m", "torchannels", "serve", "--port", "0", "--api-key", API_KEY,
-                    "--admin-password", PASSWORD])  # fmt: skip
-    try:
-        line = proc.wait_for_line(lambda line: "torchannels server listening on" in line)
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        assert match, line
-        yield f"http://127.0.0.1:{match.group(1)}"
-    finally:
-        proc.stop()
+    with served("--api-key", API_KEY, "--admin-password", PASSWORD) as url:
+        yield url
 
 
 def api_publish(base: str, channel: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -238,16 +230,9 @@ def presence_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A hub whose ``room:*`` channels have presence, tokens signed with SECRET."""
     config = tmp_path_factory.mktemp("admin-presence") / "hub.toml"
     config.write_text('[channels."room:*"]\npresence = true\n')
-    proc = Process([PYTHON, "-m", "torchannels", "serve", "--port", "0", "--api-key", API_KEY,
-                    "--admin-password", PASSWORD, "--token-secret", SECRET, "--no-demo",
-                    "--anonymous", "room:*", "--config", str(config)])  # fmt: skip
-    try:
-        line = proc.wait_for_line(lambda line: "torchannels server listening on" in line)
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        assert match, line
-        yield f"http://127.0.0.1:{match.group(1)}"
-    finally:
-        proc.stop()
+    with served("--api-key", API_KEY, "--admin-password", PASSWORD, "--token-secret", SECRET,
+                "--no-demo", "--anonymous", "room:*", "--config", str(config)) as url:  # fmt: skip
+        yield url
 
 
 #: True once channel ``a[0]``'s row shows ``a[1]`` in its presence column.
@@ -296,8 +281,19 @@ def test_presence_column_and_member_list(page: Page, presence_url: str) -> None:
         wait_js(page, "() => document.querySelectorAll('#members-list tr').length === 5")
         assert [r[0] for r in page.evaluate(MEMBER_ROWS)] == users[50:]
         assert page.is_disabled("#members-next") and not page.is_disabled("#members-first")
+        # The list is read again every 5 s: a user who joins now shows up on this page.
+        late = Process([PYTHON, HOLDERS, presence_url, SECRET, channel, "zz"])
+        try:
+            late.wait_for_line(lambda line: line.startswith("ready 1"), timeout=30)
+            wait_js(page, "() => document.querySelectorAll('#members-list tr').length === 6",
+                    timeout=15, what="the late user listed without a click")  # fmt: skip
+            assert [r[0] for r in page.evaluate(MEMBER_ROWS)] == [*users[50:], "zz"]
+            assert page.text_content("#members-status") == f"{channel}: 56 users · 58 clients"
+        finally:
+            late.stop()
         page.click("#members-first")
         wait_js(page, "() => document.querySelectorAll('#members-list tr').length === 50")
+        page.screenshot(path=_output("admin-presence.png"), full_page=True)
 
         # A channel without presence: the server's refusal, not an empty list.
         page.fill("#members-channel", "plain-" + channel)
@@ -310,6 +306,5 @@ def test_presence_column_and_member_list(page: Page, presence_url: str) -> None:
         )
         assert "has no presence" in (page.text_content("#members-status") or "")
         assert page.evaluate("() => document.querySelectorAll('#members-list tr').length") == 0
-        page.screenshot(path=_output("admin-presence.png"), full_page=True)
     finally:
         holders.stop()

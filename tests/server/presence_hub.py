@@ -15,6 +15,7 @@ from typing import Any
 
 import tornado.httpserver
 import tornado.testing
+import tornado.web
 
 from server.processes import KEY
 from torchannels.channel_options import ChannelOptions
@@ -39,11 +40,18 @@ class PresenceHub:
         }
         self.config = ServerConfig(**options)
         self.hub = make_hub(self.config)
-        public, self.internal = make_apps(self.config, self.hub)
+        public, internal = make_apps(self.config, self.hub)
+        self.servers: list[tornado.httpserver.HTTPServer] = []
+        self.base = self._serve(public)
+        #: With ``internal_port``: the base URL of the internal application.
+        self.internal_base = None if internal is None else self._serve(internal)
+
+    def _serve(self, app: tornado.web.Application) -> str:
         sock, port = tornado.testing.bind_unused_port()
-        self.server = tornado.httpserver.HTTPServer(public)
-        self.server.add_sockets([sock])
-        self.base = f"http://127.0.0.1:{port}"
+        server = tornado.httpserver.HTTPServer(app)
+        server.add_sockets([sock])
+        self.servers.append(server)
+        return f"http://127.0.0.1:{port}"
 
     async def add(
         self, channel: str, user: str | None, info: Mapping[str, Any] | None = None
@@ -57,6 +65,7 @@ class PresenceHub:
         return client
 
     async def close(self) -> None:
-        self.server.stop()
-        await self.server.close_all_connections()
+        for server in self.servers:
+            server.stop()
+            await server.close_all_connections()
         await self.hub.close()

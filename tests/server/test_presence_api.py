@@ -19,7 +19,18 @@ import pytest
 
 from redis_servers import shared_redis
 from server.presence_hub import PresenceHub
-from server.processes import KEY, as_json, assert_error, auth, clean_env, fetch
+from server.processes import (
+    KEY,
+    ServerProcess,
+    api,
+    as_json,
+    assert_error,
+    auth,
+    clean_env,
+    cli,
+    fetch,
+    token_for,
+)
 from server.test_admin import Browser
 
 PASSWORD = "presence-admin-password"
@@ -50,7 +61,7 @@ async def members(http: Any, hub: PresenceHub, channel: str, **query: Any) -> di
 
 async def test_counts_in_channel_info_and_list_rows(http: Any, hub: PresenceHub) -> None:
     await hub.add("room:a", "alice", {"name": "Alice"})
-    await hub.add("room:a", "alice")  # a second tab: one user, two clients
+    await hub.add("room:a", "alice", {"name": "Alice"})  # a second tab: two clients
     await hub.add("room:a", "bob")
     await hub.add("room:a", None)  # anonymous: a client, never a user
     for channel in ("room:a", "room:empty", "news"):
@@ -132,20 +143,14 @@ async def test_refusals(http: Any, hub: PresenceHub) -> None:
 async def test_on_the_internal_port_only_when_set(http: Any) -> None:
     hub = PresenceHub(internal_port=0)
     try:
-        response = await get(http, hub, "/api/channels/room:x/presence")
-        assert response.code == 404  # the public port does not serve the API
-        assert hub.internal is not None
+        await hub.add("room:x", "ann")
         path = "/api/channels/room:x/presence"
-        assert any(rule.matcher.match(_request(path)) is not None
-                   for rule in hub.internal.wildcard_router.rules)  # fmt: skip
+        assert (await get(http, hub, path)).code == 404  # the public port has no API
+        assert hub.internal_base is not None
+        response = await fetch(http, hub.internal_base + path, headers=auth(KEY))
+        assert response.code == 200 and as_json(response)["users"][0]["user"] == "ann"
     finally:
         await hub.close()
-
-
-def _request(path: str) -> Any:
-    from tornado.httputil import HTTPServerRequest
-
-    return HTTPServerRequest(method="GET", uri=path)
 
 
 async def test_admin_routes_show_counts_and_members(http: Any, hub: PresenceHub) -> None:
@@ -217,3 +222,64 @@ async def test_cli_refusals(hub: PresenceHub) -> None:
     assert (code, out) == (2, "") and "API key" in err
     code, out, err = await command(hub, "a b")
     assert (code, out) == (1, "") and "invalid channel name" in err
+
+
+async def test_real_connections_to_a_serve_process(
+    main_server: ServerProcess, http: Any, sockets: Any
+) -> None:
+    """``main_server`` gives ``pres:*`` presence: users are WebSocket
+    connections with tokens; read through the API and the command."""
+    channel = f"pres:real-{uuid.uuid4().hex[:8]}"
+    tokens = [
+        token_for(channel, sub="alice", info={"name": "Alice"}),
+        token_for(channel, sub="alice", info={"name": "Alice"}),  # a second tab
+        token_for(channel, sub="bob"),
+        token_for(channel),  # no sub: anonymous
+    ]
+    for token in tokens:
+        sock = await sockets(main_server.ws_url(channel=channel, token=token))
+        await sock.wait(lambda frames: any(f["type"] == "subscribed" for f in frames))
+    info = as_json(await api(http, main_server, f"/api/channels/{channel}"))
+    assert info["presence"] == {"clients": 4, "users": 2}
+    page = as_json(await api(http, main_server, f"/api/channels/{channel}/presence"))
+    assert page == {
+        "channel": channel,
+        "users": [
+            {"user": "alice", "info": {"name": "Alice"}, "clients": 2},
+            {"user": "bob", "info": None, "clients": 1},
+        ],
+        "next": None,
+    }
+    env = {"TORCHANNELS_URL": main_server.base, "TORCHANNELS_API_KEY": KEY}
+    done = await asyncio.to_thread(cli, "presence", channel, env=env)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines() == [
+        f"{channel}: 2 users, 4 clients",
+        'alice  2 clients {"name": "Alice"}',
+        "bob  1 client",
+    ]
+
+
+async def test_two_processes_on_redis_share_counts_and_cursors(http: Any) -> None:
+    """Two apps on one Redis (one prefix, one API key): users added through
+    either are counted by both, and a page cursor of one is accepted by the
+    other (its key derives from the API key); another key refuses it."""
+    options: dict[str, Any] = {"broker": shared_redis(),
+                               "redis_prefix": f"t-papi-{uuid.uuid4().hex[:8]}"}  # fmt: skip
+    one, two = PresenceHub(**options), PresenceHub(**options)
+    other = PresenceHub(**options, api_key="another-key")
+    try:
+        for i, user in enumerate(["ann", "ben", "cat", "dan"]):
+            await (one if i % 2 else two).add("room:x", user)
+        for hub in (one, two):
+            info = as_json(await get(http, hub, "/api/channels/room:x"))
+            assert info["presence"] == {"clients": 4, "users": 4}
+        first = await members(http, one, "room:x", limit=2)
+        rest = await members(http, two, "room:x", limit=2, after=first["next"])
+        assert [u["user"] for u in first["users"] + rest["users"]] == ["ann", "ben", "cat", "dan"]
+        url = other.base + "/api/channels/room:x/presence?" + urlencode({"after": first["next"]})
+        refused = await fetch(http, url, headers=auth("another-key"))
+        assert_error(refused, 400, "invalid_cursor")
+    finally:
+        for hub in (one, two, other):
+            await hub.close()

@@ -25,7 +25,6 @@ from .calls import (
     ChannelInfo,
     ChannelPage,
     PresenceCounts,
-    PresenceUser,
     Published,
     StateSet,
     UserPage,
@@ -42,7 +41,17 @@ from .errors import (
     SubscribeError,
     UnavailableError,
 )
-from .events import ChannelError, Event, Message, Reset, Status
+from .events import (
+    ChannelError,
+    Event,
+    Member,
+    Message,
+    PresenceDiff,
+    PresencePage,
+    PresenceSnapshot,
+    Reset,
+    Status,
+)
 from .publisher import AsyncPublisher, Publisher
 from .sync import SyncSubscription, subscribe_sync
 
@@ -59,10 +68,13 @@ __all__ = [
     "ClientError",
     "ConnectError",
     "Event",
+    "Member",
     "Message",
     "PayloadTooLarge",
     "PresenceCounts",
-    "PresenceUser",
+    "PresenceDiff",
+    "PresencePage",
+    "PresenceSnapshot",
     "Published",
     "Publisher",
     "RequestError",

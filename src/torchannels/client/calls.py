@@ -22,6 +22,7 @@ from urllib.parse import quote, urlencode
 
 from ..protocol import check_channel
 from .errors import APIError, error_class
+from .events import Member
 
 #: 503 codes answered before the server acted on the request.
 NOT_ACTED = frozenset({"too_many_connections", "shutting_down"})
@@ -97,28 +98,18 @@ class ChannelInfo:
 
 
 @dataclass(frozen=True)
-class PresenceUser:
-    """A user present in a channel: its ``info`` (from its token; None
-    without) and how many of its ``clients`` (connections) are present."""
-
-    user: str
-    info: Mapping[str, Any] | None
-    clients: int
-
-
-@dataclass(frozen=True)
 class UserPage:
-    """One page of ``GET /api/channels/NAME/presence``: its ``users``,
-    sorted by user id, and ``next``, the ``after`` of the next page (an
-    opaque cursor; None on the last)."""
+    """One page of ``GET /api/channels/NAME/presence``: its ``users``
+    (:class:`Member`), sorted by user id, and ``next``, the ``after`` of the
+    next page (an opaque cursor; None on the last)."""
 
     channel: str
-    users: list[PresenceUser]
+    users: list[Member]
     next: str | None
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> UserPage:
-        users = [PresenceUser(u["user"], u.get("info"), u["clients"]) for u in doc["users"]]
+        users = [Member(u["user"], u.get("info"), u["clients"]) for u in doc["users"]]
         return cls(doc["channel"], users, doc.get("next"))
 
 

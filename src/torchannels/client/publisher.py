@@ -23,8 +23,8 @@ import random
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import tornado.httpclient
 
@@ -34,12 +34,38 @@ from .calls import (
     Call,
     ChannelInfo,
     ChannelPage,
-    PresenceUser,
     Published,
     StateSet,
     UserPage,
 )
 from .errors import APIError, ConnectError
+from .events import Member
+
+Item = TypeVar("Item")
+
+
+def _follow(read: Callable[[str | None], tuple[list[Item], str | None]]) -> Iterator[Item]:
+    """The items of every page: ``read(after)`` gives a page's items and its
+    ``next`` (None on the last), from ``after`` None on."""
+    after: str | None = None
+    while True:
+        items, after = read(after)
+        yield from items
+        if after is None:
+            return
+
+
+async def _afollow(
+    read: Callable[[str | None], Awaitable[tuple[list[Item], str | None]]],
+) -> AsyncIterator[Item]:
+    """:func:`_follow` for coroutines."""
+    after: str | None = None
+    while True:
+        items, after = await read(after)
+        for item in items:
+            yield item
+        if after is None:
+            return
 
 
 class _Publisher:
@@ -95,13 +121,12 @@ class Publisher(_Publisher):
 
     def iter_channels(self, prefix: str | None = None) -> Iterator[ChannelInfo]:
         """Every channel (whose name starts with ``prefix``), page after page."""
-        after: str | None = None
-        while True:
+
+        def read(after: str | None) -> tuple[list[ChannelInfo], str | None]:
             page = self.channels(prefix, None, after)
-            yield from page.channels
-            if page.next is None:
-                return
-            after = page.next
+            return page.channels, page.next
+
+        return _follow(read)
 
     def presence(self, channel: str, after: str | None = None,
                  limit: int | None = None) -> UserPage:  # fmt: skip
@@ -111,15 +136,14 @@ class Publisher(_Publisher):
         :class:`RequestError` ``presence_disabled``."""
         return UserPage.from_json(self.request(calls.presence(channel, after, limit)))
 
-    def presence_all(self, channel: str, limit: int | None = None) -> Iterator[PresenceUser]:
+    def presence_all(self, channel: str, limit: int | None = None) -> Iterator[Member]:
         """Every user present in ``channel``, page after page (``limit`` a page)."""
-        after: str | None = None
-        while True:
+
+        def read(after: str | None) -> tuple[list[Member], str | None]:
             page = self.presence(channel, after, limit)
-            yield from page.users
-            if page.next is None:
-                return
-            after = page.next
+            return page.users, page.next
+
+        return _follow(read)
 
     def request(self, call: Call) -> Any:
         """Send ``call``, retrying when safe; its JSON answer or an error."""
@@ -197,31 +221,23 @@ class AsyncPublisher(_Publisher):
                        after: str | None = None) -> ChannelPage:  # fmt: skip
         return calls.page(await self.request(calls.list_channels(prefix, limit, after)))
 
-    async def iter_channels(self, prefix: str | None = None) -> AsyncIterator[ChannelInfo]:
-        after: str | None = None
-        while True:
+    def iter_channels(self, prefix: str | None = None) -> AsyncIterator[ChannelInfo]:
+        async def read(after: str | None) -> tuple[list[ChannelInfo], str | None]:
             page = await self.channels(prefix, None, after)
-            for info in page.channels:
-                yield info
-            if page.next is None:
-                return
-            after = page.next
+            return page.channels, page.next
+
+        return _afollow(read)
 
     async def presence(self, channel: str, after: str | None = None,
                        limit: int | None = None) -> UserPage:  # fmt: skip
         return UserPage.from_json(await self.request(calls.presence(channel, after, limit)))
 
-    async def presence_all(
-        self, channel: str, limit: int | None = None
-    ) -> AsyncIterator[PresenceUser]:
-        after: str | None = None
-        while True:
+    def presence_all(self, channel: str, limit: int | None = None) -> AsyncIterator[Member]:
+        async def read(after: str | None) -> tuple[list[Member], str | None]:
             page = await self.presence(channel, after, limit)
-            for user in page.users:
-                yield user
-            if page.next is None:
-                return
-            after = page.next
+            return page.users, page.next
+
+        return _afollow(read)
 
     async def request(self, call: Call) -> Any:
         attempt = 0

@@ -22,7 +22,7 @@ from tornado.web import RequestHandler
 
 from ..brokers.base import ChannelInfo
 from ..cors import CorsPolicy
-from ..errors import InvalidCursor, TorChannelsError
+from ..errors import INVALID_CURSOR, INVALID_LIMIT, PRESENCE_DISABLED, TorChannelsError
 from ..hub import Hub
 from ..protocol import CHANNEL_RE, MAX_CHANNEL_LENGTH
 from .api import INVALID_CHANNEL, ApiError, ApiHandler, channel_name, info_body
@@ -30,9 +30,9 @@ from .fleet import LocalCounts
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-INVALID_LIMIT = "invalid_limit"  # 400: limit is not an integer from 1 to MAX_LIMIT
-PRESENCE_DISABLED = "presence_disabled"  # 400: the channel has no presence
-INVALID_CURSOR = "invalid_cursor"  # 400: a page cursor that does not verify
+# Codes of 400 answers: INVALID_LIMIT (limit is not an integer from 1 to
+# MAX_LIMIT), PRESENCE_DISABLED (the channel has no presence), INVALID_CURSOR
+# (a page cursor that does not verify); the same as subscribers' presence reads.
 
 
 def page_arguments(handler: RequestHandler) -> tuple[str, str | None, int]:
@@ -111,7 +111,8 @@ def presence_arguments(handler: RequestHandler, name: str) -> tuple[str, str | N
 
 async def presence_page(hub: Hub, channel: str, after: str | None, limit: int) -> dict[str, Any]:
     """``{"channel": C, "users": [{"user", "info", "clients"}, ...], "next": CURSOR}``:
-    the users present in ``channel`` after the page cursor ``after``."""
+    the users present in ``channel`` after the page cursor ``after`` (signed
+    by the hub's :class:`~torchannels.identity.PageCursors`)."""
     if not hub.channel_options.get(channel).presence:
         raise ApiError(
             400,
@@ -119,14 +120,15 @@ async def presence_page(hub: Hub, channel: str, after: str | None, limit: int) -
             f"channel {channel!r} has no presence: enable it for the channel's pattern "
             '(presence = true in a [channels."PATTERN"] table of the configuration)',
         )
-    try:
-        page = await hub.presence(channel, after=after, limit=limit)
-    except InvalidCursor:
+    user = None if after is None else hub.page_cursors.verify(after)
+    if after is not None and user is None:
         raise ApiError(
-            400, INVALID_CURSOR, "'after' is not a page cursor of this server: pass a 'next'"
-        ) from None
+            400, INVALID_CURSOR, "'after' is not a page cursor of this server: pass a page's 'next'"
+        )
+    page = await hub.presence(channel, after=user, limit=limit)
     users = [{"user": m.user, "info": m.info, "clients": m.clients} for m in page.members]
-    return {"channel": channel, "users": users, "next": page.next}
+    cursor = None if page.next is None else hub.page_cursors.sign(page.next)
+    return {"channel": channel, "users": users, "next": cursor}
 
 
 class CountingHandler(ApiHandler):

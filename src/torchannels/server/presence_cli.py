@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from ..client import ClientError, PresenceUser, Publisher
+from ..client import ClientError, Member, Publisher
 
 #: Users read per request: the API's largest page.
 PAGE = 1000
@@ -81,7 +81,7 @@ def _json_line(value: Mapping[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _readable(user: PresenceUser) -> str:
+def _readable(user: Member) -> str:
     """``USER  N clients  {info}`` (the info only when there is one)."""
     info = "" if user.info is None else " " + json.dumps(user.info, ensure_ascii=False)
     return f"{user.user}  {_plural(user.clients, 'client')}{info}"
