@@ -188,6 +188,8 @@ async def storm(
         for i in range(count)
     ]  # fmt: skip
     probe = HealthProbe(servers[0].port, 0.1)
+    for server in servers:
+        await server.gc_pauses()  # the collector's pauses from here on
     cpu0 = sum(s.cpu_seconds() for s in servers)
     redis0 = redis.cpu_seconds() if redis else 0.0
     start = time.perf_counter()
@@ -217,6 +219,8 @@ async def storm(
     cpu = sum(s.cpu_seconds() for s in servers) - cpu0
     redis_cpu = (redis.cpu_seconds() - redis0) if redis else 0.0
     health = await probe.finish()
+    pauses = [await server.gc_pauses() for server in servers]
+    gc_max = max((p["max_s"] for p in pauses if p), default=float("nan"))
     complete = sum(1 for m in tracked if m.joins_seen() >= count - m.snapshot_users)
     for m in members:
         m.close()
@@ -245,6 +249,7 @@ async def storm(
         "snapshot_bytes_last": members[-1].snapshot_bytes,
         "join_p50_ms": percentile(latencies, 0.5) * 1000,
         "join_p99_ms": percentile(latencies, 0.99) * 1000,
+        "gc_max_ms": gc_max * 1000,
         "health_n": len(health),
         "health_p50_ms": percentile(health, 0.5),
         "health_p99_ms": percentile(health, 0.99),
@@ -441,6 +446,7 @@ def report(host: dict[str, Any], results: dict[str, Any], args: argparse.Namespa
             ("hub CPU (sum of processes)", "hub_cpu_s", "{:.1f} s"),
             ("hub CPU busy (per core-second)", "hub_cpu_busy", "{:.0%}"),
             ("Redis CPU", "redis_cpu_s", "{:.2f} s"),
+            ("longest GC pause of a hub", "gc_max_ms", "{:.0f} ms"),
             ("presence frames: first joiner / median / last", None, None),
             ("presence bytes: first joiner / median / last", None, None),
             ("snapshot (subscribed frame) of the last joiner", "snapshot_bytes_last", "{:,} B"),
