@@ -23,8 +23,9 @@ from torchannels.identity import Identity, User
 from torchannels.server.app import make_apps, make_hub
 from torchannels.server.config import ServerConfig
 
-#: Long enough that nothing expires during a test.
-TTL = 600.0
+#: Long enough that nothing expires during a test; short enough that what a
+#: test leaves in the shared Redis expires soon after (the keys carry a TTL).
+TTL = 120.0
 
 
 class PresenceHub:

@@ -11,7 +11,6 @@ Without a session each answers 401 ``unauthorized``.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -32,8 +31,8 @@ from .channels_api import (
     list_channels,
     page_arguments,
     presence_arguments,
-    presence_counts,
-    presence_page,
+    read_presence,
+    users_body,
 )
 from .fleet import LocalCounts
 
@@ -105,11 +104,9 @@ class AdminPresenceHandler(AdminDataHandler):
     async def get(self, name: str) -> None:
         try:
             channel, after, limit = presence_arguments(self, name)
-            page, counts = await asyncio.gather(
-                presence_page(self.hub, channel, after, limit),
-                presence_counts(self.hub, [channel]),
-            )
-            self.reply({**page, "presence": counts[channel]})
+            page = await read_presence(self.hub, channel, after, limit)
+            counts = {"clients": page.clients, "users": page.users}
+            self.reply({**users_body(self.hub, channel, page), "presence": counts})
         except (ApiError, TorChannelsError) as exc:
             self.fail(exc)
 

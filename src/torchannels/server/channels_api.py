@@ -21,6 +21,7 @@ from typing import Any
 from tornado.web import RequestHandler
 
 from ..brokers.base import ChannelInfo
+from ..brokers.presence import PresencePage
 from ..cors import CorsPolicy
 from ..errors import INVALID_CURSOR, INVALID_LIMIT, PRESENCE_DISABLED, TorChannelsError
 from ..hub import Hub
@@ -109,10 +110,10 @@ def presence_arguments(handler: RequestHandler, name: str) -> tuple[str, str | N
     return channel, handler.get_query_argument("after", "") or None, limit_argument(handler)
 
 
-async def presence_page(hub: Hub, channel: str, after: str | None, limit: int) -> dict[str, Any]:
-    """``{"channel": C, "users": [{"user", "info", "clients"}, ...], "next": CURSOR}``:
-    the users present in ``channel`` after the page cursor ``after`` (signed
-    by the hub's :class:`~torchannels.identity.PageCursors`)."""
+async def read_presence(hub: Hub, channel: str, after: str | None, limit: int) -> PresencePage:
+    """The page of ``channel``'s users after the page cursor ``after``
+    (signed by the hub's :class:`~torchannels.identity.PageCursors`), with
+    the channel's counts; ``presence_disabled``, ``invalid_cursor``."""
     if not hub.channel_options.get(channel).presence:
         raise ApiError(
             400,
@@ -125,7 +126,11 @@ async def presence_page(hub: Hub, channel: str, after: str | None, limit: int) -
         raise ApiError(
             400, INVALID_CURSOR, "'after' is not a page cursor of this server: pass a page's 'next'"
         )
-    page = await hub.presence(channel, after=user, limit=limit)
+    return await hub.presence(channel, after=user, limit=limit)
+
+
+def users_body(hub: Hub, channel: str, page: PresencePage) -> dict[str, Any]:
+    """``{"channel": C, "users": [{"user", "info", "clients"}, ...], "next": CURSOR}``."""
     users = [{"user": m.user, "info": m.info, "clients": m.clients} for m in page.members]
     cursor = None if page.next is None else hub.page_cursors.sign(page.next)
     return {"channel": channel, "users": users, "next": cursor}
@@ -188,6 +193,8 @@ class ChannelPresenceHandler(ApiHandler):
         if self.refused():
             return
         try:
-            self.reply(await presence_page(self.hub, *presence_arguments(self, name)))
+            channel, after, limit = presence_arguments(self, name)
+            page = await read_presence(self.hub, channel, after, limit)
+            self.reply(users_body(self.hub, channel, page))
         except (ApiError, TorChannelsError) as exc:
             self.fail(exc)
