@@ -103,7 +103,7 @@ def test_the_readme_example(dev_hub: tuple[ServerProcess, str], tmp_path: Path) 
 
 
 def test_the_python_client_doc_examples(dev_hub: tuple[ServerProcess, str], tmp_path: Path) -> None:
-    watch, sync, publish = blocks(DOC.read_text())
+    watch, _presence, sync, publish = blocks(DOC.read_text())  # presence: test_client_presence_live
 
     first = Example(watch, dev_hub, tmp_path)
     first.until(r"^demo:chat \d+ \{'name': 'py', 'text': 'hi'")

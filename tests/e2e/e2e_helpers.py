@@ -3,9 +3,11 @@ unique channel names, and real server processes started and stopped cleanly."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -13,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from playwright.sync_api import Page
@@ -182,3 +184,16 @@ class Process:
 
 
 PYTHON = sys.executable
+
+
+@contextlib.contextmanager
+def served(*flags: str) -> Iterator[str]:
+    """A ``torchannels serve --port 0 FLAGS`` process, stopped on exit: its base URL."""
+    proc = Process([PYTHON, "-m", "torchannels", "serve", "--port", "0", *flags])
+    try:
+        line = proc.wait_for_line(lambda line: "torchannels server listening on" in line)
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match, line
+        yield f"http://127.0.0.1:{match.group(1)}"
+    finally:
+        proc.stop()

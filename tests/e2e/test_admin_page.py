@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page
 
-from e2e.e2e_helpers import OUTPUT, PYTHON, Process, unique, wait_js
+from e2e.e2e_helpers import OUTPUT, PYTHON, Process, served, unique, wait_js
 
 API_KEY = "e2e-admin-key"
 PASSWORD = "e2e-admin-password"
@@ -23,15 +22,8 @@ PASSWORD = "e2e-admin-password"
 @pytest.fixture(scope="module")
 def hub_url() -> Iterator[str]:
     # Demo on: its ticker publishes every second, so the rates move.
-    proc = Process([PYTHON, "-m", "torchannels", "serve", "--port", "0", "--api-key", API_KEY,
-                    "--admin-password", PASSWORD])  # fmt: skip
-    try:
-        line = proc.wait_for_line(lambda line: "torchannels server listening on" in line)
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        assert match, line
-        yield f"http://127.0.0.1:{match.group(1)}"
-    finally:
-        proc.stop()
+    with served("--api-key", API_KEY, "--admin-password", PASSWORD) as url:
+        yield url
 
 
 def api_publish(base: str, channel: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -227,3 +219,92 @@ def test_phone_width_has_no_horizontal_scroll(page: Page, hub_url: str) -> None:
 def _output(name: str) -> str:
     os.makedirs(OUTPUT, exist_ok=True)
     return os.path.join(OUTPUT, name)
+
+
+SECRET = "e2e-admin-token-secret"
+HOLDERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presence_holders.py")
+
+
+@pytest.fixture(scope="module")
+def presence_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A hub whose ``room:*`` channels have presence, tokens signed with SECRET."""
+    config = tmp_path_factory.mktemp("admin-presence") / "hub.toml"
+    config.write_text('[channels."room:*"]\npresence = true\n')
+    with served("--api-key", API_KEY, "--admin-password", PASSWORD, "--token-secret", SECRET,
+                "--no-demo", "--anonymous", "room:*", "--config", str(config)) as url:  # fmt: skip
+        yield url
+
+
+#: True once channel ``a[0]``'s row shows ``a[1]`` in its presence column.
+PRESENCE_CELL = (
+    '(a) => { const r = document.querySelector(`#channels tr[data-channel="${a[0]}"]`);'
+    " return !!r && r.children[5].textContent === a[1]; }"
+)
+#: The text of the cells of the members table, row by row.
+MEMBER_ROWS = (
+    "() => [...document.querySelectorAll('#members-list tr')]"
+    ".map(tr => [...tr.children].map(td => td.textContent))"
+)
+
+
+def test_presence_column_and_member_list(page: Page, presence_url: str) -> None:
+    channel = unique("room:admin")
+    users = [f"u{i:02d}" for i in range(55)]
+    # 55 users, u00 with two connections, and one anonymous connection.
+    holders = Process([PYTHON, HOLDERS, presence_url, SECRET, channel, *users, "u00", "-"])
+    try:
+        holders.wait_for_line(lambda line: line.startswith("ready 57"), timeout=30)
+        page.set_viewport_size({"width": 1200, "height": 900})
+        login(page, presence_url)
+        page.fill("#prefix", channel)
+        page.click("#filter button[type=submit]")
+        wait_js(page, PRESENCE_CELL, [channel, "55 users · 57 clients"],
+                what="the presence counts in the channel's row")  # fmt: skip
+        # The row of a channel without presence has an empty presence cell.
+        api_publish(presence_url, "plain-" + channel, {"n": 1})
+        page.fill("#prefix", "plain-" + channel)
+        page.click("#filter button[type=submit]")
+        wait_js(page, PRESENCE_CELL, ["plain-" + channel, ""], what="the plain channel listed")
+
+        # Clicking a presence channel's row lists its users, 50 a page.
+        page.fill("#prefix", channel)
+        page.click("#filter button[type=submit]")
+        wait_js(page, PRESENCE_CELL, [channel, "55 users · 57 clients"])
+        page.click(f'#channels tr[data-channel="{channel}"]')
+        wait_js(page, "() => document.querySelectorAll('#members-list tr').length === 50")
+        rows = page.evaluate(MEMBER_ROWS)
+        assert rows[:2] == [["u00", "2", ""], ["u01", "1", ""]]
+        assert [r[0] for r in rows] == users[:50]
+        status = page.text_content("#members-status")
+        assert status == f"{channel}: 55 users · 57 clients"
+        page.click("#members-next")
+        wait_js(page, "() => document.querySelectorAll('#members-list tr').length === 5")
+        assert [r[0] for r in page.evaluate(MEMBER_ROWS)] == users[50:]
+        assert page.is_disabled("#members-next") and not page.is_disabled("#members-first")
+        # The list is read again every 5 s: a user who joins now shows up on this page.
+        late = Process([PYTHON, HOLDERS, presence_url, SECRET, channel, "zz"])
+        try:
+            late.wait_for_line(lambda line: line.startswith("ready 1"), timeout=30)
+            wait_js(page, "() => document.querySelectorAll('#members-list tr').length === 6",
+                    timeout=15, what="the late user listed without a click")  # fmt: skip
+            assert [r[0] for r in page.evaluate(MEMBER_ROWS)] == [*users[50:], "zz"]
+            assert page.text_content("#members-status") == f"{channel}: 56 users · 58 clients"
+        finally:
+            late.stop()
+        page.click("#members-first")
+        wait_js(page, "() => document.querySelectorAll('#members-list tr').length === 50")
+        page.screenshot(path=_output("admin-presence.png"), full_page=True)
+
+        # A channel without presence: the server's refusal, not an empty list.
+        page.fill("#members-channel", "plain-" + channel)
+        page.click("#members button[type=submit]")
+        wait_js(
+            page,
+            "() => document.getElementById('members-status').textContent"
+            ".startsWith('error: channel ')",
+            what="presence_disabled shown",
+        )
+        assert "has no presence" in (page.text_content("#members-status") or "")
+        assert page.evaluate("() => document.querySelectorAll('#members-list tr').length") == 0
+    finally:
+        holders.stop()

@@ -12,21 +12,15 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page
 
-from e2e.e2e_helpers import OUTPUT, PYTHON, TRANSPORTS, Process, unique
+from e2e.e2e_helpers import OUTPUT, TRANSPORTS, served, unique
 
 API_KEY = "e2e-demo-key"
 
 
 @pytest.fixture(scope="module")
 def hub_url() -> Iterator[str]:
-    proc = Process([PYTHON, "-m", "torchannels", "serve", "--port", "0", "--api-key", API_KEY])
-    try:
-        line = proc.wait_for_line(lambda line: "torchannels server listening on" in line)
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        assert match, line
-        yield f"http://127.0.0.1:{match.group(1)}"
-    finally:
-        proc.stop()
+    with served("--api-key", API_KEY) as url:
+        yield url
 
 
 def curl_publish(base: str, text: str) -> dict[str, object]:

@@ -55,13 +55,21 @@ def spawn(log_dir: Path) -> Iterator[Callable[..., ServerProcess]]:
         hub.close()
 
 
+def presence_config(log_dir: Path) -> str:
+    """A configuration file giving ``pres:*`` channels presence."""
+    path = log_dir / "presence.toml"
+    path.write_text('[channels."pres:*"]\npresence = true\n')
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def main_server(log_dir: Path) -> Iterator[ServerProcess]:
-    """Demo on, API key, token secret, default anonymous ``demo:*``."""
+    """Demo on, API key, token secret, default anonymous ``demo:*``, presence
+    on ``pres:*`` channels."""
     hub = ServerProcess(
         log_dir,
         ["--port", "0", "--api-key", KEY, "--token-secret", SECRET,
-         "--max-publish-bytes", str(LIMIT)],
+         "--max-publish-bytes", str(LIMIT), "--config", presence_config(log_dir)],
         None,
     )  # fmt: skip
     yield hub
@@ -87,12 +95,14 @@ def limited_server(log_dir: Path) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="session")
 def down_server(log_dir: Path) -> Iterator[ServerProcess]:
-    """A Redis broker that is never there: a port nothing listens on."""
+    """A Redis broker that is never there: a port nothing listens on (and
+    presence on ``pres:*`` channels)."""
     with socket.socket() as probe:  # a free port, closed again: nothing listens there
         probe.bind(("127.0.0.1", 0))
         dead = probe.getsockname()[1]
     hub = ServerProcess(log_dir, ["--port", "0", "--no-demo", "--api-key", KEY,
-                                  "--broker", f"redis://127.0.0.1:{dead}/0"], None)  # fmt: skip
+                                  "--broker", f"redis://127.0.0.1:{dead}/0",
+                                  "--config", presence_config(log_dir)], None)  # fmt: skip
     yield hub
     hub.close()
 

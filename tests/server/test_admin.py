@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import Callable
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import pytest
@@ -37,10 +37,16 @@ PASSWORD = "admin-test-password"
 COOKIE = "torchannels_admin"
 
 
+class Served(Protocol):
+    """A hub to browse: a ``serve`` process, or an app served in this process."""
+
+    base: str
+
+
 class Browser:
     """A cookie jar over Tornado's HTTP client: what a browser would send."""
 
-    def __init__(self, http: Any, server: ServerProcess) -> None:
+    def __init__(self, http: Any, server: Served) -> None:
         self.http = http
         self.server = server
         self.cookies: dict[str, str] = {}

@@ -136,7 +136,7 @@ class Call:
 
 def calls() -> list[Call]:
     pub, state, info = "/api/publish", "/api/state", "/api/channels/{channel}"
-    lst = "/api/channels"
+    lst, pres = "/api/channels", "/api/channels/{channel}/presence"
     big = json.dumps({"channel": "a", "data": {"p": "x" * LIMIT}}).encode()
     big_state = json.dumps({"channel": "a", "messages": [{"p": "x" * LIMIT}]}).encode()
     one = {"channel": "oa:one", "data": {"n": 1}}
@@ -185,6 +185,18 @@ def calls() -> list[Call]:
         Call(lst, "get", 403, "forbidden", path=lst, key="x"),
         Call(lst, "get", 403, "api_disabled", path=lst, hub="bare"),
         Call(lst, "get", 503, "broker_unavailable", path=lst, hub="down"),
+        Call(info, "get", 200, None, path="/api/channels/pres:one"),  # with "presence"
+        Call(pres, "get", 200, None, path="/api/channels/pres:one/presence"),
+        Call(pres, "get", 200, None, path="/api/channels/pres:one/presence?limit=1000"),
+        Call(pres, "get", 400, "presence_disabled", path="/api/channels/oa/presence"),
+        Call(pres, "get", 400, "invalid_cursor", path="/api/channels/pres:one/presence?after=x"),
+        Call(pres, "get", 400, "invalid_limit", path="/api/channels/pres:one/presence?limit=0"),
+        Call(pres, "get", 400, "invalid_channel", path="/api/channels/a%20b/presence"),
+        Call(pres, "get", 401, "unauthorized", path="/api/channels/pres:a/presence", key=None),
+        Call(pres, "get", 403, "forbidden", path="/api/channels/pres:a/presence", key="x"),
+        Call(pres, "get", 403, "api_disabled", path="/api/channels/pres:a/presence", hub="bare"),
+        Call(pres, "get", 503, "broker_unavailable", path="/api/channels/pres:a/presence",
+             hub="down"),
     ]  # fmt: skip
 
 

@@ -21,7 +21,14 @@ from __future__ import annotations
 
 import warnings
 
-from .calls import ChannelInfo, ChannelPage, Published, StateSet
+from .calls import (
+    ChannelInfo,
+    ChannelPage,
+    PresenceCounts,
+    Published,
+    StateSet,
+    UserPage,
+)
 from .client import TRANSPORTS, ChannelFeed, Client
 from .errors import (
     APIError,
@@ -34,7 +41,17 @@ from .errors import (
     SubscribeError,
     UnavailableError,
 )
-from .events import ChannelError, Event, Message, Reset, Status
+from .events import (
+    ChannelError,
+    Event,
+    Member,
+    Message,
+    PresenceDiff,
+    PresencePage,
+    PresenceSnapshot,
+    Reset,
+    Status,
+)
 from .publisher import AsyncPublisher, Publisher
 from .sync import SyncSubscription, subscribe_sync
 
@@ -51,8 +68,13 @@ __all__ = [
     "ClientError",
     "ConnectError",
     "Event",
+    "Member",
     "Message",
     "PayloadTooLarge",
+    "PresenceCounts",
+    "PresenceDiff",
+    "PresencePage",
+    "PresenceSnapshot",
     "Published",
     "Publisher",
     "RequestError",
@@ -63,6 +85,7 @@ __all__ = [
     "SubscribeError",
     "SyncSubscription",
     "UnavailableError",
+    "UserPage",
     "subscribe_sync",
 ]
 

@@ -22,6 +22,7 @@ from urllib.parse import quote, urlencode
 
 from ..protocol import check_channel
 from .errors import APIError, error_class
+from .events import Member
 
 #: 503 codes answered before the server acted on the request.
 NOT_ACTED = frozenset({"too_many_connections", "shutting_down"})
@@ -59,11 +60,21 @@ class StateSet:
 
 
 @dataclass(frozen=True)
+class PresenceCounts:
+    """A presence channel's ``clients`` (connections, anonymous ones too)
+    and ``users`` (distinct users), over every process."""
+
+    clients: int
+    users: int
+
+
+@dataclass(frozen=True)
 class ChannelInfo:
     """A channel's position (``epoch``, ``offset``: its last message, 0 for
     none), ``history_length``, ``has_state``, ``local_subscribers`` (in the
-    answering process) and ``subscribers`` (every process, when the server
-    says; else None)."""
+    answering process), ``subscribers`` (every process, when the server
+    says; else None) and ``presence`` (its counts when the channel has
+    presence, else None)."""
 
     channel: str
     epoch: str
@@ -72,15 +83,34 @@ class ChannelInfo:
     has_state: bool
     local_subscribers: int
     subscribers: int | None = None
+    presence: PresenceCounts | None = None
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> ChannelInfo:
+        counts = doc.get("presence")
         return cls(
             channel=doc["channel"], epoch=doc["epoch"], offset=doc["offset"],
             history_length=doc["history_length"], has_state=doc["has_state"],
             local_subscribers=doc.get("local_subscribers", 0),
             subscribers=doc.get("subscribers"),
+            presence=PresenceCounts(counts["clients"], counts["users"]) if counts else None,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class UserPage:
+    """One page of ``GET /api/channels/NAME/presence``: its ``users``
+    (:class:`Member`), sorted by user id, and ``next``, the ``after`` of the
+    next page (an opaque cursor; None on the last)."""
+
+    channel: str
+    users: list[Member]
+    next: str | None
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> UserPage:
+        users = [Member(u["user"], u.get("info"), u["clients"]) for u in doc["users"]]
+        return cls(doc["channel"], users, doc.get("next"))
 
 
 @dataclass(frozen=True)
@@ -130,6 +160,13 @@ def list_channels(prefix: str | None = None, limit: int | None = None,
     query = {k: v for k, v in (("prefix", prefix), ("limit", limit), ("after", after))
              if v is not None}  # fmt: skip
     return Call("GET", "/api/channels" + (f"?{urlencode(query)}" if query else ""), None, True)
+
+
+def presence(channel: str, after: str | None = None, limit: int | None = None) -> Call:
+    check_channel(channel)
+    query = {k: v for k, v in (("after", after), ("limit", limit)) if v is not None}
+    path = f"/api/channels/{quote(channel, safe='')}/presence"
+    return Call("GET", path + (f"?{urlencode(query)}" if query else ""), None, True)
 
 
 def headers(api_key: str, call: Call) -> dict[str, str]:

@@ -29,7 +29,8 @@ from urllib.parse import urlencode, urlsplit
 from ..protocol import Position, check_channel, format_cursor, parse_cursor
 from .connections import Connection, Dropped, Ended, HTTPConnection, Refused, WebSocketConnection
 from .errors import SubscribeError
-from .events import Event, Status
+from .events import Event, PresencePage, Status
+from .presence import read_presence
 from .tracker import MalformedFrame, Tracker
 
 #: The transports, in the order tried when none is chosen.
@@ -100,6 +101,29 @@ class Client:
         self._subscriptions.add(sub)
         return sub
 
+    async def presence(self, channel: str, after: str | None = None, limit: int | None = None
+                       ) -> PresencePage:  # fmt: skip
+        """One page of ``channel``'s presence, read now: over the WebSocket of
+        a subscription when one is open (the one subscribed to ``channel``
+        first), else by an HTTP GET of the subscribe URL with this client's
+        token and headers. ``after``: the ``next`` of the previous page (or
+        of a :class:`PresenceSnapshot`); ``limit``: 1..1000 members (the
+        server's default 100). Refusals raise :class:`APIError` subclasses:
+        ``presence_disabled``, ``invalid_cursor``, ``invalid_limit``
+        (:class:`RequestError`), ``forbidden`` and token codes
+        (:class:`AuthError`); an unreachable server :class:`ConnectError`.
+
+        ::
+
+            page = await client.presence("room:1")
+            while page.next is not None:
+                page = await client.presence("room:1", after=page.next)
+        """
+        check_channel(channel)
+        feeds = sorted(self._subscriptions, key=lambda f: channel not in f.tracker.channels)
+        sockets = [f._conn for f in feeds if isinstance(f._conn, WebSocketConnection)]
+        return await read_presence(self, channel, after, limit, sockets)
+
     async def aclose(self) -> None:
         """Close every subscription."""
         for sub in list(self._subscriptions):
@@ -158,6 +182,14 @@ class ChannelFeed:
         return dict(self.tracker.positions)
 
     @property
+    def client_id(self) -> str | None:
+        """The id the server gave this subscription's connection last (the
+        ``client`` of its ``connected`` frame or poll answer), None before
+        the first. Opaque: polls send it back so the server counts them as
+        one client; a new WebSocket or stream connection gets a new one."""
+        return self.tracker.client
+
+    @property
     def channels(self) -> list[str]:
         """The channels still asked for (refused ones are dropped)."""
         return list(self.tracker.channels)
@@ -213,10 +245,12 @@ class ChannelFeed:
             query["cursor"] = format_cursor(s.positions)
         if transport == "websocket":
             url = c.ws_url + ("&" if "?" in c.ws_url else "?") + urlencode(query, doseq=True)
-            return await WebSocketConnection.open(url, headers, c.connect_timeout)
+            return await WebSocketConnection.open(url, headers, c.connect_timeout, s.channels)
         query = {"transport": transport, **query}
         if transport == "longpoll":
             query["timeout"] = c.longpoll_timeout
+        if transport in ("poll", "longpoll") and s.client:
+            query["client"] = s.client  # stay one client across requests
         url = c.url + ("&" if "?" in c.url else "?") + urlencode(query, doseq=True)
         return HTTPConnection(transport, url, headers, connect_timeout=c.connect_timeout)
 
@@ -247,6 +281,8 @@ class ChannelFeed:
                     except Ended:
                         t.end = "answered"  # a poll answer (streams end with reconnect)
                         frames = []
+                    if isinstance(self._conn, HTTPConnection):
+                        t.identified(self._conn.client)
                     t.connected = t.connected or transport not in STREAMING  # answered
                     self._announce(transport)
                     for frame in frames:

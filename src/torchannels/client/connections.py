@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import tornado.httpclient
@@ -65,7 +66,7 @@ class Refused(Exception):
         self.status = status
 
 
-def _error_of(status: int, body: bytes) -> tuple[str, str]:
+def error_of(status: int, body: bytes) -> tuple[str, str]:
     try:
         doc = json.loads(body)
         return str(doc["error"]), str(doc.get("message", ""))
@@ -74,7 +75,7 @@ def _error_of(status: int, body: bytes) -> tuple[str, str]:
 
 
 def _failed(status: int, body: bytes) -> Exception:
-    code, message = _error_of(status, body)
+    code, message = error_of(status, body)
     if status >= 500 or status in (408, 429) or status == 599:
         return Dropped(f"HTTP {status} {code}: {message}", code)
     return Refused(code, message, status)
@@ -93,6 +94,7 @@ class HTTPConnection:
         if self.streaming:
             self._decoder = SSEDecoder() if transport == "sse" else NDJSONDecoder()
         self._frames: list[dict[str, Any]] = []
+        self.client: str | None = None  #: a poll answer's ``client`` id
         self._body = b""
         self._failure: Exception | None = None
         self._answered = False
@@ -158,6 +160,7 @@ class HTTPConnection:
         except (ValueError, KeyError, TypeError) as exc:
             raise Dropped(f"a bad poll answer: {self._body[:200]!r}") from exc
         self._frames, self._answered = list(frames), True
+        self.client = doc.get("client") if isinstance(doc.get("client"), str) else None
 
     def abort(self) -> None:
         self._get.abort()
@@ -172,17 +175,37 @@ def _close_late(connecting: asyncio.Future[tornado.websocket.WebSocketClientConn
 
 
 class WebSocketConnection:
-    """A WebSocket; subscribes through its connect URL."""
+    """A WebSocket; subscribes through its connect URL (``channels``).
+
+    Besides the frames :meth:`read` hands out, it answers commands sent
+    with :meth:`ask` (a presence read). One task reads the socket at a time,
+    whichever is waiting (the subscription's iteration, or the one asking),
+    and sorts what it reads: a command's answer to its asker, the rest for
+    :meth:`read`. So a read asked from inside an ``async for`` body, while
+    nobody iterates, is answered too.
+    """
 
     transport = "websocket"
 
-    def __init__(self, conn: tornado.websocket.WebSocketClientConnection) -> None:
+    def __init__(self, conn: tornado.websocket.WebSocketClientConnection,
+                 channels: Sequence[str] = ()) -> None:  # fmt: skip
         self._conn = conn
         self._closed = False  # read_message() said so: nothing more will come
+        self._frames: list[dict[str, Any]] = []  # read, not yet handed out
+        self._failure: Dropped | Refused | None = None  # how the socket ended
+        self._reading = asyncio.Lock()
+        #: (channel, answer) of the commands sent, oldest first: the server
+        #: answers commands one at a time, in order
+        self._asked: deque[tuple[str, asyncio.Future[dict[str, Any]]]] = deque()
+        #: channels of the connect URL not answered yet: the first `subscribed`
+        #: or `error` of each is the subscription's, never a command's answer
+        #: (the server answers the connect URL before it reads a command)
+        self._unanswered = set(channels)
+        self._ending = False  # a `reconnect` frame came: the server answers nothing more
 
     @classmethod
-    async def open(cls, url: str, headers: Mapping[str, str], connect_timeout: float
-                   ) -> WebSocketConnection:  # fmt: skip
+    async def open(cls, url: str, headers: Mapping[str, str], connect_timeout: float,
+                   channels: Sequence[str] = ()) -> WebSocketConnection:  # fmt: skip
         request = tornado.httpclient.HTTPRequest(
             url, headers=dict(headers), connect_timeout=connect_timeout
         )
@@ -200,28 +223,96 @@ class WebSocketConnection:
                           | tornado.websocket.WebSocketError):  # fmt: skip
                 raise Dropped(plain_reason(exc)) from exc
             raise
-        return cls(conn)
+        return cls(conn, channels)
+
+    @property
+    def usable(self) -> bool:
+        """Not known to be closed: commands may be sent."""
+        return self._failure is None and not self._ending and self._conn.protocol is not None
 
     async def read(self, timeout: float) -> list[dict[str, Any]]:
         try:
             async with asyncio.timeout(timeout):
-                text = await self._conn.read_message()
+                await self._receive(lambda: bool(self._frames) or self._failure is not None)
         except TimeoutError:
             raise Dropped(f"nothing received for {timeout:.1f} s") from None
+        if not self._frames:
+            assert self._failure is not None
+            raise self._failure
+        frames, self._frames = self._frames, []
+        return frames
+
+    async def ask(self, command: dict[str, Any], channel: str, timeout: float) -> dict[str, Any]:
+        """Send ``command`` about ``channel`` and return its answer: the
+        server's next ``presence_page`` or ``error`` frame for ``channel``.
+        Raises :class:`Dropped` (or :class:`Refused`) if the socket ends
+        first, ``TimeoutError`` after ``timeout`` seconds."""
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._asked.append((channel, answer))
+        try:
+            if self._failure is not None:
+                raise self._failure
+            if self._ending:
+                raise Dropped("the server asked to reconnect")
+            try:
+                await self._conn.write_message(json.dumps(command))
+            except tornado.websocket.WebSocketClosedError as exc:
+                raise Dropped("the connection closed") from exc
+            async with asyncio.timeout(timeout):
+                await self._receive(lambda: answer.done() or self._failure is not None)
+            if not answer.done():
+                assert self._failure is not None
+                raise self._failure
+            return answer.result()
+        finally:
+            answer.cancel()  # a late answer is then dropped, not handed to read()
+
+    async def _receive(self, ready: Callable[[], bool]) -> None:
+        """Read the socket until ``ready()``, or wait while another task does."""
+        while not ready():
+            async with self._reading:
+                if not ready():
+                    self._sort(await self._conn.read_message())
+
+    def _sort(self, text: str | bytes | None) -> None:
         if text is None:
             self._closed = True
             code = self._conn.close_code
             reason = f"closed {code or 1006} {self._conn.close_reason or ''}".strip()
             if code in FATAL_CLOSES:
-                raise Refused(str(code), reason)
-            raise Dropped(reason, str(code or 1006))
+                self._failure = Refused(str(code), reason)
+            else:
+                self._failure = Dropped(reason, str(code or 1006))
+            return
         try:
             frame = json.loads(text)
         except ValueError:
             frame = None
         if not isinstance(frame, dict):
-            raise Dropped(f"undecodable websocket frame {text!r:.200}")
-        return [frame]
+            self._failure = Dropped(f"undecodable websocket frame {text!r:.200}")
+            return
+        kind, channel = frame.get("type"), frame.get("channel")
+        if kind == "reconnect":  # e.g. the broker failed reading presence: ask elsewhere
+            self._ending = True
+            for _, answer in self._asked:
+                if not answer.done():
+                    answer.set_exception(Dropped(f"reconnect {frame.get('reason')}"))
+            self._asked.clear()
+        elif kind in ("subscribed", "error") and channel in self._unanswered:
+            self._unanswered.discard(channel)  # the subscription's answer
+        elif (
+            self._asked
+            and kind in ("presence_page", "error")
+            and (
+                channel == self._asked[0][0]
+                or (channel is None and frame.get("code") == "bad_message")  # a server without it
+            )
+        ):
+            answer = self._asked.popleft()[1]
+            if not answer.done():  # else its asker gave up: drop it
+                answer.set_result(frame)
+            return
+        self._frames.append(frame)
 
     def abort(self) -> None:
         stream = self._conn.stream

@@ -75,7 +75,8 @@ class AuthError(APIError):
 
 class RequestError(APIError):
     """The request itself is wrong (``bad_json``, ``invalid_channel``,
-    ``invalid_message``, ``too_many_messages``, ``http_error``, ...):
+    ``invalid_message``, ``too_many_messages``, ``presence_disabled``,
+    ``invalid_cursor``, ``http_error``, ...):
     sending it again cannot succeed."""
 
 
@@ -113,6 +114,8 @@ CODES: dict[str, type[APIError]] = {
     "invalid_message": RequestError,
     "too_many_messages": RequestError,
     "invalid_limit": RequestError,
+    "invalid_cursor": RequestError,
+    "presence_disabled": RequestError,
     "http_error": RequestError,
     "headers_too_large": RequestError,
     "uri_too_long": RequestError,

@@ -7,7 +7,12 @@ A subscription yields its data in order, as typed events:
 - :class:`Reset`: the position in ``channel`` could not be served; forget
   what you derived from the channel; its state or history comes next;
 - :class:`ChannelError`: the server refused ``channel``; it is no longer
-  asked for.
+  asked for;
+- :class:`PresenceSnapshot`: who is in a presence channel, right after the
+  channel's ``subscribed`` (and its state), before its history and live
+  messages; it replaces whatever the consumer derived from earlier ones;
+- :class:`PresenceDiff`: users who joined or left a ``join_leave`` channel
+  since (the server's coalesced ``presence`` frame).
 
 Resets are events rather than exceptions or callbacks because they sit at an
 exact place in the channel's sequence: after the last message of the old
@@ -21,6 +26,7 @@ callback as :class:`Status`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +69,57 @@ class ChannelError:
     message: str
 
 
-Event = Message | Reset | ChannelError
+@dataclass(frozen=True)
+class Member:
+    """One user present in a channel: ``info`` is the object of the user's
+    token (its ``info`` claim) or None; ``clients`` how many of the user's
+    connections are present (1 for a join)."""
+
+    user: str
+    info: Mapping[str, Any] | None = None
+    clients: int = 1
+
+
+@dataclass(frozen=True)
+class PresencePage:
+    """One page of a channel's presence (:meth:`Client.presence`):
+    ``members`` sorted by user id; ``next`` the ``after`` of the following
+    page, None on the last; ``clients`` and ``users`` count the whole channel
+    (anonymous connections are clients, never users)."""
+
+    channel: str
+    members: tuple[Member, ...]
+    clients: int
+    users: int
+    next: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """True when ``members`` is every user (no page follows)."""
+        return self.next is None
+
+
+@dataclass(frozen=True)
+class PresenceSnapshot(PresencePage):
+    """The presence of ``channel`` as the server subscribed this connection:
+    its first page (at most 100 members) and the counts. Yielded after every
+    ``subscribed`` of a presence channel, so after each reconnect too: it
+    replaces what the consumer had. When ``next`` is set, more members follow:
+    read them with ``await client.presence(channel, after=snapshot.next)``."""
+
+
+@dataclass(frozen=True)
+class PresenceDiff:
+    """Users who joined (``joins``, each with ``clients`` 1) or left
+    (``leaves``, user ids) ``channel`` since the last snapshot or diff; a user
+    is never in both. Only channels with ``join_leave`` send them."""
+
+    channel: str
+    joins: tuple[Member, ...]
+    leaves: tuple[str, ...]
+
+
+Event = Message | Reset | ChannelError | PresenceSnapshot | PresenceDiff
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@
     hub.publish("news", {"text": "hi"})     # Published(channel='news', epoch=..., offset=1, ...)
     hub.set_state("scores", [{"a": 3}])
     hub.channel("news").history_length
+    [u.user for u in hub.presence_all("room:1")]   # every user present, page after page
 
 :class:`Publisher` uses only the standard library (``urllib``);
 :class:`AsyncPublisher` has the same methods as coroutines, on Tornado's
@@ -22,14 +23,49 @@ import random
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import tornado.httpclient
 
 from . import calls
-from .calls import Batch, Call, ChannelInfo, ChannelPage, Published, StateSet
+from .calls import (
+    Batch,
+    Call,
+    ChannelInfo,
+    ChannelPage,
+    Published,
+    StateSet,
+    UserPage,
+)
 from .errors import APIError, ConnectError
+from .events import Member
+
+Item = TypeVar("Item")
+
+
+def _follow(read: Callable[[str | None], tuple[list[Item], str | None]]) -> Iterator[Item]:
+    """The items of every page: ``read(after)`` gives a page's items and its
+    ``next`` (None on the last), from ``after`` None on."""
+    after: str | None = None
+    while True:
+        items, after = read(after)
+        yield from items
+        if after is None:
+            return
+
+
+async def _afollow(
+    read: Callable[[str | None], Awaitable[tuple[list[Item], str | None]]],
+) -> AsyncIterator[Item]:
+    """:func:`_follow` for coroutines."""
+    after: str | None = None
+    while True:
+        items, after = await read(after)
+        for item in items:
+            yield item
+        if after is None:
+            return
 
 
 class _Publisher:
@@ -85,13 +121,29 @@ class Publisher(_Publisher):
 
     def iter_channels(self, prefix: str | None = None) -> Iterator[ChannelInfo]:
         """Every channel (whose name starts with ``prefix``), page after page."""
-        after: str | None = None
-        while True:
+
+        def read(after: str | None) -> tuple[list[ChannelInfo], str | None]:
             page = self.channels(prefix, None, after)
-            yield from page.channels
-            if page.next is None:
-                return
-            after = page.next
+            return page.channels, page.next
+
+        return _follow(read)
+
+    def presence(self, channel: str, after: str | None = None,
+                 limit: int | None = None) -> UserPage:  # fmt: skip
+        """One page of the users present in ``channel``, sorted by user id
+        (``limit``: 1-1000, the server's default 100; ``after``: the
+        ``next`` of the page before). A channel without presence raises
+        :class:`RequestError` ``presence_disabled``."""
+        return UserPage.from_json(self.request(calls.presence(channel, after, limit)))
+
+    def presence_all(self, channel: str, limit: int | None = None) -> Iterator[Member]:
+        """Every user present in ``channel``, page after page (``limit`` a page)."""
+
+        def read(after: str | None) -> tuple[list[Member], str | None]:
+            page = self.presence(channel, after, limit)
+            return page.users, page.next
+
+        return _follow(read)
 
     def request(self, call: Call) -> Any:
         """Send ``call``, retrying when safe; its JSON answer or an error."""
@@ -169,15 +221,23 @@ class AsyncPublisher(_Publisher):
                        after: str | None = None) -> ChannelPage:  # fmt: skip
         return calls.page(await self.request(calls.list_channels(prefix, limit, after)))
 
-    async def iter_channels(self, prefix: str | None = None) -> AsyncIterator[ChannelInfo]:
-        after: str | None = None
-        while True:
+    def iter_channels(self, prefix: str | None = None) -> AsyncIterator[ChannelInfo]:
+        async def read(after: str | None) -> tuple[list[ChannelInfo], str | None]:
             page = await self.channels(prefix, None, after)
-            for info in page.channels:
-                yield info
-            if page.next is None:
-                return
-            after = page.next
+            return page.channels, page.next
+
+        return _afollow(read)
+
+    async def presence(self, channel: str, after: str | None = None,
+                       limit: int | None = None) -> UserPage:  # fmt: skip
+        return UserPage.from_json(await self.request(calls.presence(channel, after, limit)))
+
+    def presence_all(self, channel: str, limit: int | None = None) -> AsyncIterator[Member]:
+        async def read(after: str | None) -> tuple[list[Member], str | None]:
+            page = await self.presence(channel, after, limit)
+            return page.users, page.next
+
+        return _afollow(read)
 
     async def request(self, call: Call) -> Any:
         attempt = 0

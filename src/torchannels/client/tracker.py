@@ -28,6 +28,7 @@ from typing import Any
 from ..protocol import Position
 from .errors import SubscribeError
 from .events import ChannelError, Event, Message, Reset
+from .presence import diff_of, snapshot_of
 
 
 class MalformedFrame(ValueError):
@@ -41,7 +42,9 @@ class Tracker:
     (reset by :meth:`start`): ``connected``, ``ping`` (the server's interval),
     ``pinged``, ``delivered`` (a channel frame arrived) and ``end`` (why it
     is over: a ``reconnect`` reason, or ``token_expired`` for a channel
-    refused as lapsed when ``can_renew``)."""
+    refused as lapsed when ``can_renew``); and ``client``, the id the server
+    gave this client last (opaque; kept across connections, as a poll sends
+    it back)."""
 
     def __init__(
         self, channels: list[str], positions: dict[str, Position], can_renew: bool
@@ -51,6 +54,7 @@ class Tracker:
         self.can_renew = can_renew
         #: channel -> (the last message of its state, the position it stands for)
         self._held: dict[str, tuple[Event, Position]] = {}
+        self.client: str | None = None
         self.start()
 
     def start(self) -> None:
@@ -72,6 +76,7 @@ class Tracker:
             ping = frame.get("ping")
             if isinstance(ping, int | float) and ping > 0:
                 self.ping = float(ping)
+            self.identified(frame.get("client"))
         elif kind == "ping":
             self.pinged = True
         elif kind == "reconnect":
@@ -93,12 +98,18 @@ class Tracker:
                     Message(channel, str(m["epoch"]), int(m["offset"]), m, state=True)
                     for m in frame.get("state") or []
                 ]
+                presence = frame.get("presence")
+                snapshot = [] if presence is None else [snapshot_of(channel, presence)]
                 self._forget(channel)
                 if state:  # the position comes with the state's last message
                     self._held[channel] = (state[-1], position)
                 else:
                     self.positions[channel] = position
-                return state
+                return state + snapshot
+        elif kind == "presence":
+            if frame["channel"] in self.channels:
+                self.delivered = True
+                return [diff_of(frame)]
         elif kind == "reset":
             channel = frame["channel"]
             if channel in self.channels:
@@ -108,6 +119,12 @@ class Tracker:
         elif kind == "error":
             return self._error(frame)
         return []  # ping, unsubscribed, and types this client does not know
+
+    def identified(self, client: object) -> None:
+        """The server's ``client`` id (of a ``connected`` frame or a poll
+        answer), when it sent one."""
+        if isinstance(client, str) and client:
+            self.client = client
 
     def handed_out(self, event: Event) -> None:
         """``event`` goes to the consumer now: the last message of a state

@@ -2,13 +2,16 @@
 :func:`admin_routes`, every route of the page.
 
 ``GET /admin/api/stats`` (totals over every process), ``GET
-/admin/api/channels`` (the rows of ``GET /api/channels``) and ``POST
-/admin/api/publish`` (one message; the ``X-XSRFToken`` header required).
+/admin/api/channels`` (the rows of ``GET /api/channels``), ``GET
+/admin/api/channels/NAME/presence`` (as ``GET /api/channels/NAME/presence``)
+and ``POST /admin/api/publish`` (one message; the ``X-XSRFToken`` header
+required).
 Without a session each answers 401 ``unauthorized``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -25,7 +28,13 @@ from .admin import (
     AdminPageHandler,
 )
 from .api import UNAUTHORIZED, ApiError, api_error, channel_name, json_body, publish_one
-from .channels_api import list_channels, page_arguments
+from .channels_api import (
+    list_channels,
+    page_arguments,
+    presence_arguments,
+    presence_counts,
+    presence_page,
+)
 from .fleet import LocalCounts
 
 #: The largest message the publish box sends.
@@ -88,6 +97,23 @@ class AdminChannelsHandler(AdminDataHandler):
             self.fail(exc)
 
 
+class AdminPresenceHandler(AdminDataHandler):
+    """``GET /admin/api/channels/NAME/presence``: as ``GET
+    /api/channels/NAME/presence``, with the channel's counts as
+    ``presence``: ``{"clients": N, "users": M}``."""
+
+    async def get(self, name: str) -> None:
+        try:
+            channel, after, limit = presence_arguments(self, name)
+            page, counts = await asyncio.gather(
+                presence_page(self.hub, channel, after, limit),
+                presence_counts(self.hub, [channel]),
+            )
+            self.reply({**page, "presence": counts[channel]})
+        except (ApiError, TorChannelsError) as exc:
+            self.fail(exc)
+
+
 class AdminPublishHandler(AdminDataHandler):
     """``POST /admin/api/publish`` ``{"channel": NAME, "data": {...}}``."""
 
@@ -116,6 +142,7 @@ def admin_routes(hub: Hub, auth: AdminAuth, counts: LocalCounts) -> list[Any]:
         (r"/admin/logout", AdminLogoutHandler, mine),
         (r"/admin/api/stats", AdminStatsHandler, data),
         (r"/admin/api/channels", AdminChannelsHandler, data),
+        (r"/admin/api/channels/([^/]+)/presence", AdminPresenceHandler, data),
         (r"/admin/api/publish", AdminPublishHandler, data),
         (r"/admin/channels", AdminChannelHandler, channels),
         (r"/admin/channels/ws", AdminChannelHandler.websocket(), channels),

@@ -44,7 +44,7 @@ from ..tokens import ChannelPatterns, Claims, TokenError, decode_token
 from .admin import AdminAuth
 from .admin_api import admin_routes
 from .api import PublishHandler, StateHandler
-from .channels_api import ChannelInfoHandler, ChannelListHandler
+from .channels_api import ChannelInfoHandler, ChannelListHandler, ChannelPresenceHandler
 from .config import ServerConfig
 from .demo import DemoPageHandler, DemoPublishHandler, FaviconHandler
 from .fleet import LocalCounts, make_counts
@@ -267,6 +267,7 @@ def _operator_routes(config: ServerConfig, hub: Hub, counts: LocalCounts, worker
         (r"/api/state", StateHandler, api),
         (r"/api/channels", ChannelListHandler, {**api, "counts": counts}),
         (r"/api/channels/([^/]+)", ChannelInfoHandler, {**api, "counts": counts}),
+        (r"/api/channels/([^/]+)/presence", ChannelPresenceHandler, api),
         (r"/api/openapi.json", OpenApiHandler),
         (
             r"/health",

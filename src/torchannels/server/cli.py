@@ -1,4 +1,5 @@
-"""The ``torchannels`` command: ``serve``, ``publish`` and ``token``.
+"""The ``torchannels`` command: ``serve``, ``publish``, ``token`` and the
+commands that watch a hub (``subscribe``, ``channels``, ``info``, ``presence``).
 
 ::
 
@@ -6,6 +7,7 @@
     torchannels publish news '{"text": "hi"}'    # publish through its API
     torchannels publish --ndjson < messages.ndjson   # many, in batches
     torchannels token --channel 'chat:*'         # a subscription token for testing
+    torchannels presence room:1                  # who is in a channel
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 
 from .. import __version__
-from . import watch
+from . import presence_cli, watch
 from .cliparser import SuggestingParser
 from .config import ConfigError, add_arguments, channels_epilog, load_config
 from .run import serve
@@ -119,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--secret", help="the shared secret (env TORCHANNELS_TOKEN_SECRET)")
     watch.add_commands(commands, DEFAULT_URL)  # subscribe, channels, info (watch.py)
+    presence_cli.add_command(commands, DEFAULT_URL)
     return parser
 
 
@@ -169,6 +172,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return publish(args, env)
         if args.command in watch.COMMANDS:
             return watch.run(args, env, DEFAULT_URL)
+        if args.command == "presence":
+            return presence_cli.run(args, env, DEFAULT_URL)
         return token(args, env)
     except ConfigError as exc:
         print(f"torchannels: {exc}", file=sys.stderr)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import signal
 import sys
@@ -30,7 +31,10 @@ from ..client import (
     ChannelInfo,
     Client,
     ClientError,
+    Member,
     Message,
+    PresenceDiff,
+    PresenceSnapshot,
     Publisher,
     Reset,
     Status,
@@ -51,14 +55,16 @@ def add_commands(commands: Any, default_url: str) -> None:
         "subscribe",
         help="print the messages of channels as they arrive",
         description="Subscribe to channels and print their messages until Ctrl-C, which "
-        "prints the cursor to resume from (on stderr). Resets, refusals and reconnects go "
-        "to stderr too.",
+        "prints the cursor to resume from (on stderr). Presence channels also print who is "
+        "there when joined, and who joins and leaves. Resets, refusals and reconnects go "
+        "to stderr.",
     )
     sub.add_argument("channel", nargs="*", help="channels (default: those of --cursor)")
     sub.add_argument("--url", help=url_help)
     sub.add_argument("--cursor", help="resume from this cursor (printed by an earlier run)")
     sub.add_argument("--token", help="a subscription token (env TORCHANNELS_TOKEN)")
-    sub.add_argument("--json", action="store_true", help="one JSON message a line")
+    sub.add_argument("--json", action="store_true",
+                     help="one JSON message (or presence snapshot or diff) a line")  # fmt: skip
     sub.add_argument("--transport", choices=TRANSPORTS, help="use only this transport")
     for name, text in (
         ("channels", "list the channels with their positions and subscriber counts"),
@@ -100,7 +106,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str], default_url: str) -> i
     except (ClientError, ValueError) as exc:
         print(f"torchannels: {exc}", file=sys.stderr)
         return 1
-    for line in (_json_line(i.__dict__) for i in infos) if args.json else _table(infos, args):
+    # asdict, not __dict__: a channel's ``presence`` is a dataclass too.
+    lines = (_json_line(dataclasses.asdict(i)) for i in infos) if args.json else _table(infos, args)
+    for line in lines:
         print(line)
     return 0
 
@@ -122,6 +130,10 @@ async def _subscribe(client: Client, sub: Any, as_json: bool, out: TextIO) -> in
         async for event in sub:
             if isinstance(event, Message):
                 out.write((_json_line(event.data) if as_json else _readable(event)) + "\n")
+                out.flush()
+            elif isinstance(event, PresenceSnapshot | PresenceDiff):
+                out.write((_json_line(_presence_doc(event)) if as_json
+                           else _readable_presence(event)) + "\n")  # fmt: skip
                 out.flush()
             elif isinstance(event, Reset):
                 _say(f"reset {event.channel}: {event.reason}")
@@ -189,6 +201,53 @@ def _readable(message: Message) -> str:
     state = " state" if message.state else ""
     text = json.dumps(data, ensure_ascii=False)
     return f"{clock} {message.channel} {message.epoch}:{message.offset}{state} {text}"
+
+
+def _member_doc(member: Member, clients: bool = True) -> dict[str, Any]:
+    doc = {"user": member.user, "info": member.info}
+    return doc | {"clients": member.clients} if clients else doc
+
+
+def _presence_doc(event: PresenceSnapshot | PresenceDiff) -> dict[str, Any]:
+    """The ``--json`` line of a presence event: a snapshot as the
+    ``subscribed`` frame's ``presence`` with ``"type": "presence_snapshot"``,
+    a diff as the ``presence`` frame. (Message lines always have ``offset``;
+    these never do.)"""
+    if isinstance(event, PresenceDiff):
+        return {"type": "presence", "channel": event.channel,
+                "joins": [_member_doc(m, clients=False) for m in event.joins],
+                "leaves": [{"user": u} for u in event.leaves]}  # fmt: skip
+    return {"type": "presence_snapshot", "channel": event.channel,
+            "members": [_member_doc(m) for m in event.members],
+            "clients": event.clients, "users": event.users, "next": event.next}  # fmt: skip
+
+
+def _readable_presence(event: PresenceSnapshot | PresenceDiff) -> str:
+    """``HH:MM:SS CHANNEL present N users, M clients: ann (2), bob[, ...]``
+    ("1 user", "1 client" in the singular)
+    (``...`` when more users than the snapshot's page) or ``HH:MM:SS
+    CHANNEL joined ann, bob; left cy``; the clock is the time of receipt."""
+    clock = time.strftime("%H:%M:%S")
+    if isinstance(event, PresenceDiff):
+        parts = [
+            f"{word} {', '.join(names)}"
+            for word, names in (
+                ("joined", [m.user for m in event.joins]),
+                ("left", list(event.leaves)),
+            )
+            if names
+        ]
+        return f"{clock} {event.channel} {'; '.join(parts) or 'no change'}"  # fmt: skip
+    names = [m.user + (f" ({m.clients})" if m.clients > 1 else "") for m in event.members]
+    if event.next is not None:
+        names.append("...")
+    listed = f": {', '.join(names)}" if names else ""
+    counts = f"{_count(event.users, 'user')}, {_count(event.clients, 'client')}"
+    return f"{clock} {event.channel} present {counts}{listed}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _table(infos: list[ChannelInfo], args: argparse.Namespace) -> list[str]:
