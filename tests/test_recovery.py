@@ -14,7 +14,7 @@ import pytest
 
 from support import Server, content, eventually, messages, track_cursor
 from torchannels import Hub, MemoryBroker, Position, Publication, ReadResult, Settings
-from torchannels.brokers import Listener
+from torchannels.brokers import Listener, PresenceEvent
 from torchannels.errors import BrokerUnavailable
 
 
@@ -53,8 +53,8 @@ class FaultyBroker(MemoryBroker):
             self.in_flight -= 1
 
     async def subscribe(self, channel: str, listener: Listener) -> None:
-        def lossy(pub: Publication) -> None:
-            if pub.offset not in self.lose:
+        def lossy(pub: Publication | PresenceEvent) -> None:
+            if not isinstance(pub, Publication) or pub.offset not in self.lose:
                 listener(pub)
 
         self.subscribes += 1

@@ -37,7 +37,7 @@ from torchannels import (
     Settings,
     Subscription,
 )
-from torchannels.brokers import Listener
+from torchannels.brokers import Listener, PresenceEvent
 
 each_transport = pytest.mark.parametrize("transport", TRANSPORTS)
 each_stream = pytest.mark.parametrize("transport", STREAMING)
@@ -464,8 +464,8 @@ class LossyBroker(MemoryBroker):
         self._wrapped: dict[tuple[str, Listener], Listener] = {}
 
     async def subscribe(self, channel: str, listener: Listener) -> None:
-        def lossy(pub: Publication) -> None:
-            if pub.offset not in self.lose:
+        def lossy(pub: Publication | PresenceEvent) -> None:
+            if not isinstance(pub, Publication) or pub.offset not in self.lose:
                 listener(pub)
 
         self._wrapped[(channel, listener)] = lossy

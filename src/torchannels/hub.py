@@ -14,7 +14,9 @@ from typing import Any, Protocol
 
 from .brokers.base import Broker, ChannelInfo, ReadResult
 from .brokers.memory import MemoryBroker
+from .brokers.presence import PresenceEvent
 from .channel import Channel
+from .channel_options import ChannelOptionsTable
 from .errors import RECONNECT_SHUTDOWN
 from .frames import Publication
 from .protocol import Position, check_channel
@@ -79,6 +81,8 @@ class Hub:
         self.broker: Broker = broker if broker is not None else MemoryBroker()
         self.settings = settings or Settings()
         self.stats = Stats()
+        #: Options by channel pattern (presence, join_leave, history).
+        self.channel_options = ChannelOptionsTable()
         #: Live connections (long-polls, streams, sockets) of this process.
         self.connections: set[Endable] = set()
         #: True once :meth:`shutdown` began: new subscribe requests get 503.
@@ -90,6 +94,30 @@ class Hub:
         self._reads = SharedReads(self.broker)
         self._generation = 0
         self.broker.add_resync_listener(self._on_resync)
+
+    def configure_channels(self, pattern: str, **options: Any) -> None:
+        """Set the options of the channels matching ``pattern`` (an exact
+        name, or a prefix ending in ``*``; the most specific pattern wins,
+        options are not merged across patterns).
+
+        Keys: ``presence``, ``join_leave``, ``history_size``,
+        ``history_ttl``, ``history_meta_ttl``. History options are passed on
+        to the broker's history policy of the same pattern. ValueError names
+        a bad key or value. Every process serving the channel must be
+        configured alike: options are configuration, not stored.
+
+        >>> hub = Hub()
+        >>> hub.configure_channels("room:*", presence=True, history_size=10)
+        >>> hub.channel_options.get("room:1").presence, hub.broker.policy_for("room:1").size
+        (True, 10)
+        """
+        self.channel_options.set(pattern, **options)
+        made = self.channel_options.patterns()[pattern]
+        history = (made.history_size, made.history_ttl, made.history_meta_ttl)
+        if any(value is not None for value in history):
+            self.broker.configure_channel(
+                pattern, size=history[0], ttl=history[1], meta_ttl=history[2]
+            )
 
     def connection_opened(self, connection: Endable) -> None:
         self.connections.add(connection)
@@ -215,7 +243,9 @@ class Hub:
         if not ready.cancelled() and ready.exception() is None:
             await self.broker.unsubscribe(channel, self._dispatch)
 
-    def _dispatch(self, pub: Publication) -> None:
+    def _dispatch(self, pub: Publication | PresenceEvent) -> None:
+        if isinstance(pub, PresenceEvent):
+            return  # presence events are not delivered yet
         local = self._local.get(pub.channel)
         if local is None:
             return

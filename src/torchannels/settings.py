@@ -57,6 +57,20 @@ class Settings:
     #: Seconds between checks of each served channel's position against the
     #: broker's (0: off); a subscriber behind re-reads what it missed.
     position_check_interval: float = 5.0
+    #: Seconds a user stays present in a presence channel after their last
+    #: connection went (a reconnect within it makes no leave and no join);
+    #: a polling client stays present this long after each request.
+    presence_grace: float = 5.0
+    #: Seconds a presence entry lives without a heartbeat; heartbeats run
+    #: every third of it. A killed process's users leave within this (+1 s).
+    presence_ttl: float = 30.0
+    #: Seconds over which join/leave ``presence`` frames of one channel are
+    #: gathered into one frame (at most one frame per channel per interval).
+    presence_coalesce: float = 0.2
+    #: Key of the HMAC that signs client ids and presence page cursors
+    #: (None: random per process, so a polling client moving to another
+    #: process gets a new id).
+    client_id_secret: bytes | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_channels", "max_request_bytes", "stream_max_bytes", "max_pending_bytes"):
@@ -64,6 +78,8 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.unsubscribe_grace < 0 or self.position_check_interval < 0:
             raise ValueError("unsubscribe_grace and position_check_interval must be >= 0")
+        if self.presence_grace < 0 or self.presence_coalesce < 0 or self.presence_ttl <= 0:
+            raise ValueError("presence_grace and presence_coalesce must be >= 0, presence_ttl > 0")
         if (
             min(self.longpoll_timeout, self.ping_interval, self.write_timeout) <= 0
             or self.sse_retry_ms < 0

@@ -38,6 +38,8 @@ def test_api_doc_options_table_matches_the_config() -> None:
             rows[re.findall(r"`--([a-z-]+)", cells[0])[0]] = cells
     assert rows.pop("config")[1] == f"`{CONFIG_ENV}`"
     for f in dataclasses.fields(ServerConfig):
+        if f.metadata["kind"] == "channels":
+            continue  # TOML tables: test_api_doc_lists_every_channel_option
         flag = f.name.replace("_", "-")
         assert flag in rows, f"--{flag} missing from the options table"
         _, env, key, default, _ = rows.pop(flag)

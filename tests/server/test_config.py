@@ -26,7 +26,7 @@ from torchannels.server.config import (
     system_backlog,
 )
 
-FIELDS = [f.name for f in dataclasses.fields(ServerConfig)]
+FIELDS = [f.name for f in dataclasses.fields(ServerConfig) if f.metadata["kind"] != "channels"]
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -98,6 +98,9 @@ def test_defaults() -> None:
         "metrics": False,
         "shutdown_timeout": 10.0,
         "log_level": "info",
+        "presence_grace": 5.0,
+        "presence_ttl": 30.0,
+        "channels": (),
     }
 
 
@@ -210,6 +213,8 @@ LAYERS: dict[str, tuple[str, str, tuple[str, ...], Any, Any, Any]] = {
         "warning",
         "error",
     ),
+    "presence_grace": ("presence_grace = 1", "2.5", ("--presence-grace", "0"), 1.0, 2.5, 0.0),
+    "presence_ttl": ("presence-ttl = 60", "10", ("--presence-ttl", "3"), 60.0, 10.0, 3.0),
 }
 
 
@@ -531,10 +536,10 @@ def test_help_mentions_every_field(monkeypatch: pytest.MonkeyPatch) -> None:
     add_arguments(parser)
     text = " ".join(parser.format_help().split())
     assert "--config PATH" in text and CONFIG_ENV in text
-    for f in dataclasses.fields(ServerConfig):
-        flag = "--" + f.name.replace("_", "-")
+    for name in FIELDS:
+        flag = "--" + name.replace("_", "-")
         assert flag in text, flag
-        assert f"env {env_name(f.name)}; default: " in text, f.name
+        assert f"env {env_name(name)}; default: " in text, name
     for shown in [
         "default: 127.0.0.1]",
         "default: 8090]",

@@ -6,6 +6,7 @@ imports redis-py when one is made (``pip install 'torchannels[redis]'``).
 
 from .base import Broker, ChannelInfo, HistoryPolicy, Listener, ReadResult
 from .memory import MemoryBroker
+from .presence import Member, PresenceEvent, PresencePage, PresenceStore
 from .redis import RedisBroker
 
 __all__ = [
@@ -13,7 +14,11 @@ __all__ = [
     "ChannelInfo",
     "HistoryPolicy",
     "Listener",
+    "Member",
     "MemoryBroker",
+    "PresenceEvent",
+    "PresencePage",
+    "PresenceStore",
     "ReadResult",
     "RedisBroker",
 ]

@@ -28,12 +28,14 @@ from typing import Any, TypeVar
 from ..errors import RESET_EPOCH, RESET_INVALID, RESET_TRIMMED
 from ..frames import Publication
 from ..protocol import Position
+from .presence import PresenceEvent, PresenceStore
 
 log = logging.getLogger("torchannels.broker")
 _T = TypeVar("_T")
 
-#: Called with every new publication of a channel the process subscribed to.
-Listener = Callable[[Publication], None]
+#: Called with every new publication of a channel the process subscribed to,
+#: and with its presence events, in order with them (tell them apart by type).
+Listener = Callable[[Publication | PresenceEvent], None]
 #: Called with channels whose live delivery may have missed publications (a
 #: network broker lost and re-made its subscription): re-read them.
 ResyncListener = Callable[[Sequence[str]], None]
@@ -352,6 +354,20 @@ class Broker(abc.ABC):
         at start-up), so an unreachable one is logged, and retried, at once.
         Never raises for an unreachable broker."""
         return None
+
+    # -- presence -------------------------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def presence(self) -> PresenceStore:
+        """Who is present in each channel, shared by every process of this
+        broker (:mod:`.presence`)."""
+
+    @abc.abstractmethod
+    def publish_presence(self, event: PresenceEvent) -> None:
+        """Deliver ``event`` to the listeners of its channel in every process,
+        in order with the channel's publications (fire and forget: a failure
+        is logged). Nothing is stored."""
 
     @abc.abstractmethod
     async def info(self, channel: str) -> ChannelInfo:

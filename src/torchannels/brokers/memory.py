@@ -38,6 +38,7 @@ from .base import (
     check_unbroken,
     plan_read,
 )
+from .presence import PresenceEvent, PresenceStore
 
 log = logging.getLogger("torchannels.broker")
 
@@ -262,6 +263,13 @@ class MemoryBroker(Broker):
         elif ch is not None:
             self._trim(channel, ch, now)
         return ch
+
+    @property
+    def presence(self) -> PresenceStore:
+        raise NotImplementedError("presence is not implemented yet")
+
+    def publish_presence(self, event: PresenceEvent) -> None:
+        raise NotImplementedError("presence is not implemented yet")
 
     async def info(self, channel: str) -> ChannelInfo:
         ch = self._held(channel, self.clock())

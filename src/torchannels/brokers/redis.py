@@ -42,6 +42,7 @@ from ..errors import BrokerUnavailable
 from ..frames import Publication
 from ..protocol import Position
 from .base import Broker, ChannelInfo, HistoryPolicy, Listener, ReadResult
+from .presence import PresenceEvent, PresenceStore
 from .publish_queue import PublishQueue
 from .redis_delivery import Delivery
 from .redis_errors import redis_py
@@ -221,6 +222,13 @@ class RedisBroker(Broker):
 
     async def positions(self, channels: Sequence[str]) -> dict[str, Position]:
         return await self._data.positions(channels)
+
+    @property
+    def presence(self) -> PresenceStore:
+        raise NotImplementedError("presence is not implemented yet")
+
+    def publish_presence(self, event: PresenceEvent) -> None:
+        raise NotImplementedError("presence is not implemented yet")
 
     async def info(self, channel: str) -> ChannelInfo:
         return await self._data.info(channel)

@@ -21,6 +21,7 @@ the public one), outside the public port's connection limits.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any
@@ -188,7 +189,11 @@ def make_broker(config: ServerConfig) -> Broker:
 
 
 def make_hub(config: ServerConfig) -> Hub:
-    return Hub(make_broker(config), config.settings())
+    """A hub on ``config``'s broker, with its ``[channels."PATTERN"]`` options."""
+    hub = Hub(make_broker(config), config.settings())
+    for pattern, options in config.channels:
+        hub.configure_channels(pattern, **dataclasses.asdict(options))
+    return hub
 
 
 def make_app(

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from .. import __version__
 from . import watch
 from .cliparser import SuggestingParser
-from .config import ConfigError, add_arguments, load_config
+from .config import ConfigError, add_arguments, channels_epilog, load_config
 from .run import serve
 
 DEFAULT_URL = "http://127.0.0.1:8090"
@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the standalone server (subscriptions, publish API, demo page)",
         description="Run the standalone server. Every option can also come from an environment "
         "variable or a TOML file; flags win over the environment, which wins over the file.",
+        epilog=channels_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(serve)
 

@@ -29,6 +29,8 @@ from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any
 
 from ..brokers import HistoryPolicy
+from ..channel_options import ChannelOptions
+from ..channel_options import check_pattern as check_channel_pattern
 from ..errors import ChannelNameError, TorChannelsError
 from ..forwarded import TrustedProxies
 from ..settings import Settings
@@ -237,6 +239,26 @@ class ServerConfig:
         10.0, "float", "seconds clients get to leave on SIGTERM/SIGINT", low=0
     )
     log_level: str = _opt("info", "level", "one of " + ", ".join(LOG_LEVELS))
+    presence_grace: float = _opt(
+        5.0,
+        "float",
+        "seconds a user stays present after their last connection to a presence channel "
+        "went (a reconnect or page reload within it makes no leave and no join); also how "
+        "long a polling client stays present after each request",
+        low=0,
+    )
+    presence_ttl: float = _opt(
+        30.0,
+        "float",
+        "seconds a presence entry lives without a heartbeat (heartbeats every third of it): "
+        "the users of a killed process leave within this",
+        low=0,
+        above=True,
+    )
+    #: ``[channels."PATTERN"]`` tables of the TOML file (no flag, no env).
+    channels: tuple[tuple[str, ChannelOptions], ...] = field(
+        default=(), metadata={"kind": "channels", "help": "", "low": None}
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -265,6 +287,8 @@ class ServerConfig:
             allowed_origins=self.allowed_origins,
             cors_credentials=self.cors_credentials,
             trusted_proxies=self.trusted_proxies,
+            presence_grace=self.presence_grace,
+            presence_ttl=self.presence_ttl,
         )
 
     def admin_secret(self) -> str | None:
@@ -362,6 +386,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for f in fields(ServerConfig):
         meta = f.metadata
+        if meta["kind"] == "channels":
+            continue  # TOML tables only
         flag = "--" + f.name.replace("_", "-")
         help = f"{meta['help']} [env {env_name(f.name)}; default: {_show(f.default)}]"
         help = help.replace("%", "%%")  # argparse %-formats help texts
@@ -390,6 +416,8 @@ def load_config(
     if path:  # an empty path means no file, so a flag can drop the env's file
         values.update(_read_file(os.fspath(path), origin))
     for f in fields(ServerConfig):
+        if f.metadata["kind"] == "channels":
+            continue  # TOML tables only
         if env_name(f.name) in environ:
             values[f.name] = _convert(f, environ[env_name(f.name)], env_name(f.name), text=True)
         if given.get(f.name) is not None:
@@ -416,8 +444,74 @@ def _read_file(path: str, origin: str) -> dict[str, Any]:
             raise ConfigError(f"config file {path!r}: unknown key {key!r}{extra}")
         if name in values:
             raise ConfigError(f"config file {path!r}: key {key!r} is given twice")
+        if name == "channels":
+            values[name] = channel_tables(value, f"config file {path!r}: ")
+            continue
         values[name] = _convert(known[name], value, f"config file {path!r}: key {key!r}")
     return values
+
+
+CHANNELS_EPILOG = """channel options by pattern (TOML file only):
+  [channels."room:*"]          # an exact channel name, or a prefix ending in *;
+  presence = true              # the most specific pattern wins (exact, then the
+  join_leave = true            # longest prefix); tables are not merged
+  history_size = 100
+  history_ttl = 600
+keys:
+"""
+
+
+def channels_epilog() -> str:
+    """The ``serve --help`` epilog: the keys of a ``[channels."PATTERN"]`` table."""
+    from ..channel_options import OPTION_HELP
+
+    rows = [f"  {key:<17} {text}" for key, text in OPTION_HELP.items()]
+    return CHANNELS_EPILOG + "\n".join(rows)
+
+
+def channel_tables(value: object, where: str) -> tuple[tuple[str, ChannelOptions], ...]:
+    """``[channels."PATTERN"]`` tables as (pattern, options) pairs; ConfigError
+    names ``channels."PATTERN".KEY`` for a bad key or value.
+
+    >>> channel_tables({"room:*": {"presence": True}}, "")[0][1].presence
+    True
+    """
+    if isinstance(value, tuple | list):
+        value = dict(value)
+    if not isinstance(value, Mapping):
+        raise ConfigError(f'{where}channels: must be tables [channels."PATTERN"]')
+    tables: list[tuple[str, ChannelOptions]] = []
+    for pattern, options in value.items():
+        name = f'{where}channels."{pattern}"'
+        try:
+            check_channel_pattern(pattern)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+        if isinstance(options, ChannelOptions):
+            tables.append((pattern, options))
+            continue
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"{name}: must be a table of options")
+        for key in options:
+            probe = {key: options[key]}
+            if key == "join_leave":
+                probe["presence"] = True  # checked with the whole table below
+            try:
+                ChannelOptions.of(probe)
+            except ValueError as exc:
+                raise ConfigError(f"{name}.{key}: {_tail(exc)}") from None
+        try:
+            tables.append((pattern, ChannelOptions.of(options)))
+        except ValueError as exc:  # join_leave without presence
+            raise ConfigError(f"{name}.join_leave: {exc}") from None
+    return tuple(tables)
+
+
+def _tail(exc: ValueError) -> str:
+    # "key: unknown option (...)" -> "unknown option (...)": the key is named already.
+    text = str(exc)
+    head, sep, rest = text.partition(": ")
+    return rest if sep and " " not in head else text
 
 
 def _items(value: object, text: bool) -> tuple[str, ...]:
@@ -456,6 +550,8 @@ def _convert(f: Field[Any], value: object, source: str, *, text: bool = False) -
             if meta.get("optional") and value in (None, ""):
                 return None  # an optional number: unset, or emptied by a higher layer
             return _number(kind, value, meta, text)
+        if kind == "channels":
+            return channel_tables(value, "")
         if kind in ("patterns", "origins", "networks"):
             items = _items(value, text)
             check = {"patterns": check_pattern, "origins": _check_origin}.get(kind, _check_network)
