@@ -1,0 +1,80 @@
+"""Who is here, in the demo chat of ``serve --dev`` in Chromium: two pages
+take names, each lists the other live, and a page that closes leaves the
+other's list once the presence grace has passed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page
+
+from e2e.e2e_helpers import Process
+from e2e.test_demo_first_run import start_dev_hub, wait_live
+
+GRACE = "1"  # --presence-grace, s: a closed page leaves a second after it went
+
+MEMBERS = "() => [...document.querySelectorAll('#members li')].map((li) => li.textContent)"
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[str]:
+    proc: Process
+    proc, base, _ = start_dev_hub("--port", "0", "--presence-grace", GRACE)
+    yield base
+    proc.stop()
+
+
+def open_page(browser: Any, errors: list[str]) -> tuple[Any, Page]:
+    """A page in a context of its own (its own storage, as another person)."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return context, page
+
+
+def join(page: Page, base: str, name: str, transport: str) -> None:
+    """Open the demo and take `name` (the name field's change event)."""
+    page.goto(f"{base}/?transport={transport}")
+    wait_live(page)
+    page.fill("#name", name)
+    page.press("#name", "Tab")
+
+
+def wait_members(page: Page, members: list[str], timeout: float = 15) -> None:
+    """Wait until the page's member list is exactly `members`, in order."""
+    try:
+        page.wait_for_function(
+            f"(want) => JSON.stringify(({MEMBERS})()) === JSON.stringify(want)",
+            arg=members,
+            timeout=timeout * 1000,
+        )
+    except Exception:
+        raise AssertionError(f"members {page.evaluate(MEMBERS)}, expected {members}") from None
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse", "longpoll"])
+def test_a_second_page_joins_then_leaves(browser: Any, hub: str, transport: str) -> None:
+    errors: list[str] = []
+    first_context, first = open_page(browser, errors)
+    second_context, second = open_page(browser, errors)
+    try:
+        join(first, hub, f"alice-{transport}", transport)
+        wait_members(first, [f"alice-{transport} (you)"])
+        assert first.text_content("#here-count") == "1 person here"
+
+        join(second, hub, f"bob-{transport}", transport)
+        # Each lists both, by the name each took; the guest names they
+        # started with have left after the grace.
+        wait_members(first, [f"alice-{transport} (you)", f"bob-{transport}"])
+        wait_members(second, [f"alice-{transport}", f"bob-{transport} (you)"])
+        assert first.text_content("#here-count") == "2 people here"
+
+        second_context.close()
+        wait_members(first, [f"alice-{transport} (you)"])
+        assert first.text_content("#here-count") == "1 person here"
+    finally:
+        second_context.close()
+        first_context.close()
+    assert not errors, f"uncaught errors in the pages: {errors}"
