@@ -57,7 +57,14 @@ class Server:
         return await self.client.fetch(url, **kwargs)
 
     async def poll(self, transport: str = "poll", **query: Any) -> dict[str, Any]:
-        """One poll/long-poll request; returns the decoded JSON document."""
+        """One poll/long-poll request; returns the decoded JSON document
+        without its ``client`` (checked to be there: see :meth:`poll_doc`)."""
+        doc = await self.poll_doc(transport, **query)
+        assert isinstance(doc.pop("client"), str), doc
+        return doc
+
+    async def poll_doc(self, transport: str = "poll", **query: Any) -> dict[str, Any]:
+        """One poll/long-poll request; the decoded JSON document as it came."""
         resp = await self.fetch(self.url(transport=transport, **query))
         assert resp.code == 200, resp.body
         doc: dict[str, Any] = json.loads(resp.body)
@@ -310,6 +317,9 @@ class Received:
     #: NDJSON streams, the one the client computes from the frames.
     cursor: str
     stream: Stream | None = None
+    #: The signed client id: the poll answer's ``client``, or the
+    #: ``connected`` frame's.
+    client: str | None = None
 
 
 SENTINEL_KEY = "__sentinel__"
@@ -344,8 +354,8 @@ async def receive(
         )
         assert resp.code == 200, resp.body
         doc = json.loads(resp.body)
-        assert set(doc) == {"cursor", "frames"}, doc
-        return Received(doc["frames"], doc["cursor"])
+        assert set(doc) == {"cursor", "client", "frames"}, doc
+        return Received(doc["frames"], doc["cursor"], client=doc["client"])
     stream = server.stream(transport, headers=headers, channel=names, **query)
     await stream.wait_frames(lambda fs: until is None or until(content(fs)))
     if sentinel is not None:
@@ -365,7 +375,8 @@ async def receive(
     kept = [
         f for f in content(frames) if not (f["type"] == "message" and SENTINEL_KEY in f["data"])
     ]
-    return Received(kept, new_cursor, stream if keep_open else None)
+    client = next((f.get("client") for f in frames if f["type"] == "connected"), None)
+    return Received(kept, new_cursor, stream if keep_open else None, client)
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 3.0) -> None:

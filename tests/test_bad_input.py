@@ -185,7 +185,7 @@ async def test_near_misses_are_accepted(good: tuple[Server, Stream], query: str)
     server, _ = good
     resp = await server.fetch(f"http://127.0.0.1:{server.port}/channels?{query}")
     assert resp.code == 200, resp.body
-    assert set(json.loads(resp.body)) == {"cursor", "frames"}
+    assert set(json.loads(resp.body)) == {"cursor", "client", "frames"}
 
 
 async def test_many_bad_requests_in_a_row_harm_nobody(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .protocol import Position, dumps, encode_message
@@ -30,6 +30,8 @@ ERROR = "error"
 CONNECTED = "connected"
 PING = "ping"
 RECONNECT = "reconnect"
+PRESENCE = "presence"
+PRESENCE_PAGE = "presence_page"
 
 
 class Frame:
@@ -156,7 +158,10 @@ def _control(kind: str, channel: str | None, position: Position | None, **fields
 
 
 def subscribed(
-    channel: str, position: Position, state: Sequence[Publication] | None = None
+    channel: str,
+    position: Position,
+    state: Sequence[Publication] | None = None,
+    presence: Mapping[str, Any] | None = None,
 ) -> Frame:
     """The server gives the client a position in ``channel`` (join or after reset).
 
@@ -169,6 +174,8 @@ def subscribed(
     if state is not None:
         # The state's messages are already encoded: splice their payloads in.
         body = body[:-1] + b',"state":[' + b",".join(p.payload for p in state) + b"]}"
+    if presence is not None:
+        body = body[:-1] + b',"presence":' + dumps(presence) + b"}"
     return Frame(SUBSCRIBED, body, channel=channel, position=position)
 
 
@@ -182,14 +189,25 @@ def error(channel: str, code: str, message: str) -> Frame:
     return _control(ERROR, channel, None, code=code, message=message)
 
 
-def connected(transport: str, ping_interval: float) -> Frame:
-    """First frame of a streaming response, written at once."""
-    return _control(CONNECTED, None, None, transport=transport, ping=ping_interval)
+def connected(transport: str, ping_interval: float, client: str | None = None) -> Frame:
+    """First frame of a streaming response, written at once; ``client`` is
+    the connection's signed client id."""
+    if client is None:
+        return _control(CONNECTED, None, None, transport=transport, ping=ping_interval)
+    return _control(CONNECTED, None, None, transport=transport, ping=ping_interval, client=client)
 
 
 def reconnect(reason: str) -> Frame:
     """Last frame of a response the server ends on purpose."""
     return _control(RECONNECT, None, None, reason=reason)
+
+
+def presence(channel: str, joins: Sequence[Mapping[str, Any]], leaves: Sequence[str]) -> Frame:
+    """Joins and leaves of ``channel`` (coalesced); not stored in history,
+    so it moves no cursor. ``joins``: ``{"user", "info"}`` objects."""
+    body = {"type": PRESENCE, "channel": channel, "joins": list(joins)}
+    body["leaves"] = [{"user": user} for user in leaves]
+    return Frame(PRESENCE, dumps(body))
 
 
 PING_FRAME = Frame(PING, b'{"type":"ping"}')

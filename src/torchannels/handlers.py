@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import inspect
+import logging
+import time
 import urllib.parse
 from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar
@@ -23,6 +25,7 @@ from .cors import CorsPolicy
 from .errors import SHUTTING_DOWN, BadRequest
 from .forwarded import apply_forwarded, forwarded_of, log_refused_origin
 from .hub import Hub, default_hub
+from .identity import Identity, User, check_info, new_client_id
 from .request import parse_request
 from .session import Subscription
 from .transports import TRANSPORT_CLASSES, Transport
@@ -30,6 +33,11 @@ from .transports.base import refuse
 from .transports.websocket import ChannelSocketMixin
 
 __all__ = ["ChannelMixin", "Subscription"]
+
+log = logging.getLogger("torchannels.handlers")
+
+#: Transports whose requests may carry ``client=`` (one client across requests).
+POLLING = frozenset({"poll", "longpoll"})
 
 
 class _ProcessHub:
@@ -63,6 +71,7 @@ class ChannelMixin(RequestHandler):
     transports: ClassVar[Mapping[str, type[Transport]]] = TRANSPORT_CLASSES
 
     _channel_transport: Transport | None = None
+    _channel_identity: Identity | None = None
     # Class defaults, not ``vars(self)`` lookups: asking an instance for its
     # ``__dict__`` makes Python build one, a dict more per connection.
     _cors_ready = False
@@ -181,6 +190,42 @@ class ChannelMixin(RequestHandler):
         """
         return True
 
+    def identify(self) -> User | Awaitable[User | None] | None:
+        """Override to say who the connection's user is: a
+        :class:`~torchannels.User` (an id and an optional info object of at
+        most 1 KiB of JSON), or None for an anonymous connection. May be a
+        coroutine. Asked once per request (per WebSocket), before
+        ``can_access``, which sees the answer as ``sub.user``/``sub.info``.
+
+        The default: None when ``self.current_user`` is None, else
+        ``User(str(self.current_user))``. Anonymous connections count as
+        clients in presence, never as users.
+        """
+        user = self.current_user
+        return None if user is None else User(str(user))
+
+    async def channel_identity(self, transport: str, client: str | None) -> Identity:
+        """This request's :class:`~torchannels.identity.Identity`: the user
+        :meth:`identify` gives, and the client id ``client`` (a signed id
+        from an earlier poll answer) names when it verifies, else a new one."""
+        try:
+            user = self.identify()
+            if inspect.isawaitable(user):
+                user = await user
+            if user is not None and not isinstance(user, User):
+                raise TypeError(f"identify() must return a User or None, not {user!r}")
+            if user is not None:
+                check_info(user.info)
+                if not isinstance(user.id, str) or not user.id:
+                    raise ValueError("a User's id must be a non-empty string")
+        except Exception:
+            log.exception("identify() failed; the connection is anonymous")
+            user = None
+        known = self.hub.client_ids.verify(client) if client else None
+        identity = Identity(known or new_client_id(), user, transport, time.time())
+        self._channel_identity = identity
+        return identity
+
     def subscription_expires(self) -> float | None:
         """Override to end live connections at a Unix time (for example when
         the token that authorized them expires); default: never. The client
@@ -193,7 +238,7 @@ class ChannelMixin(RequestHandler):
     def _authorize_channel(self, channel: str) -> bool | Awaitable[bool]:
         """:meth:`can_access` for ``channel``, with ``HTTPError`` as a denial."""
         try:
-            verdict = self.can_access(Subscription(channel, self))
+            verdict = self.can_access(Subscription(channel, self, self._channel_identity))
         except HTTPError:
             return False
         return _denying_http_errors(verdict) if inspect.isawaitable(verdict) else verdict
@@ -213,12 +258,19 @@ class ChannelMixin(RequestHandler):
         except BadRequest as exc:
             refuse(self, 400, exc.code, exc.message)
             return
+        polling = request.transport in POLLING
+        identity = await self.channel_identity(
+            request.transport, request.client if polling else None
+        )
+        if self._finished:
+            return  # identify() answered the request itself
         transport = self.transports[request.transport](
             self,
             hub,
             request,
             self._authorize_channel,
             self.subscription_expires(),
+            identity,
         )
         self._channel_transport = transport
         await transport.run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from .channel import Channel
 from .channel_options import ChannelOptionsTable
 from .errors import RECONNECT_SHUTDOWN
 from .frames import Publication
+from .identity import ClientIds, PageCursors
 from .protocol import Position, check_channel
 from .settings import Settings
 from .shared_reads import SharedReads, retrieve
@@ -94,6 +96,11 @@ class Hub:
         self._reads = SharedReads(self.broker)
         self._generation = 0
         self.broker.add_resync_listener(self._on_resync)
+        secret = self.settings.client_id_secret or secrets.token_bytes(32)
+        #: Signs the client ids polling clients carry between requests.
+        self.client_ids = ClientIds(secret)
+        #: Signs presence page cursors.
+        self.page_cursors = PageCursors(secret)
 
     def configure_channels(self, pattern: str, **options: Any) -> None:
         """Set the options of the channels matching ``pattern`` (an exact

@@ -37,6 +37,8 @@ class SubscribeRequest:
     ping: float | None = None
     #: SSE only: write ``id:`` lines (``ids=0``: none; the client keeps its cursor).
     ids: bool = True
+    #: Poll and long-poll: the signed client id of an earlier answer (unchecked).
+    client: str | None = None
 
 
 def _one(args: Mapping[str, list[bytes]], name: str) -> str | None:
@@ -147,7 +149,10 @@ def parse_request(
     ids = _one(args, "ids")
     if ids not in (None, "0", "1"):
         raise BadRequest(BAD_PARAMETER, "ids must be 0 or 1")
+    client = _one(args, "client")
     for name, values in args.items():  # the app's own parameters (``token``) too
         for raw in values:
             _text(raw, name)
-    return SubscribeRequest(transport, channels, cursor, timeout, ping, ids=ids != "0")
+    return SubscribeRequest(
+        transport, channels, cursor, timeout, ping, ids=ids != "0", client=client
+    )

@@ -15,13 +15,14 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import frames as F
 from .brokers.base import ReadResult, all_or_first_failure, check_unbroken
 from .errors import FORBIDDEN, AccessDenied
 from .frames import Frame, Publication
 from .hub import Hub
+from .identity import Identity, anonymous
 from .protocol import Position
 
 if TYPE_CHECKING:
@@ -36,14 +37,36 @@ class Subscription:
     """What ``can_access`` is asked about: one channel, for one request.
 
     ``str(sub)`` is the channel name, as the seed's code expected; the
-    handler gives the current user, cookies and arguments.
+    handler gives the current user, cookies and arguments. ``sub.user``
+    (``str | None``), ``sub.info`` and ``sub.client`` say who is asking
+    (from ``ChannelMixin.identify``).
     """
 
-    __slots__ = ("channel", "handler")
+    __slots__ = ("channel", "handler", "identity")
 
-    def __init__(self, channel: str, handler: RequestHandler) -> None:
+    def __init__(
+        self, channel: str, handler: RequestHandler, identity: Identity | None = None
+    ) -> None:
         self.channel = channel
         self.handler = handler
+        self.identity = identity
+
+    @property
+    def user(self) -> str | None:
+        """The user's id; None for an anonymous connection."""
+        user = self.identity.user if self.identity is not None else None
+        return None if user is None else user.id
+
+    @property
+    def info(self) -> Mapping[str, Any] | None:
+        """The user's info object, if any."""
+        user = self.identity.user if self.identity is not None else None
+        return None if user is None else user.info
+
+    @property
+    def client(self) -> str | None:
+        """The connection's client id (server-made)."""
+        return None if self.identity is None else self.identity.client
 
     @property
     def name(self) -> str:
@@ -103,6 +126,7 @@ class Session:
         "_tasks",
         "authorize",
         "hub",
+        "identity",
         "on_failure",
         "positions",
         "sink",
@@ -114,8 +138,11 @@ class Session:
         sink: Sink,
         authorize: Authorize,
         on_failure: Callable[[BaseException], None] | None = None,
+        identity: Identity | None = None,
     ) -> None:
         self.hub = hub
+        #: Who the connection is (client id, user); anonymous if not given.
+        self.identity = identity if identity is not None else anonymous("embedded")
         self.sink = sink
         self.authorize = authorize
         self.on_failure = on_failure

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .forwarded import TrustedProxies
 
@@ -70,7 +70,7 @@ class Settings:
     #: Key of the HMAC that signs client ids and presence page cursors
     #: (None: random per process, so a polling client moving to another
     #: process gets a new id).
-    client_id_secret: bytes | None = None
+    client_id_secret: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("max_channels", "max_request_bytes", "stream_max_bytes", "max_pending_bytes"):

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ChannelNameError, TorChannelsError
+from .identity import check_info
 from .protocol import CHANNEL_RE, MAX_CHANNEL_LENGTH, check_channel
 
 # Codes of TokenError; mirrored in docs/protocol.md and the JS client.
@@ -37,6 +38,8 @@ TOKEN_BAD_SIGNATURE = "token_bad_signature"
 TOKEN_EXPIRED = "token_expired"
 TOKEN_NOT_YET_VALID = "token_not_yet_valid"
 TOKEN_BAD_ALGORITHM = "token_bad_algorithm"
+#: The ``info`` claim is not a JSON object of at most 1 KiB (compact JSON).
+INVALID_INFO = "invalid_info"
 
 #: Longest token accepted, in characters; bounds the work an anonymous
 #: request can cause before the signature is checked.
@@ -144,6 +147,12 @@ class Claims:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_patterns", ChannelPatterns(self.channels))
+
+    @property
+    def info(self) -> Mapping[str, Any] | None:
+        """``info``: the user's info object (checked by :func:`decode_token`)."""
+        info = self.raw.get("info")
+        return info if isinstance(info, dict) else None
 
     def allows(self, channel: str) -> bool:
         """Whether the token grants reading ``channel``."""
@@ -287,6 +296,10 @@ def _check_claims(claims: dict[str, Any], now: float, leeway: float) -> Claims:
         patterns = ChannelPatterns(channels).patterns
     except ChannelNameError as exc:
         raise TokenError(TOKEN_MALFORMED, f"claim 'channels': {exc}") from None
+    try:
+        check_info(claims.get("info"))
+    except ValueError as exc:
+        raise TokenError(INVALID_INFO, f"claim 'info': {exc}") from None
     if now >= expires + leeway:
         raise TokenError(TOKEN_EXPIRED, f"token expired at {expires}")
     if not_before is not None and now < not_before - leeway:

@@ -261,7 +261,7 @@ async def poll(
     )  # fmt: skip
     doc = as_json(response)
     assert response.code == 200, doc
-    assert set(doc) == {"cursor", "frames"}
+    assert set(doc) == {"cursor", "client", "frames"}
     return dict(doc)
 
 

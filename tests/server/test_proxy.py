@@ -252,6 +252,7 @@ async def test_longpoll_shorter_than_the_proxy_timeout_is_answered(
         response = await fetch(http, url(cursor, timeout=1.5))
         assert response.code == 200, (response.code, response.body)
         doc = json.loads(response.body)
+        assert isinstance(doc.pop("client"), str)
         assert doc == {"cursor": cursor, "frames": []}
         answers += 1
     assert answers >= 2
@@ -299,7 +300,9 @@ async def test_shorter_ping_keeps_quiet_streams_open_through_the_proxy(
             assert live.frames()[0]["ping"] == 5.0
         # Pings already sent to the socket, read now (bounded).
         await sock.wait(lambda _: any(f["type"] == "ping" for f in sock.frames), timeout=2)
-        assert sock.frames[0] == {"type": "connected", "transport": "websocket", "ping": 5.0}
+        first = dict(sock.frames[0])
+        assert isinstance(first.pop("client"), str)  # the signed client id
+        assert first == {"type": "connected", "transport": "websocket", "ping": 5.0}
         await publish(http, nginx, name, {"n": 1})
         for live in (short_sse, short_stream):
             await live.wait(has_message(1))

@@ -177,7 +177,7 @@ def check_answer(status: int, kind: str, body: bytes) -> dict[str, Any] | None:
     event(f"200 {kind.partition(';')[0]}")
     if kind.startswith("application/json"):
         doc: dict[str, Any] = json.loads(body)
-        assert set(doc) == {"cursor", "frames"}, doc
+        assert set(doc) == {"cursor", "client", "frames"}, doc
         return doc
     return None
 

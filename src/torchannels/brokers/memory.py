@@ -38,7 +38,8 @@ from .base import (
     check_unbroken,
     plan_read,
 )
-from .presence import PresenceEvent, PresenceStore
+from .presence import PresenceEvent
+from .presence_memory import MemoryPresence
 
 log = logging.getLogger("torchannels.broker")
 
@@ -88,6 +89,7 @@ class MemoryBroker(Broker):
         self._sorted: list[str] | None = None
         self._listeners: dict[str, list[Listener]] = {}
         self._next_sweep = clock()
+        self._presence = MemoryPresence()
 
     @property
     def channel_count(self) -> int:
@@ -108,12 +110,15 @@ class MemoryBroker(Broker):
         ch.touched = now
         ch.history.append(pub)
         self._trim(channel, ch, now)
+        self._deliver(channel, pub)
+        return pub
+
+    def _deliver(self, channel: str, item: Publication | PresenceEvent) -> None:
         for listener in tuple(self._listeners.get(channel, ())):
             try:
-                listener(pub)
+                listener(item)
             except Exception:  # a broken listener must not stop the others
                 log.exception("listener failed for %s", channel)
-        return pub
 
     def set_state_nowait(self, channel: str, messages: list[dict[str, Any]]) -> Position:
         now = self.clock()
@@ -265,11 +270,12 @@ class MemoryBroker(Broker):
         return ch
 
     @property
-    def presence(self) -> PresenceStore:
-        raise NotImplementedError("presence is not implemented yet")
+    def presence(self) -> MemoryPresence:
+        return self._presence
 
     def publish_presence(self, event: PresenceEvent) -> None:
-        raise NotImplementedError("presence is not implemented yet")
+        """Delivered at once, so in call order with publications."""
+        self._deliver(event.channel, event)
 
     async def info(self, channel: str) -> ChannelInfo:
         ch = self._held(channel, self.clock())

@@ -7,7 +7,8 @@ in order, a batch at a time (one round trip for a network broker), and
 :meth:`PublishQueue.flush` raises what failed. ``publish``,
 ``publish_many`` and ``set_state`` go through the same queue, so a
 process's publications keep the order in which it made them, whatever mix
-of calls it used.
+of calls it used; so do its presence events (:meth:`PublishQueue.event_soon`),
+which are delivered, not stored.
 
 Every queued operation ends settled: stored, failed, or, when the pump is
 cancelled (the event loop shutting down, say), failed with
@@ -31,19 +32,26 @@ from .base import all_or_first_failure
 log = logging.getLogger("torchannels.broker")
 
 #: What a batch stores to: one result per op, in order (the publication, the
-#: state's position, or the exception that op failed with).
-StoreBatch = Callable[["list[QueuedOp]"], Awaitable[list[Publication | Position | BaseException]]]
+#: state's position, None for an event, or the exception that op failed with).
+StoreBatch = Callable[
+    ["list[QueuedOp]"], Awaitable[list[Publication | Position | BaseException | None]]
+]
 
 
 class QueuedOp:
-    """One queued publish (``state`` False) or set_state (``state`` True)."""
+    """One queued publish (``state`` False) or set_state (``state`` True), or
+    an ``event``: a payload the broker delivers to the channel's listeners
+    without storing it (a presence event)."""
 
-    __slots__ = ("channel", "drafts", "future", "state")
+    __slots__ = ("channel", "drafts", "event", "future", "state")
 
-    def __init__(self, channel: str, drafts: list[Draft], state: bool) -> None:
+    def __init__(
+        self, channel: str, drafts: list[Draft], state: bool, event: bytes | None = None
+    ) -> None:
         self.channel = channel
         self.drafts = drafts
         self.state = state
+        self.event = event
         self.future: asyncio.Future[Any] | None = None
 
 
@@ -81,6 +89,12 @@ class PublishQueue:
 
     def set_state_soon(self, channel: str, messages: list[dict[str, Any]]) -> None:
         self._enqueue(self._op(channel, messages, state=True))
+
+    def event_soon(self, channel: str, payload: bytes) -> None:
+        """Queue an event's ``payload``: delivered in order with the
+        publications, never stored; a failure is logged."""
+        self._check_channel(channel)
+        self._enqueue(QueuedOp(channel, [], False, payload))
 
     async def publish(self, channel: str, message: dict[str, Any]) -> Publication:
         result: Publication = await self._wait(self._op(channel, [message], state=False))
@@ -171,7 +185,11 @@ class PublishQueue:
         finally:
             self._pump = None
 
-    def _settle(self, op: QueuedOp, result: Publication | Position | BaseException) -> None:
+    def _settle(self, op: QueuedOp, result: Publication | Position | BaseException | None) -> None:
+        if op.event is not None:  # fire and forget: nobody waits, flush does not raise it
+            if isinstance(result, BaseException):
+                log.warning("presence event of %r not delivered: %s", op.channel, result)
+            return
         if op.future is not None:  # an awaited publish: its caller gets the outcome
             if not op.future.done():
                 if isinstance(result, BaseException):

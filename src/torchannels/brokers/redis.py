@@ -42,7 +42,8 @@ from ..errors import BrokerUnavailable
 from ..frames import Publication
 from ..protocol import Position
 from .base import Broker, ChannelInfo, HistoryPolicy, Listener, ReadResult
-from .presence import PresenceEvent, PresenceStore
+from .presence import PresenceEvent
+from .presence_redis import RedisPresence, encode_event
 from .publish_queue import PublishQueue
 from .redis_delivery import Delivery
 from .redis_errors import redis_py
@@ -116,6 +117,13 @@ class RedisBroker(Broker):
             check_channel=self.check_channel,
             clock=self._now,
             owner=type(self).__name__,
+        )
+        self._presence = RedisPresence(
+            client,
+            tag=self._data.tag,
+            run=self._data._run,
+            failed=self._data.failed,
+            clock=self._now,
         )
         self._closed = False
 
@@ -224,11 +232,16 @@ class RedisBroker(Broker):
         return await self._data.positions(channels)
 
     @property
-    def presence(self) -> PresenceStore:
-        raise NotImplementedError("presence is not implemented yet")
+    def presence(self) -> RedisPresence:
+        return self._presence
 
     def publish_presence(self, event: PresenceEvent) -> None:
-        raise NotImplementedError("presence is not implemented yet")
+        """Queued behind this process's publications, then PUBLISHed on the
+        channel's pub/sub channel (:mod:`.presence_redis`)."""
+        try:
+            self._queue.event_soon(event.channel, encode_event(event))
+        except Exception as exc:
+            log.warning("presence event of %r not sent: %s", event.channel, exc)
 
     async def info(self, channel: str) -> ChannelInfo:
         return await self._data.info(channel)

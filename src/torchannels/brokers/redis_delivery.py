@@ -1,6 +1,8 @@
 """The Redis broker's delivery: listeners by channel, over pub/sub feeds.
 
-A process holds one pub/sub connection (a :class:`.redis_feed.Feed`; one
+A channel's pub/sub channel carries its publications and its presence
+events (:mod:`.presence_redis`), which listeners get in the order Redis
+published them. A process holds one pub/sub connection (a :class:`.redis_feed.Feed`; one
 per node on a Cluster, with sharded pub/sub), and subscribes it to a
 channel while the channel has listeners. When a feed breaks, the delivery
 reconnects with capped, jittered backoff, resubscribes, and then hands the
@@ -22,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BrokerError, BrokerUnavailable
 from ..frames import Publication
 from .base import Listener
+from .presence import PresenceEvent
+from .presence_redis import EVENT_MARK, decode_event
 from .redis_errors import broker_error, redis_py
 from .redis_feed import Feed
 
@@ -137,15 +141,19 @@ class Delivery:
         channel = self._wanted.get(name)
         if channel is None:
             return  # arrived after the unsubscribe was sent
+        item: Publication | PresenceEvent
         try:
-            offset, epoch, ts, payload = data.split(b":", 3)
-            pub = Publication(channel, epoch.decode(), int(offset), float(ts), payload)
+            if data.startswith(EVENT_MARK):
+                item = decode_event(channel, data)
+            else:
+                offset, epoch, ts, payload = data.split(b":", 3)
+                item = Publication(channel, epoch.decode(), int(offset), float(ts), payload)
         except ValueError:
-            log.error("malformed publication on %r: %r", channel, data[:80])
+            log.error("malformed message on %r: %r", channel, data[:80])
             return
         for listener in tuple(self._listeners.get(channel, ())):
             try:
-                listener(pub)
+                listener(item)
             except Exception:  # a broken listener must not stop the others
                 log.exception("listener failed for %s", channel)
 

@@ -42,6 +42,8 @@ _GROUP = 256
 _NONE = 10**18
 
 _Call = tuple[list[QueuedOp], str, list[Any]]
+#: The "script" of a call that publishes an event's payload (a plain PUBLISH).
+_EVENT = "event"
 
 
 def _settle_all(calls: list[_Call], error: BaseException, results: dict[int, Any]) -> None:
@@ -94,9 +96,13 @@ class Store:
         if "{" in channel or "}" in channel:  # the hash tag must end where we say
             raise ChannelNameError(f"invalid channel name {channel!r}: no braces")
 
-    def keys(self, channel: str) -> list[str]:
+    def tag(self, channel: str) -> str:
+        """The channel's hash tag ``{PREFIX:CHANNEL}``, which starts its keys."""
         self.check(channel)
-        tag = f"{{{self.prefix}:{channel}}}"
+        return f"{{{self.prefix}:{channel}}}"
+
+    def keys(self, channel: str) -> list[str]:
+        tag = self.tag(channel)
         return [tag + ":m", tag + ":h", tag + ":s", tag + ":p"]
 
     def pubsub_name(self, channel: str) -> bytes:
@@ -160,6 +166,9 @@ class Store:
         publishes to one channel share a PUBLISH call."""
         calls: list[_Call] = []
         for op in batch:
+            if op.event is not None:
+                calls.append(([op], _EVENT, [self.pubsub_name(op.channel), op.event]))
+                continue
             if op.state:
                 keys = self.keys(op.channel)
                 stamps = [a for d in op.drafts for a in (repr(d.ts), d.head)]
@@ -219,13 +228,16 @@ class Store:
             messages.append(b"%d\n%r\n%b\n" % (number, draft.ts, draft.head))
         return [*keys, self._publish_cmd, len(numbers), *per_channel, b"".join(messages)]
 
-    async def store(self, batch: list[QueuedOp]) -> list[Publication | Position | BaseException]:
+    async def store(
+        self, batch: list[QueuedOp]
+    ) -> list[Publication | Position | BaseException | None]:
         """Every op of ``batch`` in one pipelined round trip (two when Redis
         lacked the scripts: a script cache flush between our calls could
         then reorder a channel's publishes, which needs SCRIPT FLUSH and a
-        reload by someone else inside one pipeline)."""
+        reload by someone else inside one pipeline; an event queued behind a
+        publish whose script Redis lacked then arrives before that publish)."""
         r = redis_py()
-        results: dict[int, Publication | Position | BaseException] = {}
+        results: dict[int, Publication | Position | BaseException | None] = {}
         try:
             await self._start()
             pending = self._calls(batch)
@@ -235,6 +247,9 @@ class Store:
             try:
                 pipe = self.client.pipeline(transaction=False)
                 for ops, script, args in pending:
+                    if script is _EVENT:
+                        pipe.execute_command(self._publish_cmd, *args)
+                        continue
                     nkeys = _numkeys(ops, script)
                     # execute_command: redis-py refuses pipe.evalsha on a Cluster,
                     # though every key of one call shares a slot.
@@ -251,6 +266,8 @@ class Store:
                     missing.append(call)
                 elif isinstance(reply, Exception):
                     _settle_all([call], self.failed(reply, "publish"), results)
+                elif call[1] is _EVENT:
+                    results[id(ops[0])] = None
                 elif call[1] is lua.PUBLISH_MANY:
                     # {epoch, first offset} per channel, in order of first use
                     tops = {}

@@ -37,6 +37,7 @@ from ..errors import FORBIDDEN, AccessDenied
 from ..forwarded import TrustedProxies, apply_forwarded
 from ..handlers import ChannelMixin
 from ..hub import Hub
+from ..identity import User
 from ..redaction import redact
 from ..session import Subscription
 from ..tokens import ChannelPatterns, Claims, TokenError, decode_token
@@ -135,6 +136,13 @@ class ServerChannelHandler(ChannelMixin):
         if not claims.allows(sub.channel):
             raise AccessDenied(FORBIDDEN, f"the token does not allow {sub.channel!r}")
         return True
+
+    def identify(self) -> User | None:
+        """The token's ``sub`` (and ``info``); no token or no ``sub``: anonymous."""
+        claims = self.claims()
+        if isinstance(claims, Claims) and claims.subject:
+            return User(claims.subject, claims.info)
+        return None
 
     def subscription_expires(self) -> float | None:
         claims = self.claims()

@@ -36,6 +36,7 @@ from ..channel_options import ChannelOptions
 from ..channel_options import check_pattern as check_channel_pattern
 from ..errors import ChannelNameError, TorChannelsError
 from ..forwarded import TrustedProxies
+from ..identity import derive_secret
 from ..settings import Settings
 from ..tokens import check_pattern
 
@@ -293,7 +294,25 @@ class ServerConfig:
             trusted_proxies=self.trusted_proxies,
             presence_grace=self.presence_grace,
             presence_ttl=self.presence_ttl,
+            client_id_secret=self.client_id_secret(),
         )
+
+    def client_id_secret(self) -> bytes:
+        """The key that signs client ids and presence cursors: derived from
+        the token secret, else the API key, else this ``serve``'s random
+        salt (made before ``--workers`` fork, so its workers share it).
+        Separate ``serve`` processes share it only through the token secret
+        or API key.
+
+        >>> ServerConfig(token_secret="s").client_id_secret() == ServerConfig(
+        ...     token_secret="s", api_key="k").client_id_secret()
+        True
+        """
+        from .admin import session_salt
+
+        key = self.token_secret or self.api_key
+        base = key.encode() if key else session_salt()
+        return derive_secret(base, "client ids")
 
     def admin_secret(self) -> str | None:
         """The admin page's password: ``admin_password``, else ``api_key``;

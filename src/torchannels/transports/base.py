@@ -15,6 +15,7 @@ from tornado.web import RequestHandler
 from ..errors import RECONNECT_BROKER, BrokerError
 from ..frames import Frame
 from ..hub import Hub
+from ..identity import Identity, anonymous
 from ..protocol import Position, dumps, format_cursor
 from ..request import SubscribeRequest
 from ..session import Authorize, Session
@@ -38,13 +39,16 @@ class Transport(abc.ABC):
         request: SubscribeRequest,
         authorize: Authorize,
         expires: float | None = None,
+        identity: Identity | None = None,
     ) -> None:
         self.handler = handler
         self.hub = hub
         self.request = request
         #: Unix time at which the authorization behind this request lapses.
         self.expires = expires
-        self.session = Session(hub, self.send, authorize, self.broker_failed)
+        if identity is None:
+            identity = anonymous(self.name)
+        self.session = Session(hub, self.send, authorize, self.broker_failed, identity)
         self.closed = False  # the client went away
         self.prepare()
 
@@ -86,11 +90,14 @@ def apply(cursor: dict[str, Position], frame: Frame) -> bool:
     return True
 
 
-def document(cursor: dict[str, Position], frames: list[Frame]) -> bytes:
-    """The JSON answer of poll and long-poll: ``{"cursor": ..., "frames": [...]}``."""
+def document(cursor: dict[str, Position], frames: list[Frame], client: str) -> bytes:
+    """The JSON answer of poll and long-poll:
+    ``{"cursor": ..., "client": ..., "frames": [...]}``."""
     return (
         b'{"cursor":'
         + dumps(format_cursor(cursor))
+        + b',"client":'
+        + dumps(client)
         + b',"frames":['
         + b",".join(f.envelope for f in frames)
         + b"]}"

@@ -45,4 +45,5 @@ class PollTransport(Transport):
         handler = self.handler
         handler.set_header("Content-Type", "application/json")
         handler.set_header("Cache-Control", "no-store")
-        handler.finish(document(cursor, self.frames))
+        client = self.hub.client_ids.sign(self.session.identity.client)
+        handler.finish(document(cursor, self.frames, client))

@@ -54,6 +54,7 @@ from .outbox import direct_writer
 
 if TYPE_CHECKING:
     from ..hub import Hub
+    from ..identity import Identity
 
 UNSUBSCRIBED = "unsubscribed"
 
@@ -104,6 +105,10 @@ class ChannelSocketMixin(WebSocketHandler):
 
         def subscription_expires(self) -> float | None: ...
 
+        async def channel_identity(self, transport: str, client: str | None) -> Identity: ...
+
+        _channel_identity: Identity | None
+
     _connection: LiveConnection | None = None
     #: Write frames straight to the socket when the stream holds nothing
     #: (False: every write through ``IOStream.write``; the same bytes).
@@ -121,6 +126,7 @@ class ChannelSocketMixin(WebSocketHandler):
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         if not self._refused_while_closing():  # as on the HTTP URL
+            await self.channel_identity(self.name, None)
             await super().get(*args, **kwargs)
 
     def open(self, *args: Any, **kwargs: Any) -> Awaitable[None] | None:
@@ -132,7 +138,8 @@ class ChannelSocketMixin(WebSocketHandler):
             bad_ping = None
         except BadRequest as exc:
             ping, bad_ping = None, exc
-        session = Session(hub, self._send, self._authorize_channel, self._broker_failed)
+        identity = self._channel_identity
+        session = Session(hub, self._send, self._authorize_channel, self._broker_failed, identity)
         self._connection = connection = LiveConnection(
             self.name,
             hub,
@@ -147,7 +154,8 @@ class ChannelSocketMixin(WebSocketHandler):
             ping_interval=ping,
         )
         session.sink = connection.send  # live frames straight to the connection
-        connection.put(_encode(F.connected(self.name, connection.ping_interval)))
+        client = hub.client_ids.sign(session.identity.client)
+        connection.put(_encode(F.connected(self.name, connection.ping_interval, client)))
         connection.start()
         if bad_ping is not None:
             self._error(bad_ping.code, bad_ping.message)

@@ -1,0 +1,181 @@
+"""The Redis presence store's Lua scripts: each runs atomically, in one round trip.
+
+Every script gets a channel's six presence keys, which share its hash tag
+``{PREFIX:CHANNEL}`` (one Cluster slot): ``KEYS[1]`` ``:pc`` a sorted set,
+client -> expiry (unix ms); ``KEYS[2]`` ``:pd`` a hash, client -> user (an
+anonymous client has no entry); ``KEYS[3]`` ``:pu`` a sorted set of the
+users, all at score 0, so ZRANGEBYLEX pages them in byte (= code point)
+order; ``KEYS[4]`` ``:pn`` a hash, user -> how many clients; ``KEYS[5]``
+``:pi`` a hash, user -> info (compact JSON); ``KEYS[6]`` ``:pl`` a set, the
+*pending leaves*: users whose last client a read (counts, page) found
+expired and removed, to be returned by the next sweep or remove.
+
+Exactly one caller learns each leave: a user's client count reaches zero
+inside one script run, which either returns the user (sweep, remove) or
+adds it to ``:pl``; SMEMBERS and DEL of ``:pl`` happen in one run too. A
+user who comes back while pending is taken out of ``:pl``, and the add
+reports no join: nobody announced the leave.
+
+The last two ARGV of every script are the caller's clock (unix ms) and a
+margin (ms): after each write every key expires ``margin`` after the
+latest client expiry, so presence that nobody sweeps leaves no key behind.
+"""
+
+from __future__ import annotations
+
+_PRELUDE = """
+local pc, pd, pu, pn, pi, pl = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local clock, margin = tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
+-- Remove one client; its user when that was the user's last client.
+local function drop(client)
+  redis.call('ZREM', pc, client)
+  local user = redis.call('HGET', pd, client)
+  if not user then return nil end
+  redis.call('HDEL', pd, client)
+  if redis.call('HINCRBY', pn, user, -1) > 0 then return nil end
+  redis.call('HDEL', pn, user)
+  redis.call('HDEL', pi, user)
+  redis.call('ZREM', pu, user)
+  return user
+end
+-- Remove the clients expired at now (ms); append the users who left to left.
+local function expire(now, left)
+  for _, client in ipairs(redis.call('ZRANGEBYSCORE', pc, '-inf', now)) do
+    local user = drop(client)
+    if user then left[#left + 1] = user end
+  end
+  return left
+end
+-- The pending leaves, taken, then left.
+local function take_pending(left)
+  local pending = redis.call('SMEMBERS', pl)
+  if #pending == 0 then return left end
+  redis.call('DEL', pl)
+  for _, user in ipairs(left) do pending[#pending + 1] = user end
+  return pending
+end
+-- Every key expires margin after the latest client expiry.
+local function keep()
+  local last = redis.call('ZRANGE', pc, -1, -1, 'WITHSCORES')
+  local ttl = margin
+  if #last > 0 then ttl = math.max(tonumber(last[2]) - clock, 0) + margin end
+  ttl = string.format('%d', math.floor(ttl))
+  for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ttl) end
+end
+"""
+
+#: ARGV: client, expires, user ('' anonymous), info ('' none), clock, margin.
+#: Returns 1 when the user joined.
+ADD = (
+    _PRELUDE
+    + """
+local client, user, info = ARGV[1], ARGV[3], ARGV[4]
+local old = redis.call('HGET', pd, client)
+local joined = 0
+if old ~= (user ~= '' and user or false) then
+  if old then
+    local gone = drop(client)
+    if gone then redis.call('SADD', pl, gone) end
+  end
+  if user ~= '' then
+    redis.call('HSET', pd, client, user)
+    if redis.call('HINCRBY', pn, user, 1) == 1 then
+      redis.call('ZADD', pu, 0, user)
+      if redis.call('SREM', pl, user) == 0 then joined = 1 end
+    end
+  end
+end
+if user ~= '' then
+  if info == '' then redis.call('HDEL', pi, user) else redis.call('HSET', pi, user, info) end
+end
+redis.call('ZADD', pc, ARGV[2], client)
+keep()
+return joined
+"""
+)
+
+#: ARGV: client, expires, clock, margin. A client not present is ignored.
+RELEASE = (
+    _PRELUDE
+    + """
+if redis.call('ZADD', pc, 'XX', 'CH', ARGV[2], ARGV[1]) == 1 then keep() end
+return 0
+"""
+)
+
+#: ARGV: expires, clients..., clock, margin. Extends (never shortens) the
+#: clients still present.
+HEARTBEAT = (
+    _PRELUDE
+    + """
+local chunk = {'XX', 'GT'}
+for i = 2, #ARGV - 2 do
+  chunk[#chunk + 1] = ARGV[1]
+  chunk[#chunk + 1] = ARGV[i]
+  if #chunk >= 2002 or i == #ARGV - 2 then
+    redis.call('ZADD', pc, unpack(chunk))
+    chunk = {'XX', 'GT'}
+  end
+end
+if redis.call('EXISTS', pc) == 1 then keep() end
+return 0
+"""
+)
+
+#: ARGV: now, clock, margin. Returns the users who left.
+SWEEP = (
+    _PRELUDE
+    + """
+local left = take_pending(expire(ARGV[1], {}))
+keep()
+return left
+"""
+)
+
+#: ARGV: clients..., clock, margin. Returns the users who left.
+REMOVE = (
+    _PRELUDE
+    + """
+local left = {}
+for i = 1, #ARGV - 2 do
+  if redis.call('ZSCORE', pc, ARGV[i]) then
+    local user = drop(ARGV[i])
+    if user then left[#left + 1] = user end
+  end
+end
+left = take_pending(left)
+keep()
+return left
+"""
+)
+
+# A read: the clients expired at ARGV[1] go, their users' leaves pending.
+_READ = """
+for _, user in ipairs(expire(ARGV[1], {})) do redis.call('SADD', pl, user) end
+keep()
+"""
+
+#: ARGV: now, clock, margin. Returns {clients, users}.
+COUNTS = (
+    _PRELUDE
+    + _READ
+    + """
+return {redis.call('ZCARD', pc), redis.call('ZCARD', pu)}
+"""
+)
+
+#: ARGV: now, start ('-' or '(' .. after), limit, clock, margin. Returns
+#: {clients, users, user ids (up to limit + 1), their counts, their infos}.
+PAGE = (
+    _PRELUDE
+    + _READ
+    + """
+local users = redis.call('ZRANGEBYLEX', pu, ARGV[2], '+', 'LIMIT', 0, tonumber(ARGV[3]) + 1)
+local counts, infos = {}, {}
+if #users > 0 then
+  counts = redis.call('HMGET', pn, unpack(users))
+  infos = redis.call('HMGET', pi, unpack(users))
+end
+return {redis.call('ZCARD', pc), redis.call('ZCARD', pu), users, counts, infos}
+"""
+)

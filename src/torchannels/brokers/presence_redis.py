@@ -1,0 +1,193 @@
+"""Presence in Redis: the :class:`~.redis.RedisBroker`'s store, shared by
+every process on one Redis (or Cluster).
+
+A channel's presence is six keys under its hash tag ``{PREFIX:CHANNEL}``
+(one Cluster slot), each call one Lua script (:mod:`.presence_lua`), one
+round trip, atomic: ``:pc`` client -> expiry, ``:pd`` client -> user,
+``:pu`` the users (paged with ZRANGEBYLEX), ``:pn`` user -> clients,
+``:pi`` user -> info, ``:pl`` the pending leaves. Counts are ZCARDs (O(1));
+a page is O(log n + limit). A heartbeat is one script call per channel,
+all in one pipelined round trip. Every write sets every key to expire a
+margin after the latest client expiry, so presence nobody sweeps (all its
+processes killed) leaves no key behind.
+
+Expiries are unix times from the processes' clocks: processes sharing a
+Redis need clocks in step (NTP) to well within the presence grace.
+
+A presence event travels on the channel's pub/sub channel, beside its
+publications, as ``P`` + compact JSON (:func:`encode_event`): a
+publication's payload starts with its offset, a digit, so the two never
+mix up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..identity import Identity
+from . import presence_lua as lua
+from .presence import Member, PresenceEvent, PresencePage, PresenceStore
+from .redis_errors import redis_py
+from .redis_lua import sha1
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis, RedisCluster
+
+#: Runs a script: (script, keys, args, where) -> its reply.
+Run = Callable[[str, list[str], list[Any], str], Awaitable[Any]]
+
+#: The first byte of a presence event on pub/sub.
+EVENT_MARK = b"P"
+#: Seconds every presence key outlives the latest expiry of its channel.
+MARGIN = 60.0
+_SUFFIXES = (":pc", ":pd", ":pu", ":pn", ":pi", ":pl")
+
+
+def _ms(t: float) -> str:
+    return str(round(t * 1000))
+
+
+def _json(info: Mapping[str, Any]) -> bytes:
+    return json.dumps(info, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_event(event: PresenceEvent) -> bytes:
+    """A presence event's pub/sub payload (its channel is the pub/sub channel's).
+
+    >>> encode_event(PresenceEvent("room", (Member("ann", {"n": 1}, 1),), ("bob",)))
+    b'P{"j":[["ann",{"n":1}]],"l":["bob"]}'
+    """
+    joins = [[m.user, m.info] for m in event.joins]
+    return EVENT_MARK + _json({"j": joins, "l": list(event.leaves)})
+
+
+def decode_event(channel: str, data: bytes) -> PresenceEvent:
+    """The event :func:`encode_event` made; ValueError for anything else."""
+    try:
+        body = json.loads(data[len(EVENT_MARK) :])
+        joins = tuple(Member(_user(u), _info(i), 1) for u, i in body["j"])
+        leaves = tuple(_user(u) for u in body["l"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed presence event: {exc}") from None
+    return PresenceEvent(channel, joins, leaves)
+
+
+def _user(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("a user id is a non-empty string")
+    return value
+
+
+def _info(value: Any) -> Mapping[str, Any] | None:
+    if value is not None and not isinstance(value, dict):
+        raise ValueError("info is an object or null")
+    return value
+
+
+class RedisPresence(PresenceStore):
+    """Presence under the broker's prefix, through the broker's client.
+
+    ``tag`` gives a channel's hash tag ``{PREFIX:CHANNEL}`` (raising for a
+    name that would escape it), ``run`` runs a script and ``failed`` turns
+    a redis-py error into the broker's; ``clock`` is the broker's, used
+    only to set the keys' expiry.
+    """
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        *,
+        tag: Callable[[str], str],
+        run: Run,
+        failed: Callable[[BaseException, str], BaseException],
+        clock: Callable[[], float],
+    ) -> None:
+        self.client = client
+        self._tag = tag
+        self._run = run
+        self._failed = failed
+        self._clock = clock
+
+    def keys(self, channel: str) -> list[str]:
+        """The channel's presence keys, in the scripts' KEYS order."""
+        tag = self._tag(channel)
+        return [tag + suffix for suffix in _SUFFIXES]
+
+    def _tail(self) -> list[str]:
+        """The last two ARGV of every script: the clock and the margin (ms)."""
+        return [_ms(self._clock()), _ms(MARGIN)]
+
+    async def add(self, channel: str, identity: Identity, expires: float) -> bool:
+        user = identity.user
+        info = user.info if user is not None else None
+        args = [
+            identity.client,
+            _ms(expires),
+            user.id if user is not None else "",
+            _json(info) if info is not None else "",
+            *self._tail(),
+        ]
+        return bool(await self._run(lua.ADD, self.keys(channel), args, "presence add"))
+
+    async def release(self, channel: str, client: str, expires: float) -> None:
+        args = [client, _ms(expires), *self._tail()]
+        await self._run(lua.RELEASE, self.keys(channel), args, "presence release")
+
+    async def heartbeat(self, entries: Mapping[str, Sequence[str]], expires: float) -> None:
+        """One script call per channel, all in one pipelined round trip."""
+        calls = [
+            (self.keys(channel), [_ms(expires), *clients, *self._tail()])
+            for channel, clients in entries.items()
+            if clients
+        ]
+        if not calls:
+            return
+        r = redis_py()
+        for attempt in range(2):
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                for keys, args in calls:
+                    pipe.execute_command("EVALSHA", sha1(lua.HEARTBEAT), len(keys), *keys, *args)
+                replies = await pipe.execute(raise_on_error=False)
+                errors = [reply for reply in replies if isinstance(reply, Exception)]
+                if attempt == 0 and any(isinstance(e, r.exceptions.NoScriptError) for e in errors):
+                    await self.client.script_load(lua.HEARTBEAT)
+                    continue  # a heartbeat is idempotent: all of it again
+            except Exception as exc:
+                raise self._failed(exc, "presence heartbeat") from exc
+            if errors:
+                raise self._failed(errors[0], "presence heartbeat")
+            return
+
+    async def sweep(self, channel: str, now: float) -> list[str]:
+        args = [_ms(now), *self._tail()]
+        return _users(await self._run(lua.SWEEP, self.keys(channel), args, "presence sweep"))
+
+    async def remove(self, channel: str, clients: Sequence[str]) -> list[str]:
+        args = [*clients, *self._tail()]
+        return _users(await self._run(lua.REMOVE, self.keys(channel), args, "presence remove"))
+
+    async def counts(self, channel: str, now: float) -> tuple[int, int]:
+        args = [_ms(now), *self._tail()]
+        clients, users = await self._run(lua.COUNTS, self.keys(channel), args, "presence counts")
+        return int(clients), int(users)
+
+    async def page(self, channel: str, after: str | None, limit: int, now: float) -> PresencePage:
+        if limit < 1:
+            raise ValueError("limit must be positive")
+        start = "-" if after is None else "(" + after
+        args = [_ms(now), start, str(limit), *self._tail()]
+        reply = await self._run(lua.PAGE, self.keys(channel), args, "presence page")
+        clients, users, ids, counts, infos = reply
+        members = [
+            Member(u.decode(), json.loads(i) if i is not None else None, int(n))
+            for u, n, i in zip(ids[:limit], counts, infos, strict=False)
+        ]
+        more = len(ids) > limit
+        return PresencePage(members, members[-1].user if more else None, int(clients), int(users))
+
+
+def _users(reply: list[bytes]) -> list[str]:
+    return [user.decode() for user in reply]
