@@ -22,6 +22,7 @@ import tornado.httpclient
 import tornado.httpserver
 import tornado.testing
 import tornado.web
+from tornado.websocket import WebSocketClientConnection
 
 from torchannels import Hub
 from torchannels.errors import CLOSE_SLOW
@@ -579,3 +580,50 @@ def frame_type(frame: tuple[int, bytes] | None) -> str:
         kind: str = json.loads(payload)["type"]
         return kind
     return {CLOSE: "CLOSE", PING: "PING", PONG: "PONG"}[opcode]
+
+
+class Socket:
+    """A WebSocket client that collects decoded frames as they arrive."""
+
+    def __init__(self, conn: WebSocketClientConnection) -> None:
+        self.conn = conn
+        self.frames: list[dict[str, Any]] = []
+        self.closed = asyncio.Event()
+        self._arrived = asyncio.Event()
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            raw = await self.conn.read_message()
+            if raw is None:
+                self.closed.set()
+                self._arrived.set()
+                return
+            self.frames.append(json.loads(raw))
+            self._arrived.set()
+
+    def send(self, command: dict[str, Any]) -> None:
+        self.conn.write_message(json.dumps(command))
+
+    async def wait(self, predicate: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+        """Wait (at most 10 s) until ``predicate(frames)`` holds; the frames."""
+
+        async def loop() -> None:
+            while not predicate(self.frames):
+                if self.closed.is_set():
+                    raise AssertionError(f"socket closed first: {self.frames}")
+                self._arrived.clear()
+                await self._arrived.wait()
+
+        await asyncio.wait_for(loop(), 10)
+        return self.frames
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f["type"] == kind]
+
+    def offsets(self, channel: str) -> list[int]:
+        return [f["data"]["offset"] for f in self.of("message") if f["data"]["channel"] == channel]
+
+    async def close(self) -> None:
+        self.conn.close()
+        await asyncio.wait_for(self.closed.wait(), 10)

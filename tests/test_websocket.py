@@ -12,55 +12,11 @@ from typing import Any
 
 import pytest
 import tornado.web
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+from tornado.websocket import websocket_connect
 
-from support import Framings, Server, eventually
+from support import Framings, Server, Socket, eventually
 from torchannels import ChannelMixin, Hub, MemoryBroker, Settings, Subscription
 from torchannels.errors import CLOSE_GOING_AWAY, CLOSE_TOO_BIG
-
-
-class Socket:
-    """A WebSocket client that collects decoded frames as they arrive."""
-
-    def __init__(self, conn: WebSocketClientConnection) -> None:
-        self.conn = conn
-        self.frames: list[dict[str, Any]] = []
-        self.closed = asyncio.Event()
-        self._arrived = asyncio.Event()
-        self._reader = asyncio.ensure_future(self._read())
-
-    async def _read(self) -> None:
-        while True:
-            raw = await self.conn.read_message()
-            if raw is None:
-                self.closed.set()
-                self._arrived.set()
-                return
-            self.frames.append(json.loads(raw))
-            self._arrived.set()
-
-    def send(self, command: dict[str, Any]) -> None:
-        self.conn.write_message(json.dumps(command))
-
-    async def wait(self, predicate: Callable[[list[dict[str, Any]]], bool]) -> None:
-        async def loop() -> None:
-            while not predicate(self.frames):
-                if self.closed.is_set():
-                    raise AssertionError(f"socket closed first: {self.frames}")
-                self._arrived.clear()
-                await self._arrived.wait()
-
-        await asyncio.wait_for(loop(), 10)
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [f for f in self.frames if f["type"] == kind]
-
-    def offsets(self, channel: str) -> list[int]:
-        return [f["data"]["offset"] for f in self.of("message") if f["data"]["channel"] == channel]
-
-    async def close(self) -> None:
-        self.conn.close()
-        await asyncio.wait_for(self.closed.wait(), 10)
 
 
 class BaseHandler(tornado.web.RequestHandler):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from .brokers.base import Broker, ChannelInfo
+from .brokers.presence import PresencePage
 from .protocol import Position, check_message, check_messages
 from .stats import Stats
 
@@ -19,6 +20,12 @@ class Publisher(Protocol):
     def stats(self) -> Stats: ...
 
     async def info(self, channel: str) -> ChannelInfo: ...
+
+    async def presence(
+        self, channel: str, after: str | None = None, limit: int = 100
+    ) -> PresencePage: ...
+
+    async def presence_counts(self, channel: str) -> tuple[int, int]: ...
 
 
 class Channel:
@@ -96,6 +103,15 @@ class Channel:
 
     async def info(self) -> ChannelInfo:
         return await self.hub.info(self.name)
+
+    async def presence(self, after: str | None = None, limit: int = 100) -> PresencePage:
+        """One page of this channel's members (a channel with presence):
+        see :meth:`Hub.presence <torchannels.Hub.presence>`."""
+        return await self.hub.presence(self.name, after, limit)
+
+    async def presence_counts(self) -> tuple[int, int]:
+        """``(clients, users)`` present in this channel, across processes."""
+        return await self.hub.presence_counts(self.name)
 
     def __repr__(self) -> str:
         return f"<Channel {self.name}>"

@@ -74,6 +74,11 @@ REQUEST_TOO_LARGE = "request_too_large"
 BAD_PARAMETER = "bad_parameter"
 BAD_MESSAGE = "bad_message"  # WebSocket: a client frame that is not a valid command
 
+# Codes of presence reads (400; on WebSocket an ``error`` frame with the channel).
+PRESENCE_DISABLED = "presence_disabled"  # the channel has no presence
+INVALID_CURSOR = "invalid_cursor"  # a page cursor that does not verify
+INVALID_LIMIT = "invalid_limit"  # limit is not an integer 1-1000
+
 # Code of the 503 answer to subscribe requests while the hub shuts down.
 SHUTTING_DOWN = "shutting_down"
 

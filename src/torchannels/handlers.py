@@ -22,22 +22,21 @@ from tornado.websocket import WebSocketHandler
 
 from .channel import Channel
 from .cors import CorsPolicy
-from .errors import SHUTTING_DOWN, BadRequest
+from .errors import BAD_PARAMETER, SHUTTING_DOWN, AccessDenied, BadRequest
 from .forwarded import apply_forwarded, forwarded_of, log_refused_origin
 from .hub import Hub, default_hub
-from .identity import Identity, User, check_info, new_client_id
+from .identity import POLLING, Identity, User, check_info, new_client_id
+from .presence_reads import read_page
+from .protocol import dumps
 from .request import parse_request
 from .session import Subscription
 from .transports import TRANSPORT_CLASSES, Transport
-from .transports.base import refuse
+from .transports.base import BROKER_UNAVAILABLE, log_broker_failure, refuse
 from .transports.websocket import ChannelSocketMixin
 
 __all__ = ["ChannelMixin", "Subscription"]
 
 log = logging.getLogger("torchannels.handlers")
-
-#: Transports whose requests may carry ``client=`` (one client across requests).
-POLLING = frozenset({"poll", "longpoll"})
 
 
 class _ProcessHub:
@@ -246,6 +245,9 @@ class ChannelMixin(RequestHandler):
     async def get(self, *args: Any, **kwargs: Any) -> None:
         if self._refused_while_closing():
             return
+        if "presence" in self.request.query_arguments:
+            await self._read_presence()
+            return
         hub = self.hub
         try:
             request = parse_request(
@@ -274,6 +276,38 @@ class ChannelMixin(RequestHandler):
         )
         self._channel_transport = transport
         await transport.run()
+
+    async def _read_presence(self) -> None:
+        """``GET URL?presence=C[&after=CURSOR][&limit=N]``: one page of a
+        channel's members, for a client that may read the channel."""
+        args = self.request.query_arguments
+        try:
+            for name in ("presence", "after", "limit"):
+                if len(args.get(name, [])) > 1:
+                    raise BadRequest(BAD_PARAMETER, f"parameter {name!r} given more than once")
+            channel = self.get_query_argument("presence")
+            after = self.get_query_argument("after", None)
+            limit = self.get_query_argument("limit", None)
+            await self.channel_identity("poll", None)
+            body = await read_page(
+                self.hub, self._authorize_channel, channel, after, limit, query=True
+            )
+        except BadRequest as exc:
+            refuse(self, 400, exc.code, exc.message)
+            return
+        except AccessDenied as exc:
+            refuse(self, 403, exc.code, exc.message)
+            return
+        except HTTPError:
+            refuse(self, 400, BAD_PARAMETER, "query parameters must be UTF-8")
+            return
+        except Exception as exc:
+            log_broker_failure(exc)
+            refuse(self, 503, BROKER_UNAVAILABLE, "presence could not be read; retry shortly")
+            return
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(dumps(body))
 
     def _refused_while_closing(self) -> bool:
         """Answer 503 ``shutting_down`` if the hub is shutting down; True if so."""

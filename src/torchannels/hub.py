@@ -15,12 +15,13 @@ from typing import Any, Protocol
 
 from .brokers.base import Broker, ChannelInfo, ReadResult
 from .brokers.memory import MemoryBroker
-from .brokers.presence import PresenceEvent
+from .brokers.presence import PresenceEvent, PresencePage
 from .channel import Channel
 from .channel_options import ChannelOptionsTable
-from .errors import RECONNECT_SHUTDOWN
-from .frames import Publication
+from .errors import PRESENCE_DISABLED, RECONNECT_SHUTDOWN, BadRequest
+from .frames import Frame, Publication
 from .identity import ClientIds, PageCursors
+from .presence_hub import HubPresence, check_limit
 from .protocol import Position, check_channel
 from .settings import Settings
 from .shared_reads import SharedReads, retrieve
@@ -48,6 +49,9 @@ class Subscriber(Protocol):
     def on_publication(self, pub: Publication) -> bool:
         """A new publication of a channel the subscriber is attached to;
         True if it was delivered (counted in ``Stats.delivered``)."""
+
+    def on_presence(self, channel: str, frame: Frame) -> None:
+        """A ``presence`` frame of a channel the subscriber is attached to."""
 
     def resync(self, channel: str, top: Position | None) -> None:
         """Live delivery of ``channel`` may have missed something: re-read it
@@ -101,6 +105,8 @@ class Hub:
         self.client_ids = ClientIds(secret)
         #: Signs presence page cursors.
         self.page_cursors = PageCursors(secret)
+        #: This process's clients in presence channels (presence_hub.py).
+        self.presence_tracker = HubPresence(self)
 
     def configure_channels(self, pattern: str, **options: Any) -> None:
         """Set the options of the channels matching ``pattern`` (an exact
@@ -252,7 +258,8 @@ class Hub:
 
     def _dispatch(self, pub: Publication | PresenceEvent) -> None:
         if isinstance(pub, PresenceEvent):
-            return  # presence events are not delivered yet
+            self.presence_tracker.on_event(pub)
+            return
         local = self._local.get(pub.channel)
         if local is None:
             return
@@ -270,6 +277,51 @@ class Hub:
                 log.exception("subscriber failed on %r", pub)
         self.stats.delivered += delivered
         del frame
+
+    def deliver_frame(self, channel: str, frame: Frame) -> None:
+        """Hand ``frame`` (a ``presence`` frame) to every local subscriber of
+        ``channel``, through the path its messages take."""
+        local = self._local.get(channel)
+        for subscriber in local.subscribers if local is not None else ():
+            try:
+                subscriber.on_presence(channel, frame)
+            except Exception:
+                log.exception("subscriber failed on %r", frame)
+
+    # -- presence ---------------------------------------------------------------
+
+    def _presence_channel(self, channel: str) -> str:
+        check_channel(channel)
+        if not self.channel_options.get(channel).presence:
+            raise BadRequest(PRESENCE_DISABLED, f"channel {channel!r} has no presence")
+        return channel
+
+    async def presence(
+        self, channel: str, after: str | None = None, limit: int = 100
+    ) -> PresencePage:
+        """One page of ``channel``'s members, sorted by user id, after the
+        user id ``after`` (None: from the first), at most ``limit`` (1-1000),
+        with the channel's counts. Raises
+        :class:`~torchannels.errors.BadRequest` (``presence_disabled``) for a
+        channel without presence, ``invalid_limit`` for a bad limit.
+
+        >>> import asyncio
+        >>> hub = Hub()
+        >>> hub.configure_channels("room:*", presence=True)
+        >>> asyncio.run(hub.presence("room:1")).users
+        0
+        """
+        self._presence_channel(channel)
+        check_limit(limit)
+        return await self.presence_tracker.page(channel, after, limit)
+
+    async def presence_counts(self, channel: str) -> tuple[int, int]:
+        """``(clients, users)`` present in ``channel`` across processes."""
+        return await self.presence_tracker.counts(self._presence_channel(channel))
+
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background; :meth:`close` waits for it."""
+        self._spawn(coro)
 
     def _on_resync(self, channels: Sequence[str]) -> None:
         """The broker's live delivery of ``channels`` may have had a gap."""
@@ -342,6 +394,7 @@ class Hub:
                 self._spawn_release(channel, local)
         while self._tasks:
             await asyncio.wait(list(self._tasks))
+        await self.presence_tracker.close()
         await self.broker.close()
 
 

@@ -44,6 +44,10 @@ def anonymous(transport: str) -> Identity:
     return Identity(new_client_id(), None, transport, time.time())
 
 
+#: Transports that re-subscribe on every request: they may carry ``client=``
+#: (one client across requests).
+POLLING = frozenset({"poll", "longpoll"})
+
 #: Most bytes a user's info may take, encoded as compact JSON in UTF-8.
 MAX_INFO_BYTES = 1024
 

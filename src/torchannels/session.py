@@ -22,7 +22,7 @@ from .brokers.base import ReadResult, all_or_first_failure, check_unbroken
 from .errors import FORBIDDEN, AccessDenied
 from .frames import Frame, Publication
 from .hub import Hub
-from .identity import Identity, anonymous
+from .identity import POLLING, Identity, anonymous
 from .protocol import Position
 
 if TYPE_CHECKING:
@@ -93,20 +93,26 @@ class Sink(Protocol):
 Authorize = Callable[[str], "bool | Awaitable[bool]"]
 
 
-async def _refusal(authorize: Authorize, channel: str) -> Frame | None:
-    """None if ``channel`` may be read, else the ``error`` frame to send."""
+async def access_refusal(authorize: Authorize, channel: str) -> AccessDenied | None:
+    """None if ``channel`` may be read, else why not (code and message)."""
     try:
         verdict = authorize(channel)
         if inspect.isawaitable(verdict):
             verdict = await verdict
     except AccessDenied as exc:
-        return F.error(channel, exc.code, exc.message)
+        return exc
     except Exception:
         log.exception("can_access failed for %r; access denied", channel)
         verdict = False
     if verdict:
         return None
-    return F.error(channel, FORBIDDEN, f"access to {channel!r} is denied")
+    return AccessDenied(FORBIDDEN, f"access to {channel!r} is denied")
+
+
+async def _refusal(authorize: Authorize, channel: str) -> Frame | None:
+    """None if ``channel`` may be read, else the ``error`` frame to send."""
+    denied = await access_refusal(authorize, channel)
+    return None if denied is None else F.error(channel, denied.code, denied.message)
 
 
 class Session:
@@ -123,6 +129,7 @@ class Session:
     __slots__ = (
         "_buffers",
         "_closed",
+        "_present",
         "_tasks",
         "authorize",
         "hub",
@@ -148,8 +155,11 @@ class Session:
         self.on_failure = on_failure
         #: Where the client stands now, per channel it is served.
         self.positions: dict[str, Position] = {}
-        #: Channels attached to the hub; a list while catching up, else None.
-        self._buffers: dict[str, list[Publication] | None] = {}
+        #: Channels attached to the hub; a list while catching up (of
+        #: publications and ``presence`` frames, in arrival order), else None.
+        self._buffers: dict[str, list[Publication | Frame] | None] = {}
+        #: Channels whose presence this session's client is live in.
+        self._present: set[str] = set()
         #: Background catch-ups by channel, cancelled on close.
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closed = False
@@ -182,8 +192,29 @@ class Session:
                 self._drop_stale_attachments(allowed)
         if self._closed:
             return
+        tracker = self.hub.presence_tracker
+        present = [c for c in allowed if tracker.enabled(c)]
+        if present:
+            if live:
+                present = [c for c in present if c in self._buffers and c not in self._present]
+                self._present.update(present)
+            await _all(tracker.add(c, self.identity, live=live) for c in present)
+            if self._closed:
+                return
         reads = await _all(self.hub.read(c, cursor.get(c)) for c in allowed)
         results = dict(zip(allowed, reads, strict=True))
+        snapshots: dict[str, dict[str, Any]] = {}
+        if present:
+            # Polling clients re-subscribe on every request: their snapshot
+            # comes with a fresh join or a reset only.
+            streaming = self.identity.transport not in POLLING
+            wanted_snapshots = [
+                c
+                for c in present
+                if streaming or cursor.get(c) is None or results[c].reset is not None
+            ]
+            got = await _all(tracker.snapshot(c) for c in wanted_snapshots)
+            snapshots = dict(zip(wanted_snapshots, got, strict=True))
         for channel, refusal in zip(wanted, refusals, strict=True):
             if self._closed:
                 return
@@ -192,7 +223,10 @@ class Session:
                 continue
             if channel not in results or (live and channel not in self._buffers):
                 continue  # taken by another subscribe, or unsubscribed while reading
-            if self._apply(channel, cursor.get(channel), results[channel], live=live):
+            presence = snapshots.get(channel)
+            if self._apply(
+                channel, cursor.get(channel), results[channel], live=live, presence=presence
+            ):
                 self._start_catch_up(channel)
 
     def _drop_stale_attachments(self, channels: Sequence[str]) -> None:
@@ -214,6 +248,9 @@ class Session:
         if task is not None:
             task.cancel()
         self.hub.detach(channel, self)
+        if channel in self._present:
+            self._present.discard(channel)
+            self.hub.presence_tracker.release(channel, self.identity.client)
         return True
 
     @property
@@ -222,17 +259,25 @@ class Session:
         return list(self._buffers)
 
     def _apply(
-        self, channel: str, since: Position | None, result: ReadResult, *, live: bool
+        self,
+        channel: str,
+        since: Position | None,
+        result: ReadResult,
+        *,
+        live: bool,
+        presence: dict[str, Any] | None = None,
     ) -> bool:
         """Send what ``result`` holds for a reader at ``since``, then what was
-        buffered meanwhile; True if the buffer shows a gap (read again)."""
+        buffered meanwhile; True if the buffer shows a gap (read again).
+        ``presence``: the snapshot the ``subscribed`` frame carries (a
+        presence channel's subscribe then always begins with one)."""
         result = check_unbroken(since, result, None)  # a broker's hole is a reset here too
         out: list[Frame] = []
         if result.reset is not None:
             self.hub.stats.resets += 1
             out.append(F.reset(channel, result.reset))
-        if since is None or result.reset is not None:
-            out.append(F.subscribed(channel, result.position, result.state))
+        if since is None or result.reset is not None or presence is not None:
+            out.append(F.subscribed(channel, result.position, result.state, presence))
         position = result.position
         for pub in result.publications:
             out.append(pub.frame)
@@ -241,12 +286,18 @@ class Session:
         buffered = self._buffers.get(channel)
         if buffered:
             self._buffers[channel] = []
-            for pub in buffered:
+            for n, item in enumerate(buffered):
+                if isinstance(item, Frame):  # a presence frame: in arrival order
+                    out.append(item)
+                    continue
+                pub = item
                 verdict = _follows(position, pub)
                 if verdict is None:
                     continue
                 if not verdict:
                     gap = True
+                    # Presence frames after the gap are not in history: keep them.
+                    self._buffers[channel] = [f for f in buffered[n:] if isinstance(f, Frame)]
                     break
                 out.append(pub.frame)
                 position = pub.position
@@ -309,6 +360,18 @@ class Session:
             self._start_catch_up(channel)
         return False
 
+    def on_presence(self, channel: str, frame: Frame) -> None:
+        """A ``presence`` frame of ``channel``: sent now, or after the
+        catch-up under way, in order with the channel's messages."""
+        try:
+            buffered = self._buffers[channel]
+        except KeyError:
+            return
+        if buffered is None:
+            self.sink((frame,))
+        else:
+            buffered.append(frame)
+
     def resync(self, channel: str, top: Position | None) -> None:
         """Live delivery of ``channel`` may have missed publications: re-read
         it, unless ``top`` (a position the broker had) says the client has
@@ -330,6 +393,9 @@ class Session:
         for channel in self._buffers:
             self.hub.detach(channel, self)
         self._buffers.clear()
+        for channel in self._present:
+            self.hub.presence_tracker.release(channel, self.identity.client)
+        self._present.clear()
 
 
 def _at_or_past(here: Position, top: Position) -> bool:

@@ -41,9 +41,11 @@ from ..errors import (
     RECONNECT_EXPIRED,
     RECONNECT_SHUTDOWN,
     RECONNECT_SLOW,
+    AccessDenied,
     BadRequest,
 )
 from ..frames import Frame
+from ..presence_reads import read_page
 from ..protocol import dumps, parse_cursor
 from ..request import check_channels, parse_ping, query_names
 from ..session import Session
@@ -225,6 +227,9 @@ class ChannelSocketMixin(WebSocketHandler):
         if not isinstance(command, dict):
             raise BadRequest(BAD_MESSAGE, "a command is a JSON object")
         kind = command.get("type")
+        if kind == F.PRESENCE:
+            await self._presence(command)
+            return
         names = command.get("channels")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise BadRequest(BAD_MESSAGE, '"channels" must be a list of channel names')
@@ -255,6 +260,29 @@ class ChannelSocketMixin(WebSocketHandler):
             await session.subscribe(new, cursor, live=True)
         except Exception as exc:
             self._broker_failed(exc)
+
+    async def _presence(self, command: dict[str, Any]) -> None:
+        """``{"type": "presence", "channel", "after"?, "limit"?}``: answered
+        by a ``presence_page`` frame, or an ``error`` frame for the channel."""
+        channel = command.get("channel")
+        try:
+            body = await read_page(
+                self.hub,
+                self._authorize_channel,
+                channel,
+                command.get("after"),
+                command.get("limit"),
+            )
+        except (BadRequest, AccessDenied) as exc:
+            if isinstance(channel, str):
+                self._send([F.error(channel, exc.code, exc.message)])
+            else:
+                self._error(exc.code, exc.message)
+            return
+        except Exception as exc:
+            self._broker_failed(exc)
+            return
+        self._put(ws_text_frame(dumps({"type": F.PRESENCE_PAGE, **body})))
 
     def _broker_failed(self, exc: BaseException) -> None:
         log_broker_failure(exc)
