@@ -346,3 +346,70 @@ test('the connected frame\'s client id is sent on a long-poll after a step-down'
   assert.equal(ctx.http.last().transport, 'longpoll');
   assert.equal(ctx.http.last().client, 'c9-1.SIG');
 });
+
+// ---- polling: no snapshot after a reconnect, no frames between polls ----
+
+test('longpoll: after a reconnect the lists are read again over HTTP and replace what the client had', async () => {
+  const ctx = setup({transport: 'longpoll', token: 'T1'});
+  const p = watch(ctx.client);
+  ctx.client.subscribe('room', () => {});
+  await ctx.clock.tick(0);
+  ctx.http.last().json({cursor: 'room=e1:0', frames: [F.snapshot('room', {clients: 2, users: 2,
+    members: [ANN, BOB]})], client: 'c1.SIG'});
+  await ctx.clock.tick(0);
+  assert.equal(ctx.http.requests.filter((r) => r.presence).length, 0, 'a fresh snapshot needs no read');
+  ctx.http.last().fail(); // the connection is lost; bob leaves meanwhile, and no frame says so
+  await ctx.clock.tick(1000);
+  const resumed = ctx.http.last();
+  assert.equal(resumed.transport, 'longpoll');
+  resumed.json({cursor: 'room=e1:0', frames: [], client: 'c1.SIG'}); // a resume: no snapshot
+  await ctx.clock.tick(0);
+  const read = ctx.http.requests.find((r) => r.presence);
+  assert.deepEqual([read.presence, read.token, read.limit, read.after], ['room', 'T1', null, null]);
+  read.json({channel: 'room', members: [ANN], next: null, clients: 2, users: 1});
+  await ctx.clock.tick(0);
+  assert.deepEqual(p.short(), ['snapshot room users=2 [ann*2 bob*1]', 'snapshot room users=1 [ann*2]']);
+});
+
+test('poll: the lists are read again every 10 s; a read overtaken by a frame is dropped', async () => {
+  const ctx = setup({transport: 'poll'});
+  const p = watch(ctx.client);
+  ctx.client.subscribe('room', () => {});
+  await ctx.clock.tick(0);
+  ctx.http.last().answer([F.snapshot('room', {clients: 1, users: 1, members: [BOB]})], 'room=e1:0');
+  const reads = () => ctx.http.requests.filter((r) => r.presence);
+  for (let i = 0; i < 5; i++) { // polls every 2 s
+    await ctx.clock.tick(2000);
+    ctx.http.requests.filter((r) => !r.presence).pop().answer([], 'room=e1:0');
+  }
+  await ctx.clock.tick(0);
+  assert.equal(reads().length, 1, 'one read after 10 s');
+  // A frame comes before the read's answer: the read may be older than it.
+  await ctx.clock.tick(2000);
+  ctx.http.requests.filter((r) => !r.presence).pop().answer([F.presence('room', ['carl'])], 'room=e1:0');
+  await ctx.clock.tick(0);
+  reads()[0].json({channel: 'room', members: [BOB], next: null, clients: 1, users: 1});
+  await ctx.clock.tick(0);
+  assert.deepEqual(p.short(), ['snapshot room users=1 [bob*1]', 'diff room users=2 [bob*1 carl*1]']);
+  // The next read, 10 s after the last, is applied.
+  for (let i = 0; i < 5 && reads().length < 2; i++) {
+    await ctx.clock.tick(2000);
+    ctx.http.requests.filter((r) => !r.presence).pop().answer([], 'room=e1:0');
+    await ctx.clock.tick(0);
+  }
+  assert.equal(reads().length, 2);
+  reads()[1].json({channel: 'room', members: [ANN, BOB], next: null, clients: 3, users: 2});
+  await ctx.clock.tick(0);
+  assert.deepEqual(p.short().slice(2), ['snapshot room users=2 [ann*2 bob*1]']);
+});
+
+test('streaming transports never read the lists again by themselves', async () => {
+  const ctx = setup({transport: 'stream'});
+  ctx.client.subscribe('room', () => {});
+  const s = await stream(ctx);
+  s.write(F.snapshot('room', {clients: 1, users: 1, members: [BOB]}));
+  await ctx.clock.tick(60000);
+  s.write(F.ping());
+  await ctx.clock.tick(0);
+  assert.equal(ctx.http.requests.filter((r) => r.presence).length, 0);
+});

@@ -1055,16 +1055,20 @@
    */
   class Roster {
     constructor() {
-      this._lists = new Map(); // channel -> {byUser: Map user -> member, sorted: array|null, users, clients, complete}
+      // channel -> {byUser: Map user -> member, sorted: array|null, users, clients, complete,
+      //   seq: changes so far, at: when its snapshot was taken or last asked for (ms)}
+      this._lists = new Map();
     }
 
     /** Start `channel` over from a snapshot; the event, or null for a snapshot it cannot read. */
-    snapshot(channel, presence) {
+    snapshot(channel, presence, now) {
       if (!presence || typeof presence !== 'object' || !Array.isArray(presence.members)) {
         this._lists.delete(channel);
         return null;
       }
-      const list = {byUser: new Map(), sorted: null, users: 0, clients: 0, complete: presence.next == null};
+      const old = this._lists.get(channel);
+      const list = {byUser: new Map(), sorted: null, users: 0, clients: 0, complete: presence.next == null,
+        seq: old ? old.seq + 1 : 0, at: now};
       for (const m of presence.members) {
         const entry = member(m);
         if (entry) list.byUser.set(entry.user, entry);
@@ -1101,7 +1105,37 @@
       }
       list.users = Math.max(list.users, list.byUser.size);
       list.sorted = null;
+      list.seq++;
       return this._event(channel, list, joins, leaves, false);
+    }
+
+    /** Every list counts as stale: the next due() names them all. */
+    stale() {
+      for (const list of this._lists.values()) list.at = -Infinity;
+    }
+
+    /**
+     * The channels whose list is older than `ms` at `now`, each marked as
+     * asked for now: [channel, seq] pairs for refresh().
+     */
+    due(now, ms) {
+      const due = [];
+      for (const [channel, list] of this._lists) {
+        if (now - list.at < ms) continue;
+        list.at = now;
+        due.push([channel, list.seq]);
+      }
+      return due;
+    }
+
+    /**
+     * A page read at `seq` made the list again (a snapshot event), unless
+     * the list changed since (a frame or a snapshot came after the read was
+     * sent, and the page may not show it): null then.
+     */
+    refresh(channel, seq, page, now) {
+      const list = this._lists.get(channel);
+      return list && list.seq === seq ? this.snapshot(channel, page, now) : null;
     }
 
     /** The members of `channel` sorted by user id (a new array), or null without a list. */
@@ -1127,6 +1161,9 @@
         complete: list.complete, joins, leaves, snapshot};
     }
   }
+
+  /** ms between re-reads of the member lists while polling (Client._refreshPresence). */
+  const POLL_PRESENCE_MS = 10000;
 
   /** A refused or failed presence read: `code` is an ErrorCode, `status` the HTTP status (null on a WebSocket). */
   class PresenceError extends Error {
@@ -1862,7 +1899,24 @@
 
     /** A poll answer without a lapsed token: the token works. */
     _answered(t) {
-      if (this._current(t)) this._authAttempt = 0;
+      if (!this._current(t)) return;
+      this._authAttempt = 0;
+      this._refreshPresence();
+    }
+
+    /**
+     * Poll and long-poll get a snapshot only with a fresh join, presence
+     * frames only while a long-poll is held, and poll none: after each
+     * answer, the lists that are due (older than POLL_PRESENCE_MS, or all of
+     * them after a reconnect) are read again over HTTP and replace the lists.
+     */
+    _refreshPresence() {
+      const now = this._env.now();
+      for (const [channel, seq] of this._roster.due(now, POLL_PRESENCE_MS)) {
+        this._reads.read(channel, {}, null).then((page) => {
+          if (this._active.has(channel)) this._presence(this._roster.refresh(channel, seq, page, this._env.now()));
+        }, () => {}); // failed: due again in POLL_PRESENCE_MS
+      }
     }
 
     // -- frames --
@@ -1881,6 +1935,8 @@
           conn.connectedAt = conn.heardAt;
           conn.serverPing = f.ping > 0 ? f.ping : 0;
           if (typeof f.client === 'string') this._clientId = f.client;
+          // A new polling connection: no snapshot comes for the channels it resumes.
+          if (t instanceof PollTransport) this._roster.stale();
           if (conn.serverPing && t.seesPings) this._watchPings();
           // The 0.1 `connected` event also marks a loss repaired within the
           // grace, and a switch of transport, which change no state.
@@ -1910,7 +1966,7 @@
           this._positions.set(channel, `${f.epoch}:${f.offset}`);
           for (const m of f.state || []) this._deliver(channel, m);
           // Every snapshot replaces the list (a reconnect brings a new one); none: no presence.
-          if (this._active.has(channel)) this._presence(this._roster.snapshot(channel, f.presence));
+          if (this._active.has(channel)) this._presence(this._roster.snapshot(channel, f.presence, this._env.now()));
           break;
         case FrameType.PRESENCE:
           if (this._active.has(channel)) this._presence(this._roster.apply(channel, f));
