@@ -78,3 +78,52 @@ def test_a_second_page_joins_then_leaves(browser: Any, hub: str, transport: str)
         second_context.close()
         first_context.close()
     assert not errors, f"uncaught errors in the pages: {errors}"
+
+
+READS = """async () => {
+  const outcome = (read) => read.then(
+    (page) => ({members: page.members.map((m) => m.info.name), next: page.next, users: page.users}),
+    (err) => [err.name, err.code, err.status]);
+  const polling = new TorChannels.Client({url: '/channels', transport: 'poll'});  // never connects
+  // HTTP reads show in the resource timings; the socket's do not.
+  const gets = () => performance.getEntriesByType('resource')
+    .filter((e) => e.name.includes('presence=')).length;
+  const socket = await outcome(demoClient.presence('demo:chat', {limit: 5}));
+  const socketGets = gets();
+  const http = await outcome(polling.presence('demo:chat'));
+  return {
+    transport: demoClient.transport,
+    members: demoClient.members('demo:chat').map((m) => m.info.name),
+    socket, socketGets, http, httpGets: gets(),
+    disabled: await outcome(demoClient.presence('demo:ticker')),
+    disabledHttp: await outcome(polling.presence('demo:ticker')),
+    tampered: await outcome(demoClient.presence('demo:chat', {after: 'bm9ib2R5.forged'})),
+    tooMany: await outcome(polling.presence('demo:chat', {limit: 1001})),
+  };
+}"""
+
+
+def test_one_off_reads_over_websocket_and_http(browser: Any, hub: str) -> None:
+    errors: list[str] = []
+    context, page = open_page(browser, errors)
+    try:
+        join(page, hub, "carol", "websocket")
+        wait_members(page, ["carol (you)"])
+        got = page.evaluate(READS)
+        assert got == {
+            "transport": "websocket",
+            "members": ["carol"],
+            "socket": {"members": ["carol"], "next": None, "users": 1},
+            "socketGets": 0,
+            "http": {"members": ["carol"], "next": None, "users": 1},
+            "httpGets": 1,
+            "disabled": ["PresenceError", "presence_disabled", None],
+            "disabledHttp": ["PresenceError", "presence_disabled", 400],
+            "tampered": ["PresenceError", "invalid_cursor", None],
+            "tooMany": ["PresenceError", "invalid_limit", 400],
+        }, got
+        # The refused reads touched no subscription: the chat is still live.
+        assert page.evaluate("demoClient.members('demo:chat').length") == 1
+    finally:
+        context.close()
+    assert not errors, f"uncaught errors in the pages: {errors}"
