@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page
 
-from e2e.e2e_helpers import Process
+from e2e.e2e_helpers import Process, free_port
 from e2e.test_demo_first_run import start_dev_hub, wait_live
 
 GRACE = "1"  # --presence-grace, s: a closed page leaves a second after it went
@@ -127,3 +127,25 @@ def test_one_off_reads_over_websocket_and_http(browser: Any, hub: str) -> None:
     finally:
         context.close()
     assert not errors, f"uncaught errors in the pages: {errors}"
+
+
+def test_the_page_joins_again_after_a_restart_with_a_new_key(browser: Any) -> None:
+    """A restarted dev hub with a generated key signs with a new token
+    secret: the page's token no longer names it (it would be anonymous, and
+    missing from its own list) until it takes a new one and joins again."""
+    port = str(free_port())
+    proc, base, _ = start_dev_hub("--port", port, "--presence-grace", GRACE)
+    errors: list[str] = []
+    context, page = open_page(browser, errors)
+    try:
+        join(page, base, "dora", "websocket")
+        wait_members(page, ["dora (you)"])
+        proc.stop()
+        proc, _, _ = start_dev_hub("--port", port, "--presence-grace", GRACE)
+        page.wait_for_selector("#reset-notice", state="visible", timeout=45_000)
+        wait_members(page, ["dora (you)"], timeout=30)
+        assert page.evaluate("demoClient.members('demo:chat')[0].info.name") == "dora"
+    finally:
+        context.close()
+        proc.stop()
+    assert not errors, f"uncaught errors in the page: {errors}"
