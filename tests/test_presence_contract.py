@@ -2,8 +2,9 @@
 
 Only :class:`~torchannels.brokers.presence.PresenceStore` and the broker's
 ``publish_presence``/``subscribe`` are used. A kit has two brokers that
-share presence: on Redis two broker instances (two processes' worth of
-connections) on one key prefix; in memory the same broker twice.
+share presence: on Redis (and on a local three-node Redis Cluster) two
+broker instances (two processes' worth of connections) on one key prefix;
+in memory the same broker twice.
 
 Times are real unix times (the Redis store sets its keys' expiry from
 them); the tests pass ``now`` explicitly, so no test waits for time.
@@ -14,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import redis.asyncio
 
-from redis_servers import shared_redis
+from redis_servers import LocalCluster, running_cluster, shared_redis
 from support import eventually
 from torchannels import MemoryBroker, Publication
 from torchannels.brokers import Broker, Member, PresenceEvent, PresenceStore, RedisBroker
@@ -46,12 +47,15 @@ async def memory_kit() -> Kit:
     return Kit(broker, broker, [broker.close])
 
 
-async def redis_kit() -> Kit:
-    """Two broker instances on the shared Redis under a fresh key prefix."""
-    url = shared_redis()
+async def redis_kit(url: str | None = None) -> Kit:
+    """Two broker instances on one Redis (the shared one unless ``url``
+    says) under a fresh key prefix."""
+    url = url or shared_redis()
     prefix = "test-" + secrets.token_hex(6)
     one = RedisBroker.from_url(url, prefix=prefix)
     two = RedisBroker.from_url(url, prefix=prefix)
+    if url.startswith("redis+cluster://"):
+        return Kit(one, two, [one.close, two.close])  # the cluster goes with its data
     admin = redis.asyncio.Redis.from_url(url)
 
     async def cleanup() -> None:
@@ -66,9 +70,18 @@ async def redis_kit() -> Kit:
 KITS: dict[str, Callable[[], Awaitable[Kit]]] = {"memory": memory_kit, "redis": redis_kit}
 
 
-@pytest.fixture(params=sorted(KITS))
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as local:
+        yield local
+
+
+@pytest.fixture(params=[*sorted(KITS), "cluster"])
 async def kit(request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
-    made = await KITS[request.param]()
+    if request.param == "cluster":  # all of a channel's keys share its slot
+        made = await redis_kit(request.getfixturevalue("cluster").url)
+    else:
+        made = await KITS[request.param]()
     yield made
     for close in made.closers:
         await close()
@@ -236,9 +249,9 @@ async def test_info_is_stored_and_returned(kit: Kit) -> None:
 async def test_paging_ten_thousand_users(kit: Kit) -> None:
     ch, t = channel(), time.time()
     users = [f"user{n:05d}" for n in range(9_996)] + ["Zed", "é", "Ω", "😀"]
-    for start in range(0, len(users), 500):
+    for start in range(0, len(users), 50):
         await asyncio.gather(
-            *(kit.store.add(ch, who("c-" + u, u), t + 30) for u in users[start : start + 500])
+            *(kit.store.add(ch, who("c-" + u, u), t + 30) for u in users[start : start + 50])
         )
     await kit.store.add(ch, who("c-extra", "user00007"), t + 30)
     assert await kit.two.presence.counts(ch, t) == (10_001, 10_000)
@@ -263,7 +276,7 @@ async def test_presence_events_arrive_in_order_with_publications(kit: Kit) -> No
     got: list[Publication | PresenceEvent] = []
     await kit.two.subscribe(ch, got.append)
     event = PresenceEvent(ch, (Member("ann", {"name": "Ann"}, 1), Member("bo", None, 1)), ("cy",))
-    await kit.one.publish(ch, {"n": 1})
+    kit.one.publish_soon(ch, {"n": 1})  # queued, not yet stored on Redis
     kit.one.publish_presence(event)
     kit.one.publish_presence(PresenceEvent(ch, (), ("ann",)))
     await kit.one.publish(ch, {"n": 2})
@@ -275,3 +288,68 @@ async def test_presence_events_arrive_in_order_with_publications(kit: Kit) -> No
     assert isinstance(first, Publication) and isinstance(last, Publication)
     assert (first.offset, last.offset) == (1, 2)
     await kit.two.unsubscribe(ch, got.append)
+
+
+async def test_thousands_expiring_at_once_are_all_swept_once(kit: Kit) -> None:
+    """A killed process's 2,500 clients: Redis removes at most 1,000 per
+    script call, and reads and sweeps call again until none is left."""
+    ch, t = channel(), time.time()
+    users = [f"u{n:04d}" for n in range(3_000)]
+    for start in range(0, len(users), 50):
+        await asyncio.gather(
+            *(
+                kit.store.add(ch, who("c-" + u, u), t + (30 if n % 6 else 60))
+                for n, u in enumerate(users[start : start + 50], start)
+            )
+        )
+    assert await kit.two.presence.counts(ch, t + 30) == (500, 500)
+    await kit.store.add(ch, who("c-x", "u0001"), t + 60)  # back before anybody said so
+    page = await kit.store.page(ch, None, 1000, t + 30)
+    assert [m.user for m in page.members] == sorted(["u0001", *users[0::6]])
+    one, two = await asyncio.gather(
+        kit.one.presence.sweep(ch, t + 30), kit.two.presence.sweep(ch, t + 30)
+    )
+    gone = sorted(u for n, u in enumerate(users) if n % 6 and n != 1)
+    assert sorted(one + two) == gone
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1001])
+async def test_a_page_size_out_of_range_is_refused(kit: Kit, limit: int) -> None:
+    with pytest.raises(ValueError, match="limit must be 1 to 1000"):
+        await kit.store.page(channel(), None, limit, time.time())
+
+
+async def test_user_ids_are_any_string(kit: Kit) -> None:
+    """Lone surrogates included (a ``sub`` claim's JSON may hold one): they
+    page in code point order, and leave and travel like any other."""
+    ch, t = channel(), time.time()
+    users = ["\ud800", "\udfff", "\ud7ff", "\ue000", "a\ud83d", "😀", " ", "ü"]
+    for n, user in enumerate(users):
+        assert await kit.store.add(ch, who(f"c{n}", user, {"u": user}), t + 30) is True
+    page = await kit.two.presence.page(ch, None, 1000, t)
+    assert [m.user for m in page.members] == sorted(users)
+    assert [m.info for m in page.members] == [{"u": u} for u in sorted(users)]
+    assert [m.user for m in (await kit.store.page(ch, "\ud800", 1000, t)).members] == sorted(
+        u for u in users if u > "\ud800"
+    )
+    got: list[Publication | PresenceEvent] = []
+    await kit.two.subscribe(ch, got.append)
+    event = PresenceEvent(ch, (Member("\udfff", {"u": "\udfff"}, 1),), ("\ud800",))
+    kit.one.publish_presence(event)
+    await eventually(lambda: len(got) >= 1)
+    assert got == [event]
+    await kit.two.unsubscribe(ch, got.append)
+    assert sorted(await kit.store.sweep(ch, t + 30)) == sorted(users)
+
+
+async def test_removing_thousands_at_shutdown(kit: Kit) -> None:
+    ch, t = channel(), time.time()
+    users = [f"u{n:04d}" for n in range(2_500)]
+    for start in range(0, len(users), 50):
+        await asyncio.gather(
+            *(kit.store.add(ch, who("c-" + u, u), t + 30) for u in users[start : start + 50])
+        )
+    await kit.store.add(ch, who("c-keep", "u0003"), t + 30)
+    left = await kit.store.remove(ch, ["c-" + u for u in users])
+    assert sorted(left) == [u for u in users if u != "u0003"]
+    assert await kit.store.counts(ch, t) == (1, 1)

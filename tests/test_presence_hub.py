@@ -372,3 +372,20 @@ async def test_graceful_close_removes_this_process_clients_at_once() -> None:
     store = hub.broker.presence
     await hub.close()
     assert await store.counts("room:1", time.time()) == (0, 0)
+
+
+async def test_a_poll_client_alone_in_a_channel_is_announced_when_its_grace_ends(
+    make_server: Callable[..., Server],
+) -> None:
+    hub = presence_hub(presence_grace=0.5)
+    server = serve(make_server, hub)
+    events: list[Any] = []
+    await hub.broker.subscribe("room:2", events.append)  # what other processes would get
+    await server.poll_doc("poll", channel="room:2", user="bob")
+    polled = time.time()
+    assert hub.presence_tracker.grace  # nobody here is live in room:2: only the poll's grace
+    await settle(hub, polled + 0.5)
+    leaves = [e.leaves for e in events if getattr(e, "leaves", ())]
+    assert leaves == [("bob",)]
+    assert await hub.presence_counts("room:2") == (0, 0)
+    assert hub.presence_tracker.grace == {}  # nothing left to sweep

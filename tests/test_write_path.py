@@ -70,6 +70,13 @@ class Client:
         self._task.cancel()
 
 
+@pytest.fixture
+def one_client_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every connection gets the same client id, so that two connections'
+    bytes can be compared whole (``connected`` carries the id)."""
+    monkeypatch.setattr("torchannels.handlers.new_client_id", lambda: "0a1b2c3d-1")
+
+
 def request(path: str, query: str, *, websocket: bool = False, version: str = "1.1") -> str:
     head = f"GET {path}?{query} HTTP/{version}\r\nHost: 127.0.0.1\r\n"
     if websocket:
@@ -110,6 +117,7 @@ def fast_and_slow(make_server: Callable[..., Server], hub: Hub) -> Server:
         ("websocket", "channel=A&channel=B", "1.1"),
     ],
 )
+@pytest.mark.usefixtures("one_client_id")
 async def test_the_fast_path_puts_the_same_bytes_on_the_wire(
     make_server: Callable[..., Server], hub: Hub, transport: str, query: str, version: str
 ) -> None:
@@ -254,6 +262,7 @@ def test_sse_events_with_and_without_ids(
         assert moved == after
 
 
+@pytest.mark.usefixtures("one_client_id")
 async def test_sse_ids_over_the_wire(server: Server) -> None:
     with_ids = server.stream("sse", channel="A")
     without = server.stream("sse", channel="A", ids="0")

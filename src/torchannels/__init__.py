@@ -10,10 +10,12 @@ from __future__ import annotations
 from .assets import static_path, static_route
 from .brokers import Broker, ChannelInfo, HistoryPolicy, MemoryBroker, ReadResult
 from .channel import Channel
+from .channel_options import ChannelOptions
 from .errors import BadRequest, ChannelNameError, MessageError, TorChannelsError
 from .frames import Frame, Publication
 from .handlers import ChannelMixin
 from .hub import Hub, default_hub
+from .identity import Identity, User
 from .protocol import Position, format_cursor, parse_cursor
 from .session import Subscription
 from .settings import Settings
@@ -29,9 +31,11 @@ __all__ = [
     "ChannelInfo",
     "ChannelMixin",
     "ChannelNameError",
+    "ChannelOptions",
     "Frame",
     "HistoryPolicy",
     "Hub",
+    "Identity",
     "MemoryBroker",
     "MessageError",
     "Position",
@@ -41,6 +45,7 @@ __all__ = [
     "Subscription",
     "TorChannelsError",
     "Transport",
+    "User",
     "__version__",
     "default_hub",
     "format_cursor",

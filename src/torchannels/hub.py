@@ -21,7 +21,7 @@ from .channel_options import ChannelOptionsTable
 from .errors import PRESENCE_DISABLED, RECONNECT_SHUTDOWN, BadRequest
 from .frames import Frame, Publication
 from .identity import ClientIds, PageCursors
-from .presence_hub import HubPresence, check_limit
+from .presence_hub import HubPresence, check_page_limit
 from .protocol import Position, check_channel
 from .settings import Settings
 from .shared_reads import SharedReads, retrieve
@@ -312,7 +312,7 @@ class Hub:
         0
         """
         self._presence_channel(channel)
-        check_limit(limit)
+        check_page_limit(limit)
         return await self.presence_tracker.page(channel, after, limit)
 
     async def presence_counts(self, channel: str) -> tuple[int, int]:

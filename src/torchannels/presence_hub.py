@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import frames as F
-from .brokers.presence import Member, PresenceEvent, PresencePage
+from .brokers.presence import MAX_PAGE, Member, PresenceEvent, PresencePage
 from .errors import INVALID_LIMIT, BadRequest
 from .frames import Frame
 from .identity import Identity
@@ -47,10 +47,10 @@ SWEEP_INTERVAL = 1.0
 #: Members in the ``subscribed`` frame's snapshot (the first page).
 SNAPSHOT_LIMIT = 100
 #: Most members one page read may ask for.
-MAX_LIMIT = 1000
+MAX_LIMIT = MAX_PAGE
 
 
-def check_limit(limit: object) -> int:
+def check_page_limit(limit: object) -> int:
     """``limit`` if it is an integer 1-1000; BadRequest ``invalid_limit``."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(INVALID_LIMIT, f"limit must be an integer from 1 to {MAX_LIMIT}")
@@ -197,15 +197,15 @@ class HubPresence:
     async def sweep(self) -> None:
         """Sweep every presence channel with local clients; announce leaves."""
         now = time.time()
-        for graced in self.grace.values():
-            for client, ends in list(graced.items()):
-                if ends < now:
-                    del graced[client]
-        channels = {c for c, g in self.grace.items() if g} | set(self.live)
-        for channel in channels:
+        for channel in {*self.grace, *self.live}:
             await self._announce_leaves(channel, self.store.sweep(channel, now), "swept")
-        for channel in [c for c, g in self.grace.items() if not g]:
-            del self.grace[channel]
+        # Graces that ended by ``now`` were acted on by that sweep: forget them.
+        for channel, graced in list(self.grace.items()):
+            for client, ends in list(graced.items()):
+                if ends <= now:
+                    del graced[client]
+            if not graced:
+                del self.grace[channel]
 
     async def _announce_leaves(
         self, channel: str, leaves: Awaitable[list[str]], doing: str

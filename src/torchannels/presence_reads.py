@@ -14,7 +14,7 @@ from .errors import (
     ChannelNameError,
 )
 from .hub import Hub
-from .presence_hub import MAX_LIMIT, SNAPSHOT_LIMIT, check_limit, page_body
+from .presence_hub import MAX_LIMIT, SNAPSHOT_LIMIT, check_page_limit, page_body
 from .protocol import check_channel
 from .session import Authorize, access_refusal
 
@@ -53,7 +53,7 @@ async def read_page(
             raise BadRequest(INVALID_CURSOR, "the page cursor does not verify (use a page's next)")
     if query:
         limit = parse_limit(limit if isinstance(limit, str) else None)
-    size = check_limit(SNAPSHOT_LIMIT if limit is None else limit)
+    size = check_page_limit(SNAPSHOT_LIMIT if limit is None else limit)
     page = await hub.presence_tracker.page(name, user, size)
     return {"channel": name, **page_body(page, hub.page_cursors.sign)}
 
@@ -65,4 +65,4 @@ def parse_limit(text: str | None) -> int | None:
         return None
     if not text.isascii() or not text.isdigit() or len(text) > 4:
         raise BadRequest(INVALID_LIMIT, f"limit must be an integer from 1 to {MAX_LIMIT}")
-    return check_limit(int(text))
+    return check_page_limit(int(text))

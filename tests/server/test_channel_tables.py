@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from server.processes import cli
+from server.processes import ServerProcess, as_json, cli, fetch, poll
 from torchannels.server.app import make_hub
 from torchannels.server.config import ConfigError, load_config
 
@@ -84,3 +86,17 @@ def test_serve_help_lists_every_channel_option() -> None:
         assert f"\n  {key} " in result.stdout, key
     for flag in ("--presence-grace", "--presence-ttl"):
         assert flag in result.stdout
+
+
+async def test_served_channel_table_turns_presence_on(
+    spawn: Callable[..., ServerProcess], http: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "hub.toml"
+    path.write_text('[channels."demo:room:*"]\npresence = true\njoin_leave = true\n')
+    hub = spawn("--config", str(path))
+    doc = await poll(http, hub, ["demo:room:1", "demo:other"])
+    first, other = doc["frames"]
+    assert first["presence"]["clients"] == 1 and first["presence"]["users"] == 0  # anonymous
+    assert "presence" not in other
+    response = await fetch(http, hub.url(presence="demo:other"))
+    assert (response.code, as_json(response)["error"]) == (400, "presence_disabled")

@@ -11,8 +11,10 @@ from server.processes import (
     TRANSPORTS,
     ServerProcess,
     as_json,
+    cli,
     fetch,
     first_answer,
+    jwt_claims,
     outline,
     token_for,
 )
@@ -73,3 +75,14 @@ def test_client_id_secret_is_derived_from_the_token_secret_or_api_key() -> None:
     # Without either: one random key per serve (shared by its --workers).
     assert ServerConfig().client_id_secret() == ServerConfig().client_id_secret()
     assert "client_id_secret" not in repr(ServerConfig(token_secret="s").settings())
+
+
+def test_token_command_puts_info_in_the_token() -> None:
+    made = cli("token", "--channel", "a", "--sub", "ann", "--info", '{"name": "Ann"}',
+               "--secret", "s")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    claims = jwt_claims(made.stdout.strip())
+    assert (claims["sub"], claims["info"]) == ("ann", {"name": "Ann"})
+    for bad in ("[1]", "{", '{"x": "' + "y" * 1100 + '"}'):
+        refused = cli("token", "--channel", "a", "--info", bad, "--secret", "s")
+        assert refused.returncode == 2 and "--info" in refused.stderr, bad

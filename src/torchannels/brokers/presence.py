@@ -27,6 +27,15 @@ from typing import Any
 
 from ..identity import Identity
 
+#: The most members one page holds.
+MAX_PAGE = 1000
+
+
+def check_limit(limit: int) -> None:
+    """Raise ValueError unless ``limit`` is a page size, 1 to :data:`MAX_PAGE`."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be 1 to {MAX_PAGE}, not {limit}")
+
 
 @dataclass(frozen=True, slots=True)
 class Member:
@@ -104,5 +113,6 @@ class PresenceStore(abc.ABC):
 
     @abc.abstractmethod
     async def page(self, channel: str, after: str | None, limit: int, now: float) -> PresencePage:
-        """Up to ``limit`` members with a user id after ``after`` (None: from
-        the first), sorted by user id, and the channel's counts."""
+        """Up to ``limit`` (1 to :data:`MAX_PAGE`, else ValueError) members
+        with a user id after ``after`` (None: from the first), sorted by user
+        id, and the channel's counts."""

@@ -38,13 +38,16 @@ local function drop(client)
   redis.call('ZREM', pu, user)
   return user
 end
--- Remove the clients expired at now (ms); append the users who left to left.
+-- Remove the clients expired at now (ms), at most 1000 (a call blocks Redis
+-- for about 12 ms at most); append the users who left to left. True when
+-- more may be expired: the caller calls again.
 local function expire(now, left)
-  for _, client in ipairs(redis.call('ZRANGEBYSCORE', pc, '-inf', now)) do
+  local gone = redis.call('ZRANGEBYSCORE', pc, '-inf', now, 'LIMIT', 0, 1000)
+  for _, client in ipairs(gone) do
     local user = drop(client)
     if user then left[#left + 1] = user end
   end
-  return left
+  return #gone == 1000
 end
 -- The pending leaves, taken, then left.
 local function take_pending(left)
@@ -122,13 +125,16 @@ return 0
 """
 )
 
-#: ARGV: now, clock, margin. Returns the users who left.
+#: ARGV: now, clock, margin. Returns {more, the users who left}: ``more``
+#: is 1 when expired clients may remain (call again).
 SWEEP = (
     _PRELUDE
     + """
-local left = take_pending(expire(ARGV[1], {}))
+local left = {}
+local more = expire(ARGV[1], left)
+left = take_pending(left)
 keep()
-return left
+return {more and 1 or 0, left}
 """
 )
 
@@ -149,23 +155,26 @@ return left
 """
 )
 
-# A read: the clients expired at ARGV[1] go, their users' leaves pending.
+# A read: the clients expired at ARGV[1] go, their users' leaves pending;
+# when more may remain (``more``), the caller reads again.
 _READ = """
-for _, user in ipairs(expire(ARGV[1], {})) do redis.call('SADD', pl, user) end
+local gone = {}
+local more = expire(ARGV[1], gone) and 1 or 0
+for _, user in ipairs(gone) do redis.call('SADD', pl, user) end
 keep()
 """
 
-#: ARGV: now, clock, margin. Returns {clients, users}.
+#: ARGV: now, clock, margin. Returns {more, clients, users}.
 COUNTS = (
     _PRELUDE
     + _READ
     + """
-return {redis.call('ZCARD', pc), redis.call('ZCARD', pu)}
+return {more, redis.call('ZCARD', pc), redis.call('ZCARD', pu)}
 """
 )
 
 #: ARGV: now, start ('-' or '(' .. after), limit, clock, margin. Returns
-#: {clients, users, user ids (up to limit + 1), their counts, their infos}.
+#: {more, clients, users, user ids (up to limit + 1), their counts, their infos}.
 PAGE = (
     _PRELUDE
     + _READ
@@ -176,6 +185,6 @@ if #users > 0 then
   counts = redis.call('HMGET', pn, unpack(users))
   infos = redis.call('HMGET', pi, unpack(users))
 end
-return {redis.call('ZCARD', pc), redis.call('ZCARD', pu), users, counts, infos}
+return {more, redis.call('ZCARD', pc), redis.call('ZCARD', pu), users, counts, infos}
 """
 )

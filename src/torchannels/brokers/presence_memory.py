@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..identity import Identity
-from .presence import Member, PresencePage, PresenceStore
+from .presence import Member, PresencePage, PresenceStore, check_limit
 
 
 class _Present:
@@ -180,8 +180,7 @@ class MemoryPresence(PresenceStore):
         return len(present.clients), len(present.counts)
 
     async def page(self, channel: str, after: str | None, limit: int, now: float) -> PresencePage:
-        if limit < 1:
-            raise ValueError("limit must be positive")
+        check_limit(limit)
         present = self._read(channel, now)
         if present is None:
             return PresencePage([], None, 0, 0)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..identity import Identity
 from . import presence_lua as lua
-from .presence import Member, PresenceEvent, PresencePage, PresenceStore
+from .presence import Member, PresenceEvent, PresencePage, PresenceStore, check_limit
 from .redis_errors import redis_py
 from .redis_lua import sha1
 
@@ -42,6 +42,8 @@ Run = Callable[[str, list[str], list[Any], str], Awaitable[Any]]
 EVENT_MARK = b"P"
 #: Seconds every presence key outlives the latest expiry of its channel.
 MARGIN = 60.0
+#: Most clients one remove script call takes (as a sweep removes at most).
+_CHUNK = 1000
 _SUFFIXES = (":pc", ":pd", ":pu", ":pn", ":pi", ":pl")
 
 
@@ -49,8 +51,18 @@ def _ms(t: float) -> str:
     return str(round(t * 1000))
 
 
+# Text goes to Redis as UTF-8, lone surrogates included (a user id may come
+# from any string), so their byte order stays code point order.
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogatepass")
+
+
 def _json(info: Mapping[str, Any]) -> bytes:
-    return json.dumps(info, separators=(",", ":"), ensure_ascii=False).encode()
+    return _bytes(json.dumps(info, separators=(",", ":"), ensure_ascii=False))
 
 
 def encode_event(event: PresenceEvent) -> bytes:
@@ -66,7 +78,7 @@ def encode_event(event: PresenceEvent) -> bytes:
 def decode_event(channel: str, data: bytes) -> PresenceEvent:
     """The event :func:`encode_event` made; ValueError for anything else."""
     try:
-        body = json.loads(data[len(EVENT_MARK) :])
+        body = json.loads(_text(data[len(EVENT_MARK) :]))
         joins = tuple(Member(_user(u), _info(i), 1) for u, i in body["j"])
         leaves = tuple(_user(u) for u in body["l"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -123,22 +135,22 @@ class RedisPresence(PresenceStore):
         user = identity.user
         info = user.info if user is not None else None
         args = [
-            identity.client,
+            _bytes(identity.client),
             _ms(expires),
-            user.id if user is not None else "",
+            _bytes(user.id) if user is not None else "",
             _json(info) if info is not None else "",
             *self._tail(),
         ]
         return bool(await self._run(lua.ADD, self.keys(channel), args, "presence add"))
 
     async def release(self, channel: str, client: str, expires: float) -> None:
-        args = [client, _ms(expires), *self._tail()]
+        args = [_bytes(client), _ms(expires), *self._tail()]
         await self._run(lua.RELEASE, self.keys(channel), args, "presence release")
 
     async def heartbeat(self, entries: Mapping[str, Sequence[str]], expires: float) -> None:
         """One script call per channel, all in one pipelined round trip."""
-        calls = [
-            (self.keys(channel), [_ms(expires), *clients, *self._tail()])
+        calls: list[tuple[list[str], list[bytes | str]]] = [
+            (self.keys(channel), [_ms(expires), *map(_bytes, clients), *self._tail()])
             for channel, clients in entries.items()
             if clients
         ]
@@ -162,27 +174,42 @@ class RedisPresence(PresenceStore):
             return
 
     async def sweep(self, channel: str, now: float) -> list[str]:
-        args = [_ms(now), *self._tail()]
-        return _users(await self._run(lua.SWEEP, self.keys(channel), args, "presence sweep"))
+        """A script call per 1,000 expired clients."""
+        keys, left, more = self.keys(channel), [], 1
+        while more:
+            args = [_ms(now), *self._tail()]
+            more, users = await self._run(lua.SWEEP, keys, args, "presence sweep")
+            left += _users(users)
+        return left
 
     async def remove(self, channel: str, clients: Sequence[str]) -> list[str]:
-        args = [*clients, *self._tail()]
-        return _users(await self._run(lua.REMOVE, self.keys(channel), args, "presence remove"))
+        """A script call per 1,000 clients."""
+        keys, left = self.keys(channel), []
+        for start in range(0, max(1, len(clients)), _CHUNK):
+            args = [*map(_bytes, clients[start : start + _CHUNK]), *self._tail()]
+            left += _users(await self._run(lua.REMOVE, keys, args, "presence remove"))
+        return left
+
+    async def _read(self, script: str, channel: str, args: list[Any], where: str) -> Any:
+        """A read script's reply, once it found no more expired clients."""
+        keys = self.keys(channel)
+        while True:
+            more, *reply = await self._run(script, keys, [*args, *self._tail()], where)
+            if not more:
+                return reply
 
     async def counts(self, channel: str, now: float) -> tuple[int, int]:
-        args = [_ms(now), *self._tail()]
-        clients, users = await self._run(lua.COUNTS, self.keys(channel), args, "presence counts")
+        clients, users = await self._read(lua.COUNTS, channel, [_ms(now)], "presence counts")
         return int(clients), int(users)
 
     async def page(self, channel: str, after: str | None, limit: int, now: float) -> PresencePage:
-        if limit < 1:
-            raise ValueError("limit must be positive")
-        start = "-" if after is None else "(" + after
-        args = [_ms(now), start, str(limit), *self._tail()]
-        reply = await self._run(lua.PAGE, self.keys(channel), args, "presence page")
+        check_limit(limit)
+        start = b"-" if after is None else b"(" + _bytes(after)
+        args: list[Any] = [_ms(now), start, str(limit)]
+        reply = await self._read(lua.PAGE, channel, args, "presence page")
         clients, users, ids, counts, infos = reply
         members = [
-            Member(u.decode(), json.loads(i) if i is not None else None, int(n))
+            Member(_text(u), json.loads(_text(i)) if i is not None else None, int(n))
             for u, n, i in zip(ids[:limit], counts, infos, strict=False)
         ]
         more = len(ids) > limit
@@ -190,4 +217,4 @@ class RedisPresence(PresenceStore):
 
 
 def _users(reply: list[bytes]) -> list[str]:
-    return [user.decode() for user in reply]
+    return [_text(user) for user in reply]

@@ -267,6 +267,7 @@ class RedisBroker(Broker):
         """After a reconnect: Redis answers again, and ``channels`` (those
         with listeners) may have missed publications meanwhile."""
         self._data.ok = True
+        self._data.scripts_loaded = False  # Redis may have restarted empty
         if channels:
             self._resync(channels)
 

@@ -87,6 +87,11 @@ class Store:
         self._publish_cmd = "SPUBLISH" if cluster else "PUBLISH"
         #: One script call publishes to several channels (not on a Cluster).
         self._many = not cluster
+        #: The publish scripts are known to be loaded (on every primary): a
+        #: batch with an event needs them, since an event sent before a
+        #: publish that Redis then asks to be sent again would overtake it.
+        #: False again after Redis lacked a script or a reconnect.
+        self.scripts_loaded = False
 
     # -- keys -------------------------------------------------------------------
 
@@ -234,8 +239,9 @@ class Store:
         """Every op of ``batch`` in one pipelined round trip (two when Redis
         lacked the scripts: a script cache flush between our calls could
         then reorder a channel's publishes, which needs SCRIPT FLUSH and a
-        reload by someone else inside one pipeline; an event queued behind a
-        publish whose script Redis lacked then arrives before that publish)."""
+        reload by someone else inside one pipeline). A batch with an event
+        first loads the scripts unless they are known to be loaded, so no
+        event overtakes a publish queued before it."""
         r = redis_py()
         results: dict[int, Publication | Position | BaseException | None] = {}
         try:
@@ -243,6 +249,13 @@ class Store:
             pending = self._calls(batch)
         except BrokerError as exc:
             return [exc] * len(batch)
+        if not self.scripts_loaded and any(op.event is not None for op in batch):
+            try:
+                for script in (lua.PUBLISH, lua.PUBLISH_MANY, lua.SET_STATE):
+                    await self.client.script_load(script)  # every primary of a Cluster
+            except Exception as exc:
+                return [self.failed(exc, "script load")] * len(batch)
+            self.scripts_loaded = True
         for attempt in range(2):
             try:
                 pipe = self.client.pipeline(transaction=False)
@@ -283,6 +296,7 @@ class Store:
                         results[id(op)] = self._stored(op, epoch, offset + i)
             if not missing:
                 break
+            self.scripts_loaded = False
             try:
                 for script in {script for _ops, script, _args in missing}:
                     await self.client.script_load(script)

@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--ttl", type=_ttl, default=3600.0, help="lifetime in seconds (3600)")
     token.add_argument("--sub", help="the subject (user id) to put in the token")
+    token.add_argument(
+        "--info", metavar="JSON", help="the user's info: a JSON object of at most 1024 bytes"
+    )
     token.add_argument("--secret", help="the shared secret (env TORCHANNELS_TOKEN_SECRET)")
     watch.add_commands(commands, DEFAULT_URL)  # subscribe, channels, info (watch.py)
     return parser
@@ -338,6 +341,14 @@ def token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     claims: dict[str, object] = {"exp": int(time.time() + args.ttl), "channels": channels}
     if args.sub:
         claims["sub"] = args.sub
+    if args.info is not None:
+        from ..identity import check_info
+
+        try:
+            claims["info"] = check_info(json.loads(args.info))
+        except ValueError as exc:  # json.JSONDecodeError is one too
+            print(f"torchannels: --info: {exc}", file=sys.stderr)
+            return 2
     print(encode_token(claims, secret))
     return 0
 
