@@ -1046,11 +1046,12 @@
    * The live member list of each presence channel: it starts from a
    * snapshot (a `subscribed` frame's `presence`), takes the joins and
    * leaves of `presence` frames, and is replaced whole by the next snapshot
-   * (which every reconnect brings). Each change returns the `presence` event
-   * the client emits, so an app never stitches snapshots and diffs itself.
+   * (a reconnect brings one; polling transports read one, see
+   * Client._refreshPresence). Each change returns the `presence` event the
+   * client emits, so an app never stitches snapshots and diffs itself.
    *
    *   const roster = new Roster();
-   *   roster.snapshot('room', {users: 1, clients: 2, members: [{user: 'ann', clients: 2}], next: null});
+   *   roster.snapshot('room', {users: 1, clients: 2, members: [{user: 'ann', clients: 2}], next: null}, Date.now());
    *   roster.apply('room', {joins: [{user: 'bob', info: null}], leaves: []}).users;  // 2
    */
   class Roster {
@@ -1192,7 +1193,8 @@
    * client's WebSocket, answered by `presence_page` (per channel, in the
    * order asked), or an HTTP GET of the subscribe URL with `presence=`.
    * Reads still waiting when their socket goes are asked again over HTTP.
-   * What it needs of the client: env, opts, url, token(), withCredentials.
+   * It needs of the client its env, its opts (url, requestTimeout,
+   * withCredentials) and token(): the subscription token now.
    */
   class PresenceReads {
     constructor(env, opts, token) {
