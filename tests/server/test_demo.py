@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,6 +15,10 @@ from server.processes import (
     fetch,
     poll,
 )
+from torchannels import Hub
+from torchannels.channel_options import ChannelOptions
+from torchannels.server.config import ServerConfig
+from torchannels.server.demo import demo_routes
 from torchannels.tokens import decode_token
 
 
@@ -81,6 +86,27 @@ async def test_dev_mode_gives_the_demo_chat_identities(spawn: Any, http: Any) ->
         assert as_json(await ask(name="Eve", user=forged))["user"] not in (forged, body["user"])
     for name in ("", "   ", "n" * 33):
         assert_error(await ask(name=name), 400, "bad_name")
+
+    # The token names its user in demo:chat, which has presence in dev mode.
+    doc = await poll(http, hub, ["demo:chat"], token=body["token"])
+    [subscribed] = [f for f in doc["frames"] if f["type"] == "subscribed"]
+    assert subscribed["presence"]["members"] == [
+        {"user": body["user"], "info": {"name": "Ann"}, "clients": 1}
+    ]
+
+
+def test_dev_mode_presence_on_the_chat_yields_to_the_configuration() -> None:
+    def chat_options(config: ServerConfig) -> tuple[bool, bool, list[str]]:
+        hub = Hub()
+        paths = [route[0] for route in demo_routes(config, hub)]
+        options = hub.channel_options.get("demo:chat")
+        return options.presence, options.join_leave, paths
+
+    dev = ServerConfig(dev=True, api_key="k").with_dev_key()
+    assert chat_options(dev) == (True, True, ["/", "/demo/publish", "/demo/token"])
+    assert chat_options(ServerConfig()) == (False, False, ["/", "/demo/publish"])
+    own = replace(dev, channels=(("demo:*", ChannelOptions(history_size=5)),))
+    assert chat_options(own) == (False, False, ["/", "/demo/publish", "/demo/token"])
 
 
 async def test_demo_identities_are_for_dev_mode_only(main_server: ServerProcess, http: Any) -> None:
