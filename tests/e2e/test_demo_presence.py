@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Page
@@ -148,4 +149,28 @@ def test_the_page_joins_again_after_a_restart_with_a_new_key(browser: Any) -> No
     finally:
         context.close()
         proc.stop()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def test_a_long_polling_page_stays_one_client(browser: Any, hub: str) -> None:
+    """Each long-poll sends back the client id of the answer before it, so
+    the hub counts the page once across its requests."""
+    errors: list[str] = []
+    context, page = open_page(browser, errors)
+    polls: list[str] = []
+    page.on("request", lambda r: polls.append(r.url) if "transport=longpoll" in r.url else None)
+    try:
+        join(page, hub, "erin", "longpoll")
+        wait_members(page, ["erin (you)"])
+        deadline = 100  # the ticker answers a held poll every second
+        while len(polls) < 6 and deadline:
+            page.wait_for_timeout(200)
+            deadline -= 1
+        assert len(polls) >= 6, polls
+        ids = [parse_qs(urlsplit(url).query).get("client", [None])[0] for url in polls]
+        assert ids[0] is None, ids  # the first request has none yet
+        later = set(ids[-3:])
+        assert len(later) == 1 and None not in later, ids
+    finally:
+        context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
