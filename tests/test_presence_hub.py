@@ -389,3 +389,34 @@ async def test_a_poll_client_alone_in_a_channel_is_announced_when_its_grace_ends
     assert leaves == [("bob",)]
     assert await hub.presence_counts("room:2") == (0, 0)
     assert hub.presence_tracker.grace == {}  # nothing left to sweep
+
+
+async def test_a_release_before_the_add_runs_leaves_nothing_live() -> None:
+    """A session that subscribes several channels starts their adds together
+    and may be closed before they run: the client must not stay live (kept
+    by heartbeats forever)."""
+    hub = presence_hub(presence_grace=0.2)
+    tracker = hub.presence_tracker
+    me = Identity("c1", User("ann"), "websocket", 0)
+    pending = tracker.add("room:1", me, live=True)
+    tracker.release("room:1", "c1")  # closed first
+    await pending
+    assert "room:1" not in tracker.live
+    await settle(hub, time.time() + 0.2)
+    assert await hub.presence_counts("room:1") == (0, 0)
+    await hub.close()
+
+
+async def test_presence_churn_counts_back_to_zero(make_server: Callable[..., Server]) -> None:
+    hub = presence_hub(presence_grace=0.3)
+    server = serve(make_server, hub)
+    for n in range(30):
+        transport = ("websocket", "stream", "sse", "longpoll", "poll")[n % 5]
+        joiner = Joiner(server, transport, f"u{n % 7}")
+        await joiner.join()
+        joiner.hold()
+        await joiner.leave()
+    await eventually(lambda: not hub.presence_tracker.live and hub.connections == set())
+    await settle(hub, time.time() + 0.3)
+    assert await hub.presence_counts("room:1") == (0, 0)
+    assert hub.presence_tracker.grace == {}

@@ -135,9 +135,13 @@ class HubPresence:
 
     # -- clients ------------------------------------------------------------------
 
-    async def add(self, channel: str, identity: Identity, *, live: bool) -> None:
+    def add(self, channel: str, identity: Identity, *, live: bool) -> Awaitable[None]:
         """Make ``identity`` present in ``channel``: live (until released,
-        kept by heartbeats) or for one poll request (until the grace ends)."""
+        kept by heartbeats) or for one poll request (until the grace ends).
+
+        Registered here at once, so a :meth:`release` that comes before the
+        returned awaitable runs still finds the client; the awaitable stores it.
+        """
         settings = self.hub.settings
         client = identity.client
         now = time.time()
@@ -149,6 +153,10 @@ class HubPresence:
             expires = now + settings.presence_grace
             self.grace.setdefault(channel, {})[client] = expires
         self._start()
+        return self._add(channel, identity, expires, live)
+
+    async def _add(self, channel: str, identity: Identity, expires: float, live: bool) -> None:
+        client = identity.client
         joined = await self.store.add(channel, identity, expires)
         if joined and identity.user is not None:
             member = Member(identity.user.id, identity.user.info, 1)

@@ -523,6 +523,7 @@ def test_core_objects() -> None:
         allowed_origins=("https://a.example",),
         cors_credentials=True,
         trusted_proxies=("10.0.0.0/8",),
+        client_id_secret=config.client_id_secret(),
     )
     assert config.history() == HistoryPolicy(size=5, ttl=6)
     assert config.anonymous == ("pub:*",)
