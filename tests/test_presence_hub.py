@@ -68,15 +68,20 @@ class Joiner:
             self.doc = await self.server.poll_doc("poll", **query)
             self.first = self.doc["frames"][0]
 
-    def hold(self) -> None:
-        """Long-poll: hold a request from the first poll's cursor (live)."""
+    async def hold(self) -> None:
+        """Long-poll: hold a request from the first poll's cursor (live), and
+        return once the hub has attached it: presence frames are not kept in
+        history, so one sent before the hold attaches would never reach it."""
         if self.transport == "longpoll":
             doc, query = self.doc, {"user": self.user, "channel": "room:1"}
-            self.held = asyncio.ensure_future(
+            hub = self.server.hub
+            before = hub.local_subscribers("room:1")
+            held = self.held = asyncio.ensure_future(
                 self.server.poll_doc(
                     "longpoll", cursor=doc["cursor"], client=doc["client"], timeout=30, **query
                 )
             )
+            await eventually(lambda: hub.local_subscribers("room:1") > before or held.done())
 
     def frames(self) -> list[dict[str, Any]]:
         if self.member is not None:
@@ -119,7 +124,7 @@ async def test_joins_and_leaves_are_seen_by_members(
     await bob.join()
     assert bob.first is not None and snapshot_users(bob.first) == ["ann", "bob"]
     await ann.wait(lambda fs: "bob" in joined(fs))
-    bob.hold()
+    await bob.hold()
     if transport != "poll":  # a live member sees the others come
         await marker(hub, ann, "cy")
         await bob.wait(lambda fs: "cy" in joined(fs))
@@ -414,7 +419,7 @@ async def test_presence_churn_counts_back_to_zero(make_server: Callable[..., Ser
         transport = ("websocket", "stream", "sse", "longpoll", "poll")[n % 5]
         joiner = Joiner(server, transport, f"u{n % 7}")
         await joiner.join()
-        joiner.hold()
+        await joiner.hold()
         await joiner.leave()
     await eventually(lambda: not hub.presence_tracker.live and hub.connections == set())
     await settle(hub, time.time() + 0.3)

@@ -50,7 +50,7 @@ async def test_joins_and_leaves_cross_processes(
     await bob.join()
     assert bob.first is not None and snapshot_users(bob.first) == ["ann", "bob"]
     await ann.wait(lambda fs: "bob" in joined(fs))
-    bob.hold()
+    await bob.hold()
     if transport != "poll":
         cy = await Member.connect(a, "user=cy&channel=room:1")
         await bob.wait(lambda fs: "cy" in joined(fs))

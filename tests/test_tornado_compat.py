@@ -139,7 +139,9 @@ class _Probe(tornado.web.RequestHandler):
         seen["plain"] = compat.sends_plainly(stream)
         self.set_status(418)
         seen["reason"] = compat.status_reason(self)
+        seen["answered_before"] = compat.answered(self)
         self.finish("ok")
+        seen["answered_after"] = compat.answered(self)
 
 
 class _Socket(tornado.websocket.WebSocketHandler):
@@ -172,6 +174,7 @@ async def test_an_http1_request_has_a_stream_transforms_and_a_reason(port: int) 
     assert isinstance(seen["socket"], socket.socket)
     assert seen["plain"] is True
     assert seen["reason"] == "I'm a Teapot"
+    assert seen["answered_before"] is False and seen["answered_after"] is True
 
 
 async def test_an_open_websocket_has_a_stream(port: int) -> None:

@@ -30,6 +30,7 @@ from .presence_reads import read_page
 from .protocol import dumps
 from .request import parse_request
 from .session import Subscription
+from .tornado_compat import answered
 from .transports import TRANSPORT_CLASSES, Transport
 from .transports.base import BROKER_UNAVAILABLE, log_broker_failure, refuse
 from .transports.websocket import ChannelSocketMixin
@@ -264,7 +265,7 @@ class ChannelMixin(RequestHandler):
         identity = await self.channel_identity(
             request.transport, request.client if polling else None
         )
-        if self._finished:
+        if answered(self):
             return  # identify() answered the request itself
         transport = self.transports[request.transport](
             self,

@@ -109,3 +109,10 @@ def status_reason(handler: RequestHandler) -> str:
     """The reason phrase of ``handler``'s status (``handler._reason``)."""
     reason: str = handler._reason
     return reason
+
+
+def answered(handler: RequestHandler) -> bool:
+    """Whether ``handler`` has finished its response (``handler._finished``):
+    an overridable hook such as ``identify()`` may answer the request itself."""
+    finished: bool = handler._finished
+    return finished

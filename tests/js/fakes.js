@@ -59,6 +59,10 @@ function query(url) {
     timeout: u.searchParams.get('timeout'),
     token: u.searchParams.get('token'),
     tokens: u.searchParams.getAll('token'),
+    client: u.searchParams.get('client'),
+    presence: u.searchParams.get('presence'),
+    after: u.searchParams.get('after'),
+    limit: u.searchParams.get('limit'),
     path: u.pathname,
   };
 }
@@ -93,6 +97,11 @@ class FakeRequest {
     this._resolve(new Response(JSON.stringify({cursor, frames}), {
       status: 200, headers: {'Content-Type': 'application/json'},
     }));
+  }
+
+  /** Any JSON document (a poll answer with more keys, a presence page). */
+  json(doc, status = 200) {
+    this._resolve(new Response(JSON.stringify(doc), {status, headers: {'Content-Type': 'application/json'}}));
   }
 
   /** An HTTP error answer; `code` gives the torchannels JSON body. */
@@ -263,6 +272,12 @@ const frames = {
   reconnect: (reason = 'byte_limit') => ({type: 'reconnect', reason}),
   ping: () => ({type: 'ping'}),
   unsubscribed: (channel) => ({type: 'unsubscribed', channel}),
+  /** A `subscribed` frame of a presence channel: `presence` is {clients, users, members, next}. */
+  snapshot: (channel, presence, offset = 0, epoch = 'e1') =>
+    ({type: 'subscribed', channel, epoch, offset, presence: Object.assign({next: null}, presence)}),
+  presence: (channel, joins = [], leaves = []) =>
+    ({type: 'presence', channel, joins: joins.map((user) => (typeof user === 'string' ? {user, info: null} : user)),
+      leaves: leaves.map((user) => ({user}))}),
 };
 
 /**

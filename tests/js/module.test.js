@@ -135,7 +135,8 @@ test('the constants mirror every code the server defines', () => {
   }
 });
 
-const frameNames = new Set(['MESSAGE', 'SUBSCRIBED', 'RESET', 'ERROR', 'CONNECTED', 'PING', 'RECONNECT']);
+const frameNames = new Set(['MESSAGE', 'SUBSCRIBED', 'RESET', 'ERROR', 'CONNECTED', 'PING', 'RECONNECT', 'PRESENCE',
+  'PRESENCE_PAGE']);
 
 test('the constants have the documented values', () => {
   const api = require('../../src/torchannels/static/torchannel.js');
@@ -144,7 +145,8 @@ test('the constants have the documented values', () => {
     SLOW_CONSUMER: 4001, EXPIRED: 4002});
   assert.deepEqual(Object.values(api.ResetReason).sort(), ['epoch_changed', 'history_trimmed', 'position_ahead']);
   assert.deepEqual(Object.values(api.FrameType).sort(),
-    ['connected', 'error', 'message', 'ping', 'reconnect', 'reset', 'subscribed', 'unsubscribed']);
+    ['connected', 'error', 'message', 'ping', 'presence', 'presence_page', 'reconnect', 'reset', 'subscribed',
+      'unsubscribed']);
   assert.equal(api.ErrorCode.FORBIDDEN, 'forbidden');
   assert.equal(api.ErrorCode.UNKNOWN_TRANSPORT, 'unknown_transport');
   assert.ok(Object.isFrozen(api.ErrorCode));

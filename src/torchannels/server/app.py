@@ -46,7 +46,7 @@ from .admin_api import admin_routes
 from .api import PublishHandler, StateHandler
 from .channels_api import ChannelInfoHandler, ChannelListHandler, ChannelPresenceHandler
 from .config import ServerConfig
-from .demo import DemoPageHandler, DemoPublishHandler, FaviconHandler
+from .demo import FaviconHandler, demo_routes
 from .fleet import LocalCounts, make_counts
 from .health import BrokerCheck, HealthHandler
 from .listener import BUSY_PER_IP, admit_request
@@ -245,10 +245,7 @@ def _client_routes(config: ServerConfig, hub: Hub) -> list[Any]:
     if config.internal_port is None:
         routes += [static_route(), (r"/favicon.ico", FaviconHandler)]
     if config.demo:
-        routes += [
-            (r"/", DemoPageHandler, {"config": config}),
-            (r"/demo/publish", DemoPublishHandler, {"hub": hub}),
-        ]
+        routes += demo_routes(config, hub)
     return routes
 
 

@@ -15,8 +15,11 @@ lower one set.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import difflib
+import hashlib
+import hmac
 import ipaddress
 import math
 import os
@@ -225,7 +228,8 @@ class ServerConfig:
         False,
         "bool",
         "development mode: without an API key, generate one; print it with ready-to-paste "
-        "publish commands and show it on the demo page (never in production)",
+        "publish commands and show it on the demo page; without a token secret, derive one "
+        "from the key for the demo chat's identities (never in production)",
     )
     trusted_proxies: tuple[str, ...] = _opt(
         (),
@@ -324,16 +328,28 @@ class ServerConfig:
         return self.admin_password or self.api_key
 
     def with_dev_key(self) -> ServerConfig:
-        """In dev mode without an API key, a copy with a random one; else self.
+        """In dev mode, a copy with a random API key when none is set and a
+        token secret (for the demo chat's identities) when none is set,
+        derived from the API key so that the demo page's tokens outlive a
+        restart with the same key; else self.
 
         >>> ServerConfig(dev=True).with_dev_key().api_key is not None
         True
-        >>> ServerConfig(dev=True, api_key="k").with_dev_key().api_key
-        'k'
+        >>> dev = ServerConfig(dev=True, api_key="k").with_dev_key()
+        >>> again = ServerConfig(dev=True, api_key="k").with_dev_key()
+        >>> dev.api_key, dev.token_secret == again.token_secret
+        ('k', True)
+        >>> ServerConfig(dev=True, token_secret="s").with_dev_key().token_secret
+        's'
         """
-        if not self.dev or self.api_key is not None:
+        if not self.dev:
             return self
-        return replace(self, api_key=secrets.token_urlsafe(18))
+        key = self.api_key if self.api_key is not None else secrets.token_urlsafe(18)
+        secret = self.token_secret
+        if secret is None:
+            digest = hmac.new(key.encode(), b"torchannels dev token secret", hashlib.sha256)
+            secret = base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
+        return replace(self, api_key=key, token_secret=secret)
 
     def listen_backlog(self) -> int:
         """The listen backlog to use: ``backlog``, or the system's maximum for 0.

@@ -3,6 +3,12 @@ feeds behind it, so a newcomer sees channels work within seconds.
 
 Only ``demo:*`` channels are involved; the demo publisher accepts nothing
 else, and ``--no-demo`` removes all of it.
+
+In dev mode (``--dev``) the chat also shows who is here: ``demo:chat`` gets
+presence with joins and leaves, and ``POST /demo/token`` gives the page a
+subscription token for a display name, since anonymous connections are
+never users. Anyone who can open the page can get one, for any name: that
+is why it exists in dev mode only.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import json
 import logging
 import os
 import random
+import re
+import secrets
 import time
 from typing import Any
 
@@ -19,6 +27,7 @@ import tornado.web
 
 from ..errors import BrokerError
 from ..hub import Hub
+from ..tokens import ChannelPatterns, encode_token
 from .config import ServerConfig
 from .devmode import ORIGIN, admin_hint, program, publish_commands
 
@@ -30,6 +39,10 @@ MAX_TEXT = 280
 MAX_NAME = 32
 #: While the broker is unavailable the ticker tries one tick in this many.
 QUIET_TRY = 10
+#: Lifetime of a demo chat token (s); the page renews it for the same user.
+TOKEN_TTL = 24 * 3600.0
+#: The user ids POST /demo/token makes: "demo-" and 12 hex digits.
+USER_RE = re.compile(r"demo-[0-9a-f]{12}")
 
 
 FAVICON = os.path.join(os.path.dirname(__file__), "favicon.ico")
@@ -51,7 +64,9 @@ class DemoPageHandler(tornado.web.RequestHandler):
         # With --internal-port the API is not on this page's port.
         enabled = config.api_key is not None and config.internal_port is None
         commands = publish_commands(ORIGIN, dev_key, program()) if enabled else []
-        page = {"apiKey": dev_key, "apiEnabled": enabled, "origin": ORIGIN, "commands": commands}
+        identity = config.dev and config.token_secret is not None  # POST /demo/token is there
+        page = {"apiKey": dev_key, "apiEnabled": enabled, "origin": ORIGIN, "commands": commands,
+                "identity": identity}  # fmt: skip
         # Inside <script>: no "</script>" or "<!--" can come out of a key.
         text = json.dumps(page).replace("<", "\\u003c").replace(">", "\\u003e")
         internal = config.internal_port is not None
@@ -91,6 +106,52 @@ class DemoPublishHandler(tornado.web.RequestHandler):
             return
         message = await self.hub.channel(CHAT).asend({"name": name, "text": text})
         self.finish({"offset": message["offset"]})
+
+
+class DemoTokenHandler(tornado.web.RequestHandler):
+    """``POST /demo/token`` with ``name`` (dev mode only): a subscription
+    token for the demo channels whose user is a new id (``sub``) and whose
+    ``info`` is ``{"name": NAME}``, so the chat's member list can show the
+    name. ``user``, an id this endpoint made before, keeps that id (a
+    renewal). Answers ``{"token", "user", "name"}``, or 400 ``bad_name``."""
+
+    def initialize(self, config: ServerConfig) -> None:
+        self.config = config
+
+    def check_xsrf_cookie(self) -> None:
+        """The demo chat is anonymous on purpose: anyone may take a name."""
+
+    def post(self) -> None:
+        secret = self.config.token_secret
+        assert secret is not None  # dev mode always has one (ServerConfig.with_dev_key)
+        name = self.get_body_argument("name", "").strip()
+        if not name or len(name) > MAX_NAME:
+            self.set_status(400)
+            message = f"a name of 1-{MAX_NAME} characters, please"
+            self.finish({"error": "bad_name", "message": message})
+            return
+        user = self.get_body_argument("user", "")
+        if not USER_RE.fullmatch(user):
+            user = "demo-" + secrets.token_hex(6)
+        claims = {"sub": user, "info": {"name": name}, "channels": ["demo:*"],
+                  "exp": int(time.time() + TOKEN_TTL)}  # fmt: skip
+        self.set_header("Cache-Control", "no-store")
+        self.finish({"token": encode_token(claims, secret), "user": user, "name": name})
+
+
+def demo_routes(config: ServerConfig, hub: Hub) -> list[Any]:
+    """The demo's routes; in dev mode also its identities (``/demo/token``)
+    and presence with joins and leaves on ``demo:chat``, unless the
+    configuration gives ``demo:chat`` options of its own."""
+    routes: list[Any] = [
+        (r"/", DemoPageHandler, {"config": config}),
+        (r"/demo/publish", DemoPublishHandler, {"hub": hub}),
+    ]
+    if config.dev and config.token_secret is not None:
+        routes.append((r"/demo/token", DemoTokenHandler, {"config": config}))
+        if not any(ChannelPatterns([pattern]).matches(CHAT) for pattern, _ in config.channels):
+            hub.configure_channels(CHAT, presence=True, join_leave=True)
+    return routes
 
 
 class Ticker:

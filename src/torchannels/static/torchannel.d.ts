@@ -107,6 +107,82 @@ export interface ErrorEvent {
   error?: unknown;
 }
 
+/** A user present in a channel: one entry per user, however many connections. */
+export interface Member {
+  /** The user id (the token's `sub`, or what the app's identify() gave). */
+  user: string;
+  /** The user's info (the token's `info` claim), or null. */
+  info: {[key: string]: unknown} | null;
+  /** How many of the user's clients (connections, polling clients) are present; 1 for a user who just joined. */
+  clients: number;
+}
+
+/** A user who joined (their first client arrived), as a `presence` frame says it. */
+export interface PresenceJoin {
+  user: string;
+  info: {[key: string]: unknown} | null;
+}
+
+/** A user who left (their last client has been gone for the server's grace). */
+export interface PresenceLeave {
+  user: string;
+}
+
+/**
+ * Payload of the 'presence' event: the member list of a presence channel
+ * changed. A snapshot (on subscribing, and again after every reconnect)
+ * replaces the list; `presence` frames then add joins and remove leaves.
+ */
+export interface PresenceEvent {
+  channel: string;
+  /** The list now, sorted by user id: the snapshot's members, plus joins, minus leaves. */
+  members: Member[];
+  /** Users in the channel: the snapshot's count, plus joins, minus leaves. */
+  users: number;
+  /** Clients in the channel, as of the last snapshot (frames carry no client counts). */
+  clients: number;
+  /** False when the snapshot was a first page only (more users than it listed): `members` is then not everyone. */
+  complete: boolean;
+  /** This change's joins ([] for a snapshot). */
+  joins: PresenceJoin[];
+  /** This change's leaves ([] for a snapshot). */
+  leaves: PresenceLeave[];
+  /** True: a snapshot replaced the list; false: a `presence` frame was applied. */
+  snapshot: boolean;
+}
+
+/** One page of a channel's members (client.presence()). */
+export interface PresencePage {
+  channel: string;
+  /** Sorted by user id. */
+  members: Member[];
+  /** Pass as `after` for the next page; null on the last page. */
+  next: string | null;
+  /** Counts of the whole channel. */
+  clients: number;
+  users: number;
+}
+
+export interface PresenceOptions {
+  /** The `next` of the page before (opaque). */
+  after?: string | null;
+  /** Members per page: 1 to 1000; the server's default is 100. */
+  limit?: number | null;
+}
+
+/** Why client.presence() rejected. */
+export class PresenceError extends Error {
+  readonly name: 'PresenceError';
+  /**
+   * An ErrorCode (presence_disabled, invalid_cursor, invalid_limit, forbidden,
+   * token_*, ...), or 'timeout', 'unreachable', 'http_error', 'bad_answer'.
+   */
+  readonly code: string;
+  readonly channel: string;
+  /** The HTTP status of an HTTP read's answer; null over a WebSocket or when none came. */
+  readonly status: number | null;
+}
+
 export interface ClientOptions {
   /** The ChannelMixin route. Default '/channels'. May carry a query string. */
   url?: string;
@@ -212,11 +288,25 @@ export class Client {
    * reason (codes token_*) are asked for again.
    */
   setToken(token: string | null): void;
+  /**
+   * The members of a subscribed presence channel as the client knows them
+   * now, sorted by user id; null when the channel is not subscribed, has no
+   * presence, or its snapshot has not come yet.
+   */
+  members(channel: string): Member[] | null;
+  /**
+   * Read one page of a channel's members now: a `presence` command on a
+   * WebSocket carrying the channel, else an HTTP GET with the same token.
+   * Rejects with a PresenceError. Throws a TypeError for an invalid channel
+   * name, `after` or `limit`.
+   */
+  presence(channel: string, options?: PresenceOptions): Promise<PresencePage>;
+  on(event: 'presence', listener: (event: PresenceEvent) => void): this;
   on(event: 'state', listener: (event: StateChange) => void): this;
   on(event: 'transport_failed', listener: (event: TransportFailedEvent) => void): this;
   on(event: 'connecting' | 'connected' | 'disconnected', listener: (event: StateEvent) => void): this;
   on(event: 'error', listener: (event: ErrorEvent) => void): this;
-  off(event: 'state' | 'transport_failed' | 'connecting' | 'connected' | 'disconnected' | 'error',
+  off(event: 'state' | 'transport_failed' | 'connecting' | 'connected' | 'disconnected' | 'error' | 'presence',
     listener?: (event: any) => void): this;
   /** Drop every subscription and disconnect. */
   close(): void;
@@ -234,6 +324,8 @@ export const FrameType: {
   readonly CONNECTED: 'connected';
   readonly PING: 'ping';
   readonly RECONNECT: 'reconnect';
+  readonly PRESENCE: 'presence';
+  readonly PRESENCE_PAGE: 'presence_page';
 };
 
 export const ResetReason: {
@@ -251,6 +343,7 @@ export const ErrorCode: {
   readonly TOKEN_NOT_YET_VALID: 'token_not_yet_valid';
   readonly TOKEN_BAD_ALGORITHM: 'token_bad_algorithm';
   readonly TOKEN_UNSUPPORTED: 'token_unsupported';
+  readonly INVALID_INFO: 'invalid_info';
   readonly UNKNOWN_TRANSPORT: 'unknown_transport';
   readonly INVALID_CHANNEL: 'invalid_channel';
   readonly MALFORMED_CURSOR: 'malformed_cursor';
@@ -259,6 +352,9 @@ export const ErrorCode: {
   readonly REQUEST_TOO_LARGE: 'request_too_large';
   readonly BAD_PARAMETER: 'bad_parameter';
   readonly BAD_MESSAGE: 'bad_message';
+  readonly PRESENCE_DISABLED: 'presence_disabled';
+  readonly INVALID_CURSOR: 'invalid_cursor';
+  readonly INVALID_LIMIT: 'invalid_limit';
   readonly SHUTTING_DOWN: 'shutting_down';
 };
 

@@ -45,7 +45,9 @@
     ERROR: 'error',
     CONNECTED: 'connected',
     PING: 'ping',
-    RECONNECT: 'reconnect'
+    RECONNECT: 'reconnect',
+    PRESENCE: 'presence', // joins and leaves of a join_leave channel
+    PRESENCE_PAGE: 'presence_page' // WebSocket only: the answer to a `presence` command
   });
 
   /** Why a `reset` frame says a position cannot be served. */
@@ -66,6 +68,7 @@
     TOKEN_NOT_YET_VALID: 'token_not_yet_valid',
     TOKEN_BAD_ALGORITHM: 'token_bad_algorithm',
     TOKEN_UNSUPPORTED: 'token_unsupported', // the hub was started without a token secret
+    INVALID_INFO: 'invalid_info', // the token's `info` claim is not a JSON object of at most 1 KiB
     // HTTP 400 answers
     UNKNOWN_TRANSPORT: 'unknown_transport',
     INVALID_CHANNEL: 'invalid_channel',
@@ -75,6 +78,10 @@
     REQUEST_TOO_LARGE: 'request_too_large',
     BAD_PARAMETER: 'bad_parameter',
     BAD_MESSAGE: 'bad_message', // WebSocket: a client command the server cannot read
+    // presence reads (client.presence())
+    PRESENCE_DISABLED: 'presence_disabled',
+    INVALID_CURSOR: 'invalid_cursor',
+    INVALID_LIMIT: 'invalid_limit',
     // HTTP 503
     SHUTTING_DOWN: 'shutting_down'
   });
@@ -105,6 +112,13 @@
   const SSE_CHANNEL_ERROR = 'channel_error';
 
   const CHANNEL_RE = /^[A-Za-z0-9_\-.:/@#$]{1,128}$/;
+
+  function checkChannel(channel) {
+    if (typeof channel !== 'string' || !CHANNEL_RE.test(channel)) {
+      throw new TypeError(`torchannels: invalid channel name ${JSON.stringify(channel)}` +
+        ': use 1-128 characters from A-Z a-z 0-9 _ - . : / @ # $');
+    }
+  }
 
   const DEFAULTS = {
     url: '/channels',
@@ -447,7 +461,9 @@
   //   host.frame(t, frame): every frame, in order;
   //   host.end(t, info): the end, reported once: {reason, code?, status?, message?, plain?, detail?, age?, error?,
   //     retry?: Retry.*} (plain, detail: words for it, see explain(); age: ms a long-poll request was held);
-  //   host.answered(t): a poll answer came without a lapsed token.
+  //   host.answered(t): a poll answer came without a lapsed token;
+  //   host.clientId(): the client id to send back on poll requests (null: none yet);
+  //   host.client(id): a poll answer named the client id.
   // The host ignores all of it from a transport that is no longer current.
 
   class Transport {
@@ -540,7 +556,11 @@
       const limit = opts.requestTimeout + (this.hold ? (hold || 25) * 1000 : 0);
       this._timer = env.setTimeout(() => this._end({reason: 'timeout', detail: `no answer within ${limit} ms`}), limit);
       const sent = env.now();
-      this._fetch(hold ? [`timeout=${hold}`] : [])
+      // The client id the server gave: sent back, so that polls are one client (presence).
+      const client = this.host.clientId();
+      const extra = client ? [`client=${encodeURIComponent(client)}`] : [];
+      if (hold) extra.push(`timeout=${hold}`);
+      this._fetch(extra)
         .then((res) => res.text().then((text) => this._answer(res, text, env.now() - sent)))
         .catch((err) => {
           // No answer: nothing was reached (or the browser blocked it, CORS),
@@ -557,6 +577,7 @@
       if (!res.ok) return this._end(Object.assign(httpFailure(res.status, text), {age}));
       const doc = parseJSON(text);
       if (!doc || !Array.isArray(doc.frames)) return this._end({reason: 'bad_answer'});
+      if (typeof doc.client === 'string') this.host.client(doc.client);
       if (!this._answered) {
         this._answered = true;
         this._frame({type: FrameType.CONNECTED, transport: this.name});
@@ -629,7 +650,7 @@
 
   /** The named SSE events that carry a whole frame (message frames are default events). */
   const SSE_EVENTS = [FrameType.CONNECTED, FrameType.SUBSCRIBED, FrameType.RESET, FrameType.RECONNECT,
-    FrameType.PING, SSE_CHANNEL_ERROR];
+    FrameType.PING, FrameType.PRESENCE, SSE_CHANNEL_ERROR];
 
   /** sse: a browser EventSource; the client, not the browser, reconnects. */
   class SSETransport extends Transport {
@@ -726,6 +747,16 @@
       this._ws.send(JSON.stringify(command));
     }
 
+    /** Open: commands can be sent. */
+    get ready() {
+      return this._ready && !this.closed;
+    }
+
+    /** Send a command (a `presence` read); only when ready. */
+    send(command) {
+      this._ws.send(JSON.stringify(command));
+    }
+
     unsubscribe(channels) {
       if (!this._ready || !channels.length) return;
       for (const c of channels) this._leaving.set(c, (this._leaving.get(c) || 0) + 1);
@@ -736,7 +767,10 @@
       if (!frame || typeof frame !== 'object') return super._frame(frame); // the client ignores it
       const type = frame.type;
       const channel = type === FrameType.MESSAGE ? frame.data && frame.data.channel : frame.channel;
-      const leaving = channel && this._leaving.get(channel);
+      // A presence read's answer belongs to the read, not to the subscription.
+      const read = type === FrameType.PRESENCE_PAGE
+        || (type === FrameType.ERROR && PRESENCE_CODES.indexOf(frame.code) >= 0);
+      const leaving = channel && !read && this._leaving.get(channel);
       if (leaving) {
         // The server answers every unsubscribe with one `unsubscribed` per
         // channel, held or not: everything before it is the old subscription's.
@@ -980,6 +1014,290 @@
     }
   }
 
+  // ---- Who is here ----
+
+  /** Code point order, as the server sorts user ids (`<` on strings compares UTF-16 units). */
+  function byUser(a, b) {
+    const x = a.user;
+    const y = b.user;
+    for (let i = 0, j = 0; i < x.length && j < y.length;) {
+      const cx = x.codePointAt(i);
+      const cy = y.codePointAt(j);
+      if (cx !== cy) return cx - cy;
+      i += cx > 0xffff ? 2 : 1;
+      j += cy > 0xffff ? 2 : 1;
+    }
+    return x.length - y.length;
+  }
+
+  /** A member as the server sends it ({user, info, clients}), frozen; null if it has no user id. */
+  function member(m, clients) {
+    if (!m || typeof m.user !== 'string') return null;
+    const info = m.info && typeof m.info === 'object' ? m.info : null;
+    return Object.freeze({user: m.user, info, clients: clients || (m.clients > 0 ? m.clients : 1)});
+  }
+
+  /** A count from the server, or `fallback` when it sent none. */
+  function count(n, fallback) {
+    return typeof n === 'number' && n >= 0 ? n : fallback;
+  }
+
+  /**
+   * The live member list of each presence channel: it starts from a
+   * snapshot (a `subscribed` frame's `presence`), takes the joins and
+   * leaves of `presence` frames, and is replaced whole by the next snapshot
+   * (a reconnect brings one; polling transports read one, see
+   * Client._refreshPresence). Each change returns the `presence` event the
+   * client emits, so an app never stitches snapshots and diffs itself.
+   *
+   *   const roster = new Roster();
+   *   roster.snapshot('room', {users: 1, clients: 2, members: [{user: 'ann', clients: 2}], next: null}, Date.now());
+   *   roster.apply('room', {joins: [{user: 'bob', info: null}], leaves: []}).users;  // 2
+   */
+  class Roster {
+    constructor() {
+      // channel -> {byUser: Map user -> member, sorted: array|null, users, clients, complete,
+      //   seq: changes so far, at: when its snapshot was taken or last asked for (ms)}
+      this._lists = new Map();
+    }
+
+    /** Start `channel` over from a snapshot; the event, or null for a snapshot it cannot read. */
+    snapshot(channel, presence, now) {
+      if (!presence || typeof presence !== 'object' || !Array.isArray(presence.members)) {
+        this._lists.delete(channel);
+        return null;
+      }
+      const old = this._lists.get(channel);
+      const list = {byUser: new Map(), sorted: null, users: 0, clients: 0, complete: presence.next == null,
+        seq: old ? old.seq + 1 : 0, at: now};
+      for (const m of presence.members) {
+        const entry = member(m);
+        if (entry) list.byUser.set(entry.user, entry);
+      }
+      list.users = Math.max(list.byUser.size, count(presence.users, list.byUser.size));
+      list.clients = count(presence.clients, 0);
+      this._lists.set(channel, list);
+      return this._event(channel, list, [], [], true);
+    }
+
+    /**
+     * A `presence` frame's joins and leaves applied to `channel`'s list; the
+     * event, or null when the channel has no list (no snapshot yet).
+     */
+    apply(channel, frame) {
+      const list = this._lists.get(channel);
+      if (!list) return null;
+      const joins = [];
+      const leaves = [];
+      for (const j of Array.isArray(frame.joins) ? frame.joins : []) {
+        const entry = member(j, 1); // a join is the user's first client
+        if (!entry) continue;
+        joins.push({user: entry.user, info: entry.info});
+        // A join the snapshot already counted (it was taken after the join) changes nothing.
+        if (list.byUser.has(entry.user)) continue;
+        list.byUser.set(entry.user, entry);
+        list.users++;
+      }
+      for (const l of Array.isArray(frame.leaves) ? frame.leaves : []) {
+        if (!l || typeof l.user !== 'string') continue;
+        leaves.push({user: l.user});
+        // Of a user not listed: beyond the first page (counted), or gone already.
+        if (list.byUser.delete(l.user) || !list.complete) list.users--;
+      }
+      list.users = Math.max(list.users, list.byUser.size);
+      list.sorted = null;
+      list.seq++;
+      return this._event(channel, list, joins, leaves, false);
+    }
+
+    /** Every list counts as stale: the next due() names them all. */
+    stale() {
+      for (const list of this._lists.values()) list.at = -Infinity;
+    }
+
+    /**
+     * The channels whose list is older than `ms` at `now`, each marked as
+     * asked for now: [channel, seq] pairs for refresh().
+     */
+    due(now, ms) {
+      const due = [];
+      for (const [channel, list] of this._lists) {
+        if (now - list.at < ms) continue;
+        list.at = now;
+        due.push([channel, list.seq]);
+      }
+      return due;
+    }
+
+    /**
+     * A page read at `seq` made the list again (a snapshot event), unless
+     * the list changed since (a frame or a snapshot came after the read was
+     * sent, and the page may not show it): null then.
+     */
+    refresh(channel, seq, page, now) {
+      const list = this._lists.get(channel);
+      return list && list.seq === seq ? this.snapshot(channel, page, now) : null;
+    }
+
+    /** The members of `channel` sorted by user id (a new array), or null without a list. */
+    members(channel) {
+      const list = this._lists.get(channel);
+      return list ? this._sorted(list).slice() : null;
+    }
+
+    /** Forget the lists of the channels not in `channels` (a Set): unsubscribed or refused. */
+    keep(channels) {
+      for (const channel of Array.from(this._lists.keys())) {
+        if (!channels.has(channel)) this._lists.delete(channel);
+      }
+    }
+
+    _sorted(list) {
+      if (!list.sorted) list.sorted = Array.from(list.byUser.values()).sort(byUser);
+      return list.sorted;
+    }
+
+    _event(channel, list, joins, leaves, snapshot) {
+      return {channel, members: this._sorted(list).slice(), users: list.users, clients: list.clients,
+        complete: list.complete, joins, leaves, snapshot};
+    }
+  }
+
+  /** ms between re-reads of the member lists while polling (Client._refreshPresence). */
+  const POLL_PRESENCE_MS = 10000;
+
+  /** A refused or failed presence read: `code` is an ErrorCode, `status` the HTTP status (null on a WebSocket). */
+  class PresenceError extends Error {
+    constructor(code, message, channel, status) {
+      super(message || code);
+      this.name = 'PresenceError';
+      this.code = code;
+      this.channel = channel;
+      this.status = status == null ? null : status;
+    }
+  }
+
+  /** The codes an `error` frame answers a `presence` command with (the others are about the channel). */
+  const PRESENCE_CODES = Object.freeze([ErrorCode.PRESENCE_DISABLED, ErrorCode.INVALID_CURSOR,
+    ErrorCode.INVALID_LIMIT]);
+
+  /** One page of a presence read, as the d.ts's PresencePage. */
+  function presencePage(channel, doc) {
+    const members = doc.members.map((m) => member(m)).filter(Boolean);
+    return {channel, members, next: doc.next == null ? null : doc.next, clients: count(doc.clients, 0),
+      users: count(doc.users, 0)};
+  }
+
+  /**
+   * One-off presence reads (client.presence()): a `presence` command on the
+   * client's WebSocket, answered by `presence_page` (per channel, in the
+   * order asked), or an HTTP GET of the subscribe URL with `presence=`.
+   * Reads still waiting when their socket goes are asked again over HTTP.
+   * It needs of the client its env, its opts (url, requestTimeout,
+   * withCredentials) and token(): the subscription token now.
+   */
+  class PresenceReads {
+    constructor(env, opts, token) {
+      this._env = env;
+      this._opts = opts;
+      this._token = token; // () => the subscription token now
+      this._pending = []; // WebSocket reads: {channel, query, transport, timer, resolve, reject}
+    }
+
+    /** Read one page of `channel`; over `t` when given (an open WebSocket carrying it). */
+    read(channel, query, t) {
+      return new Promise((resolve, reject) => {
+        if (t) this._send(t, {channel, query, resolve, reject});
+        else this._get(channel, query).then(resolve, reject);
+      });
+    }
+
+    /** A `presence_page` frame: the oldest read of its channel on `t` resolves. True if one waited. */
+    page(t, f) {
+      const read = this._take(t, f.channel);
+      if (!read) return false;
+      if (Array.isArray(f.members)) read.resolve(presencePage(f.channel, f));
+      else read.reject(new PresenceError('bad_answer', 'unreadable presence_page', f.channel));
+      return true;
+    }
+
+    /** An `error` frame: the oldest read of its channel on `t` rejects, if the code is a read's. */
+    error(t, f) {
+      if (PRESENCE_CODES.indexOf(f.code) < 0) return false;
+      const read = this._take(t, f.channel);
+      if (!read) return false;
+      read.reject(new PresenceError(f.code, f.message, f.channel, null));
+      return true;
+    }
+
+    /** The socket `t` is gone: its reads are asked again over HTTP. */
+    lost(t) {
+      for (const read of this._pending.filter((r) => r.transport === t)) {
+        this._drop(read);
+        this._get(read.channel, read.query).then(read.resolve, read.reject);
+      }
+    }
+
+    _send(t, read) {
+      const command = Object.assign({type: 'presence', channel: read.channel}, read.query);
+      read.transport = t;
+      const ms = this._opts.requestTimeout;
+      read.timer = this._env.setTimeout(() => {
+        this._drop(read);
+        read.reject(new PresenceError('timeout', `no presence_page within ${ms} ms`, read.channel, null));
+      }, ms);
+      this._pending.push(read);
+      t.send(command);
+    }
+
+    _take(t, channel) {
+      const read = this._pending.find((r) => r.transport === t && r.channel === channel);
+      if (read) this._drop(read);
+      return read;
+    }
+
+    _drop(read) {
+      this._env.clearTimeout(read.timer);
+      this._pending.splice(this._pending.indexOf(read), 1);
+    }
+
+    _get(channel, query) {
+      const env = this._env;
+      const opts = this._opts;
+      const params = [`presence=${encodeURIComponent(channel)}`];
+      if (query.after != null) params.push(`after=${encodeURIComponent(query.after)}`);
+      if (query.limit != null) params.push(`limit=${query.limit}`);
+      const controller = env.AbortController ? new env.AbortController() : null;
+      const ms = opts.requestTimeout;
+      let late = false;
+      const timer = env.setTimeout(() => {
+        late = true;
+        if (controller) controller.abort();
+      }, ms);
+      const fail = (code, message, status) => {
+        throw new PresenceError(code, message, channel, status);
+      };
+      const broken = (err) => {
+        env.clearTimeout(timer);
+        if (late) return fail('timeout', `no answer within ${ms} ms`, null);
+        return fail('unreachable', `${UNREACHABLE}${err && err.message ? `: ${err.message}` : ''}`, null);
+      };
+      return env.fetch(withQuery(withToken(opts.url, this._token()), params), {
+        signal: controller ? controller.signal : undefined,
+        credentials: opts.withCredentials ? 'include' : 'same-origin'
+      }).then((res) => res.text().then((text) => {
+        env.clearTimeout(timer);
+        if (!res.ok) {
+          const failure = httpFailure(res.status, text);
+          return fail(failure.reason === 'refused' ? failure.code : 'http_error', failure.message, res.status);
+        }
+        const doc = parseJSON(text);
+        if (!doc || !Array.isArray(doc.members)) return fail('bad_answer', 'unreadable presence answer', res.status);
+        return presencePage(channel, doc);
+      }, broken), broken);
+    }
+  }
+
   // ---- The client ----
 
   /** The connection states: `client.state` is one of them. */
@@ -1056,6 +1374,8 @@
       this._active = new Set(); // channels the current connection was asked for
       this._positions = new Map(); // channel -> 'epoch:offset', for active channels
       this._listeners = new Map(); // event -> listeners
+      this._roster = new Roster(); // the member lists of the active presence channels
+      this._clientId = null; // the server's id of this client (`connected`, poll answers): opaque
       this._timers = new Timers(env); // sync, reconnect, grace, first (connectTimeout), ping
       // The subscription token (`token` query parameter); named `auth` here,
       // apart from the tokens subscribe() returns.
@@ -1069,6 +1389,7 @@
         if (env.document && env.document.visibilityState === 'visible') this._online();
       };
       this._path = new PathAdapter(o, env.now); // the hold and keep-alive asked for
+      this._reads = new PresenceReads(env, o, () => this._auth); // client.presence()
       this._prober = new Prober(env, o, {
         live: () => this._state === State.CONNECTED && !!this._conn && !o.transport,
         better: () => this._fallback.better(),
@@ -1093,7 +1414,11 @@
         params: () => this._params(),
         frame: (t, frame) => this._frame(t, frame),
         end: (t, info) => this._fail(t, info),
-        answered: (t) => this._answered(t)
+        answered: (t) => this._answered(t),
+        clientId: () => this._clientId,
+        client: (id) => {
+          this._clientId = id;
+        }
       };
     }
 
@@ -1116,10 +1441,7 @@
      * unsubscribe().
      */
     subscribe(channel, callback, options) {
-      if (typeof channel !== 'string' || !CHANNEL_RE.test(channel)) {
-        throw new TypeError(`torchannels: invalid channel name ${JSON.stringify(channel)}` +
-          ': use 1-128 characters from A-Z a-z 0-9 _ - . : / @ # $');
-      }
+      checkChannel(channel);
       if (typeof callback !== 'function') throw new TypeError('torchannels: callback must be a function');
       const {onReset, onError} = options || {};
       const sub = {token: ++this._lastToken, channel, callback, onReset, onError};
@@ -1161,7 +1483,46 @@
       }
     }
 
-    /** Listen to 'state', 'transport_failed', 'error', or the 0.1 events 'connecting', 'connected', 'disconnected'. */
+    /**
+     * The members of a presence channel as the client knows them now (sorted
+     * by user id, a new array of {user, info, clients}); null when the
+     * channel is not subscribed, has no presence, or its snapshot has not
+     * come yet. The 'presence' event says each change.
+     */
+    members(channel) {
+      return this._active.has(channel) ? this._roster.members(channel) : null;
+    }
+
+    /**
+     * One page of `channel`'s members, read now: a Promise of {channel,
+     * members, next, clients, users}. options.after: the `next` of the page
+     * before; options.limit: members per page (the server's default 100, at
+     * most 1000). On a WebSocket carrying the channel it is a `presence`
+     * command; otherwise an HTTP GET of the subscribe URL with the same
+     * token. Rejects with a PresenceError (code presence_disabled,
+     * invalid_cursor, invalid_limit, forbidden, token_*, timeout, unreachable, ...).
+     */
+    presence(channel, options) {
+      checkChannel(channel);
+      const {after, limit} = options || {};
+      if (after != null && typeof after !== 'string') {
+        throw new TypeError('torchannels: after must be a string (a page\'s next)');
+      }
+      if (limit != null && !(Number.isInteger(limit) && limit > 0)) {
+        throw new TypeError('torchannels: limit must be a positive integer');
+      }
+      const query = {};
+      if (after != null) query.after = after;
+      if (limit != null) query.limit = limit;
+      const t = this._conn && this._conn.transport;
+      const socket = t && t.inBand && t.ready && this._active.has(channel) ? t : null;
+      return this._reads.read(channel, query, socket);
+    }
+
+    /**
+     * Listen to 'state', 'transport_failed', 'error', 'presence', or the 0.1
+     * events 'connecting', 'connected', 'disconnected'.
+     */
     on(event, fn) {
       const list = this._listeners.get(event);
       if (list) list.push(fn);
@@ -1303,7 +1664,10 @@
       this._cancel('first');
       this._cancel('ping');
       this._prober.stop();
-      if (conn) conn.transport.close();
+      if (conn) {
+        conn.transport.close();
+        this._reads.lost(conn.transport);
+      }
     }
 
     _current(t) {
@@ -1449,6 +1813,7 @@
       for (const c of Array.from(this._positions.keys())) {
         if (!active.has(c)) this._positions.delete(c);
       }
+      this._roster.keep(active);
     }
 
     _cursor(channels) {
@@ -1536,7 +1901,24 @@
 
     /** A poll answer without a lapsed token: the token works. */
     _answered(t) {
-      if (this._current(t)) this._authAttempt = 0;
+      if (!this._current(t)) return;
+      this._authAttempt = 0;
+      this._refreshPresence();
+    }
+
+    /**
+     * Poll and long-poll get a snapshot only with a fresh join, presence
+     * frames only while a long-poll is held, and poll none: after each
+     * answer, the lists that are due (older than POLL_PRESENCE_MS, or all of
+     * them after a reconnect) are read again over HTTP and replace the lists.
+     */
+    _refreshPresence() {
+      const now = this._env.now();
+      for (const [channel, seq] of this._roster.due(now, POLL_PRESENCE_MS)) {
+        this._reads.read(channel, {}, null).then((page) => {
+          if (this._active.has(channel)) this._presence(this._roster.refresh(channel, seq, page, this._env.now()));
+        }, () => {}); // failed: due again in POLL_PRESENCE_MS
+      }
     }
 
     // -- frames --
@@ -1554,6 +1936,9 @@
           this._fallback.connected(t.name);
           conn.connectedAt = conn.heardAt;
           conn.serverPing = f.ping > 0 ? f.ping : 0;
+          if (typeof f.client === 'string') this._clientId = f.client;
+          // A new polling connection: no snapshot comes for the channels it resumes.
+          if (t instanceof PollTransport) this._roster.stale();
           if (conn.serverPing && t.seesPings) this._watchPings();
           // The 0.1 `connected` event also marks a loss repaired within the
           // grace, and a switch of transport, which change no state.
@@ -1582,6 +1967,14 @@
           conn.progress = true;
           this._positions.set(channel, `${f.epoch}:${f.offset}`);
           for (const m of f.state || []) this._deliver(channel, m);
+          // Every snapshot replaces the list (a reconnect brings a new one); none: no presence.
+          if (this._active.has(channel)) this._presence(this._roster.snapshot(channel, f.presence, this._env.now()));
+          break;
+        case FrameType.PRESENCE:
+          if (this._active.has(channel)) this._presence(this._roster.apply(channel, f));
+          break;
+        case FrameType.PRESENCE_PAGE:
+          this._reads.page(t, f);
           break;
         case FrameType.RESET:
           if (!this._active.has(channel)) return;
@@ -1589,6 +1982,7 @@
           this._resetChannel(channel, f.reason);
           break;
         case FrameType.ERROR:
+          if (this._reads.error(t, f)) break; // a presence read refused, not the channel
           if (!channel) {
             this._emit('error', {type: 'server', transport: t.name, code: f.code, message: f.message});
           } else if (!(f.code === ErrorCode.TOKEN_EXPIRED && this._active.has(channel) && this._tokenExpired(t))) {
@@ -1639,6 +2033,10 @@
       this._each(channel, (s) => this._call(s.callback, message));
     }
 
+    _presence(event) {
+      if (event) this._emit('presence', event);
+    }
+
     _resetChannel(channel, reason) {
       this._each(channel, (s) => s.onReset && this._call(s.onReset, channel, reason));
       if (this._opts.onReset) this._call(this._opts.onReset, channel, reason);
@@ -1653,6 +2051,7 @@
       if (!this._active.has(channel)) return;
       this._positions.delete(channel);
       this._active.delete(channel);
+      this._roster.keep(this._active);
       this._denied.set(channel, f.code);
       const error = {channel, code: f.code, message: f.message};
       this._each(channel, (s) => s.onError && this._call(s.onError, error));
@@ -1711,13 +2110,14 @@
     ReconnectReason,
     CloseCode,
     TRANSPORTS,
+    PresenceError,
     backoff,
     registerJQuery
   };
   // The parts of the client, for its unit tests (tests/js/): not API. A
   // symbol key, so that no enumeration of the API (nor the .mjs) sees it.
   Object.defineProperty(api, Symbol.for('torchannels.internals'), {
-    value: Object.freeze({Fallback, PathAdapter, Prober, Timers, LOST})
+    value: Object.freeze({Fallback, PathAdapter, Prober, Roster, Timers, LOST})
   });
   return api;
 });

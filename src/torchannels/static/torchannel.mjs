@@ -21,6 +21,6 @@ if (!api) throw new Error('torchannels: torchannel.js did not load next to torch
 
 export const {
   version, Client, FrameType, ResetReason, ErrorCode, ReconnectReason, CloseCode,
-  TRANSPORTS, backoff, registerJQuery,
+  TRANSPORTS, PresenceError, backoff, registerJQuery,
 } = api;
 export default api;

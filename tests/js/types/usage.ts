@@ -3,11 +3,11 @@
 // is a misuse the declarations must reject: tsc fails if one is accepted.
 import {
   Client, FrameType, ResetReason, ErrorCode, ReconnectReason, CloseCode, TRANSPORTS, version, backoff,
-  registerJQuery,
+  registerJQuery, PresenceError,
 } from '../../../src/torchannels/static/torchannel.js';
 import type {
-  ClientOptions, ConnectionState, ErrorEvent, Message, StateChange, StateEvent, SubscriptionToken, TransportName,
-  TransportFailedEvent,
+  ClientOptions, ConnectionState, ErrorEvent, Member, Message, PresenceEvent, PresencePage, StateChange, StateEvent,
+  SubscriptionToken, TransportName, TransportFailedEvent,
 } from '../../../src/torchannels/static/torchannel.js';
 
 const options: ClientOptions = {
@@ -94,6 +94,41 @@ client.on('transport_failed', (e: TransportFailedEvent) => {
   console.log(e.transport, status, code, next, e.reason.length, detail.length);
 });
 client.off('state').off('transport_failed');
+
+// presence: the live member list, and one-off reads
+client.on('presence', (e: PresenceEvent) => {
+  const names: string[] = e.members.map((m: Member) => `${m.user} (${m.clients})`);
+  const info: {[key: string]: unknown} | null = e.members.length ? e.members[0].info : null;
+  const users: number = e.users;
+  const clients: number = e.clients;
+  const complete: boolean = e.complete;
+  const snapshot: boolean = e.snapshot;
+  const joined: string[] = e.joins.map((j) => j.user);
+  const left: string[] = e.leaves.map((l) => l.user);
+  console.log(e.channel, names, info, users, clients, complete, snapshot, joined, left);
+});
+const here: Member[] | null = client.members('room');
+async function everyone(channel: string): Promise<Member[]> {
+  const all: Member[] = [];
+  let after: string | null = null;
+  do {
+    const page: PresencePage = await client.presence(channel, {after, limit: 1000});
+    all.push(...page.members);
+    after = page.next;
+    console.log(page.channel, page.clients, page.users);
+  } while (after !== null);
+  return all;
+}
+client.presence('room').catch((err: unknown) => {
+  if (err instanceof PresenceError) {
+    const code: string = err.code;
+    const status: number | null = err.status;
+    const message: string = err.message;
+    console.log(code === ErrorCode.PRESENCE_DISABLED, status, message, err.channel);
+  }
+});
+client.off('presence');
+console.log(here, everyone);
 if (client.state === 'reconnecting') console.log('reconnecting');
 client.close();
 
@@ -141,7 +176,15 @@ client.setToken(42);
 // @ts-expect-error: the constants are read-only
 ErrorCode.FORBIDDEN = 'allowed';
 // @ts-expect-error: no such frame type
-console.log(FrameType.PRESENCE);
+console.log(FrameType.JOIN);
+// @ts-expect-error: members() gives a list, not a promise
+client.members('room').then(() => {});
+// @ts-expect-error: the page cursor is a string
+client.presence('room', {after: 42});
+// @ts-expect-error: presence() takes an options object, not a limit
+client.presence('room', 10);
+// @ts-expect-error: a presence event's members are Members, not strings
+client.on('presence', (e: PresenceEvent) => e.members.map((m: string) => m.length));
 // @ts-expect-error: backoff takes numbers
 backoff('3', 500, 20000);
 // @ts-expect-error: onError receives a ChannelError, not a string
