@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,6 +12,14 @@ import tornado.web
 from support import Framings, Server
 from torchannels import ChannelMixin, Hub, MemoryBroker, Settings
 from torchannels.frames import Frame
+
+# scripts/test-py.sh runs pytest as background jobs of a non-interactive
+# shell, which start with SIGINT ignored; every process a test starts would
+# inherit that, and the tests that press Ctrl-C on one (the docs' examples,
+# `torchannels subscribe`, the seed app) would wait for nothing. A handled
+# signal is reset to the default in a child at exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
