@@ -126,7 +126,7 @@ class HubPresence:
         self._flush: dict[str, asyncio.TimerHandle] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._closed = False
-        self.batches = PresenceBatches(lambda: self.store, hub.broker.publish_presence)
+        self.batches = PresenceBatches(lambda: self.store, self._announce)
         self._pages = SharedPages(self._first_page, lambda: self.batches.applied)
 
     @property
@@ -164,6 +164,9 @@ class HubPresence:
             self.grace.setdefault(channel, {})[client] = expires
         self._start()
         return self._add(channel, identity, expires, live)
+
+    def _announce(self, event: PresenceEvent) -> None:
+        self.hub.broker.publish_presence(event)
 
     async def _add(self, channel: str, identity: Identity, expires: float, live: bool) -> None:
         client = identity.client
