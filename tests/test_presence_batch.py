@@ -7,15 +7,17 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from presence_support import Member, joined, presence_hub, serve, snapshot_users
-from redis_servers import shared_redis
+from redis_servers import RedisServer, shared_redis
 from support import Server
 from torchannels import Hub
 from torchannels.brokers import RedisBroker
+from torchannels.errors import BrokerUnavailable
 from torchannels.identity import Identity, User
 
 #: The store methods that make a round trip for an attach or a snapshot.
@@ -99,3 +101,40 @@ async def test_a_storm_of_members_each_sees_itself_and_is_announced_once(
         await member.close()
     await one.close()
     await two.close()
+
+
+async def test_a_failed_batch_fails_every_add_in_it_and_a_retry_joins(tmp_path: Path) -> None:
+    """No join is lost silently: when the store is unreachable every caller
+    of the batch gets the broker's error (its connection is told to
+    reconnect), and the add made again on reconnect announces the join."""
+    redis = RedisServer(tmp_path)
+    redis.start()
+    hub = presence_hub(RedisBroker.from_url(redis.url, prefix="f", reconnect_cap=0.2))
+    announced: list[str] = []
+    publish = hub.broker.publish_presence
+
+    def record(event: Any) -> None:
+        announced.extend(m.user for m in event.joins)
+        publish(event)
+
+    hub.broker.publish_presence = record  # type: ignore[method-assign]
+    tracker = hub.presence_tracker
+    people = [Identity(f"c{i}", User(f"u{i}"), "websocket", 0) for i in range(5)]
+    try:
+        await tracker.add("room:1", people[0], live=True)  # the scripts are loaded
+        redis.kill()
+        outcomes = await asyncio.gather(
+            *(tracker.add("room:1", me, live=True) for me in people[1:]), return_exceptions=True
+        )
+        assert all(isinstance(o, BrokerUnavailable) for o in outcomes), outcomes
+        assert announced == ["u0"]
+        redis.start()  # empty: u0 is gone with the data
+        again = people[1:]  # the connections reconnected
+        for me in again:
+            tracker.release("room:1", me.client)  # the failed subscribes' clean-up
+        await asyncio.gather(*(tracker.add("room:1", me, live=True) for me in again))
+        assert sorted(announced) == ["u0", "u1", "u2", "u3", "u4"]
+        assert await hub.presence_counts("room:1") == (4, 4)
+    finally:
+        await hub.close()
+        redis.kill()
