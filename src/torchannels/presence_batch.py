@@ -110,6 +110,12 @@ class PresenceBatches:
             done = await self._store().apply([a for a, _ in adds], [r for r, _ in releases])
         except Exception as exc:
             done = {a.channel: exc for a, _ in adds} | {r.channel: exc for r, _ in releases}
+        except BaseException:  # cancelled (the loop is closing): nobody waits forever
+            for _, added in adds:
+                added.cancel()
+            for _, released in releases:
+                released.cancel()
+            raise
         finally:
             self.applied += 1
         flags = {c: iter(d) for c, d in done.items() if not isinstance(d, Exception)}
