@@ -26,6 +26,7 @@ from redis_servers import LocalCluster, running_cluster, shared_redis
 from support import eventually
 from torchannels import MemoryBroker, Publication
 from torchannels.brokers import Broker, Member, PresenceEvent, PresenceStore, RedisBroker
+from torchannels.brokers.presence import PresenceAdd, PresenceRelease
 from torchannels.identity import Identity, User
 
 
@@ -353,3 +354,24 @@ async def test_removing_thousands_at_shutdown(kit: Kit) -> None:
     left = await kit.store.remove(ch, ["c-" + u for u in users])
     assert sorted(left) == [u for u in users if u != "u0003"]
     assert await kit.store.counts(ch, t) == (1, 1)
+
+
+async def test_a_batch_applies_adds_then_releases_per_channel(kit: Kit) -> None:
+    one, two, t = channel(), channel(), time.time()
+    assert await kit.store.add(one, who("c0", "ann"), t + 30)
+    adds = [
+        PresenceAdd(one, who("c1", "ann"), t + 30),  # ann is here already: no join
+        PresenceAdd(one, who("c2", "bob", {"n": 1}), t + 30),
+        PresenceAdd(one, who("c3", "bob"), t + 30),  # bob's second client
+        PresenceAdd(two, who("c4", "cy"), t + 30),
+        PresenceAdd(two, who("a1"), t + 30),  # anonymous: never a join
+    ]
+    releases = [PresenceRelease(two, "c4", t + 5), PresenceRelease(one, "gone", t + 5)]
+    done = await kit.store.apply(adds, releases)
+    assert done == {one: [False, True, False], two: [True, False]}
+    assert await kit.two.presence.counts(one, t) == (4, 2)
+    page = await kit.two.presence.page(one, None, 10, t)
+    assert page.members == [Member("ann", None, 2), Member("bob", None, 2)]  # bob's info: c3's
+    assert await kit.two.presence.sweep(two, t + 6) == ["cy"]  # released in the batch
+    assert await kit.store.counts(two, t + 6) == (1, 0)
+    assert await kit.store.apply([], []) == {}

@@ -3,7 +3,8 @@
 The broker's :class:`~.brokers.presence.PresenceStore` holds who is present
 across processes; this module keeps it true for the clients of this process:
 
-- a live attach adds its client until ``now + presence_ttl``, and a
+- a live attach adds its client until ``now + presence_ttl`` (adds and
+  releases go to the store in batches: :mod:`.presence_batch`), and a
   heartbeat every ``presence_ttl / 3`` extends every live client of this
   process in one call; a detach releases the client until
   ``now + presence_grace``, so a reconnect within the grace makes no leave
@@ -32,10 +33,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import frames as F
-from .brokers.presence import MAX_PAGE, Member, PresenceEvent, PresencePage
+from .brokers.presence import (
+    MAX_PAGE,
+    PresenceAdd,
+    PresenceEvent,
+    PresencePage,
+    PresenceRelease,
+)
 from .errors import INVALID_LIMIT, BadRequest
 from .frames import Frame
 from .identity import Identity
+from .presence_batch import PresenceBatches, SharedPages
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -118,6 +126,8 @@ class HubPresence:
         self._flush: dict[str, asyncio.TimerHandle] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._closed = False
+        self.batches = PresenceBatches(lambda: self.store, self._announce)
+        self._pages = SharedPages(self._first_page, lambda: self.batches.applied)
 
     @property
     def store(self) -> Any:
@@ -155,12 +165,12 @@ class HubPresence:
         self._start()
         return self._add(channel, identity, expires, live)
 
+    def _announce(self, event: PresenceEvent) -> None:
+        self.hub.broker.publish_presence(event)
+
     async def _add(self, channel: str, identity: Identity, expires: float, live: bool) -> None:
         client = identity.client
-        joined = await self.store.add(channel, identity, expires)
-        if joined and identity.user is not None:
-            member = Member(identity.user.id, identity.user.info, 1)
-            self.hub.broker.publish_presence(PresenceEvent(channel, (member,), ()))
+        await self.batches.add(PresenceAdd(channel, identity, expires))  # announces a join
         if live and client not in self.live.get(channel, {}):
             await self._release(channel, client)  # released while it was being added
 
@@ -181,7 +191,7 @@ class HubPresence:
     async def _release(self, channel: str, client: str) -> None:
         expires = time.time() + self.hub.settings.presence_grace
         self.grace.setdefault(channel, {})[client] = expires
-        await self.store.release(channel, client, expires)
+        await self.batches.release(PresenceRelease(channel, client, expires))
 
     # -- loops --------------------------------------------------------------------
 
@@ -234,6 +244,7 @@ class HubPresence:
         self._closed = True
         for task in self._loops:
             task.cancel()
+        await self.batches.drain()
         channels = set(self.live) | set(self.grace)
         for channel in channels:
             clients = [*self.live.get(channel, {}), *self.grace.get(channel, {})]
@@ -279,11 +290,15 @@ class HubPresence:
         page: PresencePage = await self.store.page(channel, after, limit, time.time())
         return page
 
+    async def _first_page(self, channel: str) -> PresencePage:
+        return await self.page(channel, None, SNAPSHOT_LIMIT)
+
     async def counts(self, channel: str) -> tuple[int, int]:
         counts: tuple[int, int] = await self.store.counts(channel, time.time())
         return counts
 
     async def snapshot(self, channel: str) -> dict[str, Any]:
-        """The ``subscribed`` frame's ``presence``: the first page and the counts."""
-        page = await self.page(channel, None, SNAPSHOT_LIMIT)
+        """The ``subscribed`` frame's ``presence``: the first page and the
+        counts (snapshots in flight at once share one read)."""
+        page = await self._pages.first_page(channel)
         return page_body(page, self.hub.page_cursors.sign)

@@ -71,6 +71,29 @@ class PresenceEvent:
     leaves: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class PresenceAdd:
+    """One :meth:`PresenceStore.add` of a batch (:meth:`PresenceStore.apply`)."""
+
+    channel: str
+    identity: Identity
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceRelease:
+    """One :meth:`PresenceStore.release` of a batch (:meth:`PresenceStore.apply`)."""
+
+    channel: str
+    client: str
+    expires: float
+
+
+#: What :meth:`PresenceStore.apply` did in one channel: a join flag per add
+#: (in order), or the error that failed the channel's part of the batch.
+Applied = list[bool] | Exception
+
+
 class PresenceStore(abc.ABC):
     """Who is present in each channel, shared by every process of a broker.
 
@@ -116,3 +139,36 @@ class PresenceStore(abc.ABC):
         """Up to ``limit`` (1 to :data:`MAX_PAGE`, else ValueError) members
         with a user id after ``after`` (None: from the first), sorted by user
         id, and the channel's counts."""
+
+    async def apply(
+        self, adds: Sequence[PresenceAdd], releases: Sequence[PresenceRelease]
+    ) -> dict[str, Applied]:
+        """Many adds and releases, across channels, in one call: in each
+        channel the adds in order, then the releases, as :meth:`add` and
+        :meth:`release` would do them. Returns, per channel named, the join
+        flags of its adds in order, or the exception its part failed with
+        (other channels' parts may have been done). Stores make this one
+        round trip (Redis: one script per channel, all pipelined); this
+        default (the memory store's) calls :meth:`add` and :meth:`release`
+        one by one."""
+        done: dict[str, Applied] = {}
+        for channel, (mine, gone) in by_channel(adds, releases).items():
+            try:
+                done[channel] = [await self.add(channel, a.identity, a.expires) for a in mine]
+                for r in gone:
+                    await self.release(channel, r.client, r.expires)
+            except Exception as exc:
+                done[channel] = exc
+        return done
+
+
+def by_channel(
+    adds: Sequence[PresenceAdd], releases: Sequence[PresenceRelease]
+) -> dict[str, tuple[list[PresenceAdd], list[PresenceRelease]]]:
+    """A batch's adds and releases per channel, each in order."""
+    parts: dict[str, tuple[list[PresenceAdd], list[PresenceRelease]]] = {}
+    for add in adds:
+        parts.setdefault(add.channel, ([], []))[0].append(add)
+    for release in releases:
+        parts.setdefault(release.channel, ([], []))[1].append(release)
+    return parts

@@ -67,33 +67,63 @@ local function keep()
 end
 """
 
+# Add or refresh one client until expires (ms); user '' is anonymous, info
+# '' none. Returns 1 when the user joined.
+_ADD_ONE = """
+local function add(client, expires, user, info)
+  local old = redis.call('HGET', pd, client)
+  local joined = 0
+  if old ~= (user ~= '' and user or false) then
+    if old then
+      local gone = drop(client)
+      if gone then redis.call('SADD', pl, gone) end
+    end
+    if user ~= '' then
+      redis.call('HSET', pd, client, user)
+      if redis.call('HINCRBY', pn, user, 1) == 1 then
+        redis.call('ZADD', pu, 0, user)
+        if redis.call('SREM', pl, user) == 0 then joined = 1 end
+      end
+    end
+  end
+  if user ~= '' then
+    if info == '' then redis.call('HDEL', pi, user) else redis.call('HSET', pi, user, info) end
+  end
+  redis.call('ZADD', pc, expires, client)
+  return joined
+end
+"""
+
 #: ARGV: client, expires, user ('' anonymous), info ('' none), clock, margin.
 #: Returns 1 when the user joined.
 ADD = (
     _PRELUDE
+    + _ADD_ONE
     + """
-local client, user, info = ARGV[1], ARGV[3], ARGV[4]
-local old = redis.call('HGET', pd, client)
-local joined = 0
-if old ~= (user ~= '' and user or false) then
-  if old then
-    local gone = drop(client)
-    if gone then redis.call('SADD', pl, gone) end
-  end
-  if user ~= '' then
-    redis.call('HSET', pd, client, user)
-    if redis.call('HINCRBY', pn, user, 1) == 1 then
-      redis.call('ZADD', pu, 0, user)
-      if redis.call('SREM', pl, user) == 0 then joined = 1 end
-    end
-  end
-end
-if user ~= '' then
-  if info == '' then redis.call('HDEL', pi, user) else redis.call('HSET', pi, user, info) end
-end
-redis.call('ZADD', pc, ARGV[2], client)
+local joined = add(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 keep()
 return joined
+"""
+)
+
+#: ARGV: n, then n adds (client, expires, user, info as for ADD), then
+#: releases (client, expires as for RELEASE), clock, margin: a batch of one
+#: channel, adds first, in order. Returns the adds' join flags (1 joined).
+APPLY = (
+    _PRELUDE
+    + _ADD_ONE
+    + """
+local n = tonumber(ARGV[1])
+local joins = {}
+for i = 0, n - 1 do
+  local at = 2 + 4 * i
+  joins[#joins + 1] = add(ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3])
+end
+for at = 2 + 4 * n, #ARGV - 3, 2 do
+  redis.call('ZADD', pc, 'XX', ARGV[at + 1], ARGV[at])
+end
+keep()
+return joins
 """
 )
 

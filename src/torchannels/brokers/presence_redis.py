@@ -3,7 +3,8 @@ every process on one Redis (or Cluster).
 
 A channel's presence is six keys under its hash tag ``{PREFIX:CHANNEL}``
 (one Cluster slot), each call one Lua script (:mod:`.presence_lua`), one
-round trip, atomic: ``:pc`` client -> expiry, ``:pd`` client -> user,
+round trip, atomic (a batch of adds and releases, :meth:`RedisPresence.apply`,
+is one script call per channel, all pipelined): ``:pc`` client -> expiry, ``:pd`` client -> user,
 ``:pu`` the users (paged with ZRANGEBYLEX), ``:pn`` user -> clients,
 ``:pi`` user -> info, ``:pl`` the pending leaves. Counts are ZCARDs (O(1));
 a page is O(log n + limit). A heartbeat is one script call per channel,
@@ -28,7 +29,17 @@ from typing import TYPE_CHECKING, Any
 
 from ..identity import Identity
 from . import presence_lua as lua
-from .presence import Member, PresenceEvent, PresencePage, PresenceStore, check_limit
+from .presence import (
+    Applied,
+    Member,
+    PresenceAdd,
+    PresenceEvent,
+    PresencePage,
+    PresenceRelease,
+    PresenceStore,
+    by_channel,
+    check_limit,
+)
 from .redis_errors import redis_py
 from .redis_lua import sha1
 
@@ -132,20 +143,47 @@ class RedisPresence(PresenceStore):
         return [_ms(self._clock()), _ms(MARGIN)]
 
     async def add(self, channel: str, identity: Identity, expires: float) -> bool:
-        user = identity.user
-        info = user.info if user is not None else None
-        args = [
-            _bytes(identity.client),
-            _ms(expires),
-            _bytes(user.id) if user is not None else "",
-            _json(info) if info is not None else "",
-            *self._tail(),
-        ]
+        args = [*self._add_args(identity, expires), *self._tail()]
         return bool(await self._run(lua.ADD, self.keys(channel), args, "presence add"))
 
     async def release(self, channel: str, client: str, expires: float) -> None:
         args = [_bytes(client), _ms(expires), *self._tail()]
         await self._run(lua.RELEASE, self.keys(channel), args, "presence release")
+
+    def _add_args(self, identity: Identity, expires: float) -> list[bytes | str]:
+        user = identity.user
+        info = user.info if user is not None else None
+        return [
+            _bytes(identity.client),
+            _ms(expires),
+            _bytes(user.id) if user is not None else "",
+            _json(info) if info is not None else "",
+        ]
+
+    async def apply(
+        self, adds: Sequence[PresenceAdd], releases: Sequence[PresenceRelease]
+    ) -> dict[str, Applied]:
+        """One script call per channel (atomic), all in one pipelined round trip."""
+        channels, calls = [], []
+        for channel, (mine, gone) in by_channel(adds, releases).items():
+            args: list[bytes | str] = [str(len(mine))]
+            for add in mine:
+                args += self._add_args(add.identity, add.expires)
+            for release in gone:
+                args += [_bytes(release.client), _ms(release.expires)]
+            channels.append(channel)
+            calls.append((self.keys(channel), [*args, *self._tail()]))
+        replies = await self._pipelined(lua.APPLY, calls, "presence add")
+        return {
+            channel: self._error(reply, "presence add")
+            if isinstance(reply, Exception)
+            else [bool(joined) for joined in reply]
+            for channel, reply in zip(channels, replies, strict=True)
+        }
+
+    def _error(self, exc: Exception, where: str) -> Exception:
+        error = self._failed(exc, where)
+        return error if isinstance(error, Exception) else exc
 
     async def heartbeat(self, entries: Mapping[str, Sequence[str]], expires: float) -> None:
         """One script call per channel, all in one pipelined round trip."""
@@ -154,24 +192,37 @@ class RedisPresence(PresenceStore):
             for channel, clients in entries.items()
             if clients
         ]
-        if not calls:
-            return
-        r = redis_py()
-        for attempt in range(2):
-            try:
+        for reply in await self._pipelined(lua.HEARTBEAT, calls, "presence heartbeat"):
+            if isinstance(reply, Exception):
+                raise self._failed(reply, "presence heartbeat")
+
+    async def _pipelined(
+        self, script: str, calls: list[tuple[list[str], list[bytes | str]]], where: str
+    ) -> list[Any]:
+        """``script`` once per call, in one pipeline: each call's reply, or
+        its exception. A call that found the script missing did nothing: it
+        alone is sent again once the script is loaded. Raises the broker's
+        error when the pipeline as a whole failed."""
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        missing = redis_py().exceptions.NoScriptError
+        try:
+            for attempt in range(2):
+                if not todo:
+                    break
                 pipe = self.client.pipeline(transaction=False)
-                for keys, args in calls:
-                    pipe.execute_command("EVALSHA", sha1(lua.HEARTBEAT), len(keys), *keys, *args)
-                replies = await pipe.execute(raise_on_error=False)
-                errors = [reply for reply in replies if isinstance(reply, Exception)]
-                if attempt == 0 and any(isinstance(e, r.exceptions.NoScriptError) for e in errors):
-                    await self.client.script_load(lua.HEARTBEAT)
-                    continue  # a heartbeat is idempotent: all of it again
-            except Exception as exc:
-                raise self._failed(exc, "presence heartbeat") from exc
-            if errors:
-                raise self._failed(errors[0], "presence heartbeat")
-            return
+                for i in todo:
+                    keys, args = calls[i]
+                    pipe.execute_command("EVALSHA", sha1(script), len(keys), *keys, *args)
+                got = await pipe.execute(raise_on_error=False)
+                for i, reply in zip(todo, got, strict=True):
+                    replies[i] = reply
+                todo = [i for i in todo if isinstance(replies[i], missing)]
+                if todo and attempt == 0:
+                    await self.client.script_load(script)
+        except Exception as exc:
+            raise self._failed(exc, where) from exc
+        return replies
 
     async def sweep(self, channel: str, now: float) -> list[str]:
         """A script call per 1,000 expired clients."""
