@@ -137,6 +137,20 @@ async def phase(
     }
 
 
+async def tear_down(run: Run, publisher: Publisher | None, server: Server) -> None:
+    """Close every subscriber and the publisher, cancel the run's tasks and
+    stop the server (also after a failed run)."""
+    run.stopping = True
+    for sub in run.subscribers:
+        if sub.conn is not None:
+            sub.conn.close()
+    for task in list(run.tasks):
+        task.cancel()
+    if publisher is not None and hasattr(publisher, "writer"):
+        publisher.close()
+    await server.stop()
+
+
 async def run_contender(
     contender: str, subscribers: int, args: argparse.Namespace, workdir: Path
 ) -> dict[str, Any]:
@@ -200,15 +214,7 @@ async def run_contender(
     except (OSError, RuntimeError, TimeoutError, asyncio.IncompleteReadError) as exc:
         run.fail(f"{type(exc).__name__}: {exc}")  # the next contender still runs
     finally:
-        run.stopping = True
-        for sub in run.subscribers:
-            if sub.conn is not None:
-                sub.conn.close()
-        for task in list(run.tasks):
-            task.cancel()
-        if publisher is not None and hasattr(publisher, "writer"):
-            publisher.close()
-        await server.stop()
+        await tear_down(run, publisher, server)
     answered = publisher.offsets if publisher is not None else []
     if answered != list(range(1, len(answered) + 1)):
         run.fail("the publish API answered offsets out of sequence")

@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from fanout import phase
+from fanout import phase, tear_down
 from fanout_client import WARMUP, Publisher, Run, Subscriber, pad_for
 from fanout_report import machine
 from fanout_servers import Server, _torchannels_argv
@@ -124,15 +124,7 @@ async def fanout_once(args: argparse.Namespace, workdir: Path, presence: bool) -
         ns = argparse.Namespace(window=0, timeout=300.0, drain_timeout=60.0)
         result = await phase(run, server, publisher, ns, args.messages, 0.0)
     finally:
-        run.stopping = True
-        for sub in run.subscribers:
-            if sub.conn is not None:
-                sub.conn.close()
-        for task in list(run.tasks):
-            task.cancel()
-        if publisher is not None and hasattr(publisher, "writer"):
-            publisher.close()
-        await server.stop()
+        await tear_down(run, publisher, server)
     if run.failures:
         raise RuntimeError("; ".join(run.failures))
     return result
