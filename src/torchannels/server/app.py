@@ -124,7 +124,10 @@ class ServerChannelHandler(ChannelMixin):
         return f"{channel!r} needs a subscription token (the token query parameter)"
 
     def can_access(self, sub: Subscription) -> bool:
-        if self.anonymous.matches(sub.channel):
+        # A user_limited channel: the mixin let only its named users (who
+        # have a token with sub) reach here; their channels claim need not list it.
+        personal = self.hub.channel_options.users_of(sub.channel) is not None
+        if self.anonymous.matches(sub.channel) and not personal:
             return True
         claims = self.claims()
         if claims is None:
@@ -133,7 +136,7 @@ class ServerChannelHandler(ChannelMixin):
             raise AccessDenied(claims.code, str(claims))
         if claims.expires <= time.time():
             raise AccessDenied("token_expired", "the subscription token has expired")
-        if not claims.allows(sub.channel):
+        if not personal and not claims.allows(sub.channel):
             raise AccessDenied(FORBIDDEN, f"the token does not allow {sub.channel!r}")
         return True
 
