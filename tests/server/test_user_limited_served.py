@@ -4,13 +4,28 @@ nobody else reads them, whatever their token lists."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
-from server.processes import SECRET, TRANSPORTS, ServerProcess, first_answer, outline, token_for
+from server.processes import (
+    KEY,
+    SECRET,
+    TRANSPORTS,
+    ServerProcess,
+    api,
+    as_json,
+    assert_error,
+    fetch,
+    first_answer,
+    outline,
+    token_for,
+)
+from server.test_admin import PASSWORD, Browser
+from support import messages
 
 CONFIG = """
 [channels."user:*"]
@@ -105,3 +120,29 @@ async def test_refusal_message_says_why(
         http, lives, sockets, personal_server, "poll", ["user:57"], token=token_for(sub="42")
     )
     assert "personal channel" in frames[0]["message"], frames
+
+
+async def test_presence_read_of_a_personal_channel(
+    personal_server: ServerProcess, http: Any
+) -> None:
+    def url(token: str) -> str:
+        return personal_server.url(presence="dm:42$57", token=token)
+
+    mine = await fetch(http, url(token_for(sub="57")))
+    assert mine.code == 200, mine.body
+    assert_error(await fetch(http, url(token_for("dm:*", sub="99"))), 403, "forbidden")
+
+
+async def test_admin_tail_reads_personal_channels(
+    spawn: Callable[..., ServerProcess], http: Any, log_dir: Path
+) -> None:
+    path = log_dir / "user-limited-admin.toml"
+    path.write_text(CONFIG)
+    hub = spawn("--no-demo", "--api-key", KEY, "--admin-password", PASSWORD,
+                "--config", str(path))  # fmt: skip
+    await api(http, hub, "/api/publish", {"channel": "user:42", "data": {"n": 1}})
+    browser = Browser(http, hub)
+    await browser.login()
+    url = "/admin/channels?" + urlencode({"transport": "poll", "channel": "user:42"})
+    doc = as_json(await browser.request(url))
+    assert [m["n"] for m in messages(doc["frames"])] == [1], doc
