@@ -185,3 +185,30 @@ async def test_the_subscriber_reports_undecodable_frames_and_goes_on() -> None:
         assert checking.fatal is None and checking.stats.drops >= 2
     finally:
         server.stop()
+
+
+async def test_stop_ends_a_subscriber_whose_loop_swallowed_a_cancellation() -> None:
+    """Python 3.11's ``asyncio.wait_for`` can swallow a cancellation that lands
+    with its result; ``stop`` must still end the subscriber (the chaos test
+    once hung in it)."""
+    sub = CheckingSubscriber("http://127.0.0.1:9/channels", ["a"], "poll")
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                swallowed += 1
+                if swallowed > 1:
+                    raise
+
+    task = sub._task = asyncio.ensure_future(stubborn())
+    await asyncio.sleep(0)
+    stopping = asyncio.ensure_future(sub.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=5)  # no cancel on time-out
+    stopping.cancel()  # clean up after a failure: this cancels the task again
+    with contextlib.suppress(asyncio.CancelledError):
+        await stopping
+    assert done and swallowed == 2 and task.cancelled()

@@ -114,13 +114,20 @@ class FaultProxy:
         self._server = await asyncio.start_server(self._accept, *self.listen)
 
     async def stop(self) -> None:
-        """Stop listening and cut every open connection."""
+        """Stop listening and cut every open connection, including one that
+        was being accepted as this began."""
         if self._server is not None:
             self._server.close()
-        for link in list(self._links):
-            link.abort()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for _ in range(20):  # 10 s at most: stopping never hangs a test
+            for link in list(self._links):
+                link.abort()
+            if self._server is None:
+                return
+            closed = asyncio.ensure_future(self._server.wait_closed())
+            done, _ = await asyncio.wait({closed}, timeout=0.5)
+            if done:
+                return
+            closed.cancel()
 
     async def __aenter__(self) -> FaultProxy:
         await self.start()

@@ -105,10 +105,17 @@ class CheckingSubscriber:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task = self._task
+        if task is None:
+            return
+        # Cancel until it ends: on Python 3.11 ``asyncio.wait_for`` swallows a
+        # cancellation that lands in the same loop turn as its result, and the
+        # run loop would then go on for ever (and ``stop`` with it).
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def __aenter__(self) -> CheckingSubscriber:
         await self.start()
