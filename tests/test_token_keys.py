@@ -136,9 +136,13 @@ def test_leeway_of_the_verifier() -> None:
 
 def jwk(private: Any, kid: str) -> dict[str, Any]:
     public = private.public_key()
-    kind = {rsa.RSAPublicKey: RSAAlgorithm, ec.EllipticCurvePublicKey: ECAlgorithm}
-    algorithm = next((a for t, a in kind.items() if isinstance(public, t)), OKPAlgorithm)
-    return {**algorithm.to_jwk(public, as_dict=True), "kid": kid}
+    if isinstance(public, rsa.RSAPublicKey):
+        data = RSAAlgorithm.to_jwk(public, as_dict=True)
+    elif isinstance(public, ec.EllipticCurvePublicKey):
+        data = ECAlgorithm.to_jwk(public, as_dict=True)
+    else:
+        data = OKPAlgorithm.to_jwk(public, as_dict=True)
+    return {**data, "kid": kid}
 
 
 class JwksServer:
@@ -247,6 +251,7 @@ def test_jwks_documents_keep_signing_keys_only() -> None:
     }
     keys = jwks_keys(document)
     assert {kid: key.algorithm for kid, key in keys.items()} == {"sig": "ES256"}
+    bad: object
     for bad in ([], {"keys": {}}, {"nokeys": []}):
         with pytest.raises(ValueError, match="JWKS"):
             jwks_keys(bad)
