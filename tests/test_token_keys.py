@@ -255,3 +255,8 @@ def test_jwks_documents_keep_signing_keys_only() -> None:
     for bad in ([], {"keys": {}}, {"nokeys": []}):
         with pytest.raises(ValueError, match="JWKS"):
             jwks_keys(bad)
+
+
+def test_a_pem_key_is_no_hs256_secret() -> None:
+    with pytest.raises(ValueError, match="not a key for HS256"):
+        secret_key(pem(KEYS["RS256"]()).decode())

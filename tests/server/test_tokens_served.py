@@ -240,3 +240,5 @@ def test_serve_refuses_a_bad_public_key_file(
     assert "token_public_key" in capsys.readouterr().err
     assert main(["serve", "--token-jwks-url", "ftp://x/jwks"], {}) == 2
     assert "not an http(s) URL" in capsys.readouterr().err
+    assert main(["serve"], {"TORCHANNELS_TOKEN_SECRET": pem(KEYS["EdDSA"]()).decode()}) == 2
+    assert "token_secret: not a key for HS256" in capsys.readouterr().err

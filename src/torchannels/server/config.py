@@ -345,7 +345,12 @@ class ServerConfig:
         >>> ServerConfig(token_secret="s", token_leeway=5).token_verifier().leeway
         5.0
         """
-        keys = [] if self.token_secret is None else [secret_key(self.token_secret)]
+        keys = []
+        if self.token_secret is not None:
+            try:
+                keys.append(secret_key(self.token_secret))
+            except ValueError as exc:  # PyJWT refuses a PEM key as an HMAC secret
+                raise ConfigError(f"token_secret: {exc}") from None
         if self.token_public_key is not None:
             keys.append(self._public_key())
         jwks = None if self.token_jwks_url is None else JwksKeys(self.token_jwks_url)
