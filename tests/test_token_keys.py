@@ -18,7 +18,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from torchannels.token_keys import JwksKeys, algorithm_for, jwks_keys, public_key, secret_key
+from torchannels.token_keys import (
+    MAX_JWKS_BYTES,
+    JwksKeys,
+    algorithm_for,
+    jwks_keys,
+    public_key,
+    secret_key,
+)
 from torchannels.tokens import (
     TOKEN_BAD_ALGORITHM,
     TOKEN_BAD_AUDIENCE,
@@ -260,3 +267,15 @@ def test_jwks_documents_keep_signing_keys_only() -> None:
 def test_a_pem_key_is_no_hs256_secret() -> None:
     with pytest.raises(ValueError, match="not a key for HS256"):
         secret_key(pem(KEYS["RS256"]()).decode())
+
+
+async def test_an_oversized_jwks_keeps_the_last_keys(jwks_server: JwksServer) -> None:
+    k1 = KEYS["EdDSA"]()
+    jwks_server.document = {"keys": [jwk(k1, "k1")]}
+    jwks = JwksKeys(jwks_server.url, min_interval=0)
+    verifier = TokenVerifier(jwks=jwks)
+    assert await verified(verifier, encode_token(CLAIMS, k1, kid="k1")) == "u1"
+    jwks_server.document = {"keys": [jwk(k1, "k1")], "pad": "x" * MAX_JWKS_BYTES}
+    assert await verified(verifier, encode_token(CLAIMS, k1, kid="k2")) == TOKEN_UNKNOWN_KEY
+    assert jwks_server.fetches == 2 and jwks.error is not None, jwks.error
+    assert await verified(verifier, encode_token(CLAIMS, k1, kid="k1")) == "u1"

@@ -25,6 +25,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 log = logging.getLogger("torchannels.tokens")
 
 _EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+#: Largest JWKS document accepted, in bytes.
+MAX_JWKS_BYTES = 1 << 20
 #: PyJWT's implementations, by JWS name (HS256, RS256, ES256, EdDSA, ...).
 _PYJWT = get_default_algorithms()
 
@@ -171,7 +173,11 @@ class JwksKeys:
             request = HTTPRequest(
                 self.url, connect_timeout=self.timeout, request_timeout=self.timeout
             )
-            response = await AsyncHTTPClient().fetch(request)
+            client = AsyncHTTPClient(force_instance=True, max_body_size=MAX_JWKS_BYTES)
+            try:
+                response = await client.fetch(request)
+            finally:
+                client.close()
             keys = jwks_keys(json.loads(response.body))
         except Exception as exc:  # any failure: keep the last keys, within max_stale
             self.error = f"{type(exc).__name__}: {exc}"
