@@ -37,7 +37,12 @@ OPTION_HELP: dict[str, str] = {
     "history_size": "messages of history kept (0: none); default --history-size",
     "history_ttl": "seconds history is kept; default --history-ttl",
     "history_meta_ttl": "seconds an idle channel's position is kept; default --history-meta-ttl",
+    "user_limited": "true: only the users named after the prefix may read (dm:42$57: 42 and 57)",
 }
+
+#: Separates the user ids in a ``user_limited`` channel's name (``dm:42$57``).
+#: Not ``,``: cursors use it, so names never hold it.
+USER_SEPARATOR = "$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +56,11 @@ class ChannelOptions:
     history_size: int | None = None
     history_ttl: float | None = None
     history_meta_ttl: float | None = None
+    #: Only the users the name lists after the pattern's prefix may read.
+    user_limited: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("presence", "join_leave"):
+        for name in ("presence", "join_leave", "user_limited"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a boolean (true or false)")
         if self.join_leave and not self.presence:
@@ -104,6 +111,15 @@ def check_pattern(pattern: object) -> str:
     return pattern
 
 
+def check_user_limited(pattern: str, options: ChannelOptions) -> None:
+    """ValueError if ``options`` limit an exact name to users: the users are
+    named after a prefix, so ``user_limited`` needs a pattern ending in ``*``."""
+    if options.user_limited and not pattern.endswith("*"):
+        raise ValueError(
+            f"user_limited needs a prefix pattern ending in '*' (like 'user:*'), not {pattern!r}"
+        )
+
+
 class ChannelOptionsTable:
     """Options by pattern; :meth:`get` answers the most specific match."""
 
@@ -119,6 +135,7 @@ class ChannelOptionsTable:
         pattern's earlier ones). ValueError names a bad pattern, key or value."""
         check_pattern(pattern)
         made = ChannelOptions.of(options)
+        check_user_limited(pattern, made)
         if not pattern.endswith("*"):
             self._exact[pattern] = made
             return
@@ -138,6 +155,26 @@ class ChannelOptionsTable:
             if channel.startswith(prefix):
                 return options
         return _DEFAULT
+
+    def users_of(self, channel: str) -> frozenset[str] | None:
+        """The users who alone may read ``channel`` if its options are
+        ``user_limited`` (the name after the matching prefix, split on
+        :data:`USER_SEPARATOR`, empty parts dropped), else None.
+
+        >>> table = ChannelOptionsTable()
+        >>> table.set("dm:*", user_limited=True)
+        >>> sorted(table.users_of("dm:42$57")), table.users_of("room:1")
+        (['42', '57'], None)
+        """
+        if channel in self._exact:
+            return None  # exact patterns never limit to users (see set)
+        for prefix, options in self._prefixes:
+            if channel.startswith(prefix):
+                if not options.user_limited:
+                    return None
+                parts = channel[len(prefix) :].split(USER_SEPARATOR)
+                return frozenset(part for part in parts if part)
+        return None
 
     def any_presence(self) -> bool:
         """True if some pattern turns presence on."""

@@ -22,7 +22,7 @@ from tornado.websocket import WebSocketHandler
 
 from .channel import Channel
 from .cors import CorsPolicy
-from .errors import BAD_PARAMETER, SHUTTING_DOWN, AccessDenied, BadRequest
+from .errors import BAD_PARAMETER, FORBIDDEN, SHUTTING_DOWN, AccessDenied, BadRequest
 from .forwarded import apply_forwarded, forwarded_of, log_refused_origin
 from .hub import Hub, default_hub
 from .identity import POLLING, Identity, User, check_info, new_client_id
@@ -75,6 +75,9 @@ class ChannelMixin(RequestHandler):
     # Class defaults, not ``vars(self)`` lookups: asking an instance for its
     # ``__dict__`` makes Python build one, a dict more per connection.
     _cors_ready = False
+    #: False: ``user_limited`` channel options do not restrict this handler
+    #: (the admin tail); ``can_access`` alone decides.
+    user_limited_applies: ClassVar[bool] = True
     _websocket_class: ClassVar[type[RequestHandler] | None] = None
 
     def initialize(self, **kwargs: Any) -> None:
@@ -236,7 +239,11 @@ class ChannelMixin(RequestHandler):
         """Subscriptions only read; XSRF checks do not apply."""
 
     def _authorize_channel(self, channel: str) -> bool | Awaitable[bool]:
-        """:meth:`can_access` for ``channel``, with ``HTTPError`` as a denial."""
+        """:meth:`can_access` for ``channel``, with ``HTTPError`` as a denial.
+        A ``user_limited`` channel is refused (``forbidden``) to every
+        connection but its named users' before ``can_access`` is asked."""
+        if self.user_limited_applies:
+            refuse_unless_named(self.hub, channel, self._channel_identity)
         try:
             verdict = self.can_access(Subscription(channel, self, self._channel_identity))
         except HTTPError:
@@ -322,6 +329,19 @@ class ChannelMixin(RequestHandler):
         if transport is not None and not transport.closed:
             transport.on_connection_close()
         super().on_connection_close()
+
+
+def refuse_unless_named(hub: Hub, channel: str, identity: Identity | None) -> None:
+    """Raise ``AccessDenied`` (``forbidden``) if ``channel`` is ``user_limited``
+    and ``identity`` is anonymous or not one of the users its name lists."""
+    users = hub.channel_options.users_of(channel)
+    if users is None:
+        return
+    user = identity.user if identity is not None else None
+    if user is None:
+        raise AccessDenied(FORBIDDEN, f"{channel!r} is a personal channel: identify as its user")
+    if user.id not in users:
+        raise AccessDenied(FORBIDDEN, f"{channel!r} is a personal channel of other users")
 
 
 async def _denying_http_errors(verdict: Awaitable[bool]) -> bool:

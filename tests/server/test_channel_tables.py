@@ -57,6 +57,9 @@ BAD_TABLES = [
     ('[channels."room:*"]\nhistory_size = -2\n', 'channels."room:*".history_size: history_size'),
     ('[channels."room:*"]\nhistory_ttl = "1h"\n', 'channels."room:*".history_ttl: history_ttl'),
     ('[channels."a*b"]\npresence = true\n', 'channels."a*b": pattern'),
+    ('[channels."user:*"]\nuser_limited = "yes"\n', 'channels."user:*".user_limited: user_'),
+    ('[channels."user:*"]\nuser_limited = 1\n', 'channels."user:*".user_limited: user_limited'),
+    ('[channels."user:42"]\nuser_limited = true\n', '"user:42".user_limited: user_limited needs'),
     ("channels = 3\n", "channels: must be tables"),
     ('[channels]\n"room:*" = 1\n', 'channels."room:*": must be a table'),
 ]

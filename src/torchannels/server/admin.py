@@ -258,6 +258,8 @@ class AdminLogoutHandler(AdminHandler):
 class AdminChannelHandler(ChannelMixin, tornado.web.RequestHandler):
     """``/admin/channels``: subscriptions to any channel for an admin session."""
 
+    user_limited_applies = False  # an admin tails personal channels too
+
     def initialize(self, **kwargs: Any) -> None:
         self.auth: AdminAuth = kwargs.pop("auth")
         super().initialize(**kwargs)

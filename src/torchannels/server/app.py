@@ -35,7 +35,7 @@ from ..brokers import Broker, MemoryBroker
 from ..cors import CorsPolicy
 from ..errors import FORBIDDEN, AccessDenied
 from ..forwarded import TrustedProxies, apply_forwarded
-from ..handlers import ChannelMixin
+from ..handlers import ChannelMixin, refuse_unless_named
 from ..hub import Hub
 from ..identity import User
 from ..redaction import redact
@@ -124,8 +124,13 @@ class ServerChannelHandler(ChannelMixin):
             )
         return f"{channel!r} needs a subscription token (the token query parameter)"
 
+    #: user_limited is checked in can_access, after the token, so that a
+    #: missing or expired token is named as such rather than ``forbidden``.
+    user_limited_applies = False
+
     def can_access(self, sub: Subscription) -> bool:
-        if self.anonymous.matches(sub.channel):
+        personal = self.hub.channel_options.users_of(sub.channel) is not None
+        if self.anonymous.matches(sub.channel) and not personal:
             return True
         claims = self.claims()
         if claims is None:
@@ -134,6 +139,9 @@ class ServerChannelHandler(ChannelMixin):
             raise AccessDenied(claims.code, str(claims))
         if claims.expires <= time.time():
             raise AccessDenied("token_expired", "the subscription token has expired")
+        if personal:  # its named users need no channels claim; no one else reads it
+            refuse_unless_named(self.hub, sub.channel, sub.identity)
+            return True
         if not claims.allows(sub.channel):
             raise AccessDenied(FORBIDDEN, f"the token does not allow {sub.channel!r}")
         return True

@@ -32,7 +32,7 @@ from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any
 
 from ..brokers import HistoryPolicy
-from ..channel_options import ChannelOptions
+from ..channel_options import ChannelOptions, check_user_limited
 from ..channel_options import check_pattern as check_channel_pattern
 from ..errors import ChannelNameError, TorChannelsError
 from ..forwarded import TrustedProxies
@@ -600,9 +600,14 @@ def channel_tables(value: object, where: str) -> tuple[tuple[str, ChannelOptions
             except ValueError as exc:
                 raise ConfigError(f"{name}.{key}: {_tail(exc)}") from None
         try:
-            tables.append((pattern, ChannelOptions.of(options)))
+            made = ChannelOptions.of(options)
         except ValueError as exc:  # join_leave without presence
             raise ConfigError(f"{name}.join_leave: {exc}") from None
+        try:
+            check_user_limited(pattern, made)
+        except ValueError as exc:
+            raise ConfigError(f"{name}.user_limited: {exc}") from None
+        tables.append((pattern, made))
     return tuple(tables)
 
 
