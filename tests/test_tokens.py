@@ -105,7 +105,7 @@ def test_rfc7515_appendix_a1_verifies() -> None:
     ],
 )
 def test_valid_tokens(
-    claims: dict[str, Any], kwargs: dict[str, float], expected: tuple[object, ...]
+    claims: dict[str, Any], kwargs: dict[str, Any], expected: tuple[object, ...]
 ) -> None:
     got = decode_token(encode_token(claims, SECRET), SECRET, now=NOW, **kwargs)
     assert (got.subject, got.expires, got.channels) == expected

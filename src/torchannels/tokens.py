@@ -1,7 +1,9 @@
-"""Signed subscription tokens: JWT (RFC 7519) with HS256 only, standard library only.
+"""Signed subscription tokens: JWT (RFC 7519), verified with PyJWT.
 
-An app backend that shares a secret with the hub issues a token naming the
-channels a subscriber may read; the hub checks it without calling back::
+An app backend issues a token naming the channels a subscriber may read,
+signed with a secret it shares with the hub (HS256) or a private key whose
+public key the hub has (RS256, ES256/384/512, EdDSA: see
+:mod:`torchannels.token_keys`); the hub checks it without calling back::
 
     {"sub": "user-42", "exp": 1767225600, "channels": ["chat:*", "news"]}
 
@@ -10,27 +12,30 @@ A channel *pattern* is an exact channel name, or a prefix followed by ``*``
 all). The same syntax configures the hub's anonymous channels
 (:class:`ChannelPatterns`).
 
-Only HS256 is accepted: the algorithm is fixed by the hub, never chosen by the
-token, so ``alg: none`` and algorithm-confusion tokens fail.
+The algorithms are fixed by the hub's keys, never chosen by the token, so
+``alg: none`` and algorithm-confusion tokens fail. PyJWT checks the
+signature; the shape of the token, strict JSON and the claims are checked here.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import json
 import math
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import jwt
 
 from .errors import ChannelNameError, TorChannelsError
 from .identity import check_info
 from .protocol import CHANNEL_RE, MAX_CHANNEL_LENGTH, check_channel
+from .token_keys import JwksKeys, VerifyKey, algorithm_for, secret_key
 
 # Codes of TokenError; mirrored in docs/protocol.md and the JS client.
 TOKEN_MALFORMED = "token_malformed"
@@ -38,6 +43,11 @@ TOKEN_BAD_SIGNATURE = "token_bad_signature"
 TOKEN_EXPIRED = "token_expired"
 TOKEN_NOT_YET_VALID = "token_not_yet_valid"
 TOKEN_BAD_ALGORITHM = "token_bad_algorithm"
+#: The token's ``kid`` names no key the hub has (or the JWKS keys are out of reach).
+TOKEN_UNKNOWN_KEY = "token_unknown_key"
+#: ``aud`` does not name the hub's audience, or ``iss`` is not its issuer.
+TOKEN_BAD_AUDIENCE = "token_bad_audience"
+TOKEN_BAD_ISSUER = "token_bad_issuer"
 #: The ``info`` claim is not a JSON object of at most 1 KiB (compact JSON).
 INVALID_INFO = "invalid_info"
 
@@ -46,7 +56,6 @@ INVALID_INFO = "invalid_info"
 MAX_TOKEN_LENGTH = 8192
 
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9_-]*")
-_HEADER = {"alg": "HS256", "typ": "JWT"}
 
 
 class TokenError(TorChannelsError):
@@ -159,21 +168,12 @@ class Claims:
         return self._patterns.matches(channel)
 
 
-def _key(secret: str | bytes) -> bytes:
-    key = secret.encode() if isinstance(secret, str) else secret
-    if not isinstance(key, bytes):
-        raise TypeError(f"the secret must be str or bytes, not {type(secret).__name__}")
-    if not key:
-        raise ValueError("the token secret is empty")
-    return key
-
-
 def _b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _sign(signing_input: str, key: bytes) -> str:
-    return _b64encode(hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest())
+def _b64decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -190,7 +190,7 @@ def _reject_constant(name: str) -> Any:
 
 def _decode_segment(segment: str, what: str) -> dict[str, Any]:
     try:
-        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        data = _b64decode(segment)
         value = json.loads(
             data.decode("utf-8"),
             object_pairs_hook=_no_duplicates,
@@ -219,8 +219,10 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
     raise TokenError(TOKEN_MALFORMED, f"claim {name!r} must be a finite number of seconds")
 
 
-def encode_token(claims: Mapping[str, Any], secret: str | bytes) -> str:
-    """Sign ``claims`` with HS256 and return a compact JWT.
+def encode_token(claims: Mapping[str, Any], key: Any, *, kid: str | None = None) -> str:
+    """Sign ``claims`` and return a compact JWT: HS256 with a str or bytes
+    secret, else with a cryptography private key in its algorithm
+    (:func:`~torchannels.token_keys.algorithm_for`), naming ``kid`` if given.
 
     Claims are not checked here (tests sign broken ones on purpose), but the
     result must stay under :data:`MAX_TOKEN_LENGTH` and be JSON.
@@ -229,23 +231,145 @@ def encode_token(claims: Mapping[str, Any], secret: str | bytes) -> str:
     >>> decode_token(token, "s3cret", now=1e9).channels
     ('chat:*',)
     """
-    header = _b64encode(json.dumps(_HEADER, separators=(",", ":")).encode())
-    body = json.dumps(dict(claims), separators=(",", ":"), allow_nan=False)
-    signing_input = f"{header}.{_b64encode(body.encode())}"
-    token = f"{signing_input}.{_sign(signing_input, _key(secret))}"
+    if isinstance(key, str | bytes):
+        signing_key: Any = secret_key(key).key
+        algorithm = "HS256"
+    else:
+        signing_key, algorithm = key, algorithm_for(key)
+    body = json.dumps(dict(claims), separators=(",", ":"), allow_nan=False).encode()
+    headers = None if kid is None else {"kid": kid}
+    with warnings.catch_warnings():
+        # The secret's length is the operator's choice (SECURITY.md advises
+        # 32+ bytes); tests sign with short ones.
+        warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+        token = jwt.PyJWS().encode(body, signing_key, algorithm, headers=headers)
     if len(token) > MAX_TOKEN_LENGTH:
         raise ValueError(f"token is {len(token)} characters, more than {MAX_TOKEN_LENGTH}")
     return token
 
 
-def decode_token(
-    token: str, secret: str | bytes, *, now: float | None = None, leeway: float = 0
-) -> Claims:
-    """Verify ``token`` and return its :class:`Claims`, or raise :class:`TokenError`.
+def token_header(token: object) -> dict[str, Any]:
+    """The header of ``token`` after the checks of its size and shape, or
+    :class:`TokenError` (``token_malformed``)."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        raise TokenError(TOKEN_MALFORMED, f"token must be a string of at most {MAX_TOKEN_LENGTH}")
+    parts = token.split(".")
+    if len(parts) != 3 or not all(_SEGMENT_RE.fullmatch(part) for part in parts):
+        raise TokenError(TOKEN_MALFORMED, "token is not three base64url segments joined by '.'")
+    header = _decode_segment(parts[0], "header")
+    if not isinstance(header.get("alg"), str):
+        raise TokenError(TOKEN_MALFORMED, "token header has no 'alg'")
+    if "crit" in header:  # RFC 7515 4.1.11: refuse extensions we do not understand
+        raise TokenError(TOKEN_MALFORMED, "token header has unsupported 'crit' extensions")
+    if "kid" in header and not isinstance(header["kid"], str):
+        raise TokenError(TOKEN_MALFORMED, "token header 'kid' must be a string")
+    return header
 
-    Checks, in order: size and shape, ``alg`` (HS256 only), the signature
-    (in constant time), then the claims: ``exp`` is required, ``nbf`` and
-    ``iat`` are checked when present, all with ``leeway`` seconds of clock skew.
+
+@dataclass(frozen=True)
+class TokenVerifier:
+    """What the hub checks tokens with: keys without a ``kid`` (an HS256
+    secret, a public key), the keys of a JWKS URL (chosen by the token's
+    ``kid``), and the ``aud``/``iss`` every token must name.
+
+    >>> verifier = TokenVerifier([secret_key("s3cret")], audience="hub")
+    >>> verifier.verify(encode_token({"exp": 2e9, "aud": "hub"}, "s3cret"), now=1e9).expires
+    2000000000.0
+    """
+
+    keys: Sequence[VerifyKey] = ()
+    jwks: JwksKeys | None = None
+    audience: str | None = None
+    issuer: str | None = None
+    leeway: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.leeway) or self.leeway < 0:
+            raise ValueError("leeway must be a finite number >= 0")
+        if not self.keys and self.jwks is None:
+            raise ValueError("a token verifier needs a key or a JWKS URL")
+
+    async def prepare(self, token: str) -> None:
+        """Fetch the JWKS keys if ``token`` names a ``kid`` not cached yet
+        (at most once per interval); a bad token is left to :meth:`verify`."""
+        if self.jwks is not None:
+            try:
+                kid = token_header(token).get("kid")
+            except TokenError:
+                return
+            await self.jwks.refresh_for(kid)
+
+    def key_for(self, header: Mapping[str, Any]) -> VerifyKey:
+        """The key that must have signed a token with ``header``: the JWKS
+        key its ``kid`` names, else the configured key of its ``alg``."""
+        alg, kid = header["alg"], header.get("kid")
+        jwks = {} if self.jwks is None else self.jwks.current()
+        if kid is not None and kid in jwks:
+            key = jwks[kid]
+            if key.algorithm != alg:
+                raise TokenError(
+                    TOKEN_BAD_ALGORITHM, f"key {kid!r} is for {key.algorithm}, not {alg!r}"
+                )
+            return key
+        for key in self.keys:
+            if key.algorithm == alg:
+                return key
+        if self.jwks is not None and (alg[:2] in ("RS", "PS", "ES") or alg == "EdDSA"):
+            if not jwks:
+                reason = self.jwks.error or "keys older than the stale bound"
+                raise TokenError(TOKEN_UNKNOWN_KEY, f"the token keys are unavailable ({reason})")
+            raise TokenError(TOKEN_UNKNOWN_KEY, f"no token key has kid {kid!r}")
+        allowed = sorted({k.algorithm for k in self.keys} | {k.algorithm for k in jwks.values()})
+        raise TokenError(
+            TOKEN_BAD_ALGORITHM, f"token algorithm {alg!r} refused: only {', '.join(allowed)}"
+        )
+
+    def verify(self, token: str, now: float | None = None) -> Claims:
+        """The token's :class:`Claims`, or :class:`TokenError`."""
+        header = token_header(token)
+        key = self.key_for(header)
+        signing_input, _, signature = token.rpartition(".")
+        try:
+            signed = _b64decode(signature)
+        except binascii.Error:
+            signed = None
+        # One spelling per signature: unused trailing base64 bits are refused.
+        if signed is None or _b64encode(signed) != signature:
+            raise TokenError(TOKEN_BAD_SIGNATURE, "token signature does not match")
+        if not key.verify(signing_input.encode("ascii"), signed):
+            raise TokenError(TOKEN_BAD_SIGNATURE, "token signature does not match")
+        claims = _decode_segment(token.split(".")[1], "payload")
+        result = _check_claims(claims, time.time() if now is None else now, self.leeway)
+        self._check_audience(claims)
+        return result
+
+    def _check_audience(self, claims: Mapping[str, Any]) -> None:
+        if self.audience is not None:
+            aud = claims.get("aud")
+            auds = [aud] if isinstance(aud, str) else aud
+            if not isinstance(auds, list) or self.audience not in auds:
+                raise TokenError(TOKEN_BAD_AUDIENCE, f"token 'aud' does not name {self.audience!r}")
+        if self.issuer is not None and claims.get("iss") != self.issuer:
+            raise TokenError(TOKEN_BAD_ISSUER, f"token 'iss' is not {self.issuer!r}")
+
+
+def decode_token(
+    token: str,
+    key: str | bytes | VerifyKey,
+    *,
+    now: float | None = None,
+    leeway: float = 0,
+    audience: str | None = None,
+    issuer: str | None = None,
+) -> Claims:
+    """Verify ``token`` with one key (a str or bytes HS256 secret, or a
+    :class:`~torchannels.token_keys.VerifyKey`) and return its :class:`Claims`,
+    or raise :class:`TokenError`.
+
+    Checks, in order: size and shape, ``alg`` (the key's only), the
+    signature, then the claims: ``exp`` is required, ``nbf`` and ``iat`` are
+    checked when present, all with ``leeway`` seconds of clock skew; then
+    ``aud`` and ``iss`` when ``audience`` or ``issuer`` is given.
 
     >>> token = encode_token({"exp": 100}, "s3cret")
     >>> decode_token(token, "s3cret", now=99).expires
@@ -255,29 +379,9 @@ def decode_token(
     ...
     torchannels.tokens.TokenError: token expired at 100.0
     """
-    key = _key(secret)
-    if not math.isfinite(leeway) or leeway < 0:
-        raise ValueError("leeway must be a finite number >= 0")
-    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
-        raise TokenError(TOKEN_MALFORMED, f"token must be a string of at most {MAX_TOKEN_LENGTH}")
-    parts = token.split(".")
-    if len(parts) != 3 or not all(_SEGMENT_RE.fullmatch(part) for part in parts):
-        raise TokenError(TOKEN_MALFORMED, "token is not three base64url segments joined by '.'")
-    header = _decode_segment(parts[0], "header")
-    alg = header.get("alg")
-    if not isinstance(alg, str):
-        raise TokenError(TOKEN_MALFORMED, "token header has no 'alg'")
-    if alg != "HS256":
-        raise TokenError(TOKEN_BAD_ALGORITHM, f"token algorithm {alg!r} refused: only HS256")
-    if "crit" in header:  # RFC 7515 4.1.11: refuse extensions we do not understand
-        raise TokenError(TOKEN_MALFORMED, "token header has unsupported 'crit' extensions")
-    signing_input = f"{parts[0]}.{parts[1]}"
-    # Compare the canonical text, not decoded bytes, so no second spelling of
-    # the same signature (unused trailing base64 bits) is accepted.
-    if not hmac.compare_digest(_sign(signing_input, key), parts[2]):
-        raise TokenError(TOKEN_BAD_SIGNATURE, "token signature does not match")
-    claims = _decode_segment(parts[1], "payload")
-    return _check_claims(claims, time.time() if now is None else now, leeway)
+    verify_key = key if isinstance(key, VerifyKey) else secret_key(key)
+    verifier = TokenVerifier([verify_key], audience=audience, issuer=issuer, leeway=leeway)
+    return verifier.verify(token, now)
 
 
 def _check_claims(claims: dict[str, Any], now: float, leeway: float) -> Claims:

@@ -7,11 +7,15 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from server.processes import (
+    SECRET,
     TRANSPORTS,
     WAIT,
     ServerProcess,
@@ -22,6 +26,10 @@ from server.processes import (
     poll,
     token_for,
 )
+from test_token_keys import KEYS, JwksServer, jwk, pem
+from torchannels.server.cli import main
+from torchannels.token_keys import public_key
+from torchannels.tokens import decode_token, encode_token, token_header
 
 TOKEN_CASES = [
     pytest.param(lambda: token_for("chat:*"), "subscribed", id="valid"),
@@ -165,3 +173,72 @@ async def test_websocket_in_band_subscribe_uses_the_connect_token(
     frames = await ws.wait(lambda fs: len(fs) >= 3)
     assert outline(frames) == [("subscribed", "chat:a"), ("error", "admin", "forbidden"),
                                ("subscribed", "demo:x")]  # fmt: skip
+
+
+async def test_public_key_jwks_and_audience_through_a_hub(
+    spawn: Callable[..., ServerProcess], http: Any, tmp_path: Path
+) -> None:
+    signer, rotated = KEYS["EdDSA"](), KEYS["ES256"]()
+    key_file = tmp_path / "public.pem"
+    key_file.write_bytes(pem(signer))
+    jwks = JwksServer()
+    try:
+        jwks.document = {"keys": [jwk(rotated, "k1")]}
+        hub = spawn("--token-public-key", str(key_file), "--token-jwks-url", jwks.url,
+                    "--token-audience", "hub", "--token-issuer", "https://app")  # fmt: skip
+        claims = {"exp": time.time() + 300, "channels": ["chat:*"], "aud": "hub",
+                  "iss": "https://app"}  # fmt: skip
+        cases = [
+            (encode_token(claims, signer), "subscribed"),
+            (encode_token(claims, rotated, kid="k1"), "subscribed"),
+            (encode_token(claims, KEYS["ES256"](), kid="k2"), "token_unknown_key"),
+            (encode_token({**claims, "aud": "other"}, signer), "token_bad_audience"),
+            (encode_token({**claims, "iss": "https://evil"}, signer), "token_bad_issuer"),
+            (encode_token(claims, SECRET), "token_bad_algorithm"),
+            (jwt(claims, pem(signer).decode()), "token_bad_algorithm"),  # HS/EdDSA confusion
+            (jwt(claims, alg="none"), "token_bad_algorithm"),
+        ]
+        for token, outcome in cases:
+            doc = await poll(http, hub, ["chat:x"], token=token)
+            expected = ("subscribed", "chat:x") if outcome == "subscribed" else (
+                "error", "chat:x", outcome)  # fmt: skip
+            assert outline(doc["frames"]) == [expected], (outcome, doc)
+        assert jwks.fetches >= 1
+    finally:
+        await jwks.stop()
+
+
+def test_token_command_signs_with_a_private_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    private = ec.generate_private_key(ec.SECP384R1())
+    key_file = tmp_path / "private.pem"
+    key_file.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    argv = ["token", "--channel", "chat:*", "--sub", "u1", "--private-key", str(key_file)]
+    assert main([*argv, "--kid", "k9"], {}) == 0
+    token = capsys.readouterr().out.strip()
+    assert token_header(token) == {"alg": "ES384", "kid": "k9", "typ": "JWT"}
+    claims = decode_token(token, public_key(pem(private)))
+    assert (claims.subject, claims.channels) == ("u1", ("chat:*",))
+    assert main(["token", "--channel", "chat:*", "--private-key", str(tmp_path / "no")], {}) == 2
+    assert "--private-key" in capsys.readouterr().err
+    assert main(["token", "--channel", "chat:*", "--private-key", str(tmp_path)], {}) == 2
+
+
+def test_serve_refuses_a_bad_public_key_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a key")
+    assert main(["serve", "--token-public-key", str(bad)], {}) == 2
+    assert "token_public_key" in capsys.readouterr().err
+    assert main(["serve", "--token-jwks-url", "ftp://x/jwks"], {}) == 2
+    assert "not an http(s) URL" in capsys.readouterr().err
+    assert main(["serve"], {"TORCHANNELS_TOKEN_SECRET": pem(KEYS["EdDSA"]()).decode()}) == 2
+    assert "token_secret: not a key for HS256" in capsys.readouterr().err

@@ -40,7 +40,7 @@ from ..hub import Hub
 from ..identity import User
 from ..redaction import redact
 from ..session import Subscription
-from ..tokens import ChannelPatterns, Claims, TokenError, decode_token
+from ..tokens import ChannelPatterns, Claims, TokenError, TokenVerifier
 from .admin import AdminAuth
 from .admin_api import admin_routes
 from .api import PublishHandler, StateHandler
@@ -54,7 +54,8 @@ from .listener import BUSY_PER_IP, admit_request
 TOKEN_REQUIRED = "token_required"
 NO_TOKEN_SECRET = (
     "this server accepts no tokens: start it with --token-secret "
-    "(or TORCHANNELS_TOKEN_SECRET) set to the secret your backend signs tokens with"
+    "(or TORCHANNELS_TOKEN_SECRET) set to the secret your backend signs tokens with, "
+    "--token-public-key or --token-jwks-url"
 )
 
 
@@ -80,13 +81,13 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
 class ServerChannelHandler(ChannelMixin):
     """Subscriptions authorized by signed tokens and anonymous prefixes.
 
-    The token (JWT, HS256) comes from the ``token`` query parameter (an
+    The token (JWT: see :mod:`torchannels.tokens`) comes from the ``token`` query parameter (an
     ``EventSource`` or a browser WebSocket cannot send headers) or an
     ``Authorization: Bearer`` header.
     """
 
     def initialize(self, **kwargs: Any) -> None:
-        self.token_secret: str | None = kwargs.pop("token_secret")
+        self.tokens: TokenVerifier | None = kwargs.pop("tokens")
         self.anonymous: ChannelPatterns = kwargs.pop("anonymous")
         super().initialize(**kwargs)
 
@@ -104,18 +105,18 @@ class ServerChannelHandler(ChannelMixin):
             token = self._token()
             result: Claims | TokenError | None = None
             if token is not None:
-                if self.token_secret is None:
+                if self.tokens is None:
                     result = TokenError("token_unsupported", NO_TOKEN_SECRET)
                 else:
                     try:
-                        result = decode_token(token, self.token_secret, now=time.time())
+                        result = self.tokens.verify(token, now=time.time())
                     except TokenError as exc:
                         result = exc
             self._claims = result
         return self._claims
 
     def _token_required(self, channel: str) -> str:
-        if self.token_secret is None:
+        if self.tokens is None:
             return (
                 f"{channel!r} is not anonymous, and this server checks no tokens: start it with "
                 "--token-secret (or TORCHANNELS_TOKEN_SECRET) and subscribe with a token, or "
@@ -145,8 +146,12 @@ class ServerChannelHandler(ChannelMixin):
             raise AccessDenied(FORBIDDEN, f"the token does not allow {sub.channel!r}")
         return True
 
-    def identify(self) -> User | None:
-        """The token's ``sub`` (and ``info``); no token or no ``sub``: anonymous."""
+    async def identify(self) -> User | None:
+        """The token's ``sub`` (and ``info``); no token or no ``sub``: anonymous.
+        Asked first, so a token naming a new JWKS ``kid`` fetches the keys here."""
+        token = self._token()
+        if token is not None and self.tokens is not None and not hasattr(self, "_claims"):
+            await self.tokens.prepare(token)
         claims = self.claims()
         if isinstance(claims, Claims) and claims.subject:
             return User(claims.subject, claims.info)
@@ -243,7 +248,7 @@ def _client_routes(config: ServerConfig, hub: Hub) -> list[Any]:
     """What browsers and apps subscribe through, and the demo page."""
     subscribe = {
         "hub": hub,
-        "token_secret": config.token_secret,
+        "tokens": config.token_verifier(),
         "anonymous": ChannelPatterns(config.anonymous),
     }
     routes: list[Any] = [

@@ -120,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--info", metavar="JSON", help="the user's info: a JSON object of at most 1024 bytes"
     )
     token.add_argument("--secret", help="the shared secret (env TORCHANNELS_TOKEN_SECRET)")
+    token.add_argument(
+        "--private-key",
+        metavar="FILE",
+        help="sign with this PEM private key instead (RSA: RS256, EC: ES256/384/512, "
+        "Ed25519: EdDSA), for testing --token-public-key or --token-jwks-url",
+    )
+    token.add_argument("--kid", help="the key id to name in the token's header")
     watch.add_commands(commands, DEFAULT_URL)  # subscribe, channels, info (watch.py)
     presence_cli.add_command(commands, DEFAULT_URL)
     return parser
@@ -136,6 +143,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             from .admin import session_salt
 
             session_salt()  # made before --workers fork: every worker accepts a login
+            config.token_verifier()  # a bad --token-public-key fails now, in one line
             if config.metrics:
                 try:
                     from . import metrics  # noqa: F401 - fail now, not at the first scrape
@@ -332,11 +340,8 @@ def token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from ..errors import ChannelNameError
     from ..tokens import check_pattern, encode_token
 
-    secret = args.secret or env.get("TORCHANNELS_TOKEN_SECRET")
-    if not secret:
-        print(
-            "torchannels: give the secret (--secret or TORCHANNELS_TOKEN_SECRET)", file=sys.stderr
-        )
+    key = _signing_key(args, env)
+    if key is None:
         return 2
     try:
         channels = [check_pattern(c) for c in args.channel]
@@ -354,8 +359,36 @@ def token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         except ValueError as exc:  # json.JSONDecodeError is one too
             print(f"torchannels: --info: {exc}", file=sys.stderr)
             return 2
-    print(encode_token(claims, secret))
+    print(encode_token(claims, key, kid=args.kid))
     return 0
+
+
+def _signing_key(args: argparse.Namespace, env: Mapping[str, str]) -> object | None:
+    """The secret or private key ``token`` signs with; None after saying why not."""
+    if args.private_key is None:
+        secret = args.secret or env.get("TORCHANNELS_TOKEN_SECRET")
+        if not secret:
+            print(
+                "torchannels: give the secret (--secret or TORCHANNELS_TOKEN_SECRET) "
+                "or --private-key",
+                file=sys.stderr,
+            )
+        return secret or None
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from ..token_keys import algorithm_for
+
+    try:
+        with open(args.private_key, "rb") as f:
+            key = load_pem_private_key(f.read(), password=None)
+        algorithm_for(key)
+    except OSError as exc:
+        print(f"torchannels: --private-key {args.private_key}: {exc.strerror}", file=sys.stderr)
+        return None
+    except (ValueError, TypeError) as exc:
+        print(f"torchannels: --private-key {args.private_key}: {exc}", file=sys.stderr)
+        return None
+    return key
 
 
 if __name__ == "__main__":  # pragma: no cover

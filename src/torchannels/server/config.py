@@ -38,7 +38,8 @@ from ..errors import ChannelNameError, TorChannelsError
 from ..forwarded import TrustedProxies
 from ..identity import derive_secret
 from ..settings import Settings
-from ..tokens import check_pattern
+from ..token_keys import JwksKeys, VerifyKey, public_key, secret_key
+from ..tokens import TokenVerifier, check_pattern
 
 ENV_PREFIX = "TORCHANNELS_"
 CONFIG_ENV = "TORCHANNELS_CONFIG"
@@ -81,7 +82,31 @@ class ServerConfig:
         None,
         "secret",
         "HS256 secret of signed subscription tokens (JWT); unset: only "
-        "anonymous channels can be read",
+        "anonymous channels can be read (unless a public key or JWKS URL is set)",
+    )
+    token_public_key: str | None = _opt(
+        None,
+        "optional",
+        "file of a PEM public key that verifies subscription tokens: RSA (RS256), "
+        "EC (ES256/ES384/ES512 by curve) or Ed25519 (EdDSA); the key fixes the algorithm",
+        metavar="FILE",
+    )
+    token_jwks_url: str | None = _opt(
+        None,
+        "optional",
+        "http(s) URL of a JWKS document whose keys verify tokens by their 'kid' "
+        "(fetched with a 5 s timeout, cached 5 min, refetched for an unknown kid at "
+        "most every 30 s, used stale up to 1 h when fetching fails)",
+        metavar="URL",
+    )
+    token_audience: str | None = _opt(
+        None, "optional", "an 'aud' every token must name; unset: 'aud' is not checked"
+    )
+    token_issuer: str | None = _opt(
+        None, "optional", "the 'iss' every token must have; unset: 'iss' is not checked"
+    )
+    token_leeway: float = _opt(
+        0.0, "float", "seconds of clock skew allowed on 'exp', 'nbf' and 'iat'", low=0, high=3600
     )
     admin_password: str | None = _opt(
         None,
@@ -269,6 +294,10 @@ class ServerConfig:
         for f in fields(self):
             value = _convert(f, getattr(self, f.name), f"ServerConfig({f.name}=...)")
             object.__setattr__(self, f.name, value)
+        if self.token_jwks_url is not None and not self.token_jwks_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError(f"token_jwks_url: {self.token_jwks_url!r} is not an http(s) URL")
         if self.internal_port and self.internal_port == self.port:
             raise ConfigError(
                 f"--internal-port {self.internal_port} is --port too: give the internal "
@@ -296,6 +325,41 @@ class ServerConfig:
             presence_ttl=self.presence_ttl,
             client_id_secret=self.client_id_secret(),
         )
+
+    def _public_key(self) -> VerifyKey:
+        path = self.token_public_key
+        try:
+            with open(path or "", "rb") as f:
+                return public_key(f.read())
+        except OSError as exc:
+            raise ConfigError(f"token_public_key: {path!r}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ConfigError(f"token_public_key: {path!r}: {exc}") from None
+
+    def token_verifier(self) -> TokenVerifier | None:
+        """What checks subscription tokens: the secret, public key and JWKS
+        URL given (any of them), or None when none is.
+
+        >>> ServerConfig().token_verifier() is None
+        True
+        >>> ServerConfig(token_secret="s", token_leeway=5).token_verifier().leeway
+        5.0
+        """
+        keys = []
+        if self.token_secret is not None:
+            try:
+                keys.append(secret_key(self.token_secret))
+            except ValueError as exc:  # PyJWT refuses a PEM key as an HMAC secret
+                raise ConfigError(f"token_secret: {exc}") from None
+        if self.token_public_key is not None:
+            keys.append(self._public_key())
+        jwks = None if self.token_jwks_url is None else JwksKeys(self.token_jwks_url)
+        if not keys and jwks is None:
+            return None
+        return TokenVerifier(
+            keys, jwks, audience=self.token_audience, issuer=self.token_issuer,
+            leeway=self.token_leeway,
+        )  # fmt: skip
 
     def client_id_secret(self) -> bytes:
         """The key that signs client ids and presence cursors: derived from
@@ -578,7 +642,7 @@ def _convert(f: Field[Any], value: object, source: str, *, text: bool = False) -
             return value.lower() if kind == "level" else value
         if kind == "broker" and isinstance(value, str):
             return _check_broker(value)
-        if kind == "secret" and (value is None or isinstance(value, str)):
+        if kind in ("secret", "optional") and (value is None or isinstance(value, str)):
             return value or None
         if kind == "bool":
             if text and isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:

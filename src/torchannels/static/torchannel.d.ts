@@ -342,6 +342,9 @@ export const ErrorCode: {
   readonly TOKEN_BAD_SIGNATURE: 'token_bad_signature';
   readonly TOKEN_NOT_YET_VALID: 'token_not_yet_valid';
   readonly TOKEN_BAD_ALGORITHM: 'token_bad_algorithm';
+  readonly TOKEN_UNKNOWN_KEY: 'token_unknown_key';
+  readonly TOKEN_BAD_AUDIENCE: 'token_bad_audience';
+  readonly TOKEN_BAD_ISSUER: 'token_bad_issuer';
   readonly TOKEN_UNSUPPORTED: 'token_unsupported';
   readonly INVALID_INFO: 'invalid_info';
   readonly UNKNOWN_TRANSPORT: 'unknown_transport';

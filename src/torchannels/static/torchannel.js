@@ -67,6 +67,9 @@
     TOKEN_BAD_SIGNATURE: 'token_bad_signature',
     TOKEN_NOT_YET_VALID: 'token_not_yet_valid',
     TOKEN_BAD_ALGORITHM: 'token_bad_algorithm',
+    TOKEN_UNKNOWN_KEY: 'token_unknown_key', // the token's `kid` names no key of the hub's JWKS
+    TOKEN_BAD_AUDIENCE: 'token_bad_audience',
+    TOKEN_BAD_ISSUER: 'token_bad_issuer',
     TOKEN_UNSUPPORTED: 'token_unsupported', // the hub was started without a token secret
     INVALID_INFO: 'invalid_info', // the token's `info` claim is not a JSON object of at most 1 KiB
     // HTTP 400 answers
