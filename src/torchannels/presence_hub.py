@@ -26,7 +26,6 @@ per ``presence_coalesce`` seconds to every local subscriber.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,6 +39,7 @@ from .brokers.presence import (
     PresencePage,
     PresenceRelease,
 )
+from .cancelling import cancel_and_wait
 from .errors import INVALID_LIMIT, BadRequest
 from .frames import Frame
 from .identity import Identity
@@ -243,7 +243,7 @@ class HubPresence:
         announce the leaves (before the broker closes)."""
         self._closed = True
         for task in self._loops:
-            task.cancel()
+            await cancel_and_wait(task)
         await self.batches.drain()
         channels = set(self.live) | set(self.grace)
         for channel in channels:
@@ -254,9 +254,6 @@ class HubPresence:
         for handle in self._flush.values():
             handle.cancel()
         self._flush.clear()
-        for task in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     # -- join/leave frames ----------------------------------------------------------
 

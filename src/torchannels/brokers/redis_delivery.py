@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ..cancelling import cancel_and_wait
 from ..errors import BrokerError, BrokerUnavailable
 from ..frames import Publication
 from .base import Listener
@@ -331,9 +332,7 @@ class Delivery:
         for task in list(self._cleanups):
             task.cancel()
         if self._recovery is not None:
-            self._recovery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._recovery
+            await cancel_and_wait(self._recovery)
         for feed in list(self._feeds.values()):
             await feed.close()
         self._feeds.clear()

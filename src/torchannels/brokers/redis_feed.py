@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..cancelling import cancel_and_wait
 from ..errors import BrokerUnavailable
 
 if TYPE_CHECKING:
@@ -141,12 +142,8 @@ class Feed:
     async def close(self) -> None:
         self.lost = True
         current = asyncio.current_task()
-        for task in self._tasks:
+        for task in list(self._tasks):
             if task is not current:
-                task.cancel()
-        for task in self._tasks:
-            if task is not current:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
         with contextlib.suppress(Exception):
             await self.conn.disconnect()

@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from ..cancelling import cancel_and_wait
 from ..hub import Hub
 
 if TYPE_CHECKING:
@@ -148,8 +149,7 @@ class RedisFleet(LocalCounts):
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+            await cancel_and_wait(task)
         try:
             pipe = self.client.pipeline(transaction=False)
             pipe.zrem(self._procs, self.id)
