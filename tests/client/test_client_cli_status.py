@@ -5,6 +5,7 @@ made, "disconnected" only for one that was."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import socket
@@ -12,7 +13,9 @@ import sys
 import time
 from collections.abc import Callable
 
-from server.processes import ServerProcess, clean_env
+from tornado.httpclient import AsyncHTTPClient
+
+from server.processes import ServerProcess, auth, clean_env
 
 WAIT = 10.0
 #: The CLI's pause floor (Client's default ``min_delay``): no two retries come closer.
@@ -72,6 +75,7 @@ async def test_a_lost_connection_is_disconnected_then_could_not_connect(
     proc = await start(hub.base, "open:lost", "--transport", "websocket")
     try:
         assert await stderr_line(proc) == "torchannels: connected (websocket)"
+        await subscribed_at(hub, "open:lost")  # its position is known: a cursor to print
         hub.close()  # the hub asks its clients to reconnect, and stops listening
         lost = await stderr_line(proc)
         refused = await stderr_line(proc)
@@ -87,3 +91,18 @@ async def test_a_lost_connection_is_disconnected_then_could_not_connect(
         refused,
     ), refused
     assert code == 130 and rest[-1].startswith("torchannels: cursor open:lost="), rest
+
+
+async def subscribed_at(hub: ServerProcess, channel: str, timeout: float = 20) -> None:
+    """Wait until ``hub`` serves ``channel`` to a subscriber ("connected" comes
+    before the channel's ``subscribed`` frame, which gives the position)."""
+    client = AsyncHTTPClient()
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = await client.fetch(
+            f"{hub.base}/api/channels/{channel}", headers=auth(), raise_error=False
+        )
+        if answer.code == 200 and json.loads(answer.body).get("subscribers", 0) >= 1:
+            return
+        assert time.monotonic() < deadline, f"{channel} not subscribed: {answer.code}"
+        await asyncio.sleep(0.05)
