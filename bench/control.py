@@ -38,9 +38,7 @@ from typing import Any
 
 import tornado.httpclient
 import tornado.websocket
-
-sys.path.insert(0, str(Path(__file__).parent))
-from presence_load import PrivateRedis  # noqa: E402
+from presence_load import PrivateRedis
 
 HOST = "127.0.0.1"
 KEY = "bench-api-key"
