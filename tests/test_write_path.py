@@ -19,6 +19,7 @@ import tornado.web
 from support import Server, eventually, parse_sse
 from torchannels import ChannelMixin, Hub
 from torchannels import frames as F
+from torchannels.identity import ClientIds
 from torchannels.protocol import Position
 from torchannels.transports import TRANSPORT_CLASSES
 from torchannels.transports.connection import LiveConnection
@@ -75,6 +76,9 @@ def one_client_id(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every connection gets the same client id, so that two connections'
     bytes can be compared whole (``connected`` carries the id)."""
     monkeypatch.setattr("torchannels.handlers.new_client_id", lambda: "0a1b2c3d-1")
+    # The signed id carries when the client began (in milliseconds): the same for both.
+    sign = ClientIds.sign
+    monkeypatch.setattr(ClientIds, "sign", lambda self, client, since: sign(self, client, 0.0))
 
 
 def request(path: str, query: str, *, websocket: bool = False, version: str = "1.1") -> str:
