@@ -13,6 +13,17 @@ from typing import Any
 
 import pytest
 
+from server.control_support import (
+    LIVE,
+    Open,
+    attached,
+    ended,
+    got,
+    open_live,
+    polled,
+    subscribers,
+    token,
+)
 from server.processes import (
     KEY,
     SECRET,
@@ -20,15 +31,11 @@ from server.processes import (
     api,
     as_json,
     assert_error,
-    fetch,
-    jwt,
     poll,
     until,
 )
 
 pytestmark = pytest.mark.asyncio
-
-LIVE = ("stream", "sse", "websocket", "longpoll")
 
 
 @pytest.fixture(scope="module")
@@ -39,98 +46,6 @@ def hub(log_dir: Path) -> Iterator[ServerProcess]:
     )
     yield process
     process.close()
-
-
-def token(user: str, *channels: str, **claims: Any) -> str:
-    body = {"sub": user, "exp": time.time() + 300, "channels": list(channels) or ["c:*"]}
-    return jwt({**body, **claims})
-
-
-async def subscribers(http: Any, hub: ServerProcess, channel: str) -> int:
-    answer = as_json(await api(http, hub, f"/api/channels/{channel}", method="GET"))
-    return int(answer["local_subscribers"])
-
-
-async def attached(http: Any, hub: ServerProcess, channel: str, n: int) -> None:
-    await until(lambda: _at_least(http, hub, channel, n), f"{n} subscribers of {channel}")
-
-
-async def _at_least(http: Any, hub: ServerProcess, channel: str, n: int) -> bool:
-    return await subscribers(http, hub, channel) >= n
-
-
-class Open:
-    """One live connection of any transport, its frames and how it ended."""
-
-    def __init__(self, transport: str) -> None:
-        self.transport = transport
-        self.frames: list[dict[str, Any]] = []
-        self.close_code: int | None = None
-        self.task: asyncio.Task[Any] | None = None
-        self.live: Any = None
-
-    def current(self) -> list[dict[str, Any]]:
-        """The frames so far (a stream's as parsed up to now)."""
-        return list(self.live.frames()) if self.live is not None else self.frames
-
-
-async def open_live(
-    http: Any, lives: Any, sockets: Any, hub: ServerProcess, transport: str, tok: str,
-    channels: list[str],
-) -> Open:  # fmt: skip
-    """Open a connection and wait until its channels are attached."""
-    opened = Open(transport)
-    if transport == "websocket":
-        sock = await sockets(hub.ws_url(channel=channels, token=tok))
-        await sock.wait(lambda fs: sum(f["type"] == "subscribed" for f in fs) == len(channels))
-        opened.task = asyncio.ensure_future(_read_socket(sock, opened))
-    elif transport == "longpoll":
-        first = await poll(http, hub, channels, transport="longpoll", token=tok, timeout=5)
-        query = {"token": tok, "cursor": first["cursor"], "client": first["client"]}
-        opened.task = asyncio.ensure_future(held_poll(http, hub, channels, **query))
-    else:
-        live = lives(hub.url(transport=transport, channel=channels, token=tok))
-        await live.wait(lambda fs: sum(f["type"] == "subscribed" for f in fs) == len(channels))
-        opened.live = live
-        opened.task = asyncio.ensure_future(live.ended(timeout=20))
-    return opened
-
-
-async def polled(
-    http: Any, hub: ServerProcess, channels: list[str], transport: str, **query: Any
-) -> dict[str, Any]:
-    """One poll or long-poll answer (a long-poll held at most 1 s)."""
-    if transport == "longpoll":
-        query.setdefault("timeout", 1)
-    response = await fetch(http, hub.url(transport=transport, channel=channels, **query))
-    assert response.code == 200, response.body
-    return dict(as_json(response))
-
-
-async def held_poll(http: Any, hub: ServerProcess, channels: list[str], **query: Any) -> Any:
-    """A long-poll held for up to 20 s."""
-    url = hub.url(transport="longpoll", channel=channels, timeout=20, **query)
-    response = await fetch(http, url, timeout=25)
-    assert response.code == 200, response.body
-    return as_json(response)
-
-
-async def _read_socket(sock: Any, opened: Open) -> None:
-    with_close = await sock.conn.read_message()
-    while with_close is not None:
-        opened.frames.append(json.loads(with_close))
-        with_close = await sock.conn.read_message()
-    sock.closed = True
-    opened.close_code = sock.conn.close_code
-
-
-async def ended(opened: Open) -> list[dict[str, Any]]:
-    """The frames a connection got until the server ended it."""
-    assert opened.task is not None
-    result = await asyncio.wait_for(opened.task, 10)
-    if opened.transport == "longpoll":
-        opened.frames.extend(result["frames"])
-    return opened.current()
 
 
 @pytest.mark.parametrize("transport", LIVE)
@@ -154,12 +69,8 @@ async def test_disconnect_ends_the_users_connection_with_a_frame(
         assert mine.close_code == (4004 if reconnect else 4003)
     # Bob's connection is untouched: it still gets what is published.
     await api(http, hub, "/api/publish", {"channel": channel, "data": {"n": 2}})
-    await until(lambda: _got(other, 2), "bob's message")
+    await until(lambda: got(other, 2), "bob's message")
     assert other.close_code is None
-
-
-async def _got(opened: Open, n: int) -> bool:
-    return any(f.get("data", {}).get("n") == n for f in opened.current())
 
 
 async def test_disconnect_of_one_client_leaves_the_users_other_connections(
@@ -174,8 +85,8 @@ async def test_disconnect_of_one_client_leaves_the_users_other_connections(
     answer = as_json(await api(http, hub, "/api/disconnect", {"client": sock_client}))
     assert answer["connections"] == 0  # polling clients between requests are not counted
     await api(http, hub, "/api/publish", {"channel": channel, "data": {"n": 7}})
-    await until(lambda: _got(first, 7), "first socket still served")
-    await until(lambda: _got(second, 7), "second socket still served")
+    await until(lambda: got(first, 7), "first socket still served")
+    await until(lambda: got(second, 7), "second socket still served")
 
 
 async def _client_of(hub: ServerProcess, http: Any, tok: str, channel: str) -> str:
@@ -233,7 +144,7 @@ async def test_unsubscribe_stops_one_channel_and_leaves_the_others(
     await until(lambda: _no_subscriber(http, hub, gone), "the channel detached")
     await api(http, hub, "/api/publish", {"channel": gone, "data": {"n": 1}})
     await api(http, hub, "/api/publish", {"channel": kept, "data": {"n": 2}})
-    await until(lambda: _got(opened, 2), "the kept channel still flows")
+    await until(lambda: got(opened, 2), "the kept channel still flows")
     assert not any(f.get("channel") == gone and f["type"] == "message" for f in opened.current())
 
 
