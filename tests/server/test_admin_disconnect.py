@@ -1,7 +1,7 @@
 """``POST /admin/api/disconnect`` on a real ``torchannels serve`` process:
 the admin page's way to end a user's (or a client's) connections, behind
 its session cookie, XSRF and same-origin check (issue 19). The page's
-buttons run in Chromium: tests/e2e/test_admin_disconnect.py."""
+buttons run in Chromium: tests/e2e/test_admin_page_disconnect.py."""
 
 from __future__ import annotations
 
