@@ -273,7 +273,7 @@ def test_presence_column_and_member_list(page: Page, presence_url: str) -> None:
         page.click(f'#channels tr[data-channel="{channel}"]')
         wait_js(page, "() => document.querySelectorAll('#members-list tr').length === 50")
         rows = page.evaluate(MEMBER_ROWS)
-        assert rows[:2] == [["u00", "2", ""], ["u01", "1", ""]]
+        assert rows[:2] == [["u00", "2", "", "Disconnect"], ["u01", "1", "", "Disconnect"]]
         assert [r[0] for r in rows] == users[:50]
         status = page.text_content("#members-status")
         assert status == f"{channel}: 55 users · 57 clients"

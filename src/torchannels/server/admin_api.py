@@ -4,9 +4,9 @@
 ``GET /admin/api/stats`` (totals over every process), ``GET
 /admin/api/channels`` (the rows of ``GET /api/channels``), ``GET
 /admin/api/channels/NAME/presence`` (as ``GET /api/channels/NAME/presence``)
-and ``POST /admin/api/publish`` (one message; the ``X-XSRFToken`` header
-required).
-Without a session each answers 401 ``unauthorized``.
+``POST /admin/api/publish`` (one message) and ``POST
+/admin/api/disconnect`` (as ``POST /api/disconnect``); a POST needs the
+``X-XSRFToken`` header. Without a session each answers 401 ``unauthorized``.
 """
 
 from __future__ import annotations
@@ -26,13 +26,28 @@ from .admin import (
     AdminLogoutHandler,
     AdminPageHandler,
 )
-from .api import UNAUTHORIZED, ApiError, api_error, channel_name, json_body, publish_one
+from .api import (
+    PAYLOAD_TOO_LARGE,
+    UNAUTHORIZED,
+    ApiError,
+    api_error,
+    channel_name,
+    json_body,
+    publish_one,
+)
 from .channels_api import (
     list_channels,
     page_arguments,
     presence_arguments,
     read_presence,
     users_body,
+)
+from .control_api import (
+    DISCONNECT_FIELDS,
+    MAX_CONTROL_BODY,
+    check_fields,
+    disconnect,
+    reached,
 )
 from .fleet import LocalCounts
 
@@ -128,6 +143,25 @@ class AdminPublishHandler(AdminDataHandler):
         self.reply(answer)
 
 
+class AdminDisconnectHandler(AdminDataHandler):
+    """``POST /admin/api/disconnect`` ``{"user"|"client": ID[, "reconnect":
+    bool]}``: ends those connections on every process, as ``POST
+    /api/disconnect``, and answers ``{"connections", "processes", "answered"}``."""
+
+    async def post(self) -> None:
+        try:
+            if len(self.request.body) > MAX_CONTROL_BODY:
+                message = f"a disconnect's body is at most {MAX_CONTROL_BODY} bytes"
+                raise ApiError(413, PAYLOAD_TOO_LARGE, message)
+            body = json_body(self.request.body)
+            check_fields(body, DISCONNECT_FIELDS)
+            answer = await reached(disconnect(self.hub, body))
+        except (ApiError, TorChannelsError) as exc:
+            self.fail(exc)
+            return
+        self.reply(answer)
+
+
 def admin_routes(hub: Hub, auth: AdminAuth, counts: LocalCounts) -> list[Any]:
     """The admin page's routes (added only when a password is set)."""
     mine = {"auth": auth}
@@ -141,6 +175,7 @@ def admin_routes(hub: Hub, auth: AdminAuth, counts: LocalCounts) -> list[Any]:
         (r"/admin/api/channels", AdminChannelsHandler, data),
         (r"/admin/api/channels/([^/]+)/presence", AdminPresenceHandler, data),
         (r"/admin/api/publish", AdminPublishHandler, data),
+        (r"/admin/api/disconnect", AdminDisconnectHandler, data),
         (r"/admin/channels", AdminChannelHandler, channels),
         (r"/admin/channels/ws", AdminChannelHandler.websocket(), channels),
     ]

@@ -26,6 +26,8 @@ INVALID_FIELD = "invalid_field"  # a known field of the wrong type or value
 
 #: Most bytes a control request's body may have.
 MAX_CONTROL_BODY = 4096
+#: The fields of a disconnect (``POST /api/disconnect``, ``POST /admin/api/disconnect``).
+DISCONNECT_FIELDS = frozenset({"user", "client", "reconnect"})
 
 
 class ControlHandler(ApiHandler):
@@ -48,22 +50,8 @@ class ControlHandler(ApiHandler):
             return
         try:
             body = self.body()
-            unknown = sorted(set(body) - self.fields)
-            if unknown:
-                known = ", ".join(sorted(self.fields))
-                raise ApiError(400, UNKNOWN_FIELD, f"unknown field {unknown[0]!r}: use {known}")
-            try:
-                reach = await self.call(body)
-            except ValueError as exc:
-                raise ApiError(400, INVALID_FIELD, str(exc)) from None
-            answer: dict[str, Any] = {
-                "connections": reach.connections,
-                "processes": reach.processes,
-                "answered": reach.answered,
-            }
-            if reach.expires is not None:
-                answer["expires"] = reach.expires
-            self.reply(answer)
+            check_fields(body, self.fields)
+            self.reply(await reached(self.call(body)))
         except (ApiError, TorChannelsError) as exc:
             self.fail(exc)
 
@@ -71,14 +59,44 @@ class ControlHandler(ApiHandler):
         raise NotImplementedError
 
 
+def check_fields(body: dict[str, Any], fields: frozenset[str]) -> None:
+    """``unknown_field`` for the first field of ``body`` not in ``fields``."""
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        known = ", ".join(sorted(fields))
+        raise ApiError(400, UNKNOWN_FIELD, f"unknown field {unknown[0]!r}: use {known}")
+
+
+async def reached(call: Awaitable[Reach]) -> dict[str, Any]:
+    """The answer of a control call (``invalid_field`` for the hub's
+    ValueError): ``{"connections", "processes", "answered"[, "expires"]}``."""
+    try:
+        reach = await call
+    except ValueError as exc:
+        raise ApiError(400, INVALID_FIELD, str(exc)) from None
+    answer: dict[str, Any] = {
+        "connections": reach.connections,
+        "processes": reach.processes,
+        "answered": reach.answered,
+    }
+    if reach.expires is not None:
+        answer["expires"] = reach.expires
+    return answer
+
+
+def disconnect(hub: Hub, body: dict[str, Any]) -> Awaitable[Reach]:
+    """``hub.disconnect`` with the fields of a disconnect body (checked by the hub)."""
+    call: Callable[..., Awaitable[Reach]] = hub.disconnect
+    return call(body.get("user"), body.get("client"), body.get("reconnect", False))
+
+
 class DisconnectHandler(ControlHandler):
     """``POST /api/disconnect``: ``{"user"|"client": ID, "reconnect": bool}``."""
 
-    fields = frozenset({"user", "client", "reconnect"})
+    fields = DISCONNECT_FIELDS
 
     def call(self, body: dict[str, Any]) -> Awaitable[Reach]:
-        disconnect: Callable[..., Awaitable[Reach]] = self.hub.disconnect
-        return disconnect(body.get("user"), body.get("client"), body.get("reconnect", False))
+        return disconnect(self.hub, body)
 
 
 class UnsubscribeHandler(ControlHandler):
