@@ -14,6 +14,7 @@ publish, which the server may have stored before failing (docs/api.md).
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -57,6 +58,27 @@ class StateSet:
     channel: str
     epoch: str
     offset: int
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    """The answer of ``disconnect``, ``unsubscribe`` and ``revoke``:
+    ``connections`` ended (or unsubscribed), summed over the server
+    processes that ``answered`` within 1 s of the ``processes`` the command
+    reached (when fewer answered, ``connections`` is a lower bound);
+    ``expires``, for ``revoke``, when the revocation is forgotten (Unix
+    seconds), else None."""
+
+    connections: int
+    processes: int
+    answered: int
+    expires: float | None = None
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ControlResult:
+        expires = doc.get("expires")
+        return cls(doc["connections"], doc["processes"], doc["answered"],
+                   None if expires is None else float(expires))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -167,6 +189,72 @@ def presence(channel: str, after: str | None = None, limit: int | None = None) -
     query = {k: v for k, v in (("after", after), ("limit", limit)) if v is not None}
     path = f"/api/channels/{quote(channel, safe='')}/presence"
     return Call("GET", path + (f"?{urlencode(query)}" if query else ""), None, True)
+
+
+#: The longest user, client or token id the control API takes.
+MAX_ID = 256
+#: A time above this is in milliseconds, not the seconds the API wants.
+MAX_SECONDS = 1e11
+
+
+def _one_of(**ids: str | None) -> dict[str, str]:
+    """The one id given of ``ids`` (``{"user": "42"}``), checked as the
+    server checks it; a ``ValueError`` for none, both, or a bad one."""
+    given = {name: value for name, value in ids.items() if value is not None}
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of {' or '.join(ids)}, not {len(given)}")
+    [(name, value)] = given.items()
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID:
+        raise ValueError(f"{name} must be a non-empty string of at most {MAX_ID} characters, "
+                         f"not {value!r:.80}")  # fmt: skip
+    return given
+
+
+def _seconds(name: str, value: object) -> float:
+    """A Unix time in seconds, as the control API takes it."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a Unix time in seconds, not {value!r:.80}")
+    if value > MAX_SECONDS:
+        raise ValueError(f"{name} {value} looks like milliseconds: give seconds")
+    return value
+
+
+def disconnect(user: str | None = None, client: str | None = None,
+               reconnect: bool = False) -> Call:  # fmt: skip
+    """End the connections of ``user`` (every one) or of one ``client`` id;
+    ``reconnect``: tell them to come back at once (for a fresh token)."""
+    body: dict[str, Any] = _one_of(user=user, client=client)
+    if not isinstance(reconnect, bool):
+        raise ValueError(f"reconnect must be True or False, not {reconnect!r:.80}")
+    if reconnect:
+        body["reconnect"] = True
+    # Not idempotent: sent twice, it may end the connections made after the first.
+    return Call("POST", "/api/disconnect", _json(body), False)
+
+
+def unsubscribe(channel: str, user: str | None = None, client: str | None = None) -> Call:
+    """Stop delivering ``channel`` to the connections of ``user`` or ``client``."""
+    body: dict[str, Any] = {**_one_of(user=user, client=client), "channel": check_channel(channel)}
+    return Call("POST", "/api/unsubscribe", _json(body), False)
+
+
+def revoke(user: str | None = None, before: float | None = None, jti: str | None = None,
+           expires: float | None = None) -> Call:  # fmt: skip
+    """Refuse the tokens of ``user`` issued ``before`` (Unix seconds), or the
+    one token whose ``jti`` claim is given, until ``expires`` (for ``jti``
+    required: the token's own ``exp``). The same revocation twice is one."""
+    body: dict[str, Any] = _one_of(user=user, jti=jti)
+    if user is not None:
+        if before is None:
+            raise ValueError("revoking a user's tokens needs before (Unix seconds)")
+        body["before"] = _seconds("before", before)
+    elif before is not None:
+        raise ValueError("before goes with user; a jti is revoked until expires")
+    elif expires is None:
+        raise ValueError("revoking a jti needs expires (Unix seconds: the token's exp)")
+    if expires is not None:
+        body["expires"] = _seconds("expires", expires)
+    return Call("POST", "/api/revoke", _json(body), True)
 
 
 def headers(api_key: str, call: Call) -> dict[str, str]:

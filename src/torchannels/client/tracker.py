@@ -26,7 +26,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..protocol import Position
-from .errors import SubscribeError
+from .disconnect import Disconnect
+from .errors import RENEWABLE, SubscribeError
 from .events import ChannelError, Event, Message, Reset
 from .presence import diff_of, snapshot_of
 
@@ -41,10 +42,13 @@ class Tracker:
     :meth:`handed_out`); per connection
     (reset by :meth:`start`): ``connected``, ``ping`` (the server's interval),
     ``pinged``, ``delivered`` (a channel frame arrived) and ``end`` (why it
-    is over: a ``reconnect`` reason, or ``token_expired`` for a channel
-    refused as lapsed when ``can_renew``); and ``client``, the id the server
-    gave this client last (opaque; kept across connections, as a poll sends
-    it back)."""
+    is over: a ``reconnect`` or ``disconnect`` reason, or ``token_expired``
+    or ``token_revoked`` for a channel refused so when ``can_renew``) and
+    ``disconnect`` (the server's ``disconnect`` frame, if it came); and
+    ``client``, the id the server gave this client last (opaque; kept across
+    connections, as a poll sends it back, and dropped by a ``disconnect``
+    that asks to reconnect: the server answers a poll carrying it with
+    another ``disconnect``)."""
 
     def __init__(
         self, channels: list[str], positions: dict[str, Position], can_renew: bool
@@ -61,6 +65,7 @@ class Tracker:
         self.connected = self.pinged = self.delivered = False
         self.ping: float | None = None
         self.end: str | None = None
+        self.disconnect: Disconnect | None = None
 
     def apply(self, frame: dict[str, Any]) -> list[Event]:
         """The events one frame gives, after moving the positions."""
@@ -81,6 +86,11 @@ class Tracker:
             self.pinged = True
         elif kind == "reconnect":
             self.end = str(frame.get("reason") or "reconnect")
+        elif kind == "disconnect":
+            self.disconnect = Disconnect.of(frame)
+            self.end = self.disconnect.reason
+            if self.disconnect.reconnect:
+                self.client = None  # start a new client, not one the server ended
         elif kind == "message":
             data = frame["data"]
             channel = data["channel"]
@@ -147,10 +157,10 @@ class Tracker:
             raise SubscribeError(code, message)
         if channel not in self.channels:
             return []
-        if code == "token_expired" and self.can_renew:
+        if code in RENEWABLE and self.can_renew:
             # Renew the token, then ask again from the same position (as
             # torchannel.js does): the refusal was about the token only.
-            self.end = "token_expired"
+            self.end = code
             return []
         self._forget(channel)
         self.channels.remove(channel)
