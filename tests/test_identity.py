@@ -4,6 +4,7 @@ clients, ``identify()`` and what ``can_access`` sees (issue 18)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -79,14 +80,16 @@ async def test_polling_client_keeps_its_id_and_a_tampered_one_gets_a_new_id(
     again = await server.poll_doc(transport, channel="news", timeout=0.1, client=first["client"])
     assert again["client"] == first["client"]
     ids = ClientIds(SECRET)
-    plain = ids.verify(first["client"])
-    assert plain is not None
-    forged = ids.sign(plain)[:-2] + ("AA" if not first["client"].endswith("AA") else "BB")
+    opened = ids.verify(first["client"])
+    assert opened is not None
+    plain, since = opened
+    assert abs(since - time.time()) < 60  # the signed id carries when the client began
+    forged = ids.sign(plain, since)[:-2] + ("AA" if not first["client"].endswith("AA") else "BB")
     other_id = f"{plain.split('-')[0]}-zzzz.{first['client'].rpartition('.')[2]}"
     for bad in (forged, other_id, "garbage", plain):
         doc = await server.poll_doc(transport, channel="news", timeout=0.1, client=bad)
         got = ids.verify(doc["client"])
-        assert got is not None and got != plain, bad  # a new id, never an error
+        assert got is not None and got[0] != plain, bad  # a new id, never an error
 
 
 @pytest.mark.parametrize("transport", [*TRANSPORTS, "websocket"])
@@ -115,8 +118,9 @@ async def test_can_access_sees_the_user_and_client(
         frames, client = got.frames, got.client
     kinds = {(f["type"], f.get("channel")) for f in frames}
     assert ("subscribed", "private:ann") in kinds and ("error", "private:bob") in kinds
-    plain = ClientIds(SECRET).verify(client)
-    assert UserHandler.seen == [("ann", {"name": "Ann"}, plain)] * 2
+    opened = ClientIds(SECRET).verify(client)
+    assert opened is not None
+    assert UserHandler.seen == [("ann", {"name": "Ann"}, opened[0])] * 2
 
 
 async def test_anonymous_when_no_current_user(make_server: Callable[..., Server]) -> None:
@@ -130,10 +134,10 @@ def test_client_ids_are_unique_and_signed() -> None:
     made = {new_client_id() for _ in range(1000)}
     assert len(made) == 1000
     ids = ClientIds(b"k")
-    assert ClientIds(b"other").verify(ids.sign("x-1")) is None
+    assert ClientIds(b"other").verify(ids.sign("x-1", 0.0)) is None
     # A page cursor never passes as a client id, nor the other way round.
     cursor = PageCursors(b"k").sign("x-1")
-    assert ids.verify(cursor) is None and PageCursors(b"k").verify(ids.sign("x-1")) is None
+    assert ids.verify(cursor) is None and PageCursors(b"k").verify(ids.sign("x-1", 0.0)) is None
 
 
 @pytest.mark.parametrize(

@@ -79,12 +79,24 @@ PRESENCE_DISABLED = "presence_disabled"  # the channel has no presence
 INVALID_CURSOR = "invalid_cursor"  # a page cursor that does not verify
 INVALID_LIMIT = "invalid_limit"  # limit is not an integer 1-1000
 
+# Codes of the control API's 400 answers (``/api/disconnect``,
+# ``/api/unsubscribe``, ``/api/revoke``).
+UNKNOWN_FIELD = "unknown_field"  # a field the call does not know
+INVALID_FIELD = "invalid_field"  # a known field of the wrong type or value
+
 # Code of the 503 answer to subscribe requests while the hub shuts down.
 SHUTTING_DOWN = "shutting_down"
 
 # Codes of in-band ``error`` frames, which concern one channel only.
 FORBIDDEN = "forbidden"
 TOKEN_EXPIRED = "token_expired"
+TOKEN_REVOKED = "token_revoked"  # the token was revoked (``/api/revoke``)
+UNSUBSCRIBED = "unsubscribed"  # the server unsubscribed the connection (``/api/unsubscribe``)
+
+# Reasons of ``disconnect`` frames: the server ends the connection on
+# purpose, and the frame says whether the client may come back.
+DISCONNECTED_BY_SERVER = "disconnected_by_server"  # ``/api/disconnect``
+# (and TOKEN_REVOKED: the token behind the connection was revoked)
 
 # Reasons of in-band ``reset`` frames.
 RESET_EPOCH = "epoch_changed"
@@ -106,3 +118,5 @@ CLOSE_TOO_BIG = 1009  # a client frame over max_request_bytes
 CLOSE_SLOW = 4001  # slow consumer: reconnect at once with positions
 CLOSE_TRY_AGAIN = 1013  # the broker failed: reconnect after a pause
 CLOSE_EXPIRED = 4002  # authorization lapsed: refresh the token, then reconnect
+CLOSE_DISCONNECTED = 4003  # ``disconnect`` with ``reconnect: false``: do not come back
+CLOSE_DISCONNECTED_RECONNECT = 4004  # ``disconnect`` with ``reconnect: true``: come back at once

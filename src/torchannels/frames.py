@@ -30,6 +30,7 @@ ERROR = "error"
 CONNECTED = "connected"
 PING = "ping"
 RECONNECT = "reconnect"
+DISCONNECT = "disconnect"
 PRESENCE = "presence"
 PRESENCE_PAGE = "presence_page"
 
@@ -200,6 +201,12 @@ def connected(transport: str, ping_interval: float, client: str | None = None) -
 def reconnect(reason: str) -> Frame:
     """Last frame of a response the server ends on purpose."""
     return _control(RECONNECT, None, None, reason=reason)
+
+
+def disconnect(reason: str, reconnect: bool) -> Frame:
+    """Last frame of a connection the server ends on purpose (the control
+    API): ``reconnect`` False tells the client not to come back."""
+    return _control(DISCONNECT, None, None, reason=reason, reconnect=reconnect)
 
 
 def presence(channel: str, joins: Sequence[Mapping[str, Any]], leaves: Sequence[str]) -> Frame:

@@ -22,7 +22,14 @@ from tornado.websocket import WebSocketHandler
 
 from .channel import Channel
 from .cors import CorsPolicy
-from .errors import BAD_PARAMETER, FORBIDDEN, SHUTTING_DOWN, AccessDenied, BadRequest
+from .errors import (
+    BAD_PARAMETER,
+    FORBIDDEN,
+    SHUTTING_DOWN,
+    UNSUBSCRIBED,
+    AccessDenied,
+    BadRequest,
+)
 from .forwarded import apply_forwarded, forwarded_of, log_refused_origin
 from .hub import Hub, default_hub
 from .identity import POLLING, Identity, User, check_info, new_client_id
@@ -225,9 +232,21 @@ class ChannelMixin(RequestHandler):
             log.exception("identify() failed; the connection is anonymous")
             user = None
         known = self.hub.client_ids.verify(client) if client else None
-        identity = Identity(known or new_client_id(), user, transport, time.time())
+        issued, token_id = self.credential()
+        if known is None:
+            identity = Identity(new_client_id(), user, transport, time.time(), issued, token_id)
+        else:
+            identity = Identity(known[0], user, transport, known[1], issued, token_id)
         self._channel_identity = identity
         return identity
+
+    def credential(self) -> tuple[float | None, str | None]:
+        """Override to say when the credential behind this request was
+        issued and its id (a token's ``iat`` and ``jti``), which
+        ``hub.revoke`` matches: ``(None, None)`` by default, and a user
+        revocation then refuses every connection of its user until it
+        expires. The standalone server answers from the token."""
+        return None, None
 
     def subscription_expires(self) -> float | None:
         """Override to end live connections at a Unix time (for example when
@@ -242,8 +261,19 @@ class ChannelMixin(RequestHandler):
         """:meth:`can_access` for ``channel``, with ``HTTPError`` as a denial.
         A ``user_limited`` channel is refused (``forbidden``) to every
         connection but its named users' before ``can_access`` is asked."""
+        identity = self._channel_identity
+        control = self.hub.control
+        refused = control.refusal(identity)
+        if (
+            refused is None
+            and identity is not None
+            and control.polling_unsubscribed(identity, channel)
+        ):
+            refused = AccessDenied(UNSUBSCRIBED, "unsubscribed by the server")
+        if refused is not None:
+            raise refused
         if self.user_limited_applies:
-            refuse_unless_named(self.hub, channel, self._channel_identity)
+            refuse_unless_named(self.hub, channel, identity)
         try:
             verdict = self.can_access(Subscription(channel, self, self._channel_identity))
         except HTTPError:

@@ -18,9 +18,11 @@ from .brokers.memory import MemoryBroker
 from .brokers.presence import PresenceEvent, PresencePage
 from .channel import Channel
 from .channel_options import ChannelOptionsTable
+from .control import disconnect_command, revoke_command, unsubscribe_command
 from .errors import PRESENCE_DISABLED, RECONNECT_SHUTDOWN, BadRequest
 from .frames import Frame, Publication
-from .identity import ClientIds, PageCursors
+from .hub_control import HubControl, Reach
+from .identity import ClientIds, Identity, PageCursors
 from .presence_hub import HubPresence, check_page_limit
 from .protocol import Position, check_channel
 from .settings import Settings
@@ -39,8 +41,19 @@ class Endable(Protocol):
     def name(self) -> str:
         """The transport's name, for metrics."""
 
+    @property
+    def identity(self) -> Identity:
+        """Who the connection is (what control commands match)."""
+
     def end(self, reason: str) -> None:
         """Send ``reconnect`` with ``reason`` and end the connection soon."""
+
+    def disconnect(self, reason: str, reconnect: bool) -> None:
+        """Send ``disconnect`` (``reason``, ``reconnect``) and end the connection soon."""
+
+    def unsubscribe(self, channel: str) -> bool:
+        """Stop delivering ``channel``, with an ``unsubscribed`` error frame;
+        False if it was not delivered."""
 
 
 class Subscriber(Protocol):
@@ -107,6 +120,8 @@ class Hub:
         self.page_cursors = PageCursors(secret)
         #: This process's clients in presence channels (presence_hub.py).
         self.presence_tracker = HubPresence(self)
+        #: Disconnects, unsubscribes and revocations (hub_control.py).
+        self.control = HubControl(self)
 
     def configure_channels(self, pattern: str, **options: Any) -> None:
         """Set the options of the channels matching ``pattern`` (an exact
@@ -134,6 +149,7 @@ class Hub:
 
     def connection_opened(self, connection: Endable) -> None:
         self.connections.add(connection)
+        self.control.ensure_started()
 
     def connection_closed(self, connection: Endable) -> None:
         self.connections.discard(connection)
@@ -318,6 +334,47 @@ class Hub:
     async def presence_counts(self, channel: str) -> tuple[int, int]:
         """``(clients, users)`` present in ``channel`` across processes."""
         return await self.presence_tracker.counts(self._presence_channel(channel))
+
+    # -- control: who stays connected ---------------------------------------------
+
+    async def disconnect(
+        self, user: str | None = None, client: str | None = None, reconnect: bool = False
+    ) -> Reach:
+        """End every connection of ``user`` (or the one ``client``) on every
+        process sharing the broker, with a ``disconnect`` frame
+        (``disconnected_by_server``); ``reconnect`` tells the clients
+        whether to come back. Polling clients get it on their next request
+        within a minute. ValueError for bad arguments.
+
+        >>> import asyncio
+        >>> asyncio.run(Hub().disconnect(user="42")).connections
+        0
+        """
+        return await self.control.issue(disconnect_command(user, client, reconnect))
+
+    async def unsubscribe(
+        self, channel: str, user: str | None = None, client: str | None = None
+    ) -> Reach:
+        """Stop delivering ``channel`` to ``user``'s (or ``client``'s)
+        connections on every process, with an ``unsubscribed`` error frame;
+        their other channels are untouched, and a later subscribe is checked
+        like any. ValueError for bad arguments."""
+        return await self.control.issue(unsubscribe_command(check_channel(channel), user, client))
+
+    async def revoke(
+        self,
+        user: str | None = None,
+        before: float | None = None,
+        jti: str | None = None,
+        expires: float | None = None,
+    ) -> Reach:
+        """Refuse ``user``'s tokens issued before ``before`` (Unix seconds;
+        kept until ``expires``, by default a day after ``before``), or the
+        one token ``jti`` until ``expires``, on every process, and end the
+        live connections they authorised (``disconnect``, ``token_revoked``,
+        no reconnect). Matched against ``Identity.issued``/``token_id``
+        (``ChannelMixin.credential()``). ValueError for bad arguments."""
+        return await self.control.issue(revoke_command(user, before, jti, expires))
 
     def spawn(self, coro: Any) -> None:
         """Run ``coro`` in the background; :meth:`close` waits for it."""

@@ -31,12 +31,17 @@ class User:
 @dataclass(frozen=True, slots=True)
 class Identity:
     """One connection: its server-made ``client`` id, its ``user`` (None:
-    anonymous), its transport and the unix time it began."""
+    anonymous), its transport and the unix time it began (a polling
+    client's first request). ``issued`` and ``token_id`` are the ``iat``
+    and ``jti`` of the token that authorised it, if any: what a revocation
+    (``hub.revoke``) is matched against."""
 
     client: str
     user: User | None
     transport: str  # "poll" | "longpoll" | "stream" | "sse" | "websocket"
     since: float
+    issued: float | None = None
+    token_id: str | None = None
 
 
 def anonymous(transport: str) -> Identity:
@@ -123,12 +128,14 @@ class _Signer:
 
 class ClientIds(_Signer):
     """Signs and verifies client ids for polling clients (``client=``), so
-    a client cannot take another's id.
+    a client cannot take another's id. The signed id carries the time the
+    client began (whole milliseconds), so a disconnect reaches a polling
+    client that began before it, and not one that began after.
 
     >>> ids = ClientIds(b"secret")
-    >>> signed = ids.sign("0a1b2c3d-1")
+    >>> signed = ids.sign("0a1b2c3d-1", 1796000000.5)
     >>> ids.verify(signed), ids.verify(signed[:-1] + "x"), ids.verify("junk")
-    ('0a1b2c3d-1', None, None)
+    (('0a1b2c3d-1', 1796000000.5), None, None)
     """
 
     __slots__ = ()
@@ -136,14 +143,25 @@ class ClientIds(_Signer):
     def __init__(self, secret: bytes) -> None:
         super().__init__(secret, "client id")
 
-    def sign(self, client: str) -> str:
-        """``CLIENT.SIG``: what the wire carries."""
-        return f"{client}.{self._sig(client)}"
+    def sign(self, client: str, since: float) -> str:
+        """``CLIENT~SINCE.SIG`` (SINCE in base-36 milliseconds): what the wire carries."""
+        text = f"{client}~{_base36(max(0, int(since * 1000)))}"
+        return f"{text}.{self._sig(text)}"
 
-    def verify(self, signed: str) -> str | None:
-        """The client id of ``signed``, or None if it was tampered with or
-        is malformed."""
-        return self._open(signed)
+    def verify(self, signed: str) -> tuple[str, float] | None:
+        """The client id of ``signed`` and the time it began, or None if it
+        was tampered with or is malformed. (An id signed before ids carried
+        a time counts as begun at 0.)"""
+        text = self._open(signed)
+        if text is None:
+            return None
+        client, tilde, since = text.partition("~")
+        if not tilde:
+            return client, 0.0
+        try:
+            return client, int(since, 36) / 1000
+        except ValueError:
+            return None
 
 
 class PageCursors(_Signer):

@@ -163,6 +163,18 @@ class Claims:
         info = self.raw.get("info")
         return info if isinstance(info, dict) else None
 
+    @property
+    def issued(self) -> float | None:
+        """``iat``: when the token was issued (checked to be a number)."""
+        issued = self.raw.get("iat")
+        return float(issued) if isinstance(issued, int | float) else None
+
+    @property
+    def token_id(self) -> str | None:
+        """``jti``: the token's own id, if it is a string."""
+        jti = self.raw.get("jti")
+        return jti if isinstance(jti, str) and jti else None
+
     def allows(self, channel: str) -> bool:
         """Whether the token grants reading ``channel``."""
         return self._patterns.matches(channel)

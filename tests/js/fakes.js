@@ -270,6 +270,7 @@ const frames = {
   error: (channel, code = 'forbidden') =>
     Object.assign({type: 'error', code, message: `no ${channel}`}, channel ? {channel} : {}),
   reconnect: (reason = 'byte_limit') => ({type: 'reconnect', reason}),
+  disconnect: (reason = 'disconnected_by_server', reconnect = false) => ({type: 'disconnect', reason, reconnect}),
   ping: () => ({type: 'ping'}),
   unsubscribed: (channel) => ({type: 'unsubscribed', channel}),
   /** A `subscribed` frame of a presence channel: `presence` is {clients, users, members, next}. */

@@ -124,7 +124,8 @@ test('the constants mirror every code the server defines', () => {
     .matchAll(/^([A-Z][A-Z_]*) = ("[a-z_]+"|\d+)/gm)].map((m) => [m[1], JSON.parse(m[2])]);
   const values = (obj) => new Set(Object.values(obj));
   const close = values(api.CloseCode), reset = values(api.ResetReason), reconnect = values(api.ReconnectReason);
-  const codes = values(api.ErrorCode), types = values(api.FrameType);
+  // A disconnect reason may sit among the server's error codes: either mirror will do.
+  const codes = new Set([...values(api.ErrorCode), ...values(api.DisconnectReason)]), types = values(api.FrameType);
   const server = [...constants('errors.py'), ...constants('tokens.py'), ...constants('frames.py')];
   assert.ok(server.length > 30, 'the server constants were found');
   for (const [name, value] of server) {
@@ -136,17 +137,22 @@ test('the constants mirror every code the server defines', () => {
 });
 
 const frameNames = new Set(['MESSAGE', 'SUBSCRIBED', 'RESET', 'ERROR', 'CONNECTED', 'PING', 'RECONNECT', 'PRESENCE',
-  'PRESENCE_PAGE']);
+  'PRESENCE_PAGE', 'DISCONNECT']);
 
 test('the constants have the documented values', () => {
   const api = require('../../src/torchannels/static/torchannel.js');
   assert.deepEqual(api.TRANSPORTS, ['websocket', 'sse', 'stream', 'longpoll', 'poll']);
   assert.deepEqual(api.CloseCode, {NORMAL: 1000, GOING_AWAY: 1001, MESSAGE_TOO_BIG: 1009, TRY_AGAIN_LATER: 1013,
-    SLOW_CONSUMER: 4001, EXPIRED: 4002});
+    SLOW_CONSUMER: 4001, EXPIRED: 4002, DISCONNECT: 4003, DISCONNECT_RECONNECT: 4004});
   assert.deepEqual(Object.values(api.ResetReason).sort(), ['epoch_changed', 'history_trimmed', 'position_ahead']);
   assert.deepEqual(Object.values(api.FrameType).sort(),
-    ['connected', 'error', 'message', 'ping', 'presence', 'presence_page', 'reconnect', 'reset', 'subscribed',
-      'unsubscribed']);
+    ['connected', 'disconnect', 'error', 'message', 'ping', 'presence', 'presence_page', 'reconnect', 'reset',
+      'subscribed', 'unsubscribed']);
+  assert.deepEqual(api.DisconnectReason, {DISCONNECTED_BY_SERVER: 'disconnected_by_server',
+    TOKEN_REVOKED: 'token_revoked'});
+  assert.equal(api.ErrorCode.UNSUBSCRIBED, 'unsubscribed');
+  assert.equal(api.ErrorCode.TOKEN_REVOKED, 'token_revoked');
+  assert.ok(Object.isFrozen(api.DisconnectReason));
   assert.equal(api.ErrorCode.FORBIDDEN, 'forbidden');
   assert.equal(api.ErrorCode.UNKNOWN_TRANSPORT, 'unknown_transport');
   assert.ok(Object.isFrozen(api.ErrorCode));
@@ -157,7 +163,7 @@ test('torchannel.d.ts declares exactly the exported names', () => {
   const dts = fs.readFileSync(path.join(STATIC, 'torchannel.d.ts'), 'utf8');
   const declared = [...dts.matchAll(/^export (?:const|function|class) (\w+)/gm)].map((m) => m[1]).sort();
   assert.deepEqual(declared, Object.keys(api).sort());
-  for (const name of ['ErrorCode', 'CloseCode', 'ResetReason', 'ReconnectReason', 'FrameType']) {
+  for (const name of ['ErrorCode', 'CloseCode', 'ResetReason', 'ReconnectReason', 'DisconnectReason', 'FrameType']) {
     const block = dts.slice(dts.indexOf(`export const ${name}:`));
     const body = block.slice(0, block.indexOf('};'));
     const keys = [...body.matchAll(/readonly (\w+):/g)].map((m) => m[1]).sort();

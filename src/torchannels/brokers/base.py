@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from ..errors import RESET_EPOCH, RESET_INVALID, RESET_TRIMMED
 from ..frames import Publication
 from ..protocol import Position
+from .control import ControlBus, MemoryControl
 from .presence import PresenceEvent, PresenceStore
 
 log = logging.getLogger("torchannels.broker")
@@ -213,6 +214,7 @@ class Broker(abc.ABC):
         self.clock = clock
         self._policies: dict[str, HistoryPolicy] = {}
         self._resync_listeners: list[ResyncListener] = []
+        self._control: ControlBus | None = None
 
     # -- history policies -------------------------------------------------------
 
@@ -362,6 +364,14 @@ class Broker(abc.ABC):
     def presence(self) -> PresenceStore:
         """Who is present in each channel, shared by every process of this
         broker (:mod:`.presence`)."""
+
+    @property
+    def control(self) -> ControlBus:
+        """How control commands (disconnect, unsubscribe, revoke) reach
+        every process (:mod:`.control`): by default this process only."""
+        if self._control is None:
+            self._control = MemoryControl()
+        return self._control
 
     @abc.abstractmethod
     def publish_presence(self, event: PresenceEvent) -> None:

@@ -42,6 +42,7 @@ from ..errors import BrokerUnavailable
 from ..frames import Publication
 from ..protocol import Position
 from .base import Broker, ChannelInfo, HistoryPolicy, Listener, ReadResult
+from .control_redis import RedisControl
 from .presence import PresenceEvent
 from .presence_redis import RedisPresence, encode_event
 from .publish_queue import PublishQueue
@@ -124,6 +125,13 @@ class RedisBroker(Broker):
             run=self._data._run,
             failed=self._data.failed,
             clock=self._now,
+        )
+        self._redis_control = RedisControl(
+            client,
+            tag=f"{{{prefix}}}",
+            cluster=self.cluster,
+            run=self._data._run,
+            subscribe=self._delivery.subscribe_raw,
         )
         self._closed = False
 
@@ -235,6 +243,10 @@ class RedisBroker(Broker):
     def presence(self) -> RedisPresence:
         return self._presence
 
+    @property
+    def control(self) -> RedisControl:
+        return self._redis_control
+
     def publish_presence(self, event: PresenceEvent) -> None:
         """Queued behind this process's publications, then PUBLISHed on the
         channel's pub/sub channel (:mod:`.presence_redis`)."""
@@ -270,6 +282,7 @@ class RedisBroker(Broker):
         self._data.scripts_loaded = False  # Redis may have restarted empty
         if channels:
             self._resync(channels)
+        self._redis_control.recovered()
 
     async def close(self) -> None:
         """Store what is queued, stop the pub/sub reader, close connections."""

@@ -75,6 +75,8 @@ class Delivery:
         self._listeners: dict[str, list[Listener]] = {}
         #: Pub/sub channel name -> channel, for every channel with listeners.
         self._wanted: dict[bytes, str] = {}
+        #: Pub/sub names of our own (the control bus) -> their callback.
+        self._raw: dict[bytes, Callable[[bytes], None]] = {}
         self._feeds: dict[str, Feed] = {}  # by node name ("" on a single Redis)
         self._feed_lock = asyncio.Lock()
         self._started = False
@@ -138,7 +140,26 @@ class Delivery:
         self._wanted.pop(self._pubsub_name(channel), None)
         return True
 
+    async def subscribe_raw(self, name: bytes, on_message: Callable[[bytes], None]) -> None:
+        """Subscribe the pub/sub connection to ``name`` for good, calling
+        ``on_message`` with each message's bytes. Kept across reconnects;
+        if the connection is down now, the reconnect subscribes it."""
+        self._raw[name] = on_message
+        try:
+            await self.start()
+            feed = await self._feed_for(name)
+            await feed.subscribe([name], self._subscribe_timeout)
+        except BrokerError as exc:
+            log.debug("pub/sub subscribe of %r waits for the reconnect: %s", name, exc)
+
     def _deliver(self, name: bytes, data: bytes) -> None:
+        raw = self._raw.get(name)
+        if raw is not None:
+            try:
+                raw(data)
+            except Exception:
+                log.exception("pub/sub callback failed for %r", name)
+            return
         channel = self._wanted.get(name)
         if channel is None:
             return  # arrived after the unsubscribe was sent
@@ -312,7 +333,7 @@ class Delivery:
             else:
                 await self._open_feed("")
             by_node: dict[str, list[bytes]] = {}
-            for name in list(self._wanted):
+            for name in [*self._wanted, *self._raw]:
                 by_node.setdefault(self._node_of(name), []).append(name)
             for node, names in by_node.items():
                 feed = self._feeds.get(node) or await self._open_feed(node)
@@ -322,7 +343,7 @@ class Delivery:
             # take back what is no longer wanted. One made from here on finds
             # its feed, and its UNSUBSCRIBE follows our SUBSCRIBE.
             for node, names in by_node.items():
-                stale = [name for name in names if name not in self._wanted]
+                stale = [n for n in names if n not in self._wanted and n not in self._raw]
                 if stale:
                     await self._feeds[node].unsubscribe(stale, self._subscribe_timeout)
 

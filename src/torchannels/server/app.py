@@ -46,6 +46,7 @@ from .admin_api import admin_routes
 from .api import PublishHandler, StateHandler
 from .channels_api import ChannelInfoHandler, ChannelListHandler, ChannelPresenceHandler
 from .config import ServerConfig
+from .control_api import DisconnectHandler, RevokeHandler, UnsubscribeHandler
 from .demo import FaviconHandler, demo_routes
 from .fleet import LocalCounts, make_counts
 from .health import BrokerCheck, HealthHandler
@@ -156,6 +157,10 @@ class ServerChannelHandler(ChannelMixin):
         if isinstance(claims, Claims) and claims.subject:
             return User(claims.subject, claims.info)
         return None
+
+    def credential(self) -> tuple[float | None, str | None]:
+        claims = self.claims()
+        return (claims.issued, claims.token_id) if isinstance(claims, Claims) else (None, None)
 
     def subscription_expires(self) -> float | None:
         claims = self.claims()
@@ -275,6 +280,9 @@ def _operator_routes(config: ServerConfig, hub: Hub, counts: LocalCounts, worker
     routes: list[Any] = [
         (r"/api/publish", PublishHandler, api),
         (r"/api/state", StateHandler, api),
+        (r"/api/disconnect", DisconnectHandler, api),
+        (r"/api/unsubscribe", UnsubscribeHandler, api),
+        (r"/api/revoke", RevokeHandler, api),
         (r"/api/channels", ChannelListHandler, {**api, "counts": counts}),
         (r"/api/channels/([^/]+)", ChannelInfoHandler, {**api, "counts": counts}),
         (r"/api/channels/([^/]+)/presence", ChannelPresenceHandler, api),

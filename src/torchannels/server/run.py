@@ -155,6 +155,7 @@ async def serve(
 
     hub = make_hub(config)
     await hub.broker.connect()  # an unreachable broker is said now, not at first use
+    await hub.control.start()  # listen for disconnects and revocations, load those in force
     app, internal_app = make_apps(config, hub, worker=worker)
     counts = app.settings["torchannels_counts"]
     counts.start()  # with Redis: share this process's counts with the others

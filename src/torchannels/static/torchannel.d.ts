@@ -9,7 +9,8 @@ export type TransportName = 'websocket' | 'sse' | 'stream' | 'longpoll' | 'poll'
 /**
  * 'connecting': the first connection is being made; 'reconnecting': an
  * established connection was lost (for longer than reconnectingDelay) and
- * the client retries.
+ * the client retries; 'disconnected': no channel is subscribed, close() was
+ * called, or the server ended the connection for good (a DisconnectReason).
  */
 export type ConnectionState = 'disconnected' | 'connecting' | 'connected' | 'reconnecting';
 
@@ -26,10 +27,14 @@ export interface Message {
 /** What subscribe() returns and unsubscribe() takes. */
 export type SubscriptionToken = number;
 
-/** The server refused a channel (an `error` frame naming it). */
+/** The server refused a channel, or stopped serving it (an `error` frame naming it). */
 export interface ChannelError {
   channel: string;
-  /** `forbidden` when can_access denied it; see ErrorCode. */
+  /**
+   * `forbidden` when can_access denied it, `unsubscribed` when the server
+   * stopped delivering it (POST /api/unsubscribe), a token code
+   * (`token_revoked`, ...); see ErrorCode.
+   */
   code: string;
   message: string;
 }
@@ -41,7 +46,7 @@ export interface SubscribeOptions {
    * history follow through the callback.
    */
   onReset?: (channel: string, reason: string) => void;
-  /** The server refused the channel; the client stops asking for it. */
+  /** The server refused the channel or unsubscribed it; the client stops asking for it. */
   onError?: (error: ChannelError) => void;
 }
 
@@ -52,13 +57,16 @@ export interface StateChange {
   /**
    * Plain words a page can show a user: 'starting', 'connected over websocket',
    * what ended the connection ('connection lost', 'server unreachable',
-   * 'server restarting', 'access denied (403)', ...), 'idle' or 'closed'.
+   * 'server restarting', 'access denied (403)', ...); entering
+   * 'disconnected': 'idle', 'closed', or the server's DisconnectReason
+   * ('disconnected_by_server', 'token_revoked').
    */
   reason: string;
   /**
-   * Entering 'reconnecting': the technical detail of what ended the connection
-   * ('close 1006', 'HTTP 502', 'no ping from the server within 25000 ms', ...);
-   * null on every other move.
+   * Entering 'reconnecting', or 'disconnected' by the server: the technical
+   * detail of what ended the connection ('close 1006', 'HTTP 502', 'no ping
+   * from the server within 25000 ms', 'disconnect frame (token_revoked)',
+   * 'close 4003: disconnected_by_server', ...); null on every other move.
    */
   detail: string | null;
   transport: TransportName | null;
@@ -67,7 +75,10 @@ export interface StateChange {
 /** Payload of the 0.1 events 'connecting' (also on entering 'reconnecting'), 'connected' and 'disconnected'. */
 export interface StateEvent {
   transport: TransportName | null;
-  /** 'connecting': what was lost (none on the first connect); 'disconnected': 'idle' or 'closed'. */
+  /**
+   * 'connecting': what was lost (none on the first connect); 'disconnected':
+   * 'idle', 'closed', or a DisconnectReason (the server ended the connection).
+   */
   reason?: string;
 }
 
@@ -269,7 +280,9 @@ export class Client {
   /**
    * The connection state. Each move fires 'state', then the 0.1 event of the
    * new state: disconnected -> connecting -> connected -> reconnecting ->
-   * connected ..., and any -> disconnected (idle or close()).
+   * connected ..., and any -> disconnected (idle, close(), or the server's
+   * `disconnect` with reconnect false, which drops every subscription as
+   * close() does: a later subscribe() starts again).
    */
   readonly state: ConnectionState;
   /** The transport in use or being tried; null when disconnected. */
@@ -326,6 +339,7 @@ export const FrameType: {
   readonly RECONNECT: 'reconnect';
   readonly PRESENCE: 'presence';
   readonly PRESENCE_PAGE: 'presence_page';
+  readonly DISCONNECT: 'disconnect';
 };
 
 export const ResetReason: {
@@ -347,6 +361,8 @@ export const ErrorCode: {
   readonly TOKEN_BAD_ISSUER: 'token_bad_issuer';
   readonly TOKEN_UNSUPPORTED: 'token_unsupported';
   readonly INVALID_INFO: 'invalid_info';
+  readonly TOKEN_REVOKED: 'token_revoked';
+  readonly UNSUBSCRIBED: 'unsubscribed';
   readonly UNKNOWN_TRANSPORT: 'unknown_transport';
   readonly INVALID_CHANNEL: 'invalid_channel';
   readonly MALFORMED_CURSOR: 'malformed_cursor';
@@ -369,6 +385,12 @@ export const ReconnectReason: {
   readonly BROKER_UNAVAILABLE: 'broker_unavailable';
 };
 
+/** `reason` of `disconnect` frames: why the server ended the connection. */
+export const DisconnectReason: {
+  readonly DISCONNECTED_BY_SERVER: 'disconnected_by_server';
+  readonly TOKEN_REVOKED: 'token_revoked';
+};
+
 export const CloseCode: {
   readonly NORMAL: 1000;
   readonly GOING_AWAY: 1001;
@@ -376,6 +398,10 @@ export const CloseCode: {
   readonly TRY_AGAIN_LATER: 1013;
   readonly SLOW_CONSUMER: 4001;
   readonly EXPIRED: 4002;
+  /** The server ended the socket: do not reconnect (close reason: a DisconnectReason). */
+  readonly DISCONNECT: 4003;
+  /** The server ended the socket: reconnect at once (close reason: a DisconnectReason). */
+  readonly DISCONNECT_RECONNECT: 4004;
 };
 
 /** Full-jitter backoff: a delay in [min, min(max, min + min * 2^attempt)]. */

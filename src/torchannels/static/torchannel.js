@@ -47,7 +47,8 @@
     PING: 'ping',
     RECONNECT: 'reconnect',
     PRESENCE: 'presence', // joins and leaves of a join_leave channel
-    PRESENCE_PAGE: 'presence_page' // WebSocket only: the answer to a `presence` command
+    PRESENCE_PAGE: 'presence_page', // WebSocket only: the answer to a `presence` command
+    DISCONNECT: 'disconnect' // the last frame of a connection the server ends on purpose
   });
 
   /** Why a `reset` frame says a position cannot be served. */
@@ -72,6 +73,8 @@
     TOKEN_BAD_ISSUER: 'token_bad_issuer',
     TOKEN_UNSUPPORTED: 'token_unsupported', // the hub was started without a token secret
     INVALID_INFO: 'invalid_info', // the token's `info` claim is not a JSON object of at most 1 KiB
+    TOKEN_REVOKED: 'token_revoked', // the token was revoked (POST /api/revoke)
+    UNSUBSCRIBED: 'unsubscribed', // the server no longer delivers the channel (POST /api/unsubscribe)
     // HTTP 400 answers
     UNKNOWN_TRANSPORT: 'unknown_transport',
     INVALID_CHANNEL: 'invalid_channel',
@@ -98,6 +101,12 @@
     BROKER_UNAVAILABLE: 'broker_unavailable' // history could not be read: resume after a pause
   });
 
+  /** `reason` of `disconnect` frames (and of WebSocket closes 4003, 4004). */
+  const DisconnectReason = Object.freeze({
+    DISCONNECTED_BY_SERVER: 'disconnected_by_server', // POST /api/disconnect
+    TOKEN_REVOKED: 'token_revoked' // POST /api/revoke revoked the token behind the connection
+  });
+
   /** WebSocket close codes the server uses. */
   const CloseCode = Object.freeze({
     NORMAL: 1000,
@@ -105,7 +114,9 @@
     MESSAGE_TOO_BIG: 1009, // a client command was too big
     TRY_AGAIN_LATER: 1013, // the server's broker failed: reconnect after a pause
     SLOW_CONSUMER: 4001, // the client fell behind: reconnect at once with positions
-    EXPIRED: 4002 // the authorization behind the socket lapsed
+    EXPIRED: 4002, // the authorization behind the socket lapsed
+    DISCONNECT: 4003, // the server ended the connection: do not reconnect
+    DISCONNECT_RECONNECT: 4004 // the server ended the connection: reconnect at once
   });
 
   /** Every transport, in the order the client tries them. */
@@ -369,7 +380,9 @@
     [ReconnectReason.BROKER_UNAVAILABLE]: 'server temporarily unavailable',
     [ReconnectReason.BYTE_LIMIT]: 'server renewed the connection',
     [ReconnectReason.SLOW_CONSUMER]: 'connection too slow',
-    [ErrorCode.UNKNOWN_TRANSPORT]: 'not offered by the server'
+    [ErrorCode.UNKNOWN_TRANSPORT]: 'not offered by the server',
+    [DisconnectReason.DISCONNECTED_BY_SERVER]: 'disconnected by the server',
+    [DisconnectReason.TOKEN_REVOKED]: 'access revoked'
   });
 
   /** Plain words for the WebSocket close codes (any other: closed by the server). */
@@ -463,7 +476,8 @@
   //   host.hold(): the long-poll hold to ask for (s, or null); host.ping(): the keep-alive to ask for (s, or null);
   //   host.frame(t, frame): every frame, in order;
   //   host.end(t, info): the end, reported once: {reason, code?, status?, message?, plain?, detail?, age?, error?,
-  //     retry?: Retry.*} (plain, detail: words for it, see explain(); age: ms a long-poll request was held);
+  //     retry?: Retry.*, disconnect?} (plain, detail: words for it, see explain(); age: ms a long-poll request
+  //     was held; disconnect: {reason, reconnect}, the server ended it on purpose, as a `disconnect` frame says);
   //   host.answered(t): a poll answer came without a lapsed token;
   //   host.clientId(): the client id to send back on poll requests (null: none yet);
   //   host.client(id): a poll answer named the client id.
@@ -653,7 +667,7 @@
 
   /** The named SSE events that carry a whole frame (message frames are default events). */
   const SSE_EVENTS = [FrameType.CONNECTED, FrameType.SUBSCRIBED, FrameType.RESET, FrameType.RECONNECT,
-    FrameType.PING, FrameType.PRESENCE, SSE_CHANNEL_ERROR];
+    FrameType.PING, FrameType.PRESENCE, FrameType.DISCONNECT, SSE_CHANNEL_ERROR];
 
   /** sse: a browser EventSource; the client, not the browser, reconnects. */
   class SSETransport extends Transport {
@@ -728,6 +742,15 @@
       };
       ws.onmessage = (event) => this._text(event.data);
       ws.onclose = (event) => {
+        if (event.code === CloseCode.DISCONNECT || event.code === CloseCode.DISCONNECT_RECONNECT) {
+          // The server ended the socket on purpose. Its `disconnect` frame,
+          // when it came first, was acted on already (this socket is closed
+          // then); a close without it says the same.
+          const reason = event.reason || DisconnectReason.DISCONNECTED_BY_SERVER;
+          return this._end({reason: 'disconnect', code: event.code,
+            disconnect: {reason, reconnect: event.code === CloseCode.DISCONNECT_RECONNECT},
+            detail: `close ${event.code}${event.reason ? `: ${event.reason}` : ''}`});
+        }
         if (!this._ready) {
           // Closed before it opened: browsers hide the HTTP answer (a 403 from
           // the origin check, a 404, a proxy without Upgrade) behind 1006.
@@ -1320,7 +1343,8 @@
    *   connected    -> reconnecting the connection was lost or its token lapsed, and no
    *                                new one connected within reconnectingDelay (_lose)
    *   reconnecting -> connected    a new connection's first frame or answer (_frame)
-   *   any          -> disconnected no channel is left, or close() (_stop)
+   *   any          -> disconnected no channel is left, close(), or the server's disconnect
+   *                                without reconnect (_stop, _disconnect)
    * A failed attempt while connecting or reconnecting, and a replaced
    * connection while connected (a reconnect frame, new channels over HTTP, a
    * loss repaired within reconnectingDelay), stay where they are.
@@ -1385,7 +1409,7 @@
       this._auth = o.token || null;
       this._authStale = !this._auth && !!o.getToken; // ask getToken() before connecting
       this._authCall = null; // the pending getToken() call
-      this._authAttempt = 0; // token refreshes since a token last proved good
+      this._authAttempt = 0; // token refreshes and forced reconnects since a connection last proved good
       this._onOnline = () => this._online();
       this._onOffline = () => this._offline();
       this._onVisible = () => {
@@ -1580,7 +1604,7 @@
     }
 
     /** any -> disconnected: every step in progress is cancelled. */
-    _stop(reason) {
+    _stop(reason, detail) {
       const name = this.transport;
       this._teardown();
       this._cancel('reconnect');
@@ -1590,7 +1614,7 @@
       this._authCall = null;
       this._setActive([]);
       this._listen('removeEventListener');
-      this._moveTo(State.DISCONNECTED, name, reason, reason);
+      this._moveTo(State.DISCONNECTED, name, reason, reason, detail);
     }
 
     /** Start or stop listening to `online`, `offline` (window) and `visibilitychange` (document). */
@@ -1680,6 +1704,7 @@
     /** The current transport ended: apply its retry policy (connected -> reconnecting, after a grace). */
     _fail(t, info) {
       if (!this._current(t)) return;
+      if (info.disconnect) return this._disconnect(info.disconnect, info.detail);
       const conn = this._conn;
       const o = this._opts;
       let retry = info.retry || Retry.AUTO;
@@ -1877,13 +1902,14 @@
 
     /**
      * The server says the token behind `t` lapsed (a reconnect frame, close
-     * 4002, or an error frame token_expired). With a newer token than t's
+     * 4002, or an error frame token_expired; `why`: explain() of it, when it
+     * was revoked instead). With a newer token than t's
      * (setToken) or with getToken, replace the connection, keeping every
      * position, and return true (-> connecting); otherwise false (the caller
      * goes on as without tokens: the server will refuse the channels that
      * need one).
      */
-    _tokenExpired(t) {
+    _tokenExpired(t, why) {
       const newer = t.auth !== this._auth;
       if (!newer && !this._opts.getToken) return false;
       let delay = 0;
@@ -1897,9 +1923,61 @@
         this._authAttempt++;
       }
       this._teardown();
-      this._lose(explain({reason: ReconnectReason.TOKEN_EXPIRED, detail: 'the server says the token lapsed'}));
+      this._lose(why || explain({reason: ReconnectReason.TOKEN_EXPIRED, detail: 'the server says the token lapsed'}));
       this._after('reconnect', delay, () => this._open());
       return true;
+    }
+
+    /**
+     * An error frame refused an active channel of `t` with `code`: true when
+     * a fresh token may cure it and the connection is being replaced for
+     * one (_tokenExpired), false to refuse the channel. token_expired
+     * renews as often as it comes (with backoff); token_revoked once: a
+     * token fetched since the last one proved good (a ping, a poll answer)
+     * and revoked too is not renewed again, as forbidden.
+     */
+    _renewFor(t, code) {
+      if (code === ErrorCode.TOKEN_EXPIRED) return this._tokenExpired(t);
+      if (code !== ErrorCode.TOKEN_REVOKED) return false;
+      if (t.auth === this._auth && this._authAttempt > 0) return false;
+      return this._tokenExpired(t, explain({reason: ErrorCode.TOKEN_REVOKED,
+        detail: 'the server says the token was revoked'}));
+    }
+
+    /**
+     * The server ended the connection on purpose: a `disconnect` frame
+     * {reason, reconnect}, or WebSocket close 4003 / 4004 (`detail`: the
+     * technical words; null for the frame's). The client id goes either
+     * way: the server answers a poll naming an id issued before the
+     * disconnect with another one. reconnect false: every subscription is
+     * dropped, as by close(), nothing is retried, and the state becomes
+     * `disconnected` with the frame's reason. reconnect true: a new
+     * connection at once, from the positions, with a fresh token when
+     * getToken() can give one.
+     */
+    _disconnect(end, detail) {
+      const o = this._opts;
+      const reason = typeof end.reason === 'string' && end.reason ? end.reason
+        : DisconnectReason.DISCONNECTED_BY_SERVER;
+      const reconnect = end.reconnect === true;
+      detail = detail || `disconnect frame (${reason}${reconnect ? ', reconnect' : ''})`;
+      this._clientId = null;
+      if (!reconnect) {
+        this._subs.clear();
+        this._byChannel.clear();
+        this._denied.clear();
+        // A revoked token is not sent again when getToken() can replace it: the next start asks for one.
+        if (reason === DisconnectReason.TOKEN_REVOKED && o.getToken) this._authStale = true;
+        return this._stop(reason, detail);
+      }
+      // Ended again before a connection proved good (a ping, a poll answer): a pause, not a loop.
+      const delay = this._authAttempt > 0
+        ? backoff(this._authAttempt - 1, o.minReconnectDelay, o.maxReconnectDelay, this._env.random) : 0;
+      this._authAttempt++;
+      if (o.getToken) this._authStale = true;
+      this._teardown();
+      this._lose({reason: PLAIN[reason] || PLAIN[DisconnectReason.DISCONNECTED_BY_SERVER], detail});
+      this._after('reconnect', delay, () => this._open());
     }
 
     /** A poll answer without a lapsed token: the token works. */
@@ -1988,7 +2066,7 @@
           if (this._reads.error(t, f)) break; // a presence read refused, not the channel
           if (!channel) {
             this._emit('error', {type: 'server', transport: t.name, code: f.code, message: f.message});
-          } else if (!(f.code === ErrorCode.TOKEN_EXPIRED && this._active.has(channel) && this._tokenExpired(t))) {
+          } else if (!(this._active.has(channel) && this._renewFor(t, f.code))) {
             this._refuse(channel, f);
           }
           break;
@@ -2002,6 +2080,9 @@
           else this._restart(f.reason === ReconnectReason.SHUTDOWN ? explain(end) : null);
           break;
         }
+        case FrameType.DISCONNECT:
+          this._disconnect(f, null);
+          break;
         default: // unknown frame types are ignored (docs/protocol.md)
       }
     }
@@ -2111,6 +2192,7 @@
     ResetReason,
     ErrorCode,
     ReconnectReason,
+    DisconnectReason,
     CloseCode,
     TRANSPORTS,
     PresenceError,

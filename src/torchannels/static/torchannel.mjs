@@ -20,7 +20,7 @@ delete globalThis[KEY];
 if (!api) throw new Error('torchannels: torchannel.js did not load next to torchannel.mjs');
 
 export const {
-  version, Client, FrameType, ResetReason, ErrorCode, ReconnectReason, CloseCode,
-  TRANSPORTS, PresenceError, backoff, registerJQuery,
+  version, Client, FrameType, ResetReason, ErrorCode, ReconnectReason, DisconnectReason,
+  CloseCode, TRANSPORTS, PresenceError, backoff, registerJQuery,
 } = api;
 export default api;

@@ -29,9 +29,17 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .. import frames as F
-from ..errors import RECONNECT_BYTE_LIMIT, RECONNECT_EXPIRED, RECONNECT_SLOW
+from ..errors import (
+    CLOSE_DISCONNECTED,
+    CLOSE_DISCONNECTED_RECONNECT,
+    RECONNECT_BYTE_LIMIT,
+    RECONNECT_EXPIRED,
+    RECONNECT_SLOW,
+    UNSUBSCRIBED,
+)
 from ..frames import Frame
 from ..hub import Hub
+from ..identity import Identity
 from ..session import Session
 from .outbox import Outbox, Write
 
@@ -62,6 +70,7 @@ class LiveConnection:
         "_waiting",
         "_waiting_live",
         "_watchdog",
+        "close_code",
         "ending",
         "hub",
         "listening",
@@ -107,6 +116,8 @@ class LiveConnection:
         self.ending = False
         #: :meth:`stop` ran; nothing more happens.
         self.stopped = False
+        #: The WebSocket close code a ``disconnect`` asks for (None: by reason).
+        self.close_code: int | None = None
         self._reason = ""
         self._finished = False
         self._hears_peer = hears_peer
@@ -279,9 +290,29 @@ class LiveConnection:
             self.listening = True
             self._heard = True
 
-    def end(self, reason: str) -> None:
-        """Send ``reconnect`` (``reason``), then close once it is written; cut
-        the connection if that has not happened within ``ping_interval``."""
+    @property
+    def identity(self) -> Identity:
+        return self.session.identity
+
+    def disconnect(self, reason: str, reconnect: bool) -> None:
+        """:meth:`end` with a ``disconnect`` frame (the control API): a
+        WebSocket closes with 4003, or 4004 when the client may come back."""
+        if self.ending or self.stopped:
+            return
+        self.close_code = CLOSE_DISCONNECTED_RECONNECT if reconnect else CLOSE_DISCONNECTED
+        self.end(reason, F.disconnect(reason, reconnect))
+
+    def unsubscribe(self, channel: str) -> bool:
+        """Stop delivering ``channel``, with an ``unsubscribed`` error frame."""
+        if self.ending or self.stopped or not self.session.unsubscribe(channel):
+            return False
+        self.send((F.error(channel, UNSUBSCRIBED, "unsubscribed by the server"),))
+        return True
+
+    def end(self, reason: str, last: Frame | None = None) -> None:
+        """Send ``reconnect`` (``reason``), or the frame ``last``, then close
+        once it is written; cut the connection if that has not happened
+        within ``ping_interval``."""
         if self.ending or self.stopped:
             return
         self.ending = True
@@ -291,7 +322,7 @@ class LiveConnection:
         # positions of the frames it got.
         self._discard_waiting()
         self._timers += (self._call_later(self.ping_interval, self.cut),)
-        self.outbox.put(self._encode(F.reconnect(reason)))
+        self.outbox.put(self._encode(last or F.reconnect(reason)))
 
     def _on_tick(self) -> None:
         self._ticker = None

@@ -122,7 +122,7 @@ class StreamingTransport(Transport):
     def _greet(self) -> None:
         # Not inline in run(): its frame stays suspended for the whole
         # connection, and would keep the frame and its bytes alive.
-        client = self.hub.client_ids.sign(self.session.identity.client)
+        client = self.hub.client_ids.sign(self.session.identity.client, self.session.identity.since)
         connected = F.connected(self.name, self.connection.ping_interval, client)
         first = self.preamble() + self.encode(connected)
         self.connection.put(http_chunk(first) if self._chunked else first)

@@ -8,8 +8,9 @@ import time
 from collections.abc import Sequence
 
 from .. import frames as F
-from ..errors import RECONNECT_EXPIRED
+from ..errors import RECONNECT_EXPIRED, UNSUBSCRIBED
 from ..frames import Frame
+from ..identity import Identity
 from .poll import PollTransport
 
 
@@ -33,6 +34,19 @@ class LongPollTransport(PollTransport):
 
     def end(self, reason: str) -> None:
         self.send([F.reconnect(reason)])
+
+    @property
+    def identity(self) -> Identity:
+        return self.session.identity
+
+    def disconnect(self, reason: str, reconnect: bool) -> None:
+        self.send([F.disconnect(reason, reconnect)])
+
+    def unsubscribe(self, channel: str) -> bool:
+        if not self.session.unsubscribe(channel):
+            return False
+        self.send([F.error(channel, UNSUBSCRIBED, "unsubscribed by the server")])
+        return True
 
     async def wait(self) -> None:
         if self.frames or self.closed:

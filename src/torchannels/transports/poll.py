@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .. import frames as F
+from ..control import DISCONNECT
+from ..errors import DISCONNECTED_BY_SERVER, TOKEN_REVOKED
 from ..frames import Frame
 from .base import BROKER_UNAVAILABLE, Transport, apply, document, log_broker_failure, refuse
 
@@ -20,6 +23,12 @@ class PollTransport(Transport):
         self.frames.extend(frames)
 
     async def run(self) -> None:
+        told = self.hub.control.polling_disconnect(self.session.identity)
+        if told is not None:  # disconnected since this client began
+            reason = DISCONNECTED_BY_SERVER if told.kind == DISCONNECT else TOKEN_REVOKED
+            self.frames.append(F.disconnect(reason, told.reconnect))
+            self.answer()
+            return
         try:
             await self.session.subscribe(self.request.channels, self.request.cursor, live=self.live)
             await self.wait()
@@ -45,5 +54,5 @@ class PollTransport(Transport):
         handler = self.handler
         handler.set_header("Content-Type", "application/json")
         handler.set_header("Cache-Control", "no-store")
-        client = self.hub.client_ids.sign(self.session.identity.client)
+        client = self.hub.client_ids.sign(self.session.identity.client, self.session.identity.since)
         handler.finish(document(cursor, self.frames, client))

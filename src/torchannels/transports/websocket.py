@@ -156,7 +156,7 @@ class ChannelSocketMixin(WebSocketHandler):
             ping_interval=ping,
         )
         session.sink = connection.send  # live frames straight to the connection
-        client = hub.client_ids.sign(session.identity.client)
+        client = hub.client_ids.sign(session.identity.client, session.identity.since)
         connection.put(_encode(F.connected(self.name, connection.ping_interval, client)))
         connection.start()
         if bad_ping is not None:
@@ -297,8 +297,11 @@ class ChannelSocketMixin(WebSocketHandler):
 
     def _finish_close(self, reason: str) -> None:
         """After ``reconnect``: close with 1001 on shutdown, 4002 on expiry,
-        4001 for a slow consumer, else 1000."""
-        self.close(CLOSE_CODES.get(reason, CLOSE_NORMAL), reason)
+        4001 for a slow consumer, else 1000; after ``disconnect``, 4003 or
+        4004 (``LiveConnection.close_code``)."""
+        connection = self._connection
+        code = connection.close_code if connection is not None else None
+        self.close(code or CLOSE_CODES.get(reason, CLOSE_NORMAL), reason)
 
     def _error(self, code: str, message: str) -> None:
         self._put(ws_text_frame(dumps({"type": F.ERROR, "code": code, "message": message})))

@@ -2,8 +2,8 @@
 // against torchannel.d.ts by `tsc -p tests/js/types`. Each `@ts-expect-error`
 // is a misuse the declarations must reject: tsc fails if one is accepted.
 import {
-  Client, FrameType, ResetReason, ErrorCode, ReconnectReason, CloseCode, TRANSPORTS, version, backoff,
-  registerJQuery, PresenceError,
+  Client, FrameType, ResetReason, ErrorCode, ReconnectReason, DisconnectReason, CloseCode, TRANSPORTS, version,
+  backoff, registerJQuery, PresenceError,
 } from '../../../src/torchannels/static/torchannel.js';
 import type {
   ClientOptions, ConnectionState, ErrorEvent, Member, Message, PresenceEvent, PresencePage, StateChange, StateEvent,
@@ -94,6 +94,16 @@ client.on('transport_failed', (e: TransportFailedEvent) => {
   console.log(e.transport, status, code, next, e.reason.length, detail.length);
 });
 client.off('state').off('transport_failed');
+// the server ended the connection for good: the reason says why
+client.on('state', (e: StateChange) => {
+  if (e.to !== 'disconnected') return;
+  if (e.reason === DisconnectReason.TOKEN_REVOKED) console.log('signed out', e.detail);
+  else if (e.reason === DisconnectReason.DISCONNECTED_BY_SERVER) console.log('disconnected', e.detail);
+});
+client.subscribe('room', () => {}, {onError: (e) => {
+  if (e.code === ErrorCode.UNSUBSCRIBED || e.code === ErrorCode.TOKEN_REVOKED) console.log('no more', e.channel);
+}});
+client.off('state');
 
 // presence: the live member list, and one-off reads
 client.on('presence', (e: PresenceEvent) => {
@@ -138,6 +148,12 @@ const trimmed: 'history_trimmed' = ResetReason.HISTORY_TRIMMED;
 const forbidden: string = ErrorCode.FORBIDDEN;
 const lapsed: 'token_expired' = ReconnectReason.TOKEN_EXPIRED;
 const slow: 4001 = CloseCode.SLOW_CONSUMER;
+const ended: 4003 = CloseCode.DISCONNECT;
+const kicked: 4004 = CloseCode.DISCONNECT_RECONNECT;
+const bye: 'disconnect' = FrameType.DISCONNECT;
+const revoked: 'token_revoked' = DisconnectReason.TOKEN_REVOKED;
+const gone: 'unsubscribed' = ErrorCode.UNSUBSCRIBED;
+console.log(ended, kicked, bye, revoked, gone);
 const first: TransportName = TRANSPORTS[0];
 const v: string = version;
 const delay: number = backoff(3, 500, 20000);
@@ -175,6 +191,10 @@ new Client({getToken: () => 42});
 client.setToken(42);
 // @ts-expect-error: the constants are read-only
 ErrorCode.FORBIDDEN = 'allowed';
+// @ts-expect-error: so are the disconnect reasons
+DisconnectReason.TOKEN_REVOKED = 'token_expired';
+// @ts-expect-error: no such disconnect reason
+console.log(DisconnectReason.BANNED);
 // @ts-expect-error: no such frame type
 console.log(FrameType.JOIN);
 // @ts-expect-error: members() gives a list, not a promise
