@@ -222,3 +222,17 @@ async def test_a_revoked_token_without_get_token_is_a_channel_error(transport: s
         await drain(feed, events)  # the only channel refused: the iteration ends
     assert events == [ChannelError("a", "token_revoked", "token_revoked (a)")]
     assert len(hub.seen) == 1 and feed.channels == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_token_revoked_again_after_its_renewal_is_a_channel_error(transport: str) -> None:
+    """Renewed once, as torchannel.js does: a fresh token refused as revoked
+    too, before the channel was served with it, is not renewed in a loop."""
+    refused = [channel_error("a", "token_revoked")]
+    plan = [refused if transport in POLLING else [connected(transport, n), *refused]
+            for n in range(2)]  # fmt: skip
+    events, tokens = list[Event](), Tokens()
+    async with serving(plan, transport, get_token=tokens) as (hub, client):
+        await drain(client.subscribe("a"), events)
+    assert events == [ChannelError("a", "token_revoked", "token_revoked (a)")]
+    assert [s.token for s in hub.seen] == ["t1", "t2"] and tokens.calls == 2

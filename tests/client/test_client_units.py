@@ -253,6 +253,28 @@ def test_the_tracker_takes_a_disconnect_and_the_control_codes() -> None:
     ]
 
 
+def test_a_revoked_token_is_renewed_once_until_the_channel_is_served() -> None:
+    revoked = {"type": "error", "channel": "a", "code": "token_revoked", "message": "m"}
+    lapsed = {**revoked, "code": "token_expired"}
+    t = Tracker(["a", "b"], {}, can_renew=True)
+    assert t.apply(revoked) == [] and t.end == "token_revoked"
+    t.start()
+    assert t.apply(lapsed) == [] and t.end == "token_expired"  # not counted: lapsed, not revoked
+    t.start()
+    t.apply({"type": "subscribed", "channel": "a", "epoch": "e", "offset": 1})  # served
+    assert t.apply(revoked) == [] and t.end == "token_revoked"  # so renewed once more
+    t.start()
+    assert t.apply(revoked) == [ChannelError("a", "token_revoked", "m")]  # again at once: no
+    assert t.channels == ["b"]
+    polled = Tracker(["a"], {}, can_renew=True)
+    assert polled.apply(revoked) == []
+    polled.start()
+    polled.answered()  # a poll answered without refusing it: served
+    assert polled.end == "answered"
+    polled.start()
+    assert polled.apply(revoked) == [] and polled.channels == ["a"]
+
+
 def test_disconnected_is_a_client_error_with_its_reason() -> None:
     error = Disconnected("token_revoked")
     assert isinstance(error, ClientError) and error.reason == "token_revoked"
@@ -267,6 +289,8 @@ def test_disconnected_is_a_client_error_with_its_reason() -> None:
      {"user": "42", "channel": "room:1"}),
     (calls.unsubscribe("room:1", client="c"), "/api/unsubscribe",
      {"client": "c", "channel": "room:1"}),
+    (calls.disconnect(client="5c1e0a9f-2s~mfx3k2a1.Qm9vVGhpc0lzU2ln"), "/api/disconnect",
+     {"client": "5c1e0a9f-2s"}),  # as a subscriber got it: the id is the part before "~"
     (calls.revoke(user="42", before=1796000000), "/api/revoke",
      {"user": "42", "before": 1796000000}),
     (calls.revoke(user="42", before=1796000000.5, expires=1796086400), "/api/revoke",
@@ -288,14 +312,16 @@ def test_control_calls(call: calls.Call, path: str, body: dict[str, Any]) -> Non
     (lambda: calls.disconnect(user="1", reconnect=cast(Any, "yes")), "reconnect must be True"),
     (lambda: calls.unsubscribe("bad channel", user="1"), "invalid channel name"),
     (lambda: calls.unsubscribe("room", client=""), "client must be a non-empty string"),
+    (lambda: calls.unsubscribe("room", client="~x.y"), "client must be a non-empty string"),
     (lambda: calls.revoke(before=1), "exactly one of user or jti, not 0"),
     (lambda: calls.revoke(user="1", jti="j", before=1), "exactly one of user or jti, not 2"),
     (lambda: calls.revoke(user="1"), "needs before"),
     (lambda: calls.revoke(user="1", before=1796000000000), "looks like milliseconds"),
-    (lambda: calls.revoke(user="1", before=cast(Any, "1796000000")), "before must be a Unix time"),
-    (lambda: calls.revoke(user="1", before=True), "before must be a Unix time"),
-    (lambda: calls.revoke(user="1", before=float("nan")), "before must be a Unix time"),
-    (lambda: calls.revoke(user="1", before=1, expires=1796000000000), "expires 1796000000000"),
+    (lambda: calls.revoke(user="1", before=cast(Any, "17")), "before must be a Unix time in"),
+    (lambda: calls.revoke(user="1", before=True), "before must be a Unix time in seconds"),
+    (lambda: calls.revoke(user="1", before=float("nan")), "before must be a Unix time in seconds"),
+    (lambda: calls.revoke(user="1", before=1, expires=1796000000000), "expires 1796000000000 lo"),
+    (lambda: calls.revoke(user="1", before=-1), "not negative"),
     (lambda: calls.revoke(jti="j"), "needs expires"),
     (lambda: calls.revoke(jti="j", before=1, expires=2), "before goes with user"),
 ])  # fmt: skip

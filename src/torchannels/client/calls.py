@@ -14,13 +14,13 @@ publish, which the server may have stored before failing (docs/api.md).
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from ..control import check_id, check_time
 from ..protocol import check_channel
 from .errors import APIError, error_class
 from .events import Member
@@ -191,31 +191,25 @@ def presence(channel: str, after: str | None = None, limit: int | None = None) -
     return Call("GET", path + (f"?{urlencode(query)}" if query else ""), None, True)
 
 
-#: The longest user, client or token id the control API takes.
-MAX_ID = 256
-#: A time above this is in milliseconds, not the seconds the API wants.
-MAX_SECONDS = 1e11
-
-
 def _one_of(**ids: str | None) -> dict[str, str]:
-    """The one id given of ``ids`` (``{"user": "42"}``), checked as the
-    server checks it; a ``ValueError`` for none, both, or a bad one."""
+    """The one id given of ``ids`` (``{"user": "42"}``), checked by the
+    server's own rule (:func:`torchannels.control.check_id`); a
+    ``ValueError`` for none, both, or a bad one. A ``client`` may be given
+    as a subscriber got it (``CLIENT~SINCE.SIG``, the ``client_id`` of a
+    :class:`ChannelFeed`): the API takes the id, the part before ``~``."""
     given = {name: value for name, value in ids.items() if value is not None}
     if len(given) != 1:
         raise ValueError(f"give exactly one of {' or '.join(ids)}, not {len(given)}")
     [(name, value)] = given.items()
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID:
-        raise ValueError(f"{name} must be a non-empty string of at most {MAX_ID} characters, "
-                         f"not {value!r:.80}")  # fmt: skip
-    return given
+    if name == "client" and isinstance(value, str):
+        value = value.partition("~")[0]  # server-made ids have no "~"
+    return {name: check_id(name, value)}
 
 
-def _seconds(name: str, value: object) -> float:
-    """A Unix time in seconds, as the control API takes it."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a Unix time in seconds, not {value!r:.80}")
-    if value > MAX_SECONDS:
-        raise ValueError(f"{name} {value} looks like milliseconds: give seconds")
+def _seconds(name: str, value: float) -> float:
+    """``value``, a Unix time in seconds by the server's rule (sent as given:
+    an integer stays one)."""
+    check_time(name, value)
     return value
 
 

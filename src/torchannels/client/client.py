@@ -283,7 +283,7 @@ class ChannelFeed:
                     try:
                         frames = await self._conn.read(timeout)
                     except Ended:
-                        t.end = "answered"  # a poll answer (streams end with reconnect)
+                        t.answered()  # a poll answer (streams end with reconnect)
                         frames = []
                     if isinstance(self._conn, HTTPConnection):
                         t.identified(self._conn.client)
