@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import textwrap
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -236,3 +239,18 @@ async def test_a_token_revoked_again_after_its_renewal_is_a_channel_error(transp
         await drain(client.subscribe("a"), events)
     assert events == [ChannelError("a", "token_revoked", "token_revoked (a)")]
     assert [s.token for s in hub.seen] == ["t1", "t2"] and tokens.calls == 2
+
+
+async def test_the_docs_watch_example_says_why(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/python-client.md's ``watch`` (Disconnected by the server), run as written."""
+    doc = (Path(__file__).parents[2] / "docs" / "python-client.md").read_text()
+    [code] = [b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if "def watch(" in b]
+    space: dict[str, Any] = {}
+    exec(compile(textwrap.dedent(code), "python-client.md", "exec"), space)  # our own docs
+    for transport in ("websocket", "poll"):
+        plan = script(transport, [subscribed("room", 1), message("room", 2)],
+                      disconnect("token_revoked", False))  # fmt: skip
+        async with serving(plan, transport) as (_, client):
+            async with asyncio.timeout(WAIT):
+                assert await space["watch"](client.subscribe("room")) == "token_revoked"
+        assert capsys.readouterr().out.startswith("room 2 {")
