@@ -189,7 +189,8 @@ def revoke_command(
             raise ValueError("a token revocation needs expires (the token's exp)")
         at, until = now, check_time("expires", expires)
     if until <= now:
-        raise ValueError(f"expires {until} is not in the future (now is {now:.0f})")
+        hint = "" if expires is not None else f" (the default, before + {REVOKE_TTL:.0f} s)"
+        raise ValueError(f"expires {until:.0f} is not in the future (now is {now:.0f}){hint}")
     return Command(_new_id(), REVOKE, at, until, user_id, None, None, jti_id)
 
 

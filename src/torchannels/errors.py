@@ -79,11 +79,6 @@ PRESENCE_DISABLED = "presence_disabled"  # the channel has no presence
 INVALID_CURSOR = "invalid_cursor"  # a page cursor that does not verify
 INVALID_LIMIT = "invalid_limit"  # limit is not an integer 1-1000
 
-# Codes of the control API's 400 answers (``/api/disconnect``,
-# ``/api/unsubscribe``, ``/api/revoke``).
-UNKNOWN_FIELD = "unknown_field"  # a field the call does not know
-INVALID_FIELD = "invalid_field"  # a known field of the wrong type or value
-
 # Code of the 503 answer to subscribe requests while the hub shuts down.
 SHUTTING_DOWN = "shutting_down"
 

@@ -27,6 +27,7 @@ from server.processes import (
     poll,
 )
 from torchannels.server import api as api_module
+from torchannels.server import control_api
 from torchannels.server.config import CONFIG_ENV, ServerConfig, env_name
 
 
@@ -66,6 +67,8 @@ def test_api_doc_names_every_code_and_metric() -> None:
     text = API_DOC.read_text()
     codes = {v for k, v in vars(api_module).items() if k.isupper() and isinstance(v, str)}
     codes |= {v for k, v in vars(tokens).items() if k.startswith("TOKEN_") and isinstance(v, str)}
+    codes |= {v for k, v in vars(control_api).items() if k.isupper() and isinstance(v, str)}
+    codes |= {"token_revoked", "unsubscribed", "disconnected_by_server"}
     codes |= {"token_required", "token_unsupported", "http_error", "internal", "shutting_down",
               "slow_consumer", "channel_error", "bad_message"}  # fmt: skip
     for code in codes:

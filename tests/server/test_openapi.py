@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +24,7 @@ from server.processes import (
     openapi,
 )
 from torchannels.server import api as api_module
-from torchannels.server import channels_api
+from torchannels.server import channels_api, control_api
 from torchannels.server.app import make_app
 from torchannels.server.config import ServerConfig
 
@@ -140,6 +141,43 @@ def calls() -> list[Call]:
     big = json.dumps({"channel": "a", "data": {"p": "x" * LIMIT}}).encode()
     big_state = json.dumps({"channel": "a", "messages": [{"p": "x" * LIMIT}]}).encode()
     one = {"channel": "oa:one", "data": {"n": 1}}
+    return [*control_calls(), *publish_calls(pub, state, info, lst, pres, big, big_state, one)]
+
+
+def control_calls() -> list[Call]:
+    """The control API's answers: ``/api/disconnect``, ``unsubscribe``, ``revoke``."""
+    out: list[Call] = []
+    huge = json.dumps({"user": "x" * 5000}).encode()
+    bodies = {
+        "/api/disconnect": ({"user": "oa-nobody"}, {"client": "c-1", "reconnect": True}),
+        "/api/unsubscribe": (
+            {"user": "oa-nobody", "channel": "oa"},
+            {"client": "c", "channel": "o"},
+        ),
+        "/api/revoke": ({"user": "oa-nobody", "before": time.time()}, {"jti": "t", "expires": 4e9}),
+    }
+    for path, (ok, other) in bodies.items():
+        out += [
+            Call(path, "post", 200, None, body=ok),
+            Call(path, "post", 200, None, body=other),
+            Call(path, "post", 400, "bad_json", raw=b"["),
+            Call(path, "post", 400, "unknown_field", body={**ok, "why": 1}),
+            Call(path, "post", 400, "invalid_field", body={**ok, "user": 7}),
+            Call(path, "post", 401, "unauthorized", body=ok, key=None),
+            Call(path, "post", 403, "forbidden", body=ok, key="x"),
+            Call(path, "post", 403, "api_disabled", body=ok, hub="bare"),
+            Call(path, "post", 413, "payload_too_large", raw=huge),
+            Call(path, "post", 503, "broker_unavailable", body=ok, hub="down"),
+        ]
+    bad_channel = {"user": "oa", "channel": "a b"}
+    out.append(Call("/api/unsubscribe", "post", 400, "invalid_channel", body=bad_channel))
+    return out
+
+
+def publish_calls(
+    pub: str, state: str, info: str, lst: str, pres: str, big: bytes, big_state: bytes,
+    one: dict[str, Any],
+) -> list[Call]:  # fmt: skip
     return [
         Call(pub, "post", 200, None, body=one),
         Call(pub, "post", 200, None, body={"channels": ["oa:1", "oa:2"], "data": {"n": 1}}),
@@ -212,7 +250,7 @@ async def test_every_documented_status_and_code_is_produced(
     doc = openapi()
     codes = {
         v
-        for module in (api_module, channels_api)
+        for module in (api_module, channels_api, control_api)
         for k, v in vars(module).items()
         if k.isupper() and isinstance(v, str)
     }

@@ -38,9 +38,10 @@ from ..forwarded import TrustedProxies, apply_forwarded
 from ..handlers import ChannelMixin, refuse_unless_named
 from ..hub import Hub
 from ..identity import User
+from ..patterns import ChannelPatterns
 from ..redaction import redact
 from ..session import Subscription
-from ..tokens import ChannelPatterns, Claims, TokenError, TokenVerifier
+from ..tokens import Claims, TokenError, TokenVerifier
 from .admin import AdminAuth
 from .admin_api import admin_routes
 from .api import PublishHandler, StateHandler
@@ -120,8 +121,9 @@ class ServerChannelHandler(ChannelMixin):
         if self.tokens is None:
             return (
                 f"{channel!r} is not anonymous, and this server checks no tokens: start it with "
-                "--token-secret (or TORCHANNELS_TOKEN_SECRET) and subscribe with a token, or "
-                "make the channel anonymous with --anonymous"
+                "--token-secret (or TORCHANNELS_TOKEN_SECRET), --token-public-key or "
+                "--token-jwks-url and subscribe with a token, or make the channel anonymous "
+                "with --anonymous"
             )
         return f"{channel!r} needs a subscription token (the token query parameter)"
 

@@ -343,7 +343,8 @@ def _post(url: str, key: str, body: object) -> tuple[int, str]:
 
 def token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from ..errors import ChannelNameError
-    from ..tokens import check_pattern, encode_token
+    from ..patterns import check_pattern
+    from ..tokens import encode_token
 
     key = _signing_key(args, env)
     if key is None:

@@ -37,9 +37,10 @@ from ..channel_options import check_pattern as check_channel_pattern
 from ..errors import ChannelNameError, TorChannelsError
 from ..forwarded import TrustedProxies
 from ..identity import derive_secret
+from ..patterns import check_pattern
 from ..settings import Settings
 from ..token_keys import JwksKeys, VerifyKey, public_key, secret_key
-from ..tokens import TokenVerifier, check_pattern
+from ..tokens import TokenVerifier
 
 ENV_PREFIX = "TORCHANNELS_"
 CONFIG_ENV = "TORCHANNELS_CONFIG"

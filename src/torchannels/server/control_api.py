@@ -14,10 +14,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from ..cors import CorsPolicy
-from ..errors import INVALID_FIELD, UNKNOWN_FIELD, TorChannelsError
+from ..errors import TorChannelsError
 from ..hub import Hub
 from ..hub_control import Reach
 from .api import PAYLOAD_TOO_LARGE, ApiError, ApiHandler, channel_name
+
+#: Codes of the control calls' 400 answers (besides the API's ``bad_json``
+#: and ``invalid_channel``).
+UNKNOWN_FIELD = "unknown_field"  # a field the call does not take
+INVALID_FIELD = "invalid_field"  # a known field of the wrong type or value
 
 #: Most bytes a control request's body may have.
 MAX_CONTROL_BODY = 4096

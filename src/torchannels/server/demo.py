@@ -27,7 +27,8 @@ import tornado.web
 
 from ..errors import BrokerError
 from ..hub import Hub
-from ..tokens import ChannelPatterns, encode_token
+from ..patterns import ChannelPatterns
+from ..tokens import encode_token
 from .config import ServerConfig
 from .devmode import ORIGIN, admin_hint, program, publish_commands
 
