@@ -9,10 +9,12 @@ import json
 import re
 import signal
 import sys
+import time
 from typing import Any
 
-from server.processes import KEY, ServerProcess, clean_env, cli
+from server.processes import KEY, SECRET, ServerProcess, clean_env, cli
 from torchannels.client import Publisher
+from torchannels.tokens import encode_token
 
 WAIT = 10.0
 
@@ -110,6 +112,27 @@ async def test_resets_and_refusals_go_to_stderr(hub: ServerProcess) -> None:
     finally:
         sub.kill()
     assert (code, cursor) == (130, f"open:cli-reset={epoch}:1")
+
+
+async def test_a_disconnect_for_good_ends_it_with_exit_1(hub: ServerProcess) -> None:
+    pub = Publisher(hub.base, KEY)
+    sent = pub.publish("priv:cli-gone", {"n": 1})
+    tok = encode_token({"sub": "cli-gone", "exp": time.time() + 300, "channels": ["priv:*"]},
+                       SECRET)  # fmt: skip
+    sub = await Subscriber.start(hub, "priv:cli-gone", "--cursor", f"priv:cli-gone={sent.epoch}:0",
+                                 "--token", tok)  # fmt: skip
+    try:
+        await sub.line()  # the message: subscribed
+        assert pub.disconnect(user="cli-gone").connections == 1
+        said = await sub.stderr_until("torchannels: disconnected")
+        cursor = await sub.stderr_until("torchannels: cursor ")
+        code = await asyncio.wait_for(sub.proc.wait(), WAIT)
+    finally:
+        sub.kill()
+    assert said == ("torchannels: disconnected by the server (websocket: disconnected_by_server); "
+                    "not reconnecting")  # fmt: skip
+    assert (code, cursor) == (1, f"torchannels: cursor priv:cli-gone={sent.epoch}:1")
+    assert not [line for line in sub.errors if "Traceback" in line or "reconnecting in" in line]
 
 
 def test_bad_arguments_exit_2(hub: ServerProcess) -> None:

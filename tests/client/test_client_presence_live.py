@@ -263,7 +263,7 @@ def test_the_doc_example(tmp_path: Path) -> None:
     (tmp_path / "channels.toml").write_text(
         '[channels."demo:chat"]\npresence = true\njoin_leave = true\n'
     )
-    _, example, _, _ = blocks(DOC.read_text())
+    _, example, *_ = blocks(DOC.read_text())
     hub = ServerProcess(tmp_path, ["--dev", "--port", "0", "--config",
                                    str(tmp_path / "channels.toml"), "--token-secret", SECRET,
                                    "--presence-grace", "0.5"], None)  # fmt: skip

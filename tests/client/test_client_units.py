@@ -3,10 +3,11 @@ error mapping and the retry rule."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -16,6 +17,9 @@ from torchannels.client import (
     ChannelError,
     ChannelFeed,
     Client,
+    ClientError,
+    ControlResult,
+    Disconnected,
     Message,
     PayloadTooLarge,
     RequestError,
@@ -26,6 +30,7 @@ from torchannels.client import (
     calls,
 )
 from torchannels.client.decode import DecodeError, NDJSONDecoder, SSEDecoder
+from torchannels.client.disconnect import Disconnect
 from torchannels.client.errors import CODES, ConnectError
 from torchannels.client.tracker import MalformedFrame, Tracker
 from torchannels.protocol import Position
@@ -221,3 +226,111 @@ def test_the_client_iterator_is_a_channel_feed_and_the_old_name_warns() -> None:
     assert "Subscription" not in client.__all__ and "ChannelFeed" in client.__all__
     with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
         client.Nothing  # noqa: B018
+
+
+def test_the_tracker_takes_a_disconnect_and_the_control_codes() -> None:
+    t = Tracker(["a", "b"], {"a": Position("e1", 3)}, can_renew=False)
+    t.identified("c1")
+    assert t.apply({"type": "disconnect", "reason": "token_revoked", "reconnect": False}) == []
+    assert t.disconnect == Disconnect("token_revoked", False) and t.end == "token_revoked"
+    assert t.client == "c1" and t.positions == {"a": Position("e1", 3)}
+    t.start()
+    assert t.disconnect is None and t.end is None
+    t.apply({"type": "disconnect", "reconnect": True})  # no reason: the server's own
+    assert t.disconnect == Disconnect("disconnected_by_server", True)
+    assert t.client is None  # a new client id: the server ends polls carrying the old one
+    t.start()
+    assert t.apply({"type": "disconnect", "reason": "x", "reconnect": "yes"}) == []
+    assert t.disconnect == Disconnect("x", False)  # anything but true: do not come back
+    gone = t.apply({"type": "error", "channel": "b", "code": "unsubscribed", "message": "m"})
+    assert gone == [ChannelError("b", "unsubscribed", "m")] and t.channels == ["a"]
+    renewing = Tracker(["a"], {"a": Position("e1", 3)}, can_renew=True)
+    frame = {"type": "error", "channel": "a", "code": "token_revoked", "message": "m"}
+    assert renewing.apply(frame) == [] and renewing.end == "token_revoked"
+    assert renewing.channels == ["a"] and renewing.positions == {"a": Position("e1", 3)}
+    assert Tracker(["a"], {}, can_renew=False).apply(frame) == [
+        ChannelError("a", "token_revoked", "m")
+    ]
+
+
+def test_a_revoked_token_is_renewed_once_until_the_channel_is_served() -> None:
+    revoked = {"type": "error", "channel": "a", "code": "token_revoked", "message": "m"}
+    lapsed = {**revoked, "code": "token_expired"}
+    t = Tracker(["a", "b"], {}, can_renew=True)
+    assert t.apply(revoked) == [] and t.end == "token_revoked"
+    t.start()
+    assert t.apply(lapsed) == [] and t.end == "token_expired"  # not counted: lapsed, not revoked
+    t.start()
+    t.apply({"type": "subscribed", "channel": "a", "epoch": "e", "offset": 1})  # served
+    assert t.apply(revoked) == [] and t.end == "token_revoked"  # so renewed once more
+    t.start()
+    assert t.apply(revoked) == [ChannelError("a", "token_revoked", "m")]  # again at once: no
+    assert t.channels == ["b"]
+    polled = Tracker(["a"], {}, can_renew=True)
+    assert polled.apply(revoked) == []
+    polled.start()
+    polled.answered()  # a poll answered without refusing it: served
+    assert polled.end == "answered"
+    polled.start()
+    assert polled.apply(revoked) == [] and polled.channels == ["a"]
+
+
+def test_disconnected_is_a_client_error_with_its_reason() -> None:
+    error = Disconnected("token_revoked")
+    assert isinstance(error, ClientError) and error.reason == "token_revoked"
+    assert error.reconnect is False and str(error) == "disconnected by the server: token_revoked"
+
+
+@pytest.mark.parametrize(("call", "path", "body"), [
+    (calls.disconnect(user="42"), "/api/disconnect", {"user": "42"}),
+    (calls.disconnect(client="5c1e0a9f-2s", reconnect=True), "/api/disconnect",
+     {"client": "5c1e0a9f-2s", "reconnect": True}),
+    (calls.unsubscribe("room:1", user="42"), "/api/unsubscribe",
+     {"user": "42", "channel": "room:1"}),
+    (calls.unsubscribe("room:1", client="c"), "/api/unsubscribe",
+     {"client": "c", "channel": "room:1"}),
+    (calls.disconnect(client="5c1e0a9f-2s~mfx3k2a1.Qm9vVGhpc0lzU2ln"), "/api/disconnect",
+     {"client": "5c1e0a9f-2s"}),  # as a subscriber got it: the id is the part before "~"
+    (calls.revoke(user="42", before=1796000000), "/api/revoke",
+     {"user": "42", "before": 1796000000}),
+    (calls.revoke(user="42", before=1796000000.5, expires=1796086400), "/api/revoke",
+     {"user": "42", "before": 1796000000.5, "expires": 1796086400}),
+    (calls.revoke(jti="abc", expires=1796003600), "/api/revoke",
+     {"jti": "abc", "expires": 1796003600}),
+])  # fmt: skip
+def test_control_calls(call: calls.Call, path: str, body: dict[str, Any]) -> None:
+    assert (call.method, call.path, json.loads(call.body or b"")) == ("POST", path, body)
+    assert call.idempotent == (path == "/api/revoke")  # ending connections twice is not
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    (lambda: calls.disconnect(), "exactly one of user or client, not 0"),
+    (lambda: calls.disconnect(user="1", client="2"), "exactly one of user or client, not 2"),
+    (lambda: calls.disconnect(user=""), "user must be a non-empty string"),
+    (lambda: calls.disconnect(user="x" * 257), "at most 256 characters"),
+    (lambda: calls.disconnect(user=cast(Any, 42)), "user must be a non-empty string"),
+    (lambda: calls.disconnect(user="1", reconnect=cast(Any, "yes")), "reconnect must be True"),
+    (lambda: calls.unsubscribe("bad channel", user="1"), "invalid channel name"),
+    (lambda: calls.unsubscribe("room", client=""), "client must be a non-empty string"),
+    (lambda: calls.unsubscribe("room", client="~x.y"), "client must be a non-empty string"),
+    (lambda: calls.revoke(before=1), "exactly one of user or jti, not 0"),
+    (lambda: calls.revoke(user="1", jti="j", before=1), "exactly one of user or jti, not 2"),
+    (lambda: calls.revoke(user="1"), "needs before"),
+    (lambda: calls.revoke(user="1", before=1796000000000), "looks like milliseconds"),
+    (lambda: calls.revoke(user="1", before=cast(Any, "17")), "before must be a Unix time in"),
+    (lambda: calls.revoke(user="1", before=True), "before must be a Unix time in seconds"),
+    (lambda: calls.revoke(user="1", before=float("nan")), "before must be a Unix time in seconds"),
+    (lambda: calls.revoke(user="1", before=1, expires=1796000000000), "expires 1796000000000 lo"),
+    (lambda: calls.revoke(user="1", before=-1), "not negative"),
+    (lambda: calls.revoke(jti="j"), "needs expires"),
+    (lambda: calls.revoke(jti="j", before=1, expires=2), "before goes with user"),
+])  # fmt: skip
+def test_control_calls_are_checked_before_anything_is_sent(build: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build()
+
+
+def test_a_control_answer() -> None:
+    doc = {"connections": 3, "processes": 2, "answered": 1}
+    assert ControlResult.from_json(doc) == ControlResult(3, 2, 1, None)
+    assert ControlResult.from_json({**doc, "expires": 1796086400}).expires == 1796086400.0

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from ..control import check_id, check_time
 from ..protocol import check_channel
 from .errors import APIError, error_class
 from .events import Member
@@ -57,6 +58,27 @@ class StateSet:
     channel: str
     epoch: str
     offset: int
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    """The answer of ``disconnect``, ``unsubscribe`` and ``revoke``:
+    ``connections`` ended (or unsubscribed), summed over the server
+    processes that ``answered`` within 1 s of the ``processes`` the command
+    reached (when fewer answered, ``connections`` is a lower bound);
+    ``expires``, for ``revoke``, when the revocation is forgotten (Unix
+    seconds), else None."""
+
+    connections: int
+    processes: int
+    answered: int
+    expires: float | None = None
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ControlResult:
+        expires = doc.get("expires")
+        return cls(doc["connections"], doc["processes"], doc["answered"],
+                   None if expires is None else float(expires))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -167,6 +189,66 @@ def presence(channel: str, after: str | None = None, limit: int | None = None) -
     query = {k: v for k, v in (("after", after), ("limit", limit)) if v is not None}
     path = f"/api/channels/{quote(channel, safe='')}/presence"
     return Call("GET", path + (f"?{urlencode(query)}" if query else ""), None, True)
+
+
+def _one_of(**ids: str | None) -> dict[str, str]:
+    """The one id given of ``ids`` (``{"user": "42"}``), checked by the
+    server's own rule (:func:`torchannels.control.check_id`); a
+    ``ValueError`` for none, both, or a bad one. A ``client`` may be given
+    as a subscriber got it (``CLIENT~SINCE.SIG``, the ``client_id`` of a
+    :class:`ChannelFeed`): the API takes the id, the part before ``~``."""
+    given = {name: value for name, value in ids.items() if value is not None}
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of {' or '.join(ids)}, not {len(given)}")
+    [(name, value)] = given.items()
+    if name == "client" and isinstance(value, str):
+        value = value.partition("~")[0]  # server-made ids have no "~"
+    return {name: check_id(name, value)}
+
+
+def _seconds(name: str, value: float) -> float:
+    """``value``, a Unix time in seconds by the server's rule (sent as given:
+    an integer stays one)."""
+    check_time(name, value)
+    return value
+
+
+def disconnect(user: str | None = None, client: str | None = None,
+               reconnect: bool = False) -> Call:  # fmt: skip
+    """End the connections of ``user`` (every one) or of one ``client`` id;
+    ``reconnect``: tell them to come back at once (for a fresh token)."""
+    body: dict[str, Any] = _one_of(user=user, client=client)
+    if not isinstance(reconnect, bool):
+        raise ValueError(f"reconnect must be True or False, not {reconnect!r:.80}")
+    if reconnect:
+        body["reconnect"] = True
+    # Not idempotent: sent twice, it may end the connections made after the first.
+    return Call("POST", "/api/disconnect", _json(body), False)
+
+
+def unsubscribe(channel: str, user: str | None = None, client: str | None = None) -> Call:
+    """Stop delivering ``channel`` to the connections of ``user`` or ``client``."""
+    body: dict[str, Any] = {**_one_of(user=user, client=client), "channel": check_channel(channel)}
+    return Call("POST", "/api/unsubscribe", _json(body), False)
+
+
+def revoke(user: str | None = None, before: float | None = None, jti: str | None = None,
+           expires: float | None = None) -> Call:  # fmt: skip
+    """Refuse the tokens of ``user`` issued ``before`` (Unix seconds), or the
+    one token whose ``jti`` claim is given, until ``expires`` (for ``jti``
+    required: the token's own ``exp``). The same revocation twice is one."""
+    body: dict[str, Any] = _one_of(user=user, jti=jti)
+    if user is not None:
+        if before is None:
+            raise ValueError("revoking a user's tokens needs before (Unix seconds)")
+        body["before"] = _seconds("before", before)
+    elif before is not None:
+        raise ValueError("before goes with user; a jti is revoked until expires")
+    elif expires is None:
+        raise ValueError("revoking a jti needs expires (Unix seconds: the token's exp)")
+    if expires is not None:
+        body["expires"] = _seconds("expires", expires)
+    return Call("POST", "/api/revoke", _json(body), True)
 
 
 def headers(api_key: str, call: Call) -> dict[str, str]:

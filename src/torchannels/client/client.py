@@ -28,16 +28,17 @@ from urllib.parse import urlencode, urlsplit
 
 from ..protocol import Position, check_channel, format_cursor, parse_cursor
 from .connections import Connection, Dropped, Ended, HTTPConnection, Refused, WebSocketConnection
-from .errors import SubscribeError
+from .disconnect import Disconnect
+from .errors import Disconnected, SubscribeError
 from .events import Event, PresencePage, Status
 from .presence import read_presence
+from .retry import next_attempt
 from .tracker import MalformedFrame, Tracker
 
 #: The transports, in the order tried when none is chosen.
 TRANSPORTS = ("websocket", "sse", "stream", "longpoll", "poll")
-#: Reasons and close codes after which a productive connection is replaced at once.
+#: The transports on which a connection is made once its `connected` frame came.
 STREAMING = ("websocket", "sse", "stream")
-AT_ONCE = frozenset({"byte_limit", "shutdown", "slow_consumer", "1001", "4001"})
 TokenSource = Callable[[], "str | Awaitable[str | None] | None"]
 
 
@@ -158,8 +159,11 @@ class Client:
 class ChannelFeed:
     """What :meth:`Client.subscribe` gives: an async iterator of
     :class:`Message`, :class:`Reset` and :class:`ChannelError` events;
-    ``cursor`` is where it stands now. (Not :class:`torchannels.Subscription`,
-    which is what a hub's ``can_access`` is asked about.)"""
+    ``cursor`` is where it stands now. The iteration raises
+    :class:`SubscribeError` when the server refuses the request itself, and
+    :class:`Disconnected` when it ended the connection and said not to come
+    back. (Not :class:`torchannels.Subscription`, which is what a hub's
+    ``can_access`` is asked about.)"""
 
     def __init__(self, client: Client, channels: list[str], positions: dict[str, Position]) -> None:
         self.client = client
@@ -279,7 +283,7 @@ class ChannelFeed:
                     try:
                         frames = await self._conn.read(timeout)
                     except Ended:
-                        t.end = "answered"  # a poll answer (streams end with reconnect)
+                        t.answered()  # a poll answer (streams end with reconnect)
                         frames = []
                     if isinstance(self._conn, HTTPConnection):
                         t.identified(self._conn.client)
@@ -307,31 +311,26 @@ class ChannelFeed:
                 conn, self._conn = self._conn, None
                 if conn is not None:
                     await conn.close()
-            if self._closing or not t.channels:
+            if self._closing:
+                return
+            if t.disconnect is not None and not t.disconnect.reconnect:
+                raise self._disconnected(transport, t.disconnect)
+            if not t.channels:
                 return
             worked = worked or t.connected
-            delay, index, failures, renew = self._next(transport, index, worked, failures)
+            delay, index, failures, renew = next_attempt(c, t, transport, index, worked, failures)
             if t.end != "answered":
                 await self._retry(transport, detail or t.end or "", delay)
             elif delay > 0:
                 await self._pause(delay)
 
-    def _next(self, transport: str, index: int, worked: bool, failures: int
-              ) -> tuple[float, int, int, bool]:  # fmt: skip
-        """After a connection: the pause before the next, the transport to
-        use, the failures in a row, and whether to renew the token first."""
-        c, t = self.client, self.tracker
-        alive = t.delivered or t.pinged  # the connection did carry something
-        if alive:
-            failures = 0
-        renew = t.end in ("token_expired", "4002") and c.get_token is not None
-        if t.end == "answered" and not renew:
-            return (c.poll_interval if transport == "poll" else 0.0), index, 0, False
-        if not worked and index + 1 < len(c.transports):
-            return 0.0, index + 1, failures, renew  # never connected: try the next one
-        if alive and (renew or t.end in AT_ONCE):
-            return 0.0, index, failures, renew
-        return c.backoff(failures + 1), (index if worked else 0), failures + 1, renew
+    def _disconnected(self, transport: str, end: Disconnect) -> Disconnected:
+        """The server said not to come back: this subscription is over."""
+        self._closing = True
+        self.client._subscriptions.discard(self)
+        self.transport = None
+        self.client.status(Status("disconnected", transport, end.reason))
+        return Disconnected(end.reason, end.reconnect)
 
     def _announce(self, transport: str) -> None:
         """Tell ``on_status`` once that this connection delivers."""

@@ -32,6 +32,7 @@ import tornado.iostream
 import tornado.websocket
 
 from .decode import DecodeError, NDJSONDecoder, SSEDecoder
+from .disconnect import closed_frame
 from .errors import plain_reason
 from .httpget import Get
 
@@ -201,7 +202,8 @@ class WebSocketConnection:
         #: or `error` of each is the subscription's, never a command's answer
         #: (the server answers the connect URL before it reads a command)
         self._unanswered = set(channels)
-        self._ending = False  # a `reconnect` frame came: the server answers nothing more
+        self._ending = False  # a `reconnect` or `disconnect` came: nothing more is answered
+        self._told = False  # a `disconnect` frame came (a close 4003/4004 then adds none)
 
     @classmethod
     async def open(cls, url: str, headers: Mapping[str, str], connect_timeout: float,
@@ -278,6 +280,9 @@ class WebSocketConnection:
         if text is None:
             self._closed = True
             code = self._conn.close_code
+            told = None if self._told else closed_frame(code, self._conn.close_reason)
+            if told is not None:  # closed 4003/4004 without the frame: as if it came
+                self._frames.append(told)
             reason = f"closed {code or 1006} {self._conn.close_reason or ''}".strip()
             if code in FATAL_CLOSES:
                 self._failure = Refused(str(code), reason)
@@ -292,11 +297,12 @@ class WebSocketConnection:
             self._failure = Dropped(f"undecodable websocket frame {text!r:.200}")
             return
         kind, channel = frame.get("type"), frame.get("channel")
-        if kind == "reconnect":  # e.g. the broker failed reading presence: ask elsewhere
+        if kind in ("reconnect", "disconnect"):  # e.g. the broker failed: ask elsewhere
             self._ending = True
+            self._told = self._told or kind == "disconnect"
             for _, answer in self._asked:
                 if not answer.done():
-                    answer.set_exception(Dropped(f"reconnect {frame.get('reason')}"))
+                    answer.set_exception(Dropped(f"{kind} {frame.get('reason')}"))
             self._asked.clear()
         elif kind in ("subscribed", "error") and channel in self._unanswered:
             self._unanswered.discard(channel)  # the subscription's answer

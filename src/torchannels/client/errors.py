@@ -3,7 +3,8 @@
 Publishing (:mod:`torchannels.client.publisher`) raises :class:`APIError`
 subclasses chosen by the API's JSON ``error`` code (docs/api.md); switch on
 the class for what to do, on ``code`` for the detail. Subscribing raises
-:class:`SubscribeError` when retrying cannot help.
+:class:`SubscribeError` when retrying cannot help, :class:`Disconnected`
+when the server ended it and said not to come back.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class AuthError(APIError):
 class RequestError(APIError):
     """The request itself is wrong (``bad_json``, ``invalid_channel``,
     ``invalid_message``, ``too_many_messages``, ``presence_disabled``,
-    ``invalid_cursor``, ``http_error``, ...):
+    ``invalid_cursor``, ``unknown_field``, ``invalid_field``, ``http_error``, ...):
     sending it again cannot succeed."""
 
 
@@ -104,12 +105,31 @@ class SubscribeError(ClientError):
         self.message = message
 
 
+class Disconnected(ClientError):
+    """The server ended the subscription on purpose and said not to come
+    back (a ``disconnect`` frame with ``reconnect: false``, or a WebSocket
+    closed with 4003): ``reason`` is ``disconnected_by_server`` or
+    ``token_revoked``; ``reconnect`` is the frame's (False: one that says
+    True is reconnected, never raised)."""
+
+    def __init__(self, reason: str, reconnect: bool = False) -> None:
+        super().__init__(f"disconnected by the server: {reason}")
+        self.reason = reason
+        self.reconnect = reconnect
+
+
+#: Channel refusals after which a fresh token may help: with ``get_token``
+#: the client renews it and asks again, as when a connection's token lapsed.
+RENEWABLE = frozenset({"token_expired", "token_revoked"})
+
 #: The class of each code of docs/api.md (and of the server's connection limits).
 CODES: dict[str, type[APIError]] = {
     "unauthorized": AuthError,
     "forbidden": AuthError,
     "api_disabled": AuthError,
     "bad_json": RequestError,
+    "unknown_field": RequestError,
+    "invalid_field": RequestError,
     "invalid_channel": RequestError,
     "invalid_message": RequestError,
     "too_many_messages": RequestError,

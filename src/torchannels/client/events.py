@@ -60,9 +60,12 @@ class Reset:
 
 @dataclass(frozen=True)
 class ChannelError:
-    """The server refused ``channel``: ``code`` is ``forbidden``, a token code
-    (``token_required``, ``token_expired`` without ``get_token``, ...) or, on
-    WebSocket, ``invalid_channel``, ``too_many_channels``..."""
+    """The server refused ``channel``, or stopped delivering it: ``code`` is
+    ``forbidden``, a token code (``token_required``, ``token_expired`` or
+    ``token_revoked`` without ``get_token``, ...), ``unsubscribed`` (the
+    server's control API unsubscribed this connection) or, on WebSocket,
+    ``invalid_channel``, ``too_many_channels``... The channel is no longer
+    asked for, on this connection or the next."""
 
     channel: str
     code: str
@@ -126,11 +129,14 @@ Event = Message | Reset | ChannelError | PresenceSnapshot | PresenceDiff
 class Status:
     """A change of the connection, for ``Client(on_status=...)``.
 
-    ``state`` is ``"connected"`` (``transport`` delivers) or
+    ``state`` is ``"connected"`` (``transport`` delivers),
     ``"reconnecting"`` (the connection ended or could not be made:
     ``reason`` says why, a network failure in plain words such as
     ``connection refused``, and the next attempt comes after ``delay``
-    seconds, 0 for at once)."""
+    seconds, 0 for at once) or ``"disconnected"`` (the server ended the
+    connection and said not to come back: ``reason`` is its code,
+    ``disconnected_by_server`` or ``token_revoked``; no attempt follows, and
+    the iteration raises :class:`Disconnected`)."""
 
     state: str
     transport: str

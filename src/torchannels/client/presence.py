@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 from .connections import CLOSE_WAIT, Dropped, Refused, WebSocketConnection, error_of
-from .errors import APIError, ConnectError, error_class
+from .errors import RENEWABLE, APIError, ConnectError, error_class
 from .events import Member, PresenceDiff, PresencePage, PresenceSnapshot
 from .httpget import Get
 
@@ -133,9 +133,9 @@ async def _read_http(client: Client, channel: str, command: dict[str, Any]) -> P
         if status == 200:
             return _page(channel, body)
         code, message = error_of(status, body)
-        if code != "token_expired" or client.get_token is None or attempt == 2:
+        if code not in RENEWABLE or client.get_token is None or attempt == 2:
             raise refusal(code, message, status)
-        await client.renew_token()  # it lapsed: once more with a fresh one
+        await client.renew_token()  # it lapsed or was revoked: once more with a fresh one
     raise AssertionError("unreachable")
 
 

@@ -8,6 +8,7 @@
     hub.set_state("scores", [{"a": 3}])
     hub.channel("news").history_length
     [u.user for u in hub.presence_all("room:1")]   # every user present, page after page
+    hub.disconnect(user="42")                       # ControlResult(connections=2, ...)
 
 :class:`Publisher` uses only the standard library (``urllib``);
 :class:`AsyncPublisher` has the same methods as coroutines, on Tornado's
@@ -34,6 +35,7 @@ from .calls import (
     Call,
     ChannelInfo,
     ChannelPage,
+    ControlResult,
     Published,
     StateSet,
     UserPage,
@@ -145,6 +147,26 @@ class Publisher(_Publisher):
 
         return _follow(read)
 
+    def disconnect(self, user: str | None = None, client: str | None = None,
+                   reconnect: bool = False) -> ControlResult:  # fmt: skip
+        """End the connections of ``user`` (all of them) or of one ``client``
+        id; with ``reconnect`` they come back at once (with a fresh token).
+        Exactly one of ``user`` and ``client``, else ``ValueError``."""
+        return ControlResult.from_json(self.request(calls.disconnect(user, client, reconnect)))
+
+    def unsubscribe(self, channel: str, user: str | None = None,
+                    client: str | None = None) -> ControlResult:  # fmt: skip
+        """Stop delivering ``channel`` to the connections of ``user`` or
+        ``client`` (they get a ``ChannelError`` ``unsubscribed``)."""
+        return ControlResult.from_json(self.request(calls.unsubscribe(channel, user, client)))
+
+    def revoke(self, user: str | None = None, before: float | None = None,
+               jti: str | None = None, expires: float | None = None) -> ControlResult:  # fmt: skip
+        """Refuse ``user``'s tokens issued ``before`` (Unix seconds), or the
+        token whose claim ``jti`` is given until ``expires``; the connections
+        they authorised end (``disconnect`` ``token_revoked``)."""
+        return ControlResult.from_json(self.request(calls.revoke(user, before, jti, expires)))
+
     def request(self, call: Call) -> Any:
         """Send ``call``, retrying when safe; its JSON answer or an error."""
         attempt = 0
@@ -238,6 +260,20 @@ class AsyncPublisher(_Publisher):
             return page.users, page.next
 
         return _afollow(read)
+
+    async def disconnect(self, user: str | None = None, client: str | None = None,
+                         reconnect: bool = False) -> ControlResult:  # fmt: skip
+        call = calls.disconnect(user, client, reconnect)
+        return ControlResult.from_json(await self.request(call))
+
+    async def unsubscribe(self, channel: str, user: str | None = None,
+                          client: str | None = None) -> ControlResult:  # fmt: skip
+        return ControlResult.from_json(await self.request(calls.unsubscribe(channel, user, client)))
+
+    async def revoke(self, user: str | None = None, before: float | None = None,
+                     jti: str | None = None, expires: float | None = None
+                     ) -> ControlResult:  # fmt: skip
+        return ControlResult.from_json(await self.request(calls.revoke(user, before, jti, expires)))
 
     async def request(self, call: Call) -> Any:
         attempt = 0

@@ -26,7 +26,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..protocol import Position
-from .errors import SubscribeError
+from .disconnect import TOKEN_REVOKED, Disconnect
+from .errors import RENEWABLE, SubscribeError
 from .events import ChannelError, Event, Message, Reset
 from .presence import diff_of, snapshot_of
 
@@ -41,10 +42,15 @@ class Tracker:
     :meth:`handed_out`); per connection
     (reset by :meth:`start`): ``connected``, ``ping`` (the server's interval),
     ``pinged``, ``delivered`` (a channel frame arrived) and ``end`` (why it
-    is over: a ``reconnect`` reason, or ``token_expired`` for a channel
-    refused as lapsed when ``can_renew``); and ``client``, the id the server
-    gave this client last (opaque; kept across connections, as a poll sends
-    it back)."""
+    is over: a ``reconnect`` or ``disconnect`` reason, or ``token_expired``
+    or ``token_revoked`` for a channel refused so when ``can_renew``;
+    ``token_revoked`` once, until the channel is served again: refused
+    again, it is a :class:`ChannelError`) and ``disconnect`` (the server's
+    ``disconnect`` frame, if it came); and
+    ``client``, the id the server gave this client last (opaque; kept across
+    connections, as a poll sends it back, and dropped by a ``disconnect``
+    that asks to reconnect: the server answers a poll carrying it with
+    another ``disconnect``)."""
 
     def __init__(
         self, channels: list[str], positions: dict[str, Position], can_renew: bool
@@ -54,6 +60,8 @@ class Tracker:
         self.can_renew = can_renew
         #: channel -> (the last message of its state, the position it stands for)
         self._held: dict[str, tuple[Event, Position]] = {}
+        #: channels refused as ``token_revoked`` and renewed for, not served since
+        self._renewed: set[str] = set()
         self.client: str | None = None
         self.start()
 
@@ -61,6 +69,7 @@ class Tracker:
         self.connected = self.pinged = self.delivered = False
         self.ping: float | None = None
         self.end: str | None = None
+        self.disconnect: Disconnect | None = None
 
     def apply(self, frame: dict[str, Any]) -> list[Event]:
         """The events one frame gives, after moving the positions."""
@@ -81,6 +90,11 @@ class Tracker:
             self.pinged = True
         elif kind == "reconnect":
             self.end = str(frame.get("reason") or "reconnect")
+        elif kind == "disconnect":
+            self.disconnect = Disconnect.of(frame)
+            self.end = self.disconnect.reason
+            if self.disconnect.reconnect:
+                self.client = None  # start a new client, not one the server ended
         elif kind == "message":
             data = frame["data"]
             channel = data["channel"]
@@ -94,6 +108,7 @@ class Tracker:
             if channel in self.channels:
                 position = Position(str(frame["epoch"]), int(frame["offset"]))
                 self.delivered = True
+                self._renewed.discard(channel)  # served: the token renewed for it is good
                 state: list[Event] = [
                     Message(channel, str(m["epoch"]), int(m["offset"]), m, state=True)
                     for m in frame.get("state") or []
@@ -126,6 +141,11 @@ class Tracker:
         if isinstance(client, str) and client:
             self.client = client
 
+    def answered(self) -> None:
+        """A poll was answered: it served the channels it did not refuse."""
+        self.end = "answered"
+        self._renewed.clear()
+
     def handed_out(self, event: Event) -> None:
         """``event`` goes to the consumer now: the last message of a state
         gives its channel the state's position. Before that the channel has
@@ -147,11 +167,15 @@ class Tracker:
             raise SubscribeError(code, message)
         if channel not in self.channels:
             return []
-        if code == "token_expired" and self.can_renew:
+        again = code == TOKEN_REVOKED and channel in self._renewed  # once, as torchannel.js
+        if code in RENEWABLE and self.can_renew and not again:
             # Renew the token, then ask again from the same position (as
             # torchannel.js does): the refusal was about the token only.
-            self.end = "token_expired"
+            self.end = code
+            if code == TOKEN_REVOKED:
+                self._renewed.add(channel)
             return []
+        self._renewed.discard(channel)
         self._forget(channel)
         self.channels.remove(channel)
         return [ChannelError(channel, code, message)]

@@ -1,5 +1,6 @@
-"""The ``torchannels`` command: ``serve``, ``publish``, ``token`` and the
-commands that watch a hub (``subscribe``, ``channels``, ``info``, ``presence``).
+"""The ``torchannels`` command: ``serve``, ``publish``, ``token``, the
+commands that watch a hub (``subscribe``, ``channels``, ``info``, ``presence``)
+and those that control its connections (``disconnect``, ``unsubscribe``, ``revoke``).
 
 ::
 
@@ -8,6 +9,7 @@ commands that watch a hub (``subscribe``, ``channels``, ``info``, ``presence``).
     torchannels publish --ndjson < messages.ndjson   # many, in batches
     torchannels token --channel 'chat:*'         # a subscription token for testing
     torchannels presence room:1                  # who is in a channel
+    torchannels disconnect --user 42             # end a user's connections
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 
 from .. import __version__
-from . import presence_cli, watch
+from . import control_cli, presence_cli, watch
 from .cliparser import SuggestingParser
 from .config import ConfigError, add_arguments, channels_epilog, load_config
 from .run import serve
@@ -129,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--kid", help="the key id to name in the token's header")
     watch.add_commands(commands, DEFAULT_URL)  # subscribe, channels, info (watch.py)
     presence_cli.add_command(commands, DEFAULT_URL)
+    control_cli.add_commands(commands, DEFAULT_URL)  # disconnect, unsubscribe, revoke
     return parser
 
 
@@ -182,6 +185,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return watch.run(args, env, DEFAULT_URL)
         if args.command == "presence":
             return presence_cli.run(args, env, DEFAULT_URL)
+        if args.command in control_cli.COMMANDS:
+            return control_cli.run(args, env, DEFAULT_URL)
         return token(args, env)
     except ConfigError as exc:
         print(f"torchannels: {exc}", file=sys.stderr)

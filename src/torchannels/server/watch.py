@@ -31,6 +31,7 @@ from ..client import (
     ChannelInfo,
     Client,
     ClientError,
+    Disconnected,
     Member,
     Message,
     PresenceDiff,
@@ -146,6 +147,8 @@ async def _subscribe(client: Client, sub: Any, as_json: bool, out: TextIO) -> in
         code = SIGNAL_EXITS[signal.Signals(caught[0])]
     except SubscribeError as exc:
         _say(f"the server refused the subscription: {exc}")
+    except Disconnected:
+        code = 1  # the server said not to come back (StatusLines said why)
     finally:
         for sig in SIGNAL_EXITS:
             loop.remove_signal_handler(sig)
@@ -175,6 +178,10 @@ class StatusLines:
             failed = f", after {self._failures()}" if self.failed else ""
             self.connected, self.failed = True, {}
             _say(f"connected ({status.transport}{failed})")
+        elif status.state == "disconnected":  # for good: the iteration ends next
+            self.connected = False
+            _say(f"disconnected by the server ({status.transport}: {status.reason}); "
+                 "not reconnecting")  # fmt: skip
         elif self.connected:
             self.connected = False
             _say(f"disconnected ({status.transport}: {status.reason}); "
