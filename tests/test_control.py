@@ -180,3 +180,12 @@ async def test_an_embedded_app_revokes_sessions_issued_before_a_time(
     assert [f.get("code") for f in old["frames"]] == ["token_revoked"]
     new = await server.poll(channel="news", user="ann", issued=now)
     assert [f["type"] for f in new["frames"]] == ["subscribed"]
+
+
+def test_a_client_id_is_taken_as_the_wire_carries_it() -> None:
+    signed = "5c1e0a9f-2s~mj3k2l9c.Qm9vVGhpc0lzU2ln"
+    for given in (signed, "5c1e0a9f-2s.Qm9vVGhpc0lzU2ln", "5c1e0a9f-2s"):
+        assert disconnect_command(client=given).client == "5c1e0a9f-2s"
+        assert unsubscribe_command("room", client=given).client == "5c1e0a9f-2s"
+    with pytest.raises(ValueError, match="non-empty"):
+        disconnect_command(client="~x.y")

@@ -131,7 +131,20 @@ def _one_target(
         raise ValueError(f"give exactly one of {names[0]} and {names[1]}")
     if user is not None:
         return check_id(names[0], user), None
+    if names[1] == "client" and isinstance(client, str):
+        client = bare_client_id(client)
     return None, check_id(names[1], client)
+
+
+def bare_client_id(client: str) -> str:
+    """A client id as the wire carries it (``CLIENT~SINCE.SIG``, or
+    ``CLIENT.SIG`` from earlier versions) without what the server added;
+    a bare id as it is (server-made ids have neither ``~`` nor ``.``).
+
+    >>> bare_client_id("5c1e0a9f-2s~mj3k2l9c.Qm9v"), bare_client_id("5c1e0a9f-2s")
+    ('5c1e0a9f-2s', '5c1e0a9f-2s')
+    """
+    return client.partition("~")[0].partition(".")[0]
 
 
 def _new_id() -> str:
