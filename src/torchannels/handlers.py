@@ -26,7 +26,6 @@ from .errors import (
     BAD_PARAMETER,
     FORBIDDEN,
     SHUTTING_DOWN,
-    UNSUBSCRIBED,
     AccessDenied,
     BadRequest,
 )
@@ -262,14 +261,7 @@ class ChannelMixin(RequestHandler):
         A ``user_limited`` channel is refused (``forbidden``) to every
         connection but its named users' before ``can_access`` is asked."""
         identity = self._channel_identity
-        control = self.hub.control
-        refused = control.refusal(identity)
-        if (
-            refused is None
-            and identity is not None
-            and control.polling_unsubscribed(identity, channel)
-        ):
-            refused = AccessDenied(UNSUBSCRIBED, "unsubscribed by the server")
+        refused = self.hub.control.refusal(identity)
         if refused is not None:
             raise refused
         if self.user_limited_applies:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from .control import DISCONNECT, REVOKE, UNSUBSCRIBE, Command, ControlTable
 from .errors import DISCONNECTED_BY_SERVER, TOKEN_REVOKED, AccessDenied
-from .identity import POLLING, Identity
+from .identity import Identity
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -136,16 +136,25 @@ class HubControl:
             return AccessDenied(TOKEN_REVOKED, "the subscription token was revoked")
         return None
 
-    def polling_disconnect(self, identity: Identity) -> Command | None:
-        """The disconnect a polling client that began before it has not
-        been told of yet (None for other transports: theirs ended live)."""
-        if identity.transport not in POLLING or not len(self.table):
+    def polling_disconnect(self, identity: Identity) -> tuple[str, bool] | None:
+        """What a polling client that comes back (with its client id) is to
+        be told first: ``(reason, reconnect)`` of a disconnect that came
+        after it began, or of a revocation of its token; else None. (Live
+        connections were told as the command came.)"""
+        if not len(self.table):
             return None
-        return self.table.first(DISCONNECT, identity)
+        command = self.table.first(DISCONNECT, identity)
+        if command is not None:
+            return DISCONNECTED_BY_SERVER, command.reconnect
+        if self.table.first(REVOKE, identity) is not None:
+            return TOKEN_REVOKED, False
+        return None
 
-    def polling_unsubscribed(self, identity: Identity, channel: str) -> bool:
-        """Whether a polling client that began before an unsubscribe of
-        ``channel`` is still to be told of it."""
-        if identity.transport not in POLLING or not len(self.table):
-            return False
-        return self.table.first(UNSUBSCRIBE, identity, channel) is not None
+    def polling_unsubscribed(self, identity: Identity, held: list[str]) -> list[str]:
+        """Of the channels a polling client that comes back holds a position
+        in (``held``), those it was unsubscribed from since it began. Told
+        once: the client then drops the position, and a later subscribe
+        (without one) is checked like any."""
+        if not len(self.table):
+            return []
+        return [c for c in held if self.table.first(UNSUBSCRIBE, identity, c) is not None]

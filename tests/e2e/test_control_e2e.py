@@ -19,7 +19,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from playwright.sync_api import Page
@@ -36,24 +36,6 @@ if TYPE_CHECKING:  # the fixture's type; pytest has already imported conftest
 #: minReconnectDelay, 0.5 s; poll asks every 0.5 s here).
 WINDOW = 2.0
 POLLING = ("poll", "longpoll")
-
-#: Server bugs these tests found (issue 19), reported for a fix in src/.
-RESUBSCRIBE_BUG = (
-    "server: a polling client whose id began before POST /api/unsubscribe is refused the "
-    "channel (error unsubscribed) on every request for POLL_WINDOW (60 s), even an explicit "
-    "subscribe after it was told (handlers.py _authorize_channel, polling_unsubscribed)"
-)
-REVOKE_POLL_BUG = (
-    "server: a poll after POST /api/revoke gets channel errors token_revoked instead of the "
-    "disconnect frame token_revoked (hub_control.polling_disconnect looks at disconnect "
-    "commands only), so the page ends 'idle' after onError, not 'token_revoked'"
-)
-
-
-def transports(bug: str, *failing: str) -> list[Any]:
-    """TRANSPORTS, those in ``failing`` marked xfail(strict) for ``bug``."""
-    mark = pytest.mark.xfail(strict=True, reason=bug)
-    return [pytest.param(t, marks=mark) if t in failing else t for t in TRANSPORTS]
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +236,7 @@ def test_unsubscribe_stops_one_channel_and_the_other_flows(
         assert query_of(url)["channel"] == [kept], later
 
 
-@pytest.mark.parametrize("transport", transports(RESUBSCRIBE_BUG, *POLLING))
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_channel_unsubscribed_by_the_server_can_be_subscribed_again(
     page: Page, hub: Hub, watched: Watched, transport: str
 ) -> None:
@@ -288,7 +270,7 @@ def test_a_channel_unsubscribed_by_the_server_can_be_subscribed_again(
     assert w.got(gone).count(2) == 1 and w.got(kept) == [1, 3], state
 
 
-@pytest.mark.parametrize("transport", transports(REVOKE_POLL_BUG, "poll"))
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_revoke_ends_the_page_with_token_revoked(
     page: Page, hub: Hub, watched: Watched, transport: str
 ) -> None:

@@ -249,3 +249,36 @@ async def test_bad_control_requests_get_a_clear_error(
 async def test_control_calls_need_the_api_key(hub: ServerProcess, http: Any, path: str) -> None:
     assert_error(await api(http, hub, path, {"user": "a"}, key=None), 401, "unauthorized")
     assert_error(await api(http, hub, path, {"user": "a"}, key="wrong"), 403, "forbidden")
+
+
+@pytest.mark.parametrize("transport", ["poll", "longpoll"])
+async def test_a_polling_client_is_told_of_an_unsubscribe_once(
+    hub: ServerProcess, http: Any, transport: str
+) -> None:
+    user, gone, kept = f"hex-{transport}", f"c:once-{transport}", f"c:stays-{transport}"
+    tok = token(user)
+    first = await polled(http, hub, [gone, kept], transport, token=tok)
+    await api(http, hub, "/api/unsubscribe", {"user": user, "channel": gone})
+    query = {"token": tok, "client": first["client"]}
+    told = await polled(http, hub, [gone, kept], transport, cursor=first["cursor"], **query)
+    assert told["frames"][0] == {"type": "error", "channel": gone, "code": "unsubscribed",
+                                 "message": "unsubscribed by the server"}  # fmt: skip
+    assert gone not in told["cursor"] and kept in told["cursor"]
+    # The app subscribes to it again (no position held): checked like any, and served.
+    again = await polled(http, hub, [gone, kept], transport, cursor=told["cursor"], **query)
+    assert [(f["type"], f.get("channel")) for f in again["frames"]] == [("subscribed", gone)]
+
+
+@pytest.mark.parametrize("transport", ["poll", "longpoll"])
+async def test_a_polling_client_with_a_revoked_token_is_disconnected(
+    hub: ServerProcess, http: Any, transport: str
+) -> None:
+    user, channel = f"ida-{transport}", f"c:revoked-poll-{transport}"
+    old = token(user, iat=int(time.time()) - 60)
+    first = await polled(http, hub, [channel], transport, token=old)
+    await api(http, hub, "/api/revoke", {"user": user, "before": int(time.time()) - 30})
+    query = {"token": old, "client": first["client"], "cursor": first["cursor"]}
+    told = await polled(http, hub, [channel], transport, **query)
+    assert told["frames"] == [{"type": "disconnect", "reason": "token_revoked", "reconnect": False}]
+    fresh = await polled(http, hub, [channel], transport, token=old)  # a new client: per channel
+    assert [f.get("code") for f in fresh["frames"]] == ["token_revoked"]

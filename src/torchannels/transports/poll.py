@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .. import frames as F
-from ..control import DISCONNECT
-from ..errors import DISCONNECTED_BY_SERVER, TOKEN_REVOKED
+from ..errors import UNSUBSCRIBED
 from ..frames import Frame
 from .base import BROKER_UNAVAILABLE, Transport, apply, document, log_broker_failure, refuse
 
@@ -23,14 +22,22 @@ class PollTransport(Transport):
         self.frames.extend(frames)
 
     async def run(self) -> None:
-        told = self.hub.control.polling_disconnect(self.session.identity)
-        if told is not None:  # disconnected since this client began
-            reason = DISCONNECTED_BY_SERVER if told.kind == DISCONNECT else TOKEN_REVOKED
-            self.frames.append(F.disconnect(reason, told.reconnect))
-            self.answer()
-            return
+        control = self.hub.control
+        identity = self.session.identity
+        channels = list(self.request.channels)
+        if self._continuing():  # told now of what happened since its last request
+            told = control.polling_disconnect(identity)
+            if told is not None:
+                self.frames.append(F.disconnect(*told))
+                self.answer()
+                return
+            held = [c for c in channels if c in self.request.cursor]
+            gone = control.polling_unsubscribed(identity, held)
+            message = "unsubscribed by the server"
+            self.frames.extend(F.error(c, UNSUBSCRIBED, message) for c in gone)
+            channels = [c for c in channels if c not in gone]
         try:
-            await self.session.subscribe(self.request.channels, self.request.cursor, live=self.live)
+            await self.session.subscribe(channels, self.request.cursor, live=self.live)
             await self.wait()
         except Exception as exc:  # the broker failed: nothing was answered yet
             log_broker_failure(exc)
@@ -41,6 +48,12 @@ class PollTransport(Transport):
         finally:
             self.session.close()
         self.answer()
+
+    def _continuing(self) -> bool:
+        """Whether the request carries a valid client id: the same client as
+        an earlier request (a new one has nothing to be told)."""
+        client = self.request.client
+        return client is not None and self.hub.client_ids.verify(client) is not None
 
     async def wait(self) -> None:
         """Polling answers at once; long-polling waits here."""
