@@ -45,6 +45,10 @@ OPTION_HELP: dict[str, str] = {
 USER_SEPARATOR = "$"
 
 
+#: The values of the ``publish`` option (docs/api.md#channel-options-by-pattern).
+PUBLISH_POLICIES = ("subscribers", "token", "proxy")
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelOptions:
     """The options of one channel (all off or default unless configured)."""
@@ -58,11 +62,16 @@ class ChannelOptions:
     history_meta_ttl: float | None = None
     #: Only the users the name lists after the pattern's prefix may read.
     user_limited: bool = False
+    #: Who may publish from a client: ``"subscribers"``, ``"token"``,
+    #: ``"proxy"``, or None (nobody).
+    publish: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("presence", "join_leave", "user_limited"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a boolean (true or false)")
+        if self.publish is not None and self.publish not in PUBLISH_POLICIES:
+            raise ValueError(f"publish must be one of {', '.join(PUBLISH_POLICIES)}")
         if self.join_leave and not self.presence:
             raise ValueError("join_leave needs presence = true")
         size = self.history_size

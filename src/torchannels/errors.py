@@ -88,6 +88,13 @@ TOKEN_EXPIRED = "token_expired"
 TOKEN_REVOKED = "token_revoked"  # the token was revoked (``/api/revoke``)
 UNSUBSCRIBED = "unsubscribed"  # the server unsubscribed the connection (``/api/unsubscribe``)
 
+# Codes of a refused client publish (``publish_error`` frames, HTTP answers).
+PUBLISH_FORBIDDEN = "publish_forbidden"  # the channel's publish policy says no
+PUBLISH_TOO_LARGE = "publish_too_large"  # over max_client_publish_bytes
+RATE_LIMITED = "rate_limited"  # over client_publish_rate: retry after retry_after
+PROXY_UNAVAILABLE = "proxy_unavailable"  # the app's backend hook did not answer: retry
+PROXY_ERROR = "proxy_error"  # the app's backend hook answered nonsense
+
 # Reasons of ``disconnect`` frames: the server ends the connection on
 # purpose, and the frame says whether the client may come back.
 DISCONNECTED_BY_SERVER = "disconnected_by_server"  # ``/api/disconnect``

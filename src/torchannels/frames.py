@@ -31,6 +31,8 @@ CONNECTED = "connected"
 PING = "ping"
 RECONNECT = "reconnect"
 DISCONNECT = "disconnect"
+PUBLISHED = "published"  # the answer to a WebSocket publish command
+PUBLISH_ERROR = "publish_error"  # its refusal
 PRESENCE = "presence"
 PRESENCE_PAGE = "presence_page"
 

@@ -25,17 +25,19 @@ from .cors import CorsPolicy
 from .errors import (
     BAD_PARAMETER,
     FORBIDDEN,
+    PUBLISH_FORBIDDEN,
     SHUTTING_DOWN,
     AccessDenied,
     BadRequest,
 )
 from .forwarded import apply_forwarded, forwarded_of, log_refused_origin
+from .http_publish import publish_over_http
 from .hub import Hub, default_hub
 from .identity import POLLING, Identity, User, check_info, new_client_id
 from .presence_reads import read_page
 from .protocol import dumps
 from .request import parse_request
-from .session import Subscription
+from .session import Subscription, access_refusal
 from .tornado_compat import answered
 from .transports import TRANSPORT_CLASSES, Transport
 from .transports.base import BROKER_UNAVAILABLE, log_broker_failure, refuse
@@ -111,15 +113,16 @@ class ChannelMixin(RequestHandler):
         """Override to change who may read this URL from another origin.
 
         The default lets ``Settings.allowed_origins`` read the HTTP
-        transports (``Authorization`` and ``Last-Event-ID`` allowed in
-        requests), with credentials when ``Settings.cors_credentials``.
+        transports and publish with ``POST`` (``Authorization``,
+        ``Last-Event-ID`` and ``Content-Type`` allowed in requests), with
+        credentials when ``Settings.cors_credentials``.
         """
         settings = self.hub.settings
         return CorsPolicy(
             settings.allowed_origins,
             credentials=settings.cors_credentials,
-            methods=("GET",),
-            headers=("Authorization", "Last-Event-ID"),
+            methods=("GET", "POST"),
+            headers=("Authorization", "Last-Event-ID", "Content-Type"),
         )
 
     def set_cors_headers(self) -> None:
@@ -198,6 +201,39 @@ class ChannelMixin(RequestHandler):
         an ``error`` frame for it and the other channels are still served.
         """
         return True
+
+    def can_publish(self, sub: Subscription, data: dict[str, Any]) -> bool | Awaitable[bool]:
+        """Override to decide whether this client may publish ``data`` to
+        ``sub.channel`` (a client publish: the WebSocket ``publish`` command
+        or a ``POST`` to this URL). May be a coroutine, and may raise
+        ``AccessDenied`` to refuse with a code of its own.
+
+        The default follows the channel's ``publish`` option: with
+        ``"subscribers"`` a client may publish where it may read (the
+        checks of a subscribe, ``can_access`` included); otherwise nobody
+        may. What is stored gets ``sender`` (``{"user", "client"}``)."""
+        if self.hub.channel_options.get(sub.channel).publish == "subscribers":
+            return self._authorize_channel(sub.channel)
+        return False
+
+    async def authorize_publish(self, channel: str, data: dict[str, Any]) -> dict[str, Any]:
+        """The data to publish to ``channel`` (``data``, or what replaces it)
+        if this client may, else ``AccessDenied`` (``publish_forbidden``, or
+        the code ``can_publish`` raised). Any other exception is logged and
+        denies."""
+        denied = await access_refusal(
+            lambda c: self.can_publish(Subscription(c, self, self._channel_identity), data),
+            channel,
+        )
+        if denied is None:
+            return data
+        if denied.code == FORBIDDEN:  # a plain False, not a code of the app's own
+            raise AccessDenied(PUBLISH_FORBIDDEN, f"publishing to {channel!r} is not allowed")
+        raise denied
+
+    async def post(self, *args: Any, **kwargs: Any) -> None:
+        """A client publish over HTTP (docs/protocol.md#publishing)."""
+        await publish_over_http(self)
 
     def identify(self) -> User | Awaitable[User | None] | None:
         """Override to say who the connection's user is: a

@@ -25,6 +25,7 @@ from .hub_control import HubControl, Reach
 from .identity import ClientIds, Identity, PageCursors
 from .presence_hub import HubPresence, check_page_limit
 from .protocol import Position, check_channel
+from .publish_rates import PublishRates
 from .settings import Settings
 from .shared_reads import SharedReads, retrieve
 from .stats import Stats
@@ -122,6 +123,8 @@ class Hub:
         self.presence_tracker = HubPresence(self)
         #: Disconnects, unsubscribes and revocations (hub_control.py).
         self.control = HubControl(self)
+        #: How often each client may publish (client_publish.py).
+        self.publish_rates = PublishRates(self.settings.client_publish_rate)
 
     def configure_channels(self, pattern: str, **options: Any) -> None:
         """Set the options of the channels matching ``pattern`` (an exact

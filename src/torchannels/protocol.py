@@ -31,8 +31,10 @@ CHANNEL_RE = re.compile(rf"[A-Za-z0-9_\-.:/@#$]{{1,{MAX_CHANNEL_LENGTH}}}")
 EPOCH_RE = re.compile(r"[a-z0-9]{1,32}")
 OFFSET_MAX_DIGITS = 18
 
-#: Keys that torchannels sets on every delivered message.
-RESERVED_KEYS = frozenset({"channel", "ts", "epoch", "offset"})
+#: Keys that torchannels sets on delivered messages: every message gets
+#: ``channel``, ``ts``, ``epoch`` and ``offset``; a message a client
+#: published gets ``sender`` (its user and client), which no publisher can set.
+RESERVED_KEYS = frozenset({"channel", "ts", "epoch", "offset", "sender"})
 
 
 def check_channel(name: object) -> str:
@@ -147,7 +149,7 @@ def check_message(message: object) -> dict[str, Any]:
     if clash:
         raise MessageError(
             f"message uses reserved key(s) {sorted(clash)}; torchannels sets "
-            f"{sorted(RESERVED_KEYS)} itself"
+            f"{sorted(RESERVED_KEYS)} itself (sender on what clients publish)"
         )
     return message
 

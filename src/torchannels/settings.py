@@ -67,13 +67,21 @@ class Settings:
     #: Seconds over which join/leave ``presence`` frames of one channel are
     #: gathered into one frame (at most one frame per channel per interval).
     presence_coalesce: float = 0.2
+    #: Most bytes a client's publish may carry (its data as compact JSON, UTF-8).
+    max_client_publish_bytes: int = 16384
+    #: Publishes a second one client may make (a token bucket: a burst of as many).
+    client_publish_rate: float = 10.0
     #: Key of the HMAC that signs client ids and presence page cursors
     #: (None: random per process, so a polling client moving to another
     #: process gets a new id).
     client_id_secret: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("max_channels", "max_request_bytes", "stream_max_bytes", "max_pending_bytes"):
+        if self.client_publish_rate <= 0:
+            raise ValueError("client_publish_rate must be positive")
+        sizes = ("max_channels", "max_request_bytes", "stream_max_bytes", "max_pending_bytes",
+                 "max_client_publish_bytes")  # fmt: skip
+        for name in sizes:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.unsubscribe_grace < 0 or self.position_check_interval < 0:

@@ -112,6 +112,11 @@ class Claims:
         jti = self.raw.get("jti")
         return jti if isinstance(jti, str) and jti else None
 
+    def allows_publish(self, channel: str) -> bool:
+        """Whether the token's ``publish`` claim (channel patterns) grants
+        publishing to ``channel`` from a client."""
+        return ChannelPatterns(self.raw.get("publish", ())).matches(channel)
+
     def allows(self, channel: str) -> bool:
         """Whether the token grants reading ``channel``."""
         return self._patterns.matches(channel)
@@ -333,6 +338,17 @@ def decode_token(
     return verifier.verify(token, now)
 
 
+def _patterns_claim(claims: dict[str, Any], name: str) -> tuple[str, ...]:
+    """The channel patterns of claim ``name`` (none if absent), checked."""
+    value = claims.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise TokenError(TOKEN_MALFORMED, f"claim {name!r} must be a list of strings")
+    try:
+        return ChannelPatterns(value).patterns
+    except ChannelNameError as exc:
+        raise TokenError(TOKEN_MALFORMED, f"claim {name!r}: {exc}") from None
+
+
 def _check_claims(claims: dict[str, Any], now: float, leeway: float) -> Claims:
     expires = _number(claims, "exp")
     if expires is None:
@@ -342,13 +358,8 @@ def _check_claims(claims: dict[str, Any], now: float, leeway: float) -> Claims:
     subject = claims.get("sub")
     if subject is not None and not isinstance(subject, str):
         raise TokenError(TOKEN_MALFORMED, "claim 'sub' must be a string")
-    channels = claims.get("channels", [])
-    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
-        raise TokenError(TOKEN_MALFORMED, "claim 'channels' must be a list of strings")
-    try:
-        patterns = ChannelPatterns(channels).patterns
-    except ChannelNameError as exc:
-        raise TokenError(TOKEN_MALFORMED, f"claim 'channels': {exc}") from None
+    patterns = _patterns_claim(claims, "channels")
+    _patterns_claim(claims, "publish")  # checked here, read by Claims.allows_publish
     try:
         check_info(claims.get("info"))
     except ValueError as exc:

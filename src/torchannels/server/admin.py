@@ -260,6 +260,10 @@ class AdminChannelHandler(ChannelMixin, tornado.web.RequestHandler):
 
     user_limited_applies = False  # an admin tails personal channels too
 
+    def can_publish(self, sub: Subscription, data: dict[str, Any]) -> bool:
+        """The admin page publishes through its own API, never as a client."""
+        return False
+
     def initialize(self, **kwargs: Any) -> None:
         self.auth: AdminAuth = kwargs.pop("auth")
         super().initialize(**kwargs)

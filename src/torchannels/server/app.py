@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import tornado.web
@@ -33,7 +34,7 @@ from tornado.log import access_log
 from ..assets import static_route
 from ..brokers import Broker, MemoryBroker
 from ..cors import CorsPolicy
-from ..errors import FORBIDDEN, AccessDenied
+from ..errors import FORBIDDEN, PUBLISH_FORBIDDEN, AccessDenied
 from ..forwarded import TrustedProxies, apply_forwarded
 from ..handlers import ChannelMixin, refuse_unless_named
 from ..hub import Hub
@@ -135,19 +136,37 @@ class ServerChannelHandler(ChannelMixin):
         personal = self.hub.channel_options.users_of(sub.channel) is not None
         if self.anonymous.matches(sub.channel) and not personal:
             return True
-        claims = self.claims()
-        if claims is None:
-            raise AccessDenied(TOKEN_REQUIRED, self._token_required(sub.channel))
-        if isinstance(claims, TokenError):
-            raise AccessDenied(claims.code, str(claims))
-        if claims.expires <= time.time():
-            raise AccessDenied("token_expired", "the subscription token has expired")
+        claims = self._valid_claims(sub.channel)
         if personal:  # its named users need no channels claim; no one else reads it
             refuse_unless_named(self.hub, sub.channel, sub.identity)
             return True
         if not claims.allows(sub.channel):
             raise AccessDenied(FORBIDDEN, f"the token does not allow {sub.channel!r}")
         return True
+
+    def can_publish(self, sub: Subscription, data: dict[str, Any]) -> bool | Awaitable[bool]:
+        """The channel's ``publish`` option: ``"token"`` asks the token's
+        ``publish`` claim; ``"subscribers"`` (and none) as in the library."""
+        if self.hub.channel_options.get(sub.channel).publish == "token":
+            claims = self._valid_claims(sub.channel)
+            if not claims.allows_publish(sub.channel):
+                raise AccessDenied(
+                    PUBLISH_FORBIDDEN, f"the token does not allow publishing to {sub.channel!r}"
+                )
+            return True
+        return super().can_publish(sub, data)
+
+    def _valid_claims(self, channel: str) -> Claims:
+        """This request's verified, unexpired claims; AccessDenied with the
+        token code otherwise."""
+        claims = self.claims()
+        if claims is None:
+            raise AccessDenied(TOKEN_REQUIRED, self._token_required(channel))
+        if isinstance(claims, TokenError):
+            raise AccessDenied(claims.code, str(claims))
+        if claims.expires <= time.time():
+            raise AccessDenied("token_expired", "the subscription token has expired")
+        return claims
 
     async def identify(self) -> User | None:
         """The token's ``sub`` (and ``info``); no token or no ``sub``: anonymous.

@@ -162,6 +162,20 @@ class ServerConfig:
         16384, "int", "bytes of query string plus Last-Event-ID a subscriber may send", low=1
     )
     max_publish_bytes: int = _opt(65536, "int", "bytes of one publish API request body", low=1)
+    max_client_publish_bytes: int = _opt(
+        16384,
+        "int",
+        "bytes a client's publish may carry (its data as compact JSON); channels allow "
+        "client publishes with their publish option",
+        low=1,
+    )
+    client_publish_rate: float = _opt(
+        10.0,
+        "float",
+        "publishes a second one client may make (a burst of as many; past it: rate_limited)",
+        low=0,
+        above=True,
+    )
     longpoll_timeout: float = _opt(
         25.0, "float", "seconds a long-poll is held before an empty answer", low=0, above=True
     )
@@ -324,6 +338,8 @@ class ServerConfig:
             trusted_proxies=self.trusted_proxies,
             presence_grace=self.presence_grace,
             presence_ttl=self.presence_ttl,
+            max_client_publish_bytes=self.max_client_publish_bytes,
+            client_publish_rate=self.client_publish_rate,
             client_id_secret=self.client_id_secret(),
         )
 

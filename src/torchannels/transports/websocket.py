@@ -29,6 +29,7 @@ from tornado.web import HTTPError
 from tornado.websocket import WebSocketHandler
 
 from .. import frames as F
+from ..client_publish import PublishRefused, publish_from_client
 from ..errors import (
     BAD_MESSAGE,
     BAD_PARAMETER,
@@ -72,6 +73,13 @@ CLOSE_CODES = {
 }
 
 
+def _is_command_id(ident: object) -> bool:
+    """A command's ``id``: an integer, or a string of at most 64 characters."""
+    if isinstance(ident, bool):
+        return False
+    return isinstance(ident, int) or (isinstance(ident, str) and len(ident) <= 64)
+
+
 def ws_text_frame(payload: bytes) -> bytes:
     """A complete, final, unmasked WebSocket text frame (RFC 6455 5.2)."""
     n = len(payload)
@@ -108,6 +116,8 @@ class ChannelSocketMixin(WebSocketHandler):
         def subscription_expires(self) -> float | None: ...
 
         async def channel_identity(self, transport: str, client: str | None) -> Identity: ...
+
+        async def authorize_publish(self, channel: str, data: dict[str, Any]) -> dict[str, Any]: ...
 
         _channel_identity: Identity | None
 
@@ -230,6 +240,9 @@ class ChannelSocketMixin(WebSocketHandler):
         if kind == F.PRESENCE:
             await self._presence(command)
             return
+        if kind == "publish":
+            await self._publish(session, command)
+            return
         names = command.get("channels")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise BadRequest(BAD_MESSAGE, '"channels" must be a list of channel names')
@@ -260,6 +273,31 @@ class ChannelSocketMixin(WebSocketHandler):
             await session.subscribe(new, cursor, live=True)
         except Exception as exc:
             self._broker_failed(exc)
+
+    async def _publish(self, session: Session, command: dict[str, Any]) -> None:
+        """``{"type": "publish", "channel", "data", "id"?}``: answered
+        ``published`` (with the position) or ``publish_error`` (never an
+        ``error`` frame, which would mean the channel is not served)."""
+        ident = command.get("id")
+        channel = command.get("channel")
+        reply: dict[str, Any]
+        try:
+            if ident is not None and not _is_command_id(ident):
+                raise PublishRefused(BAD_MESSAGE, '"id" must be an integer or a short string')
+            done = await publish_from_client(
+                self.hub, session.identity, channel, command.get("data"), self.authorize_publish
+            )
+            reply = {"type": F.PUBLISHED, "channel": done.channel, "epoch": done.epoch,
+                     "offset": done.offset}  # fmt: skip
+        except PublishRefused as exc:
+            named = channel if isinstance(channel, str) else None
+            reply = {"type": F.PUBLISH_ERROR, "channel": named, "code": exc.code,
+                     "message": exc.message, "retry": exc.retry}  # fmt: skip
+            if exc.retry_after is not None:
+                reply["retry_after"] = exc.retry_after
+        if ident is not None and _is_command_id(ident):
+            reply["id"] = ident
+        self._put(ws_text_frame(dumps(reply)))
 
     async def _presence(self, command: dict[str, Any]) -> None:
         """``{"type": "presence", "channel", "after"?, "limit"?}``: answered
