@@ -110,6 +110,16 @@ class FakeRequest {
     this._resolve(new Response(body, {status}));
   }
 
+  /** Any answer: `body` as it is (a string) or as JSON, with `headers`. */
+  reply(status, body, headers = {}) {
+    this._resolve(new Response(typeof body === 'string' ? body : JSON.stringify(body), {status, headers}));
+  }
+
+  /** The JSON body sent (a POST's). */
+  sent() {
+    return JSON.parse(this.init.body);
+  }
+
   /** A network failure. */
   fail() {
     this._reject(new TypeError('fetch failed'));
@@ -279,6 +289,10 @@ const frames = {
   presence: (channel, joins = [], leaves = []) =>
     ({type: 'presence', channel, joins: joins.map((user) => (typeof user === 'string' ? {user, info: null} : user)),
       leaves: leaves.map((user) => ({user}))}),
+  /** The answers to a WebSocket `publish` command with `id`. */
+  published: (id, channel, offset, epoch = 'e1') => ({type: 'published', id, channel, epoch, offset}),
+  publishError: (id, channel, code, extra = {}) =>
+    Object.assign({type: 'publish_error', id, channel, code, message: `not ${channel}`, retry: false}, extra),
 };
 
 /**

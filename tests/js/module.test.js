@@ -121,23 +121,22 @@ test('the constants mirror every code the server defines', () => {
   const api = require('../../src/torchannels/static/torchannel.js');
   const pkg = path.join(__dirname, '..', '..', 'src', 'torchannels');
   const constants = (file) => [...fs.readFileSync(path.join(pkg, file), 'utf8')
-    .matchAll(/^([A-Z][A-Z_]*) = ("[a-z_]+"|\d+)/gm)].map((m) => [m[1], JSON.parse(m[2])]);
+    .matchAll(/^([A-Z][A-Z_]*) = ("[a-z_]+"|\d+)/gm)].map((m) => [m[1], JSON.parse(m[2]), file]);
   const values = (obj) => new Set(Object.values(obj));
   const close = values(api.CloseCode), reset = values(api.ResetReason), reconnect = values(api.ReconnectReason);
   // A disconnect reason may sit among the server's error codes: either mirror will do.
   const codes = new Set([...values(api.ErrorCode), ...values(api.DisconnectReason)]), types = values(api.FrameType);
   const server = [...constants('errors.py'), ...constants('tokens.py'), ...constants('frames.py')];
   assert.ok(server.length > 30, 'the server constants were found');
-  for (const [name, value] of server) {
+  // Every string constant of frames.py is a frame type, whatever its name (PUBLISHED, PUBLISH_ERROR, ...).
+  assert.ok(constants('frames.py').length >= 10, 'the frame types were found');
+  for (const [name, value, file] of server) {
     if (name.startsWith('MAX_')) continue; // limits, not codes
     const mirror = name.startsWith('CLOSE_') ? close : name.startsWith('RESET_') ? reset
-      : name.startsWith('RECONNECT_') ? reconnect : frameNames.has(name) ? types : codes;
+      : name.startsWith('RECONNECT_') ? reconnect : file === 'frames.py' ? types : codes;
     assert.ok(mirror.has(value), `${name} = ${JSON.stringify(value)} has no constant in torchannel.js`);
   }
 });
-
-const frameNames = new Set(['MESSAGE', 'SUBSCRIBED', 'RESET', 'ERROR', 'CONNECTED', 'PING', 'RECONNECT', 'PRESENCE',
-  'PRESENCE_PAGE', 'DISCONNECT']);
 
 test('the constants have the documented values', () => {
   const api = require('../../src/torchannels/static/torchannel.js');
@@ -146,8 +145,14 @@ test('the constants have the documented values', () => {
     SLOW_CONSUMER: 4001, EXPIRED: 4002, DISCONNECT: 4003, DISCONNECT_RECONNECT: 4004});
   assert.deepEqual(Object.values(api.ResetReason).sort(), ['epoch_changed', 'history_trimmed', 'position_ahead']);
   assert.deepEqual(Object.values(api.FrameType).sort(),
-    ['connected', 'disconnect', 'error', 'message', 'ping', 'presence', 'presence_page', 'reconnect', 'reset',
-      'subscribed', 'unsubscribed']);
+    ['connected', 'disconnect', 'error', 'message', 'ping', 'presence', 'presence_page', 'publish_error', 'published',
+      'reconnect', 'reset', 'subscribed', 'unsubscribed']);
+  assert.deepEqual([api.FrameType.PUBLISHED, api.FrameType.PUBLISH_ERROR], ['published', 'publish_error']);
+  // The codes of publish_error frames and of refused POSTs (docs/protocol.md, client publish).
+  assert.deepEqual([api.ErrorCode.PUBLISH_FORBIDDEN, api.ErrorCode.PUBLISH_TOO_LARGE, api.ErrorCode.RATE_LIMITED,
+    api.ErrorCode.PROXY_UNAVAILABLE, api.ErrorCode.PROXY_ERROR, api.ErrorCode.INVALID_MESSAGE, api.ErrorCode.BAD_JSON,
+    api.ErrorCode.BROKER_UNAVAILABLE], ['publish_forbidden', 'publish_too_large', 'rate_limited', 'proxy_unavailable',
+    'proxy_error', 'invalid_message', 'bad_json', 'broker_unavailable']);
   assert.deepEqual(api.DisconnectReason, {DISCONNECTED_BY_SERVER: 'disconnected_by_server',
     TOKEN_REVOKED: 'token_revoked'});
   assert.equal(api.ErrorCode.UNSUBSCRIBED, 'unsubscribed');

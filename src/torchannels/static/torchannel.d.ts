@@ -21,6 +21,8 @@ export interface Message {
   ts: number;
   epoch: string;
   offset: number;
+  /** Present only on messages a client published (client.publish()): who, as the server saw it. */
+  sender?: Sender;
   [key: string]: unknown;
 }
 
@@ -194,6 +196,50 @@ export class PresenceError extends Error {
   readonly status: number | null;
 }
 
+/** What client.publish() resolves with: where the server stored the message. */
+export interface PublishResult {
+  channel: string;
+  /** The channel's epoch and the message's offset in it, as a delivered Message has them. */
+  epoch: string;
+  offset: number;
+}
+
+/**
+ * Who published a message from a client, as the server stamps it on the
+ * delivered Message (`message.sender`); the server refuses `sender` from
+ * publishers, so only client publishes carry it.
+ */
+export interface Sender {
+  /** The publisher's user id (the token's `sub`), or null for an anonymous client. */
+  user: string | null;
+  /** The publisher's client id (bare, as the server names the connection). */
+  client: string;
+}
+
+/** Why client.publish() rejected. */
+export class PublishError extends Error {
+  constructor(code: string, message?: string | null, details?: {
+    retry?: boolean; retryAfter?: number | null; status?: number; channel?: string | null;
+  });
+  readonly name: 'PublishError';
+  /**
+   * An ErrorCode (publish_forbidden, publish_too_large, rate_limited,
+   * proxy_unavailable, proxy_error, broker_unavailable, invalid_channel,
+   * invalid_message, bad_json, token_*, or a publish backend's own code),
+   * or the client's: 'connection_lost', 'timeout', 'network_error' (the
+   * message may or may not have been stored), 'http_error', 'bad_answer'.
+   */
+  readonly code: string;
+  /** Trying again after a pause may succeed (rate_limited, proxy_unavailable, broker_unavailable, ...). */
+  readonly retry: boolean;
+  /** Seconds to wait before trying again, when the server said (rate_limited); else null. */
+  readonly retryAfter: number | null;
+  /** The HTTP status of the answer; 0 over a WebSocket, before any answer, or for an argument check. */
+  readonly status: number;
+  /** The channel published to (null when it was not a string). */
+  readonly channel: string | null;
+}
+
 export interface ClientOptions {
   /** The ChannelMixin route. Default '/channels'. May carry a query string. */
   url?: string;
@@ -314,6 +360,15 @@ export class Client {
    * name, `after` or `limit`.
    */
   presence(channel: string, options?: PresenceOptions): Promise<PresencePage>;
+  /**
+   * Publish `data` (a plain JSON object without the keys channel, ts,
+   * epoch, offset, sender) to `channel`: a `publish` command on the
+   * client's open WebSocket, else a POST to `url` with the same token.
+   * The server decides who may publish (the channel's `publish` option)
+   * and stamps the message with `sender`. Rejects with a PublishError;
+   * never throws.
+   */
+  publish(channel: string, data: {[key: string]: unknown}): Promise<PublishResult>;
   on(event: 'presence', listener: (event: PresenceEvent) => void): this;
   on(event: 'state', listener: (event: StateChange) => void): this;
   on(event: 'transport_failed', listener: (event: TransportFailedEvent) => void): this;
@@ -340,6 +395,8 @@ export const FrameType: {
   readonly PRESENCE: 'presence';
   readonly PRESENCE_PAGE: 'presence_page';
   readonly DISCONNECT: 'disconnect';
+  readonly PUBLISHED: 'published';
+  readonly PUBLISH_ERROR: 'publish_error';
 };
 
 export const ResetReason: {
@@ -374,6 +431,14 @@ export const ErrorCode: {
   readonly PRESENCE_DISABLED: 'presence_disabled';
   readonly INVALID_CURSOR: 'invalid_cursor';
   readonly INVALID_LIMIT: 'invalid_limit';
+  readonly BAD_JSON: 'bad_json';
+  readonly INVALID_MESSAGE: 'invalid_message';
+  readonly PUBLISH_FORBIDDEN: 'publish_forbidden';
+  readonly PUBLISH_TOO_LARGE: 'publish_too_large';
+  readonly RATE_LIMITED: 'rate_limited';
+  readonly PROXY_UNAVAILABLE: 'proxy_unavailable';
+  readonly PROXY_ERROR: 'proxy_error';
+  readonly BROKER_UNAVAILABLE: 'broker_unavailable';
   readonly SHUTTING_DOWN: 'shutting_down';
 };
 

@@ -48,7 +48,9 @@
     RECONNECT: 'reconnect',
     PRESENCE: 'presence', // joins and leaves of a join_leave channel
     PRESENCE_PAGE: 'presence_page', // WebSocket only: the answer to a `presence` command
-    DISCONNECT: 'disconnect' // the last frame of a connection the server ends on purpose
+    DISCONNECT: 'disconnect', // the last frame of a connection the server ends on purpose
+    PUBLISHED: 'published', // WebSocket only: the answer to a `publish` command that was stored
+    PUBLISH_ERROR: 'publish_error' // WebSocket only: the answer to a `publish` command that was refused
   });
 
   /** Why a `reset` frame says a position cannot be served. */
@@ -88,6 +90,15 @@
     PRESENCE_DISABLED: 'presence_disabled',
     INVALID_CURSOR: 'invalid_cursor',
     INVALID_LIMIT: 'invalid_limit',
+    // publishing (client.publish()): publish_error frames and HTTP answers to a POST
+    BAD_JSON: 'bad_json', // HTTP 400: the body is not a JSON object with channel and data
+    INVALID_MESSAGE: 'invalid_message', // data is not an object, carries a reserved key, or is not JSON-able
+    PUBLISH_FORBIDDEN: 'publish_forbidden', // the channel's `publish` option does not let this client publish
+    PUBLISH_TOO_LARGE: 'publish_too_large', // HTTP 413: data over the server's max_client_publish_bytes
+    RATE_LIMITED: 'rate_limited', // HTTP 429: too many publishes; try again after retry_after seconds
+    PROXY_UNAVAILABLE: 'proxy_unavailable', // HTTP 503: the publish backend did not answer; try again later
+    PROXY_ERROR: 'proxy_error', // HTTP 503: the publish backend answered something unreadable
+    BROKER_UNAVAILABLE: 'broker_unavailable', // HTTP 503: the broker could not store it; try again later
     // HTTP 503
     SHUTTING_DOWN: 'shutting_down'
   });
@@ -778,7 +789,7 @@
       return this._ready && !this.closed;
     }
 
-    /** Send a command (a `presence` read); only when ready. */
+    /** Send a command (a `presence` read, a `publish`); only when ready. */
     send(command) {
       this._ws.send(JSON.stringify(command));
     }
@@ -793,9 +804,9 @@
       if (!frame || typeof frame !== 'object') return super._frame(frame); // the client ignores it
       const type = frame.type;
       const channel = type === FrameType.MESSAGE ? frame.data && frame.data.channel : frame.channel;
-      // A presence read's answer belongs to the read, not to the subscription.
-      const read = type === FrameType.PRESENCE_PAGE
-        || (type === FrameType.ERROR && PRESENCE_CODES.indexOf(frame.code) >= 0);
+      // A presence read's or a publish's answer belongs to the call, not to the subscription.
+      const read = type === FrameType.PRESENCE_PAGE || type === FrameType.PUBLISHED
+        || type === FrameType.PUBLISH_ERROR || (type === FrameType.ERROR && PRESENCE_CODES.indexOf(frame.code) >= 0);
       const leaving = channel && !read && this._leaving.get(channel);
       if (leaving) {
         // The server answers every unsubscribe with one `unsubscribed` per
@@ -1324,6 +1335,212 @@
     }
   }
 
+  // ---- Publishing ----
+
+  /** The codes worth trying again after a pause (the server says so with `retry: true` too). */
+  const RETRY_CODES = Object.freeze([ErrorCode.RATE_LIMITED, ErrorCode.PROXY_UNAVAILABLE,
+    ErrorCode.BROKER_UNAVAILABLE]);
+
+  /** The keys the server sets on every message: a publish carrying one is refused. */
+  const RESERVED_KEYS = Object.freeze(['channel', 'ts', 'epoch', 'offset', 'sender']);
+
+  /**
+   * A refused or failed client.publish(). `code` is an ErrorCode, or the
+   * client's own: connection_lost, timeout, network_error, http_error,
+   * bad_answer. `retry`: trying again after a pause may succeed (after
+   * `retryAfter` seconds when not null). `status`: the HTTP status, 0 when
+   * none came (a WebSocket, a failure before any answer, an argument check).
+   */
+  class PublishError extends Error {
+    constructor(code, message, details) {
+      const d = details || {};
+      super(message || code);
+      this.name = 'PublishError';
+      this.code = code;
+      this.retry = d.retry === true;
+      this.retryAfter = typeof d.retryAfter === 'number' && d.retryAfter >= 0 ? d.retryAfter : null;
+      this.status = d.status > 0 ? d.status : 0;
+      this.channel = d.channel === undefined ? null : d.channel;
+    }
+  }
+
+  /** A plain object ({...}, Object.create(null)) of any realm: not an array, a Date, a class instance. */
+  function isPlainObject(value) {
+    if (!value || typeof value !== 'object' || Object.prototype.toString.call(value) !== '[object Object]') {
+      return false;
+    }
+    const proto = Object.getPrototypeOf(value);
+    return proto === null || Object.getPrototypeOf(proto) === null;
+  }
+
+  /** Why the server would refuse `channel` and `data` as they are: [code, message], or null. */
+  function publishProblem(channel, data) {
+    if (typeof channel !== 'string' || !CHANNEL_RE.test(channel)) {
+      return [ErrorCode.INVALID_CHANNEL, `invalid channel name ${JSON.stringify(channel)}` +
+        ': use 1-128 characters from A-Z a-z 0-9 _ - . : / @ # $'];
+    }
+    if (!isPlainObject(data)) return [ErrorCode.INVALID_MESSAGE, 'data must be a plain object'];
+    const reserved = RESERVED_KEYS.filter((key) => Object.prototype.hasOwnProperty.call(data, key));
+    if (reserved.length) {
+      return [ErrorCode.INVALID_MESSAGE, `data must not carry ${reserved.join(', ')}: the server sets ${
+        reserved.length > 1 ? 'them' : 'it'}`];
+    }
+    try {
+      if (typeof JSON.stringify(data) !== 'string') return [ErrorCode.INVALID_MESSAGE, 'data is not JSON-able'];
+    } catch (err) {
+      return [ErrorCode.INVALID_MESSAGE, `data is not JSON-able: ${err && err.message}`];
+    }
+    return null;
+  }
+
+  /** `Retry-After` in seconds (a number of seconds or an HTTP date), or null. */
+  function retryAfterHeader(res, now) {
+    const value = res.headers && typeof res.headers.get === 'function' ? res.headers.get('Retry-After') : null;
+    if (value == null || value === '') return null;
+    if (/^\s*\d+(\.\d+)?\s*$/.test(value)) return Number(value);
+    const at = Date.parse(value);
+    return isNaN(at) ? null : Math.max(0, Math.ceil((at - now) / 1000));
+  }
+
+  /** {channel, epoch, offset} from a `published` frame or a 200 answer; null when it is not one. */
+  function published(channel, doc) {
+    if (!doc || typeof doc.epoch !== 'string' || typeof doc.offset !== 'number') return null;
+    return {channel: typeof doc.channel === 'string' ? doc.channel : channel, epoch: doc.epoch, offset: doc.offset};
+  }
+
+  /**
+   * Client publishes (client.publish()): a `publish` command with a fresh
+   * `id` on the client's open WebSocket, answered by `published` or
+   * `publish_error` with that id (in any order); or a POST of
+   * {channel, data} to the subscribe URL. Commands still waiting when their
+   * socket goes reject with connection_lost: the server may or may not
+   * have stored them, so they are not sent again by themselves. It needs of
+   * the client its env, its opts (url, requestTimeout, withCredentials)
+   * and token(): the subscription token now.
+   */
+  class Publishes {
+    constructor(env, opts, token) {
+      this._env = env;
+      this._opts = opts;
+      this._token = token; // () => the subscription token now
+      this._pending = new Map(); // id -> {id, channel, transport, timer, resolve, reject}
+      this._lastId = 0;
+    }
+
+    /** Publish `data` to `channel`; over `t` when given (an open WebSocket). */
+    publish(channel, data, t) {
+      return new Promise((resolve, reject) => {
+        const problem = publishProblem(channel, data);
+        if (problem) {
+          const named = typeof channel === 'string' ? channel : null;
+          return reject(new PublishError(problem[0], problem[1], {channel: named}));
+        }
+        if (t) this._send(t, {channel, data, resolve, reject});
+        else this._post(channel, data).then(resolve, reject);
+      });
+    }
+
+    /** A `published` or `publish_error` frame on `t`: the command with its id settles. True if one waited. */
+    answer(t, f) {
+      const call = this._pending.get(f.id);
+      if (!call || call.transport !== t) return false;
+      this._drop(call);
+      const channel = call.channel;
+      if (f.type === FrameType.PUBLISHED) {
+        const result = published(channel, f);
+        if (result) call.resolve(result);
+        else call.reject(new PublishError('bad_answer', 'unreadable published frame', {channel}));
+        return true;
+      }
+      const code = typeof f.code === 'string' && f.code ? f.code : 'bad_answer';
+      call.reject(new PublishError(code, typeof f.message === 'string' ? f.message : null, {channel,
+        retry: typeof f.retry === 'boolean' ? f.retry : RETRY_CODES.indexOf(code) >= 0,
+        retryAfter: f.retry_after}));
+      return true;
+    }
+
+    /** The socket `t` is gone: its commands reject with connection_lost (maybe stored, maybe not). */
+    lost(t) {
+      for (const call of Array.from(this._pending.values())) {
+        if (call.transport !== t) continue;
+        this._drop(call);
+        call.reject(new PublishError('connection_lost', 'the connection was lost before the server answered' +
+          ' (the message may or may not have been published)', {channel: call.channel, retry: true}));
+      }
+    }
+
+    _send(t, call) {
+      call.id = ++this._lastId;
+      call.transport = t;
+      const ms = this._opts.requestTimeout;
+      call.timer = this._env.setTimeout(() => {
+        this._drop(call);
+        call.reject(new PublishError('timeout', `no answer within ${ms} ms` +
+          ' (the message may or may not have been published)', {channel: call.channel, retry: true}));
+      }, ms);
+      this._pending.set(call.id, call);
+      try {
+        t.send({type: 'publish', channel: call.channel, data: call.data, id: call.id});
+      } catch (err) {
+        this.lost(t);
+      }
+    }
+
+    _drop(call) {
+      this._env.clearTimeout(call.timer);
+      this._pending.delete(call.id);
+    }
+
+    _post(channel, data) {
+      const env = this._env;
+      const opts = this._opts;
+      const controller = env.AbortController ? new env.AbortController() : null;
+      const ms = opts.requestTimeout;
+      return new Promise((resolve, reject) => {
+        const fail = (code, message, details) => reject(new PublishError(code, message,
+          Object.assign({channel}, details)));
+        const timer = env.setTimeout(() => {
+          if (controller) controller.abort();
+          fail('timeout', `no answer within ${ms} ms (the message may or may not have been published)`,
+            {retry: true});
+        }, ms);
+        const broken = (err) => {
+          env.clearTimeout(timer);
+          fail('network_error', `${UNREACHABLE}${err && err.message ? `: ${err.message}` : ''}`, {retry: true});
+        };
+        let request;
+        try {
+          request = Promise.resolve(env.fetch(withToken(opts.url, this._token()), {
+            method: 'POST',
+            headers: {'Content-Type': 'application/json'},
+            body: JSON.stringify({channel, data}),
+            signal: controller ? controller.signal : undefined,
+            credentials: opts.withCredentials ? 'include' : 'same-origin'
+          }));
+        } catch (err) {
+          request = Promise.reject(err);
+        }
+        request.then((res) => res.text().then((text) => {
+          env.clearTimeout(timer);
+          const doc = parseJSON(text);
+          const status = res.status;
+          if (res.ok) {
+            const result = published(channel, doc);
+            if (result) return resolve(result);
+            return fail('bad_answer', 'unreadable publish answer', {status});
+          }
+          // The server's refusal names its code; a gateway's page (502, say) does not.
+          const refused = doc && typeof doc.error === 'string';
+          const code = refused ? doc.error : 'http_error';
+          const retryAfter = doc && typeof doc.retry_after === 'number' ? doc.retry_after
+            : retryAfterHeader(res, env.now());
+          fail(code, refused && typeof doc.message === 'string' ? doc.message : `HTTP ${status}`, {status, retryAfter,
+            retry: refused ? RETRY_CODES.indexOf(code) >= 0 : status === 502 || status === 503 || status === 504});
+        }, broken), broken);
+      });
+    }
+  }
+
   // ---- The client ----
 
   /** The connection states: `client.state` is one of them. */
@@ -1417,6 +1634,7 @@
       };
       this._path = new PathAdapter(o, env.now); // the hold and keep-alive asked for
       this._reads = new PresenceReads(env, o, () => this._auth); // client.presence()
+      this._publishes = new Publishes(env, o, () => this._auth); // client.publish()
       this._prober = new Prober(env, o, {
         live: () => this._state === State.CONNECTED && !!this._conn && !o.transport,
         better: () => this._fallback.better(),
@@ -1544,6 +1762,30 @@
       const t = this._conn && this._conn.transport;
       const socket = t && t.inBand && t.ready && this._active.has(channel) ? t : null;
       return this._reads.read(channel, query, socket);
+    }
+
+    /**
+     * Publish `data` (a plain object) to `channel`: a Promise of {channel,
+     * epoch, offset}, the position the server stored it at. The server
+     * decides who may publish (the channel's `publish` option) and stamps
+     * the message with `sender: {user, client}`. Over the client's open
+     * WebSocket (when it carries the current token) it is a `publish`
+     * command; otherwise (HTTP transports, not connected) a POST of
+     * {channel, data} to the subscribe URL with the same token. Rejects
+     * with a PublishError: the server's code (publish_forbidden,
+     * rate_limited, ...), invalid_channel or invalid_message without any
+     * request, or connection_lost, timeout, network_error, http_error,
+     * bad_answer. `retry` says whether trying again after a pause may work.
+     *
+     *   client.publish('room:1', {text: 'hi'}).then(({offset}) => ..., (err) => {
+     *     if (err.retry) setTimeout(again, (err.retryAfter || 1) * 1000);
+     *   });
+     */
+    publish(channel, data) {
+      const t = this._conn && this._conn.transport;
+      // A socket keeps the token of its URL: under a newer token, publish over HTTP with it.
+      const socket = t && t.inBand && t.ready && t.auth === this._auth ? t : null;
+      return this._publishes.publish(channel, data, socket);
     }
 
     /**
@@ -1694,6 +1936,7 @@
       if (conn) {
         conn.transport.close();
         this._reads.lost(conn.transport);
+        this._publishes.lost(conn.transport);
       }
     }
 
@@ -2057,6 +2300,10 @@
         case FrameType.PRESENCE_PAGE:
           this._reads.page(t, f);
           break;
+        case FrameType.PUBLISHED:
+        case FrameType.PUBLISH_ERROR:
+          this._publishes.answer(t, f);
+          break;
         case FrameType.RESET:
           if (!this._active.has(channel)) return;
           this._positions.delete(channel);
@@ -2196,6 +2443,7 @@
     CloseCode,
     TRANSPORTS,
     PresenceError,
+    PublishError,
     backoff,
     registerJQuery
   };

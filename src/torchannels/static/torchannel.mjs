@@ -21,6 +21,6 @@ if (!api) throw new Error('torchannels: torchannel.js did not load next to torch
 
 export const {
   version, Client, FrameType, ResetReason, ErrorCode, ReconnectReason, DisconnectReason,
-  CloseCode, TRANSPORTS, PresenceError, backoff, registerJQuery,
+  CloseCode, TRANSPORTS, PresenceError, PublishError, backoff, registerJQuery,
 } = api;
 export default api;

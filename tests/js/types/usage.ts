@@ -3,11 +3,11 @@
 // is a misuse the declarations must reject: tsc fails if one is accepted.
 import {
   Client, FrameType, ResetReason, ErrorCode, ReconnectReason, DisconnectReason, CloseCode, TRANSPORTS, version,
-  backoff, registerJQuery, PresenceError,
+  backoff, registerJQuery, PresenceError, PublishError,
 } from '../../../src/torchannels/static/torchannel.js';
 import type {
-  ClientOptions, ConnectionState, ErrorEvent, Member, Message, PresenceEvent, PresencePage, StateChange, StateEvent,
-  SubscriptionToken, TransportName, TransportFailedEvent,
+  ClientOptions, ConnectionState, ErrorEvent, Member, Message, PresenceEvent, PresencePage, PublishResult, Sender,
+  StateChange, StateEvent, SubscriptionToken, TransportName, TransportFailedEvent,
 } from '../../../src/torchannels/static/torchannel.js';
 
 const options: ClientOptions = {
@@ -139,6 +139,38 @@ client.presence('room').catch((err: unknown) => {
 });
 client.off('presence');
 console.log(here, everyone);
+
+// publishing from the browser
+async function say(text: string): Promise<number> {
+  try {
+    const stored: PublishResult = await client.publish('room:1', {text, at: Date.now(), tags: ['a']});
+    const where: string = `${stored.channel} ${stored.epoch}:${stored.offset}`;
+    console.log(where);
+    return stored.offset;
+  } catch (err: unknown) {
+    if (!(err instanceof PublishError)) throw err;
+    const code: string = err.code;
+    const retry: boolean = err.retry;
+    const after: number | null = err.retryAfter;
+    const status: number = err.status;
+    const channel: string | null = err.channel;
+    if (code === ErrorCode.RATE_LIMITED && retry) await new Promise((ok) => setTimeout(ok, (after ?? 1) * 1000));
+    console.log(code === ErrorCode.PUBLISH_FORBIDDEN, status, channel, err.message);
+    return -1;
+  }
+}
+client.subscribe('room:1', (msg: Message) => {
+  const from: Sender | undefined = msg.sender;
+  const user: string | null = from ? from.user : null;
+  const by: string | undefined = from?.client;
+  console.log(user, by);
+});
+const refusal = new PublishError('rate_limited', 'slow down', {retry: true, retryAfter: 2, status: 429, channel: 'x'});
+const published: 'published' = FrameType.PUBLISHED;
+const refusedFrame: 'publish_error' = FrameType.PUBLISH_ERROR;
+const tooBig: 'publish_too_large' = ErrorCode.PUBLISH_TOO_LARGE;
+console.log(say, refusal, published, refusedFrame, tooBig, ErrorCode.PROXY_UNAVAILABLE, ErrorCode.PROXY_ERROR,
+  ErrorCode.INVALID_MESSAGE, ErrorCode.BAD_JSON, ErrorCode.BROKER_UNAVAILABLE);
 if (client.state === 'reconnecting') console.log('reconnecting');
 client.close();
 
@@ -214,3 +246,14 @@ console.log(wrongState);
 client.on('state', (e: TransportFailedEvent) => console.log(e.next));
 // @ts-expect-error: ping is seconds, a number
 new Client({ping: '10'});
+// @ts-expect-error: publish takes an object, not a string
+client.publish('room:1', 'hi');
+// @ts-expect-error: and a channel name that is a string
+client.publish(1, {text: 'hi'});
+// @ts-expect-error: the data is required
+client.publish('room:1');
+// @ts-expect-error: publish gives a Promise, not the result
+client.publish('room:1', {text: 'hi'}).offset;
+// @ts-expect-error: a PublishError's status is a number (0 when none came)
+const noStatus: null = new PublishError('timeout').status;
+console.log(noStatus);
