@@ -103,8 +103,9 @@ def test_the_readme_example(dev_hub: tuple[ServerProcess, str], tmp_path: Path) 
 
 
 def test_the_python_client_doc_examples(dev_hub: tuple[ServerProcess, str], tmp_path: Path) -> None:
-    # presence: test_client_presence_live; disconnected: test_client_disconnect
-    watch, _presence, _disconnected, sync, publish = blocks(DOC.read_text())
+    # presence: test_client_presence_live; disconnected: test_client_disconnect;
+    # a client's publish: not yet (the server's side of it comes separately)
+    watch, _presence, _disconnected, sync, publish, _client_publish = blocks(DOC.read_text())
 
     first = Example(watch, dev_hub, tmp_path)
     first.until(r"^demo:chat \d+ \{'name': 'py', 'text': 'hi'")

@@ -1,5 +1,6 @@
 """The Python client of torchannels: subscribe (asyncio, or from a script)
-and publish through a hub's API. Runtime dependency: Tornado only.
+and publish through a hub's API, or as a subscriber with its token
+(``Client.publish``). Runtime dependency: Tornado only.
 
 ::
 
@@ -38,6 +39,7 @@ from .errors import (
     ConnectError,
     Disconnected,
     PayloadTooLarge,
+    PublishError,
     RequestError,
     ServerError,
     SubscribeError,
@@ -79,6 +81,7 @@ __all__ = [
     "PresenceDiff",
     "PresencePage",
     "PresenceSnapshot",
+    "PublishError",
     "Published",
     "Publisher",
     "RequestError",

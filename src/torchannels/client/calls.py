@@ -43,12 +43,14 @@ class Call:
 @dataclass(frozen=True)
 class Published:
     """Where a message went: its channel, the channel's ``epoch``, the
-    message's ``offset`` and ``ts``, the server time of publication."""
+    message's ``offset`` and ``ts``, the server time of publication (the
+    API's answer has it; a subscriber's publish, :meth:`Client.publish`, is
+    answered without it: None)."""
 
     channel: str
     epoch: str
     offset: int
-    ts: float
+    ts: float | None = None
 
 
 @dataclass(frozen=True)

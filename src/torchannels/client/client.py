@@ -27,12 +27,14 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from ..protocol import Position, check_channel, format_cursor, parse_cursor
+from .calls import Published
 from .connections import Connection, Dropped, Ended, HTTPConnection, Refused, WebSocketConnection
 from .disconnect import Disconnect
 from .errors import Disconnected, SubscribeError
 from .events import Event, PresencePage, Status
 from .presence import read_presence
 from .retry import next_attempt
+from .sending import publish
 from .tracker import MalformedFrame, Tracker
 
 #: The transports, in the order tried when none is chosen.
@@ -121,9 +123,37 @@ class Client:
                 page = await client.presence("room:1", after=page.next)
         """
         check_channel(channel)
+        return await read_presence(self, channel, after, limit, self._sockets(channel))
+
+    async def publish(self, channel: str, data: Mapping[str, Any]) -> Published:
+        """Publish ``data`` (a dict) to ``channel`` as this client, with its
+        token: a :class:`Published` (``channel``, ``epoch``, ``offset``;
+        ``ts`` None). Over the WebSocket of a subscription when one is open
+        (one subscribed to ``channel`` first), else by an HTTP ``POST`` to
+        the subscribe URL with this client's token and headers. The server
+        decides who may (the channel's ``publish`` option) and stamps a
+        ``sender`` (``{"user", "client"}``) into the message.
+
+        Raises ``ValueError`` before sending for a bad channel name or a
+        ``data`` that is not a JSON object without reserved keys, and
+        :class:`PublishError` (``code``, ``message``, ``retry``,
+        ``retry_after``, ``status``) when it failed; ``connection_lost`` and
+        ``network_error`` mean it may or may not have been published.
+
+        ::
+
+            try:
+                await client.publish("room:1", {"text": "hi"})
+            except PublishError as exc:
+                if exc.retry:
+                    ...  # after exc.retry_after (or a backoff) seconds
+        """
+        return await publish(self, channel, data, self._sockets(channel))
+
+    def _sockets(self, channel: str) -> list[WebSocketConnection]:
+        """The WebSockets of the subscriptions, those subscribed to ``channel`` first."""
         feeds = sorted(self._subscriptions, key=lambda f: channel not in f.tracker.channels)
-        sockets = [f._conn for f in feeds if isinstance(f._conn, WebSocketConnection)]
-        return await read_presence(self, channel, after, limit, sockets)
+        return [f._conn for f in feeds if isinstance(f._conn, WebSocketConnection)]
 
     async def aclose(self) -> None:
         """Close every subscription."""

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import tornado.httpclient
 import tornado.iostream
@@ -34,10 +35,8 @@ import tornado.websocket
 from .decode import DecodeError, NDJSONDecoder, SSEDecoder
 from .disconnect import closed_frame
 from .errors import plain_reason
-from .httpget import Get
+from .httpget import CLOSE_WAIT, Get
 
-#: Seconds :meth:`close` waits for Tornado to wind a connection down.
-CLOSE_WAIT = 2.0
 #: WebSocket close codes after which asking again cannot help.
 FATAL_CLOSES = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
 
@@ -54,6 +53,10 @@ class Dropped(Exception):
         super().__init__(reason)
         self.reason = reason
         self.code = code
+
+
+class NotSent(Dropped):
+    """A command was not sent: the socket had ended (or was ending) first."""
 
 
 class Refused(Exception):
@@ -170,6 +173,16 @@ class HTTPConnection:
         await self._get.close(CLOSE_WAIT)
 
 
+class Asked(NamedTuple):
+    """A command waiting for its answer: about ``channel``; ``ident`` the
+    ``id`` its answer echoes (a publish), None for one answered in order
+    (a presence read)."""
+
+    channel: str
+    ident: int | None
+    answer: asyncio.Future[dict[str, Any]]
+
+
 def _close_late(connecting: asyncio.Future[tornado.websocket.WebSocketClientConnection]) -> None:
     if not connecting.cancelled() and connecting.exception() is None:
         connecting.result().close()
@@ -179,11 +192,11 @@ class WebSocketConnection:
     """A WebSocket; subscribes through its connect URL (``channels``).
 
     Besides the frames :meth:`read` hands out, it answers commands sent
-    with :meth:`ask` (a presence read). One task reads the socket at a time,
-    whichever is waiting (the subscription's iteration, or the one asking),
-    and sorts what it reads: a command's answer to its asker, the rest for
-    :meth:`read`. So a read asked from inside an ``async for`` body, while
-    nobody iterates, is answered too.
+    with :meth:`ask` (a presence read, a publish). One task reads the socket
+    at a time, whichever is waiting (the subscription's iteration, or one
+    asking), and sorts what it reads: a command's answer to its asker, the
+    rest for :meth:`read`. So a command sent from inside an ``async for``
+    body, while nobody iterates, is answered too.
     """
 
     transport = "websocket"
@@ -195,9 +208,11 @@ class WebSocketConnection:
         self._frames: list[dict[str, Any]] = []  # read, not yet handed out
         self._failure: Dropped | Refused | None = None  # how the socket ended
         self._reading = asyncio.Lock()
-        #: (channel, answer) of the commands sent, oldest first: the server
-        #: answers commands one at a time, in order
-        self._asked: deque[tuple[str, asyncio.Future[dict[str, Any]]]] = deque()
+        #: the commands sent and not answered, oldest first: the server
+        #: answers commands one at a time, in order; a publish's answer also
+        #: echoes its ``id``
+        self._asked: deque[Asked] = deque()
+        self._ids = itertools.count(1)
         #: channels of the connect URL not answered yet: the first `subscribed`
         #: or `error` of each is the subscription's, never a command's answer
         #: (the server answers the connect URL before it reads a command)
@@ -244,22 +259,29 @@ class WebSocketConnection:
         frames, self._frames = self._frames, []
         return frames
 
-    async def ask(self, command: dict[str, Any], channel: str, timeout: float) -> dict[str, Any]:
+    async def ask(self, command: dict[str, Any], channel: str, timeout: float, *,
+                  by_id: bool = False) -> dict[str, Any]:  # fmt: skip
         """Send ``command`` about ``channel`` and return its answer: the
-        server's next ``presence_page`` or ``error`` frame for ``channel``.
-        Raises :class:`Dropped` (or :class:`Refused`) if the socket ends
-        first, ``TimeoutError`` after ``timeout`` seconds."""
+        server's next ``presence_page`` or ``error`` frame for ``channel``;
+        with ``by_id``, the command gets an ``id`` and its answer is the
+        ``published`` or ``publish_error`` frame that echoes it. Raises
+        :class:`NotSent` if the socket had ended before it was sent,
+        :class:`Dropped` (or :class:`Refused`) if it ends before the answer,
+        ``TimeoutError`` after ``timeout`` seconds."""
         answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._asked.append((channel, answer))
+        asked = Asked(channel, next(self._ids) if by_id else None, answer)
+        if asked.ident is not None:
+            command = {**command, "id": asked.ident}
+        self._asked.append(asked)
         try:
             if self._failure is not None:
-                raise self._failure
+                raise NotSent(f"not sent: {self._failure}")
             if self._ending:
-                raise Dropped("the server asked to reconnect")
+                raise NotSent("not sent: the server asked to reconnect")
             try:
                 await self._conn.write_message(json.dumps(command))
             except tornado.websocket.WebSocketClosedError as exc:
-                raise Dropped("the connection closed") from exc
+                raise NotSent("not sent: the connection closed") from exc
             async with asyncio.timeout(timeout):
                 await self._receive(lambda: answer.done() or self._failure is not None)
             if not answer.done():
@@ -268,6 +290,8 @@ class WebSocketConnection:
             return answer.result()
         finally:
             answer.cancel()  # a late answer is then dropped, not handed to read()
+            if asked.ident is not None and asked in self._asked:
+                self._asked.remove(asked)  # its late answer matches nothing: dropped
 
     async def _receive(self, ready: Callable[[], bool]) -> None:
         """Read the socket until ``ready()``, or wait while another task does."""
@@ -300,25 +324,42 @@ class WebSocketConnection:
         if kind in ("reconnect", "disconnect"):  # e.g. the broker failed: ask elsewhere
             self._ending = True
             self._told = self._told or kind == "disconnect"
-            for _, answer in self._asked:
-                if not answer.done():
-                    answer.set_exception(Dropped(f"{kind} {frame.get('reason')}"))
+            for waiting in self._asked:
+                if not waiting.answer.done():
+                    waiting.answer.set_exception(Dropped(f"{kind} {frame.get('reason')}"))
             self._asked.clear()
         elif kind in ("subscribed", "error") and channel in self._unanswered:
             self._unanswered.discard(channel)  # the subscription's answer
-        elif (
-            self._asked
-            and kind in ("presence_page", "error")
-            and (
-                channel == self._asked[0][0]
-                or (channel is None and frame.get("code") == "bad_message")  # a server without it
-            )
-        ):
-            answer = self._asked.popleft()[1]
-            if not answer.done():  # else its asker gave up: drop it
-                answer.set_result(frame)
+        elif kind in ("published", "publish_error"):
+            self._settle(self._by_id(frame.get("id")), frame)
+            return  # even when its asker gave up: it is nothing for read()
+        elif (asked := self._in_order(kind, channel, frame.get("code"))) is not None:
+            self._settle(asked, frame)
             return
         self._frames.append(frame)
+
+    def _by_id(self, ident: object) -> Asked | None:
+        if isinstance(ident, bool) or not isinstance(ident, int):
+            return None
+        return next((a for a in self._asked if a.ident == ident), None)
+
+    def _in_order(self, kind: object, channel: object, code: object) -> Asked | None:
+        """The command an ``error`` or ``presence_page`` frame answers, if any:
+        the oldest presence read when it is about its channel; the oldest
+        command of all for a ``bad_message`` without a channel (a server that
+        knows no such command)."""
+        if kind not in ("presence_page", "error") or not self._asked:
+            return None
+        if channel is None and code == "bad_message":
+            return self._asked[0]
+        read = next((a for a in self._asked if a.ident is None), None)
+        return read if read is not None and read.channel == channel else None
+
+    def _settle(self, asked: Asked | None, frame: dict[str, Any]) -> None:
+        if asked is not None:
+            self._asked.remove(asked)
+            if not asked.answer.done():  # else its asker gave up: drop it
+                asked.answer.set_result(frame)
 
     def abort(self) -> None:
         stream = self._conn.stream

@@ -4,7 +4,8 @@ Publishing (:mod:`torchannels.client.publisher`) raises :class:`APIError`
 subclasses chosen by the API's JSON ``error`` code (docs/api.md); switch on
 the class for what to do, on ``code`` for the detail. Subscribing raises
 :class:`SubscribeError` when retrying cannot help, :class:`Disconnected`
-when the server ended it and said not to come back.
+when the server ended it and said not to come back. A publish by a
+subscriber (:meth:`Client.publish`) raises :class:`PublishError`.
 """
 
 from __future__ import annotations
@@ -103,6 +104,28 @@ class SubscribeError(ClientError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class PublishError(ClientError):
+    """A publish by this client (:meth:`Client.publish`) failed. ``code``:
+    the server's (``publish_forbidden``, ``rate_limited``, a token code, ...)
+    or the client's own (``connection_lost``, ``network_error``,
+    ``bad_answer``); ``message``; ``retry``: True when the same publish may
+    succeed after a pause (then, for ``connection_lost`` and
+    ``network_error``, it may also have been published already);
+    ``retry_after``: seconds to wait, when the server said (else None);
+    ``status``: the HTTP status, 0 over WebSocket or without an answer."""
+
+    def __init__(
+        self, code: str, message: str, retry: bool = False, retry_after: float | None = None,
+        status: int = 0,
+    ) -> None:  # fmt: skip
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retry = retry
+        self.retry_after = retry_after
+        self.status = status
 
 
 class Disconnected(ClientError):

@@ -16,16 +16,15 @@ tracker turns them into ``MalformedFrame``); unknown fields are ignored.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
-from .connections import CLOSE_WAIT, Dropped, Refused, WebSocketConnection, error_of
+from .connections import Dropped, Refused, WebSocketConnection, error_of
 from .errors import RENEWABLE, APIError, ConnectError, error_class
 from .events import Member, PresenceDiff, PresencePage, PresenceSnapshot
-from .httpget import Get
+from .httpget import fetch
 
 if TYPE_CHECKING:
     from .client import Client
@@ -129,7 +128,7 @@ async def _read_http(client: Client, channel: str, command: dict[str, Any]) -> P
         headers = dict(client.headers)
         if client.token:
             headers["Authorization"] = f"Bearer {client.token}"
-        status, body = await fetch(url, headers, client.connect_timeout)
+        status, _, body = await fetch(url, headers, client.connect_timeout)
         if status == 200:
             return _page(channel, body)
         code, message = error_of(status, body)
@@ -150,29 +149,3 @@ def _page(channel: str, answer: bytes | Mapping[str, Any]) -> PresencePage:
     except (ValueError, TypeError, KeyError) as exc:
         message = f"a malformed presence answer ({exc}): {answer!r:.200}"
         raise error_class(502, "")(502, "", message) from exc
-
-
-async def fetch(url: str, headers: Mapping[str, str], timeout: float) -> tuple[int, bytes]:
-    """``GET url``: its status and body, at most ``timeout`` seconds in all
-    (:class:`ConnectError` otherwise); nothing is left running when it returns."""
-    ended: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-    status, body = [0], bytearray()
-
-    def end(error: str | None) -> None:
-        if not ended.done():
-            ended.set_result(error)
-
-    def head(code: int) -> None:
-        status[0] = code
-
-    get = Get(url, headers, timeout, head, body.extend, end)
-    try:
-        async with asyncio.timeout(timeout):
-            error = await ended
-    except TimeoutError:
-        error = "timed out"
-    finally:
-        await get.close(CLOSE_WAIT)
-    if error is not None:
-        raise ConnectError(f"{url}: {error}")
-    return status[0], bytes(body)
