@@ -153,8 +153,8 @@ class HubControl:
     def polling_unsubscribed(self, identity: Identity, held: list[str]) -> list[str]:
         """Of the channels a polling client that comes back holds a position
         in (``held``), those it was unsubscribed from since it began. Told
-        once: the client then drops the position, and a later subscribe
-        (without one) is checked like any."""
+        once: the answer's signed client id then carries the time it was
+        told, after the command, so a later subscribe is checked like any."""
         if not len(self.table):
             return []
         return [c for c in held if self.table.first(UNSUBSCRIBE, identity, c) is not None]

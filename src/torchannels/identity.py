@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import math
 import secrets
 import time
 from collections.abc import Mapping
@@ -144,8 +145,10 @@ class ClientIds(_Signer):
         super().__init__(secret, "client id")
 
     def sign(self, client: str, since: float) -> str:
-        """``CLIENT~SINCE.SIG`` (SINCE in base-36 milliseconds): what the wire carries."""
-        text = f"{client}~{_base36(max(0, int(since * 1000)))}"
+        """``CLIENT~SINCE.SIG`` (SINCE in base-36 milliseconds, rounded up,
+        so a time just after a command never reads as before it): what the
+        wire carries."""
+        text = f"{client}~{_base36(max(0, math.ceil(since * 1000)))}"
         return f"{text}.{self._sig(text)}"
 
     def verify(self, signed: str) -> tuple[str, float] | None:

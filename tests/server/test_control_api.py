@@ -19,6 +19,7 @@ from server.control_support import (
     attached,
     ended,
     got,
+    held_poll,
     open_live,
     polled,
     subscribers,
@@ -264,9 +265,16 @@ async def test_a_polling_client_is_told_of_an_unsubscribe_once(
     assert told["frames"][0] == {"type": "error", "channel": gone, "code": "unsubscribed",
                                  "message": "unsubscribed by the server"}  # fmt: skip
     assert gone not in told["cursor"] and kept in told["cursor"]
-    # The app subscribes to it again (no position held): checked like any, and served.
+    # The app subscribes to it again (no position held): checked like any, and served,
+    # and later requests with the position it got are not told again.
+    query["client"] = told["client"]
     again = await polled(http, hub, [gone, kept], transport, cursor=told["cursor"], **query)
     assert [(f["type"], f.get("channel")) for f in again["frames"]] == [("subscribed", gone)]
+    query["client"] = again["client"]
+    later = await polled(http, hub, [gone, kept], transport, cursor=again["cursor"], **query)
+    assert later["frames"] == [] and set(later["cursor"].split(",")) == set(
+        again["cursor"].split(",")
+    )
 
 
 @pytest.mark.parametrize("transport", ["poll", "longpoll"])
@@ -282,3 +290,25 @@ async def test_a_polling_client_with_a_revoked_token_is_disconnected(
     assert told["frames"] == [{"type": "disconnect", "reason": "token_revoked", "reconnect": False}]
     fresh = await polled(http, hub, [channel], transport, token=old)  # a new client: per channel
     assert [f.get("code") for f in fresh["frames"]] == ["token_revoked"]
+
+
+async def test_a_held_longpoll_told_of_an_unsubscribe_is_not_told_again(
+    hub: ServerProcess, http: Any
+) -> None:
+    """The live path tells a held long-poll; its answer's client id carries
+    that time (rounded up: a time a fraction of a millisecond after the
+    command must not read as before it), so a re-subscribe stays served."""
+    user, gone, kept = "jin", "c:held-gone", "c:held-kept"
+    tok = token(user)
+    first = await polled(http, hub, [gone, kept], "longpoll", token=tok)
+    query = {"token": tok, "client": first["client"], "cursor": first["cursor"]}
+    held = asyncio.ensure_future(held_poll(http, hub, [gone, kept], **query))
+    await attached(http, hub, gone, 1)
+    await api(http, hub, "/api/unsubscribe", {"user": user, "channel": gone})
+    told = await held
+    assert [f["code"] for f in told["frames"]] == ["unsubscribed"]
+    for _ in range(3):  # subscribed again, then later requests with its position
+        query = {"token": tok, "client": told["client"], "cursor": told["cursor"]}
+        told = await polled(http, hub, [kept, gone], "longpoll", **query)
+        assert all(f["type"] != "error" for f in told["frames"]), told
+    assert gone in told["cursor"]

@@ -45,6 +45,7 @@ class LongPollTransport(PollTransport):
     def unsubscribe(self, channel: str) -> bool:
         if not self.session.unsubscribe(channel):
             return False
+        self.told_at = time.time()  # told now: the answer's client id says so
         self.send([F.error(channel, UNSUBSCRIBED, "unsubscribed by the server")])
         return True
 

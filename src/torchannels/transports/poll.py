@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from .. import frames as F
@@ -17,6 +18,10 @@ class PollTransport(Transport):
     def prepare(self) -> None:
         self.frames: list[Frame] = []
         self.cursor = dict(self.request.cursor)
+        #: The time the answer's signed client id carries (None: when the
+        #: client began); moved to now once it was told of an unsubscribe,
+        #: so the commands it was told of no longer match it.
+        self.told_at: float | None = None
 
     def send(self, frames: Sequence[Frame], *, backlog: bool = False) -> None:
         self.frames.extend(frames)
@@ -36,6 +41,8 @@ class PollTransport(Transport):
             message = "unsubscribed by the server"
             self.frames.extend(F.error(c, UNSUBSCRIBED, message) for c in gone)
             channels = [c for c in channels if c not in gone]
+            if gone:
+                self.told_at = time.time()
         try:
             await self.session.subscribe(channels, self.request.cursor, live=self.live)
             await self.wait()
@@ -67,5 +74,7 @@ class PollTransport(Transport):
         handler = self.handler
         handler.set_header("Content-Type", "application/json")
         handler.set_header("Cache-Control", "no-store")
-        client = self.hub.client_ids.sign(self.session.identity.client, self.session.identity.since)
+        identity = self.session.identity
+        since = identity.since if self.told_at is None else self.told_at
+        client = self.hub.client_ids.sign(identity.client, since)
         handler.finish(document(cursor, self.frames, client))
