@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import inspect
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ import tornado.httputil
 import tornado.testing
 import tornado.web
 
-from server.processes import refused
+from server.processes import API_DOC, refused
 from support import eventually
 from torchannels.errors import AccessDenied, TorChannelsError
 from torchannels.proxy_signature import SIGNATURE_HEADER, sign, verify_signature
@@ -651,3 +653,35 @@ def test_failures_carry_their_codes() -> None:
         assert isinstance(exc, TorChannelsError)
         assert (exc.code, exc.retry) == (code, retry)
         assert exc.message in ("down", "bad", "no")
+
+
+# -- docs/api.md, "Backend hooks (proxies)" ----------------------------------------
+
+
+def hooks_section() -> str:
+    text = API_DOC.read_text()
+    start = text.index("\n## Backend hooks (proxies)\n")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_the_docs_hook_bodies_and_answers_are_the_codes() -> None:
+    section = hooks_section()
+    connect, allow, deny, subscribe, publish = (
+        json.loads(b) for b in re.findall(r"```json\n(.*?)```", section, re.S)
+    )
+    assert list(connect) == list(connect_body("c", "sse", {}, {}))
+    assert list(subscribe) == list(subscribe_body("c", None, "a", None))
+    assert list(publish) == list(publish_body("c", None, "a", {}))
+    assert parse_connect(parse_answer(200, json.dumps(allow).encode())).user == "42"
+    with pytest.raises(HookDenied):
+        parse_answer(200, json.dumps(deny).encode())
+    [(body, digest)] = re.findall(r"printf %s '(.*?)' \| openssl .*\n# SHA2-256\(stdin\)= (\w+)",
+                                  section)  # fmt: skip
+    assert sign(body.encode(), "s3cret") == "sha256=" + digest
+    defaults = inspect.signature(ProxyClient).parameters
+    assert f"`--proxy-timeout SECONDS` (default {defaults['timeout'].default:g})" in section
+    assert f"`--proxy-max-in-flight N` (default {defaults['max_in_flight'].default})" in section
+    examples = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(examples) == 3  # verify_signature, Flask, Django: valid Python at least
+    for code in examples:
+        compile(code, "api.md", "exec")
