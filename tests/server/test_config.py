@@ -70,6 +70,13 @@ def test_defaults() -> None:
         "token_audience": None,
         "token_issuer": None,
         "token_leeway": 0.0,
+        "proxy_connect": None,
+        "proxy_subscribe": None,
+        "proxy_publish": None,
+        "proxy_secret": None,
+        "proxy_timeout": 3.0,
+        "proxy_max_in_flight": 64,
+        "proxy_headers": (),
         "admin_password": None,
         "admin": True,
         "broker": "memory",
@@ -83,6 +90,8 @@ def test_defaults() -> None:
         "max_channels": 64,
         "max_request_bytes": 16384,
         "max_publish_bytes": 65536,
+        "max_client_publish_bytes": 16384,
+        "client_publish_rate": 10.0,
         "longpoll_timeout": 25.0,
         "ping_interval": 15.0,
         "stream_max_bytes": 1048576,
@@ -107,6 +116,17 @@ def test_defaults() -> None:
         "presence_ttl": 30.0,
         "channels": (),
     }
+
+
+def test_hooks_need_a_secret_and_http_urls() -> None:
+    with pytest.raises(ConfigError, match="--proxy-secret"):
+        load(("--proxy-connect", "http://127.0.0.1:1/connect")).check_serving()
+    assert "not an http(s) URL" in error(("--proxy-publish", "ftp://x"))
+    config = load(("--proxy-headers", "User-Agent, X-Real-IP", "--proxy-secret", "s",
+                   "--proxy-subscribe", "https://app/hook"))  # fmt: skip
+    config.check_serving()
+    assert config.proxy_headers == ("user-agent", "x-real-ip")
+    assert "is not a header name" in error(("--proxy-headers", "bad header"))
 
 
 def test_unset_flags_parse_to_none() -> None:
@@ -239,6 +259,64 @@ LAYERS: dict[str, tuple[str, str, tuple[str, ...], Any, Any, Any]] = {
     ),
     "presence_grace": ("presence_grace = 1", "2.5", ("--presence-grace", "0"), 1.0, 2.5, 0.0),
     "presence_ttl": ("presence-ttl = 60", "10", ("--presence-ttl", "3"), 60.0, 10.0, 3.0),
+    "max_client_publish_bytes": (
+        "max_client_publish_bytes = 1",
+        "2",
+        ("--max-client-publish-bytes", "3"),
+        1,
+        2,
+        3,
+    ),
+    "client_publish_rate": (
+        "client-publish-rate = 1",
+        "2.5",
+        ("--client-publish-rate", "4"),
+        1.0,
+        2.5,
+        4.0,
+    ),
+    "proxy_connect": (
+        'proxy_connect = "http://a/c"',
+        "http://b/c",
+        ("--proxy-connect", "http://c/c"),
+        "http://a/c",
+        "http://b/c",
+        "http://c/c",
+    ),
+    "proxy_subscribe": (
+        'proxy_subscribe = "http://a/s"',
+        "http://b/s",
+        ("--proxy-subscribe", "https://c/s"),
+        "http://a/s",
+        "http://b/s",
+        "https://c/s",
+    ),
+    "proxy_publish": (
+        'proxy-publish = "http://a/p"',
+        "http://b/p",
+        ("--proxy-publish", "http://c/p"),
+        "http://a/p",
+        "http://b/p",
+        "http://c/p",
+    ),
+    "proxy_secret": ('proxy_secret = "s1"', "s2", ("--proxy-secret", "s3"), "s1", "s2", "s3"),
+    "proxy_timeout": ("proxy_timeout = 1", "2", ("--proxy-timeout", "0.5"), 1.0, 2.0, 0.5),
+    "proxy_max_in_flight": (
+        "proxy_max_in_flight = 1",
+        "2",
+        ("--proxy-max-in-flight", "3"),
+        1,
+        2,
+        3,
+    ),
+    "proxy_headers": (
+        'proxy_headers = ["X-A"]',
+        "X-B, x-c",
+        ("--proxy-headers", "X-D"),
+        ("x-a",),
+        ("x-b", "x-c"),
+        ("x-d",),
+    ),
 }
 
 

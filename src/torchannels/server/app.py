@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
-from collections.abc import Awaitable
 from typing import Any
 
 import tornado.web
@@ -34,15 +32,10 @@ from tornado.log import access_log
 from ..assets import static_route
 from ..brokers import Broker, MemoryBroker
 from ..cors import CorsPolicy
-from ..errors import FORBIDDEN, PUBLISH_FORBIDDEN, AccessDenied
 from ..forwarded import TrustedProxies, apply_forwarded
-from ..handlers import ChannelMixin, refuse_unless_named
 from ..hub import Hub
-from ..identity import User
 from ..patterns import ChannelPatterns
 from ..redaction import redact
-from ..session import Subscription
-from ..tokens import Claims, TokenError, TokenVerifier
 from .admin import AdminAuth
 from .admin_api import admin_routes
 from .api import PublishHandler, StateHandler
@@ -53,13 +46,8 @@ from .demo import FaviconHandler, demo_routes
 from .fleet import LocalCounts, make_counts
 from .health import BrokerCheck, HealthHandler
 from .listener import BUSY_PER_IP, admit_request
-
-TOKEN_REQUIRED = "token_required"
-NO_TOKEN_SECRET = (
-    "this server accepts no tokens: start it with --token-secret "
-    "(or TORCHANNELS_TOKEN_SECRET) set to the secret your backend signs tokens with, "
-    "--token-public-key or --token-jwks-url"
-)
+from .proxy import proxy_clients
+from .subscribe import ServerChannelHandler
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
@@ -79,113 +67,6 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     uri = redact(request.uri or "")
     log("%d %s %s (%s) %.2fms", status, request.method, uri, request.remote_ip,
         1000.0 * request.request_time())  # fmt: skip
-
-
-class ServerChannelHandler(ChannelMixin):
-    """Subscriptions authorized by signed tokens and anonymous prefixes.
-
-    The token (JWT: see :mod:`torchannels.tokens`) comes from the ``token`` query parameter (an
-    ``EventSource`` or a browser WebSocket cannot send headers) or an
-    ``Authorization: Bearer`` header.
-    """
-
-    def initialize(self, **kwargs: Any) -> None:
-        self.tokens: TokenVerifier | None = kwargs.pop("tokens")
-        self.anonymous: ChannelPatterns = kwargs.pop("anonymous")
-        super().initialize(**kwargs)
-
-    def _token(self) -> str | None:
-        token = self.get_query_argument("token", None)
-        if token:
-            return token
-        auth = self.request.headers.get("Authorization", "")
-        return auth[7:].strip() if auth[:7].lower() == "bearer " else None
-
-    def claims(self) -> Claims | TokenError | None:
-        """The verified claims of this request's token (cached), the error
-        that refused it, or None when there is no token."""
-        if not hasattr(self, "_claims"):
-            token = self._token()
-            result: Claims | TokenError | None = None
-            if token is not None:
-                if self.tokens is None:
-                    result = TokenError("token_unsupported", NO_TOKEN_SECRET)
-                else:
-                    try:
-                        result = self.tokens.verify(token, now=time.time())
-                    except TokenError as exc:
-                        result = exc
-            self._claims = result
-        return self._claims
-
-    def _token_required(self, channel: str) -> str:
-        if self.tokens is None:
-            return (
-                f"{channel!r} is not anonymous, and this server checks no tokens: start it with "
-                "--token-secret (or TORCHANNELS_TOKEN_SECRET), --token-public-key or "
-                "--token-jwks-url and subscribe with a token, or make the channel anonymous "
-                "with --anonymous"
-            )
-        return f"{channel!r} needs a subscription token (the token query parameter)"
-
-    #: user_limited is checked in can_access, after the token, so that a
-    #: missing or expired token is named as such rather than ``forbidden``.
-    user_limited_applies = False
-
-    def can_access(self, sub: Subscription) -> bool:
-        personal = self.hub.channel_options.users_of(sub.channel) is not None
-        if self.anonymous.matches(sub.channel) and not personal:
-            return True
-        claims = self._valid_claims(sub.channel)
-        if personal:  # its named users need no channels claim; no one else reads it
-            refuse_unless_named(self.hub, sub.channel, sub.identity)
-            return True
-        if not claims.allows(sub.channel):
-            raise AccessDenied(FORBIDDEN, f"the token does not allow {sub.channel!r}")
-        return True
-
-    def can_publish(self, sub: Subscription, data: dict[str, Any]) -> bool | Awaitable[bool]:
-        """The channel's ``publish`` option: ``"token"`` asks the token's
-        ``publish`` claim; ``"subscribers"`` (and none) as in the library."""
-        if self.hub.channel_options.get(sub.channel).publish == "token":
-            claims = self._valid_claims(sub.channel)
-            if not claims.allows_publish(sub.channel):
-                raise AccessDenied(
-                    PUBLISH_FORBIDDEN, f"the token does not allow publishing to {sub.channel!r}"
-                )
-            return True
-        return super().can_publish(sub, data)
-
-    def _valid_claims(self, channel: str) -> Claims:
-        """This request's verified, unexpired claims; AccessDenied with the
-        token code otherwise."""
-        claims = self.claims()
-        if claims is None:
-            raise AccessDenied(TOKEN_REQUIRED, self._token_required(channel))
-        if isinstance(claims, TokenError):
-            raise AccessDenied(claims.code, str(claims))
-        if claims.expires <= time.time():
-            raise AccessDenied("token_expired", "the subscription token has expired")
-        return claims
-
-    async def identify(self) -> User | None:
-        """The token's ``sub`` (and ``info``); no token or no ``sub``: anonymous.
-        Asked first, so a token naming a new JWKS ``kid`` fetches the keys here."""
-        token = self._token()
-        if token is not None and self.tokens is not None and not hasattr(self, "_claims"):
-            await self.tokens.prepare(token)
-        claims = self.claims()
-        if isinstance(claims, Claims) and claims.subject:
-            return User(claims.subject, claims.info)
-        return None
-
-    def credential(self) -> tuple[float | None, str | None]:
-        claims = self.claims()
-        return (claims.issued, claims.token_id) if isinstance(claims, Claims) else (None, None)
-
-    def subscription_expires(self) -> float | None:
-        claims = self.claims()
-        return claims.expires if isinstance(claims, Claims) else None
 
 
 class OpenApiHandler(tornado.web.RequestHandler):
@@ -272,10 +153,18 @@ def make_apps(
 
 def _client_routes(config: ServerConfig, hub: Hub) -> list[Any]:
     """What browsers and apps subscribe through, and the demo page."""
+    hooks = config.hook_urls()
     subscribe = {
         "hub": hub,
         "tokens": config.token_verifier(),
         "anonymous": ChannelPatterns(config.anonymous),
+        "hooks": proxy_clients(
+            hooks,
+            config.proxy_secret or "",
+            timeout=config.proxy_timeout,
+            max_in_flight=config.proxy_max_in_flight,
+        ),
+        "hook_headers": config.proxy_headers,
     }
     routes: list[Any] = [
         (r"/channels", ServerChannelHandler, subscribe),

@@ -165,6 +165,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 level=config.log_level.upper(),
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             )
+            config.check_serving()
             if config.workers > 1:
                 if config.broker == "memory":
                     print(

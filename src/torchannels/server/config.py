@@ -109,6 +109,41 @@ class ServerConfig:
     token_leeway: float = _opt(
         0.0, "float", "seconds of clock skew allowed on 'exp', 'nbf' and 'iat'", low=0, high=3600
     )
+    proxy_connect: str | None = _opt(
+        None,
+        "optional",
+        "URL of your backend's connect hook: asked (POST, signed) who a connection without a "
+        "token is, from its cookies and --proxy-headers",
+        metavar="URL",
+    )
+    proxy_subscribe: str | None = _opt(
+        None,
+        "optional",
+        "URL of your backend's subscribe hook: asked about a channel no token, connect answer "
+        "or anonymous pattern covers",
+        metavar="URL",
+    )
+    proxy_publish: str | None = _opt(
+        None,
+        "optional",
+        "URL of your backend's publish hook: asked about client publishes on channels with "
+        'publish = "proxy" (it may replace the data)',
+        metavar="URL",
+    )
+    proxy_secret: str | None = _opt(
+        None, "secret", "key of the HMAC-SHA256 signature of every hook call (needed with a hook)"
+    )
+    proxy_timeout: float = _opt(
+        3.0, "float", "seconds a hook call may take (past it: proxy_unavailable)", low=0, above=True
+    )
+    proxy_max_in_flight: int = _opt(
+        64, "int", "hook calls at once per process (past it: proxy_unavailable at once)", low=1
+    )
+    proxy_headers: tuple[str, ...] = _opt(
+        (),
+        "headers",
+        "request headers passed to the connect hook (cookies always are); repeat or comma-separate",
+    )
     admin_password: str | None = _opt(
         None,
         "secret",
@@ -313,10 +348,27 @@ class ServerConfig:
             ("http://", "https://")
         ):
             raise ConfigError(f"token_jwks_url: {self.token_jwks_url!r} is not an http(s) URL")
+        for url in self.hook_urls().values():
+            if url is not None and not url.startswith(("http://", "https://")):
+                raise ConfigError(f"proxy hook URL {url!r} is not an http(s) URL")
         if self.internal_port and self.internal_port == self.port:
             raise ConfigError(
                 f"--internal-port {self.internal_port} is --port too: give the internal "
                 "listener a port of its own"
+            )
+
+    def hook_urls(self) -> dict[str, str | None]:
+        """The backend hooks' URLs by name (None: not configured)."""
+        return {"connect": self.proxy_connect, "subscribe": self.proxy_subscribe,
+                "publish": self.proxy_publish}  # fmt: skip
+
+    def check_serving(self) -> None:
+        """What ``serve`` needs beyond each option's own check (ConfigError:
+        exit status 2): a hook needs ``--proxy-secret``."""
+        if any(self.hook_urls().values()) and not self.proxy_secret:
+            raise ConfigError(
+                "a proxy hook needs --proxy-secret (TORCHANNELS_PROXY_SECRET): the key your "
+                "backend checks each call's X-Torchannels-Signature with"
             )
 
     def settings(self) -> Settings:
@@ -509,7 +561,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help = help.replace("%", "%%")  # argparse %-formats help texts
         if meta["kind"] == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
-        elif meta["kind"] in ("patterns", "origins", "networks"):
+        elif meta["kind"] in ("patterns", "origins", "networks", "headers"):
             parser.add_argument(flag, action="append", metavar="LIST", help=help)
         else:
             metavar = meta.get("metavar") or f.name.split("_")[-1].upper()
@@ -673,13 +725,14 @@ def _convert(f: Field[Any], value: object, source: str, *, text: bool = False) -
             return _number(kind, value, meta, text)
         if kind == "channels":
             return channel_tables(value, "")
-        if kind in ("patterns", "origins", "networks"):
+        if kind in ("patterns", "origins", "networks", "headers"):
             items = _items(value, text)
-            check = {"patterns": check_pattern, "origins": _check_origin}.get(kind, _check_network)
+            checks = {"patterns": check_pattern, "origins": _check_origin, "headers": _check_header}
+            check = checks.get(kind, _check_network)
             return tuple(dict.fromkeys(check(item) for item in items))
     except (ValueError, ChannelNameError) as exc:
         # List items name themselves in the message; secrets must not be shown.
-        listed = ("patterns", "origins", "networks", "secret", "broker")
+        listed = ("patterns", "origins", "networks", "headers", "secret", "broker")
         shown = "" if kind in listed else f"{value!r} "
         raise ConfigError(f"{source}: {shown}{exc}") from None
     raise ConfigError(f"{source}: must be a string, not {type(value).__name__}")
@@ -706,6 +759,13 @@ def _number(kind: str, value: object, meta: Mapping[str, Any], text: bool) -> in
     if low is not None and (number <= low if above else number < low):
         raise ValueError(f"must be {'>' if above else '>='} {low}")
     return number
+
+
+def _check_header(name: str) -> str:
+    """A request header name (RFC 9110 token characters), lower-cased."""
+    if not name or any(not (c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^_`|~")) for c in name):
+        raise ValueError(f"{name!r} is not a header name")
+    return name.lower()
 
 
 def _check_origin(origin: str) -> str:
