@@ -120,7 +120,8 @@ async def test_a_websocket_that_never_reads_costs_bounded_memory_and_is_dropped(
     assert hub.stats.slow_dropped == 1
     # Dropped within write_timeout (no write progress) + ping_interval (the
     # reconnect could not be written either, so it is cut), despite PONGs.
-    assert dropped - stalled_since <= settings.write_timeout + settings.ping_interval + 0.5
+    # (Slack for a loaded machine: what matters is that it is dropped at all, and soon.)
+    assert dropped - stalled_since <= settings.write_timeout + settings.ping_interval + 1.5
     assert not hub.connections
     await eventually(lambda: hub.local_subscribers("hist") == 0)
 

@@ -8,6 +8,7 @@ Redis is missing, never a skip)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -74,7 +75,7 @@ async def test_an_unsubscribe_on_every_process_leaves_the_other_channels(
     await api(http, b, "/api/publish", {"channel": gone, "data": {"n": 1}})
     await api(http, b, "/api/publish", {"channel": kept, "data": {"n": 2}})
     for one in opened:
-        await until(lambda one=one: got(one, 2), f"{one.transport}: the kept channel flows")
+        await until(functools.partial(got, one, 2), f"{one.transport}: the kept channel flows")
         assert _unsubscribed(one, gone)
         assert not any(f.get("channel") == gone and f["type"] == "message" and
                        f["data"]["n"] == 1 for f in one.current())  # fmt: skip

@@ -148,7 +148,7 @@ def control_calls() -> list[Call]:
     """The control API's answers: ``/api/disconnect``, ``unsubscribe``, ``revoke``."""
     out: list[Call] = []
     huge = json.dumps({"user": "x" * 5000}).encode()
-    bodies = {
+    bodies: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         "/api/disconnect": ({"user": "oa-nobody"}, {"client": "c-1", "reconnect": True}),
         "/api/unsubscribe": (
             {"user": "oa-nobody", "channel": "oa"},
