@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tornado.websocket
 
+from redis_servers import shared_redis
 from server.processes import (
     KEY,
     SECRET,
@@ -258,3 +260,27 @@ async def test_cross_origin_publishes_follow_the_cors_policy(hub: ServerProcess,
     assert preflight.code in (200, 204)
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
     assert "content-type" in preflight.headers["Access-Control-Allow-Headers"].lower()
+
+
+async def test_a_subscriber_on_another_process_gets_the_sender(
+    spawn: Callable[..., ServerProcess], log_dir: Path
+) -> None:
+    config = log_dir / "publish-redis.toml"
+    config.write_text(CONFIG)
+    prefix = f"tc-pub-{uuid.uuid4().hex[:10]}"
+    flags = ["--no-demo", "--api-key", KEY, "--token-secret", SECRET, "--config", str(config),
+             "--broker", shared_redis(), "--redis-prefix", prefix]  # fmt: skip
+    a, b = spawn(*flags), spawn(*flags)
+    reader = await Ws.open(b, channel="ps:far", token=token("kay"))
+    writer = await Ws.open(a, token=token("lee"))
+    try:
+        await reader.until("subscribed", channel="ps:far")
+        connected = await writer.until("connected")
+        answer = await writer.publish("ps:far", {"text": "across"})
+        got = await reader.until("message")
+        client = connected["client"].partition("~")[0]
+        assert got["data"]["sender"] == {"user": "lee", "client": client}
+        assert (got["data"]["epoch"], got["data"]["offset"]) == (answer["epoch"], answer["offset"])
+    finally:
+        reader.close()
+        writer.close()
