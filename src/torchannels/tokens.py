@@ -36,6 +36,7 @@ from .errors import ChannelNameError, TorChannelsError
 from .identity import check_info
 from .patterns import ChannelPatterns as ChannelPatterns  # also importable from here
 from .patterns import check_pattern as check_pattern
+from .strict_json import strict_loads
 from .token_keys import JwksKeys, VerifyKey, algorithm_for, secret_key
 
 # Codes of TokenError; mirrored in docs/protocol.md and the JS client.
@@ -130,26 +131,10 @@ def _b64decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Parsers disagree on which duplicate wins; refusing them avoids the ambiguity.
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ValueError("duplicate key")
-    return obj
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _decode_segment(segment: str, what: str) -> dict[str, Any]:
     try:
         data = _b64decode(segment)
-        value = json.loads(
-            data.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_reject_constant,
-        )
+        value = strict_loads(data)
     except (binascii.Error, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise TokenError(TOKEN_MALFORMED, f"token {what} is not base64url JSON: {exc}") from None
     except RecursionError:  # "[[[[..." within the length limit: refused, not a 500

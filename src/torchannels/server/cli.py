@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 
 from .. import __version__
 from . import control_cli, presence_cli, watch
+from .api_target import api_target
 from .cliparser import SuggestingParser
 from .config import ConfigError, add_arguments, channels_epilog, load_config
 from .run import serve
@@ -250,12 +251,8 @@ def _kind(value: object) -> str:
 
 def _target(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, str] | None:
     """The publish URL and the API key, or None (said on stderr) without a key."""
-    url = (args.url or env.get("TORCHANNELS_URL") or DEFAULT_URL).rstrip("/") + "/api/publish"
-    key = args.api_key or env.get("TORCHANNELS_API_KEY")
-    if not key:
-        print("torchannels: give the API key (--api-key or TORCHANNELS_API_KEY)", file=sys.stderr)
-        return None
-    return url, key
+    target = api_target(args, env, DEFAULT_URL)
+    return None if target is None else (target[0] + "/api/publish", target[1])
 
 
 def publish_ndjson(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -25,7 +25,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from ..client import ClientError, Publisher, calls
+from ..client import ClientError, calls
+from .api_target import api_publisher
 
 COMMANDS = ("disconnect", "unsubscribe", "revoke")
 
@@ -103,11 +104,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str], default_url: str) -> i
     except ValueError as exc:
         print(f"torchannels: {exc}", file=sys.stderr)
         return 2
-    key = args.api_key or env.get("TORCHANNELS_API_KEY")
-    if not key:
-        print("torchannels: give the API key (--api-key or TORCHANNELS_API_KEY)", file=sys.stderr)
+    hub = api_publisher(args, env, default_url)
+    if hub is None:
         return 2
-    hub = Publisher((args.url or env.get("TORCHANNELS_URL") or default_url).rstrip("/"), key)
     try:
         answer = hub.request(call)
     except ClientError as exc:

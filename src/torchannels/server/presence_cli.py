@@ -20,7 +20,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from ..client import ClientError, Member, Publisher
+from ..client import ClientError, Member
+from .api_target import api_publisher
 
 #: Users read per request: the API's largest page.
 PAGE = 1000
@@ -49,11 +50,9 @@ def add_command(commands: Any, default_url: str) -> None:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str], default_url: str) -> int:
-    key = args.api_key or env.get("TORCHANNELS_API_KEY")
-    if not key:
-        print("torchannels: give the API key (--api-key or TORCHANNELS_API_KEY)", file=sys.stderr)
+    hub = api_publisher(args, env, default_url)
+    if hub is None:
         return 2
-    hub = Publisher((args.url or env.get("TORCHANNELS_URL") or default_url).rstrip("/"), key)
     try:
         users = hub.presence_all(args.channel, PAGE)
         first = list(itertools.islice(users, 1))  # presence_disabled before any output

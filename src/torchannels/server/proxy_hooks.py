@@ -17,7 +17,6 @@ ConnectResult(user='42', info=None, channels=('room:*',), publish=(), expires=No
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -28,6 +27,7 @@ from ..errors import ChannelNameError
 from ..identity import check_info
 from ..patterns import ChannelPatterns
 from ..protocol import RESERVED_KEYS
+from ..strict_json import strict_loads
 from .proxy_errors import HookDenied, ProxyError, ProxyUnavailable
 
 __all__ = [
@@ -54,22 +54,9 @@ MAX_UNIX_SECONDS = 1e11
 RESERVED_DATA_KEYS = RESERVED_KEYS | {"sender"}
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ValueError("duplicate key")
-    return obj
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _decode(body: bytes) -> Any:
     try:
-        return json.loads(
-            body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
-        )
+        return strict_loads(body)
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
         raise ProxyError(f"the answer is not JSON: {exc}") from None
     except RecursionError:
