@@ -1,6 +1,7 @@
 """The demo page of ``serve --dev`` (what ``make run`` starts) in Chromium:
-its command publishes as pasted, its publish box works, it fits a phone,
-it has a favicon, and it says when the hub's history was reset."""
+its commands publish as pasted with the banner's key (the page holds none),
+its chat box publishes, it fits a phone, it has a favicon, and it says when
+the hub's history was reset."""
 
 from __future__ import annotations
 
@@ -36,10 +37,40 @@ def dev_hub() -> Iterator[tuple[str, str]]:
     proc.stop()
 
 
-def shell(command: str) -> subprocess.CompletedProcess[str]:
-    """Run a command as pasted into a terminal in the hub's directory."""
+def banner_key(banner: str) -> str:
+    """The API key the dev banner prints."""
+    key = re.search(r"^API key \((?:generated for this run|from [^)]*)\): (\S+)$", banner, re.M)
+    assert key, banner
+    return key.group(1)
+
+
+def shell(command: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command as pasted into a terminal in the hub's directory, with
+    ``key`` in ``TORCHANNELS_API_KEY`` (the page's commands say the variable)."""
+    env = clean_env()
+    if key is not None:
+        env["TORCHANNELS_API_KEY"] = key
     return subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=ROOT,
-                          env=clean_env(), timeout=30, check=False)  # fmt: skip
+                          env=env, timeout=30, check=False)  # fmt: skip
+
+
+def join_as(page: Page, name: str) -> None:
+    """Take ``name`` in the chat (the name field's change event) and wait
+    until the member list shows this page under it."""
+    page.fill("#name", name)
+    page.press("#name", "Tab")
+    page.wait_for_function(
+        "(me) => [...document.querySelectorAll('#members li.me')]"
+        ".some((li) => li.textContent === me)",
+        arg=f"{name} (you)",
+        timeout=15_000,
+    )
+
+
+def say(page: Page, text: str) -> None:
+    """Send ``text`` with the page's chat box."""
+    page.fill("#text", text)
+    page.click("#say button")
 
 
 def chat_lines(page: Page) -> list[str]:
@@ -66,47 +97,41 @@ def wait_live(page: Page) -> None:
     )
 
 
-def test_the_page_command_publishes_as_pasted(page: Page, dev_hub: tuple[str, str]) -> None:
+def test_the_page_commands_publish_as_pasted_with_the_banners_key(
+    page: Page, dev_hub: tuple[str, str]
+) -> None:
     base, banner = dev_hub
+    key = banner_key(banner)
     page.goto(base + "/")
     wait_live(page)
     curl = page.text_content("#curl-command") or ""
     cli = page.text_content("#cli-command") or ""
-    # The very commands the terminal shows (the page is on the same origin).
-    assert curl in banner and cli in banner, (curl, cli, banner)
-    assert curl.startswith("curl -H 'Authorization: Bearer ") and "$" not in curl
+    # The terminal's commands, the key left to the shell (the page is on
+    # the same origin): the page holds no key, and no box asks for one.
+    assert key not in page.content()
+    assert curl.replace('"Authorization: Bearer $TORCHANNELS_API_KEY"',
+                        f"'Authorization: Bearer {key}'") in banner, (curl, banner)  # fmt: skip
+    assert f"TORCHANNELS_API_KEY={key} {cli}" in banner, (cli, banner)
+    assert page.locator("#publish, #publish-key, input[type=password]").count() == 0
     for command, line in ((curl, "curl: hello"), (cli, "cli: hello")):
-        done = shell(command)
+        done = shell(command, key)
         assert done.returncode == 0, (command, done.stderr)
         wait_chat_line(page, line)
+    # The key is what made them work.
+    assert '"offset"' not in shell(curl).stdout
 
 
-def test_the_publish_box(page: Page, dev_hub: tuple[str, str]) -> None:
+def test_the_chat_box_publishes_as_the_pages_member(page: Page, dev_hub: tuple[str, str]) -> None:
     base, _ = dev_hub
     page.goto(base + "/")
     wait_live(page)
+    assert page.is_visible("#name") and page.is_enabled("#text")
+    join_as(page, "box")
     text = unique("from the box")
-    page.fill("#publish-data", f'{{"name": "box", "text": "{text}"}}')
-    page.click("#publish button")
+    say(page, text)
     wait_chat_line(page, f"box: {text}")
-    page.wait_for_function(
-        "() => /^200 \\{.*\"offset\"/.test(document.getElementById('publish-result').textContent)"
-    )
-    # Mistakes are shown, with the API's own message.
-    page.fill("#publish-data", "{oops")
-    page.click("#publish button")
-    page.wait_for_function(
-        "() => document.getElementById('publish-result').textContent"
-        ".startsWith('The message is not JSON')"
-    )
-    page.fill("#publish-data", '{"text": "x"}')
-    page.fill("#publish-channel", "bad channel")
-    page.click("#publish button")
-    page.wait_for_function(
-        "() => document.getElementById('publish-result').textContent"
-        '.startsWith(\'400 {"error":"invalid_channel"\')'
-    )
-    assert page.get_attribute("#publish-result", "class") == "error"
+    assert page.input_value("#text") == ""  # sent: the box is cleared
+    assert page.is_hidden("#chat-error") and page.is_hidden("#chat-off")
 
 
 def test_the_page_fits_a_phone_and_has_a_favicon(page: Page, dev_hub: tuple[str, str]) -> None:
@@ -121,7 +146,7 @@ def test_the_page_fits_a_phone_and_has_a_favicon(page: Page, dev_hub: tuple[str,
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(base + "/")
     wait_live(page)
-    shell(page.text_content("#curl-command") or "")  # a chat line too
+    shell(page.text_content("#curl-command") or "", banner_key(dev_hub[1]))  # a chat line too
     wait_chat_line(page, "curl: hello")
     width = page.evaluate(
         "() => [document.scrollingElement.scrollWidth, document.scrollingElement.clientWidth]"
@@ -148,7 +173,7 @@ def test_the_page_says_when_history_was_reset(page: Page) -> None:
         page.goto(base + "/")
         wait_live(page)
         assert page.is_hidden("#reset-notice")
-        done = shell(page.text_content("#curl-command") or "")
+        done = shell(page.text_content("#curl-command") or "", KEY)
         assert done.returncode == 0, done.stderr
         wait_chat_line(page, "curl: hello")
 
@@ -159,42 +184,42 @@ def test_the_page_says_when_history_was_reset(page: Page) -> None:
         assert notice.startswith("History was reset (the hub restarted"), notice
         assert chat_lines(page) == []  # the old chat is gone, and the page said why
 
-        assert shell(page.text_content("#curl-command") or "").returncode == 0
+        assert shell(page.text_content("#curl-command") or "", KEY).returncode == 0
         wait_chat_line(page, "curl: hello")
     finally:
         proc.stop()
 
 
-def test_the_page_takes_the_new_key_of_a_restarted_hub(page: Page) -> None:
-    """Issue 17: after a restart (a new generated key) the page kept the old
-    key, and its publish box and commands answered 403 until a reload."""
+def test_the_chat_publishes_after_a_restart_with_a_new_key(page: Page) -> None:
+    """Issue 17 was a page that kept a restarted hub's old key (403 until a
+    reload). The page holds no key now: its commands stay as they were, and
+    once it has joined the chat again (a new token secret) its box publishes
+    under its name."""
     port = free_port()
     proc, base, banner = start_dev_hub("--port", str(port))
     try:
         page.goto(base + "/")
         wait_live(page)
+        join_as(page, "dora")
         old_curl = page.text_content("#curl-command") or ""
-        assert old_curl in "".join(banner)
+        old_token = page.evaluate("demoClient._auth")
         proc.stop()
         proc, _, banner = start_dev_hub("--port", str(port))
-        new_key = re.search(r"^API key \(generated for this run\): (\S+)$", "".join(banner), re.M)
-        assert new_key and new_key.group(1) not in old_curl
-        # At once, before the page noticed the restart: a 403, then the new key.
+        new_key = banner_key("".join(banner))
+        page.wait_for_selector("#reset-notice", state="visible", timeout=45_000)
+        # Joined again: a new token (the old one names no one now), listed.
+        page.wait_for_function(
+            "(old) => demoClient._auth !== old"
+            " && document.querySelectorAll('#members li.me').length === 1",
+            arg=old_token,
+            timeout=30_000,
+        )
         text = unique("after the restart")
-        page.fill("#publish-data", f'{{"name": "box", "text": "{text}"}}')
-        page.click("#publish button")
-        wait_chat_line(page, f"box: {text}", timeout=45)
-        page.wait_for_function(
-            "() => document.getElementById('publish-result').textContent.startsWith('200 ')"
-        )
-        # The commands carry the new key too, and work as pasted.
-        page.wait_for_function(
-            "(key) => document.getElementById('curl-command').textContent.includes(key)",
-            arg=new_key.group(1),
-        )
-        curl = page.text_content("#curl-command") or ""
-        assert curl in "".join(banner)
-        done = shell(curl)
+        say(page, text)
+        wait_chat_line(page, f"dora: {text}")
+        # The commands never carried the key: the same ones work with the new one.
+        assert page.text_content("#curl-command") == old_curl and new_key not in page.content()
+        done = shell(old_curl, new_key)
         assert done.returncode == 0 and '"offset"' in done.stdout, done
     finally:
         proc.stop()

@@ -1,5 +1,7 @@
 """`python -m torchannels serve` as a real process: its demo page in Chromium
-shows a chat message published with curl, and the live ticker chart."""
+shows a chat message published with curl, and the live ticker chart; it
+holds no API key, and its chat box publishes only where the configuration
+lets pages publish."""
 
 from __future__ import annotations
 
@@ -20,6 +22,15 @@ API_KEY = "e2e-demo-key"
 @pytest.fixture(scope="module")
 def hub_url() -> Iterator[str]:
     with served("--api-key", API_KEY) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def open_chat_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A hub (not in dev mode) whose configuration lets pages publish to demo:chat."""
+    config = tmp_path_factory.mktemp("open-chat") / "hub.toml"
+    config.write_text('[channels."demo:chat"]\npublish = "subscribers"\n')
+    with served("--api-key", API_KEY, "--config", str(config)) as url:
         yield url
 
 
@@ -105,13 +116,37 @@ def test_curl_publish_appears_on_the_demo_page(page: Page, hub_url: str) -> None
     points = chart_points(page).split(" ")
     assert all(re.fullmatch(r"-?\d+(\.\d+)?,-?\d+(\.\d+)?", p) for p in points), points
 
-    # Say something with the page's own form, too.
-    page.fill("#name", "browser")
-    page.fill("#text", "hi from the page")
-    page.click("#say button")
-    wait_chat_line(page, "browser: hi from the page")
+    # The page holds no key. Without dev mode, demo:chat has no publish
+    # option: the chat box is off, and says why. No name to take either.
+    assert API_KEY not in page.content()
+    assert API_KEY not in page.request.get(f"{hub_url}/").text()
+    assert page.is_disabled("#text") and page.is_disabled("#say button")
+    off = page.text_content("#chat-off") or ""
+    assert "this hub gives demo:chat no publish option" in off, off
+    assert page.is_hidden("#name") and page.is_hidden("#here")
 
     os.makedirs(OUTPUT, exist_ok=True)
     shot = os.path.join(OUTPUT, "hub-demo.png")
     page.screenshot(path=shot, full_page=True)
     assert os.path.getsize(shot) > 10_000
+
+
+def test_a_configured_chat_publishes_from_anonymous_pages(page: Page, open_chat_url: str) -> None:
+    """`publish = "subscribers"` lets every reader of demo:chat publish:
+    anonymous pages too, whose lines the page names "anonymous" (there is
+    no name to take without dev mode, and a name inside a message is
+    never shown as its sender's)."""
+    page.goto(f"{open_chat_url}/")
+    page.wait_for_function(
+        "() => document.getElementById('status').textContent === 'live over websocket'",
+        timeout=10_000,
+    )
+    assert page.is_enabled("#text") and page.is_hidden("#chat-off")
+    text = unique("anonymous says")
+    page.fill("#text", text)
+    page.click("#say button")
+    wait_chat_line(page, f"anonymous: {text}")
+    forged = unique("forged")
+    page.evaluate("(t) => demoClient.publish('demo:chat', {name: 'curl', text: t})", forged)
+    wait_chat_line(page, f"anonymous: {forged}")
+    assert API_KEY not in page.content()

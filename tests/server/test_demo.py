@@ -1,13 +1,16 @@
-"""The demo page, its publisher and ticker, and ``--no-demo``."""
+"""The demo page, its chat (client publish, no key on the page), its
+ticker, and ``--no-demo``."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
 from server.processes import (
+    KEY,
     SECRET,
     ServerProcess,
     as_json,
@@ -22,28 +25,63 @@ from torchannels.server.demo import demo_routes
 from torchannels.tokens import decode_token
 
 
-async def test_demo_page_and_demo_publisher(main_server: ServerProcess, http: Any) -> None:
+def page_config(page: str) -> dict[str, Any]:
+    """The page's configuration (its ``demo-config`` script)."""
+    found = re.search(r'<script type="application/json" id="demo-config">(.*?)</script>', page)
+    assert found, page
+    config: dict[str, Any] = json.loads(found.group(1))
+    return config
+
+
+async def chat_publish(http: Any, hub: ServerProcess, data: object, token: str = "") -> Any:
+    """What the page's chat does over HTTP: POST to the subscribe URL."""
+    query = {"token": token} if token else {}
+    body = json.dumps({"channel": "demo:chat", "data": data})
+    return await fetch(http, hub.url(**query), "POST", body,
+                       {"Content-Type": "application/json"})  # fmt: skip
+
+
+async def test_demo_page_holds_no_key_and_its_chat_follows_the_configuration(
+    main_server: ServerProcess, http: Any
+) -> None:
     page = await fetch(http, main_server.base + "/")
     assert page.code == 200
     assert page.headers["Content-Type"].startswith("text/html")
     assert b'<script src="/torchannels/torchannel.js"></script>' in page.body
+    assert KEY.encode() not in page.body
     script = await fetch(http, main_server.base + "/torchannels/torchannel.js")
     assert script.code == 200 and b"TorChannels" in script.body
     for other in ("torchannel.mjs", "torchannel.d.ts"):
         assert (await fetch(http, main_server.base + "/torchannels/" + other)).code == 200, other
+    config = page_config(page.body.decode())
+    assert "apiKey" not in config
+    # Without dev mode and without a publish option on demo:chat, no page
+    # may publish there: the page knows it, and the server refuses it.
+    assert config["chatPublish"] is False
+    assert_error(await chat_publish(http, main_server, {"text": "hi"}), 403, "publish_forbidden")
+    # The old anonymous publisher is gone.
+    gone = await fetch(http, main_server.base + "/demo/publish", "POST", "text=hi")
+    assert gone.code == 404
 
-    before = await poll(http, main_server, ["demo:chat"])
-    said = await fetch(http, main_server.base + "/demo/publish", "POST",
-                       urlencode({"name": "ann", "text": "hello hub"}))  # fmt: skip
+
+async def test_dev_mode_chat_publishes_with_its_sender(spawn: Any, http: Any) -> None:
+    hub = spawn("--dev", "--api-key", KEY, "--token-secret", SECRET)
+    page = (await fetch(http, hub.base + "/")).body.decode()
+    assert KEY not in page
+    assert page_config(page)["chatPublish"] is True
+    answer = as_json(
+        await fetch(http, hub.base + "/demo/token", "POST", urlencode({"name": "Ann"}))
+    )
+    before = await poll(http, hub, ["demo:chat"])
+    said = await chat_publish(http, hub, {"text": "hello hub"}, answer["token"])
     assert said.code == 200, said.body
-    offset = as_json(said)["offset"]
-    after = await poll(http, main_server, ["demo:chat"], cursor=before["cursor"])
-    [message] = [f["data"] for f in after["frames"]]
-    assert (message["name"], message["text"], message["offset"]) == ("ann", "hello hub", offset)
-
-    for form in ({"text": ""}, {"text": "x" * 281}, {"name": "n" * 33, "text": "hi"}):
-        bad = await fetch(http, main_server.base + "/demo/publish", "POST", urlencode(form))
-        assert (bad.code, as_json(bad)["error"]) == (400, "bad_message"), form
+    after = await poll(http, hub, ["demo:chat"], cursor=before["cursor"])
+    [message] = [f["data"] for f in after["frames"] if f["type"] == "message"]
+    assert message["text"] == "hello hub" and message["offset"] == as_json(said)["offset"]
+    assert message["sender"]["user"] == answer["user"]
+    # A name inside the message cannot pass for the sender's.
+    forged = await chat_publish(http, hub, {"text": "hi", "sender": {"user": "x"}}, answer["token"])
+    assert_error(forged, 400, "invalid_message")
 
 
 async def test_demo_ticker_feeds_its_channel(main_server: ServerProcess, lives: Any) -> None:
@@ -55,7 +93,7 @@ async def test_demo_ticker_feeds_its_channel(main_server: ServerProcess, lives: 
 
 async def test_no_demo_removes_the_demo(bare_server: ServerProcess, http: Any) -> None:
     assert (await fetch(http, bare_server.base + "/")).code == 404
-    response = await fetch(http, bare_server.base + "/demo/publish", "POST", "text=hi")
+    response = await fetch(http, bare_server.base + "/demo/token", "POST", "name=ann")
     assert response.code == 404
     # The client library is still served.
     assert (await fetch(http, bare_server.base + "/torchannels/torchannel.js")).code == 200
@@ -95,18 +133,18 @@ async def test_dev_mode_gives_the_demo_chat_identities(spawn: Any, http: Any) ->
     ]
 
 
-def test_dev_mode_presence_on_the_chat_yields_to_the_configuration() -> None:
-    def chat_options(config: ServerConfig) -> tuple[bool, bool, list[str]]:
+def test_dev_mode_chat_options_yield_to_the_configuration() -> None:
+    def chat_options(config: ServerConfig) -> tuple[bool, bool, str | None, list[str]]:
         hub = Hub()
         paths = [route[0] for route in demo_routes(config, hub)]
         options = hub.channel_options.get("demo:chat")
-        return options.presence, options.join_leave, paths
+        return options.presence, options.join_leave, options.publish, paths
 
     dev = ServerConfig(dev=True, api_key="k").with_dev_key()
-    assert chat_options(dev) == (True, True, ["/", "/demo/publish", "/demo/token"])
-    assert chat_options(ServerConfig()) == (False, False, ["/", "/demo/publish"])
+    assert chat_options(dev) == (True, True, "subscribers", ["/", "/demo/token"])
+    assert chat_options(ServerConfig()) == (False, False, None, ["/"])
     own = replace(dev, channels=(("demo:*", ChannelOptions(history_size=5)),))
-    assert chat_options(own) == (False, False, ["/", "/demo/publish", "/demo/token"])
+    assert chat_options(own) == (False, False, None, ["/", "/demo/token"])
 
 
 async def test_demo_identities_are_for_dev_mode_only(main_server: ServerProcess, http: Any) -> None:

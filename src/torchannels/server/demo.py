@@ -1,14 +1,16 @@
-"""The server's demo: a page with a chat and a live price chart, and the two
-feeds behind it, so a newcomer sees channels work within seconds.
+"""The server's demo: a page with a chat and a live price chart, and the
+ticker feed behind it, so a newcomer sees channels work within seconds.
 
-Only ``demo:*`` channels are involved; the demo publisher accepts nothing
-else, and ``--no-demo`` removes all of it.
+Only ``demo:*`` channels are involved, and ``--no-demo`` removes all of it.
+The page holds no credential: its chat publishes as a client
+(``client.publish``), where the channel's ``publish`` option allows it, and
+the publish API's commands it shows say ``$TORCHANNELS_API_KEY``.
 
-In dev mode (``--dev``) the chat also shows who is here: ``demo:chat`` gets
-presence with joins and leaves, and ``POST /demo/token`` gives the page a
-subscription token for a display name, since anonymous connections are
-never users. Anyone who can open the page can get one, for any name: that
-is why it exists in dev mode only.
+In dev mode (``--dev``) the chat works out of the box: ``demo:chat`` gets
+presence with joins and leaves and ``publish = "subscribers"``, and
+``POST /demo/token`` gives the page a subscription token for a display
+name, since anonymous connections are never users. Anyone who can open the
+page can get one, for any name: that is why it exists in dev mode only.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ log = logging.getLogger("torchannels.demo")
 
 CHAT = "demo:chat"
 TICKER = "demo:ticker"
-MAX_TEXT = 280
 MAX_NAME = 32
 #: While the broker is unavailable the ticker tries one tick in this many.
 QUIET_TRY = 10
@@ -50,29 +51,29 @@ FAVICON = os.path.join(os.path.dirname(__file__), "favicon.ico")
 
 
 class DemoPageHandler(tornado.web.RequestHandler):
-    """``GET /``: the demo page. In dev mode (``--dev``) it shows the API key
-    in a ready-to-paste publish command and its publish box uses it; else it
-    shows ``$TORCHANNELS_API_KEY``, or says the API is off without a key."""
+    """``GET /``: the demo page. It never holds the API key: its publish
+    commands say ``$TORCHANNELS_API_KEY`` (in dev mode the terminal prints
+    them with the key), or it says the API is off without a key. Its chat
+    box is off at once when ``demo:chat`` has no ``publish`` option."""
 
-    def initialize(self, config: ServerConfig) -> None:
+    def initialize(self, config: ServerConfig, hub: Hub) -> None:
         self.config = config
+        self.hub = hub
 
     def get(self) -> None:
         config = self.config
-        dev_key = config.api_key if config.dev else None
-        if dev_key is not None:
-            self.set_header("Cache-Control", "no-store")  # the page holds the key
         # With --internal-port the API is not on this page's port.
         enabled = config.api_key is not None and config.internal_port is None
-        commands = publish_commands(ORIGIN, dev_key, program()) if enabled else []
+        commands = publish_commands(ORIGIN, None, program()) if enabled else []
         identity = config.dev and config.token_secret is not None  # POST /demo/token is there
-        page = {"apiKey": dev_key, "apiEnabled": enabled, "origin": ORIGIN, "commands": commands,
-                "identity": identity}  # fmt: skip
-        # Inside <script>: no "</script>" or "<!--" can come out of a key.
+        chat_publish = self.hub.channel_options.get(CHAT).publish is not None
+        page = {"apiEnabled": enabled, "origin": ORIGIN, "commands": commands,
+                "identity": identity, "chatPublish": chat_publish}  # fmt: skip
+        # Inside <script>: no "</script>" or "<!--" can come out of a command.
         text = json.dumps(page).replace("<", "\\u003c").replace(">", "\\u003e")
         internal = config.internal_port is not None
-        self.render("demo.html", api_enabled=enabled, dev=dev_key is not None, page_config=text,
-                    internal=internal, admin=admin_hint(config))  # fmt: skip
+        self.render("demo.html", api_enabled=enabled, dev=config.dev, identity=identity,
+                    page_config=text, internal=internal, admin=admin_hint(config))  # fmt: skip
 
 
 class FaviconHandler(tornado.web.RequestHandler):
@@ -87,26 +88,6 @@ class FaviconHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "image/x-icon")
         self.set_header("Cache-Control", "public, max-age=86400")
         self.finish(FaviconHandler._icon)
-
-
-class DemoPublishHandler(tornado.web.RequestHandler):
-    """``POST /demo/publish`` with ``name`` and ``text``: says it in the demo chat."""
-
-    def initialize(self, hub: Hub) -> None:
-        self.hub = hub
-
-    def check_xsrf_cookie(self) -> None:
-        """The demo chat is anonymous on purpose."""
-
-    async def post(self) -> None:
-        text = self.get_body_argument("text", "").strip()
-        name = self.get_body_argument("name", "").strip() or "anonymous"
-        if not text or len(text) > MAX_TEXT or len(name) > MAX_NAME:
-            self.set_status(400)
-            self.finish({"error": "bad_message", "message": f"1-{MAX_TEXT} characters, please"})
-            return
-        message = await self.hub.channel(CHAT).asend({"name": name, "text": text})
-        self.finish({"offset": message["offset"]})
 
 
 class DemoTokenHandler(tornado.web.RequestHandler):
@@ -141,17 +122,15 @@ class DemoTokenHandler(tornado.web.RequestHandler):
 
 
 def demo_routes(config: ServerConfig, hub: Hub) -> list[Any]:
-    """The demo's routes; in dev mode also its identities (``/demo/token``)
-    and presence with joins and leaves on ``demo:chat``, unless the
-    configuration gives ``demo:chat`` options of its own."""
-    routes: list[Any] = [
-        (r"/", DemoPageHandler, {"config": config}),
-        (r"/demo/publish", DemoPublishHandler, {"hub": hub}),
-    ]
+    """The demo's routes; in dev mode also its identities (``/demo/token``),
+    and on ``demo:chat`` presence with joins and leaves and client publish
+    by its subscribers, unless the configuration gives ``demo:chat``
+    options of its own."""
+    routes: list[Any] = [(r"/", DemoPageHandler, {"config": config, "hub": hub})]
     if config.dev and config.token_secret is not None:
         routes.append((r"/demo/token", DemoTokenHandler, {"config": config}))
         if not any(ChannelPatterns([pattern]).matches(CHAT) for pattern, _ in config.channels):
-            hub.configure_channels(CHAT, presence=True, join_leave=True)
+            hub.configure_channels(CHAT, presence=True, join_leave=True, publish="subscribers")
     return routes
 
 

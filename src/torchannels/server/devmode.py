@@ -3,9 +3,11 @@ a working publish on the first try.
 
 Without an API key the publish API is off, so a newcomer's first curl would
 get ``403 api_disabled``. In dev mode the server makes a random key when none
-is configured (``ServerConfig.with_dev_key``), prints it with two
-ready-to-paste publish commands, and the demo page shows the same commands
-and publishes with it. The key is on the page, so dev mode is for a
+is configured (``ServerConfig.with_dev_key``) and prints it with two
+ready-to-paste publish commands, for curl and the command line only: the
+demo page shows the same commands with ``$TORCHANNELS_API_KEY`` in place of
+the key, and its chat publishes as a client with a chat token. Dev mode
+prints the key and hands out chat tokens for any name, so it is for a
 developer's machine only.
 
 >>> print(publish_commands("http://127.0.0.1:8090", "k3y", "torchannels")[0])
@@ -82,8 +84,8 @@ def banner(config: ServerConfig, port: int, generated: bool, api_port: int | Non
     api = base if api_port is None else local_base(config.internal_host, api_port)
     where = "generated for this run" if generated else "from --api-key/TORCHANNELS_API_KEY"
     lines = [
-        f"dev mode (--dev): open {base}/ for the demo page; it shows the API key, "
-        "so never use --dev in production",
+        f"dev mode (--dev): open {base}/ for the demo page; this terminal shows the API key "
+        "and the page gives chat tokens to anyone, so never use --dev in production",
         f"API key ({where}): {config.api_key}",
         "publish from another terminal with either:",
         "",
@@ -95,8 +97,8 @@ def banner(config: ServerConfig, port: int, generated: bool, api_port: int | Non
                   admin, ""]  # fmt: skip
     if config.host not in ("127.0.0.1", "localhost", "::1"):
         lines.append(
-            f"warning: --host {config.host}: the demo page, and so the API key, can be "
-            "reached from other machines"
+            f"warning: --host {config.host}: the demo page and its chat tokens "
+            "(POST /demo/token) can be reached from other machines"
         )
     return "\n".join(lines)
 
