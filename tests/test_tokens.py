@@ -406,7 +406,7 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
     max_leaves=8,
 )
-RESERVED = {"exp", "nbf", "iat", "sub", "channels"}
+RESERVED = {"exp", "nbf", "iat", "sub", "channels", "info", "publish"}  # claims read, and checked
 
 
 @st.composite

@@ -123,7 +123,7 @@ class Client:
                 page = await client.presence("room:1", after=page.next)
         """
         check_channel(channel)
-        return await read_presence(self, channel, after, limit, self._sockets(channel))
+        return await read_presence(self, channel, after, limit, self._open_sockets(channel))
 
     async def publish(self, channel: str, data: Mapping[str, Any]) -> Published:
         """Publish ``data`` (a dict) to ``channel`` as this client, with its
@@ -148,9 +148,9 @@ class Client:
                 if exc.retry:
                     ...  # after exc.retry_after (or a backoff) seconds
         """
-        return await publish(self, channel, data, self._sockets(channel))
+        return await publish(self, channel, data, self._open_sockets(channel))
 
-    def _sockets(self, channel: str) -> list[WebSocketConnection]:
+    def _open_sockets(self, channel: str) -> list[WebSocketConnection]:
         """The WebSockets of the subscriptions, those subscribed to ``channel`` first."""
         feeds = sorted(self._subscriptions, key=lambda f: channel not in f.tracker.channels)
         return [f._conn for f in feeds if isinstance(f._conn, WebSocketConnection)]
