@@ -154,19 +154,7 @@ def test_a_publish_reaches_a_subscriber_on_another_process(
         assert state["transports"] == [transport], state
 
 
-@pytest.mark.parametrize(
-    "transport",
-    [
-        pytest.param(
-            t,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="torchannel.js POSTs without ?client=, so the server names a new client",
-            ),
-        )
-        for t in HTTP_TRANSPORTS
-    ],
-)
+@pytest.mark.parametrize("transport", HTTP_TRANSPORTS)
 def test_the_sender_of_an_http_publish_is_the_publishing_page(
     page: Page, site: Site, hubs: Hubs, transport: str
 ) -> None:
