@@ -5,13 +5,17 @@ from what works."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -39,7 +43,23 @@ def from_python(readme: str) -> str:
 @pytest.fixture(scope="module")
 def dev_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
     """``serve --dev`` and the API key it printed after its banner."""
-    hub = ServerProcess(tmp_path_factory.mktemp("doc-hub"), ["--dev", "--port", "0"], None)
+    with started_dev_hub(tmp_path_factory.mktemp("doc-hub")) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def publishing_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    """``serve --dev`` where clients may publish to ``demo:chat``: what the
+    example of "Publishing from a client" needs (docs/api.md#client-publish)."""
+    path = tmp_path_factory.mktemp("doc-publish-hub")
+    (path / "chat.toml").write_text('[channels."demo:chat"]\npublish = "subscribers"\n')
+    with started_dev_hub(path, "--config", str(path / "chat.toml")) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def started_dev_hub(path: Path, *flags: str) -> Iterator[tuple[ServerProcess, str]]:
+    hub = ServerProcess(path, ["--dev", "--port", "0", *flags], None)
     try:
         while (match := KEY_LINE.fullmatch(hub._read_line(START_TIMEOUT))) is None:
             pass
@@ -104,7 +124,7 @@ def test_the_readme_example(dev_hub: tuple[ServerProcess, str], tmp_path: Path) 
 
 def test_the_python_client_doc_examples(dev_hub: tuple[ServerProcess, str], tmp_path: Path) -> None:
     # presence: test_client_presence_live; disconnected: test_client_disconnect;
-    # a client's publish: not yet (the server's side of it comes separately)
+    # a client's publish: below
     watch, _presence, _disconnected, sync, publish, _client_publish = blocks(DOC.read_text())
 
     first = Example(watch, dev_hub, tmp_path)
@@ -134,3 +154,33 @@ def test_the_python_client_doc_examples(dev_hub: tuple[ServerProcess, str], tmp_
                         info), api.lines  # fmt: skip
     assert state == "scores True"
     assert re.fullmatch(r"Published\(channel='news', epoch='\w+', offset=4, ts=[\d.]+\)", published)
+
+
+def test_the_client_publish_example(
+    publishing_hub: tuple[ServerProcess, str], dev_hub: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    code = blocks(DOC.read_text())[5]
+    assert "client.publish(" in code, code
+    run = Example(code, publishing_hub, tmp_path)
+    assert run.finish() == (0, ""), run.lines
+    [line] = run.lines
+    done = re.fullmatch(r"Published\(channel='demo:chat', epoch='(\w+)', offset=(\d+), ts=None\)",
+                        line)  # fmt: skip
+    assert done is not None, run.lines
+    # What subscribers get: the message as sent, with its id, and the sender
+    # the server stamped (no token: no user).
+    hub = publishing_hub[0]
+    epoch, offset = done.group(1), int(done.group(2))
+    query = urlencode({"transport": "poll", "cursor": f"demo:chat={epoch}:{offset - 1}"})
+    with urllib.request.urlopen(f"{hub.base}/channels?{query}", timeout=WAIT) as answer:
+        frames = json.loads(answer.read())["frames"]
+    [message] = [f["data"] for f in frames if f["type"] == "message"]
+    assert (message["offset"], message["name"], message["text"]) == (offset, "py", "hi"), message
+    assert re.fullmatch(r"[0-9a-f]{32}", message["id"]), message
+    assert message["sender"]["user"] is None and message["sender"]["client"], message
+
+    # Against `make run` as it is: dev mode lets the demo chat's readers publish too.
+    again = Example(code, dev_hub, tmp_path)
+    assert again.finish() == (0, ""), again.lines
+    [line] = again.lines
+    assert line.startswith("Published(channel='demo:chat'"), again.lines

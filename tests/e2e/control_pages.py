@@ -77,10 +77,17 @@ class Hub:
 @contextlib.contextmanager
 def hub_processes(count: int, origin: str, *flags: str) -> Iterator[list[Hub]]:
     """``count`` processes, started side by side, that serve pages of ``origin``."""
+    with each_process(origin, *[flags] * count) as hubs:
+        yield hubs
+
+
+@contextlib.contextmanager
+def each_process(origin: str, *flag_sets: tuple[str, ...]) -> Iterator[list[Hub]]:
+    """One process per set of flags, started side by side, that serve pages of ``origin``."""
     args = [PYTHON, "-m", "torchannels", "serve", "--port", "0", *FLAGS, "--allowed-origins"]
     procs: list[Process] = []
     try:
-        procs += [Process([*args, origin, *flags]) for _ in range(count)]
+        procs += [Process([*args, origin, *flags]) for flags in flag_sets]
         hubs = []
         for proc in procs:
             line = proc.wait_for_line(lambda line: "torchannels server listening on" in line)

@@ -1416,13 +1416,15 @@
    * socket goes reject with connection_lost: the server may or may not
    * have stored them, so they are not sent again by themselves. It needs of
    * the client its env, its opts (url, requestTimeout, withCredentials)
-   * and token(): the subscription token now.
+   * token(): the subscription token now, and client(): the server's id of
+   * this client (sent as `client=` over HTTP: the sender the server stamps).
    */
   class Publishes {
-    constructor(env, opts, token) {
+    constructor(env, opts, token, client) {
       this._env = env;
       this._opts = opts;
       this._token = token; // () => the subscription token now
+      this._client = client; // () => the server's id of this client, or null
       this._pending = new Map(); // id -> {id, channel, transport, timer, resolve, reject}
       this._lastId = 0;
     }
@@ -1510,7 +1512,11 @@
         };
         let request;
         try {
-          request = Promise.resolve(env.fetch(withToken(opts.url, this._token()), {
+          // The client's id, so the server stamps it as the sender and counts its rate.
+          const id = this._client();
+          const url = withToken(opts.url, this._token());
+          const sep = url.indexOf('?') < 0 ? '?' : '&';
+          request = Promise.resolve(env.fetch(id ? `${url}${sep}client=${encodeURIComponent(id)}` : url, {
             method: 'POST',
             headers: {'Content-Type': 'application/json'},
             body: JSON.stringify({channel, data}),
@@ -1634,7 +1640,7 @@
       };
       this._path = new PathAdapter(o, env.now); // the hold and keep-alive asked for
       this._reads = new PresenceReads(env, o, () => this._auth); // client.presence()
-      this._publishes = new Publishes(env, o, () => this._auth); // client.publish()
+      this._publishes = new Publishes(env, o, () => this._auth, () => this._clientId); // client.publish()
       this._prober = new Prober(env, o, {
         live: () => this._state === State.CONNECTED && !!this._conn && !o.transport,
         better: () => this._fallback.better(),
