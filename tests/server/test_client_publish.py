@@ -242,9 +242,10 @@ async def test_the_rate_limit_answers_when_to_come_back(hub: ServerProcess) -> N
 
 async def test_an_http_rate_limit_sends_retry_after(hub: ServerProcess, http: Any) -> None:
     tok = token("hal")
-    codes = [(await post(http, hub, {"channel": "ps:r2", "data": {}}, tok=tok)).code
-             for _ in range(8)]  # fmt: skip
-    assert codes[:5] == [200] * 5 and 429 in codes[5:], codes
+    # At once, so the bucket (5 a second, a burst of 5) cannot refill between them.
+    sent = [post(http, hub, {"channel": "ps:r2", "data": {}}, tok=tok) for _ in range(8)]
+    codes = sorted(r.code for r in await asyncio.gather(*sent))
+    assert codes.count(200) >= 5 and 429 in codes, codes
     response = await post(http, hub, {"channel": "ps:r2", "data": {}}, tok=tok)
     assert response.code == 429 and int(response.headers["Retry-After"]) >= 1
 
