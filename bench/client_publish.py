@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,37 +31,19 @@ from typing import Any
 
 import tornado.httpclient
 import tornado.websocket
+from serve_process import HOST, start_serve
 
-HOST = "127.0.0.1"
 KEY = "bench-key"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
 async def start(rate: float, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
     config = log.with_suffix(".toml")
     config.write_text('[channels."bench:*"]\npublish = "subscribers"\n')
-    argv = [sys.executable, "-m", "torchannels", "serve", "--host", HOST, "--port", str(port),
-            "--api-key", KEY, "--no-demo", "--anonymous", "bench:*", "--config", str(config),
-            "--max-connections-per-ip", "100000", "--log-level", "warning"]  # fmt: skip
+    flags = ["--api-key", KEY, "--no-demo", "--anonymous", "bench:*", "--config", str(config),
+             "--log-level", "warning"]  # fmt: skip
     if rate:
-        argv += ["--client-publish-rate", str(rate)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
-    client = tornado.httpclient.AsyncHTTPClient()
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            await client.fetch(f"http://{HOST}:{port}/health", request_timeout=1)
-            return proc, port
-        except Exception:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(log.read_text()[-2000:]) from None
-            await asyncio.sleep(0.1)
+        flags += ["--client-publish-rate", str(rate)]
+    return await start_serve(flags, log)
 
 
 async def subscriber(port: int, channel: str) -> tornado.websocket.WebSocketClientConnection:

@@ -27,10 +27,8 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,8 +37,8 @@ from typing import Any
 import tornado.httpclient
 import tornado.websocket
 from presence_load import PrivateRedis
+from serve_process import HOST, start_serve
 
-HOST = "127.0.0.1"
 KEY = "bench-api-key"
 SECRET = "bench-token-secret"
 
@@ -56,28 +54,9 @@ def token(user: str) -> str:
     return f"{head}.{body}.{b64(sig)}"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
 async def start_server(redis_url: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    argv = [sys.executable, "-m", "torchannels", "serve", "--host", HOST, "--port", str(port),
-            "--broker", redis_url, "--api-key", KEY, "--token-secret", SECRET, "--no-demo",
-            "--max-connections-per-ip", "100000"]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
-    client = tornado.httpclient.AsyncHTTPClient()
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            await client.fetch(f"http://{HOST}:{port}/health", request_timeout=1)
-            return proc, port
-        except Exception:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}") from None
-            await asyncio.sleep(0.1)
+    flags = ["--broker", redis_url, "--api-key", KEY, "--token-secret", SECRET, "--no-demo"]
+    return await start_serve(flags, log)
 
 
 class Sock:

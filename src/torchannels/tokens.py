@@ -88,6 +88,9 @@ class Claims:
     expires: float
     #: ``channels``: patterns of the channels the token grants (none if absent).
     channels: tuple[str, ...] = ()
+    #: ``publish``: patterns of the channels the token may publish to from a
+    #: client, on channels whose ``publish`` option is ``"token"``.
+    publish: tuple[str, ...] = ()
     #: Every claim as decoded, including ones torchannels does not interpret.
     raw: dict[str, Any] = field(default_factory=dict, hash=False, repr=False)
     _patterns: ChannelPatterns = field(init=False, repr=False, compare=False, hash=False)
@@ -112,11 +115,6 @@ class Claims:
         """``jti``: the token's own id, if it is a string."""
         jti = self.raw.get("jti")
         return jti if isinstance(jti, str) and jti else None
-
-    def allows_publish(self, channel: str) -> bool:
-        """Whether the token's ``publish`` claim (channel patterns) grants
-        publishing to ``channel`` from a client."""
-        return ChannelPatterns(self.raw.get("publish", ())).matches(channel)
 
     def allows(self, channel: str) -> bool:
         """Whether the token grants reading ``channel``."""
@@ -344,7 +342,7 @@ def _check_claims(claims: dict[str, Any], now: float, leeway: float) -> Claims:
     if subject is not None and not isinstance(subject, str):
         raise TokenError(TOKEN_MALFORMED, "claim 'sub' must be a string")
     patterns = _patterns_claim(claims, "channels")
-    _patterns_claim(claims, "publish")  # checked here, read by Claims.allows_publish
+    publish = _patterns_claim(claims, "publish")
     try:
         check_info(claims.get("info"))
     except ValueError as exc:
@@ -355,4 +353,4 @@ def _check_claims(claims: dict[str, Any], now: float, leeway: float) -> Claims:
         raise TokenError(TOKEN_NOT_YET_VALID, f"token not valid before {not_before}")
     if issued is not None and issued > now + leeway:
         raise TokenError(TOKEN_NOT_YET_VALID, f"token issued in the future ({issued})")
-    return Claims(subject=subject, expires=expires, channels=patterns, raw=claims)
+    return Claims(subject=subject, expires=expires, channels=patterns, publish=publish, raw=claims)

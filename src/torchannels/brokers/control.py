@@ -77,7 +77,7 @@ class MemoryControl(ControlBus):
         super().__init__()
         self._table = ControlTable(limit)
         self._replies: dict[str, list[int]] = {}
-        self._replied = asyncio.Condition() if _has_loop() else None
+        self._replied: asyncio.Condition | None = None  # made in the loop that waits
 
     def _condition(self) -> asyncio.Condition:
         if self._replied is None:
@@ -123,11 +123,3 @@ class MemoryControl(ControlBus):
             return list(got)
         finally:
             self._replies.pop(command_id, None)
-
-
-def _has_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True

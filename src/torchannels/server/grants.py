@@ -29,9 +29,9 @@ class Grant:
 
     @classmethod
     def of_claims(cls, claims: Claims) -> Grant:
-        publish = ChannelPatterns(claims.raw.get("publish", ()))
-        return cls(claims.subject or None, claims.info, ChannelPatterns(claims.channels), publish,
-                   claims.expires, claims.issued, claims.token_id)  # fmt: skip
+        return cls(claims.subject or None, claims.info, ChannelPatterns(claims.channels),
+                   ChannelPatterns(claims.publish), claims.expires, claims.issued,
+                   claims.token_id)  # fmt: skip
 
     @classmethod
     def of_connect(cls, result: ConnectResult, now: float) -> Grant:
