@@ -1,21 +1,26 @@
 """The lifecycle store contract, run against every broker's store.
 
 Only :class:`~torchannels.brokers.lifecycle.LifecycleStore` is used: the
-in-memory store, and the Redis one (a broker on the shared Redis under a
-fresh key prefix, its keys deleted afterwards). Processes are plain ids,
-so one store stands for many processes; expiries and sweep times are
-passed explicitly, so no test waits for them.
+in-memory store, and the Redis one (a broker's, under a fresh key prefix)
+on the shared Redis (its keys deleted afterwards) and on a local
+three-node Redis Cluster (where a script's keys must share one slot).
+Processes are plain ids, so one store stands for many processes; expiries
+and sweep times are passed explicitly, so no test waits for them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
+import redis.asyncio
 
+from redis_servers import LocalCluster, running_cluster, shared_redis
+from torchannels.brokers import RedisBroker
 from torchannels.brokers.lifecycle import (
     EVENT_TYPES,
     LifecycleStore,
@@ -37,14 +42,44 @@ async def memory_store() -> Made:
     return MemoryLifecycle(), nothing
 
 
+async def redis_store(url: str | None = None) -> Made:
+    """The lifecycle of a broker on the shared Redis (or at ``url``),
+    under a fresh prefix."""
+    url = url or shared_redis()
+    prefix = "test-" + secrets.token_hex(6)
+    broker = RedisBroker.from_url(url, prefix=prefix)
+    if url.startswith("redis+cluster://"):
+        return broker.lifecycle, broker.close  # the cluster goes with its data
+    admin = redis.asyncio.Redis.from_url(url)
+
+    async def cleanup() -> None:
+        await broker.close()
+        keys = [key async for key in admin.scan_iter(match=f"{{{prefix}}}:*")]
+        if keys:
+            await admin.delete(*keys)
+        await admin.aclose()
+
+    return broker.lifecycle, cleanup
+
+
 STORES: dict[str, Callable[[], Awaitable[Made]]] = {
     "memory": memory_store,
+    "redis": redis_store,
 }
 
 
-@pytest.fixture(params=sorted(STORES))
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as local:
+        yield local
+
+
+@pytest.fixture(params=[*sorted(STORES), "cluster"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[LifecycleStore]:
-    made, cleanup = await STORES[request.param]()
+    if request.param == "cluster":  # every key shares the prefix's slot
+        made, cleanup = await redis_store(request.getfixturevalue("cluster").url)
+    else:
+        made, cleanup = await STORES[request.param]()
     made.configure(EVENT_TYPES)
     yield made
     await cleanup()
