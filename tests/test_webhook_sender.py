@@ -15,9 +15,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import redis.asyncio
 
+from redis_servers import free_port, shared_redis
 from support import eventually
 from torchannels import __version__
+from torchannels.brokers import RedisBroker
 from torchannels.brokers.lifecycle import EVENT_TYPES, LifecycleStore, QueuedEvent, user_hold
 from torchannels.brokers.lifecycle_memory import MemoryLifecycle
 from torchannels.webhook_post import USER_AGENT, WARN_INTERVAL, Warnings
@@ -259,9 +262,7 @@ async def test_events_waiting_longer_than_retry_for_are_dropped_at_a_failure(
     assert ids(receiver.events()) == young
     assert batch_ids(receiver)[0] == old  # tried before it expired
     assert sender.stats.dropped == {"queue_full": 0, "expired": 2, "rejected": 0}
-    assert (
-        "the webhook kept failing: 2 events queued more than 1 s ago dropped" in warnings(caplog)
-    )
+    assert "the webhook kept failing: 2 events queued more than 1 s ago dropped" in warnings(caplog)
 
 
 async def test_one_sender_at_a_time_on_one_store(
@@ -330,7 +331,8 @@ async def test_the_queue_length_is_read_while_not_sending(
 
 
 async def test_close_before_start_and_twice_is_quiet(store: LifecycleStore) -> None:
-    sender = WebhookSender(store, "http://127.0.0.1:9/hook", SECRET, stats=WebhookStats(), owner="x")
+    stats = WebhookStats()
+    sender = WebhookSender(store, "http://127.0.0.1:9/hook", SECRET, stats=stats, owner="x")
     await sender.close()
     sender.start()
     await sender.close()
@@ -375,3 +377,70 @@ def test_an_event_body_is_the_documented_json() -> None:
         b'{"id":"1764139200123-0","type":"member_joined","time":1764139200.123,'
         b'"channel":"room","user":"ann","info":null}'
     )
+
+
+@pytest.fixture
+async def redis_brokers() -> AsyncIterator[Callable[[], RedisBroker]]:
+    """``make()``: another broker (another process's client) on the shared
+    Redis, all under one fresh prefix, their keys deleted afterwards."""
+    url, prefix = shared_redis(), "test-" + secrets.token_hex(6)
+    made: list[RedisBroker] = []
+
+    def make() -> RedisBroker:
+        broker = RedisBroker.from_url(url, prefix=prefix)
+        broker.lifecycle.configure(EVENT_TYPES)
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        await broker.close()
+    admin = redis.asyncio.Redis.from_url(url)
+    keys = [key async for key in admin.scan_iter(match=f"{{{prefix}}}:*")]
+    if keys:
+        await admin.delete(*keys)
+    await admin.aclose()
+
+
+async def test_on_redis_one_process_sends_and_the_next_takes_over_mid_retry(
+    redis_brokers: Callable[[], RedisBroker], receiver: Receiver, make_sender: MakeSender
+) -> None:
+    """Two processes (two clients) on one Redis queue: one sends, in order;
+    closed mid-retry, the other delivers its batch; nothing is lost or repeated."""
+    one, two = redis_brokers().lifecycle, redis_brokers().lifecycle
+    first, second = make_sender(one), make_sender(two)
+    await eventually(lambda: first.stats.sending or second.stats.sending)
+    leader, other = (first, second) if first.stats.sending else (second, first)
+    sent = await queue_users(one, [f"a{i}" for i in range(60)])
+    await eventually(lambda: leader.stats.sent == 60)
+    assert [len(b) for b in batch_ids(receiver)] == [50, 10]
+    assert other.stats.sent == 0 and not other.stats.sending
+    receiver.status = 500
+    kept = await queue_users(two, ["b0", "b1", "b2"])
+    await eventually(lambda: leader.stats.retries >= 2)
+    await leader.close()
+    receiver.status = 200
+    await eventually(lambda: other.stats.sent == 3)
+    assert ids(receiver.events()) == sent + kept
+    assert batch_ids(receiver)[-1] == kept
+    await eventually(lambda: other.stats.queue_length == 0)
+    assert await one.length() == 0
+
+
+async def test_an_unreachable_store_is_warned_about_and_close_does_not_raise(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "torchannels.webhooks")
+    broker = RedisBroker.from_url(f"redis://127.0.0.1:{free_port()}/0", prefix="nowhere")
+    sender = WebhookSender(
+        broker.lifecycle, "http://127.0.0.1:9/hook", SECRET, stats=WebhookStats(), owner="x", **FAST
+    )
+    sender.start()
+    await eventually(lambda: sender.stats.last_error is not None)
+    assert sender.stats.last_error is not None
+    assert sender.stats.last_error[1].startswith("the lifecycle store failed: ")
+    await sender.close()  # its unlease fails too: logged, not raised
+    await broker.close()
+    assert not sender.stats.sending
+    assert any(w.startswith("webhooks: the lifecycle store failed") for w in warnings(caplog))
+    assert any(w.startswith("could not give the webhook lease up") for w in warnings(caplog))
