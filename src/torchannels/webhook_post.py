@@ -1,4 +1,6 @@
-"""One webhook attempt: a signed POST of a batch of events, and what its answer means.
+"""One webhook attempt: a signed POST of a batch of events, what its answer
+means, how long to wait before the next after a failure (:func:`backoff`),
+and the warnings about it (:class:`Warnings`, once a minute per kind).
 
 The body is a JSON array of the events (each :meth:`QueuedEvent.body`,
 compact JSON), signed at the attempt's time with :func:`torchannels.webhooks.sign`.
