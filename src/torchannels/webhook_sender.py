@@ -142,7 +142,8 @@ class WebhookSender:
         now = time.monotonic()
         if now >= self._length_due:
             try:
-                self.stats.queue_length = await self.store.length()
+                async with asyncio.timeout(self.renew_every):  # never holds the next renewal up
+                    self.stats.queue_length = await self.store.length()
                 self._length_due = now + self.length_every
             except Exception as exc:
                 self._store_failed(exc)
