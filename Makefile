@@ -48,9 +48,9 @@ UV_COMPILE = $(VENV)/bin/uv pip compile -q --universal --python-version 3.11 \
 	--generate-hashes --upgrade pyproject.toml requirements/build.in
 lock: | $(PY)
 	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	$(UV_COMPILE) --extra metrics --extra redis -o requirements/run.txt
-	$(UV_COMPILE) --extra metrics --extra redis --extra dev -o requirements/dev.txt
-	$(UV_COMPILE) --extra metrics --extra redis --extra dev --extra bench -o requirements/bench.txt
+	$(UV_COMPILE) --extra metrics --extra redis --extra postgres -o requirements/run.txt
+	$(UV_COMPILE) --extra metrics --extra redis --extra postgres --extra dev -o requirements/dev.txt
+	$(UV_COMPILE) --extra metrics --extra redis --extra postgres --extra dev --extra bench -o requirements/bench.txt
 
 # The standalone hub in development mode (--dev): the in-memory broker, the
 # demo page at /, and an API key made for this run (or TORCHANNELS_API_KEY),
