@@ -14,7 +14,7 @@ PORT   ?= 8090
 # What `make run` needs: the server, its metrics and its Redis broker.
 RUN_EXTRAS := metrics,redis
 
-.PHONY: lock setup run-setup run example test lint typecheck test-js test-py browser redis nginx clean bench
+.PHONY: lock setup run-setup run example test lint typecheck test-js test-py browser redis postgres nginx clean bench
 
 setup: $(VENV)/.installed-dev
 run-setup: $(VENV)/.installed-run
@@ -74,6 +74,9 @@ browser:
 redis:
 	scripts/ensure-redis.sh
 
+postgres:
+	scripts/ensure-postgres.sh
+
 # Installed only: the proxy tests run nginx themselves (tests/nginx_proxy.py).
 nginx:
 	scripts/ensure-nginx.sh
@@ -89,7 +92,7 @@ test-js: node_modules/.installed
 	scripts/test-js.sh tests/js/
 	npx --no-install tsc -p tests/js/types
 
-test-py: setup browser redis nginx node_modules/.installed
+test-py: setup browser redis postgres nginx node_modules/.installed
 	scripts/test-py.sh
 
 test: lint typecheck test-js test-py
