@@ -11,7 +11,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .brokers.base import Broker, ChannelInfo, ReadResult
 from .brokers.lifecycle import QUEUE_MAX
@@ -31,6 +31,9 @@ from .publish_rates import PublishRates
 from .settings import Settings
 from .shared_reads import SharedReads, retrieve
 from .stats import Stats
+
+if TYPE_CHECKING:
+    from .outbox.consumer import OutboxConsumer
 
 log = logging.getLogger("torchannels.hub")
 
@@ -130,6 +133,8 @@ class Hub:
         #: What this process holds for the lifecycle webhooks, and their
         #: sender (lifecycle_hub.py); None until :meth:`enable_webhooks`.
         self.lifecycle: HubLifecycle | None = None
+        #: The PostgreSQL outbox consumer; None until :meth:`consume_outbox`.
+        self.outbox: OutboxConsumer | None = None
 
     def enable_webhooks(
         self,
@@ -166,6 +171,26 @@ class Hub:
         except RuntimeError:
             return
         self.lifecycle.start()
+
+    def consume_outbox(self, dsn: str, **options: Any) -> OutboxConsumer:
+        """Publish the rows committed to the PostgreSQL outbox at ``dsn``
+        (docs/outbox.md); ``options`` are those of
+        :class:`~torchannels.outbox.OutboxConsumer` (``table``, ``batch``,
+        ``poll_interval``, ``retention``, ``partitions``). Starts at once
+        inside a running loop, else call ``hub.outbox.start()`` in one;
+        :meth:`close` stops it. Once per hub (RuntimeError); ImportError
+        without psycopg (``pip install 'torchannels[postgres]'``)."""
+        if self.outbox is not None:
+            raise RuntimeError("this hub already consumes an outbox")
+        from .outbox.consumer import OutboxConsumer
+
+        self.outbox = OutboxConsumer(self, dsn, **options)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self.outbox
+        self.outbox.start()
+        return self.outbox
 
     def configure_channels(self, pattern: str, **options: Any) -> None:
         """Set the options of the channels matching ``pattern`` (an exact
@@ -485,8 +510,10 @@ class Hub:
             log.error("hub task failed", exc_info=task.exception())
 
     async def close(self) -> None:
-        """Stop the position checks, release broker subscriptions and close
-        the broker (after storing what is queued)."""
+        """Stop the outbox consumer and the position checks, release broker
+        subscriptions and close the broker (after storing what is queued)."""
+        if self.outbox is not None:
+            await self.outbox.close()
         if self._checks is not None:
             self._checks.cancel()
         for channel, local in list(self._local.items()):

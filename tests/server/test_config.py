@@ -83,6 +83,10 @@ def test_defaults() -> None:
         "webhook_retry_for": 600.0,
         "webhook_timeout": 10.0,
         "webhook_queue_max": 100000,
+        "outbox": None,
+        "outbox_table": "torchannels_outbox",
+        "outbox_batch": 100,
+        "outbox_retention": 0.0,
         "admin_password": None,
         "admin": True,
         "broker": "memory",
@@ -357,6 +361,31 @@ LAYERS: dict[str, tuple[str, str, tuple[str, ...], Any, Any, Any]] = {
         20,
         30,
     ),
+    "outbox": (
+        'outbox = "dbname=a"',
+        "postgresql://b@127.0.0.1/b",
+        ("--outbox", "host=c dbname=c"),
+        "dbname=a",
+        "postgresql://b@127.0.0.1/b",
+        "host=c dbname=c",
+    ),
+    "outbox_table": (
+        'outbox_table = "a_outbox"',
+        "b_outbox",
+        ("--outbox-table", "c_outbox"),
+        "a_outbox",
+        "b_outbox",
+        "c_outbox",
+    ),
+    "outbox_batch": ("outbox_batch = 1", "1000", ("--outbox-batch", "10000"), 1, 1000, 10000),
+    "outbox_retention": (
+        "outbox_retention = 60",
+        "0.5",
+        ("--outbox-retention", "86400"),
+        60.0,
+        0.5,
+        86400.0,
+    ),
 }
 
 
@@ -371,6 +400,16 @@ def test_webhooks_need_a_secret_events_and_an_http_url() -> None:
     ServerConfig(
         webhook_url="http://a/h", webhook_secret="s", webhook_events=("user_online",)
     ).check_serving()
+
+
+def test_outbox_options_are_checked() -> None:
+    assert "invalid outbox table name 'Orders'" in error(("--outbox-table", "Orders"))
+    assert "invalid outbox table name 'public.outbox'" in error(("--outbox-table", "public.outbox"))
+    assert "must be between 1 and 10000" in error(("--outbox-batch", "0"))
+    assert "must be >= 0" in error(("--outbox-retention", "-1"))
+    # The DSN may hold a password: it is never shown, in repr() or errors.
+    config = ServerConfig(outbox="postgresql://app:pw@db/app")
+    assert "pw" not in repr(config)
 
 
 def test_layers_cover_every_field() -> None:

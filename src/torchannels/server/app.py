@@ -117,7 +117,8 @@ def make_broker(config: ServerConfig) -> Broker:
 
 
 def make_hub(config: ServerConfig) -> Hub:
-    """A hub on ``config``'s broker, with its ``[channels."PATTERN"]`` options."""
+    """A hub on ``config``'s broker, with its ``[channels."PATTERN"]`` options,
+    its webhooks and its outbox consumer (started at once in a running loop)."""
     hub = Hub(make_broker(config), config.settings())
     for pattern, options in config.channels:
         hub.configure_channels(pattern, **dataclasses.asdict(options))
@@ -129,6 +130,13 @@ def make_hub(config: ServerConfig) -> Hub:
             retry_for=config.webhook_retry_for,
             timeout=config.webhook_timeout,
             queue_max=config.webhook_queue_max,
+        )
+    if config.outbox is not None:
+        hub.consume_outbox(
+            config.outbox,
+            table=config.outbox_table,
+            batch=config.outbox_batch,
+            retention=config.outbox_retention,
         )
     return hub
 

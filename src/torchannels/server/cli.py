@@ -1,6 +1,7 @@
 """The ``torchannels`` command: ``serve``, ``publish``, ``token``, the
-commands that watch a hub (``subscribe``, ``channels``, ``info``, ``presence``)
-and those that control its connections (``disconnect``, ``unsubscribe``, ``revoke``).
+commands that watch a hub (``subscribe``, ``channels``, ``info``, ``presence``),
+those that control its connections (``disconnect``, ``unsubscribe``, ``revoke``)
+and ``outbox init``.
 
 ::
 
@@ -10,6 +11,7 @@ and those that control its connections (``disconnect``, ``unsubscribe``, ``revok
     torchannels token --channel 'chat:*'         # a subscription token for testing
     torchannels presence room:1                  # who is in a channel
     torchannels disconnect --user 42             # end a user's connections
+    torchannels outbox init --dsn postgresql://app@db/app   # the outbox's tables
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 
 from .. import __version__
-from . import control_cli, presence_cli, watch
+from . import control_cli, outbox_cli, presence_cli, watch
 from .api_target import api_target
 from .cliparser import SuggestingParser
 from .config import ConfigError, add_arguments, channels_epilog, load_config
@@ -133,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_commands(commands, DEFAULT_URL)  # subscribe, channels, info (watch.py)
     presence_cli.add_command(commands, DEFAULT_URL)
     control_cli.add_commands(commands, DEFAULT_URL)  # disconnect, unsubscribe, revoke
+    outbox_cli.add_command(commands)  # outbox init
     return parser
 
 
@@ -162,6 +165,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 except ImportError as exc:
                     print(f"torchannels: --broker: {exc}", file=sys.stderr)
                     return 2
+            if config.outbox is not None:
+                from ..outbox.driver import psycopg
+
+                try:
+                    psycopg()
+                except ImportError as exc:
+                    print(f"torchannels: --outbox: {exc}", file=sys.stderr)
+                    return 2
             logging.basicConfig(
                 level=config.log_level.upper(),
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -189,6 +200,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return presence_cli.run(args, env, DEFAULT_URL)
         if args.command in control_cli.COMMANDS:
             return control_cli.run(args, env, DEFAULT_URL)
+        if args.command in outbox_cli.COMMANDS:
+            return outbox_cli.run(args, env)
         return token(args, env)
     except ConfigError as exc:
         print(f"torchannels: {exc}", file=sys.stderr)

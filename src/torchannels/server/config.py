@@ -38,6 +38,7 @@ from ..channel_options import check_pattern as check_channel_pattern
 from ..errors import ChannelNameError, TorChannelsError
 from ..forwarded import TrustedProxies
 from ..identity import derive_secret
+from ..outbox.schema import check_table
 from ..patterns import check_pattern
 from ..settings import Settings
 from ..token_keys import JwksKeys, VerifyKey, public_key, secret_key
@@ -180,6 +181,26 @@ class ServerConfig:
         "webhook events waiting at most (in Redis with a Redis broker); past it new events "
         "are dropped, counted and logged",
         low=1,
+    )
+    outbox: str | None = _opt(
+        None,
+        "secret",
+        "PostgreSQL DSN of a transactional outbox to publish from (postgresql://USER@HOST/DB "
+        "or key=value pairs; docs/outbox.md); needs torchannels[postgres]",
+        metavar="DSN",
+    )
+    outbox_table: str = _opt(
+        "torchannels_outbox", "str", "the outbox table (a lowercase SQL name, no schema)"
+    )
+    outbox_batch: int = _opt(
+        100, "int", "outbox rows claimed per partition per transaction", low=1, high=10000
+    )
+    outbox_retention: float = _opt(
+        0.0,
+        "float",
+        "seconds a published outbox row is kept (marked published_at) before it is deleted "
+        "(0: deleted at once)",
+        low=0,
     )
     admin_password: str | None = _opt(
         None,
@@ -391,6 +412,10 @@ class ServerConfig:
         url = self.webhook_url
         if url is not None and not url.startswith(("http://", "https://")):
             raise ConfigError(f"webhook_url: {url!r} is not an http(s) URL")
+        try:
+            check_table(self.outbox_table)
+        except ValueError as exc:
+            raise ConfigError(f"outbox_table: {exc}") from None
         if self.internal_port and self.internal_port == self.port:
             raise ConfigError(
                 f"--internal-port {self.internal_port} is --port too: give the internal "

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..cancelling import cancel_and_wait
 from ..hub import Hub
-from . import webhook_health
+from . import outbox_health, webhook_health
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
@@ -42,7 +42,8 @@ COUNTERS = ("published", "delivered", "resets", "slow_dropped", "failed_publishe
 
 
 def local_stats(hub: Hub) -> dict[str, Any]:
-    """This process's connections by transport, subscriptions and counters."""
+    """This process's connections by transport, subscriptions and counters,
+    and its webhooks' and outbox consumer's health (None: not configured)."""
     stats = hub.stats
     return {
         "connections": hub.connection_counts(),
@@ -53,6 +54,7 @@ def local_stats(hub: Hub) -> dict[str, Any]:
         "slow_dropped": stats.slow_dropped,
         "failed_publishes": hub.broker.failed_publishes,
         "webhooks": None if hub.lifecycle is None else webhook_health.health(hub.lifecycle.stats),
+        "outbox": None if hub.outbox is None else outbox_health.stats(hub.outbox.stats),
     }
 
 
@@ -66,6 +68,7 @@ def add_stats(total: dict[str, Any], more: dict[str, Any]) -> None:
         if isinstance(value, int):
             total[key] += value
     webhook_health.merge(total, more)
+    outbox_health.merge(total, more)
 
 
 class LocalCounts:

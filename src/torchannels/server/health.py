@@ -18,6 +18,7 @@ import tornado.web
 from ..brokers import Broker
 from ..hub import Hub
 from ..protocol import dumps
+from . import outbox_health
 
 #: Seconds the broker gets to answer a check.
 CHECK_TIMEOUT = 1.0
@@ -68,7 +69,8 @@ class BrokerCheck:
 
 class HealthHandler(tornado.web.RequestHandler):
     """200 ``{"status": "ok", "broker": "ok", ...}``; 503 while shutting
-    down or while the broker does not answer."""
+    down or while the broker does not answer. With an outbox consumer,
+    ``"outbox": {"connected", "backlog", "oldest"}`` too."""
 
     def initialize(self, hub: Hub, check: BrokerCheck, worker: int = 0) -> None:
         self.hub = hub
@@ -86,6 +88,8 @@ class HealthHandler(tornado.web.RequestHandler):
         broker = "ok" if await self.check.ok() else "unavailable"
         status = "ok" if broker == "ok" else "broker_unavailable"
         self.set_status(200 if status == "ok" else 503)
-        body = {"status": status, "broker": broker, "worker": self.worker}
+        body: dict[str, object] = {"status": status, "broker": broker, "worker": self.worker}
         body["connections"] = len(hub.connections)
+        if hub.outbox is not None:  # PostgreSQL away: shown, never a 503
+            body["outbox"] = outbox_health.health_body(hub.outbox.stats)
         self.finish(dumps(body))

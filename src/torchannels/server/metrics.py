@@ -13,6 +13,7 @@ from typing import Any
 import tornado.web
 
 from ..hub import Hub
+from ..outbox import OutboxStats
 from ..webhook_stats import DROP_REASONS, LATENCY_BUCKETS, WebhookStats
 from .listener import HubHTTPServer
 
@@ -72,6 +73,37 @@ class HubCollector:
             yield refused
         if hub.lifecycle is not None:
             yield from webhook_metrics(hub.lifecycle.stats)
+        if hub.outbox is not None:
+            yield from outbox_metrics(hub.outbox.stats)
+
+
+def outbox_metrics(stats: OutboxStats) -> Iterator[Any]:
+    """The outbox consumer's families (docs/outbox.md#metrics)."""
+    yield CounterMetricFamily(
+        "torchannels_outbox_published",
+        "Outbox rows this process published and took off the outbox.",
+        value=stats.published,
+    )
+    yield CounterMetricFamily(
+        "torchannels_outbox_dead",
+        "Outbox rows this process moved to the dead-letter table.",
+        value=stats.dead,
+    )
+    yield GaugeMetricFamily(
+        "torchannels_outbox_backlog_rows",
+        "Outbox rows waiting to be published (as last read, at most a second ago).",
+        value=stats.backlog_rows,
+    )
+    yield GaugeMetricFamily(
+        "torchannels_outbox_oldest_seconds",
+        "Age of the oldest outbox row waiting, in seconds (0 when none waits).",
+        value=stats.oldest_age or 0.0,
+    )
+    yield GaugeMetricFamily(
+        "torchannels_outbox_connected",
+        "1 while the outbox consumer is connected to PostgreSQL, else 0.",
+        value=int(stats.connected),
+    )
 
 
 def webhook_metrics(stats: WebhookStats) -> Iterator[Any]:

@@ -158,6 +158,8 @@ async def serve(
     if hub.lifecycle is not None:
         hub.lifecycle.start()  # sweep and send from the start: a crashed run's events too
     await hub.control.start()  # listen for disconnects and revocations, load those in force
+    if hub.outbox is not None:
+        hub.outbox.start()  # publish what was committed to the outbox; hub.close() stops it
     app, internal_app = make_apps(config, hub, worker=worker)
     counts = app.settings["torchannels_counts"]
     counts.start()  # with Redis: share this process's counts with the others
