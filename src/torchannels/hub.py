@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from .brokers.base import Broker, ChannelInfo, ReadResult
+from .brokers.lifecycle import QUEUE_MAX
 from .brokers.memory import MemoryBroker
 from .brokers.presence import PresenceEvent, PresencePage
 from .channel import Channel
@@ -23,6 +24,7 @@ from .errors import PRESENCE_DISABLED, RECONNECT_SHUTDOWN, BadRequest
 from .frames import Frame, Publication
 from .hub_control import HubControl, Reach
 from .identity import ClientIds, Identity, PageCursors
+from .lifecycle_hub import HubLifecycle, webhooks
 from .presence_hub import HubPresence, check_page_limit
 from .protocol import Position, check_channel
 from .publish_rates import PublishRates
@@ -125,6 +127,45 @@ class Hub:
         self.control = HubControl(self)
         #: How often each client may publish (client_publish.py).
         self.publish_rates = PublishRates(self.settings.client_publish_rate)
+        #: What this process holds for the lifecycle webhooks, and their
+        #: sender (lifecycle_hub.py); None until :meth:`enable_webhooks`.
+        self.lifecycle: HubLifecycle | None = None
+
+    def enable_webhooks(
+        self,
+        url: str,
+        secret: str,
+        events: Sequence[str],
+        *,
+        retry_for: float = 600.0,
+        timeout: float = 10.0,
+        queue_max: int = QUEUE_MAX,
+    ) -> None:
+        """POST the lifecycle events named in ``events`` (``channel_occupied``,
+        ``channel_vacated``, ``user_online``, ``user_offline``,
+        ``member_joined``, ``member_left``) to ``url``, signed with
+        ``secret`` (docs/api.md#webhooks). Events are retried for
+        ``retry_for`` seconds; at most ``queue_max`` wait at once (on Redis,
+        in Redis). Call once, before serving; ValueError names a bad event.
+        Runs from the first subscribe, or at once inside a running loop."""
+        if self.lifecycle is not None:
+            raise RuntimeError("webhooks are already enabled on this hub")
+        if not secret:
+            raise ValueError("webhooks need a secret to sign with")
+        self.lifecycle = webhooks(
+            self,
+            url,
+            secret,
+            events,
+            retry_for=retry_for,
+            timeout=timeout,
+            queue_max=queue_max,
+        )
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self.lifecycle.start()
 
     def configure_channels(self, pattern: str, **options: Any) -> None:
         """Set the options of the channels matching ``pattern`` (an exact
@@ -455,6 +496,8 @@ class Hub:
         while self._tasks:
             await asyncio.wait(list(self._tasks))
         await self.presence_tracker.close()
+        if self.lifecycle is not None:
+            await self.lifecycle.close()
         await self.broker.close()
 
 

@@ -129,6 +129,7 @@ class Session:
     __slots__ = (
         "_buffers",
         "_closed",
+        "_held",
         "_present",
         "_tasks",
         "authorize",
@@ -160,6 +161,9 @@ class Session:
         self._buffers: dict[str, list[Publication | Frame] | None] = {}
         #: Channels whose presence this session's client is live in.
         self._present: set[str] = set()
+        #: Lifecycle keys this session holds live, by channel (None: its
+        #: user's); None until it holds one (webhooks on: lifecycle_hub.py).
+        self._held: dict[str | None, list[str]] | None = None
         #: Background catch-ups by channel, cancelled on close.
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closed = False
@@ -201,6 +205,8 @@ class Session:
             await _all(tracker.add(c, self.identity, live=live) for c in present)
             if self._closed:
                 return
+        if self.hub.lifecycle is not None and allowed:
+            self._hold(allowed, live=live)
         reads = await _all(self.hub.read(c, cursor.get(c)) for c in allowed)
         results = dict(zip(allowed, reads, strict=True))
         snapshots: dict[str, dict[str, Any]] = {}
@@ -229,6 +235,26 @@ class Session:
             ):
                 self._start_catch_up(channel)
 
+    def _hold(self, allowed: Sequence[str], *, live: bool) -> None:
+        """Make the lifecycle hold what this subscribe serves: the channels,
+        the user and, in presence channels, the user as a member."""
+        lifecycle = self.hub.lifecycle
+        assert lifecycle is not None
+        held = self._held
+        if live:
+            held = self._held = {} if held is None else held
+            channels = [c for c in allowed if c in self._buffers and c not in held]
+        else:
+            channels = list(allowed)
+        enabled = self.hub.presence_tracker.enabled
+        present = [c for c in channels if enabled(c)]
+        user = not (live and held is not None and None in held)
+        groups = lifecycle.holds(self.identity, channels, present, user=user)
+        lifecycle.enter([hold for holds in groups.values() for hold in holds], live=live)
+        if live and held is not None:
+            for channel, holds in groups.items():
+                held.setdefault(channel, []).extend(hold.key for hold in holds)
+
     def _drop_stale_attachments(self, channels: Sequence[str]) -> None:
         """Detach what close() or unsubscribe() could not: they ran while the
         attachments were under way, before these registered with the hub.
@@ -251,7 +277,14 @@ class Session:
         if channel in self._present:
             self._present.discard(channel)
             self.hub.presence_tracker.release(channel, self.identity.client)
+        if self._held is not None and channel in self._held:
+            self._leave(self._held.pop(channel))
         return True
+
+    def _leave(self, keys: list[str]) -> None:
+        lifecycle = self.hub.lifecycle
+        if lifecycle is not None:
+            lifecycle.leave(keys)
 
     @property
     def channels(self) -> list[str]:
@@ -396,6 +429,9 @@ class Session:
         for channel in self._present:
             self.hub.presence_tracker.release(channel, self.identity.client)
         self._present.clear()
+        if self._held is not None:
+            self._leave([key for keys in self._held.values() for key in keys])
+            self._held = None
 
 
 def _at_or_past(here: Position, top: Position) -> bool:

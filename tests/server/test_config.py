@@ -77,6 +77,12 @@ def test_defaults() -> None:
         "proxy_timeout": 3.0,
         "proxy_max_in_flight": 64,
         "proxy_headers": (),
+        "webhook_url": None,
+        "webhook_secret": None,
+        "webhook_events": (),
+        "webhook_retry_for": 600.0,
+        "webhook_timeout": 10.0,
+        "webhook_queue_max": 100000,
         "admin_password": None,
         "admin": True,
         "broker": "memory",
@@ -317,7 +323,54 @@ LAYERS: dict[str, tuple[str, str, tuple[str, ...], Any, Any, Any]] = {
         ("x-b", "x-c"),
         ("x-d",),
     ),
+    "webhook_url": (
+        'webhook_url = "http://a/h"',
+        "http://b/h",
+        ("--webhook-url", "https://c/h"),
+        "http://a/h",
+        "http://b/h",
+        "https://c/h",
+    ),
+    "webhook_secret": ('webhook_secret = "w1"', "w2", ("--webhook-secret", "w3"), "w1", "w2", "w3"),
+    "webhook_events": (
+        'webhook_events = ["user_online"]',
+        "user_offline, channel_vacated",
+        ("--webhook-events", "member_left"),
+        ("user_online",),
+        ("user_offline", "channel_vacated"),
+        ("member_left",),
+    ),
+    "webhook_retry_for": (
+        "webhook_retry_for = 1",
+        "2",
+        ("--webhook-retry-for", "0"),
+        1.0,
+        2.0,
+        0.0,
+    ),
+    "webhook_timeout": ("webhook_timeout = 1", "2", ("--webhook-timeout", "3.5"), 1.0, 2.0, 3.5),
+    "webhook_queue_max": (
+        "webhook_queue_max = 10",
+        "20",
+        ("--webhook-queue-max", "30"),
+        10,
+        20,
+        30,
+    ),
 }
+
+
+def test_webhooks_need_a_secret_events_and_an_http_url() -> None:
+    with pytest.raises(ConfigError, match="--webhook-url needs --webhook-secret"):
+        ServerConfig(webhook_url="http://a/h", webhook_events=("user_online",)).check_serving()
+    with pytest.raises(ConfigError, match="--webhook-url needs --webhook-events"):
+        ServerConfig(webhook_url="http://a/h", webhook_secret="s").check_serving()
+    assert "'user_away'" in error(("--webhook-events", "user_online,user_away"))
+    assert "not an http(s) URL" in error(("--webhook-url", "ftp://a/h"))
+    assert "must be >= 0" in error(("--webhook-retry-for", "-1"))
+    ServerConfig(
+        webhook_url="http://a/h", webhook_secret="s", webhook_events=("user_online",)
+    ).check_serving()
 
 
 def test_layers_cover_every_field() -> None:

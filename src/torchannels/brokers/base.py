@@ -29,6 +29,8 @@ from ..errors import RESET_EPOCH, RESET_INVALID, RESET_TRIMMED
 from ..frames import Publication
 from ..protocol import Position
 from .control import ControlBus, MemoryControl
+from .lifecycle import LifecycleStore
+from .lifecycle_memory import MemoryLifecycle
 from .presence import PresenceEvent, PresenceStore
 
 log = logging.getLogger("torchannels.broker")
@@ -215,6 +217,7 @@ class Broker(abc.ABC):
         self._policies: dict[str, HistoryPolicy] = {}
         self._resync_listeners: list[ResyncListener] = []
         self._control: ControlBus | None = None
+        self._lifecycle: LifecycleStore | None = None
 
     # -- history policies -------------------------------------------------------
 
@@ -372,6 +375,15 @@ class Broker(abc.ABC):
         if self._control is None:
             self._control = MemoryControl()
         return self._control
+
+    @property
+    def lifecycle(self) -> LifecycleStore:
+        """What is occupied, online or present across processes, and the
+        queue of webhook events its changes make (:mod:`.lifecycle`): by
+        default this process only."""
+        if self._lifecycle is None:
+            self._lifecycle = MemoryLifecycle()
+        return self._lifecycle
 
     @abc.abstractmethod
     def publish_presence(self, event: PresenceEvent) -> None:

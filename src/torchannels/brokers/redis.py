@@ -43,6 +43,7 @@ from ..frames import Publication
 from ..protocol import Position
 from .base import Broker, ChannelInfo, HistoryPolicy, Listener, ReadResult
 from .control_redis import RedisControl
+from .lifecycle_redis import RedisLifecycle
 from .presence import PresenceEvent
 from .presence_redis import RedisPresence, encode_event
 from .publish_queue import PublishQueue
@@ -132,6 +133,9 @@ class RedisBroker(Broker):
             cluster=self.cluster,
             run=self._data._run,
             subscribe=self._delivery.subscribe_raw,
+        )
+        self._redis_lifecycle = RedisLifecycle(
+            client, tag=f"{{{prefix}}}", run=self._data._run, failed=self._data.failed
         )
         self._closed = False
 
@@ -246,6 +250,10 @@ class RedisBroker(Broker):
     @property
     def control(self) -> RedisControl:
         return self._redis_control
+
+    @property
+    def lifecycle(self) -> RedisLifecycle:
+        return self._redis_lifecycle
 
     def publish_presence(self, event: PresenceEvent) -> None:
         """Queued behind this process's publications, then PUBLISHed on the

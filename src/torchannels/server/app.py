@@ -121,6 +121,15 @@ def make_hub(config: ServerConfig) -> Hub:
     hub = Hub(make_broker(config), config.settings())
     for pattern, options in config.channels:
         hub.configure_channels(pattern, **dataclasses.asdict(options))
+    if config.webhook_url is not None:
+        hub.enable_webhooks(
+            config.webhook_url,
+            config.webhook_secret or "",
+            config.webhook_events,
+            retry_for=config.webhook_retry_for,
+            timeout=config.webhook_timeout,
+            queue_max=config.webhook_queue_max,
+        )
     return hub
 
 

@@ -32,6 +32,7 @@ from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any
 
 from ..brokers import HistoryPolicy
+from ..brokers.lifecycle import EVENT_TYPES
 from ..channel_options import ChannelOptions, check_user_limited
 from ..channel_options import check_pattern as check_channel_pattern
 from ..errors import ChannelNameError, TorChannelsError
@@ -44,6 +45,8 @@ from ..tokens import TokenVerifier
 
 ENV_PREFIX = "TORCHANNELS_"
 CONFIG_ENV = "TORCHANNELS_CONFIG"
+#: Option kinds that are lists (repeat the flag or comma-separate).
+_LISTS = ("patterns", "origins", "networks", "headers", "events")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -143,6 +146,40 @@ class ServerConfig:
         (),
         "headers",
         "request headers passed to the connect hook (cookies always are); repeat or comma-separate",
+    )
+    webhook_url: str | None = _opt(
+        None,
+        "optional",
+        "http(s) URL the lifecycle webhooks POST to (signed batches of the events named by "
+        "--webhook-events; docs/api.md#webhooks)",
+        metavar="URL",
+    )
+    webhook_secret: str | None = _opt(
+        None, "secret", "key of the webhooks' HMAC-SHA256 signature (needed with --webhook-url)"
+    )
+    webhook_events: tuple[str, ...] = _opt(
+        (),
+        "events",
+        "the webhook events sent (needed with --webhook-url): channel_occupied, "
+        "channel_vacated, user_online, user_offline, member_joined, member_left; "
+        "repeat or comma-separate",
+    )
+    webhook_retry_for: float = _opt(
+        600.0,
+        "float",
+        "seconds an event is retried (timeouts, refused connections, 408, 429, 5xx) "
+        "before it is dropped",
+        low=0,
+    )
+    webhook_timeout: float = _opt(
+        10.0, "float", "seconds one webhook POST may take", low=0, above=True
+    )
+    webhook_queue_max: int = _opt(
+        100_000,
+        "int",
+        "webhook events waiting at most (in Redis with a Redis broker); past it new events "
+        "are dropped, counted and logged",
+        low=1,
     )
     admin_password: str | None = _opt(
         None,
@@ -351,6 +388,9 @@ class ServerConfig:
         for url in self.hook_urls().values():
             if url is not None and not url.startswith(("http://", "https://")):
                 raise ConfigError(f"proxy hook URL {url!r} is not an http(s) URL")
+        url = self.webhook_url
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ConfigError(f"webhook_url: {url!r} is not an http(s) URL")
         if self.internal_port and self.internal_port == self.port:
             raise ConfigError(
                 f"--internal-port {self.internal_port} is --port too: give the internal "
@@ -370,6 +410,18 @@ class ServerConfig:
                 "a proxy hook needs --proxy-secret (TORCHANNELS_PROXY_SECRET): the key your "
                 "backend checks each call's X-Torchannels-Signature with"
             )
+        if self.webhook_url is not None:
+            if not self.webhook_secret:
+                raise ConfigError(
+                    "--webhook-url needs --webhook-secret (TORCHANNELS_WEBHOOK_SECRET): the key "
+                    "your receiver checks each POST's X-Torchannels-Signature with"
+                )
+            if not self.webhook_events:
+                raise ConfigError(
+                    "--webhook-url needs --webhook-events: which of "
+                    + ", ".join(EVENT_TYPES)
+                    + " to send"
+                )
 
     def settings(self) -> Settings:
         """The subscriber-side :class:`~torchannels.Settings` these options give.
@@ -561,7 +613,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help = help.replace("%", "%%")  # argparse %-formats help texts
         if meta["kind"] == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
-        elif meta["kind"] in ("patterns", "origins", "networks", "headers"):
+        elif meta["kind"] in _LISTS:
             parser.add_argument(flag, action="append", metavar="LIST", help=help)
         else:
             metavar = meta.get("metavar") or f.name.split("_")[-1].upper()
@@ -725,17 +777,28 @@ def _convert(f: Field[Any], value: object, source: str, *, text: bool = False) -
             return _number(kind, value, meta, text)
         if kind == "channels":
             return channel_tables(value, "")
-        if kind in ("patterns", "origins", "networks", "headers"):
+        if kind in _LISTS:
             items = _items(value, text)
-            checks = {"patterns": check_pattern, "origins": _check_origin, "headers": _check_header}
+            checks = {
+                "patterns": check_pattern,
+                "origins": _check_origin,
+                "headers": _check_header,
+                "events": _check_event,
+            }
             check = checks.get(kind, _check_network)
             return tuple(dict.fromkeys(check(item) for item in items))
     except (ValueError, ChannelNameError) as exc:
         # List items name themselves in the message; secrets must not be shown.
-        listed = ("patterns", "origins", "networks", "headers", "secret", "broker")
+        listed = (*_LISTS, "secret", "broker")
         shown = "" if kind in listed else f"{value!r} "
         raise ConfigError(f"{source}: {shown}{exc}") from None
     raise ConfigError(f"{source}: must be a string, not {type(value).__name__}")
+
+
+def _check_event(name: str) -> str:
+    if name not in EVENT_TYPES:
+        raise ValueError(f"unknown webhook event {name!r}: one of {', '.join(EVENT_TYPES)}")
+    return name
 
 
 def _number(kind: str, value: object, meta: Mapping[str, Any], text: bool) -> int | float:

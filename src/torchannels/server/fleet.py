@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..cancelling import cancel_and_wait
 from ..hub import Hub
+from . import webhook_health
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
@@ -51,6 +52,7 @@ def local_stats(hub: Hub) -> dict[str, Any]:
         "resets": stats.resets,
         "slow_dropped": stats.slow_dropped,
         "failed_publishes": hub.broker.failed_publishes,
+        "webhooks": None if hub.lifecycle is None else webhook_health.health(hub.lifecycle.stats),
     }
 
 
@@ -63,6 +65,7 @@ def add_stats(total: dict[str, Any], more: dict[str, Any]) -> None:
         value = more.get(key)
         if isinstance(value, int):
             total[key] += value
+    webhook_health.merge(total, more)
 
 
 class LocalCounts:

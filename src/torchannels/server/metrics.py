@@ -6,17 +6,23 @@ fan-out path pays only for integer increments.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
 import tornado.web
 
 from ..hub import Hub
+from ..webhook_stats import DROP_REASONS, LATENCY_BUCKETS, WebhookStats
 from .listener import HubHTTPServer
 
 try:
     from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("metrics need prometheus_client: pip install 'torchannels[metrics]'") from exc
@@ -64,6 +70,54 @@ class HubCollector:
             refused.add_metric(["max_connections"], self.listener.refused_connections)
             refused.add_metric(["max_connections_per_ip"], self.listener.limits.refusals)
             yield refused
+        if hub.lifecycle is not None:
+            yield from webhook_metrics(hub.lifecycle.stats)
+
+
+def webhook_metrics(stats: WebhookStats) -> Iterator[Any]:
+    """The lifecycle webhooks' families (docs/api.md#webhooks)."""
+    for name, help_text, value in (
+        ("queued", "Webhook events this process queued.", stats.queued),
+        ("sent", "Webhook events this process delivered (answered 2xx).", stats.sent),
+    ):
+        yield CounterMetricFamily(f"torchannels_webhook_events_{name}", help_text, value=value)
+    yield CounterMetricFamily(
+        "torchannels_webhook_retries",
+        "Webhook POSTs that failed and were tried again.",
+        value=stats.retries,
+    )
+    dropped = CounterMetricFamily(
+        "torchannels_webhook_events_dropped",
+        "Webhook events dropped: queue full, retried past --webhook-retry-for, refused (4xx).",
+        labels=["reason"],
+    )
+    for reason in DROP_REASONS:
+        dropped.add_metric([reason], stats.dropped[reason])
+    yield dropped
+    yield GaugeMetricFamily(
+        "torchannels_webhook_queue_length",
+        "Webhook events waiting (every process's, as last read).",
+        value=stats.queue_length,
+    )
+    yield GaugeMetricFamily(
+        "torchannels_webhook_sending",
+        "1 while this process holds the webhook sender's lease.",
+        value=int(stats.sending),
+    )
+    latency = HistogramMetricFamily(
+        "torchannels_webhook_delivery_seconds",
+        "Seconds from a webhook event's time to its delivery (2xx).",
+        buckets=[
+            (_bound(bound), count)
+            for bound, count in zip(LATENCY_BUCKETS, stats.latency_buckets, strict=True)
+        ],
+        sum_value=stats.latency_sum,
+    )
+    yield latency
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == math.inf else repr(bound)
 
 
 class MetricsHandler(tornado.web.RequestHandler):

@@ -155,6 +155,8 @@ async def serve(
 
     hub = make_hub(config)
     await hub.broker.connect()  # an unreachable broker is said now, not at first use
+    if hub.lifecycle is not None:
+        hub.lifecycle.start()  # sweep and send from the start: a crashed run's events too
     await hub.control.start()  # listen for disconnects and revocations, load those in force
     app, internal_app = make_apps(config, hub, worker=worker)
     counts = app.settings["torchannels_counts"]
