@@ -18,6 +18,7 @@ origin (see control_pages.py); one memory-broker process serves the file.
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,18 +26,22 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import pytest
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, Route
 
 from e2e.control_pages import Hub, Watched, hub_processes, token
 from e2e.e2e_helpers import unique, wait_js
 from server.webhook_receiver import Spec, ThreadedReceiver, spec, threaded_receiver
 from torchannels.brokers.lifecycle import EVENT_TYPES
+from torchannels.lifecycle_hub import SWEEP
 
 if TYPE_CHECKING:  # the fixture's type; pytest has already imported conftest
     from e2e.conftest import Site
 
 HOOK_SECRET = "e2e-webhook-secret"
-GRACE = 2.0  # --presence-grace: longer than a page reload
+#: Seconds the reloaded page waits for its script: two sweeps of the process
+#: (lifecycle_hub.SWEEP), so only the grace keeps its keys held meanwhile.
+RELOAD = 2 * SWEEP
+GRACE = RELOAD + 1.5  # --presence-grace: longer than the reload
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +61,12 @@ def hub(
              "--webhook-events", ",".join(EVENT_TYPES))  # fmt: skip
     with hub_processes(1, site.base, *flags) as [process]:
         yield process
+
+
+def slow(route: Route) -> None:
+    """Answer a request after RELOAD s (the scenario, not a check)."""
+    time.sleep(RELOAD)
+    route.continue_()
 
 
 def marker_poll(hub: Hub, user: str, channel: str) -> None:
@@ -96,6 +107,9 @@ def test_a_reload_makes_no_event_and_closing_the_page_the_off_events(
         w.open(transport, [room, plain], token(user, info={"name": "Page"}))
         receiver.arrived(*on)
 
+        # A slow reload: torchannel.js takes RELOAD s to come (routing
+        # bypasses the cache), so the page is away two sweeps of the process.
+        page.route("**/torchannels/torchannel.js", slow)
         page.reload()
         wait_js(page, "() => window.transports.length >= 1", what="connected after the reload")
         marker_poll(hub, marker, marked)

@@ -40,8 +40,10 @@ class Cluster:
         self.processes: list[ServerProcess] = []
         self.prefixes: list[str] = []
 
-    def start(self, count: int = 3, *, grace: float = 1.0, ttl: float = 3.0) -> list[ServerProcess]:
-        """``count`` processes with the presence ``grace`` and ``ttl``."""
+    def start(
+        self, count: int = 3, *flags: str, grace: float = 1.0, ttl: float = 3.0
+    ) -> list[ServerProcess]:
+        """``count`` processes with the presence ``grace`` and ``ttl``, and ``flags``."""
         config = self.log_dir / f"webhooks-{uuid.uuid4().hex[:8]}.toml"
         config.write_text(CONFIG)
         prefix = f"tc-hook-{uuid.uuid4().hex[:12]}"
@@ -51,7 +53,7 @@ class Cluster:
             "--api-key", KEY, "--token-secret", SECRET, "--no-demo", "--metrics",
             "--config", str(config), "--presence-grace", str(grace), "--presence-ttl", str(ttl),
             "--webhook-url", self.receiver.url, "--webhook-secret", HOOK_SECRET,
-            "--webhook-events", ",".join(EVENT_TYPES),
+            "--webhook-events", ",".join(EVENT_TYPES), *flags,
         ]  # fmt: skip
         return [self.add() for _ in range(count)]
 

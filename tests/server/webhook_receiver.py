@@ -96,14 +96,17 @@ class Post:
     events: list[Event] | None
     #: Why :func:`verify` refused it, else None.
     refusal: str | None
-    #: The status answered; None while waiting to answer, or when the
-    #: sender hung up first.
+    #: The status answered (None until then): when the sender hung up
+    #: first, the one it would have answered, as an app that handled the
+    #: events before answering.
     status: int | None = None
     answered: float | None = None
+    #: The sender hung up before the answer (its timeout): it will send again.
+    gone: bool = False
 
     @property
     def delivered(self) -> bool:
-        """Answered 2xx: the sender counts its events as delivered."""
+        """Answered 2xx (or would have been): the receiver handled its events."""
         return self.status is not None and 200 <= self.status < 300
 
     def check(self, secret: str) -> None:
@@ -170,7 +173,8 @@ class Receiver:
         return [p.refusal for p in self.posts if p.refusal is not None]
 
     def delivered(self) -> list[Event]:
-        """Events of the POSTs answered 2xx, in arrival order, repeats kept."""
+        """Events of the POSTs handled (answered 2xx, or would have been),
+        in arrival order, repeats kept."""
         return [e for p in self.posts if p.delivered for e in p.events or ()]
 
     def unique(self) -> list[Event]:
@@ -252,12 +256,11 @@ class _Hook(tornado.web.RequestHandler):
         await receiver._notify()
         if receiver.delay:
             await asyncio.sleep(receiver.delay)
-        if self.gone:
-            return
         status = 400 if refusal is not None else receiver.status
-        self.set_status(status)
-        self.finish()
-        post.status, post.answered = status, time.time()
+        if not self.gone:
+            self.set_status(status)
+            self.finish()
+        post.status, post.answered, post.gone = status, time.time(), self.gone
         await receiver._notify()
 
     def on_connection_close(self) -> None:
