@@ -4,9 +4,11 @@ occupied/vacated, online/offline and joined/left in the right order and once
 each; a reconnect within the grace, to the same or another process, making
 nothing; a SIGKILLed process's users going offline once, within the
 presence TTL plus the batch interval; the receiver down for a minute, then
-back, getting everything once (deduped by id) in queue order; the sending
-process killed or stopped while its batch is being retried, losing nothing;
-and the live requests verifying, while a forged or stale one is refused.
+back, getting everything once (deduped by id) in queue order; a receiver
+slower than ``--webhook-timeout`` handling calls twice, deduped by id; the
+sending process killed or stopped while its batch is being retried (then
+started again), losing nothing; and the live requests verifying, while a
+forged or stale one is refused.
 
 Every POST is checked against docs/api.md by hand (headers, the HMAC of
 ``TIMESTAMP.BODY``, compact JSON of 1 to 50 events with exactly their
