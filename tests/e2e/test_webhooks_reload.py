@@ -2,7 +2,7 @@
 torchannel.js in Chromium, on each transport, subscribes as a user to a
 channel with presence and one without on a ``torchannels serve`` process
 that posts its lifecycle events to a receiver in the test
-(server/webhook_receiver.py, on a loop of its own). The receiver gets one
+(tests/webhook_receiver.py, on a loop of its own). The receiver gets one
 ``user_online``, ``channel_occupied`` per channel and ``member_joined``;
 the reload adds nothing; closing the page brings the off events, once each.
 
@@ -30,9 +30,9 @@ from playwright.sync_api import Browser, Route
 
 from e2e.control_pages import Hub, Watched, hub_processes, token
 from e2e.e2e_helpers import unique, wait_js
-from server.webhook_receiver import Spec, ThreadedReceiver, spec, threaded_receiver
 from torchannels.brokers.lifecycle import EVENT_TYPES
 from torchannels.lifecycle_hub import SWEEP
+from webhook_receiver import Spec, ThreadedReceiver, spec, threaded_receiver
 
 if TYPE_CHECKING:  # the fixture's type; pytest has already imported conftest
     from e2e.conftest import Site

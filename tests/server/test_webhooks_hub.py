@@ -13,34 +13,33 @@ from typing import Any
 import pytest
 
 from presence_support import Member, presence_hub, serve
-from support import Server, eventually
+from support import Server, Stream, eventually
 from torchannels import Hub
-from webhook_receiver import Receiver, spec
+from torchannels.brokers.lifecycle import EVENT_TYPES
+from webhook_receiver import Receiver, receiving, spec
 
 SECRET = "webhook-test-secret"
-EVERY = (
-    "channel_occupied",
-    "channel_vacated",
-    "user_online",
-    "user_offline",
-    "member_joined",
-    "member_left",
-)
-ANN = {"name": "ann"}
 
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    receiver = Receiver(SECRET)
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
+    async with receiving(SECRET) as receiver:
+        yield receiver
 
 
-def hooked(receiver: Receiver, events: tuple[str, ...] = EVERY) -> Hub:
+def hooked(
+    make_server: Callable[..., Server], receiver: Receiver, events: tuple[str, ...]
+) -> Server:
+    """A presence hub posting ``events`` to ``receiver``, served."""
     hub = presence_hub()
     hub.enable_webhooks(receiver.url, SECRET, events)
-    return hub
+    return serve(make_server, hub)
+
+
+@pytest.fixture
+def server(make_server: Callable[..., Server], receiver: Receiver) -> Server:
+    """:func:`hooked` with every event type (in place of conftest's plain ``server``)."""
+    return hooked(make_server, receiver, EVENT_TYPES)
 
 
 def on_events(user: str, channel: str, info: Any = None) -> list[tuple[str, str]]:
@@ -59,20 +58,24 @@ def off_events(user: str, channel: str) -> list[tuple[str, str]]:
     ]
 
 
+async def subscribed(server: Server, transport: str, **query: Any) -> Stream:
+    """A ``transport`` stream of ``query``, once subscribed."""
+    stream = server.stream(transport, **query)
+    await stream.wait_frames(lambda fs: any(f["type"] == "subscribed" for f in fs))
+    return stream
+
+
 async def marker(server: Server, receiver: Receiver, name: str) -> None:
     """Subscribe an anonymous client to ``mark:NAME`` and wait for its
     occupied event: every event queued before it has been delivered."""
-    stream = server.stream("sse", channel=f"mark:{name}")
-    await stream.wait_frames(lambda fs: any(f["type"] == "subscribed" for f in fs))
+    await subscribed(server, "sse", channel=f"mark:{name}")
     await receiver.arrived(spec("channel_occupied", channel=f"mark:{name}"))
 
 
 @pytest.mark.parametrize("transport", ["stream", "sse", "websocket", "longpoll"])
 async def test_a_live_connection_holds_its_channel_user_and_membership(
-    make_server: Callable[..., Server], receiver: Receiver, transport: str
+    server: Server, receiver: Receiver, transport: str
 ) -> None:
-    hub = hooked(receiver)
-    server = serve(make_server, hub)
     if transport == "websocket":
         member = await Member.connect(server, "user=ann&channel=room:1")
         await member.wait(lambda fs: any(f["type"] == "subscribed" for f in fs))
@@ -83,15 +86,14 @@ async def test_a_live_connection_holds_its_channel_user_and_membership(
         held = asyncio.ensure_future(
             server.poll_doc("longpoll", **query, cursor=doc["cursor"], client=doc["client"])
         )
-        await eventually(lambda: hub.local_subscribers("room:1") == 1)
+        await eventually(lambda: server.hub.local_subscribers("room:1") == 1)
 
         async def close() -> None:  # a message answers the held request
-            hub.channel("room:1").send({"text": "bye"})
+            server.hub.channel("room:1").send({"text": "bye"})
             assert (await held)["frames"]
 
     else:
-        stream = server.stream(transport, user="ann", channel="room:1")
-        await stream.wait_frames(lambda fs: any(f["type"] == "subscribed" for f in fs))
+        stream = await subscribed(server, transport, user="ann", channel="room:1")
         close = stream.close
     await receiver.arrived(*on_events("ann", "room:1"))
     assert receiver.specs() == on_events("ann", "room:1")
@@ -109,21 +111,17 @@ async def test_a_live_connection_holds_its_channel_user_and_membership(
 
 
 async def test_a_reconnect_within_the_grace_makes_no_event(
-    make_server: Callable[..., Server], receiver: Receiver
+    server: Server, receiver: Receiver
 ) -> None:
-    hub = hooked(receiver)
-    server = serve(make_server, hub)
-    first = server.stream("sse", user="ann", channel="room:1")
-    await first.wait_frames(lambda fs: any(f["type"] == "subscribed" for f in fs))
+    first = await subscribed(server, "sse", user="ann", channel="room:1")
     await receiver.arrived(*on_events("ann", "room:1"))
     first.close()
-    await eventually(lambda: hub.local_subscribers("room:1") == 0)
+    await eventually(lambda: server.hub.local_subscribers("room:1") == 0)
     closed = time.time()
-    again = server.stream("stream", user="ann", channel="room:1")
-    await again.wait_frames(lambda fs: any(f["type"] == "subscribed" for f in fs))
+    again = await subscribed(server, "stream", user="ann", channel="room:1")
     # Past the first connection's grace and a sweep, then a marker: had
     # anything been released, its events would have come before the marker's.
-    ended = closed + hub.settings.presence_grace + 0.6
+    ended = closed + server.hub.settings.presence_grace + 0.6
     await eventually(lambda: time.time() > ended, timeout=5)
     await marker(server, receiver, "reload")
     assert receiver.specs() == [
@@ -136,14 +134,10 @@ async def test_a_reconnect_within_the_grace_makes_no_event(
 
 
 async def test_two_connections_of_a_user_go_offline_with_the_last(
-    make_server: Callable[..., Server], receiver: Receiver
+    server: Server, receiver: Receiver
 ) -> None:
-    hub = hooked(receiver)
-    server = serve(make_server, hub)
-    one = server.stream("sse", user="ann", channel="room:1")
-    two = server.stream("stream", user="ann", channel="news")
-    for stream in (one, two):
-        await stream.wait_frames(lambda fs: any(f["type"] == "subscribed" for f in fs))
+    one = await subscribed(server, "sse", user="ann", channel="room:1")
+    two = await subscribed(server, "stream", user="ann", channel="news")
     await receiver.arrived(
         spec("user_online", user="ann"), spec("channel_occupied", channel="news")
     )
@@ -158,10 +152,8 @@ async def test_two_connections_of_a_user_go_offline_with_the_last(
 
 
 async def test_a_poll_request_holds_for_the_grace_after_it(
-    make_server: Callable[..., Server], receiver: Receiver
+    server: Server, receiver: Receiver
 ) -> None:
-    hub = hooked(receiver)
-    server = serve(make_server, hub)
     doc = await server.poll_doc("poll", user="ann", channel="room:1")
     await receiver.arrived(*on_events("ann", "room:1"))
     # Polls within the grace keep it held: no off event between them.
@@ -176,12 +168,9 @@ async def test_a_poll_request_holds_for_the_grace_after_it(
 
 
 async def test_anonymous_clients_make_channel_events_only(
-    make_server: Callable[..., Server], receiver: Receiver
+    server: Server, receiver: Receiver
 ) -> None:
-    hub = hooked(receiver)
-    server = serve(make_server, hub)
-    stream = server.stream("sse", channel="room:2")
-    await stream.wait_frames(lambda fs: any(f["type"] == "subscribed" for f in fs))
+    stream = await subscribed(server, "sse", channel="room:2")
     await receiver.arrived(spec("channel_occupied", channel="room:2"))
     stream.close()
     await receiver.arrived(spec("channel_vacated", channel="room:2"))
@@ -191,10 +180,8 @@ async def test_anonymous_clients_make_channel_events_only(
 async def test_only_the_configured_events_are_sent(
     make_server: Callable[..., Server], receiver: Receiver
 ) -> None:
-    hub = hooked(receiver, ("user_offline", "channel_occupied"))
-    server = serve(make_server, hub)
-    stream = server.stream("sse", user="ann", channel="room:1")
-    await stream.wait_frames(lambda fs: any(f["type"] == "subscribed" for f in fs))
+    server = hooked(make_server, receiver, ("user_offline", "channel_occupied"))
+    stream = await subscribed(server, "sse", user="ann", channel="room:1")
     await receiver.arrived(spec("channel_occupied", channel="room:1"))
     stream.close()
     await receiver.arrived(spec("user_offline", user="ann"))

@@ -1,5 +1,5 @@
 """Lifecycle webhooks across three ``serve`` processes on one Redis (issue 21,
-"Done when"), posted to a real receiver in the test (server/webhook_receiver.py):
+"Done when"), posted to a real receiver in the test (tests/webhook_receiver.py):
 occupied/vacated, online/offline and joined/left in the right order and once
 each; a reconnect within the grace, to the same or another process, making
 nothing; a SIGKILLed process's users going offline once, within the
@@ -36,10 +36,10 @@ import pytest
 from server.control_support import subscribers
 from server.processes import ServerProcess, until
 from server.webhook_cluster import HOOK_SECRET, Clients, Cluster, metric, sending
-from server.webhook_receiver import Receiver, Spec, spec, spec_of
 from torchannels.brokers.lifecycle import OFF_EVENT
 from torchannels.lifecycle_hub import SWEEP
 from torchannels.webhooks import WebhookVerificationError, verify
+from webhook_receiver import Receiver, Spec, receiving, spec, spec_of
 
 #: Seconds from queueing to posting at most, when fewer than 50 are queued.
 BATCH = 0.25
@@ -54,10 +54,8 @@ SLACK = 1.0
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    hook = Receiver(HOOK_SECRET)
-    await hook.start()
-    yield hook
-    await hook.stop()
+    async with receiving(HOOK_SECRET) as hook:
+        yield hook
 
 
 @pytest.fixture

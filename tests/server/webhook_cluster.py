@@ -1,6 +1,6 @@
 """What the webhook tests across processes share: ``serve`` processes on the
 shared Redis that post their lifecycle events to a test's
-:class:`~server.webhook_receiver.Receiver`, clients of users on any
+:class:`~webhook_receiver.Receiver`, clients of users on any
 transport, and the processes' webhook metrics.
 
 Each cluster has a fresh ``--redis-prefix`` (its keys are deleted once its
@@ -23,8 +23,8 @@ import redis.asyncio
 from redis_servers import shared_redis
 from server.presence_members import Member
 from server.processes import KEY, SECRET, WAIT, ServerProcess, fetch, jwt
-from server.webhook_receiver import Receiver
 from torchannels.brokers.lifecycle import EVENT_TYPES
+from webhook_receiver import Receiver
 
 HOOK_SECRET = "test-webhook-secret"
 CONFIG = '[channels."room:*"]\npresence = true\n'
