@@ -29,9 +29,7 @@ async def test_invalid_rows_are_moved_aside_and_never_block_the_rows_behind(
     dsn: str, outbox_hub: Hub
 ) -> None:
     with psycopg.connect(dsn) as conn:
-        conn.execute(
-            f"INSERT INTO {TABLE} (channel, data) VALUES ('news', %s)", ('{"n": 0}',)
-        )
+        conn.execute(f"INSERT INTO {TABLE} (channel, data) VALUES ('news', %s)", ('{"n": 0}',))
         for channel, data, key, _ in BAD:
             conn.execute(
                 f"INSERT INTO {TABLE} (channel, data, idempotency_key) VALUES (%s, %s, %s)",

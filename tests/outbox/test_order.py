@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-
 import secrets
 from collections.abc import AsyncIterator
 

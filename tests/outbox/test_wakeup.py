@@ -28,9 +28,7 @@ async def test_a_notification_wakes_the_consumer_well_before_its_poll(
         assert time.monotonic() - started < 2.0
 
 
-async def test_polling_alone_delivers_when_no_notification_comes(
-    dsn: str, outbox_hub: Hub
-) -> None:
+async def test_polling_alone_delivers_when_no_notification_comes(dsn: str, outbox_hub: Hub) -> None:
     with psycopg.connect(dsn) as conn:
         conn.execute(f"ALTER TABLE {TABLE} DISABLE TRIGGER {TABLE}_notify")
     consumer = outbox_hub.consume_outbox(dsn, poll_interval=0.3)
