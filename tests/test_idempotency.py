@@ -17,6 +17,7 @@ from support import eventually
 from test_broker_contract import Kit, MakeKit, offsets, texts
 from torchannels import BadRequest, HistoryPolicy, Hub, MemoryBroker, Publication
 from torchannels.brokers import RedisBroker
+from torchannels.brokers.publish_queue import QueuedOp
 from torchannels.errors import INVALID_IDEMPOTENCY_KEY, MessageError
 from torchannels.frames import Duplicate
 from torchannels.protocol import check_idempotency_key
@@ -219,7 +220,40 @@ async def test_memory_unkeyed_publishes_keep_no_records() -> None:
     assert len(broker.idempotency) == 0
 
 
+async def test_memory_forgets_a_forgotten_channels_keys() -> None:
+    clock = contract.FakeClock()
+    broker = MemoryBroker(HistoryPolicy(ttl=1, meta_ttl=1), clock=clock)
+    await broker.publish_many([("a", {}), ("b", {}), ("c", {})], keys=["k", "k", None])
+    assert len(broker.idempotency) == 2
+    clock.now += 2
+    await broker.publish("d", {})  # the next write sweeps: a, b and c are forgotten
+    assert broker.channel_count == 1 and len(broker.idempotency) == 0
+
+
 # -- Redis --------------------------------------------------------------------------
+
+
+def queued(broker: RedisBroker, channel: str, key: str | None) -> QueuedOp:
+    """A publish as the broker's queue makes it (not queued)."""
+    op = broker._queue._op(channel, [{}], state=False)
+    op.key = key
+    return op
+
+
+async def test_redis_runs_without_keys_use_the_scripts_they_always_did() -> None:
+    from torchannels.brokers import redis_lua
+
+    for cluster, unkeyed in ((False, redis_lua.PUBLISH_MANY), (True, redis_lua.PUBLISH)):
+        broker = RedisBroker.from_url(shared_redis(), cluster=False)
+        await broker.close()  # nothing is sent: the calls are only built
+        broker._data._many = not cluster  # how a Cluster groups its runs
+        plain = [queued(broker, "a", None), queued(broker, "a", None)]
+        keyed = [queued(broker, "a", None), queued(broker, "a", "k")]
+        assert [c[1] for c in broker._data._calls(plain)] == [unkeyed]
+        calls = broker._data._calls(keyed)
+        assert [c[1] for c in calls] == [redis_lua.PUBLISH_KEYED]  # still one call
+        assert not any(str(a).endswith(":ik") for c in broker._data._calls(plain) for a in c[2])
+        assert calls[0][2][4:6] == ["{torchannels:a}:ik", "{torchannels:a}:ikx"]
 
 
 @pytest.fixture
