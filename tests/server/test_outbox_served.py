@@ -15,7 +15,7 @@ import pytest
 
 from postgres_servers import fresh_database
 from redis_servers import free_port
-from server.processes import KEY, Live, ServerProcess, as_json, fetch, until
+from server.processes import KEY, Live, ServerProcess, as_json, cli, fetch, until
 from server.test_admin import PASSWORD, Browser
 from support import messages
 from torchannels.outbox import ddl, enqueue
@@ -111,3 +111,10 @@ async def test_an_unreachable_postgresql_shows_and_never_fails_health(
     assert metric(text, "torchannels_outbox_connected") == 0
     assert "pw-not-to-log" not in hub.log() + outbox["last_error"]["error"]
     assert "PostgreSQL: OperationalError" in hub.log()  # warned, with what failed
+
+
+def test_serve_refuses_a_dsn_it_cannot_read_without_showing_it() -> None:
+    done = cli("serve", "--port", "0", env={"TORCHANNELS_OUTBOX": "host=db password=sec ret"})
+    assert done.returncode == 2
+    assert done.stderr.startswith("torchannels: --outbox: the outbox DSN is not a PostgreSQL")
+    assert "ret" not in done.stderr  # psycopg's own message: missing "=" after "ret"

@@ -71,7 +71,7 @@ class OutboxConsumer:
     deleted, 0 to delete it at once; ``partitions``: the table's partition
     count (as given to ``ddl()``; the table's own is followed, with a
     warning, where they differ). ImportError without psycopg; ValueError for
-    a bad option.
+    a bad option or a DSN that cannot be parsed (the message never quotes it).
     """
 
     def __init__(
@@ -85,7 +85,7 @@ class OutboxConsumer:
         retention: float = 0.0,
         partitions: int = DEFAULT_PARTITIONS,
     ) -> None:
-        psycopg()  # ImportError now, naming the extra, not in the task
+        connect_options(dsn)  # ImportError naming the extra, ValueError: now, not in the task
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise ValueError("batch must be an integer >= 1")
         if not poll_interval > 0:
