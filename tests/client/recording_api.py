@@ -8,6 +8,7 @@ Request number n gets ``script[n]`` (those after the script, ``"ok"``):
   one's position and ``"duplicate": true``, as docs/api.md says);
 - ``"hold"``: published (stored, as ``"ok"``), then no answer until the
   stand-in closes: the test cuts the connection, or lets the client time out;
+- ``"close"``: published, then the connection closed (FIN) without an answer;
 - ``"503"``, ``"500"``, ``"400"``: that status with an API error body, nothing
   stored; ``"502"``: a proxy's HTML page.
 
@@ -23,6 +24,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import tornado.http1connection
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
@@ -121,6 +123,11 @@ class RecordingAPI:
             self._store.answer(body, key)
             self.held.set()
             await self._closing.wait()  # the answer is lost: no answer at all
+        elif what == "close":
+            self._store.answer(body, key)
+            connection = handler.request.connection
+            assert isinstance(connection, tornado.http1connection.HTTP1Connection)
+            connection.detach().close()
         else:
             assert what == "ok", what
             handler.finish(self._store.answer(body, key))

@@ -116,6 +116,14 @@ async def test_a_timeout_is_retried_and_the_duplicate_surfaced(form: str) -> Non
 
 
 @pytest.mark.parametrize("form", FORMS)
+async def test_a_connection_closed_before_the_answer_is_retried(form: str) -> None:
+    async with RecordingAPI("close") as api:
+        result = await call(form, api.base, "publish", "a", {"n": 1})
+        assert result == Published("a", "e", 1, 1.0, True)
+        assert len(api.seen) == 2 and api.seen[0] == api.seen[1]
+
+
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("method", ["publish", "publish_many", "publish_batch"])
 async def test_a_cut_after_the_request_arrived_is_retried(form: str, method: str) -> None:
     """The request reached the API and was stored; then the connection was
