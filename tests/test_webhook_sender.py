@@ -12,6 +12,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -26,8 +27,8 @@ from torchannels.brokers.lifecycle_memory import MemoryLifecycle
 from torchannels.webhook_post import USER_AGENT, WARN_INTERVAL, Warnings
 from torchannels.webhook_sender import WebhookSender
 from torchannels.webhook_stats import LATENCY_BUCKETS, WebhookStats
-from torchannels.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER
-from webhook_receiver import Receiver
+from torchannels.webhooks import TIMESTAMP_HEADER
+from webhook_receiver import Receiver, receiving
 
 SECRET = "whsec-" + secrets.token_hex(8)
 FAST: dict[str, Any] = {
@@ -43,10 +44,8 @@ MakeSender = Callable[..., WebhookSender]
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    made = Receiver(SECRET)
-    made.start()
-    yield made
-    await made.stop()
+    async with receiving(SECRET) as made:
+        yield made
 
 
 @pytest.fixture
@@ -95,8 +94,8 @@ def ids(events: list[dict[str, Any]]) -> list[str]:
 
 
 def batch_ids(receiver: Receiver) -> list[list[str]]:
-    """The ids each call carried (verified), in arrival order."""
-    return [[e["id"] for e in receiver.events_of(call)] for call in receiver.calls]
+    """The ids each call carried (verified at its arrival), in arrival order."""
+    return [ids(batch) for batch in receiver.batches()]
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -110,19 +109,19 @@ async def test_batches_of_at_most_50_go_in_queue_order_signed(
     queued = await queue_users(store, names)
     head = await store.head(1)
     sender = make_sender()
-    await eventually(lambda: len(receiver.events()) == 120)
+    await eventually(lambda: len(receiver.delivered()) == 120)
     assert [len(b) for b in batch_ids(receiver)] == [50, 50, 20]
-    assert ids(receiver.events()) == queued  # once each, in queue order
-    assert [e["user"] for e in receiver.events()] == names
-    assert receiver.events()[0] == {
+    assert ids(receiver.delivered()) == queued  # once each, in queue order
+    assert [e["user"] for e in receiver.delivered()] == names
+    assert receiver.delivered()[0] == {
         "id": head[0].id, "type": "user_online", "time": head[0].time, "user": "u0"
     }  # fmt: skip
-    for call in receiver.calls:
-        assert call.headers["Content-Type"] == "application/json"
-        assert call.headers["User-Agent"] == f"torchannels/{__version__}" == USER_AGENT
-        assert abs(int(call.headers[TIMESTAMP_HEADER]) - call.at) < 2
-        assert call.headers[SIGNATURE_HEADER].startswith("sha256=")
-        assert call.body.startswith(b'[{"id":') and b" " not in call.body  # compact
+    # Each call as docs/api.md says (Content-Type, User-Agent, the HMAC-SHA256
+    # signature, compact JSON of events from "id" on), ids in queue order.
+    receiver.check()
+    assert f"torchannels/{__version__}" == USER_AGENT  # what the calls carried
+    for post in receiver.posts:
+        assert abs(int(post.headers[TIMESTAMP_HEADER]) - post.received) < 2
     await eventually(lambda: sender.stats.queue_length == 0)
     assert await store.length() == 0
     stats = sender.stats
@@ -140,9 +139,9 @@ async def test_a_partial_batch_goes_250_ms_after_its_oldest_event(
     oldest = (await store.head(1))[0]
     await eventually(lambda: time.time() >= oldest.time + 0.1)
     second = await queue_users(store, ["bob"])
-    await eventually(lambda: len(receiver.calls) == 1)
+    await eventually(lambda: len(receiver.posts) == 1)
     assert batch_ids(receiver) == [first + second]  # one batch: the second joined it
-    waited = receiver.calls[0].at - oldest.time
+    waited = receiver.posts[0].received - oldest.time
     assert 0.25 <= waited < 1.0, waited
 
 
@@ -152,8 +151,8 @@ async def test_a_full_batch_goes_at_once(
     make_sender(batch_wait=5.0)
     queued = await queue_users(store, [f"u{i}" for i in range(60)])
     oldest = (await store.head(1))[0]
-    await eventually(lambda: len(receiver.calls) == 1)
-    assert receiver.calls[0].at - oldest.time < 2.0  # not the 5 s batch_wait
+    await eventually(lambda: len(receiver.posts) == 1)
+    assert receiver.posts[0].received - oldest.time < 2.0  # not the 5 s batch_wait
     assert batch_ids(receiver) == [queued[:50]]
 
 
@@ -166,9 +165,10 @@ async def test_a_retryable_answer_is_retried_until_delivered_once(
     sender = make_sender()
     await eventually(lambda: sender.stats.sent == 3)
     assert batch_ids(receiver) == [queued, queued, queued]
-    assert [c.status for c in receiver.calls] == [failure, failure, 200]
-    assert ids(receiver.events()) == queued  # delivered once
-    gaps = [b.at - a.at for a, b in zip(receiver.calls, receiver.calls[1:], strict=False)]
+    assert [p.status for p in receiver.posts] == [failure, failure, 200]
+    assert ids(receiver.delivered()) == queued  # delivered once
+    arrived = [post.received for post in receiver.posts]
+    gaps = [b - a for a, b in pairwise(arrived)]
     assert gaps[0] >= 0.025 and gaps[1] >= 0.05  # backoff: d/2 at least, d = 0.05, 0.1
     stats = sender.stats
     assert (stats.sent, stats.retries) == (3, 2)
@@ -207,11 +207,12 @@ async def test_no_answer_within_the_timeout_is_retried(
     receiver.delay = 5.0
     queued = await queue_users(store, ["ann", "bob"])
     sender = make_sender(timeout=0.3)
-    await eventually(lambda: len(receiver.calls) == 1)
+    await eventually(lambda: len(receiver.posts) == 1)
     receiver.delay = 0.0
     await eventually(lambda: sender.stats.sent == 2)
-    assert batch_ids(receiver) == [queued, queued] and receiver.calls[0].late
-    assert receiver.calls[1].at - receiver.calls[0].at >= 0.3
+    # The sender hung up on the first call (still being answered) and sent again.
+    assert batch_ids(receiver) == [queued, queued] and receiver.posts[0].gone
+    assert receiver.posts[1].received - receiver.posts[0].received >= 0.3
     assert sender.stats.retries == 1 and sender.stats.sent == 2
     assert sender.stats.last_error is not None
     assert sender.stats.last_error[1] == "no answer within 0.3 s"
@@ -231,9 +232,9 @@ async def test_a_refused_connection_is_retried_and_latency_is_counted(
     assert sender.stats.last_error is not None
     assert "ConnectionRefusedError" in sender.stats.last_error[1]
     await eventually(lambda: time.time() > oldest.time + 1.1)
-    receiver.start()
+    await receiver.start()
     await eventually(lambda: sender.stats.sent == 2, timeout=5)
-    assert ids(receiver.events()) == queued
+    assert ids(receiver.delivered()) == queued
     stats = sender.stats
     assert stats.latency_count == 2 and 2.2 <= stats.latency_sum < 20
     assert stats.latency_buckets[: LATENCY_BUCKETS.index(1.0) + 1] == [0] * 5
@@ -259,7 +260,7 @@ async def test_events_waiting_longer_than_retry_for_are_dropped_at_a_failure(
     assert time.time() - oldest.time >= 1.0
     receiver.status = 200
     await eventually(lambda: sender.stats.sent == 1)
-    assert ids(receiver.events()) == young
+    assert ids(receiver.delivered()) == young
     assert batch_ids(receiver)[0] == old  # tried before it expired
     assert sender.stats.dropped == {"queue_full": 0, "expired": 2, "rejected": 0}
     assert "the webhook kept failing: 2 events queued more than 1 s ago dropped" in warnings(caplog)
@@ -279,7 +280,7 @@ async def test_one_sender_at_a_time_on_one_store(
     await eventually(lambda: other.stats.sending)
     second = await queue_users(store, [f"b{i}" for i in range(5)])
     await eventually(lambda: other.stats.sent == 5)
-    assert ids(receiver.events()) == first + second  # each once, in order
+    assert ids(receiver.delivered()) == first + second  # each once, in order
 
 
 async def test_a_sender_closed_mid_retry_loses_nothing(
@@ -296,7 +297,7 @@ async def test_a_sender_closed_mid_retry_loses_nothing(
     receiver.status = 200
     second = make_sender()
     await eventually(lambda: second.stats.sent == 3)
-    assert ids(receiver.events()) == queued
+    assert ids(receiver.delivered()) == queued
     assert (second.stats.sent, first.stats.sent) == (3, 0)
 
 
@@ -306,7 +307,7 @@ async def test_a_lost_lease_stops_the_batch_in_flight(
     receiver.delay = 1.0  # answers 200, after the lease is gone
     queued = await queue_users(store, ["ann", "bob"])
     sender = make_sender(timeout=5.0)
-    await eventually(lambda: len(receiver.calls) == 1)
+    await eventually(lambda: len(receiver.posts) == 1)
     await store.unlease(sender.owner)
     assert await store.lease("thief", 30.0)
     await eventually(lambda: not sender.stats.sending)
@@ -327,7 +328,7 @@ async def test_the_queue_length_is_read_while_not_sending(
     await eventually(lambda: sender.stats.queue_length == 2)  # read at start
     await queue_users(store, [f"u{i}" for i in range(5)])
     await eventually(lambda: sender.stats.queue_length == 7, timeout=3.0)  # and again within 2 s
-    assert not sender.stats.sending and receiver.calls == []
+    assert not sender.stats.sending and receiver.posts == []
 
 
 async def test_close_before_start_and_twice_is_quiet(store: LifecycleStore) -> None:
@@ -421,7 +422,7 @@ async def test_on_redis_one_process_sends_and_the_next_takes_over_mid_retry(
     await leader.close()
     receiver.status = 200
     await eventually(lambda: other.stats.sent == 3)
-    assert ids(receiver.events()) == sent + kept
+    assert ids(receiver.delivered()) == sent + kept
     assert batch_ids(receiver)[-1] == kept
     await eventually(lambda: other.stats.queue_length == 0)
     assert await one.length() == 0

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 import tornado.httpclient
+import tornado.testing
 import tornado.websocket
 
 from redis_servers import shared_redis
@@ -442,3 +443,36 @@ async def test_workers_accept_one_login(spawn: Callable[..., ServerProcess], htt
         if workers_seen == {0, 1} and n >= 20:
             break
     assert workers_seen == {0, 1}
+
+
+async def test_stats_show_the_webhooks_health(
+    spawn: Callable[..., ServerProcess], http: Any, lives: Callable[..., Live]
+) -> None:
+    sock, port = tornado.testing.bind_unused_port()
+    sock.close()  # nobody listens there: every POST is refused
+    server = spawn("--no-demo", "--api-key", KEY, "--admin-password", PASSWORD,
+                   "--webhook-url", f"http://127.0.0.1:{port}/hook", "--webhook-secret", "s",
+                   "--webhook-events", "channel_occupied")  # fmt: skip
+    browser = Browser(http, server)
+    await browser.login()
+    assert b'id="webhooks"' in (await browser.request("/admin")).body
+    live = lives(server.url(transport="sse", channel="demo:w"))
+    await live.wait(lambda fs: any(f["type"] == "subscribed" for f in fs))
+
+    async def failing() -> bool:
+        hooks = as_json(await browser.request("/admin/api/stats"))["webhooks"]
+        return (
+            hooks["queue"] == 1 and hooks["queued"] == 1 and hooks["retries"] >= 1
+            and hooks["last_error"] is not None and hooks["last_success"] is None
+            and hooks["sent"] == 0 and hooks["sending"] is True
+        )  # fmt: skip
+
+    await until(failing, "the refused webhook shown")
+    error = as_json(await browser.request("/admin/api/stats"))["webhooks"]["last_error"]
+    assert "refused" in error["error"].lower(), error
+
+
+async def test_stats_without_webhooks_say_null(admin_server: ServerProcess, http: Any) -> None:
+    browser = Browser(http, admin_server)
+    await browser.login()
+    assert as_json(await browser.request("/admin/api/stats"))["webhooks"] is None
