@@ -29,7 +29,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from ..control import check_id, check_time
-from ..protocol import check_channel
+from ..errors import BadRequest
+from ..protocol import check_channel, check_idempotency_key
 from .errors import APIError, error_class
 from .events import Member
 
@@ -164,21 +165,16 @@ def _json(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-#: The longest idempotency key (of printable ASCII characters).
-MAX_KEY_LENGTH = 128
-
-
 def checked_key(key: object = None) -> str:
     """``key`` when it is a valid idempotency key, checked by the server's
-    rule before anything is sent (else ``ValueError``); a new one
-    (``uuid.uuid4().hex``) when it is None."""
+    rule (:func:`torchannels.protocol.check_idempotency_key`) before anything
+    is sent, else ``ValueError``; a new one (``uuid.uuid4().hex``) when it is None."""
     if key is None:
         return uuid.uuid4().hex
-    if (not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_LENGTH
-            or not all(" " <= c <= "~" for c in key)):  # fmt: skip
-        raise ValueError(f"idempotency key must be 1-{MAX_KEY_LENGTH} printable ASCII "
-                         f"characters, not {key!r:.80}")  # fmt: skip
-    return key
+    try:
+        return check_idempotency_key(key)
+    except BadRequest as exc:
+        raise ValueError(exc.message) from None
 
 
 def publish(channel: str, data: Mapping[str, Any], idempotency_key: str | None = None) -> Call:
