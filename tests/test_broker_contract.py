@@ -3,7 +3,9 @@
 Only the public Broker interface is used (the async methods plus
 ``configure_channel``/``policy_for``), so a new broker joins by adding a
 factory to ``BROKER_FACTORIES``. A factory gets the default history policy
-and a :class:`Kit` whose ``advance`` moves the broker's notion of time.
+(and options every broker's constructor takes, such as
+``idempotency_window``) and returns a :class:`Kit` whose ``advance`` moves
+the broker's notion of time.
 """
 
 from __future__ import annotations
@@ -44,16 +46,16 @@ class Kit:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
-async def memory_factory(policy: HistoryPolicy | None) -> Kit:
+async def memory_factory(policy: HistoryPolicy | None, **options: Any) -> Kit:
     clock = FakeClock()
 
     async def advance(seconds: float) -> None:
         clock.now += seconds
 
-    return Kit(MemoryBroker(policy, clock=clock), advance, exact_clock=clock)
+    return Kit(MemoryBroker(policy, clock=clock, **options), advance, exact_clock=clock)
 
 
-async def redis_factory(policy: HistoryPolicy | None) -> Kit:
+async def redis_factory(policy: HistoryPolicy | None, **options: Any) -> Kit:
     """The shared Redis, under a random key prefix deleted afterwards.
 
     Time moves by the broker's clock (``ts`` stamps, history age) and by
@@ -63,7 +65,7 @@ async def redis_factory(policy: HistoryPolicy | None) -> Kit:
     url = shared_redis()
     clock = FakeClock()
     prefix = "test-" + secrets.token_hex(6)
-    broker = RedisBroker.from_url(url, prefix=prefix, history=policy, clock=clock)
+    broker = RedisBroker.from_url(url, prefix=prefix, history=policy, clock=clock, **options)
     admin = redis.asyncio.Redis.from_url(url)
     pattern = f"{{{prefix}:*"
 
@@ -86,7 +88,7 @@ async def redis_factory(policy: HistoryPolicy | None) -> Kit:
     return Kit(broker, advance, exact_clock=clock, closers=[cleanup])
 
 
-BROKER_FACTORIES: dict[str, Callable[[HistoryPolicy | None], Awaitable[Kit]]] = {
+BROKER_FACTORIES: dict[str, Callable[..., Awaitable[Kit]]] = {
     "memory": memory_factory,
     "redis": redis_factory,
 }
@@ -99,8 +101,8 @@ async def make_kit(request: pytest.FixtureRequest) -> AsyncIterator[MakeKit]:
     factory = BROKER_FACTORIES[request.param]
     kits: list[Kit] = []
 
-    async def make(policy: HistoryPolicy | None = None) -> Kit:
-        kit = await factory(policy)
+    async def make(policy: HistoryPolicy | None = None, **options: Any) -> Kit:
+        kit = await factory(policy, **options)
         kits.append(kit)
         return kit
 

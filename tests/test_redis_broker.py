@@ -23,7 +23,7 @@ from support import eventually
 from torchannels.brokers import HistoryPolicy, RedisBroker
 from torchannels.brokers.base import NO_EPOCH
 from torchannels.errors import RESET_EPOCH, BrokerUnavailable, ChannelNameError
-from torchannels.frames import Publication, tail
+from torchannels.frames import Duplicate, Publication, tail
 from torchannels.protocol import Position
 
 
@@ -390,6 +390,31 @@ async def test_cluster_publishes_a_batch_across_nodes(
     for channel in channels:  # per channel in order (nodes deliver independently)
         mine = [p.payload for p in pubs if p.channel == channel]
         assert [p.payload for p in got if p.channel == channel] == mine
+
+
+async def test_cluster_publishes_a_keyed_batch_across_nodes(
+    cluster: LocalCluster, brokers: list[RedisBroker]
+) -> None:
+    broker = make(brokers, cluster.url)
+    other = make(brokers, cluster.url, prefix=broker.prefix)  # another process, say
+    channels = [c for names in spread(cluster, broker.prefix).values() for c in names]
+    _, got = await listening(broker, *channels)
+    batch = [(channels[i % len(channels)], {"n": i}) for i in range(24)]
+    keys = [None if i % 4 == 3 else f"k{i % 12}" for i in range(24)]  # repeats: i + 12
+    first = await broker.publish_many(batch, keys=keys)
+    again = await other.publish_many(batch, keys=keys)
+    for results in (first, again):
+        for i in range(12, 24):
+            if keys[i] is not None:
+                twin = first[i - 12]
+                assert isinstance(twin, Publication)
+                assert results[i] == Duplicate(twin.channel, twin.epoch, twin.offset, twin.ts)
+    stored = [r for r in first + again if isinstance(r, Publication)]
+    assert len(stored) == 9 + 6 + 6  # first: 9 keys, 6 without; again: those 6
+    await eventually(lambda: len(got) == len(stored))
+    for channel in channels:
+        mine = sorted(p.offset for p in stored if p.channel == channel)
+        assert mine == list(range(1, len(mine) + 1))
 
 
 async def test_cluster_resets_after_a_channel_is_forgotten(

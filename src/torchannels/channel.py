@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 from .brokers.base import Broker, ChannelInfo
 from .brokers.presence import PresencePage
+from .frames import Duplicate
 from .protocol import Position, check_message, check_messages
 from .stats import Stats
 
@@ -72,10 +73,35 @@ class Channel:
         self.hub.stats.published += 1
         return data
 
-    async def asend(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def asend(
+        self, message: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         """:meth:`send`, returning once the broker has stored the message,
-        with its ``epoch`` and ``offset``."""
-        pub = await self.hub.broker.publish(self.name, check_message(message))
+        with its ``epoch`` and ``offset``.
+
+        With an ``idempotency_key`` (1-128 printable ASCII characters) that
+        was used in this channel within the broker's window, nothing is
+        stored or delivered again: the answer is the message with the first
+        publish's ``channel``, ``ts``, ``epoch`` and ``offset``, and
+        ``"duplicate": True``. So a publish retried with its key after a
+        failure that left its outcome unknown is stored once. (A stored
+        copy carries no ``duplicate`` key unless ``message`` has one.)
+
+        >>> import asyncio
+        >>> from torchannels import Hub
+        >>> news = Hub().channel("news")
+        >>> first = asyncio.run(news.asend({"n": 1}, idempotency_key="n-1"))
+        >>> again = asyncio.run(news.asend({"n": 1}, idempotency_key="n-1"))
+        >>> again["offset"] == first["offset"], again["duplicate"]
+        (True, True)
+        """
+        pub = await self.hub.broker.publish(
+            self.name, check_message(message), idempotency_key=idempotency_key
+        )
+        if isinstance(pub, Duplicate):
+            self.hub.stats.publish_duplicates += 1
+            return {**message, "channel": pub.channel, "ts": pub.ts, "epoch": pub.epoch,
+                    "offset": pub.offset, "duplicate": True}  # fmt: skip
         self.hub.stats.published += 1
         return pub.data
 

@@ -1,7 +1,8 @@
 """The one exception root of torchannels, and the error codes put on the wire.
 
-Every code here is also written in docs/protocol.md; clients switch on the
-code, humans read the message.
+Every code here is also written in docs/protocol.md (the publish API's
+``invalid_idempotency_key`` in docs/api.md); clients switch on the code,
+humans read the message.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ NO_CHANNELS = "no_channels"
 REQUEST_TOO_LARGE = "request_too_large"
 BAD_PARAMETER = "bad_parameter"
 BAD_MESSAGE = "bad_message"  # WebSocket: a client frame that is not a valid command
+#: A publish's idempotency key is not 1-128 printable ASCII characters (docs/api.md).
+INVALID_IDEMPOTENCY_KEY = "invalid_idempotency_key"
 
 # Codes of presence reads (400; on WebSocket an ``error`` frame with the channel).
 PRESENCE_DISABLED = "presence_disabled"  # the channel has no presence

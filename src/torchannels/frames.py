@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .protocol import Position, dumps, encode_message
@@ -150,6 +151,23 @@ class Publication:
 
     def __repr__(self) -> str:
         return f"<Publication {self.channel} {self.epoch}:{self.offset}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """What a publish returns when its idempotency key was already used in
+    its channel within the broker's window: nothing was stored or
+    delivered, and these are the first publish's ``epoch``, ``offset`` and
+    ``ts``."""
+
+    channel: str
+    epoch: str
+    offset: int
+    ts: float
+
+    @property
+    def position(self) -> Position:
+        return Position(self.epoch, self.offset)
 
 
 def _control(kind: str, channel: str | None, position: Position | None, **fields: Any) -> Frame:

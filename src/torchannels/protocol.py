@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import (
+    INVALID_IDEMPOTENCY_KEY,
     MALFORMED_CURSOR,
     BadRequest,
     ChannelNameError,
@@ -30,6 +31,8 @@ MAX_CHANNEL_LENGTH = 128
 CHANNEL_RE = re.compile(rf"[A-Za-z0-9_\-.:/@#$]{{1,{MAX_CHANNEL_LENGTH}}}")
 EPOCH_RE = re.compile(r"[a-z0-9]{1,32}")
 OFFSET_MAX_DIGITS = 18
+#: Characters an idempotency key may have at most (each printable ASCII).
+MAX_IDEMPOTENCY_KEY = 128
 
 #: Keys that torchannels sets on delivered messages: every message gets
 #: ``channel``, ``ts``, ``epoch`` and ``offset``; a message a client
@@ -49,6 +52,30 @@ def check_channel(name: object) -> str:
             "from A-Z a-z 0-9 _ - . : / @ # $"
         )
     return name
+
+
+def check_idempotency_key(key: object) -> str:
+    """Return ``key`` if it can be a publish's idempotency key: a string of
+    1-128 printable ASCII characters (0x20-0x7E). Else raise
+    :class:`BadRequest` ``invalid_idempotency_key``.
+
+    >>> check_idempotency_key("order-17:v2")
+    'order-17:v2'
+    """
+    if isinstance(key, str) and 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        if key.isascii() and key.isprintable():  # for ASCII: 0x20-0x7E
+            return key
+        bad = next(c for c in key if not (c.isascii() and c.isprintable()))
+        why = f"{bad!r} at index {key.index(bad)} is not one"
+    elif isinstance(key, str):
+        why = f"this one has {len(key)}"
+    else:
+        why = f"this is {type(key).__name__}, not a string"
+    raise BadRequest(
+        INVALID_IDEMPOTENCY_KEY,
+        f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters "
+        f"(space to ~): {why}",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 class Stats:
     #: Messages published through this process's hub.
     published: int = 0
+    #: Publishes whose idempotency key was used already: nothing was published.
+    publish_duplicates: int = 0
     #: Message frames handed to subscribers (one per message per subscriber).
     delivered: int = 0
     #: ``reset`` frames sent.

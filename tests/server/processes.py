@@ -229,11 +229,13 @@ def auth(key: str | None = KEY) -> dict[str, str]:
 async def api(
     client: Any, hub: ServerProcess, path: str, body: object = None, *,
     key: str | None = KEY, raw: bytes | None = None, method: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:  # fmt: skip
-    """A publish-API request: ``body`` as JSON (or ``raw`` bytes), POST unless GET."""
+    """A publish-API request: ``body`` as JSON (or ``raw`` bytes), POST unless
+    GET; ``headers`` besides the key's."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     verb = method or ("GET" if data is None else "POST")
-    return await fetch(client, hub.base + path, verb, data, auth(key))
+    return await fetch(client, hub.base + path, verb, data, {**auth(key), **(headers or {})})
 
 
 def as_json(response: Response) -> Any:

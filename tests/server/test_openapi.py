@@ -133,6 +133,7 @@ class Call:
     body: Any = None
     raw: bytes | None = None
     key: str | None = KEY
+    headers: dict[str, str] | None = None
 
 
 def calls() -> list[Call]:
@@ -182,6 +183,16 @@ def publish_calls(
         Call(pub, "post", 200, None, body=one),
         Call(pub, "post", 200, None, body={"channels": ["oa:1", "oa:2"], "data": {"n": 1}}),
         Call(pub, "post", 200, None, body={"messages": [one, {"channel": "oa:2", "data": {}}]}),
+        Call(pub, "post", 200, None, body=one, headers={"Idempotency-Key": "oa-1"}),
+        Call(pub, "post", 200, None, body=one, headers={"Idempotency-Key": "oa-1"}),  # duplicate
+        Call(pub, "post", 200, None,
+             body={"messages": [{**one, "idempotency_key": "oa-2"}, one]}),
+        Call(pub, "post", 400, "invalid_idempotency_key", body=one,
+             headers={"Idempotency-Key": "x" * 129}),
+        Call(pub, "post", 400, "invalid_idempotency_key", body={"messages": [one]},
+             headers={"Idempotency-Key": "oa-3"}),
+        Call(pub, "post", 400, "invalid_idempotency_key",
+             body={"messages": [{**one, "idempotency_key": ""}]}),
         Call(pub, "post", 400, "bad_json", raw=b"{"),
         Call(pub, "post", 400, "too_many_messages",
              raw=b'{"messages":[' + b",".join([b"0"] * (api_module.MAX_BATCH + 1)) + b"]}"),
@@ -262,7 +273,8 @@ async def test_every_documented_status_and_code_is_produced(
             schema = operation["requestBody"]["content"]["application/json"]["schema"]
             validate(call.body, schema, doc)
         response = await api(http, hub, call.path or call.template, call.body, key=call.key,
-                             raw=call.raw, method=call.method.upper())  # fmt: skip
+                             raw=call.raw, method=call.method.upper(),
+                             headers=call.headers)  # fmt: skip
         body = as_json(response)
         assert response.code == call.status, (call, body)
         documented = operation["responses"][str(call.status)]

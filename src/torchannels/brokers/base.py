@@ -23,10 +23,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from ..errors import RESET_EPOCH, RESET_INVALID, RESET_TRIMMED
-from ..frames import Publication
+from ..frames import Duplicate, Publication
 from ..protocol import Position
 from .control import ControlBus, MemoryControl
 from .lifecycle import LifecycleStore
@@ -271,21 +271,59 @@ class Broker(abc.ABC):
         """:meth:`set_state`, queued like :meth:`publish_soon`; returns the
         position the state stands for where the broker knows it at once."""
 
+    @overload
+    async def publish(self, channel: str, message: dict[str, Any]) -> Publication: ...
+
+    @overload
+    async def publish(
+        self, channel: str, message: dict[str, Any], *, idempotency_key: str | None
+    ) -> Publication | Duplicate: ...
+
     @abc.abstractmethod
-    async def publish(self, channel: str, message: dict[str, Any]) -> Publication:
-        """Stamp, store and deliver ``message``; returns once it is stored."""
+    async def publish(
+        self, channel: str, message: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> Publication | Duplicate:
+        """Stamp, store and deliver ``message``; returns once it is stored.
+
+        With an ``idempotency_key`` (1-128 printable ASCII characters, else
+        :class:`~torchannels.BadRequest` ``invalid_idempotency_key``) already
+        used in ``channel`` within the broker's ``idempotency_window``,
+        nothing is stored or delivered and the answer is a
+        :class:`~torchannels.frames.Duplicate` of the first publish
+        (:mod:`.idempotency`)."""
+
+    @overload
+    async def publish_many(
+        self, messages: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[Publication]: ...
+
+    @overload
+    async def publish_many(
+        self,
+        messages: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        keys: Sequence[str | None] | None,
+    ) -> list[Publication | Duplicate]: ...
 
     @abc.abstractmethod
     async def publish_many(
-        self, messages: Sequence[tuple[str, dict[str, Any]]]
-    ) -> list[Publication]:
+        self,
+        messages: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        keys: Sequence[str | None] | None = None,
+    ) -> list[Publication] | list[Publication | Duplicate]:
         """:meth:`publish` each ``(channel, message)`` in this order (channels
         may differ and repeat); returns once all are stored, one publication
         per message. Every channel is checked and every message stamped and
         encoded before any is stored, so a bad one stores none. A network
         broker stores them in one batch (one round trip, a few script calls
         on Redis); if some fail, the others are still stored and the first
-        failure is raised once all have ended."""
+        failure is raised once all have ended.
+
+        ``keys``, when given, has one idempotency key (or None) per message,
+        all checked before any is stored; a message whose key was used in
+        its channel (earlier in this batch too) is answered a
+        :class:`~torchannels.frames.Duplicate` instead."""
 
     @abc.abstractmethod
     async def set_state(self, channel: str, messages: list[dict[str, Any]]) -> Position:

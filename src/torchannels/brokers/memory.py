@@ -12,6 +12,10 @@ A subscriber reading a channel creates nothing (the answer is the current
 epoch at offset 0); only publishers create channels, at most
 ``channel_limit`` of them, dormant ones included: a publish that would
 create one more forgets the dormant channels idle longest first.
+
+Idempotency keys (:mod:`.idempotency`) are remembered for
+``idempotency_window`` seconds, at most ``idempotency_max`` of them (the
+oldest go first); a forgotten channel's go with it.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, overload
 
 from ..errors import ChannelLimitError
-from ..frames import Draft, Publication
-from ..protocol import Position
+from ..frames import Draft, Duplicate, Publication
+from ..protocol import Position, check_idempotency_key
 from .base import (
     Broker,
     ChannelInfo,
@@ -38,6 +42,7 @@ from .base import (
     check_unbroken,
     plan_read,
 )
+from .idempotency import DEFAULT_MAX, DEFAULT_WINDOW, KeyRecords, check_keys
 from .presence import PresenceEvent
 from .presence_memory import MemoryPresence
 
@@ -76,6 +81,8 @@ class MemoryBroker(Broker):
         *,
         channel_limit: int = 100_000,
         clock: Callable[[], float] = time.time,
+        idempotency_window: float = DEFAULT_WINDOW,
+        idempotency_max: int = DEFAULT_MAX,
     ) -> None:
         super().__init__(history, clock=clock)
         if channel_limit < 1:
@@ -90,6 +97,8 @@ class MemoryBroker(Broker):
         self._listeners: dict[str, list[Listener]] = {}
         self._next_sweep = clock()
         self._presence = MemoryPresence()
+        #: The idempotency keys of recent publishes (:mod:`.idempotency`).
+        self.idempotency = KeyRecords(idempotency_window, idempotency_max)
 
     @property
     def channel_count(self) -> int:
@@ -111,6 +120,16 @@ class MemoryBroker(Broker):
         ch.history.append(pub)
         self._trim(channel, ch, now)
         self._deliver(channel, pub)
+        return pub
+
+    def _publish_once(self, draft: Draft, key: str, now: float) -> Publication | Duplicate:
+        """:meth:`_publish`, unless ``key`` was used in the channel within the window."""
+        ch = self._channel(draft.channel, now)  # forgetting channels first, keys with them
+        found = self.idempotency.find(draft.channel, key, now)
+        if found is not None and found.epoch == ch.epoch:
+            return found
+        pub = self._publish(draft, now)
+        self.idempotency.record(pub, key, now)
         return pub
 
     def _deliver(self, channel: str, item: Publication | PresenceEvent) -> None:
@@ -169,6 +188,7 @@ class MemoryBroker(Broker):
             if self._dormant(name, ch, now) and now - ch.touched >= self.policy_for(name).keep:
                 gone.append(name)
         self._forget(gone)
+        self.idempotency.trim(now)
         self._next_sweep = now + min(60.0, self.default_policy.ttl / 4)
 
     def _forget_dormant(self, now: float) -> None:
@@ -183,6 +203,7 @@ class MemoryBroker(Broker):
     def _forget(self, names: list[str]) -> None:
         for name in names:
             del self._channels[name]
+        self.idempotency.forget(names)
         if names:
             self.epoch = new_epoch()
             self._sorted = None
@@ -222,21 +243,57 @@ class MemoryBroker(Broker):
     def set_state_soon(self, channel: str, messages: list[dict[str, Any]]) -> Position:
         return self.set_state_nowait(channel, messages)
 
-    async def publish(self, channel: str, message: dict[str, Any]) -> Publication:
-        return self.publish_nowait(channel, message)
+    @overload
+    async def publish(self, channel: str, message: dict[str, Any]) -> Publication: ...
 
+    @overload
+    async def publish(
+        self, channel: str, message: dict[str, Any], *, idempotency_key: str | None
+    ) -> Publication | Duplicate: ...
+
+    async def publish(
+        self, channel: str, message: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> Publication | Duplicate:
+        if idempotency_key is None:
+            return self.publish_nowait(channel, message)
+        check_idempotency_key(idempotency_key)
+        now = self.clock()
+        return self._publish_once(Draft(channel, message, now), idempotency_key, now)
+
+    @overload
     async def publish_many(
         self, messages: Sequence[tuple[str, dict[str, Any]]]
-    ) -> list[Publication]:
+    ) -> list[Publication]: ...
+
+    @overload
+    async def publish_many(
+        self,
+        messages: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        keys: Sequence[str | None] | None,
+    ) -> list[Publication | Duplicate]: ...
+
+    async def publish_many(
+        self,
+        messages: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        keys: Sequence[str | None] | None = None,
+    ) -> list[Publication] | list[Publication | Duplicate]:
         now = self.clock()
         drafts = [Draft(channel, message, now) for channel, message in messages]
-        outcomes: list[Publication | BaseException] = []
-        for draft in drafts:  # a failed one does not stop the others
+        keys = check_keys(drafts, keys)
+        outcomes: list[Publication | Duplicate | BaseException] = []
+        for i, draft in enumerate(drafts):  # a failed one does not stop the others
+            key = None if keys is None else keys[i]
             try:
-                outcomes.append(self._publish(draft, now))
+                if key is None:
+                    outcomes.append(self._publish(draft, now))
+                else:
+                    outcomes.append(self._publish_once(draft, key, now))
             except ChannelLimitError as exc:
                 outcomes.append(exc)
-        return all_or_first_failure(outcomes)
+        published: list[Publication | Duplicate] = all_or_first_failure(outcomes)
+        return published
 
     async def set_state(self, channel: str, messages: list[dict[str, Any]]) -> Position:
         return self.set_state_nowait(channel, messages)

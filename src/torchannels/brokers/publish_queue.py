@@ -8,7 +8,8 @@ in order, a batch at a time (one round trip for a network broker), and
 ``publish_many`` and ``set_state`` go through the same queue, so a
 process's publications keep the order in which it made them, whatever mix
 of calls it used; so do its presence events (:meth:`PublishQueue.event_soon`),
-which are delivered, not stored.
+which are delivered, not stored. A publish may carry an idempotency key
+(:mod:`.idempotency`), checked here and stored with it by the batch.
 
 Every queued operation ends settled: stored, failed, or, when the pump is
 cancelled (the event loop shutting down, say), failed with
@@ -25,25 +26,27 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..errors import BrokerError, TorChannelsError
-from ..frames import Draft, Publication
-from ..protocol import Position
+from ..frames import Draft, Duplicate, Publication
+from ..protocol import Position, check_idempotency_key
 from .base import all_or_first_failure
+from .idempotency import check_keys
 
 log = logging.getLogger("torchannels.broker")
 
-#: What a batch stores to: one result per op, in order (the publication, the
-#: state's position, None for an event, or the exception that op failed with).
-StoreBatch = Callable[
-    ["list[QueuedOp]"], Awaitable[list[Publication | Position | BaseException | None]]
-]
+#: What a batch stores to: one result per op, in order (the publication, or
+#: the duplicate a keyed publish turned out to be, the state's position,
+#: None for an event, or the exception that op failed with).
+Result = Publication | Duplicate | Position | BaseException | None
+StoreBatch = Callable[["list[QueuedOp]"], Awaitable[list[Result]]]
 
 
 class QueuedOp:
     """One queued publish (``state`` False) or set_state (``state`` True), or
     an ``event``: a payload the broker delivers to the channel's listeners
-    without storing it (a presence event)."""
+    without storing it (a presence event). A publish may have an
+    idempotency ``key``."""
 
-    __slots__ = ("channel", "drafts", "event", "future", "state")
+    __slots__ = ("channel", "drafts", "event", "future", "key", "state")
 
     def __init__(
         self, channel: str, drafts: list[Draft], state: bool, event: bytes | None = None
@@ -53,6 +56,7 @@ class QueuedOp:
         self.state = state
         self.event = event
         self.future: asyncio.Future[Any] | None = None
+        self.key: str | None = None
 
 
 class PublishQueue:
@@ -96,21 +100,32 @@ class PublishQueue:
         self._check_channel(channel)
         self._enqueue(QueuedOp(channel, [], False, payload))
 
-    async def publish(self, channel: str, message: dict[str, Any]) -> Publication:
-        result: Publication = await self._wait(self._op(channel, [message], state=False))
+    async def publish(
+        self, channel: str, message: dict[str, Any], key: str | None = None
+    ) -> Publication | Duplicate:
+        op = self._op(channel, [message], state=False)
+        if key is not None:
+            op.key = check_idempotency_key(key)
+        result: Publication | Duplicate = await self._wait(op)
         return result
 
     async def publish_many(
-        self, messages: Sequence[tuple[str, dict[str, Any]]]
-    ) -> list[Publication]:
-        """Every message is checked and stamped before any is queued, so a
-        bad one stores none; they are stored in one batch."""
+        self,
+        messages: Sequence[tuple[str, dict[str, Any]]],
+        keys: Sequence[str | None] | None = None,
+    ) -> list[Publication | Duplicate]:
+        """Every message (and key) is checked and stamped before any is
+        queued, so a bad one stores none; they are stored in one batch."""
         ops = [self._op(channel, [message], state=False) for channel, message in messages]
+        keys = check_keys(ops, keys)
+        if keys is not None:
+            for op, key in zip(ops, keys, strict=True):
+                op.key = key
         loop = asyncio.get_running_loop()
         for op in ops:
             op.future = loop.create_future()
             self._enqueue(op)
-        outcomes: list[Publication | BaseException] = []
+        outcomes: list[Publication | Duplicate | BaseException] = []
         for op in ops:
             assert op.future is not None
             try:
@@ -185,7 +200,7 @@ class PublishQueue:
         finally:
             self._pump = None
 
-    def _settle(self, op: QueuedOp, result: Publication | Position | BaseException | None) -> None:
+    def _settle(self, op: QueuedOp, result: Result) -> None:
         if op.event is not None:  # fire and forget: nobody waits, flush does not raise it
             if isinstance(result, BaseException):
                 log.warning("presence event of %r not delivered: %s", op.channel, result)

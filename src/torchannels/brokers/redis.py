@@ -26,8 +26,13 @@ and asks its resync listeners to re-read every channel from their
 positions, so what pub/sub dropped is read back from history
 (:mod:`.redis_delivery`).
 
+A publish with an idempotency key (:mod:`.idempotency`) is checked and
+recorded in the publish script itself, so two processes publishing one key
+on one channel at once store one message.
+
 History policies come from each process's configuration: every process
-sharing a Redis must configure the same ones. Needs Redis >= 6.2, or
+sharing a Redis must configure the same ones (and the same
+``idempotency_window``). Needs Redis >= 6.2, or
 Redis 7 for a Cluster.
 """
 
@@ -36,13 +41,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from ..errors import BrokerUnavailable
-from ..frames import Publication
+from ..frames import Duplicate, Publication
 from ..protocol import Position
 from .base import Broker, ChannelInfo, HistoryPolicy, Listener, ReadResult
 from .control_redis import RedisControl
+from .idempotency import DEFAULT_WINDOW, check_window
 from .lifecycle_redis import RedisLifecycle
 from .presence import PresenceEvent
 from .presence_redis import RedisPresence, encode_event
@@ -67,6 +73,7 @@ class RedisBroker(Broker):
     ``client`` is a redis-py asyncio ``Redis`` or ``RedisCluster`` created
     with ``decode_responses=False``; :meth:`from_url` makes one. ``clock``
     stamps ``ts`` and ages history (tests inject one).
+    ``idempotency_window``: seconds a publish's idempotency key is kept.
 
     >>> broker = RedisBroker.from_url("redis://127.0.0.1:6379/0", prefix="app")
     >>> broker.prefix
@@ -84,6 +91,7 @@ class RedisBroker(Broker):
         reconnect_cap: float = 2.0,
         subscribe_timeout: float = 5.0,
         owns_client: bool = False,
+        idempotency_window: float = DEFAULT_WINDOW,
     ) -> None:
         super().__init__(history, clock=clock)
         r = redis_py()
@@ -102,6 +110,7 @@ class RedisBroker(Broker):
             policy_for=self.policy_for,
             clock=self._now,
             start=lambda: self._delivery.start(),  # on the first command
+            idempotency_window=check_window(idempotency_window),
         )
         self._delivery = Delivery(
             client,
@@ -147,6 +156,7 @@ class RedisBroker(Broker):
         prefix: str = "torchannels",
         history: HistoryPolicy | None = None,
         cluster: bool | None = None,
+        idempotency_window: float = DEFAULT_WINDOW,
         **options: Any,
     ) -> RedisBroker:
         """A broker on the Redis at ``url``: ``redis://[:password@]HOST:PORT/DB``,
@@ -179,7 +189,14 @@ class RedisBroker(Broker):
             options.setdefault("timeout", 10.0)
             pool = r.asyncio.BlockingConnectionPool.from_url(url, **options)
             client = r.asyncio.Redis.from_pool(pool)
-        return cls(client, prefix=prefix, history=history, owns_client=True, **mine)
+        return cls(
+            client,
+            prefix=prefix,
+            history=history,
+            owns_client=True,
+            idempotency_window=idempotency_window,
+            **mine,
+        )
 
     # -- keys -------------------------------------------------------------------
 
@@ -219,13 +236,39 @@ class RedisBroker(Broker):
     def set_state_soon(self, channel: str, messages: list[dict[str, Any]]) -> None:
         self._queue.set_state_soon(channel, messages)
 
-    async def publish(self, channel: str, message: dict[str, Any]) -> Publication:
-        return await self._queue.publish(channel, message)
+    @overload
+    async def publish(self, channel: str, message: dict[str, Any]) -> Publication: ...
 
+    @overload
+    async def publish(
+        self, channel: str, message: dict[str, Any], *, idempotency_key: str | None
+    ) -> Publication | Duplicate: ...
+
+    async def publish(
+        self, channel: str, message: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> Publication | Duplicate:
+        return await self._queue.publish(channel, message, idempotency_key)
+
+    @overload
     async def publish_many(
         self, messages: Sequence[tuple[str, dict[str, Any]]]
-    ) -> list[Publication]:
-        return await self._queue.publish_many(messages)
+    ) -> list[Publication]: ...
+
+    @overload
+    async def publish_many(
+        self,
+        messages: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        keys: Sequence[str | None] | None,
+    ) -> list[Publication | Duplicate]: ...
+
+    async def publish_many(
+        self,
+        messages: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        keys: Sequence[str | None] | None = None,
+    ) -> list[Publication] | list[Publication | Duplicate]:
+        return await self._queue.publish_many(messages, keys)
 
     async def set_state(self, channel: str, messages: list[dict[str, Any]]) -> Position:
         return await self._queue.set_state(channel, messages)

@@ -7,7 +7,10 @@ time of the last publish or set_state), ``KEYS[2]`` the history stream
 ``KEYS[3]`` the state hash (``a`` the offset it stands for, ``n`` how many
 messages, ``t``/``p`` their ts and payloads, newline-joined: encoded JSON
 never holds a raw newline), and for PUBLISH ``KEYS[4]``, the pub/sub
-channel (declared so Cluster routes SPUBLISH).
+channel (declared so Cluster routes SPUBLISH). PUBLISH_KEYED also has a
+channel's idempotency keys (:mod:`.idempotency`): a hash (``:ik``, key ->
+``EPOCH:OFFSET:TS`` of its first publish) and a sorted set (``:ikx``, key
+-> its expiry in unix ms); a publish without a key never touches them.
 
 Only writes create keys. A write's ``ARGV[1]`` is a fresh random epoch,
 used only when the meta is missing (never created, expired, flushed,
@@ -148,6 +151,114 @@ for c = 1, nc do
   out[#out + 1] = epochs[c]
   out[#out + 1] = firsts[c]
 end
+return out
+"""
+
+#: PUBLISH_MANY for a batch in which some messages have an idempotency key
+#: (a Cluster: of one channel). KEYS: six per channel, its four and then its
+#: ``:ik`` hash and ``:ikx`` sorted set. ARGV: PUBLISH or SPUBLISH, the
+#: channel count C, the window ms, the six per channel as PUBLISH_MANY's,
+#: then the messages, ``NUMBER\nTS\nKEY\nHEAD\n`` each (KEY empty: none;
+#: a key is printable ASCII, so holds no newline). A message whose key has
+#: a record of the channel's epoch that has not expired is a duplicate:
+#: nothing is stored or published for it. Another message with a key is
+#: stored and the key recorded (``EPOCH:OFFSET:TS``, expiring at its now +
+#: the window); a key's first use on a channel in a call drops up to 64 of
+#: the channel's expired records, and a record of another epoch (the meta
+#: was lost and made again) is no duplicate. Returns PUBLISH_MANY's pairs
+#: (a channel whose every message was a duplicate: its offsets unchanged),
+#: then, per duplicate, its message's number in the call (from 1) and the
+#: record it duplicates.
+PUBLISH_KEYED = """
+local cmd, nc, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local epochs, tops, firsts, sizes, nows, trimmed, keyed = {}, {}, {}, {}, {}, {}, {}
+for c = 1, nc do
+  local k, a = 6 * (c - 1), 4 + 6 * (c - 1)
+  local m = redis.call('HMGET', KEYS[k + 1], 'e', 'o')
+  if m[1] then
+    epochs[c], tops[c] = m[1], tonumber(m[2])
+  else
+    redis.call('DEL', KEYS[k + 2], KEYS[k + 3], KEYS[k + 5], KEYS[k + 6])
+    redis.call('HSET', KEYS[k + 1], 'e', ARGV[a], 'o', 0)
+    epochs[c], tops[c] = ARGV[a], 0
+  end
+  firsts[c] = tops[c] + 1
+  sizes[c] = tonumber(ARGV[a + 3])
+  nows[c] = math.floor(tonumber(ARGV[a + 5]) * 1000)
+end
+-- The record of KEY in channel C, if it is of the channel's epoch and alive.
+local function recorded(c, key)
+  local k, now = 6 * (c - 1), string.format('%d', nows[c])
+  if not trimmed[c] then
+    trimmed[c] = true
+    local old = redis.call('ZRANGEBYSCORE', KEYS[k + 6], '-inf', now, 'LIMIT', 0, 64)
+    if #old > 0 then
+      redis.call('HDEL', KEYS[k + 5], unpack(old))
+      redis.call('ZREM', KEYS[k + 6], unpack(old))
+    end
+  end
+  local rec = redis.call('HGET', KEYS[k + 5], key)
+  if not rec or string.sub(rec, 1, #epochs[c] + 1) ~= epochs[c] .. ':' then return nil end
+  local expires = redis.call('ZSCORE', KEYS[k + 6], key)
+  if not expires or tonumber(expires) <= nows[c] then return nil end
+  return rec
+end
+local dups, i = {}, 0
+local pattern = '([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n'
+for number, ts, key, head in string.gmatch(ARGV[4 + 6 * nc], pattern) do
+  i = i + 1
+  local c = tonumber(number)
+  local rec = nil
+  if key ~= '' then rec = recorded(c, key) end
+  if rec then
+    dups[#dups + 1] = i
+    dups[#dups + 1] = rec
+  else
+    local k, top = 6 * (c - 1), tops[c] + 1
+    tops[c] = top
+    local epoch, off = epochs[c], string.format('%d', top)
+    local payload = head .. ',"epoch":"' .. epoch .. '","offset":' .. off .. '}'
+    if sizes[c] > 0 then
+      redis.call('XADD', KEYS[k + 2], 'MAXLEN', sizes[c], '0-' .. off, 't', ts, 'p', payload)
+    end
+    redis.call(cmd, KEYS[k + 4], off .. ':' .. epoch .. ':' .. ts .. ':' .. payload)
+    if key ~= '' then
+      redis.call('HSET', KEYS[k + 5], key, epoch .. ':' .. off .. ':' .. ts)
+      redis.call('ZADD', KEYS[k + 6], string.format('%d', nows[c] + window), key)
+      keyed[c] = true
+    end
+  end
+end
+local out = {}
+for c = 1, nc do
+  local k, a = 6 * (c - 1), 4 + 6 * (c - 1)
+  if tops[c] >= firsts[c] then
+    redis.call('HSET', KEYS[k + 1], 'o', string.format('%d', tops[c]), 't', ARGV[a + 5])
+    local first = nil
+    if sizes[c] > 0 then
+      local horizon, start, count = tonumber(ARGV[a + 2]), '-', 1
+      while not first do
+        local batch = redis.call('XRANGE', KEYS[k + 2], start, '+', 'COUNT', count)
+        if #batch == 0 then break end
+        for _, e in ipairs(batch) do
+          if tonumber(e[2][2]) >= horizon then first = e[1] break end
+        end
+        start = '(' .. batch[#batch][1]
+        count = math.min(count * 4, 256)
+      end
+    end
+    if first then redis.call('XTRIM', KEYS[k + 2], 'MINID', first)
+    else redis.call('DEL', KEYS[k + 2]) end
+    redis.call('PEXPIRE', KEYS[k + 1], ARGV[a + 4])
+    for j = 2, 3 do redis.call('PEXPIRE', KEYS[k + j], ARGV[a + 1]) end
+  end
+  if keyed[c] then
+    for j = 5, 6 do redis.call('PEXPIRE', KEYS[k + j], ARGV[3]) end
+  end
+  out[#out + 1] = epochs[c]
+  out[#out + 1] = firsts[c]
+end
+for _, v in ipairs(dups) do out[#out + 1] = v end
 return out
 """
 

@@ -5,7 +5,9 @@ Redis holds a meta hash (epoch, last offset), a stream (the history) and a
 state hash, written and read by the Lua scripts of :mod:`.redis_lua`: a
 script call per read, and a batch of queued publishes and set_states as
 pipelined script calls, one round trip (up to 256 publishes to any
-channels share one call). ``ok`` is False from a command
+channels share one call). A run of publishes of which some carry an
+idempotency key is one PUBLISH_KEYED call instead, which also keeps the
+channels' keys. ``ok`` is False from a command
 that found Redis unreachable until a command reaches it again.
 """
 
@@ -17,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BrokerError, BrokerUnavailable, ChannelNameError
-from ..frames import Publication
+from ..frames import Duplicate, Publication
 from ..protocol import Position
 from . import redis_lua as lua
 from .base import (
@@ -28,7 +30,7 @@ from .base import (
     check_unbroken,
     plan_read,
 )
-from .publish_queue import QueuedOp
+from .publish_queue import QueuedOp, Result
 from .redis_errors import broker_error, redis_py, unreachable
 
 if TYPE_CHECKING:
@@ -44,6 +46,8 @@ _NONE = 10**18
 _Call = tuple[list[QueuedOp], str, list[Any]]
 #: The "script" of a call that publishes an event's payload (a plain PUBLISH).
 _EVENT = "event"
+#: The "script" of a run of publishes while :meth:`Store._calls` gathers it.
+_RUN = "run"
 
 
 def _settle_all(calls: list[_Call], error: BaseException, results: dict[int, Any]) -> None:
@@ -57,7 +61,15 @@ def _numkeys(ops: list[QueuedOp], script: str) -> int:
         return 3
     if script is lua.PUBLISH_MANY:
         return 4 * len({op.channel for op in ops})
+    if script is lua.PUBLISH_KEYED:
+        return 6 * len({op.channel for op in ops})
     return 4
+
+
+def _duplicate(channel: str, record: bytes) -> Duplicate:
+    """The answer of a publish whose key has ``record`` (``EPOCH:OFFSET:TS``)."""
+    epoch, offset, ts = record.decode().split(":", 2)
+    return Duplicate(channel, epoch, int(offset), float(ts))
 
 
 class Store:
@@ -76,6 +88,7 @@ class Store:
         policy_for: Callable[[str], HistoryPolicy],
         clock: Callable[[], float],
         start: Callable[[], Awaitable[None]],
+        idempotency_window: float,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -84,6 +97,8 @@ class Store:
         self._policy_for = policy_for
         self._clock = clock
         self._start = start
+        #: How long an idempotency key is kept, in ms.
+        self._window_ms = str(max(1, round(idempotency_window * 1000)))
         self._publish_cmd = "SPUBLISH" if cluster else "PUBLISH"
         #: One script call publishes to several channels (not on a Cluster).
         self._many = not cluster
@@ -109,6 +124,11 @@ class Store:
     def keys(self, channel: str) -> list[str]:
         tag = self.tag(channel)
         return [tag + ":m", tag + ":h", tag + ":s", tag + ":p"]
+
+    def key_records(self, channel: str) -> list[str]:
+        """The channel's idempotency keys: the records hash, the expiry set."""
+        tag = self.tag(channel)
+        return [tag + ":ik", tag + ":ikx"]
 
     def pubsub_name(self, channel: str) -> bytes:
         return self.keys(channel)[3].encode()
@@ -166,9 +186,9 @@ class Store:
 
     def _calls(self, batch: list[QueuedOp]) -> list[_Call]:
         """The script calls for ``batch``, in order. On one Redis, a run of
-        publishes (to any channels) shares one PUBLISH_MANY call, up to
-        ``_GROUP`` messages; on a Cluster, whose keys span slots, consecutive
-        publishes to one channel share a PUBLISH call."""
+        publishes (to any channels) shares one call, up to ``_GROUP``
+        messages; on a Cluster, whose keys span slots, consecutive publishes
+        to one channel share one (:meth:`_publish_call`)."""
         calls: list[_Call] = []
         for op in batch:
             if op.event is not None:
@@ -181,35 +201,41 @@ class Store:
                 calls.append(([op], lua.SET_STATE, args))
                 continue
             last = calls[-1] if calls else None
-            if self._many:
-                if last is None or last[1] is not lua.PUBLISH_MANY or len(last[0]) >= _GROUP:
-                    last = ([], lua.PUBLISH_MANY, [])
-                    calls.append(last)
-                last[0].append(op)
-                continue
-            stamps = [a for d in op.drafts for a in (repr(d.ts), d.head)]
             if (
                 last is not None
-                and last[1] is lua.PUBLISH
-                and last[0][0].channel == op.channel
+                and last[1] is _RUN
                 and len(last[0]) < _GROUP
+                and (self._many or last[0][0].channel == op.channel)
             ):
                 last[0].append(op)
-                last[2].extend(stamps)
-                continue
-            keys = self.keys(op.channel)
-            size = str(self._policy_for(op.channel).size)
-            ttl, keep, now = self._expiries(op.channel)
-            head = [*keys, secrets.token_hex(4), ttl, self._horizon(op.channel), size]
-            calls.append(([op], lua.PUBLISH, [*head, self._publish_cmd, keep, now, *stamps]))
-        for ops, script, args in calls:
-            if script is lua.PUBLISH_MANY:
-                args.extend(self._many_args(ops))
-        return calls
+            else:
+                calls.append(([op], _RUN, []))
+        return [
+            self._publish_call(ops) if script is _RUN else (ops, script, args)
+            for ops, script, args in calls
+        ]
 
-    def _many_args(self, ops: list[QueuedOp]) -> list[Any]:
-        """KEYS and ARGV of one PUBLISH_MANY call (keys first, then
-        ``numkeys`` is put before them by :meth:`store`)."""
+    def _publish_call(self, ops: list[QueuedOp]) -> _Call:
+        """The one script call of a run of publishes: PUBLISH_KEYED when any
+        has an idempotency key, else PUBLISH_MANY on one Redis and PUBLISH
+        on a Cluster (where the run is of one channel)."""
+        for op in ops:
+            if op.key is not None:
+                return ops, lua.PUBLISH_KEYED, self._many_args(ops, keyed=True)
+        if self._many:
+            return ops, lua.PUBLISH_MANY, self._many_args(ops)
+        channel = ops[0].channel
+        keys = self.keys(channel)
+        size = str(self._policy_for(channel).size)
+        ttl, keep, now = self._expiries(channel)
+        head = [*keys, secrets.token_hex(4), ttl, self._horizon(channel), size]
+        stamps = [a for op in ops for d in op.drafts for a in (repr(d.ts), d.head)]
+        return ops, lua.PUBLISH, [*head, self._publish_cmd, keep, now, *stamps]
+
+    def _many_args(self, ops: list[QueuedOp], *, keyed: bool = False) -> list[Any]:
+        """KEYS and ARGV of one PUBLISH_MANY call, or with ``keyed`` of one
+        PUBLISH_KEYED call (keys first, then ``numkeys`` is put before them
+        by :meth:`store`)."""
         numbers: dict[str, int] = {}
         keys: list[str] = []
         per_channel: list[str] = []
@@ -220,6 +246,8 @@ class Store:
             if number is None:
                 number = numbers[channel] = len(numbers) + 1
                 keys += self.keys(channel)
+                if keyed:
+                    keys += self.key_records(channel)
                 ttl, keep, now = self._expiries(channel)
                 per_channel += (
                     secrets.token_hex(4),
@@ -230,12 +258,17 @@ class Store:
                     now,
                 )
             draft = op.drafts[0]
-            messages.append(b"%d\n%r\n%b\n" % (number, draft.ts, draft.head))
-        return [*keys, self._publish_cmd, len(numbers), *per_channel, b"".join(messages)]
+            if keyed:
+                key = b"" if op.key is None else op.key.encode()
+                messages.append(b"%d\n%r\n%b\n%b\n" % (number, draft.ts, key, draft.head))
+            else:
+                messages.append(b"%d\n%r\n%b\n" % (number, draft.ts, draft.head))
+        head: list[Any] = [self._publish_cmd, len(numbers)]
+        if keyed:
+            head.append(self._window_ms)
+        return [*keys, *head, *per_channel, b"".join(messages)]
 
-    async def store(
-        self, batch: list[QueuedOp]
-    ) -> list[Publication | Position | BaseException | None]:
+    async def store(self, batch: list[QueuedOp]) -> list[Result]:
         """Every op of ``batch`` in one pipelined round trip (two when Redis
         lacked the scripts: a script cache flush between our calls could
         then reorder a channel's publishes, which needs SCRIPT FLUSH and a
@@ -243,7 +276,7 @@ class Store:
         first loads the scripts unless they are known to be loaded, so no
         event overtakes a publish queued before it."""
         r = redis_py()
-        results: dict[int, Publication | Position | BaseException | None] = {}
+        results: dict[int, Result] = {}
         try:
             await self._start()
             pending = self._calls(batch)
@@ -251,7 +284,7 @@ class Store:
             return [exc] * len(batch)
         if not self.scripts_loaded and any(op.event is not None for op in batch):
             try:
-                for script in (lua.PUBLISH, lua.PUBLISH_MANY, lua.SET_STATE):
+                for script in (lua.PUBLISH, lua.PUBLISH_MANY, lua.PUBLISH_KEYED, lua.SET_STATE):
                     await self.client.script_load(script)  # every primary of a Cluster
             except Exception as exc:
                 return [self.failed(exc, "script load")] * len(batch)
@@ -290,6 +323,8 @@ class Store:
                         top = tops[op.channel]
                         results[id(op)] = self._stored(op, top[0], top[1])
                         top[1] += 1
+                elif call[1] is lua.PUBLISH_KEYED:
+                    self._settle_keyed(ops, reply, results)
                 else:
                     epoch, offset = reply[0].decode(), int(reply[1])
                     for i, op in enumerate(ops):
@@ -305,6 +340,24 @@ class Store:
                 break
             pending = missing
         return [results[id(op)] for op in batch]
+
+    def _settle_keyed(
+        self, ops: list[QueuedOp], reply: list[Any], results: dict[int, Result]
+    ) -> None:
+        """The results of a PUBLISH_KEYED call: {epoch, first offset} per
+        channel in order of first use, then (number, record) per duplicate."""
+        channels = list(dict.fromkeys(op.channel for op in ops))
+        tops = {c: [reply[2 * i].decode(), int(reply[2 * i + 1])] for i, c in enumerate(channels)}
+        rest = reply[2 * len(channels) :]
+        duplicates = {int(rest[i]): rest[i + 1] for i in range(0, len(rest), 2)}
+        for number, op in enumerate(ops, 1):
+            record = duplicates.get(number)
+            if record is not None:
+                results[id(op)] = _duplicate(op.channel, record)
+                continue
+            top = tops[op.channel]
+            results[id(op)] = self._stored(op, top[0], top[1])
+            top[1] += 1
 
     @staticmethod
     def _stored(op: QueuedOp, epoch: str, offset: int) -> Publication | Position:

@@ -6,6 +6,8 @@ Backends in any language publish with a POST and an API key::
          http://127.0.0.1:8090/api/publish
 
 and many messages in one request with ``{"messages": [{"channel", "data"}, ...]}``.
+A publish may carry an idempotency key (the ``Idempotency-Key`` header, or
+``"idempotency_key"`` per message of a batch), so a retry stores nothing twice.
 """
 
 from __future__ import annotations
@@ -21,14 +23,23 @@ from tornado.web import RequestHandler, stream_request_body
 from ..brokers.base import ChannelInfo
 from ..cors import CorsPolicy
 from ..errors import (
+    INVALID_IDEMPOTENCY_KEY,
+    BadRequest,
     BrokerError,
     ChannelLimitError,
     ChannelNameError,
     MessageError,
     TorChannelsError,
 )
+from ..frames import Duplicate, Publication
 from ..hub import Hub
-from ..protocol import check_channel, check_message, dumps, encode_message
+from ..protocol import (
+    check_channel,
+    check_idempotency_key,
+    check_message,
+    dumps,
+    encode_message,
+)
 from ..tornado_compat import status_reason
 
 #: Messages one batch publish (``{"messages": [...]}``) may carry at most.
@@ -45,6 +56,12 @@ INVALID_MESSAGE = "invalid_message"  # 400: reserved key, not JSON-able, ...
 BROKER_UNAVAILABLE = "broker_unavailable"  # 503: the broker (Redis) cannot be reached
 CHANNEL_LIMIT = "channel_limit"  # 503: the in-memory broker holds its most channels
 TOO_MANY_MESSAGES = "too_many_messages"  # 400: a batch of more than MAX_BATCH messages
+# And INVALID_IDEMPOTENCY_KEY (errors.py), 400: a key that is not 1-128 printable ASCII.
+
+#: The request header of a one-channel or several-channels publish's key.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: The fields of a publish's answer (and ``duplicate``: true for a duplicate).
+PUBLISHED_FIELDS = ("channel", "epoch", "offset", "ts")
 
 
 class ApiError(Exception):
@@ -205,6 +222,8 @@ def api_error(exc: ApiError | TorChannelsError) -> ApiError:
         return ApiError(503, BROKER_UNAVAILABLE, f"the broker failed, retry shortly: {exc}")
     if isinstance(exc, ChannelLimitError):
         return ApiError(503, CHANNEL_LIMIT, str(exc))
+    if isinstance(exc, BadRequest):
+        return ApiError(400, exc.code, exc.message)
     raise exc
 
 
@@ -221,12 +240,31 @@ def json_body(raw: bytes, parse_constant: Callable[[str], Any] | None = None) ->
     return value
 
 
-async def publish_one(hub: Hub, channel: str, data: object) -> dict[str, Any]:
+async def publish_one(
+    hub: Hub, channel: str, data: object, idempotency_key: str | None = None
+) -> dict[str, Any]:
     """Publish ``data`` (a JSON object) to ``channel``: the API's answer for it."""
     if not isinstance(data, dict):
         raise ApiError(400, INVALID_MESSAGE, '"data" must be a JSON object')
-    message = await hub.channel(channel).asend(data)
-    return {k: message[k] for k in ("channel", "epoch", "offset", "ts")}
+    # As Channel.asend, with the broker's answer at hand (data may hold a
+    # "duplicate" key of its own).
+    pub = await hub.broker.publish(
+        check_channel(channel), check_message(data), idempotency_key=idempotency_key
+    )
+    if isinstance(pub, Duplicate):
+        hub.stats.publish_duplicates += 1
+    else:
+        hub.stats.published += 1
+    return published(pub)
+
+
+def published(pub: Publication | Duplicate) -> dict[str, Any]:
+    """The API's answer for one message of a batch."""
+    if isinstance(pub, Duplicate):
+        return {"channel": pub.channel, "epoch": pub.epoch, "offset": pub.offset, "ts": pub.ts,
+                "duplicate": True}  # fmt: skip
+    data = pub.data
+    return {k: data[k] for k in PUBLISHED_FIELDS}
 
 
 def info_body(info: ChannelInfo, subscribers: Mapping[str, int]) -> dict[str, Any]:
@@ -263,6 +301,7 @@ class PublishHandler(ApiHandler):
         try:
             body = self.body()
             data = body.get("data")
+            key = self._header_key(body)
             if "messages" in body:
                 self.reply({"results": await self._publish_batch(body)})
             elif "channels" in body:
@@ -272,13 +311,36 @@ class PublishHandler(ApiHandler):
                 channels = [channel_name(n) for n in names]
                 # Queued in this order, stored in one round trip where the broker can.
                 results = await asyncio.gather(
-                    *(self._publish(c, data) for c in dict.fromkeys(channels))
+                    *(self._publish(c, data, key) for c in dict.fromkeys(channels))
                 )
                 self.reply({"results": list(results)})
             else:
-                self.reply(await self._publish(channel_name(body.get("channel")), data))
+                self.reply(await self._publish(channel_name(body.get("channel")), data, key))
         except (ApiError, TorChannelsError) as exc:
             self.fail(exc)
+
+    def _header_key(self, body: dict[str, Any]) -> str | None:
+        """The ``Idempotency-Key`` header's key, checked; a batch refuses
+        it (each message has its own), and a key in the body of the other
+        forms is refused rather than ignored (a retry would not be safe)."""
+        header = self.request.headers.get(IDEMPOTENCY_HEADER)
+        if "messages" in body:
+            if header is not None:
+                raise ApiError(
+                    400,
+                    INVALID_IDEMPOTENCY_KEY,
+                    f"a batch takes no {IDEMPOTENCY_HEADER} header: give each message "
+                    'its own idempotency_key ({"channel", "data", "idempotency_key"})',
+                )
+            return None
+        if "idempotency_key" in body:
+            raise ApiError(
+                400,
+                INVALID_IDEMPOTENCY_KEY,
+                f"send the key of this publish as the {IDEMPOTENCY_HEADER} header "
+                '(only the messages of a batch carry "idempotency_key")',
+            )
+        return None if header is None else check_idempotency_key(header)
 
     async def _publish_batch(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         """Check every message, then queue them all in order (one broker round
@@ -296,12 +358,17 @@ class PublishHandler(ApiHandler):
                 f"{len(items)} messages in one request; at most {MAX_BATCH}",
             )
         batch = [self._check_item(i, item) for i, item in enumerate(items)]
+        keys: list[str | None] | None = None
+        if any("idempotency_key" in item for item in items):
+            keys = [item.get("idempotency_key") for item in items]
         # Queued in this order and stored together (one Redis script call per
         # 256 messages); if some fail, the first failure is raised once all ended.
-        pubs = await self.hub.broker.publish_many(batch)
-        self.hub.stats.published += len(pubs)
-        keys = ("channel", "epoch", "offset", "ts")
-        return [{k: pub.data[k] for k in keys} for pub in pubs]
+        pubs = await self.hub.broker.publish_many(batch, keys=keys)
+        results = [published(pub) for pub in pubs]
+        duplicates = sum(1 for r in results if "duplicate" in r) if keys is not None else 0
+        self.hub.stats.published += len(pubs) - duplicates
+        self.hub.stats.publish_duplicates += duplicates
+        return results
 
     def _check_item(self, index: int, item: object) -> tuple[str, dict[str, Any]]:
         """Everything a publish of ``item`` could refuse, before any is queued."""
@@ -316,6 +383,8 @@ class PublishHandler(ApiHandler):
             check_message(data)
             if self._nonfinite:
                 encode_message(data)
+            if "idempotency_key" in item:
+                check_idempotency_key(item["idempotency_key"])
             return channel, data
         except (ApiError, TorChannelsError) as exc:
             error = api_error(exc)
@@ -323,8 +392,8 @@ class PublishHandler(ApiHandler):
                 error.status, error.code, f"messages[{index}]: {error.message}", index
             ) from None
 
-    async def _publish(self, channel: str, data: object) -> dict[str, Any]:
-        return await publish_one(self.hub, channel, data)
+    async def _publish(self, channel: str, data: object, key: str | None) -> dict[str, Any]:
+        return await publish_one(self.hub, channel, data, key)
 
 
 class StateHandler(ApiHandler):

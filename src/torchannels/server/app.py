@@ -109,11 +109,19 @@ class TooManyFromAddressHandler(tornado.web.RequestHandler):
 
 def make_broker(config: ServerConfig) -> Broker:
     """The broker ``config.broker`` names: in memory, or Redis (lazily imported)."""
+    window = config.idempotency_window
     if config.broker == "memory":
-        return MemoryBroker(config.history(), channel_limit=config.channel_limit)
+        return MemoryBroker(
+            config.history(), channel_limit=config.channel_limit, idempotency_window=window
+        )
     from ..brokers.redis import RedisBroker
 
-    return RedisBroker.from_url(config.broker, prefix=config.redis_prefix, history=config.history())
+    return RedisBroker.from_url(
+        config.broker,
+        prefix=config.redis_prefix,
+        history=config.history(),
+        idempotency_window=window,
+    )
 
 
 def make_hub(config: ServerConfig) -> Hub:

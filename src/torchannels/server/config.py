@@ -255,6 +255,14 @@ class ServerConfig:
         16384, "int", "bytes of query string plus Last-Event-ID a subscriber may send", low=1
     )
     max_publish_bytes: int = _opt(65536, "int", "bytes of one publish API request body", low=1)
+    idempotency_window: float = _opt(
+        600.0,
+        "float",
+        "seconds a publish's idempotency key is remembered: a publish repeating it in the "
+        "same channel within this time stores nothing and answers the first one's position",
+        low=0,
+        above=True,
+    )
     max_client_publish_bytes: int = _opt(
         16384,
         "int",

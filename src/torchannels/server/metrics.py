@@ -52,6 +52,11 @@ class HubCollector:
         stats = hub.stats
         for name, help_text, value in (
             ("published", "Messages published through this process.", stats.published),
+            (
+                "publish_duplicates",
+                "Publishes whose idempotency key was used already (nothing published).",
+                stats.publish_duplicates,
+            ),
             ("delivered", "Message frames handed to subscribers.", stats.delivered),
             ("resets", "Reset frames sent to subscribers.", stats.resets),
             ("slow_clients_dropped", "Clients cut off for falling behind.", stats.slow_dropped),
