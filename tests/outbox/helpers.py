@@ -55,4 +55,4 @@ async def ready(consumer: OutboxConsumer, partitions: int = 16) -> None:
 def rows(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """The rows ``sql`` selects in the database at ``dsn``."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql, params or None).fetchall()

@@ -31,8 +31,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..cancelling import cancel_and_wait
+from ..frames import Duplicate
 from ..webhook_post import Warnings, backoff
-from . import claiming, publishing
+from . import claiming
 from .driver import connect_options, psycopg
 from .rows import Row, message_of
 from .schema import DEFAULT_PARTITIONS, DEFAULT_TABLE, check_partitions, check_table, dead_table
@@ -70,7 +71,7 @@ class OutboxConsumer:
     deleted, 0 to delete it at once; ``partitions``: the table's partition
     count (as given to ``ddl()``; the table's own is followed, with a
     warning, where they differ). ImportError without psycopg; ValueError for
-    a bad option.
+    a bad option or a DSN that cannot be parsed (the message never quotes it).
     """
 
     def __init__(
@@ -84,7 +85,7 @@ class OutboxConsumer:
         retention: float = 0.0,
         partitions: int = DEFAULT_PARTITIONS,
     ) -> None:
-        psycopg()  # ImportError now, naming the extra, not in the task
+        connect_options(dsn)  # ImportError naming the extra, ValueError: now, not in the task
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise ValueError("batch must be an integer >= 1")
         if not poll_interval > 0:
@@ -204,21 +205,22 @@ class OutboxConsumer:
             good, errors = self._check(rows)
             if errors:
                 await claiming.bury(conn, self.table, errors)
-            new = 0
+            duplicates = 0
             if good:
                 try:
-                    results = await publishing.publish(
-                        self.hub.broker, [(c, m) for _, c, m, _ in good], [k for *_, k in good]
+                    results = await self.hub.broker.publish_many(
+                        [(c, m) for _, c, m, _ in good], keys=[k for *_, k in good]
                     )
                 except Exception as exc:
                     raise _BrokerFailed(_describe(exc)) from exc
-                new = sum(1 for r in results if not publishing.is_duplicate(r))
+                duplicates = sum(1 for r in results if isinstance(r, Duplicate))
                 await claiming.finish(conn, self.table, [i for i, *_ in good], self.retention > 0)
         stats = self.stats
         stats.published += len(good)
-        stats.duplicates += len(good) - new
+        stats.duplicates += duplicates
         stats.dead += len(errors)
-        self.hub.stats.published += new
+        self.hub.stats.published += len(good) - duplicates
+        self.hub.stats.publish_duplicates += duplicates
         return len(rows)
 
     def _check(

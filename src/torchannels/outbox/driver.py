@@ -30,7 +30,15 @@ def psycopg() -> ModuleType:
 
 
 def connect_options(dsn: str) -> dict[str, Any]:
-    """:data:`CONNECT_DEFAULTS` that ``dsn`` leaves unset (ValueError-like
-    ``psycopg.ProgrammingError`` for a DSN psycopg cannot parse)."""
-    given = psycopg().conninfo.conninfo_to_dict(dsn)
+    """:data:`CONNECT_DEFAULTS` that ``dsn`` leaves unset; ValueError for a
+    DSN psycopg cannot parse, which never quotes it (a DSN may hold a
+    password, and psycopg's message quotes the part it could not read)."""
+    driver = psycopg()
+    try:
+        given = driver.conninfo.conninfo_to_dict(dsn)
+    except driver.Error:
+        raise ValueError(
+            "the outbox DSN is not a PostgreSQL connection string: give a URL "
+            "(postgresql://USER@HOST:PORT/DB) or key=value pairs (host=H dbname=DB)"
+        ) from None
     return {key: value for key, value in CONNECT_DEFAULTS.items() if key not in given}

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadRequest, MessageError
-from ..protocol import check_channel, check_message, encode_message
+from ..protocol import check_channel, check_idempotency_key, check_message, encode_message
 from ..strict_json import strict_loads
-from .publishing import check_idempotency_key
 
 
 @dataclass(frozen=True, slots=True)

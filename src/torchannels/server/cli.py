@@ -166,11 +166,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                     print(f"torchannels: --broker: {exc}", file=sys.stderr)
                     return 2
             if config.outbox is not None:
-                from ..outbox.driver import psycopg
+                from ..outbox.driver import connect_options
 
                 try:
-                    psycopg()
-                except ImportError as exc:
+                    connect_options(config.outbox)  # psycopg installed, the DSN readable
+                except (ImportError, ValueError) as exc:
                     print(f"torchannels: --outbox: {exc}", file=sys.stderr)
                     return 2
             logging.basicConfig(

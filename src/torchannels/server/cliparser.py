@@ -46,13 +46,14 @@ class SuggestingParser(argparse.ArgumentParser):
 
     def _check_options(self, argv: list[str]) -> None:
         """Report a mistyped option before argparse does: its own report may
-        be of something else (a missing COMMAND or required option)."""
-        commands = getattr(self, "_commands", None)
+        be of something else (a missing COMMAND or required option).
+        Subcommands of subcommands (``outbox init``) are followed too."""
         parser: SuggestingParser = self
         for arg in argv:
             if arg == "--":
                 return
-            if parser is self and commands is not None and arg in commands.choices:
+            commands = getattr(parser, "_commands", None)
+            if commands is not None and arg in commands.choices:
                 parser = commands.choices[arg]
             elif arg.startswith("--") and not parser._known(arg):
                 parser.unrecognized([arg])
@@ -63,12 +64,12 @@ class SuggestingParser(argparse.ArgumentParser):
         return any(o.startswith(name) for o in self._option_string_actions)
 
     def _command_parser(self, parsed: argparse.Namespace) -> SuggestingParser:
-        """The subcommand's parser that took the arguments, else self."""
+        """The (innermost) subcommand's parser that took the arguments, else self."""
         commands = getattr(self, "_commands", None)
         if commands is not None:
             chosen = commands.choices.get(getattr(parsed, commands.dest or "", None) or "")
             if isinstance(chosen, SuggestingParser):
-                return chosen
+                return chosen._command_parser(parsed)
         return self
 
     def unrecognized(self, extras: list[str]) -> NoReturn:
