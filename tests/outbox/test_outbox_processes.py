@@ -236,8 +236,12 @@ async def test_a_consumer_killed_mid_batch_loses_and_duplicates_nothing(
 
     await until(drained, "the new process drains the outbox", timeout=DRAIN)
     check_once_in_order(await histories(http, second, channels), counts)
-    # It took every row left off the outbox, the ones already stored included.
-    assert (await metrics(http, second))["torchannels_outbox_published_total"] == left
+    # It took every row left off the outbox; the ones already stored were
+    # duplicates, stored and delivered nothing.
+    scraped = await metrics(http, second)
+    assert scraped["torchannels_outbox_published_total"] == left
+    assert scraped["torchannels_publish_duplicates_total"] == stored + left - 20_000
+    assert scraped["torchannels_published_total"] == 20_000 - stored
 
 
 async def test_a_postgresql_restart_mid_stream_is_ridden_out(
