@@ -528,7 +528,7 @@ def _print_latency(r: dict[str, Any]) -> None:
 def _median(results: list[dict[str, Any]]) -> dict[str, Any]:
     out = dict(results[0])
     for key, value in results[0].items():
-        if isinstance(value, float):
+        if isinstance(value, int | float) and not isinstance(value, bool) and key != "batch":
             out[key] = statistics.median(r[key] for r in results)
     out["ok"] = all(r["ok"] for r in results)
     return out
@@ -565,7 +565,7 @@ def report(
             note = f"inserted {r['inserted_per_s']:,.0f}/s; last row {r['tail_ms']:.0f} ms after"
         batch = args.api_batch if r["batch"] is None else r["batch"]
         lines.append(
-            f"| {r['mode']} | {batch:,} | {r['messages']:,} | {r['per_s']:,.0f} | "
+            f"| {r['mode']} | {batch:,} | {r['messages']:,.0f} | {r['per_s']:,.0f} | "
             f"{r['per_s'] / base:.2f} | {r['server_us_per_message']:.1f} | {note} | "
             f"{'ok' if r['ok'] else 'FAILED'} |"
         )
