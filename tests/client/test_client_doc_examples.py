@@ -153,7 +153,8 @@ def test_the_python_client_doc_examples(dev_hub: tuple[ServerProcess, str], tmp_
     assert re.fullmatch(r"ChannelInfo\(channel='news', epoch='\w+', offset=3, history_length=3, .*",
                         info), api.lines  # fmt: skip
     assert state == "scores True"
-    assert re.fullmatch(r"Published\(channel='news', epoch='\w+', offset=4, ts=[\d.]+\)", published)
+    assert re.fullmatch(r"Published\(channel='news', epoch='\w+', offset=4, ts=[\d.]+, "
+                        r"duplicate=False\)", published)  # fmt: skip
 
 
 def test_the_client_publish_example(
@@ -164,8 +165,8 @@ def test_the_client_publish_example(
     run = Example(code, publishing_hub, tmp_path)
     assert run.finish() == (0, ""), run.lines
     [line] = run.lines
-    done = re.fullmatch(r"Published\(channel='demo:chat', epoch='(\w+)', offset=(\d+), ts=None\)",
-                        line)  # fmt: skip
+    done = re.fullmatch(r"Published\(channel='demo:chat', epoch='(\w+)', offset=(\d+), ts=None, "
+                        r"duplicate=False\)", line)  # fmt: skip
     assert done is not None, run.lines
     # What subscribers get: the message as sent, with its id, and the sender
     # the server stamped (no token: no user).

@@ -108,8 +108,9 @@ def _errors(hub: ServerProcess, hubs: dict[str, ServerProcess]) -> list[tuple[An
          RequestError, 400, "bad_json"),
         (hub, KEY, "publish", ["a b", {"n": 1}], RequestError, 400, "invalid_channel"),
         (hub, KEY, "publish", ["x", {"offset": 1}], RequestError, 400, "invalid_message"),
-        (limited, KEY, "publish_batch", [[("x", {})] * 1001], RequestError, 400,
-         "too_many_messages"),
+        (limited, KEY, "publish_batch", [[{"channel": "x", "data": {}, "idempotency_key": str(n)}
+                                          for n in range(1001)]], RequestError, 400,
+         "too_many_messages"),  # (short keys: the body stays under the 64 KiB limit)
         (hub, "", "publish", ["x", {"n": 1}], AuthError, 401, "unauthorized"),
         (hub, "wrong", "publish", ["x", {"n": 1}], AuthError, 403, "forbidden"),
         (hubs["bare"], KEY, "publish", ["x", {"n": 1}], AuthError, 403, "api_disabled"),
@@ -143,21 +144,27 @@ async def test_every_error_code(hub: ServerProcess, special_hubs: dict[str, Serv
 @pytest.mark.parametrize("form", FORMS)
 async def test_retries_only_what_is_safe(special_hubs: dict[str, ServerProcess], form: str
                                          ) -> None:  # fmt: skip
-    """Against a broker that is down: a publish is sent once (it may have
-    been stored), a read is sent again ``retries`` times. Counted as the
-    connections a proxy in front of the hub accepts."""
+    """Against a broker that is down (503 ``broker_unavailable``): what is
+    safe to send twice is sent again ``retries`` times (a publish, with its
+    idempotency key; a read; ``set_state``), a ``disconnect`` once (sent
+    twice, it could end the connections made after the first). Counted as
+    the connections a proxy in front of the hub accepts."""
     down = special_hubs["down"]
     async with FaultProxy("127.0.0.1", down.port) as proxy:
         base = f"http://127.0.0.1:{proxy.port}"
         with pytest.raises(UnavailableError):
             await call(form, base, "publish", "x", {"n": 1}, retries=2)
-        assert proxy.counters.accepted == 1
+        assert proxy.counters.accepted == 3
         with pytest.raises(UnavailableError):
             await call(form, base, "channel", "x", retries=2)
-        assert proxy.counters.accepted == 1 + 3
+        assert proxy.counters.accepted == 3 + 3
         with pytest.raises(UnavailableError):
             await call(form, base, "set_state", "x", [], retries=1)
-        assert proxy.counters.accepted == 1 + 3 + 2
+        assert proxy.counters.accepted == 3 + 3 + 2
+        with pytest.raises(UnavailableError) as info:
+            await call(form, base, "disconnect", "42", retries=2)
+        assert info.value.code == "broker_unavailable"
+        assert proxy.counters.accepted == 3 + 3 + 2 + 1
 
 
 @pytest.mark.parametrize("form", FORMS)

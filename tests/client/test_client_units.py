@@ -22,6 +22,7 @@ from torchannels.client import (
     Disconnected,
     Message,
     PayloadTooLarge,
+    Published,
     RequestError,
     Reset,
     ServerError,
@@ -162,20 +163,38 @@ def _unavailable(code: str, after: float | None = None) -> APIError:
     return UnavailableError(503, code, "m", None, after)
 
 
+#: A call that is not idempotent: sent twice, it could end connections made after the first.
+_DISCONNECT = calls.disconnect(user="42")
+
+
 @pytest.mark.parametrize(("call", "error", "refused", "retried"), [
-    (calls.publish("x", {}), _unavailable("broker_unavailable"), False, False),
-    (calls.publish_batch([("x", {})]), _unavailable("broker_unavailable"), False, False),
-    (calls.publish("x", {}), _unavailable("channel_limit"), False, False),
+    # A publish carries its keys: every failure it may have been stored before is retried.
+    (calls.publish("x", {}), _unavailable("broker_unavailable"), False, True),
+    (calls.publish_many(["x", "y"], {}), _unavailable("broker_unavailable"), False, True),
+    (calls.publish_batch([("x", {})]), _unavailable("broker_unavailable"), False, True),
+    (calls.publish("x", {}), _unavailable("channel_limit"), False, True),
     (calls.publish("x", {}), _unavailable("too_many_connections"), False, True),
     (calls.publish("x", {}), _unavailable("shutting_down"), False, True),
+    (calls.publish("x", {}), ConnectError("refused"), True, True),
+    (calls.publish("x", {}), ConnectError("reset or timed out"), False, True),
+    (calls.publish_batch([("x", {})]), ConnectError("reset"), False, True),
+    # Never a 4xx or another 5xx.
+    (calls.publish("x", {}), ServerError(500, "internal", "m"), False, False),
+    (calls.publish("x", {}), ServerError(502, "", "m"), False, False),
+    (calls.publish("x", {}), ServerError(504, "", "m"), False, False),
+    (calls.publish("x", {}), RequestError(400, "invalid_channel", "m"), False, False),
+    (calls.publish("x", {}), UnavailableError(429, "", "m"), False, False),
     (calls.set_state("x", []), _unavailable("broker_unavailable"), False, True),
     (calls.channel_info("x"), _unavailable("broker_unavailable"), False, True),
-    (calls.list_channels("p"), _unavailable("channel_limit"), False, False),
+    (calls.list_channels("p"), _unavailable("channel_limit"), False, True),
     (calls.channel_info("x"), ServerError(500, "internal", "m"), False, False),
     (calls.channel_info("x"), RequestError(400, "bad_json", "m"), False, False),
-    (calls.publish("x", {}), ConnectError("refused"), True, True),
-    (calls.publish("x", {}), ConnectError("reset"), False, False),
     (calls.channel_info("x"), ConnectError("reset"), False, True),
+    # Not idempotent: only what the server surely did not act on.
+    (_DISCONNECT, ConnectError("refused"), True, True),
+    (_DISCONNECT, _unavailable("shutting_down"), False, True),
+    (_DISCONNECT, _unavailable("broker_unavailable"), False, False),
+    (_DISCONNECT, ConnectError("reset"), False, False),
 ])  # fmt: skip
 def test_the_retry_rule(call: calls.Call, error: Exception, refused: bool, retried: bool) -> None:
     delay = calls.retry_delay(call, error, 1, refused, random.Random(1))
@@ -188,6 +207,23 @@ def test_retry_after_is_honoured() -> None:
     delay = calls.retry_delay(calls.publish("x", {}), _unavailable("too_many_connections", 2.0),
                               1, False, random.Random(1))  # fmt: skip
     assert delay == 2.0
+    late = calls.retry_delay(calls.publish("x", {}), _unavailable("broker_unavailable", 3600.0),
+                             1, False, random.Random(1))  # fmt: skip
+    assert late == 30.0
+
+
+def test_the_backoff_is_full_jitter_and_bounded() -> None:
+    """Uniform in [0, min(5, 0.2 * 2**n)] after the n-th failure: spread over
+    the whole range (so clients that failed together do not come back
+    together), never over its ceiling, never over 5 s."""
+    rng = random.Random(7)
+    for attempt in range(1, 12):
+        ceiling = min(5.0, 0.2 * 2**attempt)
+        delays = [calls.retry_delay(calls.publish("x", {}), ConnectError("reset"), attempt,
+                                    False, rng) for _ in range(400)]  # fmt: skip
+        assert all(d is not None and 0 <= d <= ceiling for d in delays), attempt
+        seen = [d for d in delays if d is not None]
+        assert min(seen) < ceiling * 0.1 and max(seen) > ceiling * 0.9, attempt
 
 
 def test_calls_are_built_once_for_both_forms() -> None:
@@ -196,11 +232,51 @@ def test_calls_are_built_once_for_both_forms() -> None:
         "/api/channels?prefix=chat%3A&limit=10&after=chat%3Ab"
     )
     assert calls.list_channels().path == "/api/channels"
-    assert calls.publish_batch([("a", {"n": 1}), {"channel": "b", "data": {}}]).body == (
-        b'{"messages":[{"channel":"a","data":{"n":1}},{"channel":"b","data":{}}]}'
-    )
+    batch = calls.publish_batch([("a", {"n": 1}), {"channel": "b", "data": {}}])
+    sent = json.loads(batch.body or b"")
+    keys = [m.pop("idempotency_key") for m in sent["messages"]]
+    assert sent == {"messages": [{"channel": "a", "data": {"n": 1}}, {"channel": "b", "data": {}}]}
+    assert batch.idempotency_key is None and "Idempotency-Key" not in calls.headers("k", batch)
+    assert all(re.fullmatch("[0-9a-f]{32}", k) for k in keys) and keys[0] != keys[1]
     with pytest.raises(ValueError):
         calls.publish("x", {"bad": float("nan")})
+
+
+def test_every_publish_carries_a_key() -> None:
+    """One per call (a header) unless given; one per message of a batch (its
+    ``idempotency_key``) unless given; a new one for every call."""
+    one, again = calls.publish("x", {}), calls.publish("x", {})
+    assert one.idempotency_key and again.idempotency_key
+    assert re.fullmatch("[0-9a-f]{32}", one.idempotency_key)
+    assert one.idempotency_key != again.idempotency_key and one.idempotent
+    assert calls.headers("k", one)["Idempotency-Key"] == one.idempotency_key
+    given = calls.publish_many(["x", "y"], {}, "order-17:shipped")
+    assert given.idempotency_key == "order-17:shipped"
+    assert calls.headers("k", given)["Idempotency-Key"] == "order-17:shipped"
+    batch = calls.publish_batch(
+        [
+            {"channel": "a", "data": {}, "idempotency_key": "a-1"},
+            {"channel": "a", "data": {}, "idempotency_key": None},
+        ]
+    )
+    first, second = json.loads(batch.body or b"")["messages"]
+    assert first["idempotency_key"] == "a-1" and len(second["idempotency_key"]) == 32
+    assert calls.headers("k", calls.set_state("x", [])).get("Idempotency-Key") is None
+
+
+@pytest.mark.parametrize("key", ["", "x" * 129, "caf\u00e9", "a\r\nX-Evil: 1", "tab\t", 17])
+def test_a_bad_key_is_refused_before_sending(key: Any) -> None:
+    with pytest.raises(ValueError, match="idempotency key must be 1-128 printable ASCII"):
+        calls.publish("x", {}, key)
+    with pytest.raises(ValueError, match="idempotency key must be 1-128 printable ASCII"):
+        calls.publish_batch([{"channel": "x", "data": {}, "idempotency_key": key}])
+    assert calls.checked_key(" ~" + "x" * 126) == " ~" + "x" * 126  # the bounds themselves
+
+
+def test_a_duplicate_answer_is_surfaced() -> None:
+    doc = {"channel": "x", "epoch": "e", "offset": 3, "ts": 1.5}
+    assert calls.published(doc) == Published("x", "e", 3, 1.5, False)
+    assert calls.published({**doc, "duplicate": True}).duplicate is True
 
 
 def test_client_urls_and_backoff() -> None:

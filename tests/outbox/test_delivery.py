@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 from outbox.helpers import history, published, ready, rows, until
 from support import Server, messages, user_keys
 from torchannels import ChannelNameError, Hub, MessageError
-from torchannels.outbox import aenqueue, enqueue
+from torchannels.outbox import aenqueue, ddl, enqueue
 
 TABLE = "torchannels_outbox"
 
@@ -131,9 +131,47 @@ async def test_close_releases_the_connection_and_its_partitions(dsn: str) -> Non
     hub = Hub()
     consumer = hub.consume_outbox(dsn, poll_interval=30)
     await ready(consumer)
-    sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'torchannels-outbox'"
-    locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+    # This database's only: other tests may run against the same server.
+    sessions = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE application_name = 'torchannels-outbox' AND datname = current_database()"
+    )
+    locks = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
     assert rows(dsn, sessions) == [(1,)] and rows(dsn, locks) == [(17,)]  # 16 + membership
     await hub.close()  # in the middle of its wait for a notification
     assert not consumer.stats.connected
     await until(lambda: rows(dsn, sessions) == [(0,)] and rows(dsn, locks) == [(0,)])
+
+
+async def test_the_consumer_follows_the_tables_partition_count(
+    database: str, outbox_hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(ddl(partitions=4))
+        for n in range(20):  # over every partition
+            enqueue(conn, f"spread:{n}", {"n": n})
+    consumer = outbox_hub.consume_outbox(database)  # partitions=16 by default
+    await ready(consumer, partitions=4)
+    await until(lambda: consumer.stats.published == 20)
+    assert "table torchannels_outbox has 4 partitions, not 16: following the table's 4" in (
+        caplog.text
+    )
+
+
+async def test_a_missing_table_is_said_and_waited_for(
+    database: str, outbox_hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    consumer = outbox_hub.consume_outbox(database, poll_interval=0.1)
+    await until(lambda: consumer.stats.last_error is not None)
+    assert consumer.stats.last_error is not None
+    assert "torchannels outbox init" in consumer.stats.last_error[1]
+    assert not consumer.stats.connected
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(ddl())
+        enqueue(conn, "late-table", {"n": 1})
+    await ready(consumer)  # it reconnects with backoff, at most 5 s apart
+    got = await published(outbox_hub, "late-table", {"n": 1})
+    assert [user_keys(m) for m in got] == [{"n": 1}]

@@ -91,7 +91,7 @@ async def test_the_sql_shown_works(dsn: str, outbox_hub: Hub) -> None:
     [(row_id, channel, data, error, _)] = rows(dsn, inspect)
     assert (channel, data) == ("orders:17", "oops") and "not JSON" in error
     with psycopg.connect(dsn) as conn:  # the data fixed, then put back as the doc says
-        conn.execute(f"UPDATE {TABLE}_dead SET data = '{{\"status\": \"paid\"}}'")
+        conn.execute(f'UPDATE {TABLE}_dead SET data = \'{{"status": "paid"}}\'')
         conn.execute(requeue.replace("id = 42", f"id = {row_id}"))
     await published(outbox_hub, "orders:17", {"status": "paid"})
     assert rows(dsn, f"SELECT count(*) FROM {TABLE}_dead") == [(0,)]
@@ -119,7 +119,9 @@ async def test_the_grants_are_enough(dsn: str, roles: tuple[str, str]) -> None:
     app, consumer_role = roles
     section = SECURITY.split("## The PostgreSQL outbox")[1].split("\n## ")[0]
     grants = "".join(blocks(section.replace("\n  ", "\n"), "sql"))
-    grants = grants.replace("TO app;", f"TO {app};").replace("TO torchannels;", f"TO {consumer_role};")
+    grants = grants.replace("TO app;", f"TO {app};").replace(
+        "TO torchannels;", f"TO {consumer_role};"
+    )
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(grants)
     as_app = psycopg.conninfo.make_conninfo(dsn, user=app)

@@ -138,7 +138,7 @@ async def test_preflight_and_cross_origin_publish_through_the_api(
     assert cors_of(response.headers) == {
         "access-control-allow-origin": PAGE,
         "access-control-allow-methods": "GET, POST",
-        "access-control-allow-headers": "Authorization, X-API-Key, Content-Type",
+        "access-control-allow-headers": "Authorization, X-API-Key, Content-Type, Idempotency-Key",
         "access-control-max-age": "600",
         "vary": "Origin",
     }

@@ -81,7 +81,10 @@ async def test_serve_publishes_the_outbox_and_reports_it(
     hub.signal(signal.SIGTERM)
     assert await hub.exited(10) == 0
     with psycopg.connect(outbox_dsn) as conn:
-        sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+        sessions = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = %s AND datname = current_database()"
+        )
         assert conn.execute(sessions, ("torchannels-outbox",)).fetchone() == (0,)
         dead = conn.execute("SELECT data, error FROM served_outbox_dead").fetchall()
     assert dead == [("oops", dead[0][1])] and "data is not JSON" in dead[0][1]

@@ -3,25 +3,34 @@ and :class:`AsyncPublisher`: each method builds a :class:`Call`, the two
 publishers only move its bytes, and :func:`answer` turns what came back into
 a result or a typed :class:`APIError`, in one place.
 
-When retrying is safe (docs/python-client.md, "Retries"): a request the server
-surely did not act on (the connection was refused; a 503
+Every publish carries an idempotency key (docs/api.md, "Idempotency keys"):
+one per call (the ``Idempotency-Key`` header), one per message of a batch
+(its ``idempotency_key``), made here unless the caller gave one. The server
+stores a publish whose key it has seen in that channel once, and answers the
+first's position with ``"duplicate": true``; so a publish can be sent again
+after any failure that may have come after it was stored.
+
+When retrying is safe (docs/python-client.md, "Retries"): a request the
+server surely did not act on (the connection was refused; a 503
 ``too_many_connections`` or ``shutting_down``, answered before the request
-is read) is retried whatever it is; a 503 ``broker_unavailable`` or a broken
-connection only for an idempotent call (reads, ``set_state``), never for a
-publish, which the server may have stored before failing (docs/api.md).
+is read) is retried whatever it is; any other 503, a timeout or a connection
+that broke before the answer only for an idempotent call: a publish (its
+keys), a read, ``set_state``, ``revoke``. Never a 4xx or another 5xx.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from ..control import check_id, check_time
-from ..protocol import check_channel
+from ..errors import BadRequest
+from ..protocol import check_channel, check_idempotency_key
 from .errors import APIError, error_class
 from .events import Member
 
@@ -31,13 +40,15 @@ NOT_ACTED = frozenset({"too_many_connections", "shutting_down"})
 
 @dataclass(frozen=True)
 class Call:
-    """One API request: ``method``, ``path`` (with its query), ``body``, and
-    whether sending it twice does no harm (``idempotent``)."""
+    """One API request: ``method``, ``path`` (with its query), ``body``,
+    whether sending it twice does no harm (``idempotent``), and the
+    ``idempotency_key`` sent as its ``Idempotency-Key`` header (None: none)."""
 
     method: str
     path: str
     body: bytes | None
     idempotent: bool
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,12 +56,16 @@ class Published:
     """Where a message went: its channel, the channel's ``epoch``, the
     message's ``offset`` and ``ts``, the server time of publication (the
     API's answer has it; a subscriber's publish, :meth:`Client.publish`, is
-    answered without it: None)."""
+    answered without it: None). ``duplicate``: the server had already
+    stored a publish with this idempotency key in this channel (an earlier
+    attempt whose answer was lost, or the same key sent again), stored
+    nothing now, and the position and ``ts`` are the first one's."""
 
     channel: str
     epoch: str
     offset: int
     ts: float | None = None
+    duplicate: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,23 +165,44 @@ def _json(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def publish(channel: str, data: Mapping[str, Any]) -> Call:
-    return Call("POST", "/api/publish", _json({"channel": channel, "data": data}), False)
+def checked_key(key: object = None) -> str:
+    """``key`` when it is a valid idempotency key, checked by the server's
+    rule (:func:`torchannels.protocol.check_idempotency_key`) before anything
+    is sent, else ``ValueError``; a new one (``uuid.uuid4().hex``) when it is None."""
+    if key is None:
+        return uuid.uuid4().hex
+    try:
+        return check_idempotency_key(key)
+    except BadRequest as exc:
+        raise ValueError(exc.message) from None
 
 
-def publish_many(channels: Iterable[str], data: Mapping[str, Any]) -> Call:
+def publish(channel: str, data: Mapping[str, Any], idempotency_key: str | None = None) -> Call:
+    """One message to ``channel``, with ``idempotency_key`` (a new one when None)."""
+    key = checked_key(idempotency_key)
+    return Call("POST", "/api/publish", _json({"channel": channel, "data": data}), True, key)
+
+
+def publish_many(channels: Iterable[str], data: Mapping[str, Any],
+                 idempotency_key: str | None = None) -> Call:  # fmt: skip
+    """``data`` to each channel, with one key (each channel keeps it apart)."""
+    key = checked_key(idempotency_key)
     body = {"channels": list(channels), "data": data}
-    return Call("POST", "/api/publish", _json(body), False)
+    return Call("POST", "/api/publish", _json(body), True, key)
 
 
 Batch = Iterable[tuple[str, Mapping[str, Any]] | Mapping[str, Any]]
 
 
 def publish_batch(messages: Batch) -> Call:
-    """``messages``: ``(channel, data)`` pairs or ``{"channel": ..., "data": ...}``."""
+    """``messages``: ``(channel, data)`` pairs or ``{"channel": ...,
+    "data": ..., "idempotency_key": ...}`` objects (the key optional); each
+    message gets its own key, a new one where none was given."""
     items = [dict(m) if isinstance(m, Mapping) else {"channel": m[0], "data": m[1]}
              for m in messages]  # fmt: skip
-    return Call("POST", "/api/publish", _json({"messages": items}), False)
+    for item in items:
+        item["idempotency_key"] = checked_key(item.get("idempotency_key"))
+    return Call("POST", "/api/publish", _json({"messages": items}), True)
 
 
 def set_state(channel: str, messages: Iterable[Mapping[str, Any]]) -> Call:
@@ -257,6 +293,8 @@ def headers(api_key: str, call: Call) -> dict[str, str]:
     out = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
     if call.body is not None:
         out["Content-Type"] = "application/json"
+    if call.idempotency_key is not None:
+        out["Idempotency-Key"] = call.idempotency_key
     return out
 
 
@@ -284,12 +322,11 @@ def retry_delay(call: Call, error: Exception, attempt: int, refused: bool,
                 rng: random.Random) -> float | None:  # fmt: skip
     """Seconds to wait before sending ``call`` again after ``error`` (its
     ``attempt``-th failure, from 1), or None when it must not be retried.
-    ``refused``: the connection was refused, so nothing was sent."""
+    ``refused``: the connection was refused, so nothing was sent. The pause
+    is the answer's ``Retry-After`` (at most 30 s), else full jitter:
+    uniform in [0, min(5, 0.2 * 2**attempt)]."""
     if isinstance(error, APIError):
-        if error.status != 503:
-            return None
-        safe = error.code in NOT_ACTED or (call.idempotent and error.code == "broker_unavailable")
-        if not safe:
+        if error.status != 503 or not (call.idempotent or error.code in NOT_ACTED):
             return None
         if error.retry_after is not None:
             return min(error.retry_after, 30.0)
@@ -299,7 +336,8 @@ def retry_delay(call: Call, error: Exception, attempt: int, refused: bool,
 
 
 def published(doc: Mapping[str, Any]) -> Published:
-    return Published(doc["channel"], doc["epoch"], doc["offset"], doc["ts"])
+    return Published(doc["channel"], doc["epoch"], doc["offset"], doc["ts"],
+                     doc.get("duplicate") is True)  # fmt: skip
 
 
 def page(doc: Mapping[str, Any]) -> ChannelPage:

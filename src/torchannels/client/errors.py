@@ -77,8 +77,9 @@ class AuthError(APIError):
 
 class RequestError(APIError):
     """The request itself is wrong (``bad_json``, ``invalid_channel``,
-    ``invalid_message``, ``too_many_messages``, ``presence_disabled``,
-    ``invalid_cursor``, ``unknown_field``, ``invalid_field``, ``http_error``, ...):
+    ``invalid_message``, ``invalid_idempotency_key``, ``too_many_messages``,
+    ``presence_disabled``, ``invalid_cursor``, ``unknown_field``,
+    ``invalid_field``, ``http_error``, ...):
     sending it again cannot succeed."""
 
 
@@ -155,6 +156,7 @@ CODES: dict[str, type[APIError]] = {
     "invalid_field": RequestError,
     "invalid_channel": RequestError,
     "invalid_message": RequestError,
+    "invalid_idempotency_key": RequestError,
     "too_many_messages": RequestError,
     "invalid_limit": RequestError,
     "invalid_cursor": RequestError,

@@ -14,12 +14,19 @@
 :class:`AsyncPublisher` has the same methods as coroutines, on Tornado's
 ``AsyncHTTPClient``. Requests, answers and errors are built once, in
 :mod:`torchannels.client.calls`. Refusals raise the :class:`APIError`
-subclass of their code; see that module for which failures are retried.
+subclass of their code.
+
+Publishes are retried safely: each carries an idempotency key (one per call,
+one per message of a batch; made unless given), and a timeout, a connection
+refused, reset or closed before the answer, or a 503 sends it again with the
+same keys, so the server stores it once (``Published.duplicate`` says the
+server had it already). See :mod:`torchannels.client.calls` for the rule.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import random
 import time
 import urllib.error
@@ -72,11 +79,15 @@ async def _afollow(
 
 class _Publisher:
     def __init__(
-        self, base_url: str, api_key: str, *, timeout: float = 30.0, retries: int = 3,
+        self, base_url: str, api_key: str, *, timeout: float = 30.0, retries: int = 4,
         seed: int | None = None,
     ) -> None:  # fmt: skip
-        """``base_url``: the hub (``http://127.0.0.1:8090``); ``retries``: how
-        many times a failure that is safe to retry is retried."""
+        """``base_url``: the hub (``http://127.0.0.1:8090``); ``timeout``:
+        seconds a request may take; ``retries``: how many more times a failure
+        that is safe to retry is tried (0: never); ``seed``: of the backoff's
+        jitter (tests)."""
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an integer >= 0, not {retries!r:.80}")
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
@@ -96,16 +107,23 @@ class _Publisher:
 class Publisher(_Publisher):
     """The synchronous publisher (standard library only)."""
 
-    def publish(self, channel: str, data: Mapping[str, Any]) -> Published:
-        return calls.published(self.request(calls.publish(channel, data)))
+    def publish(self, channel: str, data: Mapping[str, Any], *,
+                idempotency_key: str | None = None) -> Published:  # fmt: skip
+        """``data`` to ``channel``, with ``idempotency_key`` (a new one when
+        None; give your own to make a publish retried later, by another
+        process too, a duplicate of this one)."""
+        return calls.published(self.request(calls.publish(channel, data, idempotency_key)))
 
-    def publish_many(self, channels: Iterable[str], data: Mapping[str, Any]) -> list[Published]:
-        """``data`` to each channel; one result per distinct channel."""
-        doc = self.request(calls.publish_many(channels, data))
+    def publish_many(self, channels: Iterable[str], data: Mapping[str, Any], *,
+                     idempotency_key: str | None = None) -> list[Published]:  # fmt: skip
+        """``data`` to each channel, with one key for all (each channel keeps
+        its own record of it); one result per distinct channel."""
+        doc = self.request(calls.publish_many(channels, data, idempotency_key))
         return [calls.published(r) for r in doc["results"]]
 
     def publish_batch(self, messages: Batch) -> list[Published]:
-        """Up to 1000 messages, published in order; one result per message."""
+        """Up to 1000 messages, published in order, each with its own key (an
+        object's ``idempotency_key``, else a new one); one result per message."""
         doc = self.request(calls.publish_batch(messages))
         return [calls.published(r) for r in doc["results"]]
 
@@ -168,7 +186,9 @@ class Publisher(_Publisher):
         return ControlResult.from_json(self.request(calls.revoke(user, before, jti, expires)))
 
     def request(self, call: Call) -> Any:
-        """Send ``call``, retrying when safe; its JSON answer or an error."""
+        """Send ``call``, sent again (the same bytes and keys) while the
+        failure is safe to retry and ``retries`` allow; its JSON answer or
+        the last error."""
         attempt = 0
         while True:
             attempt += 1
@@ -198,7 +218,7 @@ class Publisher(_Publisher):
             raise ConnectError(f"cannot reach {self.base_url}: {reason}") from (
                 reason if isinstance(reason, BaseException) else exc
             )
-        except OSError as exc:  # reset, timeout while reading the answer
+        except (OSError, http.client.HTTPException) as exc:  # reset, timeout, a cut answer
             raise ConnectError(f"connection to {self.base_url} failed: {exc!r}") from exc
 
 
@@ -219,13 +239,14 @@ class AsyncPublisher(_Publisher):
     def close(self) -> None:
         self._http.close()
 
-    async def publish(self, channel: str, data: Mapping[str, Any]) -> Published:
-        return calls.published(await self.request(calls.publish(channel, data)))
+    async def publish(self, channel: str, data: Mapping[str, Any], *,
+                      idempotency_key: str | None = None) -> Published:  # fmt: skip
+        call = calls.publish(channel, data, idempotency_key)
+        return calls.published(await self.request(call))
 
-    async def publish_many(
-        self, channels: Iterable[str], data: Mapping[str, Any]
-    ) -> list[Published]:
-        doc = await self.request(calls.publish_many(channels, data))
+    async def publish_many(self, channels: Iterable[str], data: Mapping[str, Any], *,
+                           idempotency_key: str | None = None) -> list[Published]:  # fmt: skip
+        doc = await self.request(calls.publish_many(channels, data, idempotency_key))
         return [calls.published(r) for r in doc["results"]]
 
     async def publish_batch(self, messages: Batch) -> list[Published]:

@@ -13,7 +13,7 @@ back is not what the protocol says.
 
 >>> published_of("room", {"type": "published", "id": 7, "channel": "room",
 ...                       "epoch": "3f9a0c12", "offset": 19})
-Published(channel='room', epoch='3f9a0c12', offset=19, ts=None)
+Published(channel='room', epoch='3f9a0c12', offset=19, ts=None, duplicate=False)
 >>> e = frame_error({"type": "publish_error", "id": 7, "channel": "room",
 ...                  "code": "rate_limited", "message": "slow down", "retry": True,
 ...                  "retry_after": 1.5})

@@ -103,7 +103,7 @@ class OutboxConsumer:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._waiting = False  # in a wait close() may cut short
-        self._failures = 0  # PostgreSQL failures since the last good pass
+        self._failures = 0  # PostgreSQL failures since the connection last worked
         self._next_clean = 0.0
         self._warnings = Warnings(log)
 
@@ -180,9 +180,10 @@ class OutboxConsumer:
                     self._failed("broker", f"outbox: publishing failed: {exc}; retrying")
                     await self._sleep(backoff(broker_failures, BACKOFF_BASE, BACKOFF_CAP))
                     claim_now = True
-                if claim_now:
-                    continue
-            claim_now = await self._wait(conn, min(next_poll, next_upkeep) - loop.time())
+            # Busy: only take the notifications that came (psycopg keeps
+            # them until asked, so they must not pile up while rows flow).
+            wait = 0.0 if claim_now else min(next_poll, next_upkeep) - loop.time()
+            claim_now = await self._wait(conn, wait) or claim_now
 
     async def _upkeep(self, conn: AsyncConnection[Any], parts: claiming.Partitions) -> None:
         await parts.rebalance(conn)

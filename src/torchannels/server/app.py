@@ -208,7 +208,7 @@ def _operator_routes(config: ServerConfig, hub: Hub, counts: LocalCounts, worker
         config.allowed_origins,
         credentials=config.cors_credentials,
         methods=("GET", "POST"),
-        headers=("Authorization", "X-API-Key", "Content-Type"),
+        headers=("Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"),
     )
     api = {"hub": hub, "api_key": config.api_key, "max_body": config.max_publish_bytes,
            "cors": cors}  # fmt: skip

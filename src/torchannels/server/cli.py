@@ -24,13 +24,14 @@ import os
 import shlex
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .. import __version__
+from ..client import APIError, ConnectError, Publisher, calls
+from ..client.errors import plain_reason
 from . import control_cli, outbox_cli, presence_cli, watch
-from .api_target import api_target
+from .api_target import api_publisher
 from .cliparser import SuggestingParser
 from .config import ConfigError, add_arguments, channels_epilog, load_config
 from .run import serve
@@ -107,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", help=f"the server's base URL (env TORCHANNELS_URL; default {DEFAULT_URL})"
     )
     publish.add_argument("--api-key", help="the server's API key (env TORCHANNELS_API_KEY)")
+    publish.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="the message's idempotency key, 1-128 printable ASCII characters (default: a new "
+        "one); the same key again within the server's --idempotency-window stores nothing "
+        'and prints the first\'s position with "duplicate": true',
+    )
 
     token = commands.add_parser(
         "token",
@@ -224,15 +232,19 @@ def publish(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(f"torchannels: the message must be a JSON object, like {EXAMPLE}, not "
               f"{_kind(data)}", file=sys.stderr)  # fmt: skip
         return 2
-    target = _target(args, env)
-    if target is None:
+    try:
+        call = calls.publish(args.channel, data, args.idempotency_key)
+    except ValueError as exc:
+        print(f"torchannels: --idempotency-key: {exc}", file=sys.stderr)
         return 2
-    url, key = target
-    status, answer = _post(url, key, {"channel": args.channel, "data": data})
-    if status == 200:
-        print(answer)
-        return 0
-    return 1
+    hub = api_publisher(args, env, DEFAULT_URL)
+    if hub is None:
+        return 2
+    answer = _post(hub, call)
+    if answer is None:
+        return 1
+    print(json.dumps(answer, separators=(",", ":")))
+    return 0
 
 
 EXAMPLE = """'{"text": "hi"}'"""
@@ -262,17 +274,17 @@ def _kind(value: object) -> str:
     return names.get(type(value), "a value") + (f" ({shown})" if len(shown) <= 40 else "")
 
 
-def _target(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, str] | None:
-    """The publish URL and the API key, or None (said on stderr) without a key."""
-    target = api_target(args, env, DEFAULT_URL)
-    return None if target is None else (target[0] + "/api/publish", target[1])
-
-
 def publish_ndjson(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """``publish --ndjson``: every line of stdin, checked first, then sent in
-    batches of at most ``--batch`` messages and ``--batch-bytes`` bytes."""
+    batches of at most ``--batch`` messages and ``--batch-bytes`` bytes, each
+    message with its own idempotency key (its line's, else a new one)."""
     if args.message is not None:
         print("torchannels: --ndjson reads the messages from stdin: no MESSAGE", file=sys.stderr)
+        return 2
+    if args.idempotency_key is not None:
+        print('torchannels: --idempotency-key is for one message; with --ndjson give each line '
+              'its own "idempotency_key" (a line without one gets a new one)',
+              file=sys.stderr)  # fmt: skip
         return 2
     if not 1 <= args.batch <= BATCH_MESSAGES or args.batch_bytes < 1:
         print(f"torchannels: --batch must be 1-{BATCH_MESSAGES}, --batch-bytes >= 1",
@@ -293,20 +305,22 @@ def publish_ndjson(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                       f"{_kind(value)}", file=sys.stderr)  # fmt: skip
                 return 2
             value = {"channel": args.channel, "data": value}
+        # (A line that is not an object gets no key: the server refuses it.)
+        if isinstance(value, dict) and value.get("idempotency_key") is None:
+            value["idempotency_key"] = calls.checked_key()
         items.append(json.dumps(value, separators=(",", ":")).encode())
-    target = _target(args, env)
-    if target is None:
+    hub = api_publisher(args, env, DEFAULT_URL)
+    if hub is None:
         return 2
-    url, key = target
     sent = 0
     for batch in _batches(items, args.batch, args.batch_bytes):
         body = b'{"messages":[' + b",".join(batch) + b"]}"
-        status, answer = _post(url, key, body)
-        if status != 200:
+        answer = _post(hub, calls.Call("POST", "/api/publish", body, True))
+        if answer is None:
             print(f"torchannels: {sent} of {len(items)} messages were published before "
                   "this failure", file=sys.stderr)  # fmt: skip
             return 1
-        for result in json.loads(answer)["results"]:
+        for result in answer["results"]:
             print(json.dumps(result, separators=(",", ":")))
         sent += len(batch)
     return 0
@@ -330,26 +344,18 @@ def _batches(items: list[bytes], count: int, size: int) -> list[list[bytes]]:
     return batches
 
 
-def _post(url: str, key: str, body: object) -> tuple[int, str]:
-    """POST ``body`` (JSON, or bytes already encoded); (200, answer), or the
-    refusal said on stderr and (status, "") (0: the server is unreachable)."""
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url,
-        data=data,
-        method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
-    )
+def _post(hub: Publisher, call: calls.Call) -> Any:
+    """The JSON answer to ``call`` (sent again with the same keys while the
+    failure is safe to retry, as :class:`Publisher` does), or None after
+    saying on stderr why it failed."""
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return 200, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        print(f"torchannels: {exc.code} {detail}", file=sys.stderr)
-        return exc.code, ""
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"torchannels: cannot reach {url}: {exc}", file=sys.stderr)
-        return 0, ""
+        return hub.request(call)
+    except APIError as exc:
+        print(f"torchannels: {exc}", file=sys.stderr)
+    except ConnectError as exc:
+        reason = plain_reason(exc.__cause__) if exc.__cause__ is not None else str(exc)
+        print(f"torchannels: cannot reach {hub.base_url}{call.path}: {reason}", file=sys.stderr)
+    return None
 
 
 def token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
