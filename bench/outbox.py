@@ -89,8 +89,9 @@ class Served:
         self.flags = [
             "--api-key", KEY, "--no-demo", "--anonymous", "bench:*", "--log-level", "warning",
             "--broker", args.redis, "--redis-prefix", f"bench-outbox-{secrets.token_hex(6)}",
-            "--history-ttl", "120", "--max-publish-bytes", str(8 << 20),
-            "--stream-max-bytes", str(1 << 30), "--max-pending-bytes", str(1 << 28),
+            "--history-ttl", "120", "--history-meta-ttl", "120",
+            "--max-publish-bytes", str(8 << 20), "--stream-max-bytes", str(1 << 30),
+            "--max-pending-bytes", str(1 << 28),
         ]  # fmt: skip
         if batch is not None:
             self.flags += ["--outbox", dsn, "--outbox-batch", str(batch)]
