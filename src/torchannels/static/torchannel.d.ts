@@ -439,6 +439,7 @@ export const ErrorCode: {
   readonly PROXY_UNAVAILABLE: 'proxy_unavailable';
   readonly PROXY_ERROR: 'proxy_error';
   readonly BROKER_UNAVAILABLE: 'broker_unavailable';
+  readonly INVALID_IDEMPOTENCY_KEY: 'invalid_idempotency_key';
   readonly SHUTTING_DOWN: 'shutting_down';
 };
 

@@ -99,6 +99,8 @@
     PROXY_UNAVAILABLE: 'proxy_unavailable', // HTTP 503: the publish backend did not answer; try again later
     PROXY_ERROR: 'proxy_error', // HTTP 503: the publish backend answered something unreadable
     BROKER_UNAVAILABLE: 'broker_unavailable', // HTTP 503: the broker could not store it; try again later
+    // the publish API (POST /api/publish, with the API key; never a client's answer)
+    INVALID_IDEMPOTENCY_KEY: 'invalid_idempotency_key', // HTTP 400: not 1-128 printable ASCII characters
     // HTTP 503
     SHUTTING_DOWN: 'shutting_down'
   });
