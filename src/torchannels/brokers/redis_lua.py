@@ -27,19 +27,35 @@ from __future__ import annotations
 import hashlib
 
 _PRELUDE = """
-local function meta(candidate)
-  local m = redis.call('HMGET', KEYS[1], 'e', 'o')
+-- The epoch and last offset of the channel whose meta, stream and state are
+-- KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]. A missing meta is made with
+-- candidate as its epoch, and the stream, state and the keys in ... (which
+-- belong to a forgotten epoch) are deleted.
+local function meta(k, candidate, ...)
+  local m = redis.call('HMGET', KEYS[k + 1], 'e', 'o')
   if m[1] then return m[1], tonumber(m[2]) end
-  redis.call('DEL', KEYS[2], KEYS[3])
-  redis.call('HSET', KEYS[1], 'e', candidate, 'o', 0)
+  redis.call('DEL', KEYS[k + 2], KEYS[k + 3], ...)
+  redis.call('HSET', KEYS[k + 1], 'e', candidate, 'o', 0)
   return candidate, 0
 end
--- The id of the oldest entry stamped at or after horizon (nil: none), and
--- how many older ones precede it. Usually the first entry answers.
-local function fresh(horizon)
+-- Stores (when size > 0) in the stream KEYS[k + 2] and publishes (cmd) on
+-- the pub/sub channel KEYS[k + 4] the message at offset top, its payload
+-- head completed with the epoch and offset. Returns the offset as text.
+local function append(k, cmd, size, epoch, top, ts, head)
+  local off = string.format('%d', top)
+  local payload = head .. ',"epoch":"' .. epoch .. '","offset":' .. off .. '}'
+  if size > 0 then
+    redis.call('XADD', KEYS[k + 2], 'MAXLEN', size, '0-' .. off, 't', ts, 'p', payload)
+  end
+  redis.call(cmd, KEYS[k + 4], off .. ':' .. epoch .. ':' .. ts .. ':' .. payload)
+  return off
+end
+-- The id of the oldest entry of stream stamped at or after horizon (nil:
+-- none), and how many older ones precede it. Usually the first entry answers.
+local function fresh(stream, horizon)
   local stale, start, count = 0, '-', 1
   while true do
-    local batch = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', count)
+    local batch = redis.call('XRANGE', stream, start, '+', 'COUNT', count)
     if #batch == 0 then return nil, stale end
     for _, e in ipairs(batch) do
       if tonumber(e[2][2]) >= horizon then return e[1], stale end
@@ -49,12 +65,23 @@ local function fresh(horizon)
     count = math.min(count * 4, 256)
   end
 end
--- After a write: the history TTL on the stream and state, the meta TTL on
--- the meta.
-local function expire(ttl, keep)
-  redis.call('PEXPIRE', KEYS[1], keep)
-  redis.call('PEXPIRE', KEYS[2], ttl)
-  redis.call('PEXPIRE', KEYS[3], ttl)
+-- After a write to the channel whose meta, stream and state are
+-- KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]: the history TTL on the stream and
+-- state, the meta TTL on the meta.
+local function expire(k, ttl, keep)
+  redis.call('PEXPIRE', KEYS[k + 1], keep)
+  redis.call('PEXPIRE', KEYS[k + 2], ttl)
+  redis.call('PEXPIRE', KEYS[k + 3], ttl)
+end
+-- After a publish to that channel: its stream trimmed to the entries
+-- stamped at or after horizon, then expire(). Size 0 keeps none: what
+-- another process kept before would end in a hole.
+local function retain(k, size, horizon, ttl, keep)
+  local first = nil
+  if size > 0 then first = fresh(KEYS[k + 2], horizon) end
+  if first then redis.call('XTRIM', KEYS[k + 2], 'MINID', first)
+  else redis.call('DEL', KEYS[k + 2]) end
+  expire(k, ttl, keep)
 end
 """
 
@@ -66,24 +93,15 @@ end
 PUBLISH = (
     _PRELUDE
     + """
-local epoch, top = meta(ARGV[1])
+local epoch, top = meta(0, ARGV[1])
 local size = tonumber(ARGV[4])
 local n = (#ARGV - 7) / 2
 for i = 0, n - 1 do
   top = top + 1
-  local ts, off = ARGV[8 + 2 * i], string.format('%d', top)
-  local payload = ARGV[9 + 2 * i] .. ',"epoch":"' .. epoch .. '","offset":' .. off .. '}'
-  if size > 0 then
-    redis.call('XADD', KEYS[2], 'MAXLEN', size, '0-' .. off, 't', ts, 'p', payload)
-  end
-  redis.call(ARGV[5], KEYS[4], off .. ':' .. epoch .. ':' .. ts .. ':' .. payload)
+  append(0, ARGV[5], size, epoch, top, ARGV[8 + 2 * i], ARGV[9 + 2 * i])
 end
 redis.call('HSET', KEYS[1], 'o', string.format('%d', top), 't', ARGV[7])
-local first = nil
-if size > 0 then first = fresh(tonumber(ARGV[3])) end
--- size 0 keeps none: what another process kept before would end in a hole
-if first then redis.call('XTRIM', KEYS[2], 'MINID', first) else redis.call('DEL', KEYS[2]) end
-expire(ARGV[2], ARGV[6])
+retain(0, size, tonumber(ARGV[3]), ARGV[2], ARGV[6])
 return {epoch, top - n + 1}
 """
 )
@@ -99,60 +117,33 @@ return {epoch, top - n + 1}
 #: published in that order, each channel's get consecutive offsets, and
 #: each channel is trimmed and its expiry renewed once at the end, as a run
 #: of PUBLISH calls would. Returns {epoch, first offset} per channel, flat.
-PUBLISH_MANY = """
+PUBLISH_MANY = (
+    _PRELUDE
+    + """
 local cmd, nc = ARGV[1], tonumber(ARGV[2])
 local epochs, tops, firsts, sizes = {}, {}, {}, {}
 for c = 1, nc do
   local k, a = 4 * (c - 1), 3 + 6 * (c - 1)
-  local m = redis.call('HMGET', KEYS[k + 1], 'e', 'o')
-  if m[1] then
-    epochs[c], tops[c] = m[1], tonumber(m[2])
-  else
-    redis.call('DEL', KEYS[k + 2], KEYS[k + 3])
-    redis.call('HSET', KEYS[k + 1], 'e', ARGV[a], 'o', 0)
-    epochs[c], tops[c] = ARGV[a], 0
-  end
+  epochs[c], tops[c] = meta(k, ARGV[a])
   firsts[c] = tops[c] + 1
   sizes[c] = tonumber(ARGV[a + 3])
 end
 for number, ts, head in string.gmatch(ARGV[3 + 6 * nc], '([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n') do
   local c = tonumber(number)
-  local k, top = 4 * (c - 1), tops[c] + 1
-  tops[c] = top
-  local epoch, off = epochs[c], string.format('%d', top)
-  local payload = head .. ',"epoch":"' .. epoch .. '","offset":' .. off .. '}'
-  if sizes[c] > 0 then
-    redis.call('XADD', KEYS[k + 2], 'MAXLEN', sizes[c], '0-' .. off, 't', ts, 'p', payload)
-  end
-  redis.call(cmd, KEYS[k + 4], off .. ':' .. epoch .. ':' .. ts .. ':' .. payload)
+  tops[c] = tops[c] + 1
+  append(4 * (c - 1), cmd, sizes[c], epochs[c], tops[c], ts, head)
 end
 local out = {}
 for c = 1, nc do
   local k, a = 4 * (c - 1), 3 + 6 * (c - 1)
   redis.call('HSET', KEYS[k + 1], 'o', string.format('%d', tops[c]), 't', ARGV[a + 5])
-  local first = nil
-  if sizes[c] > 0 then
-    -- the oldest entry stamped at or after the horizon, as fresh() finds it
-    local horizon, start, count = tonumber(ARGV[a + 2]), '-', 1
-    while not first do
-      local batch = redis.call('XRANGE', KEYS[k + 2], start, '+', 'COUNT', count)
-      if #batch == 0 then break end
-      for _, e in ipairs(batch) do
-        if tonumber(e[2][2]) >= horizon then first = e[1] break end
-      end
-      start = '(' .. batch[#batch][1]
-      count = math.min(count * 4, 256)
-    end
-  end
-  if first then redis.call('XTRIM', KEYS[k + 2], 'MINID', first)
-  else redis.call('DEL', KEYS[k + 2]) end
-  redis.call('PEXPIRE', KEYS[k + 1], ARGV[a + 4])
-  for j = 2, 3 do redis.call('PEXPIRE', KEYS[k + j], ARGV[a + 1]) end
+  retain(k, sizes[c], tonumber(ARGV[a + 2]), ARGV[a + 1], ARGV[a + 4])
   out[#out + 1] = epochs[c]
   out[#out + 1] = firsts[c]
 end
 return out
 """
+)
 
 #: PUBLISH_MANY for a batch in which some messages have an idempotency key
 #: (a Cluster: of one channel). KEYS: six per channel, its four and then its
@@ -169,19 +160,14 @@ return out
 #: (a channel whose every message was a duplicate: its offsets unchanged),
 #: then, per duplicate, its message's number in the call (from 1) and the
 #: record it duplicates.
-PUBLISH_KEYED = """
+PUBLISH_KEYED = (
+    _PRELUDE
+    + """
 local cmd, nc, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local epochs, tops, firsts, sizes, nows, trimmed, keyed = {}, {}, {}, {}, {}, {}, {}
 for c = 1, nc do
   local k, a = 6 * (c - 1), 4 + 6 * (c - 1)
-  local m = redis.call('HMGET', KEYS[k + 1], 'e', 'o')
-  if m[1] then
-    epochs[c], tops[c] = m[1], tonumber(m[2])
-  else
-    redis.call('DEL', KEYS[k + 2], KEYS[k + 3], KEYS[k + 5], KEYS[k + 6])
-    redis.call('HSET', KEYS[k + 1], 'e', ARGV[a], 'o', 0)
-    epochs[c], tops[c] = ARGV[a], 0
-  end
+  epochs[c], tops[c] = meta(k, ARGV[a], KEYS[k + 5], KEYS[k + 6])
   firsts[c] = tops[c] + 1
   sizes[c] = tonumber(ARGV[a + 3])
   nows[c] = math.floor(tonumber(ARGV[a + 5]) * 1000)
@@ -214,14 +200,9 @@ for number, ts, key, head in string.gmatch(ARGV[4 + 6 * nc], pattern) do
     dups[#dups + 1] = i
     dups[#dups + 1] = rec
   else
-    local k, top = 6 * (c - 1), tops[c] + 1
-    tops[c] = top
-    local epoch, off = epochs[c], string.format('%d', top)
-    local payload = head .. ',"epoch":"' .. epoch .. '","offset":' .. off .. '}'
-    if sizes[c] > 0 then
-      redis.call('XADD', KEYS[k + 2], 'MAXLEN', sizes[c], '0-' .. off, 't', ts, 'p', payload)
-    end
-    redis.call(cmd, KEYS[k + 4], off .. ':' .. epoch .. ':' .. ts .. ':' .. payload)
+    local k, epoch = 6 * (c - 1), epochs[c]
+    tops[c] = tops[c] + 1
+    local off = append(k, cmd, sizes[c], epoch, tops[c], ts, head)
     if key ~= '' then
       redis.call('HSET', KEYS[k + 5], key, epoch .. ':' .. off .. ':' .. ts)
       redis.call('ZADD', KEYS[k + 6], string.format('%d', nows[c] + window), key)
@@ -234,23 +215,7 @@ for c = 1, nc do
   local k, a = 6 * (c - 1), 4 + 6 * (c - 1)
   if tops[c] >= firsts[c] then
     redis.call('HSET', KEYS[k + 1], 'o', string.format('%d', tops[c]), 't', ARGV[a + 5])
-    local first = nil
-    if sizes[c] > 0 then
-      local horizon, start, count = tonumber(ARGV[a + 2]), '-', 1
-      while not first do
-        local batch = redis.call('XRANGE', KEYS[k + 2], start, '+', 'COUNT', count)
-        if #batch == 0 then break end
-        for _, e in ipairs(batch) do
-          if tonumber(e[2][2]) >= horizon then first = e[1] break end
-        end
-        start = '(' .. batch[#batch][1]
-        count = math.min(count * 4, 256)
-      end
-    end
-    if first then redis.call('XTRIM', KEYS[k + 2], 'MINID', first)
-    else redis.call('DEL', KEYS[k + 2]) end
-    redis.call('PEXPIRE', KEYS[k + 1], ARGV[a + 4])
-    for j = 2, 3 do redis.call('PEXPIRE', KEYS[k + j], ARGV[a + 1]) end
+    retain(k, sizes[c], tonumber(ARGV[a + 2]), ARGV[a + 1], ARGV[a + 4])
   end
   if keyed[c] then
     for j = 5, 6 do redis.call('PEXPIRE', KEYS[k + j], ARGV[3]) end
@@ -261,13 +226,14 @@ end
 for _, v in ipairs(dups) do out[#out + 1] = v end
 return out
 """
+)
 
 #: ARGV: epoch candidate, ttl ms, meta ttl ms, now, then (ts, head) per
 #: message. Returns {epoch, offset the state stands for}.
 SET_STATE = (
     _PRELUDE
     + """
-local epoch, top = meta(ARGV[1])
+local epoch, top = meta(0, ARGV[1])
 local tail = ',"epoch":"' .. epoch .. '","offset":' .. string.format('%d', top) .. '}'
 local stamps, payloads = {}, {}
 for i = 5, #ARGV, 2 do
@@ -277,7 +243,7 @@ end
 redis.call('HSET', KEYS[3], 'a', string.format('%d', top), 'n', #payloads,
   't', table.concat(stamps, '\\n'), 'p', table.concat(payloads, '\\n'))
 redis.call('HSET', KEYS[1], 't', ARGV[4])
-expire(ARGV[2], ARGV[3])
+expire(0, ARGV[2], ARGV[3])
 return {epoch, top}
 """
 )
@@ -297,7 +263,7 @@ READ = (
 local m = redis.call('HMGET', KEYS[1], 'e', 'o')
 if not m[1] then return {'', 0, 1, 0, -1, 0, '', '', 0, {}} end
 local epoch, top = m[1], tonumber(m[2])
-local first_id, stale = fresh(tonumber(ARGV[1]))
+local first_id, stale = fresh(KEYS[2], tonumber(ARGV[1]))
 local first, kept = top + 1, 0
 if first_id then
   first = tonumber(string.sub(first_id, 3))
