@@ -279,7 +279,6 @@ class Broker(abc.ABC):
         self, channel: str, message: dict[str, Any], *, idempotency_key: str | None
     ) -> Publication | Duplicate: ...
 
-    @abc.abstractmethod
     async def publish(
         self, channel: str, message: dict[str, Any], *, idempotency_key: str | None = None
     ) -> Publication | Duplicate:
@@ -291,6 +290,14 @@ class Broker(abc.ABC):
         nothing is stored or delivered and the answer is a
         :class:`~torchannels.frames.Duplicate` of the first publish
         (:mod:`.idempotency`)."""
+        return await self._publish_message(channel, message, idempotency_key)
+
+    @abc.abstractmethod
+    async def _publish_message(
+        self, channel: str, message: dict[str, Any], idempotency_key: str | None
+    ) -> Publication | Duplicate:
+        """What :meth:`publish` does; a broker implements this, so that the
+        overloads that type publish's answer are written once, here."""
 
     @overload
     async def publish_many(
@@ -305,7 +312,6 @@ class Broker(abc.ABC):
         keys: Sequence[str | None] | None,
     ) -> list[Publication | Duplicate]: ...
 
-    @abc.abstractmethod
     async def publish_many(
         self,
         messages: Sequence[tuple[str, dict[str, Any]]],
@@ -324,6 +330,14 @@ class Broker(abc.ABC):
         all checked before any is stored; a message whose key was used in
         its channel (earlier in this batch too) is answered a
         :class:`~torchannels.frames.Duplicate` instead."""
+        return await self._publish_batch(messages, keys)
+
+    @abc.abstractmethod
+    async def _publish_batch(
+        self, messages: Sequence[tuple[str, dict[str, Any]]], keys: Sequence[str | None] | None
+    ) -> list[Publication | Duplicate]:
+        """What :meth:`publish_many` does, as :meth:`_publish_message` is
+        what :meth:`publish` does."""
 
     @abc.abstractmethod
     async def set_state(self, channel: str, messages: list[dict[str, Any]]) -> Position:

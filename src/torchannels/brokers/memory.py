@@ -27,7 +27,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, overload
+from typing import Any
 
 from ..errors import ChannelLimitError
 from ..frames import Draft, Duplicate, Publication
@@ -243,16 +243,8 @@ class MemoryBroker(Broker):
     def set_state_soon(self, channel: str, messages: list[dict[str, Any]]) -> Position:
         return self.set_state_nowait(channel, messages)
 
-    @overload
-    async def publish(self, channel: str, message: dict[str, Any]) -> Publication: ...
-
-    @overload
-    async def publish(
-        self, channel: str, message: dict[str, Any], *, idempotency_key: str | None
-    ) -> Publication | Duplicate: ...
-
-    async def publish(
-        self, channel: str, message: dict[str, Any], *, idempotency_key: str | None = None
+    async def _publish_message(
+        self, channel: str, message: dict[str, Any], idempotency_key: str | None
     ) -> Publication | Duplicate:
         if idempotency_key is None:
             return self.publish_nowait(channel, message)
@@ -260,25 +252,9 @@ class MemoryBroker(Broker):
         now = self.clock()
         return self._publish_once(Draft(channel, message, now), idempotency_key, now)
 
-    @overload
-    async def publish_many(
-        self, messages: Sequence[tuple[str, dict[str, Any]]]
-    ) -> list[Publication]: ...
-
-    @overload
-    async def publish_many(
-        self,
-        messages: Sequence[tuple[str, dict[str, Any]]],
-        *,
-        keys: Sequence[str | None] | None,
-    ) -> list[Publication | Duplicate]: ...
-
-    async def publish_many(
-        self,
-        messages: Sequence[tuple[str, dict[str, Any]]],
-        *,
-        keys: Sequence[str | None] | None = None,
-    ) -> list[Publication] | list[Publication | Duplicate]:
+    async def _publish_batch(
+        self, messages: Sequence[tuple[str, dict[str, Any]]], keys: Sequence[str | None] | None
+    ) -> list[Publication | Duplicate]:
         now = self.clock()
         drafts = [Draft(channel, message, now) for channel, message in messages]
         keys = check_keys(drafts, keys)
@@ -292,8 +268,7 @@ class MemoryBroker(Broker):
                     outcomes.append(self._publish_once(draft, key, now))
             except ChannelLimitError as exc:
                 outcomes.append(exc)
-        published: list[Publication | Duplicate] = all_or_first_failure(outcomes)
-        return published
+        return all_or_first_failure(outcomes)
 
     async def set_state(self, channel: str, messages: list[dict[str, Any]]) -> Position:
         return self.set_state_nowait(channel, messages)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BrokerUnavailable
 from ..frames import Duplicate, Publication
@@ -236,38 +236,14 @@ class RedisBroker(Broker):
     def set_state_soon(self, channel: str, messages: list[dict[str, Any]]) -> None:
         self._queue.set_state_soon(channel, messages)
 
-    @overload
-    async def publish(self, channel: str, message: dict[str, Any]) -> Publication: ...
-
-    @overload
-    async def publish(
-        self, channel: str, message: dict[str, Any], *, idempotency_key: str | None
-    ) -> Publication | Duplicate: ...
-
-    async def publish(
-        self, channel: str, message: dict[str, Any], *, idempotency_key: str | None = None
+    async def _publish_message(
+        self, channel: str, message: dict[str, Any], idempotency_key: str | None
     ) -> Publication | Duplicate:
         return await self._queue.publish(channel, message, idempotency_key)
 
-    @overload
-    async def publish_many(
-        self, messages: Sequence[tuple[str, dict[str, Any]]]
-    ) -> list[Publication]: ...
-
-    @overload
-    async def publish_many(
-        self,
-        messages: Sequence[tuple[str, dict[str, Any]]],
-        *,
-        keys: Sequence[str | None] | None,
-    ) -> list[Publication | Duplicate]: ...
-
-    async def publish_many(
-        self,
-        messages: Sequence[tuple[str, dict[str, Any]]],
-        *,
-        keys: Sequence[str | None] | None = None,
-    ) -> list[Publication] | list[Publication | Duplicate]:
+    async def _publish_batch(
+        self, messages: Sequence[tuple[str, dict[str, Any]]], keys: Sequence[str | None] | None
+    ) -> list[Publication | Duplicate]:
         return await self._queue.publish_many(messages, keys)
 
     async def set_state(self, channel: str, messages: list[dict[str, Any]]) -> Position:
