@@ -26,7 +26,7 @@ import psycopg
 import pytest
 import tornado.httpclient
 
-from outbox.helpers import rows
+from outbox.helpers import RestartWriter, rows
 from postgres_servers import own_cluster
 from redis_servers import shared_redis
 from server.processes import KEY, ServerProcess, as_json, fetch, until
@@ -271,7 +271,7 @@ async def test_a_postgresql_restart_mid_stream_is_ridden_out(
     with own_cluster() as cluster:
         make_table(cluster.dsn)
         servers = [spawn(cluster.dsn, prefix) for _ in range(2)]
-        writer = RestartWriter(cluster.dsn, channels)
+        writer = RestartWriter(cluster.dsn, channels, pause=0.002)
         writing = asyncio.ensure_future(writer.run())
         try:
 
@@ -315,47 +315,6 @@ async def test_a_postgresql_restart_mid_stream_is_ridden_out(
 
 async def _at_least(writer: RestartWriter, count: int) -> bool:
     return len(writer.sure) >= count
-
-
-class RestartWriter:
-    """Inserts one row a transaction over ``channels`` in turn, ``seq``
-    counting up per channel, reconnecting while PostgreSQL is away; knows
-    which rows surely committed and which may have (the commit's answer was
-    lost)."""
-
-    def __init__(self, dsn: str, channels: Sequence[str]) -> None:
-        self.dsn = dsn
-        self.channels = list(channels)
-        self.sure: list[tuple[str, int]] = []
-        self.maybe: list[tuple[str, int]] = []
-        self.stop = asyncio.Event()
-
-    def sure_of(self, channel: str) -> set[int]:
-        return {seq for c, seq in self.sure if c == channel}
-
-    def maybe_of(self, channel: str) -> set[int]:
-        return {seq for c, seq in self.maybe if c == channel}
-
-    async def run(self) -> None:
-        n = 0
-        while not self.stop.is_set():
-            try:
-                conn = await psycopg.AsyncConnection.connect(self.dsn, connect_timeout=2)
-            except psycopg.OperationalError:
-                await asyncio.sleep(0.05)
-                continue
-            async with conn:
-                while not self.stop.is_set():
-                    row = (self.channels[n % len(self.channels)], n // len(self.channels))
-                    n += 1
-                    try:
-                        await aenqueue(conn, row[0], {"seq": row[1]})
-                        await conn.commit()
-                    except psycopg.OperationalError:
-                        self.maybe.append(row)
-                        break
-                    self.sure.append(row)
-                    await asyncio.sleep(0.002)
 
 
 async def test_health_and_metrics_show_the_backlog_while_rows_wait(

@@ -9,45 +9,12 @@ import contextlib
 
 import psycopg
 
-from outbox.helpers import history, ready, until
+from outbox.helpers import RestartWriter, history, ready, until
 from postgres_servers import PostgresCluster, own_cluster
 from torchannels import Hub
-from torchannels.outbox import aenqueue, ddl
+from torchannels.outbox import ddl
 
 CHANNEL = "restart"
-
-
-class Writer:
-    """Inserts one row a transaction, ``seq`` counting up, reconnecting when
-    PostgreSQL goes; knows which rows surely committed and which may have
-    (the commit's answer was lost)."""
-
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self.sure: list[int] = []
-        self.maybe: list[int] = []
-        self.stop = asyncio.Event()
-
-    async def run(self) -> None:
-        seq = 0
-        while not self.stop.is_set():
-            try:
-                conn = await psycopg.AsyncConnection.connect(self.dsn, connect_timeout=2)
-            except psycopg.OperationalError:
-                await asyncio.sleep(0.05)
-                continue
-            async with conn:
-                while not self.stop.is_set():
-                    try:
-                        await aenqueue(conn, CHANNEL, {"seq": seq})
-                        await conn.commit()
-                    except psycopg.OperationalError:
-                        self.maybe.append(seq)
-                        seq += 1
-                        break
-                    self.sure.append(seq)
-                    seq += 1
-                    await asyncio.sleep(0.005)
 
 
 async def test_a_postgresql_restart_mid_stream_loses_and_duplicates_nothing() -> None:
@@ -55,7 +22,7 @@ async def test_a_postgresql_restart_mid_stream_loses_and_duplicates_nothing() ->
         with psycopg.connect(cluster.dsn, autocommit=True) as conn:
             conn.execute(ddl())
         hub = Hub()
-        writer = Writer(cluster.dsn)
+        writer = RestartWriter(cluster.dsn, [CHANNEL], pause=0.005)
         writing = asyncio.ensure_future(writer.run())
         try:
             consumer = hub.consume_outbox(cluster.dsn, poll_interval=0.2)
@@ -72,13 +39,14 @@ async def test_a_postgresql_restart_mid_stream_loses_and_duplicates_nothing() ->
 
             async def all_sure() -> bool:
                 seqs = {m["seq"] for m in await history(hub, CHANNEL)}
-                return seqs >= set(writer.sure)
+                return seqs >= writer.sure_of(CHANNEL)
 
             await until(all_sure, timeout=30)
             await until(lambda: consumer.stats.backlog_rows == 0, timeout=30)
             seqs = [m["seq"] for m in await history(hub, CHANNEL)]
             assert seqs == sorted(set(seqs))  # in order, each once
-            assert set(writer.sure) <= set(seqs) <= set(writer.sure) | set(writer.maybe)
+            sure, maybe = writer.sure_of(CHANNEL), writer.maybe_of(CHANNEL)
+            assert sure <= set(seqs) <= sure | maybe
         finally:
             writer.stop.set()
             with contextlib.suppress(Exception):

@@ -7,12 +7,10 @@ import time
 
 import psycopg
 
-from outbox.helpers import published, ready, rows, until
+from outbox.helpers import TABLE, published, ready, rows, unnotified, until
 from support import user_keys
 from torchannels import Hub
 from torchannels.outbox import enqueue
-
-TABLE = "torchannels_outbox"
 
 
 async def test_a_notification_wakes_the_consumer_well_before_its_poll(
@@ -29,10 +27,7 @@ async def test_a_notification_wakes_the_consumer_well_before_its_poll(
 
 
 async def test_polling_alone_delivers_when_no_notification_comes(dsn: str, outbox_hub: Hub) -> None:
-    with psycopg.connect(dsn) as conn:
-        conn.execute(f"ALTER TABLE {TABLE} DISABLE TRIGGER {TABLE}_notify")
-    consumer = outbox_hub.consume_outbox(dsn, poll_interval=0.3)
-    await ready(consumer)
+    await unnotified(outbox_hub, dsn, poll_interval=0.3)
     with psycopg.connect(dsn) as conn:
         enqueue(conn, "quiet", {"n": 1})
     got = await published(outbox_hub, "quiet", {"n": 1})
@@ -44,10 +39,7 @@ async def test_without_notification_nothing_comes_before_the_poll(
 ) -> None:
     """The contrast of the two above: with the trigger off and a long poll
     interval, a row waits (shown in the backlog) until the next poll."""
-    with psycopg.connect(dsn) as conn:
-        conn.execute(f"ALTER TABLE {TABLE} DISABLE TRIGGER {TABLE}_notify")
-    consumer = outbox_hub.consume_outbox(dsn, poll_interval=60)
-    await ready(consumer)
+    consumer = await unnotified(outbox_hub, dsn, poll_interval=60)
     with psycopg.connect(dsn) as conn:
         enqueue(conn, "late", {"n": 1})
     # The backlog is read every second, without claiming anything.
