@@ -17,7 +17,6 @@ and ``outbox init``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from . import control_cli, outbox_cli, presence_cli, watch
 from .api_target import api_publisher
 from .cliparser import SuggestingParser
 from .config import ConfigError, add_arguments, channels_epilog, load_config
-from .run import serve
+from .run import loop_runner, serve
 
 DEFAULT_URL = "http://127.0.0.1:8090"
 #: The server's limits by default: messages per batch, bytes per request body.
@@ -181,6 +180,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 except (ImportError, ValueError) as exc:
                     print(f"torchannels: --outbox: {exc}", file=sys.stderr)
                     return 2
+            try:
+                run_loop = loop_runner(config)
+            except ImportError as exc:
+                print(f"torchannels: --event-loop: {exc}", file=sys.stderr)
+                return 2
             logging.basicConfig(
                 level=config.log_level.upper(),
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -199,7 +203,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 from .workers import run_workers
 
                 return run_workers(config, key_generated)
-            return asyncio.run(serve(config, key_generated=key_generated))  # from .run
+            return run_loop(serve(config, key_generated=key_generated))
         if args.command == "publish":
             return publish(args, env)
         if args.command in watch.COMMANDS:

@@ -49,6 +49,8 @@ CONFIG_ENV = "TORCHANNELS_CONFIG"
 #: Option kinds that are lists (repeat the flag or comma-separate).
 _LISTS = ("patterns", "origins", "networks", "headers", "events")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+#: ``--event-loop``: asyncio's own loop, or uvloop's (the ``uvloop`` extra).
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -384,7 +386,15 @@ class ServerConfig:
     shutdown_timeout: float = _opt(
         10.0, "float", "seconds clients get to leave on SIGTERM/SIGINT", low=0
     )
-    log_level: str = _opt("info", "level", "one of " + ", ".join(LOG_LEVELS))
+    log_level: str = _opt("info", "choice", "one of " + ", ".join(LOG_LEVELS), choices=LOG_LEVELS)
+    event_loop: str = _opt(
+        "asyncio",
+        "choice",
+        "the event loop: asyncio (the standard library's) or uvloop (needs "
+        "torchannels[uvloop]; docs/benchmarks.md says what it changes)",
+        choices=EVENT_LOOPS,
+        metavar="LOOP",
+    )
     presence_grace: float = _opt(
         5.0,
         "float",
@@ -788,12 +798,12 @@ def _convert(f: Field[Any], value: object, source: str, *, text: bool = False) -
     """Check one option's value; with ``text`` (flags, env) parse strings first."""
     kind, meta = f.metadata["kind"], f.metadata
     try:
-        if kind in ("str", "level") and isinstance(value, str):
+        if kind in ("str", "choice") and isinstance(value, str):
             if not value.strip():
                 raise ValueError("must not be empty")
-            if kind == "level" and value.lower() not in LOG_LEVELS:
-                raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
-            return value.lower() if kind == "level" else value
+            if kind == "choice" and value.lower() not in meta["choices"]:
+                raise ValueError(f"must be one of {', '.join(meta['choices'])}")
+            return value.lower() if kind == "choice" else value
         if kind == "broker" and isinstance(value, str):
             return _check_broker(value)
         if kind in ("secret", "optional") and (value is None or isinstance(value, str)):

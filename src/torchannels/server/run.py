@@ -12,8 +12,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
+from typing import Any
 
 import tornado.web
 from tornado.netutil import bind_sockets
@@ -53,6 +54,21 @@ def tune_collector() -> None:
     """
     if gc.get_threshold() == PYTHON_DEFAULT:
         gc.set_threshold(PYTHON_DEFAULT[0], PYTHON_DEFAULT[1], FULL_COLLECTION_EVERY)
+
+
+def loop_runner(config: ServerConfig) -> Callable[[Coroutine[Any, Any, int]], int]:
+    """What runs ``serve()`` to completion on ``--event-loop``: ``asyncio.run``,
+    or ``uvloop.run``. ImportError, with the fix, when uvloop is not installed
+    (the CLI says it in one line before anything starts)."""
+    if config.event_loop == "asyncio":
+        return asyncio.run
+    try:
+        import uvloop
+    except ImportError:
+        raise ImportError(
+            "uvloop is not installed: pip install 'torchannels[uvloop]' (or --event-loop asyncio)"
+        ) from None
+    return uvloop.run
 
 
 def _url(host: str, port: int) -> str:

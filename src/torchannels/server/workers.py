@@ -27,7 +27,6 @@ go unnoticed:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -41,7 +40,7 @@ from types import FrameType
 from tornado.netutil import bind_sockets
 
 from .config import ServerConfig
-from .run import banner, cannot_listen, pin_internal_port, serve
+from .run import banner, cannot_listen, loop_runner, pin_internal_port, serve
 
 log = logging.getLogger("torchannels.server")
 
@@ -303,7 +302,8 @@ def _worker(config: ServerConfig, number: int, port: int, ready_w: int) -> int:
         os.write(ready_w, f"{number}:{os.getpid()}\n".encode())
 
     try:
-        return asyncio.run(serve(config, worker=number, sockets=sockets, on_ready=ready))
+        run_loop = loop_runner(config)  # the CLI checked that it loads
+        return run_loop(serve(config, worker=number, sockets=sockets, on_ready=ready))
     except Exception as exc:
         if started:
             log.exception("worker %d failed", number)
