@@ -9,8 +9,8 @@ non-blocking) to each server for its saturation phase only (not its start,
 the subscribers' connects or the half-load phase) and prints the top of
 each profile (bench/profile_summary.py reads them again with ``--under``):
 
-    .venv/bin/python bench/floor.py --contenders asyncio:sse,torchannels:sse,torchannels-uvloop:sse \\
-        --subscribers 1000,10000 --rounds 3
+    .venv/bin/python bench/floor.py --subscribers 1000,10000 --rounds 3 \\
+        --contenders asyncio:sse,torchannels:sse,torchannels-uvloop:sse
     .venv/bin/python bench/floor.py --contenders torchannels:sse --subscribers 1000 \\
         --spy /tmp/prof --phase-seconds 20 --deliveries 4000000
 
@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import fanout
+import fanout_servers
 from fanout_client import Publisher, Run
 from fanout_servers import KINDS, Kind, Server
 from profile_summary import load
 
 UVLOOP = "torchannels-uvloop"
 KINDS[UVLOOP] = Kind("torchannels on uvloop", ("sse", "stream", "websocket"))
-_server_argv = fanout.server_argv
+_server_argv = fanout_servers.server_argv
 _phase = fanout.phase
 
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--spy", type=Path, metavar="DIR")
     ours, rest = parser.parse_known_args(argv)
-    fanout.server_argv = server_argv
+    fanout.server_argv = server_argv  # type: ignore[attr-defined]  # what run_contender calls
     fanout.phase = spied_phase
     args = fanout.parse_args(rest)
     args.spy = ours.spy

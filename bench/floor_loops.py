@@ -36,10 +36,9 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from cfanout import build, send_all_python
+from cfanout import SendAll, build, send_all_python
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = ("python", "c", "c+fds")
@@ -98,7 +97,7 @@ def reader(port: int, count: int, control_port: int) -> int:
 
 
 def measure(
-    count: int, frames: int, size: int, batch: int, rounds: int, send_all: Callable[..., object]
+    count: int, frames: int, size: int, batch: int, rounds: int, send_all: SendAll
 ) -> dict[str, dict[str, float]]:
     """Run every variant ``rounds`` times over ``count`` sockets."""
     listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
@@ -187,7 +186,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8, help="frames between reader catch-ups")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {0})

@@ -49,7 +49,7 @@ CONFIG_ENV = "TORCHANNELS_CONFIG"
 #: Option kinds that are lists (repeat the flag or comma-separate).
 _LISTS = ("patterns", "origins", "networks", "headers", "events")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-#: ``--event-loop``: asyncio's own loop, or uvloop's (the ``uvloop`` extra).
+#: ``--event-loop``: asyncio's own loop, or uvloop's (installed separately).
 EVENT_LOOPS = ("asyncio", "uvloop")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -390,8 +390,8 @@ class ServerConfig:
     event_loop: str = _opt(
         "asyncio",
         "choice",
-        "the event loop: asyncio (the standard library's) or uvloop (needs "
-        "torchannels[uvloop]; docs/benchmarks.md says what it changes)",
+        "the event loop: asyncio (the standard library's) or uvloop (pip install uvloop; "
+        "it did not make fan-out faster: docs/benchmarks.md)",
         choices=EVENT_LOOPS,
         metavar="LOOP",
     )

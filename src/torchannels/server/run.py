@@ -66,7 +66,7 @@ def loop_runner(config: ServerConfig) -> Callable[[Coroutine[Any, Any, int]], in
         import uvloop
     except ImportError:
         raise ImportError(
-            "uvloop is not installed: pip install 'torchannels[uvloop]' (or --event-loop asyncio)"
+            "uvloop is not installed: pip install uvloop (or --event-loop asyncio)"
         ) from None
     return uvloop.run
 
@@ -215,6 +215,8 @@ async def serve(
     # the collector's full passes (docs/benchmarks.md: GC is the latency tail).
     gc.freeze()
     tune_collector()
+    if worker == 0:  # which loop runs, as the process sees it (--event-loop)
+        log.info("event loop: %s.%s", type(loop).__module__, type(loop).__qualname__)
     if on_ready is not None:
         on_ready()
     else:
