@@ -226,6 +226,41 @@ async def test_a_header_read_is_seen_and_a_stream_can_be_adopted() -> None:
         b.close()
 
 
+class _Detached(tornado.web.RequestHandler):
+    seen: dict[str, Any]
+
+    def get(self) -> None:
+        self.set_header("Content-Length", "2")
+        self.flush()
+        stream = self.detach()
+        seen = type(self).seen
+        seen["handlers_before"] = stream.socket.fileno() in stream.io_loop.handlers  # type: ignore[attr-defined]
+        sock = compat.take_socket(stream)
+        seen["socket"] = sock
+        seen["handlers_after"] = sock.fileno() in stream.io_loop.handlers  # type: ignore[attr-defined]
+        seen["closed"] = stream.closed()
+        stream.close()  # a late close of the stream leaves the socket alone
+        sock.send(b"ok")
+        sock.close()
+
+
+async def test_a_detached_stream_gives_its_socket_up() -> None:
+    _Detached.seen = {}
+    app = tornado.web.Application([("/", _Detached)])
+    [sock] = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
+    server = HTTPServer(app)
+    server.add_sockets([sock])
+    try:
+        response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{sock.getsockname()[1]}/")
+        assert response.body == b"ok"  # sent on the taken socket, after the stream let go
+        seen = _Detached.seen
+        assert seen["handlers_before"] and not seen["handlers_after"]  # unwatched
+        assert seen["closed"] and isinstance(seen["socket"], socket.socket)
+    finally:
+        server.stop()
+        await server.close_all_connections()
+
+
 def test_the_connection_model_does_not_know_tornado() -> None:
     """``LiveConnection`` is transport-agnostic: the HTTP side is http_live.py."""
     source = (ROOT / "src" / "torchannels" / "transports" / "connection.py").read_text()

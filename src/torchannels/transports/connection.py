@@ -16,9 +16,11 @@ A :class:`LiveConnection` holds what they share, written once:
 - :meth:`LiveConnection.end`: a ``reconnect`` frame, then a clean close once
   it is written, or a cut if the client cannot take it within one interval.
 
-A transport only says how to frame (``encode``), write (``write``), close
-cleanly (``finish``) and cut (``cut``) its own kind of connection; HTTP
-streams add a byte cap (``byte_limit``). Nothing here knows Tornado or
+A transport only says how to frame (``encode``) and write (``write``) its
+own kind of connection, and gives the :class:`Link` that closes it cleanly
+or cuts it; HTTP streams add a byte cap (``byte_limit``). An HTTP stream
+swaps its write and link once Tornado lets go of its socket
+(:meth:`LiveConnection.hand_over`). Nothing here knows Tornado or
 HTTP: :class:`~.http_live.StreamingTransport` (the base of the HTTP
 streams) and the WebSocket handler each own a ``LiveConnection``.
 """
@@ -27,18 +29,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
 from .. import frames as F
 from ..errors import (
     CLOSE_DISCONNECTED,
     CLOSE_DISCONNECTED_RECONNECT,
+    RECONNECT_BROKER,
     RECONNECT_BYTE_LIMIT,
     RECONNECT_EXPIRED,
     RECONNECT_SLOW,
     UNSUBSCRIBED,
+    BrokerError,
 )
 from ..frames import Frame
 from ..hub import Hub
@@ -46,7 +52,28 @@ from ..identity import Identity
 from ..session import Session
 from .outbox import Outbox, Write
 
+log = logging.getLogger("torchannels.transport")
+
 _NEVER = float("inf")
+
+
+class Link(Protocol):
+    """How a transport ends its own kind of connection."""
+
+    def close_cleanly(self, reason: str) -> None:
+        """Everything is written, ``reconnect`` (``reason``) last: end the
+        connection the transport's clean way."""
+
+    def cut(self) -> None:
+        """Close the connection at once, with nothing more written."""
+
+
+def log_broker_failure(exc: BaseException) -> None:
+    """One warning line for a broker that failed; a traceback for anything else."""
+    if isinstance(exc, BrokerError):
+        log.warning("broker failed, the client will resume: %s", exc)
+    else:
+        log.error("reading history failed, the client will resume", exc_info=exc)
 
 
 class LiveConnection:
@@ -60,12 +87,10 @@ class LiveConnection:
     __slots__ = (
         "_byte_limit",
         "_cut_at",
-        "_cut_socket",
         "_drained",
         "_encode",
         "_expire_at",
         "_expires",
-        "_finish",
         "_finished",
         "_heard",
         "_hears_peer",
@@ -79,6 +104,7 @@ class LiveConnection:
         "close_code",
         "ending",
         "hub",
+        "link",
         "listening",
         "name",
         "outbox",
@@ -97,8 +123,7 @@ class LiveConnection:
         *,
         encode: Callable[[Frame], bytes],
         write: Write,
-        finish: Callable[[str], None],
-        cut: Callable[[], None],
+        link: Link,
         ping: bytes,
         expires: float | None = None,
         byte_limit: int | None = None,
@@ -108,9 +133,11 @@ class LiveConnection:
         self.name = name
         self.hub = hub
         self.session = session
+        # Live frames and broker failures come from the session straight here.
+        session.owner = self
         self._encode = encode
-        self._finish = finish
-        self._cut_socket = cut
+        #: What closes the connection cleanly or cuts it.
+        self.link = link
         self._ping = ping
         self._expires = expires
         self._byte_limit = byte_limit
@@ -156,6 +183,13 @@ class LiveConnection:
         one command: catch-up waits unframed until there is room for it.
         """
         return self.outbox.queued_bytes
+
+    def hand_over(self, link: Link, write: Write) -> None:
+        """The transport's socket changed hands: write with ``write`` and
+        end through ``link`` from now on (no write may be in flight)."""
+        assert not self.outbox.busy
+        self.link = link
+        self.outbox.use(write)
 
     def start(self) -> None:
         """Register with the hub, start the keep-alive, the write watchdog
@@ -406,7 +440,7 @@ class LiveConnection:
     def outbox_idle(self) -> None:
         if self.ending and not self.stopped and not self._finished:
             self._finished = True
-            self._finish(self._reason)
+            self.link.close_cleanly(self._reason)
 
     def _slow(self) -> None:
         """The client fell too far behind or stopped reading: drop what it has
@@ -420,4 +454,10 @@ class LiveConnection:
     def cut(self) -> None:
         """Close the connection at once, with no ``reconnect`` frame (a dead
         or stuck peer; tests cutting connections the way a network would)."""
-        self._cut_socket()
+        self.link.cut()
+
+    def broker_failed(self, exc: BaseException) -> None:
+        """The broker could not serve this connection's catch-up: log it and
+        ask the client to come back (``reconnect`` broker_unavailable)."""
+        log_broker_failure(exc)
+        self.end(RECONNECT_BROKER)

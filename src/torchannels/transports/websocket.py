@@ -25,6 +25,7 @@ import struct
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from tornado.iostream import IOStream
 from tornado.web import HTTPError
 from tornado.websocket import WebSocketHandler
 
@@ -49,10 +50,9 @@ from ..frames import Frame
 from ..presence_reads import read_page
 from ..protocol import dumps, parse_cursor
 from ..request import check_channels, parse_ping, query_names
-from ..session import Session
+from ..session import Session, Unowned
 from ..tornado_compat import websocket_stream
-from .base import log_broker_failure
-from .connection import LiveConnection
+from .connection import LiveConnection, log_broker_failure
 from .outbox import direct_writer
 
 if TYPE_CHECKING:
@@ -122,6 +122,9 @@ class ChannelSocketMixin(WebSocketHandler):
         _channel_identity: Identity | None
 
     _connection: LiveConnection | None = None
+    #: The open WebSocket's stream (kept: a cut also ends a close handshake
+    #: under way, after which Tornado no longer names the stream).
+    _stream: IOStream | None = None
     #: Write frames straight to the socket when the stream holds nothing
     #: (False: every write through ``IOStream.write``; the same bytes).
     direct_writes: ClassVar[bool] = True
@@ -143,7 +146,7 @@ class ChannelSocketMixin(WebSocketHandler):
 
     def open(self, *args: Any, **kwargs: Any) -> Awaitable[None] | None:
         hub = self.hub
-        stream = websocket_stream(self)
+        self._stream = stream = websocket_stream(self)
         self.set_nodelay(True)
         try:
             ping = parse_ping(self._one_argument("ping"), hub.settings)
@@ -151,21 +154,19 @@ class ChannelSocketMixin(WebSocketHandler):
         except BadRequest as exc:
             ping, bad_ping = None, exc
         identity = self._channel_identity
-        session = Session(hub, self._send, self._authorize_channel, self._broker_failed, identity)
+        session = Session(hub, Unowned(), self._authorize_channel, identity)
         self._connection = connection = LiveConnection(
             self.name,
             hub,
             session,
             encode=_encode,
             write=direct_writer(stream) if self.direct_writes else stream.write,
-            finish=self._finish_close,
-            cut=stream.close,
+            link=self,
             ping=_encode(F.PING_FRAME) + PROTOCOL_PING,
             expires=self.subscription_expires(),
             hears_peer=True,
             ping_interval=ping,
         )
-        session.sink = connection.send  # live frames straight to the connection
         client = hub.client_ids.sign(session.identity.client, session.identity.since)
         connection.put(_encode(F.connected(self.name, connection.ping_interval, client)))
         connection.start()
@@ -333,13 +334,20 @@ class ChannelSocketMixin(WebSocketHandler):
 
     # -- writing ------------------------------------------------------------------
 
-    def _finish_close(self, reason: str) -> None:
-        """After ``reconnect``: close with 1001 on shutdown, 4002 on expiry,
-        4001 for a slow consumer, else 1000; after ``disconnect``, 4003 or
-        4004 (``LiveConnection.close_code``)."""
+    def close_cleanly(self, reason: str) -> None:
+        """The connection's :class:`~.connection.Link`. After ``reconnect``:
+        close with 1001 on shutdown, 4002 on expiry, 4001 for a slow
+        consumer, else 1000; after ``disconnect``, 4003 or 4004
+        (``LiveConnection.close_code``)."""
         connection = self._connection
         code = connection.close_code if connection is not None else None
         self.close(code or CLOSE_CODES.get(reason, CLOSE_NORMAL), reason)
+
+    def cut(self) -> None:
+        """The connection's :class:`~.connection.Link`: close the socket now,
+        with no close handshake."""
+        if self._stream is not None:
+            self._stream.close()
 
     def _error(self, code: str, message: str) -> None:
         self._put(ws_text_frame(dumps({"type": F.ERROR, "code": code, "message": message})))
