@@ -86,19 +86,38 @@ def sends_plainly(stream: IOStream) -> bool:
     )
 
 
-def take_socket(stream: IOStream) -> socket.socket:
+def take_socket(stream: IOStream) -> tuple[socket.socket, bytes]:
     """Take the socket of a plain ``stream`` that Tornado let go of
-    (``RequestHandler.detach()``) and that holds nothing to write: the
-    stream stops watching it (``IOLoop.remove_handler``, ``IOStream._state``)
-    and counts as closed without closing it (``IOStream._closed``,
-    ``.socket``), so no late call on the stream can touch a descriptor that
-    is no longer its own. Bytes the stream read ahead are dropped."""
+    (``RequestHandler.detach()``) and that holds nothing to write, with the
+    bytes it read ahead (``IOStream._read_buffer``): the stream stops
+    watching it (``IOLoop.remove_handler``, ``IOStream._state``) and counts
+    as closed without closing it (``IOStream._closed``, ``.socket``), so no
+    late call on the stream can touch a descriptor no longer its own."""
     sock = stream.socket
+    ahead = bytes(stream._read_buffer)
     stream.io_loop.remove_handler(sock)
     stream._state = None
     stream._closed = True
     stream.socket = None  # type: ignore[assignment]
-    return sock
+    return sock, ahead
+
+
+def release_websocket(handler: WebSocketHandler) -> None:
+    """Let go of an open WebSocket's protocol and HTTP connection once its
+    socket is taken (:func:`take_socket`), from ``open()``: Tornado's
+    protocol counts as closed on both sides (``client_terminated``,
+    ``server_terminated``: the frame loop it starts after ``open()`` reads
+    nothing, and it then calls the handler's ``on_ws_connection_close``),
+    the handler forgets it (``ws_connection``), and the request its HTTP
+    connections (``request.connection``, ``request.server_connection``,
+    which hold the stream)."""
+    protocol = handler.ws_connection
+    assert protocol is not None, "the WebSocket is not open"
+    protocol.client_terminated = True
+    protocol.server_terminated = True
+    handler.ws_connection = None
+    handler.request.connection = None
+    handler.request.server_connection = None
 
 
 def adopt_stream(stream: IOStream, subclass: type[_Stream]) -> _Stream | None:

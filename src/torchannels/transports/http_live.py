@@ -188,9 +188,8 @@ class StreamingTransport(Transport):
         stream = handler.detach()
         release_hook = getattr(stream, "on_detach", None)
         release = release_hook() if release_hook is not None else None
-        response = DetachedResponse(
-            take_socket(stream), connection, chunked=self._chunked, release=release
-        )
+        sock, _ = take_socket(stream)  # what the client sent after its request is dropped
+        response = DetachedResponse(sock, connection, release, chunked=self._chunked)
         connection.hand_over(response, response)
         self.session.authorize = refuse_further_channels
         # What RequestHandler.finish() would do for the handler's own part.

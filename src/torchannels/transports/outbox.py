@@ -164,6 +164,11 @@ class Outbox:
         self._write = write
 
     @property
+    def write(self) -> Write:
+        """How this outbox writes."""
+        return self._write
+
+    @property
     def busy(self) -> bool:
         """A write is in flight (the socket did not take all of it yet)."""
         return self._in_flight > 0
