@@ -25,6 +25,8 @@ from torchannels import ChannelMixin, Hub, MemoryBroker, Settings
 from torchannels.forwarded import TrustedProxies
 from torchannels.server.address_limit import PerAddressLimit
 from torchannels.server.listener import HubHTTPServer
+from torchannels.tornado_compat import request_stream
+from torchannels.transports.sse import SSETransport
 from torchannels.transports.stream import StreamTransport
 
 
@@ -281,3 +283,25 @@ async def test_a_handed_over_stream_counts_against_the_servers_caps_until_it_clo
             client.close()
     finally:
         server.stop()
+
+
+async def test_a_client_gone_just_before_the_hand_over_ends_quietly(
+    make_server: Callable[..., Server], hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    class LeftJustNow(SSETransport):
+        def _hand_over(self) -> bool:
+            # The client left as the subscribe ended: Tornado closed the
+            # stream and has not told the handler yet (a failed write).
+            stream = request_stream(self.handler.request)
+            assert stream is not None
+            stream.close()
+            return super()._hand_over()
+
+    Tracked.made, Tracked.finished = [], 0
+    transports = {"sse": LeftJustNow}
+    server = make_server(type("Handler", (Tracked,), {"hub": hub, "transports": transports}))
+    client = await Raw.get(server.port, "transport=sse&channel=a")
+    await asyncio.wait_for(client.eof.wait(), 5)
+    await eventually(lambda: not hub.connections and hub.local_subscribers("a") == 0)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    client.close()

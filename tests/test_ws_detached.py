@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import os
 import struct
 import weakref
@@ -37,6 +38,7 @@ from torchannels.forwarded import TrustedProxies
 from torchannels.server.address_limit import PerAddressLimit
 from torchannels.server.listener import HubHTTPServer
 from torchannels.transports import ws_detached
+from torchannels.transports.websocket import ChannelSocketMixin
 from torchannels.transports.ws_frames import unmask
 
 
@@ -292,3 +294,18 @@ async def test_a_taken_websocket_counts_against_the_servers_caps_until_it_closes
         await eventually(lambda: server.open_connections == 0)
     finally:
         server.stop()
+
+
+async def test_a_client_gone_before_the_hand_over_ends_quietly(
+    ws: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    def hand_over(self: Any, *, paused: bool) -> bool:
+        self._stream.close()  # the client left: Tornado has not told the handler yet
+        return bool(ChannelSocketMixin._hand_over(self, paused=paused))
+
+    server = ws(attrs={"_hand_over": hand_over})
+    sock = await RawSocket.connect(server.port, "channel=a")
+    while await sock.frame() is not None:
+        pass
+    await eventually(lambda: not server.hub.connections and server.hub.local_subscribers("a") == 0)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -181,6 +181,7 @@ class StreamingTransport(Transport):
             or connection.ending
             or connection.stopped
             or connection.outbox.busy
+            or direct.stream.closed()  # the client left; Tornado tells the handler soon
             or direct.stream.writing()
         ):
             return False

@@ -174,6 +174,7 @@ class ChannelSocketMixin(WebSocketHandler):
             or not isinstance(connection.outbox.write, DirectWriter)
             or self.get_compression_options() is not None
             or connection.outbox.busy
+            or stream.closed()
             or stream.writing()
         ):
             return False
