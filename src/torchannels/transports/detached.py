@@ -95,21 +95,21 @@ class DetachedSocket:
         """Write ``data``; raises ``OSError`` if the connection is gone."""
         if self.closed:
             raise ConnectionError("the connection is closed")
-        loop = asyncio.get_running_loop()
         if self._pending is not None:  # behind the bytes still waiting
             self._pending = memoryview(bytes(self._pending) + data)
             self.unsent = len(self._pending)
             if self._future is None:
-                self._future = loop.create_future()
+                self._future = asyncio.get_running_loop().create_future()
             return self._future
         try:
             sent = self.socket.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         if sent == len(data):
-            return None
+            return None  # the common case: one send, nothing else
         self.unsent = len(data) - sent
         self._pending = memoryview(data)[sent:]
+        loop = asyncio.get_running_loop()
         self._future = future = loop.create_future()
         loop.add_writer(self.socket.fileno(), _writable, self)
         return future
