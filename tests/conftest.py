@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -41,12 +42,13 @@ async def make_server(hub: Hub) -> AsyncIterator[Callable[..., Server]]:
         *,
         hub_: Hub | None = None,
         routes: list[Any] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> Server:
         the_hub = hub_ or hub
         if handler is None:
             handler = type("ChannelHandler", (ChannelMixin,), {"hub": the_hub})
         app = tornado.web.Application([(r"/channels", handler), *(routes or [])])
-        server = Server(app, the_hub)
+        server = Server(app, the_hub, tls)
         servers.append(server)
         return server
 

@@ -8,11 +8,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime
+import ipaddress
 import json
 import os
 import re
 import socket
+import ssl
 import struct
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,11 +43,13 @@ TRANSPORTS = ("poll", "longpoll", "stream", "sse")
 class Server:
     """A running Tornado app on 127.0.0.1 with helpers to talk to it."""
 
-    def __init__(self, app: tornado.web.Application, hub: Hub) -> None:
+    def __init__(
+        self, app: tornado.web.Application, hub: Hub, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.app = app
         self.hub = hub
         sock, self.port = tornado.testing.bind_unused_port()
-        self.http = tornado.httpserver.HTTPServer(app)
+        self.http = tornado.httpserver.HTTPServer(app, ssl_options=tls)
         self.http.add_sockets([sock])
         self.client = tornado.httpclient.AsyncHTTPClient(force_instance=True)
         self.streams: list[Stream] = []
@@ -89,6 +95,50 @@ class Server:
         for stream in self.streams:
             with contextlib.suppress(BaseException):
                 await stream.response
+
+
+def self_signed_tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh self-signed certificate for 127.0.0.1,
+    and a client context that trusts it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_path, key_path = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+        with open(cert_path, "wb") as f:
+            f.write(pem)
+        with open(key_path, "wb") as f:
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server.load_cert_chain(cert_path, key_path)
+    client = ssl.create_default_context(cadata=pem.decode())
+    return server, client
 
 
 class Stream:

@@ -55,13 +55,16 @@ class SlowBroker(MemoryBroker):
 
 
 class Collected:
-    """A session's sink: the frames it was given."""
+    """A session's owner: the frames it was given (and no broker fails)."""
 
     def __init__(self) -> None:
         self.frames: list[Frame] = []
 
-    def __call__(self, frames: Sequence[Frame], *, backlog: bool = False) -> None:
+    def send(self, frames: Sequence[Frame], *, backlog: bool = False) -> None:
         self.frames.extend(frames)
+
+    def broker_failed(self, exc: BaseException) -> None:
+        raise AssertionError(f"the broker failed: {exc!r}")
 
     def offsets(self, channel: str) -> list[int]:
         return [

@@ -226,6 +226,93 @@ async def test_a_header_read_is_seen_and_a_stream_can_be_adopted() -> None:
         b.close()
 
 
+class _Detached(tornado.web.RequestHandler):
+    seen: dict[str, Any]
+
+    def get(self) -> None:
+        self.set_header("Content-Length", "2")
+        self.flush()
+        stream = self.detach()
+        seen = type(self).seen
+        seen["handlers_before"] = stream.socket.fileno() in stream.io_loop.handlers  # type: ignore[attr-defined]
+        sock, ahead = compat.take_socket(stream)
+        seen["socket"], seen["ahead"] = sock, ahead
+        seen["handlers_after"] = sock.fileno() in stream.io_loop.handlers  # type: ignore[attr-defined]
+        seen["closed"] = stream.closed()
+        stream.close()  # a late close of the stream leaves the socket alone
+        sock.send(b"ok")
+        sock.close()
+
+
+async def test_a_detached_stream_gives_its_socket_up() -> None:
+    _Detached.seen = {}
+    app = tornado.web.Application([("/", _Detached)])
+    [sock] = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
+    server = HTTPServer(app)
+    server.add_sockets([sock])
+    try:
+        response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{sock.getsockname()[1]}/")
+        assert response.body == b"ok"  # sent on the taken socket, after the stream let go
+        seen = _Detached.seen
+        assert seen["handlers_before"] and not seen["handlers_after"]  # unwatched
+        assert seen["closed"] and isinstance(seen["socket"], socket.socket)
+        assert seen["ahead"] == b""
+    finally:
+        server.stop()
+        await server.close_all_connections()
+
+
+class _Released(tornado.websocket.WebSocketHandler):
+    seen: dict[str, Any]
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        sock, ahead = compat.take_socket(compat.websocket_stream(self))
+        compat.release_websocket(self)
+        seen = type(self).seen
+        seen["socket"], seen["ahead"] = sock, ahead
+        seen["connections"] = (self.request.connection, self.request.server_connection)
+        seen["protocol"] = self.ws_connection
+        sock.send(b"\x81\x02ok")  # a text frame, on the socket taken
+
+    def on_ws_connection_close(
+        self, close_code: int | None = None, close_reason: str | None = None
+    ) -> None:
+        type(self).seen["let go"] = True  # Tornado's frame loop ended at once
+
+    def on_message(self, message: str | bytes) -> None:
+        type(self).seen["message"] = message
+
+    def on_close(self) -> None:
+        type(self).seen["on_close"] = True
+
+
+async def test_an_open_websocket_lets_its_socket_be_taken() -> None:
+    _Released.seen = {}
+    app = tornado.web.Application([("/ws", _Released)])
+    [sock] = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
+    server = HTTPServer(app)
+    server.add_sockets([sock])
+    url = f"ws://127.0.0.1:{sock.getsockname()[1]}/ws"
+    conn = await tornado.websocket.websocket_connect(url)
+    try:
+        assert await conn.read_message() == "ok"
+        seen = _Released.seen
+        await eventually(lambda: "let go" in seen)
+        assert seen["connections"] == (None, None) and seen["protocol"] is None
+        assert seen["ahead"] == b""
+        await conn.write_message("hello")
+        taken: socket.socket = seen["socket"]
+        taken.setblocking(True)
+        taken.settimeout(5)
+        data = taken.recv(64)  # Tornado read none of it: the frame is all here
+        assert len(data) == 2 + 4 + 5 and data[0] == 0x81
+        assert "message" not in seen and "on_close" not in seen
+    finally:
+        conn.close()
+        server.stop()
+        _Released.seen["socket"].close()
+
+
 def test_the_connection_model_does_not_know_tornado() -> None:
     """``LiveConnection`` is transport-agnostic: the HTTP side is http_live.py."""
     source = (ROOT / "src" / "torchannels" / "transports" / "connection.py").read_text()

@@ -40,7 +40,8 @@ from .request import parse_request
 from .session import Subscription, access_refusal
 from .tornado_compat import answered
 from .transports import TRANSPORT_CLASSES, Transport
-from .transports.base import BROKER_UNAVAILABLE, log_broker_failure, refuse
+from .transports.base import BROKER_UNAVAILABLE, refuse
+from .transports.connection import log_broker_failure
 from .transports.websocket import ChannelSocketMixin
 
 __all__ = ["ChannelMixin", "Subscription"]

@@ -31,6 +31,7 @@ from .publish_rates import PublishRates
 from .settings import Settings
 from .shared_reads import SharedReads, retrieve
 from .stats import Stats
+from .timer_wheel import TimerWheel
 
 if TYPE_CHECKING:
     from .outbox.consumer import OutboxConsumer
@@ -112,6 +113,9 @@ class Hub:
         self.connections: set[Endable] = set()
         #: True once :meth:`shutdown` began: new subscribe requests get 503.
         self.closing = False
+        #: The deadlines of live connections (keep-alive, write watchdog,
+        #: expiry), on one loop timer.
+        self.timers = TimerWheel()
         self._local: dict[str, _Local] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None

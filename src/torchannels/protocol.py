@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +110,8 @@ def parse_cursor(text: str, max_entries: int) -> dict[str, Position]:
 
     An empty string is an empty cursor. Duplicate channels, bad names, bad
     positions and more than ``max_entries`` entries raise :class:`BadRequest`.
+    Channel names are interned (one string per channel, however many
+    connections resume from it).
     """
     if text == "":
         return {}
@@ -130,7 +133,7 @@ def parse_cursor(text: str, max_entries: int) -> dict[str, Position]:
             raise BadRequest(MALFORMED_CURSOR, str(exc)) from None
         if name in cursor:
             raise BadRequest(MALFORMED_CURSOR, f"channel {name!r} appears twice in the cursor")
-        cursor[name] = Position.parse(pos)
+        cursor[sys.intern(name)] = Position.parse(pos)
     return cursor
 
 

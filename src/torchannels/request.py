@@ -7,6 +7,7 @@ from errors.py; the handler answers it with HTTP 400 and a JSON body.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -81,7 +82,10 @@ def parse_ping(raw: str | None, settings: Settings) -> float | None:
 
 
 def check_channels(names: list[object], limit: int) -> list[str]:
-    """Validate channel names, drop repeats, and enforce ``limit``."""
+    """Validate channel names, drop repeats, and enforce ``limit``.
+
+    The names are interned: every connection to a channel keys its state
+    with the one string, not a copy of its own per connection."""
     channels: list[str] = []
     for name in names:
         try:
@@ -90,7 +94,7 @@ def check_channels(names: list[object], limit: int) -> list[str]:
             raise BadRequest(INVALID_CHANNEL, str(exc)) from None
         assert isinstance(name, str)
         if name not in channels:
-            channels.append(name)
+            channels.append(sys.intern(name))
         if len(channels) > limit:
             raise BadRequest(TOO_MANY_CHANNELS, f"more than {limit} channels in one request")
     return channels
@@ -123,7 +127,8 @@ def parse_request(
             REQUEST_TOO_LARGE,
             f"request carries {size} bytes, more than {settings.max_request_bytes}",
         )
-    transport = _one(args, "transport") or DEFAULT_TRANSPORT
+    # Interned: the connection's identity keeps the name, one string for all.
+    transport = sys.intern(_one(args, "transport") or DEFAULT_TRANSPORT)
     if transport not in transports:
         raise BadRequest(
             UNKNOWN_TRANSPORT,

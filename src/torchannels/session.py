@@ -79,12 +79,31 @@ class Subscription:
         return f"<Subscription {self.channel}>"
 
 
-class Sink(Protocol):
-    """Where a session puts frames. ``backlog`` marks catch-up (history the
-    client asked for): a live connection frames it a slice at a time as the
-    client takes it, rather than holding it all as bytes."""
+class Owner(Protocol):
+    """Who a session works for (its transport or live connection): where
+    its frames go and who hears of a broker that failed it. One reference,
+    not two bound methods per connection."""
 
-    def __call__(self, frames: Sequence[Frame], *, backlog: bool = False) -> None: ...
+    def send(self, frames: Sequence[Frame], *, backlog: bool = False) -> None:
+        """Take frames, in order. ``backlog`` marks catch-up (history the
+        client asked for): a live connection frames it a slice at a time
+        as the client takes it, rather than holding it all as bytes."""
+
+    def broker_failed(self, exc: BaseException) -> None:
+        """A catch-up running in the background (after a gap, a resync or a
+        position check) could not read the broker: end the connection with
+        ``reconnect`` so that the client resumes from its positions."""
+
+
+class Unowned:
+    """The owner of a session until its connection takes it over: drops
+    frames and logs failures."""
+
+    def send(self, frames: Sequence[Frame], *, backlog: bool = False) -> None:
+        pass
+
+    def broker_failed(self, exc: BaseException) -> None:
+        log.error("a catch-up failed", exc_info=exc)
 
 
 #: Decides whether a channel may be read: True, False, or an awaitable of
@@ -116,13 +135,11 @@ async def _refusal(authorize: Authorize, channel: str) -> Frame | None:
 
 
 class Session:
-    """Delivers channels to one sink, from the positions a client holds.
+    """Delivers channels to its :class:`Owner`, from the positions a client holds.
 
-    ``on_failure`` is called (once per failure) when a catch-up that runs
-    in the background (after a gap, a resync or a position check) cannot
-    read the broker; the transport then ends the connection with
-    ``reconnect`` so the client resumes from its positions. Failures while
-    subscribing raise to the caller instead.
+    The owner's ``broker_failed`` is called (once per failure) when a
+    catch-up that runs in the background cannot read the broker. Failures
+    while subscribing raise to the caller instead.
     """
 
     # Slots, not an instance dict: one per idle connection.
@@ -135,37 +152,37 @@ class Session:
         "authorize",
         "hub",
         "identity",
-        "on_failure",
+        "owner",
         "positions",
-        "sink",
     )
 
     def __init__(
         self,
         hub: Hub,
-        sink: Sink,
+        owner: Owner,
         authorize: Authorize,
-        on_failure: Callable[[BaseException], None] | None = None,
         identity: Identity | None = None,
     ) -> None:
         self.hub = hub
         #: Who the connection is (client id, user); anonymous if not given.
         self.identity = identity if identity is not None else anonymous("embedded")
-        self.sink = sink
+        #: Where frames go (a live connection takes the session over).
+        self.owner = owner
         self.authorize = authorize
-        self.on_failure = on_failure
         #: Where the client stands now, per channel it is served.
         self.positions: dict[str, Position] = {}
         #: Channels attached to the hub; a list while catching up (of
         #: publications and ``presence`` frames, in arrival order), else None.
         self._buffers: dict[str, list[Publication | Frame] | None] = {}
-        #: Channels whose presence this session's client is live in.
-        self._present: set[str] = set()
+        #: Channels whose presence this session's client is live in; None
+        #: until there is one (most channels have no presence).
+        self._present: set[str] | None = None
         #: Lifecycle keys this session holds live, by channel (None: its
         #: user's); None until it holds one (webhooks on: lifecycle_hub.py).
         self._held: dict[str | None, list[str]] | None = None
-        #: Background catch-ups by channel, cancelled on close.
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: Background catch-ups by channel, cancelled on close; None while
+        #: there is none (nearly always, on an idle connection).
+        self._tasks: dict[str, asyncio.Task[None]] | None = None
         self._closed = False
 
     async def subscribe(
@@ -200,8 +217,10 @@ class Session:
         present = [c for c in allowed if tracker.enabled(c)]
         if present:
             if live:
-                present = [c for c in present if c in self._buffers and c not in self._present]
-                self._present.update(present)
+                held = self._present if self._present is not None else ()
+                present = [c for c in present if c in self._buffers and c not in held]
+                if present:
+                    self._present = {*held, *present}
             await _all(tracker.add(c, self.identity, live=live) for c in present)
             if self._closed:
                 return
@@ -225,7 +244,7 @@ class Session:
             if self._closed:
                 return
             if refusal is not None:
-                self.sink([refusal], backlog=True)
+                self.owner.send([refusal], backlog=True)
                 continue
             if channel not in results or (live and channel not in self._buffers):
                 continue  # taken by another subscribe, or unsubscribed while reading
@@ -270,11 +289,11 @@ class Session:
             return False
         del self._buffers[channel]
         self.positions.pop(channel, None)
-        task = self._tasks.pop(channel, None)
+        task = self._tasks.pop(channel, None) if self._tasks is not None else None
         if task is not None:
             task.cancel()
         self.hub.detach(channel, self)
-        if channel in self._present:
+        if self._present is not None and channel in self._present:
             self._present.discard(channel)
             self.hub.presence_tracker.release(channel, self.identity.client)
         if self._held is not None and channel in self._held:
@@ -339,16 +358,18 @@ class Session:
             self._buffers[channel] = None  # live from here on
         if out:
             self.hub.stats.delivered += sum(f.kind == F.MESSAGE for f in out)
-            self.sink(out, backlog=True)
+            self.owner.send(out, backlog=True)
         return gap
 
     def _start_catch_up(self, channel: str) -> None:
         """Re-read ``channel`` from the client's position in the background
         (new publications are buffered meanwhile)."""
-        if channel in self._tasks or self._closed:
+        if self._closed or (self._tasks is not None and channel in self._tasks):
             return
         if self._buffers.get(channel) is None:
             self._buffers[channel] = []
+        if self._tasks is None:
+            self._tasks = {}
         self._tasks[channel] = asyncio.ensure_future(self._catch_up(channel))
 
     async def _catch_up(self, channel: str) -> None:
@@ -363,13 +384,14 @@ class Session:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if self.on_failure is None:
-                log.error("catch-up of %r failed", channel, exc_info=exc)
-            elif not self._closed:
-                self.on_failure(exc)  # the transport logs it and ends the connection
+            if not self._closed:
+                self.owner.broker_failed(exc)  # logged; the connection ends
         finally:
-            if self._tasks.get(channel) is asyncio.current_task():
-                del self._tasks[channel]
+            tasks = self._tasks
+            if tasks is not None and tasks.get(channel) is asyncio.current_task():
+                del tasks[channel]
+                if not tasks:
+                    self._tasks = None
 
     def on_publication(self, pub: Publication) -> bool:
         """A new publication of a channel this session is attached to; True
@@ -385,7 +407,7 @@ class Session:
         position = self.positions[channel]
         if pub.offset == position.offset + 1 and pub.epoch == position.epoch:
             self.positions[channel] = pub.position
-            self.sink(pub.frames)
+            self.owner.send(pub.frames)
             return True
         if _follows(position, pub) is False:
             # A gap in live delivery (a lost broker message): read it back.
@@ -401,7 +423,7 @@ class Session:
         except KeyError:
             return
         if buffered is None:
-            self.sink((frame,))
+            self.owner.send((frame,))
         else:
             buffered.append(frame)
 
@@ -420,15 +442,15 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        for task in self._tasks.values():
+        tasks, self._tasks = self._tasks, None
+        for task in (tasks or {}).values():
             task.cancel()
-        self._tasks.clear()
         for channel in self._buffers:
             self.hub.detach(channel, self)
         self._buffers.clear()
-        for channel in self._present:
+        present, self._present = self._present, None
+        for channel in present or ():
             self.hub.presence_tracker.release(channel, self.identity.client)
-        self._present.clear()
         if self._held is not None:
             self._leave([key for keys in self._held.values() for key in keys])
             self._held = None

@@ -3,11 +3,12 @@
 The write path and the listener need a few things Tornado does not promise:
 a handler's output transforms, the stream under an HTTP/1 request or a
 WebSocket, a stream's socket, a stream's own ``write_to_fd``, the buffer
-of a header read, a handler's status reason, and a stream's class swapped
-for a subclass. Each is one function here, so a Tornado release that
-changes one breaks one place, and ``tests/test_tornado_compat.py`` (which
-checks the installed version is within :data:`SUPPORTED` and each reach
-below still finds what it expects) fails by name.
+of a header read, a handler's status reason, a stream's class swapped
+for a subclass, and a detached stream's socket taken from it. Each is one
+function here, so a Tornado release that changes one breaks one place,
+and ``tests/test_tornado_compat.py`` (which checks the installed version
+is within :data:`SUPPORTED` and each reach below still finds what it
+expects) fails by name.
 
 Supported: Tornado 6.5 and 6.6 (``>= 6.5, < 6.7``). Before raising the
 upper bound, run that test against the new release.
@@ -83,6 +84,40 @@ def sends_plainly(stream: IOStream) -> bool:
         and not isinstance(stream, SSLIOStream)
         and type(stream).write_to_fd is IOStream.write_to_fd
     )
+
+
+def take_socket(stream: IOStream) -> tuple[socket.socket, bytes]:
+    """Take the socket of a plain ``stream`` that Tornado let go of
+    (``RequestHandler.detach()``) and that holds nothing to write, with the
+    bytes it read ahead (``IOStream._read_buffer``): the stream stops
+    watching it (``IOLoop.remove_handler``, ``IOStream._state``) and counts
+    as closed without closing it (``IOStream._closed``, ``.socket``), so no
+    late call on the stream can touch a descriptor no longer its own."""
+    sock = stream.socket
+    ahead = bytes(stream._read_buffer)
+    stream.io_loop.remove_handler(sock)
+    stream._state = None
+    stream._closed = True
+    stream.socket = None  # type: ignore[assignment]
+    return sock, ahead
+
+
+def release_websocket(handler: WebSocketHandler) -> None:
+    """Let go of an open WebSocket's protocol and HTTP connection once its
+    socket is taken (:func:`take_socket`), from ``open()``: Tornado's
+    protocol counts as closed on both sides (``client_terminated``,
+    ``server_terminated``: the frame loop it starts after ``open()`` reads
+    nothing, and it then calls the handler's ``on_ws_connection_close``),
+    the handler forgets it (``ws_connection``), and the request its HTTP
+    connections (``request.connection``, ``request.server_connection``,
+    which hold the stream)."""
+    protocol = handler.ws_connection
+    assert protocol is not None, "the WebSocket is not open"
+    protocol.client_terminated = True
+    protocol.server_terminated = True
+    handler.ws_connection = None
+    handler.request.connection = None
+    handler.request.server_connection = None
 
 
 def adopt_stream(stream: IOStream, subclass: type[_Stream]) -> _Stream | None:

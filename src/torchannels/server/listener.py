@@ -111,6 +111,30 @@ class _ServerStream(IOStream):
         self.server.limits.release(self)
         super().close_fd()
 
+    def on_detach(self) -> _Counted:
+        """The socket leaves this stream and lives on without it (a live
+        response handed over, transports/detached.py): what to call once it
+        closes, so it still counts until then."""
+        counted = _Counted(self.server, self.client)
+        self.client = None
+        return counted
+
+
+class _Counted:
+    """A connection that counts against the server's caps after its stream
+    let its socket go; called once, when that socket closes."""
+
+    __slots__ = ("client", "server")
+
+    def __init__(self, server: HubHTTPServer, client: str | None) -> None:
+        self.server = server
+        #: The address it counts against, if any (as a stream's ``client``).
+        self.client = client
+
+    def __call__(self) -> None:
+        self.server.open_connections -= 1
+        self.server.limits.release(self)
+
 
 def admit_request(request: HTTPServerRequest) -> bool:
     """Count a request that came through a trusted proxy against its

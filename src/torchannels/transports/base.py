@@ -6,21 +6,19 @@ A transport only frames and writes bytes. The session decides what to send.
 from __future__ import annotations
 
 import abc
-import logging
 from collections.abc import Sequence
 from typing import ClassVar
 
 from tornado.web import RequestHandler
 
-from ..errors import RECONNECT_BROKER, BrokerError
+from ..errors import RECONNECT_BROKER
 from ..frames import Frame
 from ..hub import Hub
 from ..identity import Identity, anonymous
 from ..protocol import Position, dumps, format_cursor
 from ..request import SubscribeRequest
 from ..session import Authorize, Session
-
-log = logging.getLogger("torchannels.transport")
+from .connection import log_broker_failure
 
 #: The 503 code of a subscribe request whose history could not be read.
 BROKER_UNAVAILABLE = RECONNECT_BROKER
@@ -48,7 +46,7 @@ class Transport(abc.ABC):
         self.expires = expires
         if identity is None:
             identity = anonymous(self.name)
-        self.session = Session(hub, self.send, authorize, self.broker_failed, identity)
+        self.session = Session(hub, self, authorize, identity)
         self.closed = False  # the client went away
         self.prepare()
 
@@ -102,14 +100,6 @@ def document(cursor: dict[str, Position], frames: list[Frame], client: str) -> b
         + b",".join(f.envelope for f in frames)
         + b"]}"
     )
-
-
-def log_broker_failure(exc: BaseException) -> None:
-    """One warning line for a broker that failed; a traceback for anything else."""
-    if isinstance(exc, BrokerError):
-        log.warning("broker failed, the client will resume: %s", exc)
-    else:
-        log.error("reading history failed, the client will resume", exc_info=exc)
 
 
 def refuse(handler: RequestHandler, status: int, code: str, message: str) -> None:

@@ -7,14 +7,20 @@ A :class:`LiveConnection` holds what they share, written once:
 - one keep-alive tick every ``ping_interval``, which writes the transport's
   ping and, where the peer can answer (WebSocket), drops a peer heard
   nothing from for two intervals;
-- the expiry of the authorization behind the connection;
+- the write watchdog and the expiry of the authorization behind the
+  connection;
+- its deadlines (those three, and the cut after ``end``) kept on the
+  hub's one :class:`~torchannels.timer_wheel.TimerWheel`, not on a loop
+  timer each;
 - registration with the hub, so shutdown can end it;
 - :meth:`LiveConnection.end`: a ``reconnect`` frame, then a clean close once
   it is written, or a cut if the client cannot take it within one interval.
 
-A transport only says how to frame (``encode``), write (``write``), close
-cleanly (``finish``) and cut (``cut``) its own kind of connection; HTTP
-streams add a byte cap (``byte_limit``). Nothing here knows Tornado or
+A transport only says how to frame (``encode``) and write (``write``) its
+own kind of connection, and gives the :class:`Link` that closes it cleanly
+or cuts it; HTTP streams add a byte cap (``byte_limit``). An HTTP stream
+swaps its write and link once Tornado lets go of its socket
+(:meth:`LiveConnection.hand_over`). Nothing here knows Tornado or
 HTTP: :class:`~.http_live.StreamingTransport` (the base of the HTTP
 streams) and the WebSocket handler each own a ``LiveConnection``.
 """
@@ -23,25 +29,51 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Protocol
 
 from .. import frames as F
 from ..errors import (
     CLOSE_DISCONNECTED,
     CLOSE_DISCONNECTED_RECONNECT,
+    RECONNECT_BROKER,
     RECONNECT_BYTE_LIMIT,
     RECONNECT_EXPIRED,
     RECONNECT_SLOW,
     UNSUBSCRIBED,
+    BrokerError,
 )
 from ..frames import Frame
 from ..hub import Hub
 from ..identity import Identity
 from ..session import Session
 from .outbox import Outbox, Write
+
+log = logging.getLogger("torchannels.transport")
+
+_NEVER = float("inf")
+
+
+class Link(Protocol):
+    """How a transport ends its own kind of connection."""
+
+    def close_cleanly(self, reason: str) -> None:
+        """Everything is written, ``reconnect`` (``reason``) last: end the
+        connection the transport's clean way."""
+
+    def cut(self) -> None:
+        """Close the connection at once, with nothing more written."""
+
+
+def log_broker_failure(exc: BaseException) -> None:
+    """One warning line for a broker that failed; a traceback for anything else."""
+    if isinstance(exc, BrokerError):
+        log.warning("broker failed, the client will resume: %s", exc)
+    else:
+        log.error("reading history failed, the client will resume", exc_info=exc)
 
 
 class LiveConnection:
@@ -54,25 +86,25 @@ class LiveConnection:
     # Slots, not an instance dict: one per idle connection.
     __slots__ = (
         "_byte_limit",
-        "_cut_socket",
+        "_cut_at",
         "_drained",
         "_encode",
+        "_expire_at",
         "_expires",
-        "_finish",
         "_finished",
         "_heard",
         "_hears_peer",
         "_missed",
         "_ping",
         "_reason",
-        "_ticker",
-        "_timers",
+        "_tick_at",
         "_waiting",
         "_waiting_live",
-        "_watchdog",
+        "_watch_at",
         "close_code",
         "ending",
         "hub",
+        "link",
         "listening",
         "name",
         "outbox",
@@ -80,6 +112,7 @@ class LiveConnection:
         "sent_bytes",
         "session",
         "stopped",
+        "timer_slot",
     )
 
     def __init__(
@@ -90,8 +123,7 @@ class LiveConnection:
         *,
         encode: Callable[[Frame], bytes],
         write: Write,
-        finish: Callable[[str], None],
-        cut: Callable[[], None],
+        link: Link,
         ping: bytes,
         expires: float | None = None,
         byte_limit: int | None = None,
@@ -101,9 +133,11 @@ class LiveConnection:
         self.name = name
         self.hub = hub
         self.session = session
+        # Live frames and broker failures come from the session straight here.
+        session.owner = self
         self._encode = encode
-        self._finish = finish
-        self._cut_socket = cut
+        #: What closes the connection cleanly or cuts it.
+        self.link = link
         self._ping = ping
         self._expires = expires
         self._byte_limit = byte_limit
@@ -126,9 +160,13 @@ class LiveConnection:
         #: False while the transport reads nothing from the peer (a command
         #: is being handled): silence then says nothing about the peer.
         self.listening = True
-        self._timers: tuple[asyncio.TimerHandle, ...] = ()
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._ticker: asyncio.TimerHandle | None = None
+        # Deadlines, in the loop's time (None: none); the earliest is on
+        # the hub's timer wheel (``timer_slot`` is the wheel's).
+        self._tick_at = _NEVER  # until start()
+        self._watch_at: float | None = None
+        self._expire_at: float | None = None
+        self._cut_at: float | None = None
+        self.timer_slot: int | None = None
         self.outbox = Outbox(write, hub.settings.max_pending_bytes, self)
         #: Frames (and replies queued behind them) not yet framed for the
         #: outbox, each with the size it counts as live (0 for catch-up);
@@ -146,14 +184,22 @@ class LiveConnection:
         """
         return self.outbox.queued_bytes
 
+    def hand_over(self, link: Link, write: Write) -> None:
+        """The transport's socket changed hands: write with ``write`` and
+        end through ``link`` from now on (no write may be in flight)."""
+        assert not self.outbox.busy
+        self.link = link
+        self.outbox.use(write)
+
     def start(self) -> None:
         """Register with the hub, start the keep-alive, the write watchdog
         and the expiry timer."""
-        self._ticker = self._call_later(self.ping_interval, self._on_tick)
-        self._arm_watchdog(self.hub.settings.write_timeout)
+        now = asyncio.get_running_loop().time()
+        self._tick_at = now + self.ping_interval
+        self._watch_at = now + self.hub.settings.write_timeout
         if self._expires is not None:
-            delay = max(0.0, self._expires - time.time())
-            self._timers += (self._call_later(delay, self.end, RECONNECT_EXPIRED),)
+            self._expire_at = now + max(0.0, self._expires - time.time())
+        self._schedule()
         self.hub.connection_opened(self)
 
     def stop(self) -> None:
@@ -162,12 +208,7 @@ class LiveConnection:
             return
         self.stopped = True
         self.hub.connection_closed(self)
-        if self._ticker is not None:
-            self._ticker.cancel()
-        for timer in self._timers:
-            timer.cancel()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        self.hub.timers.cancel(self)
         self._discard_waiting()
         self.session.close()
 
@@ -321,18 +362,42 @@ class LiveConnection:
         # What waits unframed is dropped: the client resumes from the
         # positions of the frames it got.
         self._discard_waiting()
-        self._timers += (self._call_later(self.ping_interval, self.cut),)
+        self._watch_at = None  # what is left to write has one interval
+        self._cut_at = asyncio.get_running_loop().time() + self.ping_interval
+        self._schedule()
         self.outbox.put(self._encode(last or F.reconnect(reason)))
 
-    def _on_tick(self) -> None:
-        self._ticker = None
+    # -- deadlines ----------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        """Put the earliest deadline on the hub's timer wheel."""
+        when = self._tick_at
+        for deadline in (self._watch_at, self._expire_at, self._cut_at):
+            if deadline is not None and deadline < when:
+                when = deadline
+        if when == _NEVER:
+            self.hub.timers.cancel(self)
+        else:
+            self.hub.timers.schedule(self, when)
+
+    def on_timer(self, now: float) -> None:
+        """The timer wheel: a deadline is due. In order: the cut after
+        ``end``, the expiry, the write watchdog, the keep-alive tick."""
         if self.stopped:
             return
-        try:
+        if self._cut_at is not None and now >= self._cut_at:
+            self._cut_at = None
+            self.cut()
+        if self._expire_at is not None and now >= self._expire_at:
+            self._expire_at = None
+            self.end(RECONNECT_EXPIRED)
+        if self._watch_at is not None and now >= self._watch_at:
+            self._watch(now)
+        if now >= self._tick_at and not self.stopped:
+            self._tick_at = now + self.ping_interval
             self._tick()
-        finally:
-            if not self.stopped:
-                self._ticker = self._call_later(self.ping_interval, self._on_tick)
+        if not self.stopped:
+            self._schedule()
 
     def _tick(self) -> None:
         if self._hears_peer and self.listening:
@@ -346,24 +411,20 @@ class LiveConnection:
             # client taking a long catch-up must still be asked for a PONG.
             self._put(self._ping)
 
-    def _arm_watchdog(self, delay: float) -> None:
-        self._watchdog = self._call_later(delay, self._watch)
-
-    def _watch(self) -> None:
+    def _watch(self, now: float) -> None:
         """End a client whose write in flight made no progress for
         ``write_timeout``: it stopped reading."""
-        if self.stopped or self.ending:
-            return
+        self._watch_at = None
         timeout = self.hub.settings.write_timeout
         outbox = self.outbox
         if outbox.busy:
-            stalled = asyncio.get_running_loop().time() - outbox.write_started
+            stalled = now - outbox.write_started
             if stalled >= timeout:
                 self._slow()
                 return
-            self._arm_watchdog(timeout - stalled)
+            self._watch_at = now + timeout - stalled
         else:
-            self._arm_watchdog(timeout)
+            self._watch_at = now + timeout
 
     # -- what the outbox tells its owner ------------------------------------------
 
@@ -379,7 +440,7 @@ class LiveConnection:
     def outbox_idle(self) -> None:
         if self.ending and not self.stopped and not self._finished:
             self._finished = True
-            self._finish(self._reason)
+            self.link.close_cleanly(self._reason)
 
     def _slow(self) -> None:
         """The client fell too far behind or stopped reading: drop what it has
@@ -393,7 +454,10 @@ class LiveConnection:
     def cut(self) -> None:
         """Close the connection at once, with no ``reconnect`` frame (a dead
         or stuck peer; tests cutting connections the way a network would)."""
-        self._cut_socket()
+        self.link.cut()
 
-    def _call_later(self, delay: float, callback: Callable[..., None], *args: Any) -> Any:
-        return asyncio.get_running_loop().call_later(delay, callback, *args)
+    def broker_failed(self, exc: BaseException) -> None:
+        """The broker could not serve this connection's catch-up: log it and
+        ask the client to come back (``reconnect`` broker_unavailable)."""
+        log_broker_failure(exc)
+        self.end(RECONNECT_BROKER)

@@ -159,6 +159,15 @@ class Outbox:
         #: sets it when it waits for that, such as to end the connection).
         self.notify_idle = False
 
+    def use(self, write: Write) -> None:
+        """Write with ``write`` from now on (none may be in flight)."""
+        self._write = write
+
+    @property
+    def write(self) -> Write:
+        """How this outbox writes."""
+        return self._write
+
     @property
     def busy(self) -> bool:
         """A write is in flight (the socket did not take all of it yet)."""
@@ -256,5 +265,7 @@ class Outbox:
 
 def _unsent(write: Write, data: bytes) -> int:
     """The bytes of ``data`` that a write returning a future still holds:
-    only what the socket did not take at once, after a partial direct send."""
-    return write.unsent if isinstance(write, DirectWriter) else len(data)
+    only what the socket did not take at once, after a partial direct send
+    (a write that sends directly says so in ``unsent``)."""
+    unsent: int | None = getattr(write, "unsent", None)
+    return len(data) if unsent is None else unsent

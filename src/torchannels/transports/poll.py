@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from .. import frames as F
 from ..errors import UNSUBSCRIBED
 from ..frames import Frame
-from .base import BROKER_UNAVAILABLE, Transport, apply, document, log_broker_failure, refuse
+from .base import BROKER_UNAVAILABLE, Transport, apply, document, refuse
+from .connection import log_broker_failure
 
 
 class PollTransport(Transport):

@@ -22,6 +22,7 @@ b'event: reset\\ndata: {"a":1}\\nid: chat=ab12:3\\n\\n'
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from .. import frames as F
 from ..frames import Frame
@@ -138,6 +139,31 @@ def sse_chunk(frame: Frame, cursor: dict[str, Position] | None) -> bytes:
     return http_chunk(frame.cached("sse", _body) + encode_event(id=format_cursor(cursor)))
 
 
+def _no_id_event(frame: Frame) -> bytes:
+    return sse_event(frame, None)
+
+
+def _no_id_chunk(frame: Frame) -> bytes:
+    return sse_chunk(frame, None)
+
+
+class SSEFraming:
+    """The framing of one SSE connection with ``id:`` lines: its cursor,
+    moved by every frame. (An object of its own, not the transport's bound
+    method, so that the transport can be released once handed over.)"""
+
+    __slots__ = ("chunked", "cursor")
+
+    def __init__(self, cursor: dict[str, Position], *, chunked: bool) -> None:
+        self.cursor = cursor
+        self.chunked = chunked
+
+    def __call__(self, frame: Frame) -> bytes:
+        if self.chunked:
+            return sse_chunk(frame, self.cursor)
+        return sse_event(frame, self.cursor)
+
+
 class SSETransport(StreamingTransport):
     """Server-Sent Events. With ``ids=0`` in the request no event carries an
     ``id`` (a client that resumes from its own cursor needs none), so every
@@ -164,3 +190,8 @@ class SSETransport(StreamingTransport):
 
     def encode_chunk(self, frame: Frame) -> bytes:
         return sse_chunk(frame, self.cursor)
+
+    def encoder(self, *, chunked: bool) -> Callable[[Frame], bytes]:
+        if self.cursor is None:
+            return _no_id_chunk if chunked else _no_id_event
+        return SSEFraming(self.cursor, chunked=chunked)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..frames import Frame
 from .http_live import StreamingTransport, http_chunk
 
@@ -14,12 +16,25 @@ def _line_chunk(frame: Frame) -> bytes:
     return http_chunk(frame.cached("ndjson", _line))
 
 
+def ndjson(frame: Frame) -> bytes:
+    """The NDJSON line of ``frame``, built once per frame."""
+    return frame.cached("ndjson", _line)
+
+
+def ndjson_chunk(frame: Frame) -> bytes:
+    """:func:`ndjson` as one piece of a chunked body, built once per frame."""
+    return frame.cached("ndjson+chunk", _line_chunk)
+
+
 class StreamTransport(StreamingTransport):
     name = "stream"
     content_type = "application/x-ndjson"
 
     def encode(self, frame: Frame) -> bytes:
-        return frame.cached("ndjson", _line)
+        return ndjson(frame)
 
     def encode_chunk(self, frame: Frame) -> bytes:
-        return frame.cached("ndjson+chunk", _line_chunk)
+        return ndjson_chunk(frame)
+
+    def encoder(self, *, chunked: bool) -> Callable[[Frame], bytes]:
+        return ndjson_chunk if chunked else ndjson

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import struct
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from tornado.iostream import IOStream
 from tornado.web import HTTPError
 from tornado.websocket import WebSocketHandler
 
@@ -49,11 +49,12 @@ from ..frames import Frame
 from ..presence_reads import read_page
 from ..protocol import dumps, parse_cursor
 from ..request import check_channels, parse_ping, query_names
-from ..session import Session
-from ..tornado_compat import websocket_stream
-from .base import log_broker_failure
-from .connection import LiveConnection
-from .outbox import direct_writer
+from ..session import Session, Unowned
+from ..tornado_compat import release_websocket, take_socket, websocket_stream
+from .connection import LiveConnection, log_broker_failure
+from .outbox import DirectWriter, direct_writer
+from .ws_detached import DetachedWebSocket
+from .ws_frames import TEXT, frame
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -82,14 +83,7 @@ def _is_command_id(ident: object) -> bool:
 
 def ws_text_frame(payload: bytes) -> bytes:
     """A complete, final, unmasked WebSocket text frame (RFC 6455 5.2)."""
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x81, n)
-    elif n <= 0xFFFF:
-        head = struct.pack("!BBH", 0x81, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x81, 127, n)
-    return head + payload
+    return frame(TEXT, payload)
 
 
 def _prepared(frame: Frame) -> bytes:
@@ -122,9 +116,19 @@ class ChannelSocketMixin(WebSocketHandler):
         _channel_identity: Identity | None
 
     _connection: LiveConnection | None = None
+    #: The open WebSocket's stream while Tornado has it (kept: a cut also
+    #: ends a close handshake under way, after which Tornado no longer
+    #: names the stream).
+    _stream: IOStream | None = None
+    #: The socket, once taken over from Tornado.
+    _detached: DetachedWebSocket | None = None
     #: Write frames straight to the socket when the stream holds nothing
     #: (False: every write through ``IOStream.write``; the same bytes).
     direct_writes: ClassVar[bool] = True
+    #: Take the socket over once open, releasing Tornado's protocol, stream
+    #: and HTTP connection (False: Tornado keeps it; the same frames, more
+    #: memory per connection).
+    hand_over: ClassVar[bool] = True
 
     # -- Tornado hooks ------------------------------------------------------------
 
@@ -142,8 +146,65 @@ class ChannelSocketMixin(WebSocketHandler):
             await super().get(*args, **kwargs)
 
     def open(self, *args: Any, **kwargs: Any) -> Awaitable[None] | None:
+        subscribe = self._begin()
+        if self._hand_over(paused=subscribe is not None) and subscribe is not None:
+            return self._subscribe_then_read(subscribe)
+        return subscribe
+
+    async def _subscribe_then_read(self, subscribe: Awaitable[None]) -> None:
+        """The connect URL's subscribe, before the first frame is read (as
+        Tornado reads nothing until ``open()`` is done)."""
+        try:
+            await subscribe
+        finally:
+            if self._detached is not None:
+                self._detached.resume()
+
+    def _hand_over(self, *, paused: bool) -> bool:
+        """Take the socket from Tornado (:mod:`.ws_detached`); False, and
+        Tornado keeps it, on TLS, with ``direct_writes`` or ``hand_over``
+        off, or when the app turned permessage-deflate on (kept on
+        Tornado's path, which speaks it)."""
+        connection = self._connection
+        stream = self._stream
+        if (
+            not self.hand_over
+            or connection is None
+            or stream is None
+            or not isinstance(connection.outbox.write, DirectWriter)
+            or self.get_compression_options() is not None
+            or connection.outbox.busy
+            or stream.closed()
+            or stream.writing()
+        ):
+            return False
+        release_hook = getattr(stream, "on_detach", None)
+        release = release_hook() if release_hook is not None else None
+        sock, ahead = take_socket(stream)
+        release_websocket(self)
+        self._stream = None
+        self._detached = detached = DetachedWebSocket(
+            sock,
+            connection,
+            self,
+            release,
+            max_size=self.max_message_size,
+            ahead=ahead,
+            paused=paused,
+        )
+        connection.hand_over(self, detached)
+        return True
+
+    def on_ws_connection_close(
+        self, close_code: int | None = None, close_reason: str | None = None
+    ) -> None:
+        if self._detached is not None:
+            return  # Tornado's protocol let go: the detached socket tells of the close
+        super().on_ws_connection_close(close_code, close_reason)
+
+    def _begin(self) -> Awaitable[None] | None:
         hub = self.hub
-        stream = websocket_stream(self)
+        self._stream = stream = websocket_stream(self)
         self.set_nodelay(True)
         try:
             ping = parse_ping(self._one_argument("ping"), hub.settings)
@@ -151,21 +212,19 @@ class ChannelSocketMixin(WebSocketHandler):
         except BadRequest as exc:
             ping, bad_ping = None, exc
         identity = self._channel_identity
-        session = Session(hub, self._send, self._authorize_channel, self._broker_failed, identity)
+        session = Session(hub, Unowned(), self._authorize_channel, identity)
         self._connection = connection = LiveConnection(
             self.name,
             hub,
             session,
             encode=_encode,
             write=direct_writer(stream) if self.direct_writes else stream.write,
-            finish=self._finish_close,
-            cut=stream.close,
+            link=self,
             ping=_encode(F.PING_FRAME) + PROTOCOL_PING,
             expires=self.subscription_expires(),
             hears_peer=True,
             ping_interval=ping,
         )
-        session.sink = connection.send  # live frames straight to the connection
         client = hub.client_ids.sign(session.identity.client, session.identity.since)
         connection.put(_encode(F.connected(self.name, connection.ping_interval, client)))
         connection.start()
@@ -333,13 +392,26 @@ class ChannelSocketMixin(WebSocketHandler):
 
     # -- writing ------------------------------------------------------------------
 
-    def _finish_close(self, reason: str) -> None:
-        """After ``reconnect``: close with 1001 on shutdown, 4002 on expiry,
-        4001 for a slow consumer, else 1000; after ``disconnect``, 4003 or
-        4004 (``LiveConnection.close_code``)."""
+    def close_cleanly(self, reason: str) -> None:
+        """The connection's :class:`~.connection.Link`. After ``reconnect``:
+        close with 1001 on shutdown, 4002 on expiry, 4001 for a slow
+        consumer, else 1000; after ``disconnect``, 4003 or 4004
+        (``LiveConnection.close_code``)."""
         connection = self._connection
         code = connection.close_code if connection is not None else None
-        self.close(code or CLOSE_CODES.get(reason, CLOSE_NORMAL), reason)
+        code = code or CLOSE_CODES.get(reason, CLOSE_NORMAL)
+        if self._detached is not None:
+            self._detached.close_with(code, reason)
+        else:
+            self.close(code, reason)
+
+    def cut(self) -> None:
+        """The connection's :class:`~.connection.Link`: close the socket now,
+        with no close handshake."""
+        if self._detached is not None:
+            self._detached.cut()
+        elif self._stream is not None:
+            self._stream.close()
 
     def _error(self, code: str, message: str) -> None:
         self._put(ws_text_frame(dumps({"type": F.ERROR, "code": code, "message": message})))
