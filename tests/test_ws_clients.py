@@ -1,7 +1,8 @@
 """Real WebSocket clients against the taken-over socket (transports/ws_detached.py):
-the ``websockets`` library (the ``bench`` extra) and Node's ``ws`` package
-(found through ``NODE_PATH``), each skipped when not installed. Chromium
-speaks to it in the browser tests (tests/e2e). Each client connects,
+the ``websockets`` library (in the dev lock) and Node's ``ws`` package (in
+package.json: ``make test`` installs the repo's node_modules). Neither is
+skipped: a missing one fails. Chromium speaks to it in the browser tests
+(tests/e2e). Each client connects,
 subscribes in-band, gets a message, pings, and closes with a code that
 the server echoes."""
 
@@ -13,6 +14,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -29,7 +31,8 @@ def server(make_server: Callable[..., Server]) -> Server:
 
 
 async def test_the_websockets_library(server: Server) -> None:
-    client = pytest.importorskip("websockets.asyncio.client")
+    from websockets.asyncio import client
+
     url = server.url("/channels/ws").replace("http:", "ws:")
     async with client.connect(url, compression=None) as ws:
         assert json.loads(await ws.recv())["type"] == "connected"
@@ -44,6 +47,7 @@ async def test_the_websockets_library(server: Server) -> None:
     await eventually(lambda: not server.hub.connections)
 
 
+NODE_MODULES = Path(__file__).resolve().parents[1] / "node_modules"
 NODE_CLIENT = """
 const WebSocket = require("ws");
 const ws = new WebSocket(process.argv[1]);
@@ -62,14 +66,13 @@ ws.on("close", (code) => { console.log(JSON.stringify({seen, code})); });
 
 async def test_nodes_ws_package(server: Server) -> None:
     node = shutil.which("node")
-    if node is None or not os.environ.get("NODE_PATH"):
-        pytest.skip("node and NODE_PATH (a node_modules with ws) are needed")
-    found = subprocess.run([node, "-e", "require.resolve('ws')"], capture_output=True)
-    if found.returncode != 0:
-        pytest.skip("Node's ws package is not installed")
+    assert node is not None, "Node 20 is needed for this test"
+    env = {**os.environ, "NODE_PATH": str(NODE_MODULES)}
+    found = subprocess.run([node, "-e", "require.resolve('ws')"], capture_output=True, env=env)
+    assert found.returncode == 0, f"Node's ws is not in {NODE_MODULES}: run npm ci (make test does)"
     url = server.url("/channels/ws").replace("http:", "ws:")
     proc = await asyncio.create_subprocess_exec(
-        node, "-e", NODE_CLIENT, url, stdout=asyncio.subprocess.PIPE
+        node, "-e", NODE_CLIENT, url, stdout=asyncio.subprocess.PIPE, env=env
     )
     assert proc.stdout is not None
     assert (await asyncio.wait_for(proc.stdout.readline(), 10)).strip() == b"subscribed"
