@@ -32,8 +32,12 @@ async def test_serve_runs_on_the_chosen_loop(
     flags: tuple[str, ...],
     loop: str,
 ) -> None:
-    hub = spawn("--no-demo", "--api-key", KEY, "--anonymous", "loop:*", *flags)
-    assert f"event loop: {loop}\n" in hub.log()  # logged before the banner
+    hub = spawn(
+        "--no-demo", "--api-key", KEY, "--anonymous", "loop:*", "--log-level", "debug", *flags
+    )
+    # Logged before the banner: at INFO for uvloop, at DEBUG for the default.
+    level = "DEBUG" if loop.startswith("asyncio") else "INFO"
+    assert f"{level} torchannels.server: event loop: {loop}\n" in hub.log()
     # Every kind of client on that loop: streams and WebSocket by direct
     # writes, long-poll answered, then a graceful SIGTERM.
     sse = lives(hub.url(transport="sse", channel="loop:a"))

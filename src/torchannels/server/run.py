@@ -216,7 +216,8 @@ async def serve(
     gc.freeze()
     tune_collector()
     if worker == 0:  # which loop runs, as the process sees it (--event-loop)
-        log.info("event loop: %s.%s", type(loop).__module__, type(loop).__qualname__)
+        level = logging.DEBUG if config.event_loop == "asyncio" else logging.INFO
+        log.log(level, "event loop: %s.%s", type(loop).__module__, type(loop).__qualname__)
     if on_ready is not None:
         on_ready()
     else:
