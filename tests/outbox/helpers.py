@@ -70,6 +70,9 @@ async def unnotified(hub: Hub, dsn: str, poll_interval: float) -> OutboxConsumer
         conn.execute(f"ALTER TABLE {TABLE} DISABLE TRIGGER {TABLE}_notify")
     consumer = hub.consume_outbox(dsn, poll_interval=poll_interval)
     await ready(consumer)
+    # Past its first pass (which claims whatever is there), so a row
+    # inserted now waits for the next poll.
+    await until(lambda: consumer.waiting)
     return consumer
 
 

@@ -107,6 +107,12 @@ class OutboxConsumer:
         self._next_clean = 0.0
         self._warnings = Warnings(log)
 
+    @property
+    def waiting(self) -> bool:
+        """True while it waits (for a notification, the next poll or a
+        backoff) with nothing claimed: what it found has been published."""
+        return self._waiting
+
     def start(self) -> None:
         """Start consuming (inside a running event loop); again: no-op."""
         if self._task is None and not self._closing:
