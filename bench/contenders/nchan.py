@@ -17,8 +17,9 @@ The message buffer holds ``--buffer`` messages for an hour, more than a
 run publishes, and a subscriber starts at the oldest one (each run's nginx
 starts with an empty channel, so that is the first one published after
 it joined). No pings, no access log; the worker may use every file
-descriptor the hard limit allows. The rest is Nchan's and nginx's
-defaults (128 MiB of shared memory for Nchan).
+descriptor the hard limit allows (``worker_connections`` an eighth above
+it, see ``config``). The rest is Nchan's and nginx's defaults (128 MiB of
+shared memory for Nchan).
 
     python bench/contenders/nchan.py --port 0 --buffer 1000
 """
@@ -29,6 +30,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -58,7 +60,11 @@ def config(workdir: Path, port: int, buffer: int) -> str:
         f"worker_rlimit_nofile {files};\n"
         f"pid {workdir / 'nginx.pid'};\n"
         f"error_log {workdir / 'error.log'} warn;\n"
-        f"events {{ worker_connections {files - 64}; }}\n"
+        # The open files bound the connections; nginx's own count is set an
+        # eighth above, because once fewer than 1/16 of its slots are free it
+        # closes connections it may reuse ("worker_connections are not
+        # enough, reusing connections"), Nchan's idle subscribers among them.
+        f"events {{ worker_connections {files + files // 8}; }}\n"
         "http {\n"
         "    access_log off;\n"
         f"{temp}\n"
@@ -76,10 +82,21 @@ def config(workdir: Path, port: int, buffer: int) -> str:
     )
 
 
+def finish(workdir: Path, keep: bool) -> None:
+    """Pass nginx's warnings on (to the benchmark's log of this launcher),
+    then remove the directory unless ``keep``."""
+    log = workdir / "error.log"
+    if log.exists() and log.stat().st_size:
+        sys.stderr.write(log.read_text(errors="replace")[-4000:])
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0, help="0: a free one")
     parser.add_argument("--buffer", type=int, default=1000, help="messages kept (1000)")
+    parser.add_argument("--keep", action="store_true", help="keep the directory (its logs)")
     args = parser.parse_args()
     for path in (NGINX, MODULE):
         if not os.path.exists(path):
@@ -95,7 +112,7 @@ def main() -> None:
             {"Nchan listening on": port},
             workdir,
             log=workdir / "stderr.log",
-            cleanup=lambda: shutil.rmtree(workdir, ignore_errors=True),
+            cleanup=lambda: finish(workdir, args.keep),
         )
     )
 

@@ -118,7 +118,8 @@ async def run(port: int, publish_port: int, workdir: Path, log_level: int, keep:
     loop = asyncio.get_running_loop()
     origin = await loop.create_server(Origin, HOST, 0, backlog=4096)
     origin_port = origin.sockets[0].getsockname()[1]
-    (workdir / "pushpin.conf").write_text(config(workdir, port, publish_port, origin_port, log_level))
+    conf = config(workdir, port, publish_port, origin_port, log_level)
+    (workdir / "pushpin.conf").write_text(conf)
     argv = [PUSHPIN, f"--config={workdir / 'pushpin.conf'}"]
     try:
         await serve(
