@@ -165,7 +165,7 @@ class Client:
 
     def report(self, rnd: int) -> None:
         times = sorted(self.rounds.get(rnd, []))
-        doc = {"round": rnd, "received": len(times), "lost": self.lost}
+        doc: dict[str, Any] = {"round": rnd, "received": len(times), "lost": self.lost}
         if times:
             doc |= {"first": times[0], "median": times[len(times) // 2], "last": times[-1]}
         emit(doc)
