@@ -14,7 +14,7 @@ PORT   ?= 8090
 # What `make run` needs: the server, its metrics and its Redis broker.
 RUN_EXTRAS := metrics,redis
 
-.PHONY: lock setup run-setup run example test lint typecheck test-js test-py browser redis postgres nginx nchan pushpin clean bench bench-extra
+.PHONY: lock setup run-setup run example test lint typecheck test-js test-py browser redis postgres nginx nchan pushpin clean bench bench-extra bench-idle
 
 setup: $(VENV)/.installed-dev
 run-setup: $(VENV)/.installed-run
@@ -114,13 +114,21 @@ test: lint typecheck test-js test-py
 # and the chart into docs/benchmarks-fanout.png. `make bench-extra` adds
 # Pushpin (Debian's package, installed when missing) beside the floor,
 # torchannels SSE and Nchan SSE, into its own table.
-# bench/idle.py (idle connections, not run here) is in docs/benchmarks.md.
+# `make bench-idle`: server memory per idle connection and the time to fan
+# one message out to all of them (bench/idle.py), at 10,000, 19,000 and
+# 100,000 connections; a count over the open-file limit is reported, not run.
 BENCH_ARGS ?= --subscribers 1000,10000 --half --rounds 1
 BENCH_EXTRA_ARGS ?= --subscribers 1000,10000 --half --rounds 1
 bench: $(VENV)/.bench nchan redis
 	mkdir -p test-output
 	$(PY) bench/fanout.py $(BENCH_ARGS) --json test-output/bench-fanout.json \
 		--docs docs/benchmarks.md --chart docs/benchmarks-fanout.png --command "make bench"
+
+BENCH_IDLE_ARGS ?= --connections 10000,19000,100000 --rounds 5
+bench-idle: $(VENV)/.bench nchan
+	mkdir -p test-output
+	$(PY) bench/idle.py $(BENCH_IDLE_ARGS) --json test-output/bench-idle.json \
+		--docs docs/benchmarks.md --command "make bench-idle"
 
 bench-extra: $(VENV)/.bench nchan pushpin
 	mkdir -p test-output

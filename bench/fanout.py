@@ -325,6 +325,7 @@ async def main_async(args: argparse.Namespace) -> int:
                         flush=True,
                     )
     host["duration_s"] = time.perf_counter() - started
+    host["loadavg_at_end"] = os.getloadavg()
     summary = {key: summarize(results) for key, results in runs.items()}
     print(text_table(args, summary))
     write_outputs(args, host, summary, runs)

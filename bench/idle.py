@@ -52,7 +52,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from fanout_client import API_KEY, HOST
-from fanout_report import machine
+from fanout_report import machine, update_docs
 from fanout_servers import KINDS, Server, label, parse_contender, server_argv
 
 CHANNEL = "bench:idle"
@@ -458,6 +458,7 @@ async def main_async(args: argparse.Namespace) -> int:
     if args.pin:
         os.sched_setaffinity(0, set(args.client_cpus))
     host = machine()
+    started = time.perf_counter()
     results = []
     with tempfile.TemporaryDirectory(prefix="idle-") as tmp:
         for count in args.counts:
@@ -474,10 +475,15 @@ async def main_async(args: argparse.Namespace) -> int:
                 else:
                     status = "FAILED: " + "; ".join(result["failures"])
                 print(f"  {name:24} {count:>7,} idle  {status}", file=sys.stderr, flush=True)
+    host["duration_s"] = time.perf_counter() - started
+    host["loadavg_at_end"] = os.getloadavg()
     table = markdown(results)
     print(table)
     if args.markdown is not None:
         args.markdown.write_text(table)
+    if args.docs is not None:
+        what = f"{args.rounds} message(s) fanned out per row, medians"
+        update_docs(args.docs, args.docs_section, "bench/idle.py", args.command, host, what, table)
     if args.json is not None:
         config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
         doc = {"config": config, "machine": host, "results": results}
@@ -500,6 +506,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="server on CPU 0, clients on CPU 1 (default with 2+ CPUs)")  # fmt: skip
     add("--json", type=Path, help="write the results as JSON here")
     add("--markdown", type=Path, help="write the table here")
+    add("--docs", type=Path, help="put the table between the markers of this markdown file")
+    add("--docs-section", default="bench-idle", help="the markers' name (bench-idle)")
+    add("--command", default="", help="the command to name in --docs (make bench-idle)")
     # the client processes' own options
     add("--client", action="store_true", help=argparse.SUPPRESS)
     add("--port", type=int, help=argparse.SUPPRESS)
