@@ -27,7 +27,7 @@ import re
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 HOST = "127.0.0.1"
@@ -97,6 +97,7 @@ class Run:
         #: With ``track``: per offset, how many subscribers have it (for a
         #: publisher that must not run ahead of delivery, see ``Publisher.ahead``).
         self.reached: array.array[int] | None = array.array("q") if track else None
+        self._awaited: tuple[int, asyncio.Future[None]] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
 
     def begin_phase(self, messages: int) -> None:
@@ -119,12 +120,31 @@ class Run:
             reached.extend([0] * (after + 1 - len(reached) + 1024))
         for offset in range(max(1, before + 1), after + 1):
             reached[offset] += 1
+        if self._awaited is not None and self.reached_by_all(self._awaited[0]):
+            if not self._awaited[1].done():
+                self._awaited[1].set_result(None)
+            self._awaited = None
 
     def reached_by_all(self, offset: int) -> bool:
         """Whether every subscriber has received ``offset`` (with ``track``)."""
         reached = self.reached
         assert reached is not None
         return offset < 1 or (offset < len(reached) and reached[offset] >= len(self.subscribers))
+
+    async def until_reached(self, offset: int, timeout: float) -> None:
+        """Wait until every subscriber has ``offset`` (with ``track``); raise
+        TimeoutError naming how many do not after ``timeout`` seconds."""
+        if self.reached_by_all(offset):
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._awaited = (offset, future)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            behind = sum(1 for s in self.subscribers if s.last < offset)
+            raise TimeoutError(
+                f"{behind} subscriber(s) still without message {offset} after {timeout:.0f}s"
+            ) from None
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -429,9 +449,9 @@ class Publisher:
         self.pad = b"x" * pad
         #: Publish message K only once every subscriber has message K -
         #: ``ahead`` (0: never wait; set for a server that drops what a
-        #: connection cannot take at once, with ``delivered``).
+        #: connection cannot take at once, with ``until_delivered``).
         self.ahead = 0
-        self.delivered: Callable[[int], bool] = lambda offset: True
+        self.until_delivered: Callable[[int, float], Awaitable[None]] | None = None
         self.head = self.HEAD.format(host=HOST, port=port).encode()
         self.offsets: list[int] = []  # answered, in order
         self.last_answer = 0.0
@@ -571,8 +591,8 @@ class PushpinPublisher(Publisher):
     async def publish(self, count: int, *, rate: float, window: int, limit: float) -> None:
         start = time.perf_counter()
         for i in range(count):
-            while not self.delivered(self.stamped + 1 - self.ahead):
-                await asyncio.sleep(0.0005)
+            if self.ahead and self.until_delivered is not None:
+                await self.until_delivered(self.stamped + 1 - self.ahead, min(limit, 30.0))
             sent = await self._when(start, i, rate)
             reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, self.port), 10)
             try:
