@@ -185,7 +185,8 @@ async def run_contender(
         run.port = server.port
         publisher = PUBLISHERS[kind.native](server.publish_port, pad_for(args.size))
         if kind.ahead:
-            publisher.ahead, publisher.until_delivered = kind.ahead, run.until_reached
+            publisher.ahead = max(1, kind.ahead // subscribers)
+            publisher.until_delivered = run.until_reached
         idle_rss = server.memory_mib()[0]
         run.subscribers = [Subscriber(run, i) for i in range(subscribers)]
         gate = asyncio.Semaphore(kind.connect_gate)
