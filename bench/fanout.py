@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import sys
@@ -259,6 +260,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--window", type=int, help="publish requests in flight (8, 64 with a rate)")
     add("--rounds", "--repeat", type=int, default=1, help="interleaved rounds (medians)")
     add("--json", type=Path, help="write all results as JSON here")
+    add("--from-json", type=Path, metavar="JSON",
+        help="run nothing: write the table, chart and docs of this --json file's run")  # fmt: skip
     add("--markdown", type=Path, help="write the results table (markdown) here")
     add("--chart", type=Path, help="draw deliveries/s per contender into this PNG")
     add("--docs", type=Path, help="put the table between the markers of this markdown file")
@@ -333,8 +336,29 @@ async def main_async(args: argparse.Namespace) -> int:
     return 0 if all(s["ok"] for s in summary.values()) else 1
 
 
+def report_only(args: argparse.Namespace) -> int:
+    """``--from-json``: the outputs of an earlier run, from its JSON."""
+    document = json.loads(args.from_json.read_text())
+    config = document["config"]
+    args.names, args.counts = config["names"], config["counts"]
+    args.reference, args.rounds, args.size = config["reference"], config["rounds"], config["size"]
+
+    def key(text: str) -> tuple[str, int]:
+        name, _, count = text.rpartition("@")
+        return name, int(count)
+
+    summary = {key(k): v for k, v in document["summary"].items()}
+    runs = {key(k): v for k, v in document["runs"].items()}
+    print(text_table(args, summary))
+    args.json = None  # the file read stays as it is
+    write_outputs(args, document["machine"], summary, runs)
+    return 0 if all(s["ok"] for s in summary.values()) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json is not None:
+        return report_only(args)
     try:  # the load generator on uvloop when the bench extra is installed
         import uvloop
     except ImportError:

@@ -91,7 +91,8 @@ def markdown(args: argparse.Namespace, summary: dict[Key, dict[str, Any]]) -> st
             s = summary.get((name, count))
             if s is None:
                 continue
-            sat, half = s.get("max", {}), s.get("half", {})
+            # A failed row's rates and costs cover a broken run: not shown.
+            sat, half = (s.get("max", {}), s.get("half", {})) if s["ok"] else ({}, {})
             mps = sat.get("delivered_mps", float("nan"))
             ratio = mps / ref["delivered_mps"] if ref.get("delivered_mps") else float("nan")
             nchan_cell = ""
