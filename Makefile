@@ -110,7 +110,7 @@ test: lint typecheck test-js test-py
 # against a raw asyncio floor, a minimal Tornado server, Nchan (SSE and
 # WebSocket; Debian's nginx and libnginx-mod-nchan, installed when missing),
 # sse-starlette and python-socketio, at 1,000 and 10,000 subscribers, server
-# pinned to CPU 0. About 15 minutes; writes the table into docs/benchmarks.md
+# pinned to CPU 0. About 10 minutes; writes the table into docs/benchmarks.md
 # and the chart into docs/benchmarks-fanout.png. `make bench-extra` adds
 # Pushpin (Debian's package, installed when missing) beside the floor,
 # torchannels SSE and Nchan SSE, into its own table.
