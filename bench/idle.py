@@ -127,9 +127,11 @@ class Idle(asyncio.Protocol):
                 self.tail = data[-64:]
                 return
             self.join()
+        end = 0
         for match in ROUND_RE.finditer(data):
             client.received(int(match[1]), now)
-        self.tail = data[-32:]  # a marker cut between two reads
+            end = match.end()
+        self.tail = data[end:][-32:]  # a marker cut between two reads, none counted
 
     def join(self) -> None:
         self.joined = True
