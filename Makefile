@@ -14,7 +14,7 @@ PORT   ?= 8090
 # What `make run` needs: the server, its metrics and its Redis broker.
 RUN_EXTRAS := metrics,redis
 
-.PHONY: lock setup run-setup run example test lint typecheck test-js test-py browser redis postgres nginx clean bench
+.PHONY: lock setup run-setup run example test lint typecheck test-js test-py browser redis postgres nginx nchan pushpin clean bench bench-extra bench-idle
 
 setup: $(VENV)/.installed-dev
 run-setup: $(VENV)/.installed-run
@@ -81,6 +81,14 @@ postgres:
 nginx:
 	scripts/ensure-nginx.sh
 
+# Installed only: the benchmark runs them itself (bench/contenders/nchan.py,
+# bench/contenders/pushpin.py), never the system services.
+nchan:
+	scripts/ensure-nchan.sh
+
+pushpin:
+	scripts/ensure-pushpin.sh
+
 lint: setup
 	$(VENV)/bin/ruff check src tests examples
 	$(VENV)/bin/ruff format --check src tests examples
@@ -98,15 +106,34 @@ test-py: setup browser redis postgres nginx node_modules/.installed
 test: lint typecheck test-js test-py
 
 # The fan-out benchmark's standard set (docs/benchmarks.md): torchannels over
-# SSE, NDJSON stream and WebSocket against a raw asyncio floor, a minimal
-# Tornado server, sse-starlette and python-socketio, at 1,000 and 10,000
-# subscribers, server pinned to CPU 0. About 10 minutes; writes the table
-# into docs/benchmarks.md and the chart into docs/benchmarks-fanout.png.
+# SSE, NDJSON stream and WebSocket, and on Redis with one and two workers,
+# against a raw asyncio floor, a minimal Tornado server, Nchan (SSE and
+# WebSocket; Debian's nginx and libnginx-mod-nchan, installed when missing),
+# sse-starlette and python-socketio, at 1,000 and 10,000 subscribers, server
+# pinned to CPU 0. About 10 minutes; writes the table into docs/benchmarks.md
+# and the chart into docs/benchmarks-fanout.png. `make bench-extra` adds
+# Pushpin (Debian's package, installed when missing) beside the floor,
+# torchannels SSE and Nchan SSE, into its own table.
+# `make bench-idle`: server memory per idle connection and the time to fan
+# one message out to all of them (bench/idle.py), at 10,000, 19,000 and
+# 100,000 connections; a count over the open-file limit is reported, not run.
 BENCH_ARGS ?= --subscribers 1000,10000 --half --rounds 1
-bench: $(VENV)/.bench
+BENCH_EXTRA_ARGS ?= --subscribers 1000,10000 --half --rounds 1
+bench: $(VENV)/.bench nchan redis
 	mkdir -p test-output
 	$(PY) bench/fanout.py $(BENCH_ARGS) --json test-output/bench-fanout.json \
 		--docs docs/benchmarks.md --chart docs/benchmarks-fanout.png --command "make bench"
+
+BENCH_IDLE_ARGS ?= --connections 10000,19000,100000 --rounds 5
+bench-idle: $(VENV)/.bench nchan
+	mkdir -p test-output
+	$(PY) bench/idle.py $(BENCH_IDLE_ARGS) --json test-output/bench-idle.json \
+		--docs docs/benchmarks.md --command "make bench-idle"
+
+bench-extra: $(VENV)/.bench nchan pushpin
+	mkdir -p test-output
+	$(PY) bench/fanout.py --set extra $(BENCH_EXTRA_ARGS) --json test-output/bench-extra.json \
+		--docs docs/benchmarks.md --docs-section bench-extra --command "make bench-extra"
 
 $(VENV)/.bench: requirements/bench.txt $(VENV)/.installed-dev
 	$(LOCK_INSTALL) -r requirements/bench.txt

@@ -6,8 +6,9 @@ own process on loopback, pinned to CPU 0 (``--pin``; the load generator
 takes CPU 1), one after the other. For each: N subscribers connect
 (fanout_client.py: raw asyncio sockets, a hand-rolled WebSocket,
 Socket.IO or chunked HTTP client), 20 warm-up messages go to all of them,
-then M messages are published one per ``POST /api/publish`` request on one
-keep-alive connection (``--window`` requests pipelined) as fast as
+then M messages are published one per ``POST /api/publish`` request (or
+the native server's publish API) on one keep-alive connection
+(``--window`` requests pipelined) as fast as
 possible ("saturation"), then, with ``--half``, M/2 more at half the
 saturation rate, to read latency on a server that keeps up. Measured:
 deliveries/s, CPU µs per delivery (``/proc/PID/stat``), RSS per idle
@@ -16,6 +17,7 @@ connection, publish-to-receipt latency, and the collector's pauses
 in order; anything else fails the run (exit status 1).
 
     make bench       # the standard set at 1,000 and 10,000, table and chart
+    make bench-extra # Pushpin beside the floor, torchannels and Nchan
     .venv/bin/python bench/fanout.py --contenders torchannels:sse,baseline:sse --subscribers 200
     .venv/bin/python bench/fanout.py --servers torchannels,baseline --transport websocket
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import sys
@@ -34,12 +37,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fanout_client import WARMUP, Publisher, Run, Subscriber, pad_for
+from fanout_client import PUBLISHERS, WARMUP, Publisher, Run, Subscriber, pad_for
 from fanout_report import machine, summarize, text_table, write_outputs
 from fanout_servers import (
     KINDS,
     REFERENCE,
-    STANDARD,
+    SETS,
     Server,
     _cpu_seconds,
     parse_contender,
@@ -132,8 +135,8 @@ async def phase(
         "gc_total_s": gc["total_s"] if gc else float("nan"),
         "gc_share": gc["total_s"] / cpu if gc and cpu > 0 else float("nan"),
         "gc_max_ms": gc["max_s"] * 1000 if gc else float("nan"),
-        "gc_full": gc["collections"][2] if gc else -1,
-        "gc_over_10ms": gc["over_10ms"] if gc else -1,
+        "gc_full": gc["collections"][2] if gc else float("nan"),
+        "gc_over_10ms": gc["over_10ms"] if gc else float("nan"),
     }
 
 
@@ -163,13 +166,17 @@ async def run_contender(
     args.history = most * 2 + WARMUP
     cpus = {0} if args.pin else None
     name = f"{server_name}-{transport}"
-    server = Server(name, server_argv(server_name, args), workdir, profile, cpus)
+    kind = KINDS[server_name]
+    argv = server_argv(server_name, args)
+    server = Server(name, argv, workdir, profile, cpus, native=bool(kind.native))
     run = Run(
         transport,
         0,
         size=args.size,
         max_reconnects=args.max_reconnects,
-        socketio=KINDS[server_name].socketio,
+        socketio=kind.socketio,
+        bare=bool(kind.native),
+        track=kind.ahead > 0,
     )
     publisher: Publisher | None = None
     result: dict[str, Any] = {"contender": contender, "subscribers": subscribers}
@@ -177,10 +184,13 @@ async def run_contender(
     try:
         await server.start()
         run.port = server.port
-        publisher = Publisher(server.port, pad_for(args.size))
+        publisher = PUBLISHERS[kind.native](server.publish_port, pad_for(args.size))
+        if kind.ahead:
+            publisher.ahead = max(1, kind.ahead // subscribers)
+            publisher.until_delivered = run.until_reached
         idle_rss = server.memory_mib()[0]
         run.subscribers = [Subscriber(run, i) for i in range(subscribers)]
-        gate = asyncio.Semaphore(256)  # well under every server's listen backlog (4096)
+        gate = asyncio.Semaphore(kind.connect_gate)
 
         async def join(sub: Subscriber) -> None:
             async with gate:
@@ -233,7 +243,9 @@ async def run_contender(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--contenders", help="comma-separated SERVER:TRANSPORT (default: the standard set)")
+    add("--contenders", help="comma-separated SERVER:TRANSPORT (default: --set)")
+    add("--set", choices=sorted(SETS), default="standard",
+        help="the contenders when none are named: standard (make bench) or extra")  # fmt: skip
     add("--servers", help="old form: comma-separated servers, each over --transport")
     add("--transport", choices=("websocket", "sse", "stream"),
         help="old form: torchannels and baseline (or --servers) over this transport")  # fmt: skip
@@ -248,9 +260,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--window", type=int, help="publish requests in flight (8, 64 with a rate)")
     add("--rounds", "--repeat", type=int, default=1, help="interleaved rounds (medians)")
     add("--json", type=Path, help="write all results as JSON here")
+    add("--from-json", type=Path, metavar="JSON",
+        help="run nothing: write the table, chart and docs of this --json file's run")  # fmt: skip
     add("--markdown", type=Path, help="write the results table (markdown) here")
     add("--chart", type=Path, help="draw deliveries/s per contender into this PNG")
     add("--docs", type=Path, help="put the table between the markers of this markdown file")
+    add("--docs-section", default="bench",
+        help="the markers' name: <!-- NAME:begin --> ... <!-- NAME:end --> (bench)")  # fmt: skip
     add("--command", default="", help="the command to name in --docs (make bench)")
     add("--profile", type=Path, metavar="DIR", help="record each server with py-spy into DIR")
     add("--hub-log-level", default="warning", help="torchannels --log-level (warning)")
@@ -267,7 +283,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         transport = args.transport or "websocket"
         names = [f"{s.strip()}:{transport}" for s in servers if s.strip()]
     else:
-        names = list(STANDARD)
+        names = list(SETS[args.set])
     try:
         for name in names:
             parse_contender(name)
@@ -313,14 +329,36 @@ async def main_async(args: argparse.Namespace) -> int:
                         flush=True,
                     )
     host["duration_s"] = time.perf_counter() - started
+    host["loadavg_at_end"] = os.getloadavg()
     summary = {key: summarize(results) for key, results in runs.items()}
     print(text_table(args, summary))
     write_outputs(args, host, summary, runs)
     return 0 if all(s["ok"] for s in summary.values()) else 1
 
 
+def report_only(args: argparse.Namespace) -> int:
+    """``--from-json``: the outputs of an earlier run, from its JSON."""
+    document = json.loads(args.from_json.read_text())
+    config = document["config"]
+    args.names, args.counts = config["names"], config["counts"]
+    args.reference, args.rounds, args.size = config["reference"], config["rounds"], config["size"]
+
+    def key(text: str) -> tuple[str, int]:
+        name, _, count = text.rpartition("@")
+        return name, int(count)
+
+    summary = {key(k): v for k, v in document["summary"].items()}
+    runs = {key(k): v for k, v in document["runs"].items()}
+    print(text_table(args, summary))
+    args.json = None  # the file read stays as it is
+    write_outputs(args, document["machine"], summary, runs)
+    return 0 if all(s["ok"] for s in summary.values()) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json is not None:
+        return report_only(args)
     try:  # the load generator on uvloop when the bench extra is installed
         import uvloop
     except ImportError:

@@ -6,6 +6,13 @@ the blank line or newline ending an event) and one precompiled regular
 expression per span of complete frames checks each message's exact shape
 and pulls out its send time and offset. Every subscriber must get every
 offset once and in order; the publisher checks the answers' offsets.
+
+Servers that do not speak the torchannels protocol (Nchan, Pushpin: "bare"
+runs) deliver the published body as is: their publisher stamps the same
+fields (``channel``, ``ts``, ``epoch`` and a consecutive ``offset``) into
+the body itself, so the subscribers check them alike; a subscriber counts
+as joined once the response head is in, and a lost connection fails the
+run (they are not resumed).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import re
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 HOST = "127.0.0.1"
@@ -53,7 +61,9 @@ class Run:
     """What the subscribers of one server run share, and the phase being
     measured: offsets up to ``warm_top`` are not counted, ``final`` is the
     last one. ``socketio``: the subscribers speak Socket.IO (Engine.IO 4 over
-    WebSocket) instead of the torchannels protocol."""
+    WebSocket) instead of the torchannels protocol; ``bare``: the server
+    speaks no protocol of its own (Nchan, Pushpin): no ``subscribed`` frame,
+    no resume."""
 
     def __init__(
         self,
@@ -63,10 +73,13 @@ class Run:
         size: int,
         max_reconnects: int,
         socketio: bool = False,
+        bare: bool = False,
+        track: bool = False,
     ) -> None:
         self.transport = transport
         self.port = port
         self.socketio = socketio
+        self.bare = bare
         self.msg_re = message_re(pad_for(size))
         self.warm_top = 0
         self.final = WARMUP
@@ -81,6 +94,10 @@ class Run:
         self.connect_timeout = 60.0
         #: A subscription token per subscriber (``token=``), or None: anonymous.
         self.tokens: list[str] | None = None
+        #: With ``track``: per offset, how many subscribers have it (for a
+        #: publisher that must not run ahead of delivery, see ``Publisher.ahead``).
+        self.reached: array.array[int] | None = array.array("q") if track else None
+        self._awaited: tuple[int, asyncio.Future[None]] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
 
     def begin_phase(self, messages: int) -> None:
@@ -94,6 +111,40 @@ class Run:
         for sub in self.subscribers:
             sub.received = 0
             sub.done_at = None
+
+    def count_reached(self, before: int, after: int) -> None:
+        """A subscriber's last offset moved from ``before`` to ``after``."""
+        reached = self.reached
+        assert reached is not None
+        if len(reached) <= after:
+            reached.extend([0] * (after + 1 - len(reached) + 1024))
+        for offset in range(max(1, before + 1), after + 1):
+            reached[offset] += 1
+        if self._awaited is not None and self.reached_by_all(self._awaited[0]):
+            if not self._awaited[1].done():
+                self._awaited[1].set_result(None)
+            self._awaited = None
+
+    def reached_by_all(self, offset: int) -> bool:
+        """Whether every subscriber has received ``offset`` (with ``track``)."""
+        reached = self.reached
+        assert reached is not None
+        return offset < 1 or (offset < len(reached) and reached[offset] >= len(self.subscribers))
+
+    async def until_reached(self, offset: int, timeout: float) -> None:
+        """Wait until every subscriber has ``offset`` (with ``track``); raise
+        TimeoutError naming how many do not after ``timeout`` seconds."""
+        if self.reached_by_all(offset):
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._awaited = (offset, future)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            behind = sum(1 for s in self.subscribers if s.last < offset)
+            raise TimeoutError(
+                f"{behind} subscriber(s) still without message {offset} after {timeout:.0f}s"
+            ) from None
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -146,7 +197,10 @@ class Subscriber:
             )
         else:
             query["transport"] = self.run.transport
-            request = f"GET /channels?{urllib.parse.urlencode(query)} HTTP/1.1\r\n{host}\r\n"
+            # (as a browser's EventSource sends it; Nchan requires it)
+            accept = "Accept: text/event-stream\r\n" if self.run.transport == "sse" else ""
+            target = f"/channels?{urllib.parse.urlencode(query)}"
+            request = f"GET {target} HTTP/1.1\r\n{host}{accept}\r\n"
         transport, conn = await asyncio.wait_for(
             loop.create_connection(lambda: Connection(self, ws_key), HOST, self.run.port),
             self.run.connect_timeout,
@@ -156,6 +210,16 @@ class Subscriber:
         if self.ready is not None:
             await asyncio.wait_for(self.ready, self.run.connect_timeout)
 
+    def joined(self) -> None:
+        """A bare server answered the subscribe request: from now on it
+        delivers every message published (offsets from 1: each run's server
+        starts with an empty channel)."""
+        if self.epoch is None:
+            self.epoch = "bare"
+            self.last = 0
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_result(None)
+
     def ended(self, reason: str) -> None:
         """The server ended a connection: resume from the last offset."""
         run = self.run
@@ -164,6 +228,9 @@ class Subscriber:
             self.ready.set_exception(ConnectionError(f"subscriber {self.index}: {reason} {detail}"))
             return
         if run.stopping or self.done_at is not None or self.epoch is None:
+            return
+        if run.bare:
+            run.fail(f"subscriber {self.index}: {reason} (bare servers' subscribers do not resume)")
             return
         self.reconnects += 1
         run.reconnects[reason] += 1
@@ -212,6 +279,8 @@ class Subscriber:
             if offset > warm:
                 received += 1
                 latency(now - float(match[1]))
+        if run.reached is not None:
+            run.count_reached(self.last, last)
         self.last = last
         self.received += received
         if last >= run.final and self.done_at is None:
@@ -272,6 +341,8 @@ class Connection(asyncio.Protocol):
             self.head_done = True
             if not self._check_head(head):
                 return
+            if self.sub.run.bare:
+                self.sub.joined()
             if self.sub.run.socketio:
                 self._ws_send(0x1, b"40")  # Socket.IO: join the default namespace
         if self.websocket:
@@ -286,7 +357,9 @@ class Connection(asyncio.Protocol):
             accept = base64.b64encode(hashlib.sha1(self.ws_key + WS_GUID).digest())
             ok = b" 101 " in status and b"sec-websocket-accept: " + accept.lower() in lower
         else:
-            ok = b" 200 " in status and b"transfer-encoding: chunked" in lower
+            # A bare server may stream SSE unchunked, ended by the close (Nchan).
+            sse = self.sub.run.bare and b"content-type: text/event-stream" in lower
+            ok = b" 200 " in status and (b"transfer-encoding: chunked" in lower or sse)
         if not ok:
             run = self.sub.run
             run.fail(f"subscriber {self.sub.index}: bad response {status.decode(errors='replace')}")
@@ -356,7 +429,7 @@ class Connection(asyncio.Protocol):
             self._end(self.reason)
 
 
-# -- the publisher ------------------------------------------------------------------
+# -- the publishers -----------------------------------------------------------------
 
 
 class Publisher:
@@ -365,28 +438,60 @@ class Publisher:
     pipelining: Tornado answers them in order, one at a time), so the server
     never waits for the benchmark's event loop to send the next one."""
 
+    #: The request line and headers before ``Content-Length``.
+    HEAD = (
+        "POST /api/publish HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
+    )
+
     def __init__(self, port: int, pad: int) -> None:
         self.port = port
         self.pad = b"x" * pad
-        self.head = (
-            f"POST /api/publish HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-            f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
-        ).encode()
+        #: Publish message K only once every subscriber has message K -
+        #: ``ahead`` (0: never wait; set for a server that drops what a
+        #: connection cannot take at once, with ``until_delivered``).
+        self.ahead = 0
+        self.until_delivered: Callable[[int, float], Awaitable[None]] | None = None
+        self.head = self.HEAD.format(host=HOST, port=port).encode()
         self.offsets: list[int] = []  # answered, in order
         self.last_answer = 0.0
+        self.stamped = 0  # offsets stamped by a bare server's publisher so far
 
     async def open(self) -> None:
         self.reader, self.writer = await asyncio.wait_for(
             asyncio.open_connection(HOST, self.port), 10
         )
 
-    def _request(self, sent: float) -> bytes:
-        body = b'{"channel":"%s","data":{"t":%s,"p":"%s"}}' % (
+    def _body(self, sent: float) -> bytes:
+        return b'{"channel":"%s","data":{"t":%s,"p":"%s"}}' % (
             CHANNEL.encode(),
             repr(sent).encode(),
             self.pad,
         )
+
+    def _stamped(self, sent: float, epoch: bytes) -> bytes:
+        """The message as a bare server delivers it: the fields the hub
+        stamps, stamped here, with the next consecutive offset."""
+        self.stamped += 1
+        return b'{"t":%s,"p":"%s","channel":"%s","ts":%s,"epoch":"%s","offset":%d}' % (
+            repr(sent).encode(),
+            self.pad,
+            CHANNEL.encode(),
+            repr(time.time()).encode(),
+            epoch,
+            self.stamped,
+        )
+
+    def _request(self, sent: float) -> bytes:
+        body = self._body(sent)
         return self.head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+    def _offset(self, status: bytes, answer: bytes) -> int:
+        """The offset a publish answer reports; raise if it failed."""
+        if not status.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"publish failed: {status!r} {answer[:200]!r}")
+        offset: int = json.loads(answer)["offset"]
+        return offset
 
     async def publish(self, count: int, *, rate: float, window: int, limit: float) -> None:
         """Publish ``count`` messages, at ``rate`` per second (0: as fast as the
@@ -399,15 +504,7 @@ class Publisher:
                 await asyncio.wait_for(slots.acquire(), limit)
                 if answers.done():
                     break  # it failed: its exception is raised below
-                if rate:
-                    # The send time is the scheduled one, so a server that
-                    # falls behind shows in latency (no coordinated omission).
-                    sent = start + i / rate
-                    delay = sent - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                else:
-                    sent = time.perf_counter()
+                sent = await self._when(start, i, rate)
                 self.writer.write(self._request(sent))
                 if time.perf_counter() - start > limit:
                     raise TimeoutError(f"published {i + 1} of {count} messages in {limit}s")
@@ -415,17 +512,109 @@ class Publisher:
         finally:
             answers.cancel()
 
+    @staticmethod
+    async def _when(start: float, i: int, rate: float) -> float:
+        """Wait for message ``i``'s turn; its send time."""
+        if not rate:
+            return time.perf_counter()
+        # The send time is the scheduled one, so a server that falls behind
+        # shows in latency (no coordinated omission).
+        sent = start + i / rate
+        delay = sent - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return sent
+
     async def _answers(self, count: int, slots: asyncio.Semaphore) -> None:
         for _ in range(count):
             head = await self.reader.readuntil(b"\r\n\r\n")
             length = re.search(rb"(?i)content-length: *(\d+)", head)
             answer = await self.reader.readexactly(int(length[1]) if length else 0)
-            if not head.startswith(b"HTTP/1.1 200"):
-                status = head.split(b"\r\n", 1)[0]
-                raise RuntimeError(f"publish failed: {status!r} {answer[:200]!r}")
-            self.offsets.append(json.loads(answer)["offset"])
+            self.offsets.append(self._offset(head.split(b"\r\n", 1)[0], answer))
             self.last_answer = time.perf_counter()
             slots.release()
 
     def close(self) -> None:
         self.writer.close()
+
+
+class NchanPublisher(Publisher):
+    """Nchan's publisher location (``nchan_publisher http`` at
+    ``/api/publish``): the body is the message as delivered, stamped here.
+    nginx answers pipelined requests in order; the answer's ``messages``
+    (the channel's buffered messages, a buffer longer than the run) is the
+    offset of the message just stored."""
+
+    HEAD = (
+        "POST /api/publish HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Accept: application/json\r\nContent-Type: application/json\r\n"
+    )
+
+    def _body(self, sent: float) -> bytes:
+        return self._stamped(sent, b"nchan")
+
+    def _offset(self, status: bytes, answer: bytes) -> int:
+        # 201 Created with subscribers, 202 Accepted without.
+        if not status.startswith((b"HTTP/1.1 201", b"HTTP/1.1 202")):
+            raise RuntimeError(f"publish failed: {status!r} {answer[:200]!r}")
+        messages: int = json.loads(answer)["messages"]
+        return messages
+
+
+class PushpinPublisher(Publisher):
+    """Pushpin's HTTP publish endpoint (``POST /publish/``, the handler's
+    ``push_in_http_port``): one item per request on channel ``bench``, its
+    ``http-stream`` content an SSE event holding the stamped message. The
+    endpoint answers one request per connection (``Connection: close``, no
+    pipelining), so each publish is a connection of its own, one at a
+    time, which keeps them in order; the answer carries no offset, so the
+    offsets recorded are the ones stamped.
+
+    Pushpin's handler answers at once and delivers later, and with many
+    deliveries queued it silently drops some (measured: flat out at 300
+    subscribers, 8 of 200 messages missed by some subscribers; 16
+    messages ahead at 10,000 subscribers, 22% of the deliveries). So the
+    benchmark gives it flow control of its own: with ``ahead`` set,
+    message K is sent only once every subscriber has message K -
+    ``ahead``."""
+
+    HEAD = "POST /publish/ HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+
+    def _body(self, sent: float) -> bytes:
+        event = b"data: " + self._stamped(sent, b"pushpin") + b"\n\n"
+        item = {"channel": "bench", "formats": {"http-stream": {"content": event.decode()}}}
+        return json.dumps({"items": [item]}, separators=(",", ":")).encode()
+
+    async def open(self) -> None:
+        pass  # a connection per request
+
+    async def publish(self, count: int, *, rate: float, window: int, limit: float) -> None:
+        start = time.perf_counter()
+        for i in range(count):
+            if self.ahead and self.until_delivered is not None:
+                await self.until_delivered(self.stamped + 1 - self.ahead, min(limit, 30.0))
+            sent = await self._when(start, i, rate)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, self.port), 10)
+            try:
+                writer.write(self._request(sent))
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), limit)
+                status = head.split(b"\r\n", 1)[0]
+                if not status.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"publish failed: {status!r}")
+            finally:
+                writer.close()
+            self.offsets.append(self.stamped)
+            self.last_answer = time.perf_counter()
+            if time.perf_counter() - start > limit:
+                raise TimeoutError(f"published {i + 1} of {count} messages in {limit}s")
+
+    def close(self) -> None:
+        pass
+
+
+#: The publisher of each kind of server (``Kind.native``; "": torchannels' API).
+PUBLISHERS: dict[str, type[Publisher]] = {
+    "": Publisher,
+    "nchan": NchanPublisher,
+    "pushpin": PushpinPublisher,
+}

@@ -1,6 +1,7 @@
-"""bench/fanout.py's results: medians, the markdown table, the chart, the
+"""bench/fanout.py's results: medians, the markdown table, the readings
+against the issue 23 goals (Redis, two workers, Nchan), the chart, the
 JSON file and the docs section between ``<!-- bench:begin -->`` and
-``<!-- bench:end -->``."""
+``<!-- bench:end -->`` (``--docs-section`` names other markers)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fanout_servers import HERE, label
+from fanout_servers import HERE, NCHAN, label, parse_contender
 
 Key = tuple[str, int]
 PHASE_KEYS = (
@@ -56,25 +57,49 @@ def _fmt(value: float, spec: str) -> str:
     return "—" if missing else spec.format(value)
 
 
+def _mps(summary: dict[Key, dict[str, Any]], name: str, count: int) -> float:
+    """Deliveries/s at saturation of a row (NaN: no such row, or it failed)."""
+    s = summary.get((name, count), {})
+    value = s.get("max", {}).get("delivered_mps") if s.get("ok") else None
+    return float(value) if value else float("nan")
+
+
+def _nchan_row(name: str, names: list[str]) -> str | None:
+    """The Nchan row ``name``'s ratio to Nchan is taken to: Nchan over the
+    same transport, when it ran."""
+    row = NCHAN.get(parse_contender(name)[1])
+    return row if row in names else None
+
+
 def markdown(args: argparse.Namespace, summary: dict[Key, dict[str, Any]]) -> str:
-    """One table per subscriber count, a row per contender."""
+    """One table per subscriber count, a row per contender, then the
+    readings against the goals."""
     out = []
+    with_nchan = any(_nchan_row(n, args.names) for n in args.names)
     for count in args.counts:
         ref = summary.get((args.reference, count), {}).get("max", {})
         out.append(f"**{count:,} subscribers**\n")
+        nchan_head = "| ratio to Nchan, same transport " if with_nchan else ""
         out.append(
-            f"| contender | deliveries/s | ratio to {label(args.reference)} | CPU µs/delivery "
-            "| RSS/idle conn | p50 / p99 at half load | GC share of CPU | longest GC pause "
-            "| full GCs | load gen. busy | every delivery checked |"
+            f"| contender | deliveries/s | ratio to {label(args.reference)} {nchan_head}"
+            "| CPU µs/delivery | RSS/idle conn | p50 / p99 at half load | GC share of CPU "
+            "| longest GC pause | full GCs | load gen. busy | every delivery checked |"
         )
-        out.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
+        nchan_align = "--:|" if with_nchan else ""
+        out.append(f"|---|--:|--:|{nchan_align}--:|--:|--:|--:|--:|--:|--:|---|")
         for name in args.names:
             s = summary.get((name, count))
             if s is None:
                 continue
-            sat, half = s.get("max", {}), s.get("half", {})
+            # A failed row's rates and costs cover a broken run: not shown.
+            sat, half = (s.get("max", {}), s.get("half", {})) if s["ok"] else ({}, {})
             mps = sat.get("delivered_mps", float("nan"))
             ratio = mps / ref["delivered_mps"] if ref.get("delivered_mps") else float("nan")
+            nchan_cell = ""
+            if with_nchan:
+                row = _nchan_row(name, args.names)
+                to_nchan = mps / _mps(summary, row, count) if row else float("nan")
+                nchan_cell = f"| {_fmt(to_nchan, '{:.2f}')} "
             latency = (
                 f"{_fmt(half.get('latency_p50_ms', float('nan')), '{:.1f}')} / "
                 f"{_fmt(half.get('latency_p99_ms', float('nan')), '{:.1f}')} ms"
@@ -84,7 +109,7 @@ def markdown(args: argparse.Namespace, summary: dict[Key, dict[str, Any]]) -> st
             if s["reconnects"]:
                 check += f" ({s['reconnects']:.0f} resumes)"
             out.append(
-                f"| {label(name)} | {_fmt(mps, '{:,.0f}')} | {_fmt(ratio, '{:.2f}')} "
+                f"| {label(name)} | {_fmt(mps, '{:,.0f}')} | {_fmt(ratio, '{:.2f}')} {nchan_cell}"
                 f"| {_fmt(sat.get('server_us_per_delivery', float('nan')), '{:.1f}')} "
                 f"| {_fmt(s['rss_per_conn_kib'], '{:.1f} KiB')} | {latency} "
                 f"| {_fmt(sat.get('gc_share', float('nan')), '{:.0%}')} "
@@ -93,10 +118,72 @@ def markdown(args: argparse.Namespace, summary: dict[Key, dict[str, Any]]) -> st
                 f"| {_fmt(sat.get('bench_cpu_busy', float('nan')), '{:.0%}')} | {check} |"
             )
         out.append("")
+    out += readings(args, summary)
     for (name, count), s in summary.items():
         for failure in s["failures"][:5]:
             out.append(f"- FAILED {name} at {count}: {failure}")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _row(summary: dict[Key, dict[str, Any]], name: str, count: int) -> dict[str, float]:
+    """The saturation figures of a row that ran and passed ({} otherwise)."""
+    s = summary.get((name, count), {})
+    if not s.get("ok") or "max" not in s:
+        return {}
+    return {**s["max"], "rss_per_conn_kib": s["rss_per_conn_kib"]}
+
+
+def _met(met: bool) -> str:
+    return "met" if met else "**not met**"
+
+
+def readings(args: argparse.Namespace, summary: dict[Key, dict[str, Any]]) -> list[str]:
+    """The issue 23 goals read from the rows that ran, one bullet each:
+    Redis against memory (deliveries/s, goal >= 0.8x), two workers on Redis
+    against one memory process (CPU us/delivery summed over the hub's
+    processes, goal <= 1.2x), and torchannels against Nchan per transport
+    (deliveries/s, CPU us/delivery and RSS per idle connection)."""
+    out: list[str] = []
+    names = {"sse": "SSE", "stream": "NDJSON stream", "websocket": "WebSocket"}
+    for count in args.counts:
+        lines = []
+        for transport, tname in names.items():
+            memory = _row(summary, f"torchannels:{transport}", count)
+            redis = _row(summary, f"redis:{transport}", count)
+            two = _row(summary, f"redis-2w:{transport}", count)
+            if memory and redis:
+                ratio = redis["delivered_mps"] / memory["delivered_mps"]
+                lines.append(
+                    f"- Redis / memory, {tname}: deliveries/s "
+                    f"{ratio:.2f}x (goal ≥ 0.8: {_met(ratio >= 0.8)}); "
+                    f"CPU µs/delivery {redis['server_us_per_delivery']:.1f} against "
+                    f"{memory['server_us_per_delivery']:.1f} "
+                    f"({redis['total_us_per_delivery']:.1f} with redis-server's)"
+                )
+            if memory and two:
+                ratio = two["server_us_per_delivery"] / memory["server_us_per_delivery"]
+                lines.append(
+                    f"- two workers on Redis / one memory process, {tname}: CPU µs/delivery "
+                    f"summed over the hub's processes {two['server_us_per_delivery']:.1f} against "
+                    f"{memory['server_us_per_delivery']:.1f}: {ratio:.2f}x "
+                    f"(goal ≤ 1.2: {_met(ratio <= 1.2)}; "
+                    f"{two['total_us_per_delivery']:.1f} µs with redis-server's)"
+                )
+            nchan = _row(summary, NCHAN.get(transport, ""), count)
+            if memory and nchan:
+                lines.append(
+                    f"- torchannels / Nchan, {tname}: deliveries/s "
+                    f"{memory['delivered_mps'] / nchan['delivered_mps']:.2f}x; CPU µs/delivery "
+                    f"{memory['server_us_per_delivery']:.1f} against "
+                    f"{nchan['server_us_per_delivery']:.1f} "
+                    f"({memory['server_us_per_delivery'] / nchan['server_us_per_delivery']:.2f}x); "
+                    f"RSS per idle connection {memory['rss_per_conn_kib']:.1f} against "
+                    f"{nchan['rss_per_conn_kib']:.1f} KiB "
+                    f"({memory['rss_per_conn_kib'] / nchan['rss_per_conn_kib']:.2f}x)"
+                )
+        if lines:
+            out += [f"Read at {count:,} subscribers:", "", *lines, ""]
+    return out
 
 
 def text_table(args: argparse.Namespace, summary: dict[Key, dict[str, Any]]) -> str:
@@ -104,7 +191,10 @@ def text_table(args: argparse.Namespace, summary: dict[Key, dict[str, Any]]) -> 
 
 
 def chart(args: argparse.Namespace, summary: dict[Key, dict[str, Any]], path: Path) -> None:
-    """Grouped bars: deliveries/s per contender, one bar per subscriber count."""
+    """Grouped bars per contender, one bar per subscriber count: deliveries/s
+    above, server CPU µs per delivery (the figure to compare) below."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,24 +202,36 @@ def chart(args: argparse.Namespace, summary: dict[Key, dict[str, Any]], path: Pa
 
     names = [n for n in args.names if any((n, c) in summary for c in args.counts)]
     width = 0.8 / len(args.counts)
-    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=100)
-    for i, count in enumerate(args.counts):
-        values = [
-            summary.get((n, count), {}).get("max", {}).get("delivered_mps", 0) / 1000 for n in names
-        ]
-        xs = [j + (i - (len(args.counts) - 1) / 2) * width for j in range(len(names))]
-        bars = ax.bar(xs, values, width, label=f"{count:,} subscribers")
-        ax.bar_label(bars, fmt="%.0fk", fontsize=8)
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(max(11, 1.15 * len(names)), 9), dpi=100, sharex=True
+    )
+    panels = (
+        (top, "delivered_mps", 1 / 1000, "%.0fk", "deliveries/s (thousands)"),
+        (bottom, "server_us_per_delivery", 1, "%.1f", "server CPU µs per delivery"),
+    )
+    for ax, key, scale, fmt, ylabel in panels:
+        for i, count in enumerate(args.counts):
+            values = []
+            for n in names:
+                s = summary.get((n, count), {})
+                value = s.get("max", {}).get(key) if s.get("ok") else None
+                values.append(value * scale if value else 0)
+            xs = [j + (i - (len(args.counts) - 1) / 2) * width for j in range(len(names))]
+            bars = ax.bar(xs, values, width, label=f"{count:,} subscribers")
+            ax.bar_label(bars, fmt=fmt, fontsize=7)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
     ref = args.reference
     for count in args.counts:
         value = summary.get((ref, count), {}).get("max", {}).get("delivered_mps")
         if value:
-            ax.axhline(value / 1000, linestyle=":", linewidth=0.8, color="grey")
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([label(n).replace(", ", ",\n") for n in names], fontsize=8)
-    ax.set_ylabel("deliveries/s (thousands), server on one core")
-    ax.set_title(f"Fan-out of ~{args.size} B messages, one channel (dotted: {label(ref)})")
-    ax.legend()
+            top.axhline(value / 1000, linestyle=":", linewidth=0.8, color="grey")
+    bottom.set_xticks(range(len(names)))
+    bottom.set_xticklabels([textwrap.fill(label(n), 14) for n in names], fontsize=8)
+    top.set_title(
+        f"Fan-out of ~{args.size} B messages, one channel, server on one core "
+        f"(dotted: {label(ref)}); a failed row has no bar"
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -192,19 +294,40 @@ def write_outputs(
 
 
 def _update_docs(args: argparse.Namespace, host: dict[str, Any], table: str) -> None:
-    text = args.docs.read_text()
+    what = f"{args.rounds} round(s), medians"
+    update_docs(args.docs, args.docs_section, "bench/fanout.py", args.command, host, what, table)
+
+
+def update_docs(
+    path: Path,
+    section: str,
+    script: str,
+    command: str,
+    host: dict[str, Any],
+    what: str,
+    table: str,
+) -> None:
+    """Put ``table`` under a line naming the run (command, date, commit,
+    machine, load averages, ``what``) between the ``section`` markers of
+    ``path``."""
+    text = path.read_text()
     load = ", ".join(f"{x:.2f}" for x in host["loadavg_at_start"])
+    end = ", ".join(f"{x:.2f}" for x in host.get("loadavg_at_end", ()))
     dirty = " + uncommitted changes in src/" if host["src_modified"] else ""
-    section = (
-        "<!-- bench:begin (written by bench/fanout.py --docs) -->\n"
-        f"`{args.command or 'bench/fanout.py'}`, {host['date']}, commit `{host['git_head']}`"
+    body = (
+        f"<!-- {section}:begin (written by {script} --docs) -->\n"
+        f"`{command or script}`, {host['date']}, commit `{host['git_head']}`"
         f"{dirty}; {host['nproc']} CPUs ({host['cpu']}), Python {host['python']}, "
-        f"Tornado {host['tornado']}; load average at start {load}; "
-        f"{args.rounds} round(s), medians; {host['duration_s'] / 60:.1f} minutes.\n\n"
+        f"Tornado {host['tornado']}; load average at start {load}"
+        f"{f', at end {end}' if end else ''}; "
+        f"{what}; {host['duration_s'] / 60:.1f} minutes.\n\n"
         f"{table}"
-        "<!-- bench:end -->"
+        f"<!-- {section}:end -->"
     )
-    pattern = re.compile(r"<!-- bench:begin.*?<!-- bench:end -->", re.S)
+    name = re.escape(section)
+    pattern = re.compile(rf"<!-- {name}:begin.*?<!-- {name}:end -->", re.S)
     if not pattern.search(text):
-        raise SystemExit(f"{args.docs} has no <!-- bench:begin --> ... <!-- bench:end --> markers")
-    args.docs.write_text(pattern.sub(lambda _: section, text))
+        raise SystemExit(
+            f"{path} has no <!-- {section}:begin --> ... <!-- {section}:end --> markers"
+        )
+    path.write_text(pattern.sub(lambda _: body, text))

@@ -4,7 +4,12 @@ started, its CPU time, memory and garbage-collector pauses.
 A contender is a server and a transport, named ``SERVER:TRANSPORT``
 (``torchannels:sse``). Every Python server starts with bench/gcprobe on
 its ``PYTHONPATH``: SIGUSR2 makes it write its collector's pauses since
-the last signal (see bench/gcprobe/sitecustomize.py).
+the last signal (see bench/gcprobe/sitecustomize.py). The native servers
+(Nchan in nginx, Pushpin) are started by a Python launcher in
+bench/contenders that writes their config and stops them; what is measured
+is the launcher's child processes, never the launcher, and they get no
+signal but the launcher's SIGTERM (SIGUSR2 would make nginx upgrade
+itself).
 """
 
 from __future__ import annotations
@@ -36,12 +41,30 @@ class Kind:
     label: str
     transports: tuple[str, ...]
     socketio: bool = False
+    #: "nchan" or "pushpin": a native server (bench/contenders/NATIVE.py
+    #: launches it; bare subscribers and its own publisher, see
+    #: fanout_client.py); "": a Python server with the GC probe.
+    native: str = ""
+    #: Subscribe requests in flight while connecting: well under every
+    #: server's listen backlog (4096). Pushpin answers part of a burst of
+    #: 128 or more with 502 (its proxy's requests to zurl are refused as
+    #: "unavailable"), and at 32 its handler cancels some of the held
+    #: streams it takes over ("received message out of sequence,
+    #: canceling"; closed later, 3 runs in 4 at 1,000), so it is given 8.
+    connect_gate: int = 256
+    #: Deliveries the publisher may be ahead of the slowest subscriber, in
+    #: whole messages: max(1, ahead // subscribers) (0: no limit). Pushpin
+    #: drops deliveries when too many are queued (16 messages ahead: none
+    #: lost at 1,000 subscribers, 22% at 10,000), so it gets 16,000: 16
+    #: messages at 1,000 subscribers, 1 at 10,000.
+    ahead: int = 0
 
 
 #: The servers. torchannels on the in-memory broker; the minimal Tornado
 #: server (bench/baseline_server.py, the floor the ratios are taken to over
 #: SSE); a bare asyncio.Protocol (the physical floor); two peers on
-#: uvicorn; torchannels on Redis with one and two worker processes.
+#: uvicorn; torchannels on Redis with one and two worker processes; the
+#: native peers: Nchan (an nginx module in C) and Pushpin (C++ and Rust).
 KINDS: dict[str, Kind] = {
     "asyncio": Kind("raw asyncio protocol", ("sse",)),
     "baseline": Kind("minimal Tornado", ("sse", "stream", "websocket")),
@@ -50,18 +73,30 @@ KINDS: dict[str, Kind] = {
     "socketio": Kind("python-socketio (uvicorn)", ("websocket",), socketio=True),
     "redis": Kind("torchannels, Redis", ("sse", "stream", "websocket")),
     "redis-2w": Kind("torchannels, Redis, 2 workers", ("sse", "stream", "websocket")),
+    "nchan": Kind("Nchan (C)", ("sse", "websocket"), native="nchan"),
+    "pushpin": Kind("Pushpin", ("sse",), native="pushpin", connect_gate=8, ahead=16_000),
 }
-#: ``make bench``: the floor, the hub on every streaming transport, the peers.
+#: ``make bench``: the floor, the hub on every streaming transport and on
+#: Redis (one and two workers), the Python peers and Nchan.
 STANDARD = (
     "asyncio:sse",
     "baseline:sse",
     "torchannels:sse",
     "torchannels:stream",
     "torchannels:websocket",
+    "redis:sse",
+    "redis-2w:sse",
+    "nchan:sse",
+    "nchan:websocket",
     "sse-starlette:sse",
     "socketio:websocket",
 )
+#: ``make bench-extra``: Pushpin, beside the rows it is read against.
+EXTRA = ("asyncio:sse", "torchannels:sse", "nchan:sse", "pushpin:sse")
+SETS = {"standard": STANDARD, "extra": EXTRA}
 REFERENCE = "baseline:sse"
+#: The Nchan row each transport's ratio to Nchan is taken to.
+NCHAN = {"sse": "nchan:sse", "websocket": "nchan:websocket"}
 
 
 def parse_contender(name: str) -> tuple[str, str]:
@@ -79,6 +114,10 @@ def label(contender: str) -> str:
     names = {"sse": "SSE", "stream": "NDJSON stream", "websocket": "WebSocket"}
     if server in ("asyncio", "sse-starlette", "socketio"):
         return KINDS[server].label
+    if server == "redis":
+        return f"torchannels on Redis, {names[transport]}"
+    if server == "redis-2w":
+        return f"torchannels on Redis, 2 workers, {names[transport]}"
     return f"{KINDS[server].label}, {names[transport]}"
 
 
@@ -86,6 +125,8 @@ class Server:
     """A server subprocess, its address, CPU time and memory."""
 
     LISTENING = re.compile(r"listening on http://([0-9.]+):(\d+)/")
+    #: A native server whose publish API has a port of its own (Pushpin).
+    PUBLISHING = re.compile(r"publish on http://([0-9.]+):(\d+)/")
 
     def __init__(
         self,
@@ -94,15 +135,18 @@ class Server:
         workdir: Path,
         profile: Path | None,
         cpus: set[int] | None = None,
+        native: bool = False,
     ) -> None:
         self.name = name
         self.cpus = cpus
+        self.native = native
         self.argv = argv
         self.workdir = workdir
         self.profile = profile
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = 0
         self.port = 0
+        self.publish_port = 0  # the publish API's, when not ``port``
         self.gc_dir = workdir / f"gc-{name}-{time.time_ns()}"
         self._gc_seq: dict[int, int] = {}
 
@@ -130,6 +174,8 @@ class Server:
             match = self.LISTENING.search(out.read_text(errors="replace"))
             if match:
                 self.port = int(match[2])
+                publishing = self.PUBLISHING.search(out.read_text(errors="replace"))
+                self.publish_port = int(publishing[2]) if publishing else self.port
                 break
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {err.read_text(errors='replace')[-2000:]}")
@@ -141,8 +187,10 @@ class Server:
             os.sched_setaffinity(self.pid, self.cpus)
 
     def pids(self) -> list[int]:
-        """The server process and its children (the workers of ``--workers``)."""
-        return [self.pid, *_children(self.pid)]
+        """The server process and its descendants (the workers of
+        ``--workers``); for a native server, its launcher's descendants."""
+        found = _descendants(self.pid)
+        return found if self.native else [self.pid, *found]
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time of the server's processes so far."""
@@ -164,7 +212,9 @@ class Server:
 
     async def gc_pauses(self, timeout: float = 5.0) -> dict[str, Any] | None:
         """The collector's pauses in every server process since the last call
-        (None if the probe did not answer, e.g. not a Python process)."""
+        (None if the probe did not answer, or not a Python server)."""
+        if self.native:
+            return None
         found: list[dict[str, Any]] = []
         for pid in self.pids():
             seq = self._gc_seq.get(pid, 0) + 1
@@ -231,6 +281,17 @@ def _children(parent: int) -> list[int]:
     return found
 
 
+def _descendants(parent: int) -> list[int]:
+    """``parent``'s children, their children, and so on."""
+    found: list[int] = []
+    todo = [parent]
+    while todo:
+        children = _children(todo.pop())
+        found += children
+        todo += children
+    return found
+
+
 def redis_pid() -> int | None:
     """The pid of the redis-server the Redis runs use (its CPU is counted too)."""
     try:
@@ -265,6 +326,10 @@ def server_argv(server: str, args: Any) -> list[str]:
         return [py, str(HERE / "contenders" / "starlette_sse.py"), "--port", "0"]
     if server == "socketio":
         return [py, str(HERE / "contenders" / "socketio_app.py"), "--port", "0"]
+    if server in ("nchan", "pushpin"):
+        # a message buffer (Nchan) as long as the hub's history
+        return [py, str(HERE / "contenders" / f"{server}.py"), "--port", "0",
+                "--buffer", str(max(1000, WARMUP + args.history))]  # fmt: skip
     extra: list[str] = []
     if server.startswith("redis"):
         # A fresh prefix per run: every run's channel starts at offset 1.
