@@ -393,9 +393,10 @@ class Session:
                 if not tasks:
                     self._tasks = None
 
-    def on_publication(self, pub: Publication) -> bool:
-        """A new publication of a channel this session is attached to; True
-        if it was handed to the sink (the hub counts deliveries)."""
+    def on_publication(self, pub: Publication, frames: tuple[Frame]) -> bool:
+        """A new publication of a channel this session is attached to, and
+        its ``(frame,)`` (the hub's, shared by every recipient); True if it
+        was handed to the sink (the hub counts deliveries)."""
         channel = pub.channel
         try:
             buffered = self._buffers[channel]
@@ -404,10 +405,11 @@ class Session:
         if buffered is not None:
             buffered.append(pub)
             return False
-        position = self.positions[channel]
+        positions = self.positions
+        position = positions[channel]
         if pub.offset == position.offset + 1 and pub.epoch == position.epoch:
-            self.positions[channel] = pub.position
-            self.owner.send(pub.frames)
+            positions[channel] = pub.position
+            self.owner.send(frames)
             return True
         if _follows(position, pub) is False:
             # A gap in live delivery (a lost broker message): read it back.
