@@ -180,7 +180,12 @@ class Outbox:
         """
         if self.closed:
             return
-        if batch is not None and not self._queue and not self._in_flight and self.sent_in is not batch:
+        if (
+            batch is not None
+            and self.sent_in is not batch
+            and not self._queue
+            and not self._in_flight
+        ):
             self.sent_in = batch
             self._send(data)
             return
