@@ -183,7 +183,7 @@ class Outbox:
         if (
             batch is not None
             and self.sent_in is not batch
-            and not self._queue
+            and not self._queued  # (the count: the queue is one object more to touch)
             and not self._in_flight
         ):
             self.sent_in = batch
