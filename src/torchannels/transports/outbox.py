@@ -187,7 +187,13 @@ class Outbox:
             and not self._in_flight
         ):
             self.sent_in = batch
-            self._send(data)
+            try:  # _send, inline on the fan-out path
+                future = self._write(data)
+            except Exception:
+                self._failed()
+                return
+            if future is not None:
+                self._started(future, data)
             return
         self._queue.append(data)
         self._queued += len(data)
@@ -240,16 +246,25 @@ class Outbox:
         it is the write in flight (or the write failed: closed)."""
         try:
             future = self._write(data)
-        except Exception:  # closed under us (StreamClosedError, finished handler, reset)
-            self.closed = True
-            self._owner.outbox_closed()
+        except Exception:
+            self._failed()
             return False
         if future is None:  # all written at once
             return True
+        self._started(future, data)
+        return False
+
+    def _failed(self) -> None:
+        """The write raised: closed under us (StreamClosedError, a finished
+        handler, a reset socket)."""
+        self.closed = True
+        self._owner.outbox_closed()
+
+    def _started(self, future: asyncio.Future[Any], data: bytes) -> None:
+        """``data`` is the write in flight until ``future`` completes."""
         self._in_flight = _unsent(self._write, data) or 1  # an empty write is still in flight
         self.write_started = asyncio.get_running_loop().time()
         future.add_done_callback(self._written)
-        return False
 
     def _written(self, future: asyncio.Future[Any]) -> None:
         self._in_flight = 0
