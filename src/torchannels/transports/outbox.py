@@ -173,10 +173,11 @@ class Outbox:
         ``limit`` behind.
 
         With ``batch`` (the iteration's, from the hub's fan-out), ``data``
-        is written at once when nothing is queued or in flight and nothing
-        was written so at once in this iteration: the common fan-out case,
-        one ``send`` and no second pass. (Frames that follow in the same
-        iteration, as a batch publish makes, still join into one write.)
+        is written at once when nothing is queued or in flight and this
+        outbox has not yet written at once in this iteration: the common
+        fan-out case, one ``send`` and no second pass. (Frames that follow
+        in the same iteration, as a batch publish makes, still join into
+        one write at its end.)
         """
         if self.closed:
             return
@@ -193,7 +194,7 @@ class Outbox:
                 self._failed()
                 return
             if future is not None:
-                self._started(future, data)
+                self._await_written(future, data)
             return
         self._queue.append(data)
         self._queued += len(data)
@@ -251,7 +252,7 @@ class Outbox:
             return False
         if future is None:  # all written at once
             return True
-        self._started(future, data)
+        self._await_written(future, data)
         return False
 
     def _failed(self) -> None:
@@ -260,7 +261,7 @@ class Outbox:
         self.closed = True
         self._owner.outbox_closed()
 
-    def _started(self, future: asyncio.Future[Any], data: bytes) -> None:
+    def _await_written(self, future: asyncio.Future[Any], data: bytes) -> None:
         """``data`` is the write in flight until ``future`` completes."""
         self._in_flight = _unsent(self._write, data) or 1  # an empty write is still in flight
         self.write_started = asyncio.get_running_loop().time()
