@@ -43,8 +43,8 @@ class Sink:
         self.framing = framing
         self.delivered = 0
 
-    def on_publication(self, pub: Publication) -> bool:
-        for frame in pub.frames:
+    def on_publication(self, pub: Publication, frames: tuple[Frame]) -> bool:
+        for frame in frames:
             self.framing(frame)
         self.delivered += 1
         return True

@@ -219,3 +219,42 @@ async def test_an_unsubscribe_before_the_attach_registers_detaches_that_channel(
     assert a_sink.offsets("x") == [] and a_sink.offsets("y") == [1]
     a.close()
     assert hub.subscription_count() == 0
+
+
+async def test_a_one_channel_session_agrees_with_the_general_path() -> None:
+    """A session serving one channel, live, takes the fan-out's fast path (no
+    dict per recipient); duplicates, a gap, a second channel and its
+    unsubscribe still come out as the general path has them."""
+    broker = MemoryBroker()
+    hub = Hub(broker, SETTINGS)
+    hub.channel("c").send({"n": 1})
+    s, sink = session(hub)
+    await s.subscribe(["c"], {}, live=True)
+    assert s._sole == "c"  # the fast path is on
+    hub.channel("c").send({"n": 2})
+    assert sink.offsets("c") == [1, 2] and s.positions["c"].offset == 2
+    two = (await hub.read("c", None)).publications[-1]
+    assert not s.on_publication(two, (two.frame,))  # a duplicate: dropped
+    # A gap: 3 and 4 published while the hub does not deliver to the session.
+    hub.detach("c", s)
+    hub.channel("c").send({"n": 3})
+    four = broker.publish_nowait("c", {"n": 4})
+    assert not s.on_publication(four, (four.frame,))
+    assert s._sole is None  # catching up: the general path
+    await until(lambda: sink.offsets("c") == [1, 2, 3, 4], "3 is read back")
+    assert s.positions["c"].offset == 4 and s._sole == "c"
+    await hub.attach("c", s)
+    hub.channel("c").send({"n": 5})
+    assert sink.offsets("c") == [1, 2, 3, 4, 5]
+    # A second channel: the general path, then the fast path again.
+    await s.subscribe(["d"], {}, live=True)
+    assert s._sole is None
+    hub.channel("c").send({"n": 6})
+    hub.channel("d").send({"n": 1})
+    assert sink.offsets("c")[-1] == 6 and sink.offsets("d") == [1]
+    assert s.unsubscribe("d") and s._sole == "c"
+    hub.channel("c").send({"n": 7})
+    assert sink.offsets("c") == [1, 2, 3, 4, 5, 6, 7]
+    assert s.positions == {"c": Position(s.positions["c"].epoch, 7)}
+    s.close()
+    assert s._sole is None

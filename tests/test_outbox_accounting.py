@@ -15,6 +15,7 @@ import pytest
 from tornado.iostream import IOStream
 
 from torchannels.transports.outbox import DirectWriter, Outbox, direct_writer
+from torchannels.write_batch import current_batch
 
 
 class Owner:
@@ -106,4 +107,38 @@ async def test_a_write_the_socket_takes_whole_leaves_nothing_in_flight(
     assert not outbox.busy and outbox.queued_bytes == 0
     assert owner.events == ["written"]
     assert drain(peer) == b"x" * 100
+    stream.close()
+
+
+async def test_the_fan_out_writes_at_once_then_queues_behind_a_write_in_flight(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = pair
+    stream = IOStream(ours)
+    owner = Owner()
+    outbox = Outbox(direct_writer(stream), limit=10 << 20, owner=owner)
+    # Nothing queued or in flight: written during the put, no pass, no callback.
+    outbox.put(b"a" * 100, live=True, batch=current_batch())
+    assert drain(peer) == b"a" * 100
+    assert not outbox.scheduled and not outbox.busy and owner.events == []
+    await asyncio.sleep(0)  # the next loop iteration, its own batch
+    big = bytes(range(256)) * 4096  # 1 MiB: far more than the buffers take
+    batch = current_batch()
+    outbox.put(big, live=True, batch=batch)
+    assert outbox.busy and not outbox.scheduled
+    taken = drain(peer)
+    assert 0 < len(taken) < len(big)
+    # A write is in flight: the next frame waits behind it, counted.
+    outbox.put(b"z" * 10, live=True, batch=batch)
+    assert outbox.queued_bytes == len(big) - len(taken) + 10
+    outbox.notify_idle = True
+    received = bytearray(taken)
+    for _ in range(10_000):  # bounded: a hang fails instead
+        if owner.idle.is_set():
+            break
+        received += drain(peer)
+        await asyncio.sleep(0.001)
+    received += drain(peer)
+    assert bytes(received) == big + b"z" * 10
+    assert outbox.queued_bytes == 0 and owner.events[-1] == "idle"
     stream.close()

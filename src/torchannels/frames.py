@@ -142,13 +142,6 @@ class Publication:
             self._frame = weakref.ref(frame)
         return frame
 
-    @property
-    def frames(self) -> tuple[Frame]:
-        """``(frame,)``: what live delivery hands every sink."""
-        ref = self._frame  # inline, as this runs once per recipient
-        frame = ref() if ref is not None else None
-        return (self.frame if frame is None else frame,)
-
     def __repr__(self) -> str:
         return f"<Publication {self.channel} {self.epoch}:{self.offset}>"
 

@@ -32,6 +32,7 @@ from .settings import Settings
 from .shared_reads import SharedReads, retrieve
 from .stats import Stats
 from .timer_wheel import TimerWheel
+from .write_batch import WriteBatch, current_batch
 
 if TYPE_CHECKING:
     from .outbox.consumer import OutboxConsumer
@@ -66,9 +67,10 @@ class Endable(Protocol):
 class Subscriber(Protocol):
     """What the hub delivers to: a :class:`~torchannels.session.Session`."""
 
-    def on_publication(self, pub: Publication) -> bool:
-        """A new publication of a channel the subscriber is attached to;
-        True if it was delivered (counted in ``Stats.delivered``)."""
+    def on_publication(self, pub: Publication, frames: tuple[Frame]) -> bool:
+        """A new publication of a channel the subscriber is attached to, and
+        ``(pub.frame,)`` (built once for every recipient); True if it was
+        delivered (counted in ``Stats.delivered``)."""
 
     def on_presence(self, channel: str, frame: Frame) -> None:
         """A ``presence`` frame of a channel the subscriber is attached to."""
@@ -116,6 +118,11 @@ class Hub:
         #: The deadlines of live connections (keep-alive, write watchdog,
         #: expiry), on one loop timer.
         self.timers = TimerWheel()
+        #: While a publication fans out, the loop iteration's write batch:
+        #: a recipient that has nothing queued writes it at once
+        #: (:meth:`Outbox.put <torchannels.transports.outbox.Outbox.put>`).
+        #: None otherwise.
+        self.fan_out: WriteBatch | None = None
         self._local: dict[str, _Local] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle: asyncio.Event | None = None
@@ -355,17 +362,24 @@ class Hub:
         delivered = 0
         # Held for the whole loop, so every subscriber gets this one frame
         # and its framings (the publication holds it weakly).
-        frame = pub.frame
-        # ``subscribers`` is replaced, never changed, by attach and detach:
-        # a subscriber that leaves during this loop leaves the next one.
-        for subscriber in local.subscribers:
-            try:
-                if subscriber.on_publication(pub):
-                    delivered += 1
-            except Exception:
-                log.exception("subscriber failed on %r", pub)
+        frames = (pub.frame,)
+        try:
+            batch: WriteBatch | None = current_batch()  # once, not per recipient
+        except RuntimeError:  # no running loop, so no live connection either
+            batch = None
+        outer, self.fan_out = self.fan_out, batch
+        try:
+            # ``subscribers`` is replaced, never changed, by attach and detach:
+            # a subscriber that leaves during this loop leaves the next one.
+            for subscriber in local.subscribers:
+                try:
+                    if subscriber.on_publication(pub, frames):
+                        delivered += 1
+                except Exception:
+                    log.exception("subscriber failed on %r", pub)
+        finally:
+            self.fan_out = outer
         self.stats.delivered += delivered
-        del frame
 
     def deliver_frame(self, channel: str, frame: Frame) -> None:
         """Hand ``frame`` (a ``presence`` frame) to every local subscriber of

@@ -32,6 +32,9 @@ log = logging.getLogger("torchannels.session")
 
 T = TypeVar("T")
 
+#: ``Session._sole_at`` while there is no sole channel.
+_NOWHERE = Position("", 0)
+
 
 class Subscription:
     """What ``can_access`` is asked about: one channel, for one request.
@@ -147,13 +150,15 @@ class Session:
         "_buffers",
         "_closed",
         "_held",
+        "_positions",
         "_present",
+        "_sole",
+        "_sole_at",
         "_tasks",
         "authorize",
         "hub",
         "identity",
         "owner",
-        "positions",
     )
 
     def __init__(
@@ -169,8 +174,14 @@ class Session:
         #: Where frames go (a live connection takes the session over).
         self.owner = owner
         self.authorize = authorize
-        #: Where the client stands now, per channel it is served.
-        self.positions: dict[str, Position] = {}
+        # Where the client stands now, per channel it is served (read it
+        # through ``positions``: the fast path's slots may be ahead of it).
+        self._positions: dict[str, Position] = {}
+        #: The one channel of a session that serves exactly one, live (not
+        #: catching up), and its position: the fan-out's fast path, with no
+        #: dict to touch per recipient (:meth:`_settle` keeps them true).
+        self._sole: str | None = None
+        self._sole_at = _NOWHERE
         #: Channels attached to the hub; a list while catching up (of
         #: publications and ``presence`` frames, in arrival order), else None.
         self._buffers: dict[str, list[Publication | Frame] | None] = {}
@@ -205,6 +216,7 @@ class Session:
             if refusal is None and not (live and c in self._buffers)  # not taken meanwhile
         ]
         if live:
+            self._unsettle()
             for channel in allowed:
                 self._buffers[channel] = []
             try:
@@ -287,8 +299,10 @@ class Session:
         """Stop serving ``channel``; False if it was not served."""
         if channel not in self._buffers:
             return False
+        self._unsettle()
         del self._buffers[channel]
-        self.positions.pop(channel, None)
+        self._positions.pop(channel, None)
+        self._settle()
         task = self._tasks.pop(channel, None) if self._tasks is not None else None
         if task is not None:
             task.cancel()
@@ -324,6 +338,7 @@ class Session:
         ``presence``: the snapshot the ``subscribed`` frame carries (a
         presence channel's subscribe then always begins with one)."""
         result = check_unbroken(since, result, None)  # a broker's hole is a reset here too
+        self._unsettle()
         out: list[Frame] = []
         if result.reset is not None:
             self.hub.stats.resets += 1
@@ -353,9 +368,10 @@ class Session:
                     break
                 out.append(pub.frame)
                 position = pub.position
-        self.positions[channel] = position
+        self._positions[channel] = position
         if live and not gap:
             self._buffers[channel] = None  # live from here on
+        self._settle()
         if out:
             self.hub.stats.delivered += sum(f.kind == F.MESSAGE for f in out)
             self.owner.send(out, backlog=True)
@@ -367,6 +383,7 @@ class Session:
         if self._closed or (self._tasks is not None and channel in self._tasks):
             return
         if self._buffers.get(channel) is None:
+            self._unsettle()
             self._buffers[channel] = []
         if self._tasks is None:
             self._tasks = {}
@@ -393,10 +410,18 @@ class Session:
                 if not tasks:
                     self._tasks = None
 
-    def on_publication(self, pub: Publication) -> bool:
-        """A new publication of a channel this session is attached to; True
-        if it was handed to the sink (the hub counts deliveries)."""
+    def on_publication(self, pub: Publication, frames: tuple[Frame]) -> bool:
+        """A new publication of a channel this session is attached to, and
+        its ``(frame,)`` (the hub's, shared by every recipient); True if it
+        was handed to the sink (the hub counts deliveries)."""
         channel = pub.channel
+        if channel == self._sole:  # one live channel: no dict touched
+            position = self._sole_at
+            if pub.offset == position.offset + 1 and pub.epoch == position.epoch:
+                self._sole_at = pub.position
+                self.owner.send(frames)
+                return True
+            self._unsettle()  # out of line: the general path below
         try:
             buffered = self._buffers[channel]
         except KeyError:
@@ -404,16 +429,46 @@ class Session:
         if buffered is not None:
             buffered.append(pub)
             return False
-        position = self.positions[channel]
+        positions = self._positions  # (no sole channel here: they are current)
+        position = positions[channel]
         if pub.offset == position.offset + 1 and pub.epoch == position.epoch:
-            self.positions[channel] = pub.position
-            self.owner.send(pub.frames)
+            positions[channel] = pub.position
+            self.owner.send(frames)
             return True
         if _follows(position, pub) is False:
             # A gap in live delivery (a lost broker message): read it back.
             self._buffers[channel] = [pub]
             self._start_catch_up(channel)
+        else:
+            self._settle()
         return False
+
+    @property
+    def positions(self) -> dict[str, Position]:
+        """Where the client stands now, per channel it is served."""
+        sole = self._sole
+        if sole is not None:
+            self._positions[sole] = self._sole_at
+        return self._positions
+
+    def _unsettle(self) -> None:
+        """Before ``_buffers`` or the positions change: the fast path's
+        position written back, and no fast path until :meth:`_settle`."""
+        sole = self._sole
+        if sole is not None:
+            self._positions[sole] = self._sole_at
+            self._sole = None
+            self._sole_at = _NOWHERE
+
+    def _settle(self) -> None:
+        """After ``_buffers`` or the positions changed: the fast path again
+        if this session serves exactly one channel, live."""
+        self._unsettle()
+        if len(self._buffers) == 1:
+            for channel, buffered in self._buffers.items():
+                position = self._positions.get(channel)
+                if buffered is None and position is not None:
+                    self._sole, self._sole_at = channel, position
 
     def on_presence(self, channel: str, frame: Frame) -> None:
         """A ``presence`` frame of ``channel``: sent now, or after the
@@ -445,6 +500,7 @@ class Session:
         tasks, self._tasks = self._tasks, None
         for task in (tasks or {}).values():
             task.cancel()
+        self._unsettle()
         for channel in self._buffers:
             self.hub.detach(channel, self)
         self._buffers.clear()

@@ -228,7 +228,8 @@ class LiveConnection:
                 data = self._encode(frames[0])
             else:
                 data = b"".join(map(self._encode, frames))
-            self.outbox.put(data, live=True)
+            # In the hub's fan-out, straight to the socket when nothing waits.
+            self.outbox.put(data, live=True, batch=self.hub.fan_out)
             self.sent_bytes += len(data)  # _count, inline on the fan-out path
             if self._byte_limit is not None and self.sent_bytes >= self._byte_limit:
                 self.end(RECONNECT_BYTE_LIMIT)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from tornado.iostream import IOStream
 
 from ..tornado_compat import sends_plainly, stream_socket
+from ..write_batch import WriteBatch, current_batch
 
 #: A write: None when every byte went out at once, else a future that
 #: completes when the rest has been written (or fails: the peer is gone).
@@ -85,34 +85,14 @@ class Owner(Protocol):
         """Writes completed and none is in flight."""
 
 
-class _Batch:
-    """The outboxes that got bytes during one loop iteration, pumped together
-    at its end: what reaches one connection in one iteration is one write."""
-
-    __slots__ = ("loop", "outboxes")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.outboxes: list[Outbox] = []
-
-    def run(self) -> None:
-        if getattr(_current, "batch", None) is self:
-            _current.batch = None
-        for outbox in self.outboxes:
-            outbox.scheduled = False
-            outbox.pump()
-
-
-#: The batch of this thread's running loop (one loop runs per thread at a time).
-_current = threading.local()
-
-
 class Outbox:
     """One connection's outgoing bytes: a queue with one write in flight.
 
     Bytes put during one loop iteration are written together at its end
-    (:meth:`schedule`), so publications that reach a connection in the same
-    iteration share one write. While a write is in flight the rest waits in
+    (:mod:`torchannels.write_batch`), so publications that reach a connection
+    in the same iteration share one write; only the hub's fan-out writes its
+    first frame of an iteration at once, when nothing is queued or in flight
+    (:meth:`put` with ``batch``). While a write is in flight the rest waits in
     the queue and goes out joined when it completes, so a fast client gets
     every frame at once and a slow one gets them batched. One write carries
     at most about ``WRITE_CHUNK`` bytes (whole frames), so that a client that
@@ -134,6 +114,7 @@ class Outbox:
         "limit",
         "notify_idle",
         "scheduled",
+        "sent_in",
         "write_started",
     )
 
@@ -155,6 +136,9 @@ class Outbox:
         self.closed = False
         #: Waiting in this loop iteration's batch for :meth:`pump`.
         self.scheduled = False
+        #: The batch of the loop iteration in which :meth:`put` last wrote
+        #: at once (what follows in that iteration joins the batch).
+        self.sent_in: WriteBatch | None = None
         #: Call the owner's ``outbox_idle`` when writes complete (the owner
         #: sets it when it waits for that, such as to end the connection).
         self.notify_idle = False
@@ -183,11 +167,34 @@ class Outbox:
         self._queue.append(data)
         self._queued += len(data)
 
-    def put(self, data: bytes, *, live: bool = False) -> None:
+    def put(self, data: bytes, *, live: bool = False, batch: WriteBatch | None = None) -> None:
         """Queue ``data`` for the end of this loop iteration; for a ``live``
         frame, call its owner's ``outbox_slow`` instead when the client is already more than
-        ``limit`` behind."""
+        ``limit`` behind.
+
+        With ``batch`` (the iteration's, from the hub's fan-out), ``data``
+        is written at once when nothing is queued or in flight and this
+        outbox has not yet written at once in this iteration: the common
+        fan-out case, one ``send`` and no second pass. (Frames that follow
+        in the same iteration, as a batch publish makes, still join into
+        one write at its end.)
+        """
         if self.closed:
+            return
+        if (
+            batch is not None
+            and self.sent_in is not batch
+            and not self._queued  # (the count: the queue is one object more to touch)
+            and not self._in_flight
+        ):
+            self.sent_in = batch
+            try:  # _send, inline on the fan-out path
+                future = self._write(data)
+            except Exception:
+                self._failed()
+                return
+            if future is not None:
+                self._await_written(future, data)
             return
         self._queue.append(data)
         self._queued += len(data)
@@ -196,19 +203,12 @@ class Outbox:
             self._owner.outbox_slow()
             return
         if not self.scheduled:
-            self.schedule()
+            (batch or current_batch()).add(self)
 
     def schedule(self) -> None:
         """Write what is queued at the end of this loop iteration."""
-        if self.scheduled:
-            return
-        self.scheduled = True
-        batch: _Batch | None = getattr(_current, "batch", None)
-        loop = asyncio.get_running_loop()
-        if batch is None or batch.loop is not loop:
-            batch = _current.batch = _Batch(loop)
-            loop.call_soon(batch.run)
-        batch.outboxes.append(self)
+        if not self.scheduled:
+            current_batch().add(self)
 
     def discard(self) -> None:
         """Forget everything not yet handed to the socket."""
@@ -221,7 +221,7 @@ class Outbox:
         is in flight, call the owner's ``outbox_idle``."""
         queue = self._queue
         while queue and not self._in_flight and not self.closed:
-            if len(queue) == 1:  # the fan-out case
+            if len(queue) == 1:  # one frame
                 data = queue[0]
                 queue.clear()
             elif self._queued <= self.WRITE_CHUNK:
@@ -235,22 +235,37 @@ class Outbox:
                 data = b"".join(queue[:taken])
                 del queue[:taken]
             self._queued -= len(data)
-            try:
-                future = self._write(data)
-            except Exception:  # closed under us (StreamClosedError, finished handler)
-                self.closed = True
-                self._owner.outbox_closed()
+            if not self._send(data):
                 return
-            if future is None:  # all written at once
-                wrote = True
-                self._owner.outbox_written()
-                continue
-            self._in_flight = _unsent(self._write, data) or 1  # an empty write is still in flight
-            self.write_started = asyncio.get_running_loop().time()
-            future.add_done_callback(self._written)
-            return
+            wrote = True
+            self._owner.outbox_written()  # catch-up may wait for the room
         if wrote and self.notify_idle and not self._in_flight and not self.closed:
             self._owner.outbox_idle()
+
+    def _send(self, data: bytes) -> bool:
+        """Hand ``data`` to the write; True if it all went out at once, else
+        it is the write in flight (or the write failed: closed)."""
+        try:
+            future = self._write(data)
+        except Exception:
+            self._failed()
+            return False
+        if future is None:  # all written at once
+            return True
+        self._await_written(future, data)
+        return False
+
+    def _failed(self) -> None:
+        """The write raised: closed under us (StreamClosedError, a finished
+        handler, a reset socket)."""
+        self.closed = True
+        self._owner.outbox_closed()
+
+    def _await_written(self, future: asyncio.Future[Any], data: bytes) -> None:
+        """``data`` is the write in flight until ``future`` completes."""
+        self._in_flight = _unsent(self._write, data) or 1  # an empty write is still in flight
+        self.write_started = asyncio.get_running_loop().time()
+        future.add_done_callback(self._written)
 
     def _written(self, future: asyncio.Future[Any]) -> None:
         self._in_flight = 0

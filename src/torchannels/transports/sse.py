@@ -159,9 +159,20 @@ class SSEFraming:
         self.chunked = chunked
 
     def __call__(self, frame: Frame) -> bytes:
+        cursor = self.cursor
+        channel = frame.channel
+        position = frame.position
+        if channel is not None and position is not None:
+            # The fan-out case, inline: apply(), then the whole event the
+            # frame shares with every one-channel connection.
+            cursor[channel] = position
+            if len(cursor) == 1:
+                if self.chunked:
+                    return frame.cached("sse-single+chunk", _single_channel_chunk)
+                return frame.cached("sse-single", _single_channel_event)
         if self.chunked:
-            return sse_chunk(frame, self.cursor)
-        return sse_event(frame, self.cursor)
+            return sse_chunk(frame, cursor)
+        return sse_event(frame, cursor)
 
 
 class SSETransport(StreamingTransport):
