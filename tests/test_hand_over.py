@@ -212,11 +212,11 @@ async def test_a_tls_stream_stays_on_tornados_path(
     server = make_server(handler, tls=server_tls)
     client = await Raw.get(server.port, "transport=sse&channel=a", tls=client_tls)
     await eventually(lambda: b"event: subscribed" in client.data)
-    await asyncio.sleep(0.1)
-    assert handlers_alive() == 1 and Tracked.finished == 0  # still Tornado's
-    assert b"Connection: close" not in client.head
     hub.channel("a").send({"n": 1})
     await eventually(lambda: b'"n":1' in client.data)
+    # A message delivered after the subscribe: a hand-over would have come first.
+    assert handlers_alive() == 1 and Tracked.finished == 0  # still Tornado's
+    assert b"Connection: close" not in client.head
     assert await hub.shutdown(5)
     await eventually(lambda: client.data.endswith(b"\r\n0\r\n\r\n"))
     assert b"event: reconnect" in client.data
@@ -232,7 +232,8 @@ async def test_hand_over_may_be_turned_off(make_server: Callable[..., Server], h
     server = make_server(handler)
     client = await Raw.get(server.port, f"transport={Kept.name}&channel=a")
     await eventually(lambda: b'"subscribed"' in client.data)
-    await asyncio.sleep(0.1)
+    hub.channel("a").send({"n": 1})
+    await eventually(lambda: b'"n":1' in client.data)  # a hand-over would have come first
     assert handlers_alive() == 1 and b"Connection: close" not in client.head
     client.close()
     await eventually(lambda: not hub.connections)
